@@ -1,0 +1,3 @@
+from reacture_convert.cli import main
+
+main()

@@ -1,0 +1,103 @@
+"""The bundle model: five files that share a prefix, wherever they live.
+
+A file of a bundle is a plain local file, an fsspec URL (``s3://...``), or a member of a
+.zip/.tar/.tar.gz archive that is itself local or remote. ``FileRef`` names one such file and
+``open_file`` opens it for streaming reads; nothing is extracted to disk. Refs are small frozen
+values so they travel to Dask workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tarfile
+import zipfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import fsspec
+
+__all__ = ["ROLES", "FileRef", "BundleRef", "open_file", "StorageOptions"]
+
+# The five files of a bundle, by the suffix after ``<prefix>_``.
+ROLES: tuple[str, ...] = ("metadata.json", "data.jsonl", "frames.npy", "timestamps.npy", "README.md")
+
+StorageOptions = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class FileRef:
+    """One file: ``url`` is a local path or fsspec URL; ``member`` a name inside that archive."""
+
+    url: str
+    size: int
+    member: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The file's own name (last path component), e.g. ``reacture_1_frames.npy``."""
+        path = self.member if self.member is not None else self.url
+        return path.rstrip("/").rsplit("/", 1)[-1]
+
+    def label(self) -> str:
+        """Where the file is, for people: ``path`` or ``archive.zip!inner/path``."""
+        return self.url if self.member is None else f"{self.url}!{self.member}"
+
+
+@dataclass(frozen=True, slots=True)
+class BundleRef:
+    """The files found for one prefix. ``files`` maps a role in ``ROLES`` to its file."""
+
+    prefix: str
+    source: str  # the folder or archive!folder the files were found in
+    files: Mapping[str, FileRef] = field(default_factory=dict)
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        return tuple(r for r in ROLES if r not in self.files)
+
+    def file_label(self, role: str) -> str:
+        """The name findings use for a role's file (the file's own name)."""
+        ref = self.files.get(role)
+        return ref.name if ref is not None else f"{self.prefix}_{role}"
+
+
+def _archive_kind(url: str) -> str:
+    low = url.lower()
+    if low.endswith(".zip"):
+        return "zip"
+    if low.endswith((".tar.gz", ".tgz")):
+        return "tar.gz"
+    if low.endswith(".tar"):
+        return "tar"
+    raise ValueError(f"{url}: not a supported archive (.zip, .tar, .tar.gz, .tgz)")
+
+
+@contextlib.contextmanager
+def open_file(ref: FileRef, storage_options: StorageOptions | None = None) -> Iterator[IO[bytes]]:
+    """Open ``ref`` for binary reading (seekable for plain files, forward-only inside archives).
+
+    Archive members are re-checked here: only regular files are ever read.
+    """
+    opts = dict(storage_options or {})
+    with fsspec.open(ref.url, "rb", **opts) as raw:
+        if ref.member is None:
+            yield raw
+            return
+        kind = _archive_kind(ref.url)
+        if kind == "zip":
+            with zipfile.ZipFile(raw) as zf:
+                info = zf.getinfo(ref.member)
+                if info.is_dir():
+                    raise IsADirectoryError(ref.label())
+                with zf.open(info) as member:
+                    yield member
+        else:
+            with tarfile.open(fileobj=raw, mode="r:gz" if kind == "tar.gz" else "r:") as tf:
+                tinfo = tf.getmember(ref.member)
+                if not tinfo.isreg():
+                    raise ValueError(f"{ref.label()}: not a regular file")
+                member_io = tf.extractfile(tinfo)
+                assert member_io is not None  # regular files always have a stream
+                with member_io:
+                    yield member_io

@@ -1,0 +1,281 @@
+"""The ``reacture-convert`` command: a thin click layer over the library.
+
+Exit codes (every command): 0 success; 1 some bundle was invalid, rejected, failed or did not
+verify; 2 usage error (bad option, missing argument); 3 the run could not start or finish
+(output locked or unwritable, bad job file).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import click
+
+from reacture_convert import __version__
+from reacture_convert.batch import RunSummary, run_convert
+from reacture_convert.catalog import CatalogEntry
+from reacture_convert.convert import FORMATS, ConvertOptions
+from reacture_convert.discover import discover
+from reacture_convert.errors import ReactureError
+from reacture_convert.findings import Finding, Severity
+from reacture_convert.storage import Output
+from reacture_convert.to_zarr import CODECS, ZarrOptions
+from reacture_convert.validate import Report, validate_bundle
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_FAILED = 0, 1, 2, 3
+DEFAULT_ZARR = ZarrOptions()
+
+
+def parse_storage_options(values: Sequence[str]) -> dict[str, Any]:
+    """``key=value`` pairs (``--storage-option``) to fsspec options; nested with dots
+    (``client_kwargs.endpoint_url=http://...``); ``true``/``false``/numbers are typed."""
+    opts: dict[str, Any] = {}
+    for item in values:
+        if "=" not in item:
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint="--storage-option")
+        key, raw = item.split("=", 1)
+        value: Any = raw
+        if raw.lower() in ("true", "false"):
+            value = raw.lower() == "true"
+        else:
+            try:
+                value = int(raw)
+            except ValueError:
+                pass
+        target = opts
+        *parents, leaf = key.split(".")
+        for p in parents:
+            target = target.setdefault(p, {})
+        target[leaf] = value
+    return opts
+
+
+def storage_option(f: F) -> F:
+    return click.option(
+        "--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE",
+        help="fsspec option for s3:// and other URLs, repeatable "
+             "(e.g. client_kwargs.endpoint_url=http://127.0.0.1:9000, anon=true).",
+    )(f)
+
+
+def json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON document for machines.")(f)
+
+
+def _fail(e: ReactureError) -> None:
+    click.echo(f"Error: {e}", err=True)
+    sys.exit(EXIT_FAILED)
+
+
+def _finding_line(f: Finding) -> str:
+    colour = {"error": "red", "warning": "yellow", "info": "cyan"}[str(f.severity)]
+    return f"    {click.style(f'{f.severity:<7}', fg=colour)} {f.code:<24} {f.location()}: {f.message}"
+
+
+_ORDER = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="reacture-convert")
+def cli() -> None:
+    """Ingest ReActure session bundles, validate them, and convert them losslessly to Zarr v3 +
+    Parquet (and WebDataset shards), with exact frame/row/time alignment.
+
+    \b
+    Exit codes: 0 ok; 1 some bundle invalid, rejected or failed; 2 usage error;
+    3 the run could not start or finish (output locked, unwritable, bad job file).
+    """
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True)
+@json_option
+@storage_option
+def validate(paths: tuple[str, ...], as_json: bool, storage_options: tuple[str, ...]) -> None:
+    """Find bundles under PATHS (folders, .zip/.tar/.tar.gz archives, globs, URLs) and report
+    every problem of each: file, line or frame index, and what is wrong.
+
+    Prints one line per bundle, then its findings. Exit 0 when every bundle is valid (warnings
+    allowed), 1 when any is invalid.
+    """
+    opts = parse_storage_options(storage_options)
+    found = discover(list(paths), opts)
+    reports = [validate_bundle(b, opts) for b in found.bundles]
+    loose_errors = any(f.severity is Severity.ERROR for f in found.findings)
+    ok = all(r.ok for r in reports) and not loose_errors and bool(reports)
+    if as_json:
+        doc = {
+            "ok": ok,
+            "bundles": [_report_dict(r) for r in reports],
+            "findings": [f.to_dict() for f in found.findings],
+        }
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        for r in reports:
+            _print_report(r)
+        if found.findings:
+            click.echo("outside any bundle:")
+            for f in sorted(found.findings, key=lambda f: _ORDER[f.severity]):
+                click.echo(_finding_line(f))
+        n_bad = sum(not r.ok for r in reports)
+        click.echo(f"{len(reports)} bundle(s): {len(reports) - n_bad} valid, {n_bad} invalid")
+        if not reports:
+            click.echo("no bundle found (a bundle is <prefix>_metadata.json, _data.jsonl, "
+                       "_frames.npy, _timestamps.npy, _README.md)", err=True)
+    sys.exit(EXIT_OK if ok else EXIT_INVALID)
+
+
+def _report_dict(r: Report) -> dict[str, Any]:
+    return {
+        "prefix": r.bundle.prefix,
+        "source": r.bundle.source,
+        "valid": r.ok,
+        "n_frames": r.n_frames,
+        "n_rows": r.n_rows,
+        "n_periodic": r.n_periodic,
+        "n_events": r.n_events,
+        "n_actions": r.n_actions,
+        "blank_frames": r.blank_frames,
+        "metadata_session_id": r.metadata_session_id,
+        "findings": [f.to_dict() for f in r.findings],
+    }
+
+
+def _print_report(r: Report) -> None:
+    state = click.style("valid  ", fg="green") if r.ok else click.style("INVALID", fg="red", bold=True)
+    counts = f"{r.n_frames if r.n_frames is not None else '?'} frames, {r.n_rows if r.n_rows is not None else '?'} rows"
+    click.echo(f"{state} {r.bundle.prefix}  ({counts})  {r.bundle.source}")
+    for f in sorted(r.findings, key=lambda f: _ORDER[f.severity]):
+        click.echo(_finding_line(f))
+
+
+def convert_options(f: F) -> F:
+    for opt in reversed([
+        click.option("--out", "-o", required=True, metavar="OUT",
+                     help="Output dataset: a folder or an fsspec URL (s3://bucket/prefix)."),
+        click.option("--format", "formats", default="zarr", show_default=True, metavar="FORMATS",
+                     help="Comma-separated: zarr (Zarr + rows + alignment table), wds (shards)."),
+        click.option("--force", is_flag=True,
+                     help="Replace a converted session whose source bytes changed."),
+        click.option("--chunk-frames", type=click.IntRange(1), default=DEFAULT_ZARR.chunk_frames,
+                     show_default=True, help="Frames per Zarr chunk."),
+        click.option("--shard-frames", type=click.IntRange(1), default=None,
+                     help="Frames per Zarr shard (sharding codec): few big objects per session."),
+        click.option("--codec", type=click.Choice(CODECS), default=DEFAULT_ZARR.codec,
+                     show_default=True, help="Compression of Zarr frame chunks."),
+        click.option("--wait", is_flag=True, help="Wait for another run on OUT instead of failing."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress output."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def build_options(formats: str, force: bool, chunk_frames: int, shard_frames: int | None,
+                  codec: str, input_options: dict[str, Any]) -> ConvertOptions:
+    wanted = tuple(x.strip() for x in formats.split(",") if x.strip())
+    bad = [x for x in wanted if x not in FORMATS]
+    if bad or not wanted:
+        raise click.BadParameter(f"unknown format {', '.join(bad) or formats!r}; choose from "
+                                 f"{', '.join(FORMATS)}", param_hint="--format")
+    try:
+        zopts = ZarrOptions(chunk_frames=chunk_frames, shard_frames=shard_frames, codec=codec)
+    except ReactureError as e:
+        raise click.BadParameter(str(e)) from None
+    return ConvertOptions(formats=wanted, zarr=zopts, force=force, input_options=input_options)
+
+
+def _print_summary(summary: RunSummary) -> None:
+    for e in summary.entries:
+        colour = {"converted": "green", "skipped": "blue", "duplicate": "blue"}.get(e.status, "red")
+        name = e.session or e.source
+        click.echo(f"{click.style(f'{e.status:<9}', fg=colour)} {name}"
+                   + (f"  ({e.n_frames} frames)" if e.n_frames is not None else "")
+                   + (f"  {e.reason}" if e.reason and e.status not in ('converted',) else ""))
+        if e.status in ("rejected", "failed", "conflict"):
+            for f in e.findings:
+                if f.severity is Severity.ERROR:
+                    click.echo(_finding_line(f))
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items())) or "no bundle found"
+    rate = f", {summary.frames / summary.seconds:.0f} frames/s" if summary.seconds and summary.frames else ""
+    click.echo(f"{counts} in {summary.seconds:.1f} s{rate} -> {summary.out}")
+
+
+def _progress_printer(quiet: bool) -> Callable[[CatalogEntry, int, int], None] | None:
+    if quiet or not sys.stderr.isatty():
+        return None
+
+    def show(entry: CatalogEntry, done: int, total: int) -> None:
+        click.echo(f"\r[{done}/{total}] {entry.status:<9} {entry.session or entry.source}", err=True)
+
+    return show
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True)
+@convert_options
+@json_option
+@storage_option
+def convert(paths: tuple[str, ...], out: str, formats: str, force: bool, chunk_frames: int,
+            shard_frames: int | None, codec: str, wait: bool, quiet: bool, as_json: bool,
+            storage_options: tuple[str, ...]) -> None:
+    """Convert every valid bundle under PATHS into OUT and record every bundle in
+    OUT/catalog.parquet.
+
+    A re-run skips unchanged sessions and finishes what an interrupted run left. Exit 0 when
+    all converted (or skipped), 1 when some were rejected, conflicted or failed.
+    """
+    opts = parse_storage_options(storage_options)
+    options = build_options(formats, force, chunk_frames, shard_frames, codec, opts)
+    try:
+        summary = run_convert(list(paths), Output(out, opts), options,
+                              progress=_progress_printer(quiet or as_json), wait_for_lock=wait)
+    except ReactureError as e:
+        _fail(e)
+        return
+    if as_json:
+        click.echo(json.dumps(summary.to_dict(), indent=2, default=str))
+    else:
+        _print_summary(summary)
+    sys.exit(EXIT_OK if summary.ok else EXIT_INVALID)
+
+
+@cli.command()
+@click.argument("out")
+@click.option("--sources", is_flag=True,
+              help="Also compare with the original bundles, bit for bit (they must still exist).")
+@json_option
+@storage_option
+def verify(out: str, sources: bool, as_json: bool, storage_options: tuple[str, ...]) -> None:
+    """Re-read every converted session in OUT and check it against the catalog and the alignment
+    table (frame hashes, counts, row<->frame agreement) and the WebDataset index.
+
+    Exit 0 when everything holds, 1 on any mismatch (each one named).
+    """
+    from reacture_convert.verify import verify_dataset
+
+    opts = parse_storage_options(storage_options)
+    try:
+        checked, problems = verify_dataset(Output(out, opts), sources=sources)
+    except ReactureError as e:
+        _fail(e)
+        return
+    if as_json:
+        click.echo(json.dumps({"ok": not problems, "sessions_checked": checked,
+                               "problems": [{"session": p.session, "problem": p.what} for p in problems]},
+                              indent=2))
+    else:
+        for p in problems:
+            click.echo(click.style("MISMATCH ", fg="red") + str(p))
+        what = "outputs and sources" if sources else "outputs"
+        click.echo(f"{checked} session(s) checked ({what}): "
+                   + ("all exact" if not problems else f"{len(problems)} problem(s)"))
+    sys.exit(EXIT_OK if not problems else EXIT_INVALID)
+
+
+def main() -> None:
+    cli(prog_name="reacture-convert")

@@ -1,0 +1,213 @@
+"""Convert one bundle: judge it, write its outputs to staging, commit, describe it for the catalog.
+
+``convert_bundle`` is the unit of work that batches fan out (one Dask task per bundle). It never
+raises for a bad bundle or a failed write: every outcome is a ``CatalogEntry`` with a status and
+its findings, so one session can never stop a batch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from reacture_convert import __version__
+from reacture_convert.alignment import frame_digests, frames_table, write_frames_table
+from reacture_convert.bundle import BundleRef, StorageOptions, open_file
+from reacture_convert.catalog import CatalogEntry
+from reacture_convert.findings import finding
+from reacture_convert.jsonl import ParsedRow, iter_jsonl
+from reacture_convert.naming import session_name
+from reacture_convert.npy import iter_npy_chunks, read_npy_header, read_npy_small
+from reacture_convert.storage import Output
+from reacture_convert.to_parquet import write_rows
+from reacture_convert.to_zarr import ZarrOptions, ZarrSessionWriter
+from reacture_convert.validate import Report, ValidationLimits, validate_bundle
+
+__all__ = ["ConvertOptions", "convert_bundle", "hash_files", "session_parts", "FORMATS"]
+
+FORMATS = ("zarr", "wds")
+HASH_BLOCK = 1 << 20
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """How to convert. ``formats``: ``zarr`` (Zarr + rows + alignment table) and/or ``wds``."""
+
+    formats: tuple[str, ...] = ("zarr",)
+    zarr: ZarrOptions = ZarrOptions()
+    force: bool = False
+    limits: ValidationLimits = ValidationLimits()
+    input_options: Mapping[str, Any] = field(default_factory=dict)
+
+
+def session_parts(session: str) -> list[str]:
+    """The per-session outputs of the ``zarr`` format, relative to OUT."""
+    return [f"zarr/{session}.zarr", f"rows/{session}.parquet", f"frames/{session}.parquet"]
+
+
+def hash_files(bundle: BundleRef, storage_options: StorageOptions | None = None) -> dict[str, str]:
+    """sha256 of each present file of the bundle, streamed."""
+    out: dict[str, str] = {}
+    for role, ref in sorted(bundle.files.items()):
+        h = hashlib.sha256()
+        with open_file(ref, storage_options) as f:
+            while block := f.read(HASH_BLOCK):
+                h.update(block)
+        out[role] = h.hexdigest()
+    return out
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _entry(bundle: BundleRef, status: str, **kw: Any) -> CatalogEntry:
+    return CatalogEntry(
+        session=kw.pop("session", session_name(bundle.prefix)),
+        source=bundle.source,
+        prefix=bundle.prefix,
+        status=status,
+        converter_version=__version__,
+        converted_at=_now(),
+        **kw,
+    )
+
+
+def _from_report(report: Report) -> dict[str, Any]:
+    return {
+        "metadata_session_id": report.metadata_session_id,
+        "n_frames": report.n_frames,
+        "n_rows": report.n_rows,
+        "blank_frames": report.blank_frames,
+        "findings": report.findings,
+    }
+
+
+def _rows(bundle: BundleRef, opts: StorageOptions | None) -> Iterator[ParsedRow]:
+    ref = bundle.files["data.jsonl"]
+    with open_file(ref, opts) as f:
+        for item in iter_jsonl(f, ref.name):
+            if isinstance(item, ParsedRow):
+                yield item
+
+
+def zarr_attributes(session: str, bundle: BundleRef, report: Report, hashes: Mapping[str, str]) -> dict[str, Any]:
+    """Group attributes: metadata, provenance and how the pictures are stored. No clock times,
+    so the same bundle always gives the same bytes."""
+    return {
+        "session": session,
+        "prefix": bundle.prefix,
+        "metadata_session_id": report.metadata_session_id,
+        "metadata": dict(report.metadata or {}),
+        "provenance": {
+            "source": bundle.source,
+            "files": {role: ref.name for role, ref in sorted(bundle.files.items())},
+            "sha256": dict(sorted(hashes.items())),
+            "converter": "reacture-convert",
+            "converter_version": __version__,
+        },
+        "frames": {
+            "layout": "N x height x width x RGB, uint8, exact bytes of frames.npy",
+            "orientation": "bottom-up",
+            "note": "WebGL readPixels order: row 0 is the bottom of the picture; "
+                    "frames[:, ::-1] shows it right way up",
+            "blank_frames": report.blank_frames,
+        },
+        "timestamps": {"unit": "ms since game start", "dtype": "float32, exact bytes of timestamps.npy"},
+    }
+
+
+def write_session(
+    bundle: BundleRef, session: str, report: Report, hashes: Mapping[str, str],
+    out: Output, options: ConvertOptions,
+) -> list[str]:
+    """Write the ``zarr`` format outputs of a valid bundle into staging; return their parts."""
+    opts = options.input_options
+    stage = out.staging(session)
+    out.fs.makedirs(stage, exist_ok=True)
+    n = report.n_frames or 0
+    with open_file(bundle.files["timestamps.npy"], opts) as f:
+        header, _ = read_npy_header(f, bundle.files["timestamps.npy"].size, "timestamps")
+        assert header is not None  # validated
+        ts = read_npy_small(f, header, file=bundle.files["timestamps.npy"].name)
+    writer = ZarrSessionWriter(
+        out.url_of(".staging", session, "zarr", f"{session}.zarr"), n,
+        zarr_attributes(session, bundle, report, hashes), options.zarr, out.storage_options,
+    )
+    digests: list[str] = []
+    blank: list[bool] = []
+    with open_file(bundle.files["frames.npy"], opts) as f:
+        fheader, _ = read_npy_header(f, bundle.files["frames.npy"].size, "frames")
+        assert fheader is not None
+        start = 0
+        for block in iter_npy_chunks(f, fheader, options.zarr.block_frames,
+                                     file=bundle.files["frames.npy"].name):
+            writer.write_frames(start, block)
+            digests.extend(frame_digests(block))
+            blank.extend((~block.reshape(block.shape[0], -1).any(axis=1)).tolist())
+            start += block.shape[0]
+    writer.write_timestamps(ts)
+    fs = out.fs
+    fs.makedirs(f"{stage}/rows", exist_ok=True)
+    with fs.open(f"{stage}/rows/{session}.parquet", "wb") as sink:
+        write_rows(_rows(bundle, opts), session, sink)
+    fs.makedirs(f"{stage}/frames", exist_ok=True)
+    table = frames_table(session, ts, report.frame_rows, digests, blank)
+    with fs.open(f"{stage}/frames/{session}.parquet", "wb") as sink:
+        write_frames_table(table, sink)
+    return session_parts(session)
+
+
+def convert_bundle(
+    bundle: BundleRef,
+    out: Output,
+    options: ConvertOptions = ConvertOptions(),
+    previous: CatalogEntry | None = None,
+    run_id: str | None = None,
+) -> CatalogEntry:
+    """Convert one bundle and return its catalog entry (never raises for bad input or I/O)."""
+    session = session_name(bundle.prefix)
+    opts = options.input_options
+    try:
+        hashes = hash_files(bundle, opts) if not bundle.missing else {}
+        if previous is not None and previous.status in ("converted", "skipped") and hashes:
+            if dict(previous.hashes) == hashes:
+                if previous.source != bundle.source:
+                    return replace(previous, source=bundle.source, status="duplicate",
+                                   reason=f"same bytes as {previous.source}", outputs=(),
+                                   findings=(finding("DUPLICATE_BUNDLE", bundle.prefix,
+                                                     f"identical to the bundle in {previous.source}; "
+                                                     "converted once"),),
+                                   converted_at=_now(), run_id=run_id)
+                if all(out.exists(p) for p in previous.outputs):
+                    return replace(previous, status="skipped", reason="unchanged since last run",
+                                   converted_at=_now(), run_id=run_id)
+            elif not options.force:
+                msg = (f"session {session!r} is already converted from {previous.source} with "
+                       "different file contents; pass --force to replace it")
+                return _entry(bundle, "conflict", reason=msg, hashes=hashes, run_id=run_id,
+                              findings=(finding("CONFLICT", bundle.prefix, msg),))
+        report = validate_bundle(bundle, opts, options.limits)
+        if not report.ok:
+            first = next(f for f in report.findings if f.severity == "error")
+            return _entry(bundle, "rejected", reason=f"{first.code} at {first.location()}",
+                          hashes=hashes, run_id=run_id, **_from_report(report))
+        outputs: list[str] = []
+        if "zarr" in options.formats:
+            out.clear_staging(session)
+            outputs = write_session(bundle, session, report, hashes, out, options)
+            out.commit(session, outputs)
+        return _entry(bundle, "converted", hashes=hashes, outputs=tuple(outputs), run_id=run_id,
+                      **_from_report(report))
+    except Exception as e:  # noqa: BLE001 - a failed session is a result, not a crash
+        try:
+            out.clear_staging(session)
+        except Exception:  # noqa: BLE001
+            pass
+        msg = f"{type(e).__name__}: {e}"
+        return _entry(bundle, "failed", reason=msg, run_id=run_id,
+                      findings=(finding("CONVERT_FAILED", bundle.prefix, msg),))
+

@@ -1,0 +1,145 @@
+"""Validation findings: what is wrong (or odd) with an input, and exactly where.
+
+A finding never raises: readers and validators collect them into lists so that one report can
+say everything that is wrong with a bundle at once. ``CODES`` is the registry of every stable
+code with its severity and a one-line meaning; the README's table is generated from it and a
+test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+__all__ = ["Severity", "Finding", "CODES", "has_errors", "finding"]
+
+
+class Severity(StrEnum):
+    ERROR = "error"  # the bundle is rejected
+    WARNING = "warning"  # converted, but a person should know
+    INFO = "info"  # a known quirk of the real exporter, tolerated on purpose
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One problem, located. ``line`` is 1-based (as an editor shows it); ``frame`` is 0-based."""
+
+    severity: Severity
+    code: str
+    file: str
+    message: str
+    line: int | None = None
+    frame: int | None = None
+
+    def location(self) -> str:
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}"
+        if self.frame is not None:
+            where += f"[frame {self.frame}]"
+        return where
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "severity": str(self.severity),
+            "code": self.code,
+            "file": self.file,
+            "line": self.line,
+            "frame": self.frame,
+            "message": self.message,
+        }
+
+    def __str__(self) -> str:
+        return f"{self.severity}: {self.code} at {self.location()}: {self.message}"
+
+
+E, W, I = Severity.ERROR, Severity.WARNING, Severity.INFO
+
+# code -> (severity, meaning). Stable: users grep for these; never rename one.
+CODES: dict[str, tuple[Severity, str]] = {
+    # --- discovery and bundles ---------------------------------------------------------------
+    "INPUT_NOT_FOUND": (E, "A path or URL given on the command line does not exist."),
+    "BUNDLE_MISSING_FILE": (E, "One of the five files of a bundle is missing."),
+    "BUNDLE_DUPLICATE_FILE": (E, "Two files claim the same role in one bundle (same prefix)."),
+    "STRAY_FILE": (I, "A file that belongs to no bundle was ignored."),
+    "INPUT_LINK_SKIPPED": (W, "A symbolic link inside an input folder was not followed."),
+    "DUPLICATE_BUNDLE": (W, "The same bundle (same bytes) was found twice; converted once."),
+    # --- archives -----------------------------------------------------------------------------
+    "ARCHIVE_UNREADABLE": (E, "An archive cannot be opened or is corrupt."),
+    "ARCHIVE_UNSAFE_PATH": (E, "An archive member has an absolute, '..' or otherwise unsafe name."),
+    "ARCHIVE_LINK": (E, "An archive member is a symlink or hard link; links are refused."),
+    "ARCHIVE_SPECIAL_FILE": (E, "An archive member is a device, FIFO or other special file."),
+    "ARCHIVE_DUPLICATE_MEMBER": (E, "An archive holds two members with the same name."),
+    "ARCHIVE_TOO_LARGE": (E, "An archive member declares or expands to more than allowed."),
+    "ARCHIVE_ENCRYPTED": (E, "An archive member is encrypted."),
+    "ARCHIVE_UNSUPPORTED": (E, "An archive member uses an unsupported compression or format."),
+    "ARCHIVE_NESTED": (I, "An archive inside an archive was not opened (not supported)."),
+    # --- .npy ---------------------------------------------------------------------------------
+    "NPY_GAME_HEADER": (I, "The .npy header has the game exporter's known quirks; read anyway."),
+    "NPY_BAD_MAGIC": (E, "The file does not start with the NPY magic string."),
+    "NPY_BAD_VERSION": (E, "The NPY format version is not 1.0, 2.0 or 3.0."),
+    "NPY_BAD_HEADER": (E, "The NPY header is truncated, too large, or not a valid header dict."),
+    "NPY_BAD_DTYPE": (E, "The array dtype is not the one this file must hold."),
+    "NPY_UNSAFE_DTYPE": (E, "The header declares an object or structured dtype (pickle)."),
+    "NPY_FORTRAN_ORDER": (E, "The array is stored in Fortran order; C order is required."),
+    "NPY_BAD_SHAPE": (E, "The array shape is not the one this file must hold."),
+    "NPY_TRUNCATED": (E, "The file holds fewer data bytes than its header declares."),
+    "NPY_TRAILING_BYTES": (E, "The file holds more data bytes than its header declares."),
+    # --- data.jsonl ---------------------------------------------------------------------------
+    "JSONL_BAD_JSON": (E, "A line of data.jsonl is not valid JSON."),
+    "JSONL_BAD_UTF8": (E, "A line of data.jsonl is not valid UTF-8."),
+    "JSONL_BOM": (E, "data.jsonl starts with a byte-order mark."),
+    "JSONL_TOO_DEEP": (E, "A line nests deeper than allowed."),
+    "JSONL_LINE_TOO_LONG": (E, "A line is longer than allowed."),
+    "JSONL_DUPLICATE_KEY": (E, "A JSON object repeats a key."),
+    "JSONL_NOT_OBJECT": (E, "A line is valid JSON but not an object."),
+    "JSONL_EMPTY_LINE": (W, "An empty line in data.jsonl was skipped."),
+    "JSONL_EMPTY": (E, "data.jsonl holds no rows."),
+    "ROW_UNKNOWN_TYPE": (E, "A row's 'type' is neither robot_state nor player_action."),
+    "ROW_SCHEMA": (E, "A row misses a required field or has a field of the wrong type."),
+    "ROW_NULL": (E, "A periodic row has a null value (the game promises none)."),
+    "ROW_UNKNOWN_FIELD": (I, "A row has a field the schema does not know; it is kept losslessly."),
+    "ROW_OUT_OF_RANGE": (W, "battery/health/fuel outside 0-100 or damage outside 0-1."),
+    "ROWS_NOT_TIME_ORDERED": (I, "Rows are not in time order (a known quirk of the exporter)."),
+    # --- frames and alignment -----------------------------------------------------------------
+    "FRAME_REF_BAD": (E, "A visual_frame_path does not name a frame ('frames/frame_NNNNNN.npy')."),
+    "FRAME_REF_OUT_OF_RANGE": (E, "A visual_frame_path names a frame index >= N."),
+    "FRAME_REF_DUPLICATE": (E, "Two periodic rows refer to the same frame."),
+    "FRAME_REF_ORDER": (E, "Periodic rows do not refer to frames 0, 1, 2, ... in order."),
+    "FRAME_UNREFERENCED": (E, "A frame is referenced by no periodic row."),
+    "FRAME_COUNT_MISMATCH": (E, "frames.npy and timestamps.npy hold different numbers of entries."),
+    "FRAMES_BLANK": (W, "Frames are all zeros (the game's known black-frame export)."),
+    "TS_NOT_FINITE": (E, "A timestamp is NaN or infinite."),
+    "TS_DECREASING": (E, "Timestamps go backwards."),
+    "TS_ROW_MISMATCH": (E, "A frame's timestamp and its periodic row's timestamp_ms disagree."),
+    "TS_GAP": (W, "A gap between frames much longer than the cadence (a pause or a stall)."),
+    "TS_CADENCE": (W, "The measured frame rate differs from metadata's sampling_rate_hz."),
+    "TS_FLOAT32_PRECISION": (W, "Timestamps beyond 2^24 ms lose whole milliseconds in float32."),
+    # --- metadata -----------------------------------------------------------------------------
+    "META_BAD_JSON": (E, "metadata.json is not a valid JSON object."),
+    "META_SCHEMA": (E, "metadata.json misses a required field or has a wrong type."),
+    "META_COUNT_MISMATCH": (E, "metadata data_stats disagree with what the files hold."),
+    "META_SESSION_ID": (I, "metadata session_id differs from the file prefix (expected: kept both)."),
+    "META_SESSION_ID_MISMATCH": (W, "metadata session_id does not look like the same session."),
+    # --- conversion ---------------------------------------------------------------------------
+    "CONVERT_FAILED": (E, "Conversion of a valid bundle failed (I/O error, worker died, ...)."),
+    "CONFLICT": (E, "A different bundle is already converted under this session name."),
+}
+
+
+def finding(
+    code: str,
+    file: str,
+    message: str,
+    *,
+    line: int | None = None,
+    frame: int | None = None,
+) -> Finding:
+    """Build a finding with the registered severity of ``code``."""
+    severity, _ = CODES[code]
+    return Finding(severity, code, file, message, line=line, frame=frame)
+
+
+def has_errors(findings: Iterable[Finding]) -> bool:
+    return any(f.severity is Severity.ERROR for f in findings)

@@ -1,0 +1,194 @@
+"""Where a converted dataset lives, and how a session becomes visible there only when complete.
+
+``OUT`` is a local folder or any fsspec URL. Every session is written under
+``OUT/.staging/<session>/`` first and then *committed*:
+
+- local filesystem: every staged file and folder is fsynced, then each output is moved into place
+  with ``rename`` (atomic), replacing an older copy via a trash folder, and the parent folders are
+  fsynced;
+- object stores (no rename): each object is copied to its final key, a Zarr group's root
+  ``zarr.json`` last (a reader sees no group until it exists); single-object Parquet files appear
+  atomically.
+
+The catalog is written after the commit, so a session that is in the catalog is complete; outputs
+without a catalog row are leftovers that the next run replaces. ``lock_output`` keeps two runs off
+one local ``OUT``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from reacture_convert.errors import LockedError, OutputError
+
+__all__ = ["Output", "STAGING", "lock_output"]
+
+STAGING = ".staging"
+TRASH = ".trash"
+LOCK = ".lock"
+
+
+@dataclass(frozen=True)
+class Output:
+    """An output dataset location: ``url`` as the user gave it, plus fsspec storage options."""
+
+    url: str
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        return self._resolve()[0]
+
+    @property
+    def root(self) -> str:
+        return self._resolve()[1]
+
+    def _resolve(self) -> tuple[fsspec.AbstractFileSystem, str]:
+        fs, root = fsspec.core.url_to_fs(self.url, **dict(self.storage_options))
+        return fs, root.rstrip("/")
+
+    @property
+    def is_local(self) -> bool:
+        return isinstance(self.fs, LocalFileSystem)
+
+    def path(self, *parts: str) -> str:
+        return "/".join([self.root, *parts])
+
+    def url_of(self, *parts: str) -> str:
+        """A URL (or plain local path) that zarr, pyarrow and fsspec accept for ``parts``."""
+        p = self.path(*parts)
+        return p if self.is_local else str(self.fs.unstrip_protocol(p))
+
+    def staging(self, session: str) -> str:
+        return self.path(STAGING, session)
+
+    def exists(self, *parts: str) -> bool:
+        return bool(self.fs.exists(self.path(*parts)))
+
+    def clear_staging(self, session: str | None = None) -> None:
+        """Drop leftovers of interrupted runs (call only while holding the lock)."""
+        target = self.path(STAGING, session) if session else self.path(STAGING)
+        if self.fs.exists(target):
+            self.fs.rm(target, recursive=True)
+        if session is None and self.fs.exists(self.path(TRASH)):
+            self.fs.rm(self.path(TRASH), recursive=True)
+
+    def commit(self, session: str, parts: list[str]) -> None:
+        """Make the staged ``parts`` (paths relative to OUT) of ``session`` visible."""
+        staged = self.staging(session)
+        if self.is_local:
+            for part in parts:
+                _fsync_tree(os.path.join(staged, part))
+            for part in parts:
+                _replace_local(os.path.join(staged, part), self.path(part), self.path(TRASH))
+        else:
+            for part in parts:
+                self._copy_remote(f"{staged}/{part}", self.path(part))
+        self.fs.rm(staged, recursive=True)
+
+    def _copy_remote(self, src: str, dst: str) -> None:
+        fs = self.fs
+        if fs.exists(dst):
+            fs.rm(dst, recursive=True)
+        if not fs.isdir(src):
+            fs.copy(src, dst)
+            return
+        files = sorted(fs.find(src))
+        root_meta = f"{src}/zarr.json"
+        for f in [f for f in files if f != root_meta] + [f for f in files if f == root_meta]:
+            fs.copy(f, dst + f[len(src):])
+
+    def write_bytes_atomic(self, rel: str, data: bytes) -> None:
+        """Write a small file so that readers see the old or the new content, never a part."""
+        final = self.path(rel)
+        if self.is_local:
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            tmp = f"{final}.tmp-{uuid.uuid4().hex}"
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+            _fsync_dir(os.path.dirname(final))
+        else:
+            with self.fs.open(final, "wb") as f:  # one PUT: atomic on object stores
+                f.write(data)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(path: str) -> None:
+    if os.path.isdir(path):
+        for dirpath, _, files in os.walk(path):
+            for name in files:
+                fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            _fsync_dir(dirpath)
+    else:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    _fsync_dir(os.path.dirname(path))
+
+
+def _replace_local(src: str, dst: str, trash: str) -> None:
+    parent = os.path.dirname(dst)
+    os.makedirs(parent, exist_ok=True)
+    if os.path.isdir(dst) and not os.path.islink(dst):
+        os.makedirs(trash, exist_ok=True)
+        old = os.path.join(trash, uuid.uuid4().hex)
+        os.rename(dst, old)
+        os.rename(src, dst)
+        _fsync_dir(parent)
+        import shutil
+
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(src, dst)
+        _fsync_dir(parent)
+
+
+@contextlib.contextmanager
+def lock_output(out: Output, wait: bool = False) -> Iterator[None]:
+    """Hold an exclusive lock on a local OUT for the whole run (no-op for object stores)."""
+    if not out.is_local:
+        yield
+        return
+    import fcntl
+
+    os.makedirs(out.root, exist_ok=True)
+    path = out.path(LOCK)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EAGAIN, errno.EACCES):
+                raise LockedError(
+                    f"{out.url}: another reacture-convert run is writing to this output; "
+                    "wait for it to finish or pass --wait to queue behind it"
+                ) from None
+            raise OutputError(f"{path}: cannot lock the output: {e}") from e
+        yield
+    finally:
+        os.close(fd)

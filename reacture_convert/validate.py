@@ -1,0 +1,331 @@
+"""Judge one bundle: read its five files once, collect every finding, never stop at the first.
+
+``validate_bundle`` streams each file (frames chunk by chunk, rows line by line), so memory does
+not grow with the session's length beyond a few integers per frame. Its ``Report`` carries what
+conversion needs besides the verdict: counts, the frame→row alignment and the metadata.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from reacture_convert.bundle import BundleRef, StorageOptions, open_file
+from reacture_convert.findings import Finding, finding, has_errors
+from reacture_convert.jsonl import ParsedRow, iter_jsonl, parse_metadata
+from reacture_convert.npy import NpyHeader, check_layout, iter_npy_chunks, read_npy_header, read_npy_small
+
+__all__ = ["Report", "ValidationLimits", "validate_bundle"]
+
+MAX_METADATA_BYTES = 1 << 20
+FRAME_TRAILING = (128, 128, 3)
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationLimits:
+    """Tolerances. ``ts_tolerance_ms``: frame time vs its row's timestamp_ms (seen: up to ~10 ms)."""
+
+    ts_tolerance_ms: float = 50.0
+    gap_factor: float = 5.0  # a gap is an interval above gap_factor x median ...
+    gap_min_ms: float = 1000.0  # ... and above this
+    cadence_factor: float = 1.5  # measured rate off by more than this factor from metadata's
+    max_per_code: int = 20  # findings of one code kept per file; the rest summarised
+    chunk_frames: int = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """The verdict on one bundle and the facts gathered on the way."""
+
+    bundle: BundleRef
+    findings: tuple[Finding, ...]
+    n_frames: int | None = None
+    n_rows: int | None = None
+    n_periodic: int = 0
+    n_events: int = 0
+    n_actions: int = 0
+    blank_frames: int | None = None
+    metadata: Mapping[str, Any] | None = None
+    # row_index of the periodic row that refers to each frame (-1: none), when known
+    frame_rows: tuple[int, ...] = field(default=(), repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return not has_errors(self.findings)
+
+    @property
+    def metadata_session_id(self) -> str | None:
+        sid = (self.metadata or {}).get("session_id")
+        return sid if isinstance(sid, str) else None
+
+
+class _Collector:
+    """Collects findings, keeping at most ``cap`` of one code per file and counting the rest."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.items: list[Finding] = []
+        self.counts: Counter[tuple[str, str]] = Counter()
+        self.first: dict[tuple[str, str], Finding] = {}
+
+    def add(self, f: Finding) -> None:
+        key = (f.code, f.file)
+        self.counts[key] += 1
+        if self.counts[key] <= self.cap:
+            self.items.append(f)
+        else:
+            self.first.setdefault(key, f)
+
+    def extend(self, fs: Iterable[Finding]) -> None:
+        for f in fs:
+            self.add(f)
+
+    def result(self) -> tuple[Finding, ...]:
+        out = list(self.items)
+        for (code, file), n in self.counts.items():
+            if n > self.cap:
+                f = self.first[(code, file)]
+                out.append(finding(code, file, f"... and {n - self.cap} more like the above"))
+        return tuple(out)
+
+
+def _read_header(
+    bundle: BundleRef, role: str, opts: StorageOptions | None, out: _Collector
+) -> NpyHeader | None:
+    ref = bundle.files[role]
+    with open_file(ref, opts) as f:
+        header, fs = read_npy_header(f, ref.size, ref.name)
+    out.extend(fs)
+    if header is None:
+        return None
+    if role == "frames.npy":
+        layout = check_layout(header, ref.name, dtype="|u1", trailing_shape=FRAME_TRAILING, ndim=4)
+    else:
+        layout = check_layout(header, ref.name, dtype="<f4", trailing_shape=(), ndim=1)
+    out.extend(layout)
+    return None if layout else header
+
+
+def _scan_frames(
+    bundle: BundleRef, header: NpyHeader, opts: StorageOptions | None, chunk: int
+) -> int:
+    """Count all-zero frames, streaming."""
+    blank = 0
+    with open_file(bundle.files["frames.npy"], opts) as f:
+        for block in iter_npy_chunks(f, header, chunk, file=bundle.files["frames.npy"].name):
+            blank += int(block.shape[0] - np.count_nonzero(block.reshape(block.shape[0], -1).any(axis=1)))
+    return blank
+
+
+_SID = re.compile(r"reacture_(\d+)(?:_([a-z0-9]+))?")
+
+
+def _check_session_id(bundle: BundleRef, metadata: Mapping[str, Any], out: _Collector) -> None:
+    sid = metadata.get("session_id")
+    file = bundle.file_label("metadata.json")
+    if not isinstance(sid, str) or sid == bundle.prefix:
+        return
+    m_sid, m_pre = _SID.fullmatch(sid), _SID.fullmatch(bundle.prefix)
+    if m_sid and m_pre and abs(int(m_sid.group(1)) - int(m_pre.group(1))) <= 60_000:
+        out.add(finding("META_SESSION_ID", file,
+                        f"session_id {sid!r} differs from the file prefix {bundle.prefix!r} as the "
+                        "exporter's always does; the session is named after the prefix, both are kept"))
+    else:
+        out.add(finding("META_SESSION_ID_MISMATCH", file,
+                        f"session_id {sid!r} does not look like the session of prefix "
+                        f"{bundle.prefix!r}; check that these files belong together"))
+
+
+def _check_counts(
+    bundle: BundleRef, metadata: Mapping[str, Any], n_rows: int, n_frames: int | None,
+    n_actions: int, out: _Collector,
+) -> None:
+    stats = metadata.get("data_stats")
+    if not isinstance(stats, Mapping):
+        return
+    file = bundle.file_label("metadata.json")
+    for key, have, what in (("total_samples", n_rows, "rows in data.jsonl"),
+                            ("total_frames", n_frames, "frames in frames.npy"),
+                            ("actions_logged", n_actions, "player_action rows")):
+        want = stats.get(key)
+        if have is not None and isinstance(want, int | float) and want != have:
+            out.add(finding("META_COUNT_MISMATCH", file,
+                            f"data_stats.{key} is {want} but the bundle holds {have} {what}; "
+                            "the bundle may be truncated or its files mixed up"))
+
+
+def _check_timestamps(
+    bundle: BundleRef, ts: np.ndarray, metadata: Mapping[str, Any] | None,
+    limits: ValidationLimits, out: _Collector,
+) -> None:
+    file = bundle.file_label("timestamps.npy")
+    values = ts.astype(np.float64)
+    for i in np.flatnonzero(~np.isfinite(values)).tolist():
+        out.add(finding("TS_NOT_FINITE", file, f"timestamp {values[i]} is not a finite number", frame=i))
+    finite = np.isfinite(values)
+    if values.size and np.nanmax(np.where(finite, np.abs(values), 0)) >= 2**24:
+        out.add(finding("TS_FLOAT32_PRECISION", file,
+                        "timestamps reach 2^24 ms (~4.6 h): float32 no longer holds every whole ms"))
+    diffs = np.diff(values)
+    for i in np.flatnonzero(diffs < 0).tolist():
+        out.add(finding("TS_DECREASING", file,
+                        f"timestamp goes back from {values[i]:g} to {values[i + 1]:g} ms", frame=i + 1))
+    good = diffs[np.isfinite(diffs) & (diffs >= 0)]
+    if good.size == 0:
+        return
+    median = float(np.median(good))
+    limit = max(limits.gap_factor * median, limits.gap_min_ms)
+    for i in np.flatnonzero(np.isfinite(diffs) & (diffs > limit)).tolist():
+        out.add(finding("TS_GAP", file,
+                        f"{diffs[i]:.0f} ms between frames {i} and {i + 1} (median interval "
+                        f"{median:.0f} ms): a pause or a stall, kept as it is", frame=i + 1))
+    rate = (metadata or {}).get("sampling_rate_hz")
+    if isinstance(rate, int | float) and rate > 0 and median > 0:
+        measured = 1000.0 / median
+        if not (rate / limits.cadence_factor <= measured <= rate * limits.cadence_factor):
+            out.add(finding("TS_CADENCE", file,
+                            f"median frame interval {median:.1f} ms ({measured:.1f} Hz) while "
+                            f"metadata says {rate:g} Hz: the browser timer ran slow"))
+
+
+def _check_alignment(
+    bundle: BundleRef, periodic: list[tuple[int, int, int | None, int | None]], n_frames: int,
+    ts: np.ndarray | None, limits: ValidationLimits, out: _Collector,
+) -> tuple[int, ...]:
+    """Each frame referenced exactly once, in order, and at the time of its row."""
+    jfile = bundle.file_label("data.jsonl")
+    frame_rows = [-1] * n_frames
+    line_of = {row_index: line for row_index, line, _, _ in periodic}
+    for k, (row_index, line, frame_index, t_ms) in enumerate(periodic):
+        if frame_index is None:
+            continue  # FRAME_REF_BAD was reported by the row parser
+        if frame_index >= n_frames:
+            out.add(finding("FRAME_REF_OUT_OF_RANGE", jfile,
+                            f"visual_frame_path names frame {frame_index} but frames.npy holds "
+                            f"{n_frames} frames", line=line, frame=frame_index))
+            continue
+        if frame_rows[frame_index] != -1:
+            out.add(finding("FRAME_REF_DUPLICATE", jfile,
+                            f"frame {frame_index} is already referenced by line "
+                            f"{line_of[frame_rows[frame_index]]}", line=line, frame=frame_index))
+            continue
+        if frame_index != k:
+            out.add(finding("FRAME_REF_ORDER", jfile,
+                            f"periodic row #{k} refers to frame {frame_index}, expected {k}",
+                            line=line, frame=frame_index))
+        frame_rows[frame_index] = row_index
+        if ts is not None and t_ms is not None and frame_index < ts.size:
+            t_frame = float(ts[frame_index])
+            if math.isfinite(t_frame) and abs(t_frame - t_ms) > limits.ts_tolerance_ms:
+                out.add(finding("TS_ROW_MISMATCH", jfile,
+                                f"row timestamp_ms {t_ms} vs timestamps[{frame_index}] = "
+                                f"{t_frame:g} ms (tolerance {limits.ts_tolerance_ms:g} ms)",
+                                line=line, frame=frame_index))
+    ffile = bundle.file_label("frames.npy")
+    for i in [i for i, r in enumerate(frame_rows) if r == -1]:
+        out.add(finding("FRAME_UNREFERENCED", ffile, f"no periodic row refers to frame {i}", frame=i))
+    return tuple(frame_rows)
+
+
+def validate_bundle(
+    bundle: BundleRef,
+    storage_options: StorageOptions | None = None,
+    limits: ValidationLimits = ValidationLimits(),
+) -> Report:
+    """Read every file of ``bundle`` and return all findings; raises only on I/O failure."""
+    out = _Collector(limits.max_per_code)
+    for role in bundle.missing:
+        out.add(finding("BUNDLE_MISSING_FILE", f"{bundle.prefix}_{role}",
+                        f"{role} of bundle {bundle.prefix!r} is missing in {bundle.source}"))
+
+    metadata: dict[str, Any] | None = None
+    if "metadata.json" in bundle.files:
+        ref = bundle.files["metadata.json"]
+        if ref.size > MAX_METADATA_BYTES:
+            out.add(finding("META_BAD_JSON", ref.name,
+                            f"metadata.json is {ref.size} bytes (limit {MAX_METADATA_BYTES})"))
+        else:
+            with open_file(ref, storage_options) as f:
+                _, metadata, fs = parse_metadata(f.read(MAX_METADATA_BYTES + 1), ref.name)
+            out.extend(fs)
+            if metadata is not None:
+                _check_session_id(bundle, metadata, out)
+
+    ts: np.ndarray | None = None
+    if "timestamps.npy" in bundle.files:
+        header = _read_header(bundle, "timestamps.npy", storage_options, out)
+        if header is not None:
+            with open_file(bundle.files["timestamps.npy"], storage_options) as f:
+                ts = read_npy_small(f, header, file=bundle.files["timestamps.npy"].name)
+            _check_timestamps(bundle, ts, metadata, limits, out)
+
+    n_frames: int | None = None
+    blank: int | None = None
+    if "frames.npy" in bundle.files:
+        header = _read_header(bundle, "frames.npy", storage_options, out)
+        if header is not None:
+            n_frames = header.shape[0]
+            blank = _scan_frames(bundle, header, storage_options, limits.chunk_frames)
+            ffile = bundle.file_label("frames.npy")
+            if n_frames and blank == n_frames:
+                out.add(finding("FRAMES_BLANK", ffile,
+                                f"all {n_frames} frames are blank (all zeros): the game's known "
+                                "black-frame export (WebGL preserveDrawingBuffer off); converted, "
+                                "but useless for vision"))
+            elif blank:
+                out.add(finding("FRAMES_BLANK", ffile, f"{blank} of {n_frames} frames are blank"))
+    if ts is not None and n_frames is not None and ts.size != n_frames:
+        out.add(finding("FRAME_COUNT_MISMATCH", bundle.file_label("timestamps.npy"),
+                        f"timestamps.npy holds {ts.size} entries but frames.npy {n_frames} frames"))
+
+    n_rows = None
+    kinds: Counter[str] = Counter()
+    periodic: list[tuple[int, int, int | None, int | None]] = []
+    frame_rows: tuple[int, ...] = ()
+    if "data.jsonl" in bundle.files:
+        ref = bundle.files["data.jsonl"]
+        n_rows = 0
+        last_t: int | None = None
+        unordered_at: int | None = None
+        with open_file(ref, storage_options) as f:
+            for item in iter_jsonl(f, ref.name):
+                if isinstance(item, Finding):
+                    out.add(item)
+                    continue
+                row: ParsedRow = item
+                n_rows = max(n_rows, row.row_index + 1)
+                kinds[row.kind] += 1
+                if row.kind == "periodic":
+                    periodic.append((row.row_index, row.line, row.frame_index, row.timestamp_ms))
+                if row.timestamp_ms is not None:
+                    if last_t is not None and row.timestamp_ms < last_t and unordered_at is None:
+                        unordered_at = row.line
+                    last_t = row.timestamp_ms if last_t is None else max(last_t, row.timestamp_ms)
+        if unordered_at is not None:
+            out.add(finding("ROWS_NOT_TIME_ORDERED", ref.name,
+                            "rows are not in time order (first at this line): the exporter logs "
+                            "inner rows before outer ones; row order is kept as in the file",
+                            line=unordered_at))
+        if n_frames is not None:
+            frame_rows = _check_alignment(bundle, periodic, n_frames, ts, limits, out)
+        if metadata is not None:
+            _check_counts(bundle, metadata, n_rows, n_frames, kinds["action"], out)
+
+    return Report(
+        bundle=bundle,
+        findings=out.result(),
+        n_frames=n_frames,
+        n_rows=n_rows,
+        n_periodic=kinds["periodic"],
+        n_events=kinds["event"],
+        n_actions=kinds["action"],
+        blank_frames=blank,
+        metadata=metadata,
+        frame_rows=frame_rows,
+    )
