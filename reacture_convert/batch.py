@@ -8,6 +8,7 @@ is done (by source hashes) and redoes the rest.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -17,12 +18,14 @@ from typing import Any
 
 from reacture_convert.bundle import BundleRef
 from reacture_convert.catalog import CatalogEntry, merge_entries, read_catalog, write_catalog
-from reacture_convert.convert import ConvertOptions, convert_bundle
-from reacture_convert.discover import discover
-from reacture_convert.findings import Finding, Severity
-from reacture_convert.naming import session_name
-from reacture_convert.storage import Output, lock_output
 from reacture_convert import __version__
+from reacture_convert.convert import ConvertOptions, SessionResult, convert_session
+from reacture_convert.discover import discover
+from reacture_convert.findings import Finding, Severity, finding
+from reacture_convert.naming import session_name
+from reacture_convert.scheduler import open_scheduler
+from reacture_convert.storage import Output, lock_output
+from reacture_convert.to_webdataset import SessionTar, WdsIndex, write_shards
 
 __all__ = ["RunSummary", "run_convert", "OK_STATUSES"]
 
@@ -86,17 +89,36 @@ def _archive_entries(findings: Sequence[Finding], run_id: str) -> list[CatalogEn
     ]
 
 
+def _as_result(bundle: BundleRef, value: Any, run_id: str) -> SessionResult:
+    """A task's value, or the exception that replaced it (a worker died), as a result."""
+    if isinstance(value, SessionResult):
+        return value
+    msg = f"{type(value).__name__}: {value}"
+    return SessionResult(CatalogEntry(
+        session=session_name(bundle.prefix), source=bundle.source, prefix=bundle.prefix,
+        status="failed", reason=msg, findings=(finding("CONVERT_FAILED", bundle.prefix, msg),),
+        converter_version=__version__, converted_at=dt.datetime.now(dt.UTC), run_id=run_id))
+
+
 def run_convert(
     paths: Sequence[str],
     out: Output,
     options: ConvertOptions = ConvertOptions(),
     *,
+    scheduler: str = "auto",
+    workers: int | None = None,
     progress: ProgressFn | None = None,
     wait_for_lock: bool = False,
 ) -> RunSummary:
-    """Convert every bundle found under ``paths`` into ``out``; never raises for bad input."""
+    """Convert every bundle found under ``paths`` into ``out``; never raises for bad input.
+
+    Sessions run as tasks on ``scheduler`` (see ``reacture_convert.scheduler``); bundles that
+    would get the same session name run after the first of them, which wins. With ``wds`` in
+    the formats, the sessions' sample tars are merged into shards at the end.
+    """
     started = time.perf_counter()
     run_id = uuid.uuid4().hex[:12]
+    wds_index: WdsIndex | None = None
     with lock_output(out, wait=wait_for_lock):
         found = discover(list(paths), options.input_options)
         catalog = read_catalog(out)
@@ -106,25 +128,45 @@ def run_convert(
         groups: dict[str, list[BundleRef]] = defaultdict(list)
         for b in found.bundles:
             groups[session_name(b.prefix)].append(b)
+        waiting = {name: sorted(bs, key=lambda b: b.source) for name, bs in groups.items()}
 
         entries: list[CatalogEntry] = _archive_entries(found.findings, run_id)
+        session_tars: dict[str, SessionTar] = {}
         total = len(found.bundles)
 
-        def record(entry: CatalogEntry) -> None:
-            entries.append(entry)
+        with open_scheduler(scheduler, workers, n_tasks=total) as sched:
+            for name in sorted(waiting):
+                first = waiting[name].pop(0)
+                sched.submit((name, first), convert_session, first, out, options, done.get(name), run_id)
+            for (name, bundle), value in sched.results():
+                result = _as_result(bundle, value, run_id)
+                entry = result.entry
+                entries.append(entry)
+                if result.session_tar is not None and entry.status in ("converted", "skipped"):
+                    session_tars[name] = result.session_tar
+                write_catalog(out, merge_entries(catalog, entries))
+                if progress is not None:
+                    progress(entry, len(entries), total)
+                if waiting.get(name):
+                    # the rest of a name's bundles: duplicates of the winner, or conflicts
+                    peer = entry if entry.status in ("converted", "skipped") else done.get(name)
+                    nxt = waiting[name].pop(0)
+                    sched.submit((name, nxt), convert_session, nxt, out,
+                                 replace(options, force=False), peer, run_id)
+        if not found.bundles:
             write_catalog(out, merge_entries(catalog, entries))
-            if progress is not None:
-                progress(entry, len(entries), total)
-
-        for name, bundles in sorted(groups.items()):
-            first, *rest = sorted(bundles, key=lambda b: b.source)
-            entry = convert_bundle(first, out, options, done.get(name), run_id)
-            record(entry)
-            peer = entry if entry.status in ("converted", "skipped") else done.get(name)
-            for other in rest:
-                record(convert_bundle(other, out, replace(options, force=False), peer, run_id))
-        if not groups and entries:
-            write_catalog(out, merge_entries(catalog, entries))
+        if "wds" in options.formats and session_tars:
+            wds_index = write_shards(out, [session_tars[k] for k in sorted(session_tars)], options.wds)
+        out.clear_staging()
     frames = sum(e.n_frames or 0 for e in entries if e.status == "converted")
-    return RunSummary(out=out.url, run_id=run_id, entries=tuple(entries), findings=found.findings,
-                      seconds=time.perf_counter() - started, frames=frames)
+    extra: dict[str, Any] = {}
+    if wds_index is not None:
+        extra["wds"] = {"shards": len(wds_index.shards), "samples": wds_index.total_samples,
+                        "index": out.url_of("wds", "index.json")}
+    return RunSummary(out=out.url, run_id=run_id, entries=tuple(sorted(entries, key=_order)),
+                      findings=found.findings, seconds=time.perf_counter() - started,
+                      frames=frames, extra=extra)
+
+
+def _order(e: CatalogEntry) -> tuple[str, str, str]:
+    return (e.session or "", e.source, e.prefix or "")

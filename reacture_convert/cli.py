@@ -7,9 +7,11 @@ verify; 2 usage error (bad option, missing argument); 3 the run could not start 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import click
@@ -22,6 +24,7 @@ from reacture_convert.discover import discover
 from reacture_convert.errors import ReactureError
 from reacture_convert.findings import Finding, Severity
 from reacture_convert.storage import Output
+from reacture_convert.to_webdataset import DEFAULT_SHARD_SIZE, ENCODINGS, WdsOptions
 from reacture_convert.to_zarr import CODECS, ZarrOptions
 from reacture_convert.validate import Report, validate_bundle
 
@@ -168,6 +171,19 @@ def convert_options(f: F) -> F:
                      help="Frames per Zarr shard (sharding codec): few big objects per session."),
         click.option("--codec", type=click.Choice(CODECS), default=DEFAULT_ZARR.codec,
                      show_default=True, help="Compression of Zarr frame chunks."),
+        click.option("--shard-size", type=ByteSize(), default=None, metavar="BYTES",
+                     help="WebDataset shard size target (e.g. 256MB, 1GiB). [default: 256MiB]"),
+        click.option("--shard-count", type=click.IntRange(1), default=None,
+                     help="Exactly this many WebDataset shards (wins over --shard-size)."),
+        click.option("--shuffle", "shuffle_seed", type=int, default=None, metavar="SEED",
+                     help="Interleave samples of all sessions in a seeded pseudo-random order."),
+        click.option("--frame-encoding", type=click.Choice(ENCODINGS), default="npy",
+                     show_default=True, help="WebDataset frame member: npy (exact) or png "
+                     "(lossless, smaller, slower)."),
+        click.option("--scheduler", default="auto", show_default=True, metavar="SCHEDULER",
+                     help="auto, sync, threads, processes, or tcp://HOST:PORT of a Dask cluster."),
+        click.option("--workers", "-j", type=click.IntRange(1), default=None,
+                     help="Local Dask workers (default: one per core)."),
         click.option("--wait", is_flag=True, help="Wait for another run on OUT instead of failing."),
         click.option("--quiet", "-q", is_flag=True, help="No progress output."),
     ]):
@@ -175,8 +191,32 @@ def convert_options(f: F) -> F:
     return f
 
 
+class ByteSize(click.ParamType):
+    """A byte count with an optional unit: 1000, 64KB, 256MiB, 1GB."""
+
+    name = "bytes"
+    UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20,
+             "gib": 2**30}
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().lower().replace(" ", "")
+        number = text.rstrip("kmgib")
+        unit = text[len(number):]
+        try:
+            n = int(float(number) * self.UNITS[unit])
+        except (KeyError, ValueError):
+            self.fail(f"{value!r} is not a size like 256MiB, 500MB or 1000000", param, ctx)
+        if n < 1:
+            self.fail("must be at least 1 byte", param, ctx)
+        return n
+
+
 def build_options(formats: str, force: bool, chunk_frames: int, shard_frames: int | None,
-                  codec: str, input_options: dict[str, Any]) -> ConvertOptions:
+                  codec: str, input_options: dict[str, Any], shard_size: int | None = None,
+                  shard_count: int | None = None, shuffle_seed: int | None = None,
+                  frame_encoding: str = "npy") -> ConvertOptions:
     wanted = tuple(x.strip() for x in formats.split(",") if x.strip())
     bad = [x for x in wanted if x not in FORMATS]
     if bad or not wanted:
@@ -184,9 +224,12 @@ def build_options(formats: str, force: bool, chunk_frames: int, shard_frames: in
                                  f"{', '.join(FORMATS)}", param_hint="--format")
     try:
         zopts = ZarrOptions(chunk_frames=chunk_frames, shard_frames=shard_frames, codec=codec)
+        wopts = WdsOptions(shard_size=shard_size or DEFAULT_SHARD_SIZE, shard_count=shard_count,
+                           shuffle_seed=shuffle_seed, encoding=frame_encoding)
     except ReactureError as e:
         raise click.BadParameter(str(e)) from None
-    return ConvertOptions(formats=wanted, zarr=zopts, force=force, input_options=input_options)
+    return ConvertOptions(formats=wanted, zarr=zopts, wds=wopts, force=force,
+                          input_options=input_options)
 
 
 def _print_summary(summary: RunSummary) -> None:
@@ -200,19 +243,39 @@ def _print_summary(summary: RunSummary) -> None:
             for f in e.findings:
                 if f.severity is Severity.ERROR:
                     click.echo(_finding_line(f))
+    wds = summary.extra.get("wds")
+    if wds:
+        click.echo(f"webdataset: {wds['samples']} samples in {wds['shards']} shard(s), index {wds['index']}")
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items())) or "no bundle found"
     rate = f", {summary.frames / summary.seconds:.0f} frames/s" if summary.seconds and summary.frames else ""
     click.echo(f"{counts} in {summary.seconds:.1f} s{rate} -> {summary.out}")
 
 
-def _progress_printer(quiet: bool) -> Callable[[CatalogEntry, int, int], None] | None:
-    if quiet or not sys.stderr.isatty():
-        return None
+@contextlib.contextmanager
+def progress_reporter(enabled: bool) -> Iterator[Callable[[CatalogEntry, int, int], None] | None]:
+    """A rich progress bar on a terminal (sessions done / total, frames/s); nothing otherwise."""
+    if not enabled or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    def show(entry: CatalogEntry, done: int, total: int) -> None:
-        click.echo(f"\r[{done}/{total}] {entry.status:<9} {entry.session or entry.source}", err=True)
+    started = time.perf_counter()
+    frames = 0
+    with Progress(TextColumn("converting"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("sessions  {task.fields[rate]}  {task.fields[last]}"),
+                  TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("convert", total=None, rate="", last="")
 
-    return show
+        def update(entry: CatalogEntry, done: int, total: int) -> None:
+            nonlocal frames
+            if entry.status == "converted":
+                frames += entry.n_frames or 0
+            rate = frames / max(time.perf_counter() - started, 1e-9)
+            bar.update(task, completed=done, total=total, rate=f"{rate:,.0f} frames/s",
+                       last=f"{entry.status} {entry.session or entry.source}")
+
+        yield update
 
 
 @cli.command()
@@ -221,8 +284,9 @@ def _progress_printer(quiet: bool) -> Callable[[CatalogEntry, int, int], None] |
 @json_option
 @storage_option
 def convert(paths: tuple[str, ...], out: str, formats: str, force: bool, chunk_frames: int,
-            shard_frames: int | None, codec: str, wait: bool, quiet: bool, as_json: bool,
-            storage_options: tuple[str, ...]) -> None:
+            shard_frames: int | None, codec: str, shard_size: int | None, shard_count: int | None,
+            shuffle_seed: int | None, frame_encoding: str, scheduler: str, workers: int | None,
+            wait: bool, quiet: bool, as_json: bool, storage_options: tuple[str, ...]) -> None:
     """Convert every valid bundle under PATHS into OUT and record every bundle in
     OUT/catalog.parquet.
 
@@ -230,16 +294,24 @@ def convert(paths: tuple[str, ...], out: str, formats: str, force: bool, chunk_f
     all converted (or skipped), 1 when some were rejected, conflicted or failed.
     """
     opts = parse_storage_options(storage_options)
-    options = build_options(formats, force, chunk_frames, shard_frames, codec, opts)
+    options = build_options(formats, force, chunk_frames, shard_frames, codec, opts, shard_size,
+                            shard_count, shuffle_seed, frame_encoding)
+    _run_and_report(list(paths), Output(out, opts), options, scheduler, workers, wait, quiet,
+                    as_json)
+
+
+def _run_and_report(paths: list[str], out: Output, options: ConvertOptions, scheduler: str,
+                    workers: int | None, wait: bool, quiet: bool, as_json: bool) -> None:
     try:
-        summary = run_convert(list(paths), Output(out, opts), options,
-                              progress=_progress_printer(quiet or as_json), wait_for_lock=wait)
+        with progress_reporter(enabled=not (quiet or as_json)) as progress:
+            summary = run_convert(paths, out, options, scheduler=scheduler, workers=workers,
+                                  progress=progress, wait_for_lock=wait)
     except ReactureError as e:
         _fail(e)
         return
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2, default=str))
-    else:
+    elif not quiet:
         _print_summary(summary)
     sys.exit(EXIT_OK if summary.ok else EXIT_INVALID)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -23,13 +24,24 @@ from reacture_convert.naming import session_name
 from reacture_convert.npy import iter_npy_chunks, read_npy_header, read_npy_small
 from reacture_convert.storage import Output
 from reacture_convert.to_parquet import write_rows
+from reacture_convert.to_webdataset import SessionTar, WdsOptions, write_session_tar
 from reacture_convert.to_zarr import ZarrOptions, ZarrSessionWriter
 from reacture_convert.validate import Report, ValidationLimits, validate_bundle
 
-__all__ = ["ConvertOptions", "convert_bundle", "hash_files", "session_parts", "FORMATS"]
+__all__ = [
+    "ConvertOptions",
+    "SessionResult",
+    "convert_bundle",
+    "convert_session",
+    "hash_files",
+    "session_parts",
+    "session_tar_path",
+    "FORMATS",
+]
 
 FORMATS = ("zarr", "wds")
 HASH_BLOCK = 1 << 20
+RETRIES = 2  # extra attempts after a transient I/O error
 
 
 @dataclass(frozen=True)
@@ -38,6 +50,7 @@ class ConvertOptions:
 
     formats: tuple[str, ...] = ("zarr",)
     zarr: ZarrOptions = ZarrOptions()
+    wds: WdsOptions = WdsOptions()
     force: bool = False
     limits: ValidationLimits = ValidationLimits()
     input_options: Mapping[str, Any] = field(default_factory=dict)
@@ -46,6 +59,20 @@ class ConvertOptions:
 def session_parts(session: str) -> list[str]:
     """The per-session outputs of the ``zarr`` format, relative to OUT."""
     return [f"zarr/{session}.zarr", f"rows/{session}.parquet", f"frames/{session}.parquet"]
+
+
+@dataclass(frozen=True)
+class SessionResult:
+    """What a session task hands back to the driver: its catalog entry and, when shards were
+    asked for, the session's sample tar waiting to be merged."""
+
+    entry: CatalogEntry
+    session_tar: SessionTar | None = None
+
+
+def session_tar_path(out: Output, session: str) -> str:
+    """Where a session's sample tar waits for the shard merge (inside staging: never visible)."""
+    return out.path(".staging", ".wds-sessions", f"{session}.tar")
 
 
 def hash_files(bundle: BundleRef, storage_options: StorageOptions | None = None) -> dict[str, str]:
@@ -161,6 +188,40 @@ def write_session(
     return session_parts(session)
 
 
+def _transient(e: BaseException) -> bool:
+    """I/O errors worth another try (network, a busy object store), not bad input or missing files."""
+    return isinstance(e, OSError) and not isinstance(
+        e, FileNotFoundError | PermissionError | IsADirectoryError | NotADirectoryError
+    )
+
+
+def convert_session(
+    bundle: BundleRef,
+    out: Output,
+    options: ConvertOptions = ConvertOptions(),
+    previous: CatalogEntry | None = None,
+    run_id: str | None = None,
+) -> SessionResult:
+    """Convert one bundle; never raises for bad input or I/O (a failure is a ``failed`` entry).
+    Transient I/O errors are retried ``RETRIES`` times."""
+    session = session_name(bundle.prefix)
+    for attempt in range(RETRIES + 1):
+        try:
+            return _convert(bundle, session, out, options, previous, run_id)
+        except Exception as e:  # noqa: BLE001 - a failed session is a result, not a crash
+            try:
+                out.clear_staging(session)
+            except Exception:  # noqa: BLE001
+                pass
+            if _transient(e) and attempt < RETRIES:
+                time.sleep(0.5 * 2**attempt)
+                continue
+            msg = f"{type(e).__name__}: {e}"
+            return SessionResult(_entry(bundle, "failed", reason=msg, run_id=run_id,
+                                        findings=(finding("CONVERT_FAILED", bundle.prefix, msg),)))
+    raise AssertionError("unreachable")
+
+
 def convert_bundle(
     bundle: BundleRef,
     out: Output,
@@ -169,45 +230,58 @@ def convert_bundle(
     run_id: str | None = None,
 ) -> CatalogEntry:
     """Convert one bundle and return its catalog entry (never raises for bad input or I/O)."""
-    session = session_name(bundle.prefix)
-    opts = options.input_options
-    try:
-        hashes = hash_files(bundle, opts) if not bundle.missing else {}
-        if previous is not None and previous.status in ("converted", "skipped") and hashes:
-            if dict(previous.hashes) == hashes:
-                if previous.source != bundle.source:
-                    return replace(previous, source=bundle.source, status="duplicate",
-                                   reason=f"same bytes as {previous.source}", outputs=(),
-                                   findings=(finding("DUPLICATE_BUNDLE", bundle.prefix,
-                                                     f"identical to the bundle in {previous.source}; "
-                                                     "converted once"),),
-                                   converted_at=_now(), run_id=run_id)
-                if all(out.exists(p) for p in previous.outputs):
-                    return replace(previous, status="skipped", reason="unchanged since last run",
-                                   converted_at=_now(), run_id=run_id)
-            elif not options.force:
-                msg = (f"session {session!r} is already converted from {previous.source} with "
-                       "different file contents; pass --force to replace it")
-                return _entry(bundle, "conflict", reason=msg, hashes=hashes, run_id=run_id,
-                              findings=(finding("CONFLICT", bundle.prefix, msg),))
-        report = validate_bundle(bundle, opts, options.limits)
-        if not report.ok:
-            first = next(f for f in report.findings if f.severity == "error")
-            return _entry(bundle, "rejected", reason=f"{first.code} at {first.location()}",
-                          hashes=hashes, run_id=run_id, **_from_report(report))
-        outputs: list[str] = []
-        if "zarr" in options.formats:
-            out.clear_staging(session)
-            outputs = write_session(bundle, session, report, hashes, out, options)
-            out.commit(session, outputs)
-        return _entry(bundle, "converted", hashes=hashes, outputs=tuple(outputs), run_id=run_id,
-                      **_from_report(report))
-    except Exception as e:  # noqa: BLE001 - a failed session is a result, not a crash
-        try:
-            out.clear_staging(session)
-        except Exception:  # noqa: BLE001
-            pass
-        msg = f"{type(e).__name__}: {e}"
-        return _entry(bundle, "failed", reason=msg, run_id=run_id,
-                      findings=(finding("CONVERT_FAILED", bundle.prefix, msg),))
+    return convert_session(bundle, out, options, previous, run_id).entry
 
+
+def _convert(
+    bundle: BundleRef,
+    session: str,
+    out: Output,
+    options: ConvertOptions,
+    previous: CatalogEntry | None,
+    run_id: str | None,
+) -> SessionResult:
+    opts = options.input_options
+    want_wds = "wds" in options.formats
+    hashes = hash_files(bundle, opts) if not bundle.missing else {}
+    up_to_date: CatalogEntry | None = None
+    if previous is not None and previous.status in ("converted", "skipped") and hashes:
+        if dict(previous.hashes) == hashes:
+            if previous.source != bundle.source:
+                return SessionResult(replace(
+                    previous, source=bundle.source, status="duplicate",
+                    reason=f"same bytes as {previous.source}", outputs=(),
+                    findings=(finding("DUPLICATE_BUNDLE", bundle.prefix,
+                                      f"identical to the bundle in {previous.source}; "
+                                      "converted once"),),
+                    converted_at=_now(), run_id=run_id))
+            wanted = set(session_parts(session)) if "zarr" in options.formats else set()
+            if wanted <= set(previous.outputs) and all(out.exists(p) for p in previous.outputs):
+                up_to_date = replace(previous, status="skipped", reason="unchanged since last run",
+                                     converted_at=_now(), run_id=run_id)
+                if not want_wds:
+                    return SessionResult(up_to_date)
+        elif not options.force:
+            msg = (f"session {session!r} is already converted from {previous.source} with "
+                   "different file contents; pass --force to replace it")
+            return SessionResult(_entry(bundle, "conflict", reason=msg, hashes=hashes,
+                                        run_id=run_id, findings=(finding("CONFLICT", bundle.prefix, msg),)))
+    report = validate_bundle(bundle, opts, options.limits)
+    if not report.ok:
+        first = next(f for f in report.findings if f.severity == "error")
+        return SessionResult(_entry(bundle, "rejected", reason=f"{first.code} at {first.location()}",
+                                    hashes=hashes, run_id=run_id, **_from_report(report)))
+    session_tar = None
+    if want_wds:
+        session_tar = write_session_tar(bundle, report, session, out, session_tar_path(out, session),
+                                        encoding=options.wds.encoding, input_options=opts)
+    if up_to_date is not None:
+        return SessionResult(up_to_date, session_tar)
+    outputs: list[str] = []
+    if "zarr" in options.formats:
+        out.clear_staging(session)
+        outputs = write_session(bundle, session, report, hashes, out, options)
+        out.commit(session, outputs)
+    entry = _entry(bundle, "converted", hashes=hashes, outputs=tuple(outputs), run_id=run_id,
+                   **_from_report(report))
+    return SessionResult(entry, session_tar)
