@@ -19,6 +19,11 @@ convert: install
 	mkdir -p data/incoming
 	cp -Rn sample/. data/incoming/
 	$(BIN)/reacture-convert run pipelines/default.toml
+	@echo
+	@echo "Outputs are in data/converted/ (catalog.parquet, zarr/, rows/, frames/). Look at them with:"
+	@echo "  $(BIN)/reacture-convert verify data/converted --sources"
+	@echo "  $(BIN)/python -c \"import pyarrow.parquet as pq; print(pq.read_table('data/converted/catalog.parquet').select(['session','status','n_frames','n_rows']))\""
+	@echo "  $(BIN)/python -c \"import zarr; g = zarr.open_group('data/converted/zarr/reacture_1795637238001.zarr', mode='r'); print(g['frames'].info)\""
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -23,7 +23,7 @@ from reacture_convert.convert import ConvertOptions, SessionResult, convert_sess
 from reacture_convert.discover import discover
 from reacture_convert.findings import Finding, Severity, finding
 from reacture_convert.naming import session_name
-from reacture_convert.scheduler import open_scheduler
+from reacture_convert.scheduler import default_workers, open_scheduler
 from reacture_convert.storage import Output, lock_output
 from reacture_convert.to_webdataset import SessionTar, WdsIndex, write_shards
 
@@ -109,12 +109,15 @@ def run_convert(
     workers: int | None = None,
     progress: ProgressFn | None = None,
     wait_for_lock: bool = False,
+    stop_on_error: bool = False,
 ) -> RunSummary:
     """Convert every bundle found under ``paths`` into ``out``; never raises for bad input.
 
     Sessions run as tasks on ``scheduler`` (see ``reacture_convert.scheduler``); bundles that
     would get the same session name run after the first of them, which wins. With ``wds`` in
     the formats, the sessions' sample tars are merged into shards at the end.
+    ``stop_on_error``: after the first bundle that is not converted/skipped, start no new
+    session (the job files' ``on_error = "stop"``); the summary then lists fewer bundles.
     """
     started = time.perf_counter()
     run_id = uuid.uuid4().hex[:12]
@@ -134,11 +137,24 @@ def run_convert(
         session_tars: dict[str, SessionTar] = {}
         total = len(found.bundles)
 
+        # Tasks are fed a few at a time (bounded in-flight work, and a stop policy that can
+        # take effect); a name's later bundles wait for its first, which wins the name.
+        ready = deque((name, waiting[name].pop(0), options, done.get(name)) for name in sorted(waiting))
+        stopped = False
         with open_scheduler(scheduler, workers, n_tasks=total) as sched:
-            for name in sorted(waiting):
-                first = waiting[name].pop(0)
-                sched.submit((name, first), convert_session, first, out, options, done.get(name), run_id)
+            limit = max(2, 2 * (workers or default_workers()))
+            in_flight = 0
+
+            def feed() -> None:
+                nonlocal in_flight
+                while ready and in_flight < limit and not stopped:
+                    name, bundle, opts, prev = ready.popleft()
+                    sched.submit((name, bundle), convert_session, bundle, out, opts, prev, run_id)
+                    in_flight += 1
+
+            feed()
             for (name, bundle), value in sched.results():
+                in_flight -= 1
                 result = _as_result(bundle, value, run_id)
                 entry = result.entry
                 entries.append(entry)
@@ -147,15 +163,16 @@ def run_convert(
                 write_catalog(out, merge_entries(catalog, entries))
                 if progress is not None:
                     progress(entry, len(entries), total)
+                if stop_on_error and entry.status not in OK_STATUSES:
+                    stopped = True
                 if waiting.get(name):
                     # the rest of a name's bundles: duplicates of the winner, or conflicts
                     peer = entry if entry.status in ("converted", "skipped") else done.get(name)
-                    nxt = waiting[name].pop(0)
-                    sched.submit((name, nxt), convert_session, nxt, out,
-                                 replace(options, force=False), peer, run_id)
+                    ready.appendleft((name, waiting[name].pop(0), replace(options, force=False), peer))
+                feed()
         if not found.bundles:
             write_catalog(out, merge_entries(catalog, entries))
-        if "wds" in options.formats and session_tars:
+        if "wds" in options.formats and session_tars and not stopped:
             wds_index = write_shards(out, [session_tars[k] for k in sorted(session_tars)], options.wds)
         out.clear_staging()
     frames = sum(e.n_frames or 0 for e in entries if e.status == "converted")
@@ -163,6 +180,8 @@ def run_convert(
     if wds_index is not None:
         extra["wds"] = {"shards": len(wds_index.shards), "samples": wds_index.total_samples,
                         "index": out.url_of("wds", "index.json")}
+    if stopped:
+        extra["stopped"] = f"on_error=stop: {len(found.bundles) - len(entries)} bundle(s) not started"
     return RunSummary(out=out.url, run_id=run_id, entries=tuple(sorted(entries, key=_order)),
                       findings=found.findings, seconds=time.perf_counter() - started,
                       frames=frames, extra=extra)

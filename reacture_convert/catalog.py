@@ -3,21 +3,23 @@
 A bundle is identified by where it was found and its prefix (``source``, ``prefix``); a re-run
 replaces that bundle's row. The catalog is the run's memory: a row with status ``converted`` (or
 ``skipped``) means every output of that session is complete, because rows are only written after
-the session's commit.
+the session's commit. ``merge_entries`` keeps that memory truthful: exactly one *live* row
+(converted or skipped) describes what a session's outputs hold, and a later state that wrote
+nothing (conflict, rejected, failed) is kept beside it rather than erasing it.
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from reacture_convert.bundle import ROLES
-from reacture_convert.findings import Finding, Severity
+from reacture_convert.findings import Finding, Severity, finding
 from reacture_convert.storage import Output
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "CATALOG_SCHEMA",
     "CatalogEntry",
     "STATUSES",
+    "LIVE_STATUSES",
     "read_catalog",
     "write_catalog",
     "merge_entries",
@@ -37,6 +40,8 @@ CATALOG = "catalog.parquet"
 # again; conflict: different bytes under a converted name (use --force); failed: conversion of a
 # valid bundle failed (I/O error, worker died) and can be retried.
 STATUSES = ("converted", "skipped", "rejected", "duplicate", "conflict", "failed")
+# A live row describes outputs that exist: the session's outputs hold this bundle's bytes.
+LIVE_STATUSES = ("converted", "skipped")
 
 HASH_COLUMNS = {role: "sha256_" + role.split(".")[0] for role in ROLES}
 
@@ -134,11 +139,56 @@ def read_catalog(out: Output) -> list[CatalogEntry]:
 
 
 def merge_entries(old: Iterable[CatalogEntry], new: Iterable[CatalogEntry]) -> list[CatalogEntry]:
-    """``old`` with every bundle of ``new`` replaced by its new state; sorted for stable output."""
-    merged = {e.key: e for e in old}
+    """``old`` with every bundle of ``new`` replaced by its new state; sorted for stable output.
+
+    Two rules keep the catalog true to the outputs (the next run's ``done`` set comes from it):
+
+    - a new state that wrote nothing (conflict, rejected, failed) never erases the live row of
+      the same bundle: the session's outputs still hold those bytes, so that row stays and the
+      new state is kept beside it (otherwise the next run forgets the session and converts the
+      changed bundle without ``--force``); a later live state replaces both;
+    - a new live row for a session demotes every other bundle's converted, skipped or duplicate
+      row of that session whose bytes differ (``--force`` from another place replaced the
+      outputs): those rows become ``conflict`` with no outputs, so one live row remains.
+    """
+    rows: dict[tuple[str, str | None, bool], CatalogEntry] = {}
+    # live rows first, so that an old row kept beside one goes back beside it
+    for e in sorted(old, key=lambda e: e.status not in LIVE_STATUSES):
+        _put(rows, e)
     for e in new:
-        merged[e.key] = e
-    return sorted(merged.values(), key=lambda e: (e.session or "", e.source, e.prefix or ""))
+        _put(rows, e)
+    return sorted(rows.values(),
+                  key=lambda e: (e.session or "", e.source, e.prefix or "", e.status))
+
+
+def _put(rows: dict[tuple[str, str | None, bool], CatalogEntry], e: CatalogEntry) -> None:
+    """Record ``e`` in ``rows`` (slots: (source, prefix, beside-the-live-row))."""
+    main, beside = (*e.key, False), (*e.key, True)
+    if e.status not in LIVE_STATUSES:
+        current = rows.get(main)
+        if current is not None and current.status in LIVE_STATUSES:
+            rows[beside] = e
+        else:
+            rows[main] = e
+            rows.pop(beside, None)
+        return
+    rows[main] = e
+    rows.pop(beside, None)
+    if not e.session:
+        return
+    for slot, other in list(rows.items()):
+        if (other.session == e.session and other.key != e.key
+                and other.status in (*LIVE_STATUSES, "duplicate")
+                and dict(other.hashes) != dict(e.hashes)):
+            rows[slot] = _superseded(other, e)
+
+
+def _superseded(row: CatalogEntry, by: CatalogEntry) -> CatalogEntry:
+    msg = (f"session {row.session!r} now holds the bundle from {by.source}, whose files differ "
+           "from this one; this bundle is no longer converted (pass --force to convert it back)")
+    return replace(row, status="conflict", reason=msg, outputs=(),
+                   findings=(finding("CONFLICT", row.prefix or row.source, msg),),
+                   converted_at=by.converted_at, run_id=by.run_id)
 
 
 def write_catalog(out: Output, entries: Sequence[CatalogEntry]) -> None:

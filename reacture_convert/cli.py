@@ -301,11 +301,13 @@ def convert(paths: tuple[str, ...], out: str, formats: str, force: bool, chunk_f
 
 
 def _run_and_report(paths: list[str], out: Output, options: ConvertOptions, scheduler: str,
-                    workers: int | None, wait: bool, quiet: bool, as_json: bool) -> None:
+                    workers: int | None, wait: bool, quiet: bool, as_json: bool,
+                    stop_on_error: bool = False) -> None:
     try:
         with progress_reporter(enabled=not (quiet or as_json)) as progress:
             summary = run_convert(paths, out, options, scheduler=scheduler, workers=workers,
-                                  progress=progress, wait_for_lock=wait)
+                                  progress=progress, wait_for_lock=wait,
+                                  stop_on_error=stop_on_error)
     except ReactureError as e:
         _fail(e)
         return
@@ -347,6 +349,53 @@ def verify(out: str, sources: bool, as_json: bool, storage_options: tuple[str, .
         click.echo(f"{checked} session(s) checked ({what}): "
                    + ("all exact" if not problems else f"{len(problems)} problem(s)"))
     sys.exit(EXIT_OK if not problems else EXIT_INVALID)
+
+
+@cli.command()
+@click.argument("job_file", type=click.Path(dir_okay=False))
+@click.option("--input", "-i", "inputs", multiple=True, help="Replace the job's inputs (repeatable).")
+@click.option("--out", "-o", default=None, help="Replace the job's output.")
+@click.option("--format", "formats", default=None, help="Replace the job's formats (zarr,wds).")
+@click.option("--scheduler", default=None, help="auto, sync, threads, processes or tcp://HOST:PORT.")
+@click.option("--workers", "-j", type=click.IntRange(1), default=None, help="Local Dask workers.")
+@click.option("--on-error", type=click.Choice(["continue", "stop"]), default=None,
+              help="continue: record bad bundles and go on; stop: start nothing new after one.")
+@click.option("--force", is_flag=True, default=None, help="Replace sessions whose sources changed.")
+@click.option("--shuffle", "shuffle_seed", type=int, default=None, metavar="SEED",
+              help="Replace the job's WebDataset shuffle seed.")
+@click.option("--wait", is_flag=True, help="Wait for another run on OUT instead of failing.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@json_option
+@storage_option
+def run(job_file: str, inputs: tuple[str, ...], out: str | None, formats: str | None,
+        scheduler: str | None, workers: int | None, on_error: str | None, force: bool | None,
+        shuffle_seed: int | None, wait: bool, quiet: bool, as_json: bool,
+        storage_options: tuple[str, ...]) -> None:
+    """Run the job described by JOB_FILE (see pipelines/*.toml); options given here override
+    the file. --storage-option applies to both inputs and output.
+
+    \b
+    Example:  reacture-convert run pipelines/default.toml --out /tmp/converted
+    """
+    from reacture_convert.pipeline import load_job
+
+    opts = parse_storage_options(storage_options)
+    overrides: dict[str, Any] = {
+        "inputs": inputs, "out": out, "formats": formats, "scheduler": scheduler,
+        "workers": workers, "on_error": on_error, "force": force or None, "shuffle": shuffle_seed,
+        "input_options": opts or None, "output_options": opts or None,
+    }
+    try:
+        job = load_job(job_file, overrides)
+    except ReactureError as e:
+        _fail(e)
+        return
+    if not (quiet or as_json):
+        click.echo(f"job {job.name}: {', '.join(job.inputs)} -> {job.out} "
+                   f"[{','.join(job.options.formats)}]", err=True)
+    _run_and_report(list(job.inputs), Output(job.out, job.output_storage), job.options,
+                    job.scheduler, job.workers, wait, quiet, as_json,
+                    stop_on_error=job.on_error == "stop")
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-__all__ = ["Severity", "Finding", "CODES", "has_errors", "finding"]
+__all__ = ["Severity", "Finding", "CODES", "has_errors", "finding", "codes_markdown"]
 
 
 class Severity(StrEnum):
@@ -61,7 +61,6 @@ CODES: dict[str, tuple[Severity, str]] = {
     # --- discovery and bundles ---------------------------------------------------------------
     "INPUT_NOT_FOUND": (E, "A path or URL given on the command line does not exist."),
     "BUNDLE_MISSING_FILE": (E, "One of the five files of a bundle is missing."),
-    "BUNDLE_DUPLICATE_FILE": (E, "Two files claim the same role in one bundle (same prefix)."),
     "STRAY_FILE": (I, "A file that belongs to no bundle was ignored."),
     "INPUT_LINK_SKIPPED": (W, "A symbolic link inside an input folder was not followed."),
     "DUPLICATE_BUNDLE": (W, "The same bundle (same bytes) was found twice; converted once."),
@@ -143,3 +142,10 @@ def finding(
 
 def has_errors(findings: Iterable[Finding]) -> bool:
     return any(f.severity is Severity.ERROR for f in findings)
+
+
+def codes_markdown() -> str:
+    """The README's table of finding codes (a test keeps README.md equal to this)."""
+    lines = ["| code | severity | meaning |", "| --- | --- | --- |"]
+    lines += [f"| `{code}` | {sev} | {meaning} |" for code, (sev, meaning) in CODES.items()]
+    return "\n".join(lines)

@@ -16,16 +16,18 @@ import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
 import zarr
 
 from reacture_convert.alignment import frame_digests
-from reacture_convert.bundle import BundleRef, open_file
-from reacture_convert.catalog import CatalogEntry, read_catalog
+from reacture_convert.bundle import BundleRef, StorageOptions, open_file
+from reacture_convert.catalog import CATALOG, CatalogEntry, read_catalog
 from reacture_convert.convert import hash_files
 from reacture_convert.discover import discover
+from reacture_convert.errors import OutputError
 from reacture_convert.jsonl import ParsedRow, iter_jsonl
 from reacture_convert.npy import iter_npy_chunks, read_npy_header, read_npy_small
 from reacture_convert.storage import Output
@@ -46,32 +48,53 @@ class Problem:
         return f"{self.session}: {self.what}"
 
 
-def _read_parquet(out: Output, rel: str) -> list[dict[str, object]]:
+def _read_parquet(out: Output, rel: str) -> list[dict[str, Any]]:
     with out.fs.open(out.path(rel), "rb") as f:
-        return pq.read_table(f).to_pylist()
+        rows: list[dict[str, Any]] = pq.read_table(f).to_pylist()
+    return rows
+
+
+def _open_session(
+    out: Output, session: str
+) -> tuple[zarr.Array[Any], zarr.Array[Any], dict[str, Any]]:
+    """The ``frames`` and ``timestamps`` arrays and the attributes of a session's Zarr group."""
+    store = open_store(out.url_of("zarr", f"{session}.zarr"), out.storage_options)
+    group = zarr.open_group(store, mode="r")
+    arrays = group["frames"], group["timestamps"]
+    frames, ts = (a if isinstance(a, zarr.Array) else None for a in arrays)
+    if frames is None or ts is None:
+        raise OutputError(f"zarr/{session}.zarr: 'frames' and 'timestamps' must be arrays")
+    return frames, ts, dict(group.attrs)
 
 
 def _verify_session(out: Output, e: CatalogEntry) -> Iterator[Problem]:
     s = e.session or "?"
-    group = zarr.open_group(open_store(out.url_of("zarr", f"{s}.zarr"), out.storage_options), mode="r")
-    frames, ts_arr = group["frames"], group["timestamps"]
+    frames, ts_arr, attrs = _open_session(out, s)
     n = e.n_frames
-    if frames.shape != (n, 128, 128, 3) or str(frames.dtype) != "uint8":
+    if n is None or frames.shape != (n, 128, 128, 3) or str(frames.dtype) != "uint8":
         yield Problem(s, f"zarr frames {frames.shape} {frames.dtype}, catalog says {n} frames")
         return
     ts = np.asarray(ts_arr[:])
+    provenance = attrs.get("provenance")
+    recorded = provenance.get("sha256") if isinstance(provenance, dict) else None
+    if recorded is not None and recorded != dict(e.hashes):
+        yield Problem(s, "zarr provenance sha256 differs from the catalog's source hashes")
     table = _read_parquet(out, f"frames/{s}.parquet")
     if [r["frame_index"] for r in table] != list(range(n)):
         yield Problem(s, "alignment table frame_index is not 0..N-1")
         return
-    if np.asarray([r["timestamp_ms"] for r in table], dtype="<f4").tobytes() != ts.astype("<f4").tobytes():
+    table_ts = np.asarray([r["timestamp_ms"] for r in table], dtype="<f4")
+    if table_ts.tobytes() != ts.astype("<f4").tobytes():
         yield Problem(s, "alignment table timestamps differ from zarr timestamps")
     for a in range(0, n, BLOCK):
         digests = frame_digests(np.asarray(frames[a : a + BLOCK]))
         for k, d in enumerate(digests):
             if d != table[a + k]["frame_sha256"]:
-                yield Problem(s, f"frame {a + k}: zarr bytes do not match the sha256 in the alignment table")
+                yield Problem(s, f"frame {a + k}: zarr bytes do not match the sha256 "
+                                 "in the alignment table")
     rows = _read_parquet(out, f"rows/{s}.parquet")
+    if any(r["session"] != s for r in rows) or any(r["session"] != s for r in table):
+        yield Problem(s, "rows or alignment table hold rows of another session")
     if e.n_rows is not None and len(rows) != e.n_rows:
         yield Problem(s, f"rows table holds {len(rows)} rows, catalog says {e.n_rows}")
     if [r["row_index"] for r in rows] != list(range(len(rows))):
@@ -91,9 +114,9 @@ def _verify_session(out: Output, e: CatalogEntry) -> Iterator[Problem]:
                              "but the alignment table does not point back at it")
 
 
-def _find_source(e: CatalogEntry) -> BundleRef | None:
+def _find_source(e: CatalogEntry, opts: StorageOptions) -> BundleRef | None:
     container = e.source.split("!", 1)[0]
-    for b in discover([container]).bundles:
+    for b in discover([container], opts).bundles:
         if b.prefix == e.prefix and b.source == e.source:
             return b
     return None
@@ -101,31 +124,33 @@ def _find_source(e: CatalogEntry) -> BundleRef | None:
 
 def _verify_sources(out: Output, e: CatalogEntry) -> Iterator[Problem]:
     s = e.session or "?"
-    bundle = _find_source(e)
+    opts = out.storage_options  # convert reads inputs with the same options
+    bundle = _find_source(e, opts)
     if bundle is None:
         yield Problem(s, f"source bundle {e.prefix} not found at {e.source}")
         return
-    if hash_files(bundle) != dict(e.hashes):
+    if hash_files(bundle, opts) != dict(e.hashes):
         yield Problem(s, "source files changed since conversion (sha256 differs from the catalog)")
-    group = zarr.open_group(open_store(out.url_of("zarr", f"{s}.zarr"), out.storage_options), mode="r")
-    with open_file(bundle.files["frames.npy"]) as f:
+    zframes, zts, _ = _open_session(out, s)
+    with open_file(bundle.files["frames.npy"], opts) as f:
         header, _ = read_npy_header(f, bundle.files["frames.npy"].size, "frames")
         if header is None:
             yield Problem(s, "source frames.npy is unreadable")
             return
         start = 0
         for block in iter_npy_chunks(f, header, BLOCK):
-            if not np.array_equal(np.asarray(group["frames"][start : start + len(block)]), block):
-                yield Problem(s, f"zarr frames {start}..{start + len(block) - 1} differ from the source")
+            if not np.array_equal(np.asarray(zframes[start : start + len(block)]), block):
+                last = start + len(block) - 1
+                yield Problem(s, f"zarr frames {start}..{last} differ from the source")
             start += len(block)
-    with open_file(bundle.files["timestamps.npy"]) as f:
+    with open_file(bundle.files["timestamps.npy"], opts) as f:
         theader, _ = read_npy_header(f, bundle.files["timestamps.npy"].size, "timestamps")
         if theader is not None:
             src_ts = read_npy_small(f, theader)
-            if src_ts.tobytes() != np.asarray(group["timestamps"][:]).astype("<f4").tobytes():
+            if src_ts.tobytes() != np.asarray(zts[:]).astype("<f4").tobytes():
                 yield Problem(s, "zarr timestamps differ from the source")
     rows = _read_parquet(out, f"rows/{s}.parquet")
-    with open_file(bundle.files["data.jsonl"]) as f:
+    with open_file(bundle.files["data.jsonl"], opts) as f:
         for item in iter_jsonl(f, "data.jsonl"):
             if isinstance(item, ParsedRow):
                 i = item.row_index
@@ -155,7 +180,13 @@ def _verify_wds(out: Output) -> Iterator[Problem]:
 
 
 def verify_dataset(out: Output, sources: bool = False) -> tuple[int, list[Problem]]:
-    """Verify every converted session of ``out``; returns (sessions checked, problems)."""
+    """Verify every converted session of ``out``; returns (sessions checked, problems).
+
+    Raises ``OutputError`` when ``out`` holds no catalog: a mistyped path must not pass as a
+    verified (empty) dataset."""
+    if not out.exists(CATALOG):
+        raise OutputError(f"{out.url}: no {CATALOG} here, so there is nothing to verify; give the "
+                          "--out folder (or URL) of a `reacture-convert convert` run")
     problems: list[Problem] = []
     checked = 0
     for e in read_catalog(out):
