@@ -3,8 +3,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TORCH_STAMP := $(VENV)/.torch
 
-.PHONY: install convert test lint typecheck bench clean
+.PHONY: install convert test lint bench docs clean
 
 install: $(STAMP)
 
@@ -25,12 +26,21 @@ convert: install
 	@echo "  $(BIN)/python -c \"import pyarrow.parquet as pq; print(pq.read_table('data/converted/catalog.parquet').select(['session','status','n_frames','n_rows']))\""
 	@echo "  $(BIN)/python -c \"import zarr; g = zarr.open_group('data/converted/zarr/reacture_1795637238001.zarr', mode='r'); print(g['frames'].info)\""
 
-test: install
+# The readers' tests need PyTorch: the CPU build 2.13.0 (pinned, so nothing pulls another torch).
+$(TORCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	touch $(TORCH_STAMP)
+
+test: install $(TORCH_STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: install
 	$(BIN)/ruff check reacture_convert tests benchmarks
 	$(BIN)/mypy
+
+## Regenerate the README's finding-code table from reacture_convert/findings.py.
+docs: install
+	$(BIN)/python -c "import re, pathlib; from reacture_convert.findings import codes_markdown as t; p = pathlib.Path('README.md'); s = p.read_text(); a, b = s.index('-->', s.index('<!-- codes:start')) + 3, s.index('<!-- codes:end -->'); p.write_text(s[:a] + chr(10) + t() + chr(10) + s[b:])"
 
 bench: install
 	$(BIN)/python benchmarks/run.py

@@ -16,14 +16,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from reacture_convert import __version__
 from reacture_convert.bundle import BundleRef
 from reacture_convert.catalog import CatalogEntry, merge_entries, read_catalog, write_catalog
-from reacture_convert import __version__
 from reacture_convert.convert import ConvertOptions, SessionResult, convert_session
 from reacture_convert.discover import discover
 from reacture_convert.findings import Finding, Severity, finding
 from reacture_convert.naming import session_name
-from reacture_convert.scheduler import default_workers, open_scheduler
+from reacture_convert.scheduler import open_scheduler
 from reacture_convert.storage import Output, lock_output
 from reacture_convert.to_webdataset import SessionTar, WdsIndex, write_shards
 
@@ -32,6 +32,7 @@ __all__ = ["RunSummary", "run_convert", "OK_STATUSES"]
 OK_STATUSES = frozenset({"converted", "skipped", "duplicate"})
 
 ProgressFn = Callable[[CatalogEntry, int, int], None]
+DEFAULT_OPTIONS = ConvertOptions()
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ def _as_result(bundle: BundleRef, value: Any, run_id: str) -> SessionResult:
 def run_convert(
     paths: Sequence[str],
     out: Output,
-    options: ConvertOptions = ConvertOptions(),
+    options: ConvertOptions = DEFAULT_OPTIONS,
     *,
     scheduler: str = "auto",
     workers: int | None = None,
@@ -117,7 +118,9 @@ def run_convert(
     would get the same session name run after the first of them, which wins. With ``wds`` in
     the formats, the sessions' sample tars are merged into shards at the end.
     ``stop_on_error``: after the first bundle that is not converted/skipped, start no new
-    session (the job files' ``on_error = "stop"``); the summary then lists fewer bundles.
+    session (the job files' ``on_error = "stop"``); sessions already running finish (none on
+    the ``sync`` scheduler), no shards are merged, and the summary lists fewer bundles.
+    ``progress(entry, sessions_done, sessions_total)`` is called after each session.
     """
     started = time.perf_counter()
     run_id = uuid.uuid4().hex[:12]
@@ -138,16 +141,17 @@ def run_convert(
         total = len(found.bundles)
 
         # Tasks are fed a few at a time (bounded in-flight work, and a stop policy that can
-        # take effect); a name's later bundles wait for its first, which wins the name.
-        ready = deque((name, waiting[name].pop(0), options, done.get(name)) for name in sorted(waiting))
+        # take effect: one at a time on ``sync``, so ``stop`` is exact there); a name's later
+        # bundles wait for its first, which wins the name.
+        ready = deque((name, waiting[name].pop(0), options, done.get(name))
+                      for name in sorted(waiting))
         stopped = False
         with open_scheduler(scheduler, workers, n_tasks=total) as sched:
-            limit = max(2, 2 * (workers or default_workers()))
-            in_flight = 0
+            in_flight = finished = 0
 
             def feed() -> None:
                 nonlocal in_flight
-                while ready and in_flight < limit and not stopped:
+                while ready and in_flight < sched.capacity and not stopped:
                     name, bundle, opts, prev = ready.popleft()
                     sched.submit((name, bundle), convert_session, bundle, out, opts, prev, run_id)
                     in_flight += 1
@@ -155,6 +159,7 @@ def run_convert(
             feed()
             for (name, bundle), value in sched.results():
                 in_flight -= 1
+                finished += 1
                 result = _as_result(bundle, value, run_id)
                 entry = result.entry
                 entries.append(entry)
@@ -162,18 +167,20 @@ def run_convert(
                     session_tars[name] = result.session_tar
                 write_catalog(out, merge_entries(catalog, entries))
                 if progress is not None:
-                    progress(entry, len(entries), total)
+                    progress(entry, finished, total)
                 if stop_on_error and entry.status not in OK_STATUSES:
                     stopped = True
                 if waiting.get(name):
                     # the rest of a name's bundles: duplicates of the winner, or conflicts
                     peer = entry if entry.status in ("converted", "skipped") else done.get(name)
-                    ready.appendleft((name, waiting[name].pop(0), replace(options, force=False), peer))
+                    nxt = waiting[name].pop(0)
+                    ready.appendleft((name, nxt, replace(options, force=False), peer))
                 feed()
         if not found.bundles:
             write_catalog(out, merge_entries(catalog, entries))
         if "wds" in options.formats and session_tars and not stopped:
-            wds_index = write_shards(out, [session_tars[k] for k in sorted(session_tars)], options.wds)
+            tars = [session_tars[k] for k in sorted(session_tars)]
+            wds_index = write_shards(out, tars, options.wds)
         out.clear_staging()
     frames = sum(e.n_frames or 0 for e in entries if e.status == "converted")
     extra: dict[str, Any] = {}
@@ -181,7 +188,7 @@ def run_convert(
         extra["wds"] = {"shards": len(wds_index.shards), "samples": wds_index.total_samples,
                         "index": out.url_of("wds", "index.json")}
     if stopped:
-        extra["stopped"] = f"on_error=stop: {len(found.bundles) - len(entries)} bundle(s) not started"
+        extra["stopped"] = f"on_error=stop: {total - finished} bundle(s) not started"
     return RunSummary(out=out.url, run_id=run_id, entries=tuple(sorted(entries, key=_order)),
                       findings=found.findings, seconds=time.perf_counter() - started,
                       frames=frames, extra=extra)

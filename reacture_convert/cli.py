@@ -22,7 +22,8 @@ from reacture_convert.catalog import CatalogEntry
 from reacture_convert.convert import FORMATS, ConvertOptions
 from reacture_convert.discover import discover
 from reacture_convert.errors import ReactureError
-from reacture_convert.findings import Finding, Severity
+from reacture_convert.bundle import BundleRef
+from reacture_convert.findings import Finding, Severity, finding
 from reacture_convert.storage import Output
 from reacture_convert.to_webdataset import DEFAULT_SHARD_SIZE, ENCODINGS, WdsOptions
 from reacture_convert.to_zarr import CODECS, ZarrOptions
@@ -104,11 +105,12 @@ def validate(paths: tuple[str, ...], as_json: bool, storage_options: tuple[str, 
     every problem of each: file, line or frame index, and what is wrong.
 
     Prints one line per bundle, then its findings. Exit 0 when every bundle is valid (warnings
-    allowed), 1 when any is invalid.
+    allowed); 1 when any is invalid, when no bundle is found, or when an input is missing or an
+    archive member was refused (errors outside any bundle).
     """
     opts = parse_storage_options(storage_options)
     found = discover(list(paths), opts)
-    reports = [validate_bundle(b, opts) for b in found.bundles]
+    reports = [_judge(b, opts) for b in found.bundles]
     loose_errors = any(f.severity is Severity.ERROR for f in found.findings)
     ok = all(r.ok for r in reports) and not loose_errors and bool(reports)
     if as_json:
@@ -131,6 +133,15 @@ def validate(paths: tuple[str, ...], as_json: bool, storage_options: tuple[str, 
             click.echo("no bundle found (a bundle is <prefix>_metadata.json, _data.jsonl, "
                        "_frames.npy, _timestamps.npy, _README.md)", err=True)
     sys.exit(EXIT_OK if ok else EXIT_INVALID)
+
+
+def _judge(bundle: BundleRef, opts: dict[str, Any]) -> Report:
+    """Validate one bundle; an I/O failure is that bundle's finding, never the end of the run."""
+    try:
+        return validate_bundle(bundle, opts)
+    except OSError as e:
+        return Report(bundle, (finding("READ_FAILED", bundle.prefix,
+                                       f"{type(e).__name__}: {e}; check access and retry"),))
 
 
 def _report_dict(r: Report) -> dict[str, Any]:

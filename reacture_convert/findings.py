@@ -122,6 +122,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "META_SESSION_ID": (I, "metadata session_id differs from the file prefix (expected: kept both)."),
     "META_SESSION_ID_MISMATCH": (W, "metadata session_id does not look like the same session."),
     # --- conversion ---------------------------------------------------------------------------
+    "READ_FAILED": (E, "A file could not be read (I/O error, permission, network); retry later."),
     "CONVERT_FAILED": (E, "Conversion of a valid bundle failed (I/O error, worker died, ...)."),
     "CONFLICT": (E, "A different bundle is already converted under this session name."),
 }

@@ -18,6 +18,7 @@ from typing import Any
 
 from reacture_convert.convert import FORMATS, ConvertOptions
 from reacture_convert.errors import ConfigError, ReactureError
+from reacture_convert.scheduler import check_scheduler
 from reacture_convert.to_webdataset import DEFAULT_SHARD_SIZE, WdsOptions
 from reacture_convert.to_zarr import ZarrOptions
 
@@ -36,8 +37,10 @@ _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "m
 
 def parse_size(value: int | str) -> int:
     """``256MiB``, ``500MB``, ``1000000`` -> bytes."""
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         return value
+    if not isinstance(value, str):
+        raise ConfigError(f"{value!r} is not a size like 256MiB, 500MB or 1000000")
     text = value.strip().lower().replace(" ", "")
     number = text.rstrip("kmgib")
     try:
@@ -61,57 +64,68 @@ class Job:
     description: str = ""
 
 
-def _check_keys(table: str, data: Mapping[str, Any], where: str) -> None:
+def _check_keys(table: str, data: Mapping[str, Any]) -> None:
     unknown = set(data) - _KEYS[table]
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} in [{table}]; "
+        raise ConfigError(f"unknown key(s) {', '.join(sorted(unknown))} in [{table}]; "
                           f"valid keys: {', '.join(sorted(_KEYS[table]))}")
 
 
-def load_job(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Job:
-    """Read a job file; ``overrides`` (CLI values; None means 'not given') win over the file.
-
-    Override keys: inputs, out, formats, scheduler, workers, on_error, force, chunk_frames,
-    shard_frames, codec, shard_size, shard_count, shuffle, encoding, input_options,
-    output_options.
-    """
-    path = Path(path)
-    where = str(path)
+def _read_tables(path: Path) -> dict[str, Any]:
+    """The file's tables, checked for unknown tables and keys."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"{where}: no such job file; see pipelines/ for examples") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{where}: not valid TOML: {e}") from None
+        raise ConfigError("no such job file; see pipelines/ for examples") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"not valid TOML: {e}") from None
     unknown_tables = set(data) - set(_KEYS)
     if unknown_tables:
-        raise ConfigError(f"{where}: unknown table(s) {', '.join(sorted(unknown_tables))}; "
+        raise ConfigError(f"unknown table(s) {', '.join(sorted(unknown_tables))}; "
                           f"valid: {', '.join(sorted(_KEYS))}")
     for table in _KEYS:
         if not isinstance(data.get(table, {}), dict):
-            raise ConfigError(f"{where}: [{table}] must be a table")
-        _check_keys(table, data.get(table, {}), where)
-    job, zarr_t, wds_t = data.get("job", {}), data.get("zarr", {}), data.get("wds", {})
-    storage = data.get("storage", {})
-    o = {k: v for k, v in (overrides or {}).items() if v is not None and v != ()}
+            raise ConfigError(f"[{table}] must be a table")
+        _check_keys(table, data.get(table, {}))
+    for side in ("input", "output"):
+        if not isinstance(data.get("storage", {}).get(side, {}), dict):
+            raise ConfigError(f"[storage.{side}] must be a table of fsspec options, e.g. "
+                              'client_kwargs = { endpoint_url = "http://127.0.0.1:9000" }')
+    return data
 
-    def pick(key: str, table: Mapping[str, Any], default: Any, file_key: str | None = None) -> Any:
-        return o[key] if key in o else table.get(file_key or key, default)
 
-    inputs = tuple(pick("inputs", job, ()))
-    out = pick("out", job, None)
+def _inputs(value: Any) -> tuple[str, ...]:
+    inputs = (value,) if isinstance(value, str) else tuple(value)
     if not inputs:
-        raise ConfigError(f"{where}: [job] inputs is empty; give at least one folder, archive or URL")
-    if not out:
-        raise ConfigError(f"{where}: [job] out is missing; give a folder or URL for the dataset")
-    formats = pick("formats", job, ["zarr"])
-    formats = tuple(formats.split(",") if isinstance(formats, str) else formats)
+        raise ConfigError("[job] inputs is empty; give at least one folder, archive or URL")
+    if not all(isinstance(i, str) and i for i in inputs):
+        raise ConfigError("[job] inputs must be a list of folders, archives or URLs (strings), "
+                          f"not {list(inputs)!r}")
+    return inputs
+
+
+def _formats(value: Any) -> tuple[str, ...]:
+    formats = tuple(f.strip() for f in value.split(",")) if isinstance(value, str) else tuple(value)
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
-        raise ConfigError(f"{where}: unknown format(s) {bad}; choose from {', '.join(FORMATS)}")
-    on_error = pick("on_error", job, "continue")
-    if on_error not in ON_ERROR:
-        raise ConfigError(f"{where}: on_error must be one of {', '.join(ON_ERROR)}, not {on_error!r}")
+        raise ConfigError(f"unknown format(s) {bad or formats!r}; choose from {', '.join(FORMATS)}")
+    return formats
+
+
+def _workers(value: Any) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigError(f"[job] workers must be a whole number >= 1, not {value!r}")
+    return value
+
+
+def _options(job: Mapping[str, Any], zarr_t: Mapping[str, Any], wds_t: Mapping[str, Any],
+             o: Mapping[str, Any], input_options: Mapping[str, Any]) -> ConvertOptions:
+    def pick(key: str, table: Mapping[str, Any], default: Any) -> Any:
+        return o[key] if key in o else table.get(key, default)
+
+    force = pick("force", job, False)
+    if not isinstance(force, bool):
+        raise ConfigError(f"[job] force must be true or false, not {force!r}")
     try:
         zopts = ZarrOptions(
             chunk_frames=int(pick("chunk_frames", zarr_t, ZarrOptions().chunk_frames)),
@@ -127,19 +141,51 @@ def load_job(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Jo
             name=wds_t.get("name", "reacture"),
             shuffle_buffer=int(wds_t.get("shuffle_buffer", 512)),
         )
+    except ConfigError:
+        raise
     except (ReactureError, TypeError, ValueError) as e:
-        raise ConfigError(f"{where}: {e}") from None
+        raise ConfigError(f"[zarr]/[wds]: {e}") from None
+    return ConvertOptions(formats=_formats(pick("formats", job, ["zarr"])), zarr=zopts,
+                          wds=wopts, force=force, input_options=dict(input_options))
+
+
+def load_job(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Job:
+    """Read a job file; ``overrides`` (CLI values; None means 'not given') win over the file.
+
+    Override keys: inputs, out, formats, scheduler, workers, on_error, force, chunk_frames,
+    shard_frames, codec, shard_size, shard_count, shuffle, encoding, input_options,
+    output_options. Raises ConfigError naming the file and the problem.
+    """
+    path = Path(path)
+    try:
+        return _load(path, overrides or {})
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def _load(path: Path, overrides: Mapping[str, Any]) -> Job:
+    data = _read_tables(path)
+    job = data.get("job", {})
+    storage = data.get("storage", {})
+    o = {k: v for k, v in overrides.items() if v is not None and v != ()}
+    inputs = _inputs(o.get("inputs", job.get("inputs", ())))
+    out = o.get("out", job.get("out"))
+    if not out or not isinstance(out, str):
+        raise ConfigError("[job] out is missing; give a folder or URL for the dataset")
+    on_error = o.get("on_error", job.get("on_error", "continue"))
+    if on_error not in ON_ERROR:
+        raise ConfigError(f"[job] on_error must be one of {', '.join(ON_ERROR)}, "
+                          f"not {on_error!r}")
+    scheduler = check_scheduler(str(o.get("scheduler", job.get("scheduler", "auto"))))
     input_options = {**storage.get("input", {}), **o.get("input_options", {})}
     output_options = {**storage.get("output", {}), **o.get("output_options", {})}
-    workers = pick("workers", job, None)
     return Job(
         name=path.stem,
         inputs=inputs,
-        out=str(out),
-        options=ConvertOptions(formats=formats, zarr=zopts, wds=wopts,
-                               force=bool(pick("force", job, False)), input_options=input_options),
-        scheduler=str(pick("scheduler", job, "auto")),
-        workers=int(workers) if workers is not None else None,
+        out=out,
+        options=_options(job, data.get("zarr", {}), data.get("wds", {}), o, input_options),
+        scheduler=scheduler,
+        workers=_workers(o.get("workers", job.get("workers"))),
         on_error=on_error,
         output_storage=output_options,
         description=str(job.get("description", "")),

@@ -3,6 +3,8 @@
 ``open_scheduler(spec, workers)`` gives a ``Scheduler`` with ``submit`` and ``results``:
 results arrive as tasks finish (more may be submitted meanwhile), and an exception raised by or
 around a task (a worker that died: ``KilledWorker``) comes back as a value, never as a crash.
+``capacity`` says how many tasks are worth keeping in flight, so a driver can feed tasks a few
+at a time and stop feeding when it must (``on_error = "stop"``).
 
 Specs: ``sync`` (this process, one at a time: debugging, a single bundle), ``threads`` (one
 local worker process with N threads), ``processes`` (N local worker processes, one thread
@@ -10,6 +12,11 @@ each: the default for batches, since JSON parsing holds the GIL), ``tcp://HOST:P
 existing ``dask.distributed`` scheduler; OUT and the inputs must be reachable from its workers,
 e.g. an object store or a shared filesystem), ``auto`` (``sync`` for one bundle, else
 ``processes``).
+
+A task whose worker process dies is retried on another worker by Dask up to
+``distributed.scheduler.allowed-failures`` times (default 3) before it comes back as
+``KilledWorker``; lower that setting (``DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES=0``) to
+give up on a poisonous bundle at once.
 """
 
 from __future__ import annotations
@@ -23,17 +30,38 @@ from typing import Any
 
 from reacture_convert.errors import ConfigError
 
-__all__ = ["Scheduler", "open_scheduler", "SCHEDULERS", "default_workers"]
+__all__ = [
+    "SCHEDULERS",
+    "Scheduler",
+    "check_scheduler",
+    "default_workers",
+    "open_scheduler",
+]
 
 SCHEDULERS = ("auto", "sync", "threads", "processes")
+_REMOTE = ("tcp://", "tls://")
 
 
 def default_workers() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    """Local workers when none are asked for: one per CPU this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def check_scheduler(spec: str) -> str:
+    """``spec`` if it names a scheduler (see the module doc), else a ConfigError saying which."""
+    if spec in SCHEDULERS or (spec.startswith(_REMOTE) and len(spec) > len("tcp://")):
+        return spec
+    raise ConfigError(f"unknown scheduler {spec!r}; use one of {', '.join(SCHEDULERS)} "
+                      "or tcp://HOST:PORT of a running Dask scheduler")
 
 
 class Scheduler:
     """Submit keyed tasks; iterate ``results()`` for ``(key, value_or_exception)`` pairs."""
+
+    description = ""
+    capacity = 1  # tasks worth keeping in flight
 
     def submit(self, key: Any, fn: Callable[..., Any], *args: Any) -> None:
         raise NotImplementedError
@@ -41,11 +69,12 @@ class Scheduler:
     def results(self) -> Iterator[tuple[Any, Any]]:
         raise NotImplementedError
 
-    description = ""
-
 
 class _Sync(Scheduler):
+    """Runs each task in this process when its result is asked for: deterministic order."""
+
     description = "sync (in this process)"
+    capacity = 1
 
     def __init__(self) -> None:
         self.pending: deque[tuple[Any, Callable[..., Any], tuple[Any, ...]]] = deque()
@@ -57,24 +86,29 @@ class _Sync(Scheduler):
         while self.pending:
             key, fn, args = self.pending.popleft()
             try:
-                yield key, fn(*args)
+                value = fn(*args)
             except Exception as e:  # noqa: BLE001 - handed to the caller as a value
-                yield key, e
+                value = e
+            yield key, value
 
 
 class _Distributed(Scheduler):
+    """Tasks as ``dask.distributed`` futures, handed back in the order they finish."""
+
     def __init__(self, client: Any, description: str) -> None:
         from distributed import as_completed
 
         self.client = client
         self.description = description
+        threads = sum(client.nthreads().values())  # 0 while a cluster's workers connect
+        self.capacity = max(2, 2 * threads)
         self.keys: dict[str, Any] = {}
-        self.queue = as_completed([], with_results=False)
+        self.queue = as_completed([], with_results=False)  # type: ignore[no-untyped-call]
 
     def submit(self, key: Any, fn: Callable[..., Any], *args: Any) -> None:
         future = self.client.submit(fn, *args, pure=False)
         self.keys[future.key] = key
-        self.queue.add(future)
+        self.queue.add(future)  # type: ignore[no-untyped-call]
 
     def results(self) -> Iterator[tuple[Any, Any]]:
         for future in self.queue:
@@ -89,8 +123,20 @@ class _Distributed(Scheduler):
 
 
 @contextlib.contextmanager
-def open_scheduler(spec: str, workers: int | None = None, n_tasks: int = 2) -> Iterator[Scheduler]:
-    """Start (or connect to) the scheduler named by ``spec`` for the duration of a run."""
+def open_scheduler(
+    spec: str,
+    workers: int | None = None,
+    n_tasks: int = 2,
+    connect_timeout: float = 20.0,
+) -> Iterator[Scheduler]:
+    """Start (or connect to) the scheduler named by ``spec`` for the duration of a run.
+
+    ``workers``: local workers for ``threads``/``processes`` (default: one per CPU); ignored for
+    a cluster, which has its own. ``n_tasks`` lets ``auto`` pick ``sync`` for a single task.
+    Raises ConfigError for an unknown spec or a cluster that cannot be reached in
+    ``connect_timeout`` seconds.
+    """
+    spec = check_scheduler(spec)
     if spec == "auto":
         spec = "sync" if n_tasks <= 1 else "processes"
     if spec == "sync":
@@ -98,25 +144,24 @@ def open_scheduler(spec: str, workers: int | None = None, n_tasks: int = 2) -> I
         return
     from distributed import Client, LocalCluster
 
-    if spec.startswith("tcp://") or spec.startswith("tls://"):
+    if spec.startswith(_REMOTE):
         try:
-            client = Client(spec, timeout="20s")
+            client = Client(spec, timeout=connect_timeout)  # type: ignore[no-untyped-call]
         except OSError as e:
-            raise ConfigError(f"cannot reach the Dask scheduler at {spec}: {e}; is it running?") from e
+            raise ConfigError(
+                f"cannot reach the Dask scheduler at {spec}: {e}; is it running?"
+            ) from e
         with client:
             n = len(client.scheduler_info().get("workers", {}))
             yield _Distributed(client, f"dask cluster {spec} ({n} workers)")
         return
-    if spec not in ("threads", "processes"):
-        raise ConfigError(f"unknown scheduler {spec!r}; use one of {', '.join(SCHEDULERS)} "
-                          "or tcp://HOST:PORT")
     n = workers or default_workers()
     processes = spec == "processes"
-    with LocalCluster(
+    with LocalCluster(  # type: ignore[no-untyped-call]
         n_workers=n if processes else 1,
         threads_per_worker=1 if processes else n,
         processes=processes,
         dashboard_address=None,
         silence_logs=logging.ERROR,
-    ) as cluster, Client(cluster) as client:
+    ) as cluster, Client(cluster) as client:  # type: ignore[no-untyped-call]
         yield _Distributed(client, f"local dask, {n} {'processes' if processes else 'threads'}")

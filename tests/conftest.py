@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,80 @@ def make_bundle(tmp_path: Path) -> Callable[..., Path]:
         return write_bundle(folder, spec)
 
     return make
+
+
+# --- a real Dask cluster (tests/test_batch.py, tests/test_scheduler.py) -----------------------
+
+
+def _dask_cli() -> list[str]:
+    """The ``dask`` command of the interpreter running the tests (the project's venv)."""
+    import shutil
+    import sys
+
+    script = Path(sys.executable).with_name("dask")
+    return [str(script)] if script.exists() else [shutil.which("dask") or "dask"]
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop one process this fixture started: SIGTERM, then SIGKILL to its own group."""
+    import os
+    import signal
+
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the group holds only what it started
+            proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``dask scheduler`` and two ``dask worker`` processes (one thread each) on
+    127.0.0.1, started as subprocesses; yields the scheduler address once both workers are
+    connected, and stops all three afterwards."""
+    import json
+    import time
+
+    from distributed import Client
+
+    tmp = tmp_path_factory.mktemp("dask-cluster")
+    sched_file = tmp / "scheduler.json"
+    procs: list[subprocess.Popen[bytes]] = []
+    logs: list[Path] = []
+
+    def start(name: str, args: list[str]) -> None:
+        log = tmp / f"{name}.log"
+        logs.append(log)
+        with open(log, "wb") as sink:
+            procs.append(subprocess.Popen([*_dask_cli(), *args], stdout=sink,
+                                          stderr=subprocess.STDOUT, cwd=tmp,
+                                          start_new_session=True))
+
+    def logs_text() -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-2000:]}" for p in logs)
+
+    try:
+        start("scheduler", ["scheduler", "--host", "127.0.0.1", "--port", "0",
+                            "--no-dashboard", "--dashboard-address", "127.0.0.1:0",
+                            "--scheduler-file", str(sched_file)])
+        deadline = time.monotonic() + 30
+        while not sched_file.exists() or not sched_file.read_text().strip():
+            if time.monotonic() > deadline or procs[0].poll() is not None:
+                raise RuntimeError(f"dask scheduler did not start:\n{logs_text()}")
+            time.sleep(0.05)
+        address = json.loads(sched_file.read_text())["address"]
+        for k in range(2):
+            start(f"worker{k}", ["worker", address, "--nworkers", "1", "--nthreads", "1",
+                                 "--host", "127.0.0.1", "--no-dashboard",
+                                 "--local-directory", str(tmp / f"worker{k}")])
+        with Client(address, timeout=30) as client:
+            try:
+                client.wait_for_workers(2, timeout=60)
+            except TimeoutError:
+                raise RuntimeError(f"dask workers did not connect:\n{logs_text()}") from None
+        yield address
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)

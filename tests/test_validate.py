@@ -9,6 +9,7 @@ never hides behind (or drags in) unrelated findings.
 from __future__ import annotations
 
 import json
+import tempfile
 import zipfile
 from collections import Counter
 from collections.abc import Callable
@@ -18,11 +19,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reacture_convert.bundle import ROLES, BundleRef
 from reacture_convert.discover import discover
-from reacture_convert.findings import CODES, Finding, Severity
-from reacture_convert.synth import BundleSpec, game_npy_header
+from reacture_convert.findings import CODES, Severity
+from reacture_convert.synth import BundleSpec, game_npy_header, write_bundle
 from reacture_convert.validate import Report, ValidationLimits, validate_bundle
 
 MakeBundle = Callable[..., Path]
@@ -92,10 +95,6 @@ def edit_meta(folder: Path, change: Callable[[dict[str, Any]], None]) -> None:
     meta = json.loads(path(folder, "metadata.json").read_text())
     change(meta)
     path(folder, "metadata.json").write_text(json.dumps(meta, indent=2))
-
-
-def located(findings: tuple[Finding, ...]) -> set[tuple[str, str, int | None, int | None]]:
-    return {(f.code, f.file, f.line, f.frame) for f in findings}
 
 
 # --- the real fixtures ------------------------------------------------------------------------
@@ -640,3 +639,33 @@ def test_every_emitted_code_is_registered(make_bundle: MakeBundle) -> None:
     frames_fortran(folder)
     report = validate_folder(folder)
     assert all(f.code in CODES and f.severity is CODES[f.code][0] for f in report.findings)
+
+
+# --- never crashes ------------------------------------------------------------------------------
+
+_EDITS = st.tuples(st.sampled_from(ROLES), st.sampled_from(["flip", "cut", "insert"]),
+                   st.floats(0, 1), st.binary(min_size=1, max_size=4))
+
+
+@given(edits=st.lists(_EDITS, min_size=1, max_size=3))
+@settings(max_examples=60, deadline=None)
+def test_damaged_bundle_never_crashes_the_validator(
+    edits: list[tuple[str, str, float, bytes]]
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = write_bundle(Path(tmp), BundleSpec(n_frames=3))
+        for role, how, where, data in edits:
+            p = path(folder, role)
+            raw = p.read_bytes()
+            at = int(where * len(raw))
+            if how == "flip":
+                raw = raw[:at] + data + raw[at + len(data):]
+            elif how == "cut":
+                raw = raw[:at]
+            else:
+                raw = raw[:at] + data + raw[at:]
+            p.write_bytes(raw)
+        report = validate_folder(folder)
+    assert all(f.code in CODES and f.severity is CODES[f.code][0] for f in report.findings)
+    if report.n_frames is not None and report.frame_rows:
+        assert len(report.frame_rows) == report.n_frames
