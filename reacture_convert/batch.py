@@ -19,7 +19,12 @@ from typing import Any
 from reacture_convert import __version__
 from reacture_convert.bundle import BundleRef
 from reacture_convert.catalog import CatalogEntry, merge_entries, read_catalog, write_catalog
-from reacture_convert.convert import ConvertOptions, SessionResult, convert_session
+from reacture_convert.convert import (
+    ConvertOptions,
+    SessionResult,
+    commit_result,
+    convert_session,
+)
 from reacture_convert.discover import discover
 from reacture_convert.findings import Finding, Severity, finding
 from reacture_convert.naming import session_name
@@ -161,7 +166,7 @@ def run_convert(
                 in_flight -= 1
                 finished += 1
                 result = _as_result(bundle, value, run_id)
-                entry = result.entry
+                entry = commit_result(out, result)
                 entries.append(entry)
                 if result.session_tar is not None and entry.status in ("converted", "skipped"):
                     session_tars[name] = result.session_tar

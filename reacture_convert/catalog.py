@@ -149,7 +149,8 @@ def merge_entries(old: Iterable[CatalogEntry], new: Iterable[CatalogEntry]) -> l
       changed bundle without ``--force``); a later live state replaces both;
     - a new live row for a session demotes every other bundle's converted, skipped or duplicate
       row of that session whose bytes differ (``--force`` from another place replaced the
-      outputs): those rows become ``conflict`` with no outputs, so one live row remains.
+      outputs): such a row becomes ``conflict`` with no outputs (or gives way to the newer
+      state kept beside it), so the live rows of a session all describe the bytes it holds.
     """
     rows: dict[tuple[str, str | None, bool], CatalogEntry] = {}
     # live rows first, so that an old row kept beside one goes back beside it
@@ -177,10 +178,12 @@ def _put(rows: dict[tuple[str, str | None, bool], CatalogEntry], e: CatalogEntry
     if not e.session:
         return
     for slot, other in list(rows.items()):
-        if (other.session == e.session and other.key != e.key
+        if (not slot[2] and other.session == e.session and other.key != e.key
                 and other.status in (*LIVE_STATUSES, "duplicate")
                 and dict(other.hashes) != dict(e.hashes)):
-            rows[slot] = _superseded(other, e)
+            # that bundle's newer state, if one was kept beside, is now its only state
+            newer = rows.pop((*other.key, True), None)
+            rows[slot] = newer if newer is not None else _superseded(other, e)
 
 
 def _superseded(row: CatalogEntry, by: CatalogEntry) -> CatalogEntry:

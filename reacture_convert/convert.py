@@ -33,6 +33,7 @@ __all__ = [
     "SessionResult",
     "convert_bundle",
     "convert_session",
+    "commit_result",
     "hash_files",
     "session_parts",
     "session_tar_path",
@@ -68,11 +69,19 @@ class SessionResult:
 
     entry: CatalogEntry
     session_tar: SessionTar | None = None
+    staged: tuple[str, ...] = ()  # outputs waiting in staging for the driver's commit
+    stage_key: str = ""  # their folder under OUT/.staging/
 
 
-def session_tar_path(out: Output, session: str) -> str:
+def stage_key(session: str, run_id: str | None) -> str:
+    """A session's staging folder, private to one run: a straggling task of a killed run can
+    only ever write into its own run's folder, which the next run deletes unseen."""
+    return f"{run_id or 'direct'}/{session}"
+
+
+def session_tar_path(out: Output, session: str, run_id: str | None = None) -> str:
     """Where a session's sample tar waits for the shard merge (inside staging: never visible)."""
-    return out.path(".staging", ".wds-sessions", f"{session}.tar")
+    return out.path(".staging", run_id or "direct", ".wds-sessions", f"{session}.tar")
 
 
 def hash_files(bundle: BundleRef, storage_options: StorageOptions | None = None) -> dict[str, str]:
@@ -149,11 +158,12 @@ def zarr_attributes(session: str, bundle: BundleRef, report: Report, hashes: Map
 
 def write_session(
     bundle: BundleRef, session: str, report: Report, hashes: Mapping[str, str],
-    out: Output, options: ConvertOptions,
+    out: Output, options: ConvertOptions, key: str,
 ) -> list[str]:
-    """Write the ``zarr`` format outputs of a valid bundle into staging; return their parts."""
+    """Write the ``zarr`` format outputs of a valid bundle into ``OUT/.staging/<key>``; return
+    their parts (paths relative to OUT once committed)."""
     opts = options.input_options
-    stage = out.staging(session)
+    stage = out.staging(key)
     out.fs.makedirs(stage, exist_ok=True)
     n = report.n_frames or 0
     with open_file(bundle.files["timestamps.npy"], opts) as f:
@@ -161,7 +171,7 @@ def write_session(
         assert header is not None  # validated
         ts = read_npy_small(f, header, file=bundle.files["timestamps.npy"].name)
     writer = ZarrSessionWriter(
-        out.url_of(".staging", session, "zarr", f"{session}.zarr"), n,
+        out.url_of(".staging", key, "zarr", f"{session}.zarr"), n,
         zarr_attributes(session, bundle, report, hashes), options.zarr, out.storage_options,
     )
     digests: list[str] = []
@@ -210,7 +220,7 @@ def convert_session(
             return _convert(bundle, session, out, options, previous, run_id)
         except Exception as e:  # noqa: BLE001 - a failed session is a result, not a crash
             try:
-                out.clear_staging(session)
+                out.clear_staging(stage_key(session, run_id))
             except Exception:  # noqa: BLE001
                 pass
             if _transient(e) and attempt < RETRIES:
@@ -229,8 +239,28 @@ def convert_bundle(
     previous: CatalogEntry | None = None,
     run_id: str | None = None,
 ) -> CatalogEntry:
-    """Convert one bundle and return its catalog entry (never raises for bad input or I/O)."""
-    return convert_session(bundle, out, options, previous, run_id).entry
+    """Convert and commit one bundle; return its catalog entry (never raises for bad input or
+    I/O). Batches use ``convert_session`` in tasks and ``commit_result`` in the driver."""
+    return commit_result(out, convert_session(bundle, out, options, previous, run_id))
+
+
+def commit_result(out: Output, result: SessionResult) -> CatalogEntry:
+    """Make a session's staged outputs visible (the driver does this: only the lock holder
+    commits). A failed commit is a ``failed`` entry and leaves nothing visible half-done."""
+    if not result.staged:
+        return result.entry
+    try:
+        out.commit(result.stage_key, list(result.staged))
+    except Exception as e:  # noqa: BLE001 - a failed commit is a result too
+        try:
+            out.clear_staging(result.stage_key)
+        except Exception:  # noqa: BLE001
+            pass
+        msg = f"{type(e).__name__}: {e}"
+        return replace(result.entry, status="failed", reason=msg, outputs=(),
+                       findings=(*result.entry.findings, finding("CONVERT_FAILED",
+                                                                  result.entry.prefix or "", msg)))
+    return result.entry
 
 
 def _convert(
@@ -246,7 +276,8 @@ def _convert(
     hashes = hash_files(bundle, opts) if not bundle.missing else {}
     up_to_date: CatalogEntry | None = None
     if previous is not None and previous.status in ("converted", "skipped") and hashes:
-        if dict(previous.hashes) == hashes:
+        outputs_there = all(out.exists(p) for p in previous.outputs)
+        if dict(previous.hashes) == hashes and outputs_there:
             if previous.source != bundle.source:
                 return SessionResult(replace(
                     previous, source=bundle.source, status="duplicate",
@@ -256,12 +287,12 @@ def _convert(
                                       "converted once"),),
                     converted_at=_now(), run_id=run_id))
             wanted = set(session_parts(session)) if "zarr" in options.formats else set()
-            if wanted <= set(previous.outputs) and all(out.exists(p) for p in previous.outputs):
+            if wanted <= set(previous.outputs):
                 up_to_date = replace(previous, status="skipped", reason="unchanged since last run",
                                      converted_at=_now(), run_id=run_id)
                 if not want_wds:
                     return SessionResult(up_to_date)
-        elif not options.force:
+        elif dict(previous.hashes) != hashes and not options.force:
             msg = (f"session {session!r} is already converted from {previous.source} with "
                    "different file contents; pass --force to replace it")
             return SessionResult(_entry(bundle, "conflict", reason=msg, hashes=hashes,
@@ -273,15 +304,16 @@ def _convert(
                                     hashes=hashes, run_id=run_id, **_from_report(report)))
     session_tar = None
     if want_wds:
-        session_tar = write_session_tar(bundle, report, session, out, session_tar_path(out, session),
+        session_tar = write_session_tar(bundle, report, session, out,
+                                        session_tar_path(out, session, run_id),
                                         encoding=options.wds.encoding, input_options=opts)
     if up_to_date is not None:
         return SessionResult(up_to_date, session_tar)
     outputs: list[str] = []
+    key = stage_key(session, run_id)
     if "zarr" in options.formats:
-        out.clear_staging(session)
-        outputs = write_session(bundle, session, report, hashes, out, options)
-        out.commit(session, outputs)
+        out.clear_staging(key)
+        outputs = write_session(bundle, session, report, hashes, out, options, key)
     entry = _entry(bundle, "converted", hashes=hashes, outputs=tuple(outputs), run_id=run_id,
                    **_from_report(report))
-    return SessionResult(entry, session_tar)
+    return SessionResult(entry, session_tar, tuple(outputs), key)

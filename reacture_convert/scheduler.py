@@ -161,7 +161,10 @@ def open_scheduler(
         n_workers=n if processes else 1,
         threads_per_worker=1 if processes else n,
         processes=processes,
+        # no dashboard; the scheduler's HTTP server (health, metrics) only on a free local
+        # port, never 0.0.0.0:8787 (a second run would clash, and it is not for the network)
         dashboard_address=None,
+        scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
         silence_logs=logging.ERROR,
     ) as cluster, Client(cluster) as client:  # type: ignore[no-untyped-call]
         yield _Distributed(client, f"local dask, {n} {'processes' if processes else 'threads'}")

@@ -170,15 +170,24 @@ def _replace_local(src: str, dst: str, trash: str) -> None:
 
 @contextlib.contextmanager
 def lock_output(out: Output, wait: bool = False) -> Iterator[None]:
-    """Hold an exclusive lock on a local OUT for the whole run (no-op for object stores)."""
+    """Hold an exclusive lock on a local OUT for the whole run (no-op for object stores).
+
+    Raises ``LockedError`` when another run holds it (unless ``wait``), ``OutputError`` when OUT
+    cannot be created or written."""
     if not out.is_local:
         yield
         return
     import fcntl
 
-    os.makedirs(out.root, exist_ok=True)
     path = out.path(LOCK)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.makedirs(out.root, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:  # a file in the way, no permission, read-only filesystem...
+        raise OutputError(
+            f"{out.url}: cannot write the output here ({e.strerror or e}); give a folder that "
+            "you can write to, or a new path"
+        ) from e
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)

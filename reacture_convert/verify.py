@@ -13,6 +13,7 @@ equal ``wds/index.json``.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,9 +35,10 @@ from reacture_convert.storage import Output
 from reacture_convert.to_parquet import rebuild_row
 from reacture_convert.to_zarr import open_store
 
-__all__ = ["Problem", "verify_dataset"]
+__all__ = ["MAX_PROBLEMS", "Problem", "verify_dataset"]
 
 BLOCK = 256
+MAX_PROBLEMS = 20  # per session: past this, one damage is named, not repeated for every frame
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +97,7 @@ def _verify_session(out: Output, e: CatalogEntry) -> Iterator[Problem]:
     rows = _read_parquet(out, f"rows/{s}.parquet")
     if any(r["session"] != s for r in rows) or any(r["session"] != s for r in table):
         yield Problem(s, "rows or alignment table hold rows of another session")
+        return
     if e.n_rows is not None and len(rows) != e.n_rows:
         yield Problem(s, f"rows table holds {len(rows)} rows, catalog says {e.n_rows}")
     if [r["row_index"] for r in rows] != list(range(len(rows))):
@@ -179,11 +182,21 @@ def _verify_wds(out: Output) -> Iterator[Problem]:
             yield Problem("wds", f"shard {shard['url']}: size or sha256 differs from index.json")
 
 
+def _first(problems: Iterator[Problem], e: CatalogEntry) -> list[Problem]:
+    """The first ``MAX_PROBLEMS`` problems of a session, and a note when it has more."""
+    found = list(itertools.islice(problems, MAX_PROBLEMS + 1))
+    if len(found) > MAX_PROBLEMS:
+        note = f"more problems after these {MAX_PROBLEMS}; verification of this session stopped"
+        found[MAX_PROBLEMS:] = [Problem(e.session or "?", note)]
+    return found
+
+
 def verify_dataset(out: Output, sources: bool = False) -> tuple[int, list[Problem]]:
     """Verify every converted session of ``out``; returns (sessions checked, problems).
 
-    Raises ``OutputError`` when ``out`` holds no catalog: a mistyped path must not pass as a
-    verified (empty) dataset."""
+    At most ``MAX_PROBLEMS`` problems are listed per session (then a note). Raises
+    ``OutputError`` when ``out`` holds no catalog: a mistyped path must not pass as a verified
+    (empty) dataset."""
     if not out.exists(CATALOG):
         raise OutputError(f"{out.url}: no {CATALOG} here, so there is nothing to verify; give the "
                           "--out folder (or URL) of a `reacture-convert convert` run")
@@ -194,9 +207,9 @@ def verify_dataset(out: Output, sources: bool = False) -> tuple[int, list[Proble
             continue
         checked += 1
         try:
-            found = list(_verify_session(out, e))
+            found = _first(_verify_session(out, e), e)
             if sources and not found:
-                found = list(_verify_sources(out, e))
+                found = _first(_verify_sources(out, e), e)
         except Exception as exc:  # noqa: BLE001 - a missing or corrupt output is a finding here
             found = [Problem(e.session or "?", f"cannot read outputs: {type(exc).__name__}: {exc}")]
         problems.extend(found)

@@ -87,6 +87,7 @@ def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     127.0.0.1, started as subprocesses; yields the scheduler address once both workers are
     connected, and stops all three afterwards."""
     import json
+    import os
     import time
 
     from distributed import Client
@@ -96,12 +97,17 @@ def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     procs: list[subprocess.Popen[bytes]] = []
     logs: list[Path] = []
 
+    # Like a real deployment, the workers run the same code as the client: the package, and
+    # the test modules (pytest imports them from tests/), whose functions tasks may name.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")) if p)}
+
     def start(name: str, args: list[str]) -> None:
         log = tmp / f"{name}.log"
         logs.append(log)
         with open(log, "wb") as sink:
             procs.append(subprocess.Popen([*_dask_cli(), *args], stdout=sink,
-                                          stderr=subprocess.STDOUT, cwd=tmp,
+                                          stderr=subprocess.STDOUT, cwd=tmp, env=env,
                                           start_new_session=True))
 
     def logs_text() -> str:

@@ -228,14 +228,15 @@ def test_real_output_passes_the_conformance_checker(
 
 # --- a property over generated bundles ----------------------------------------------------------
 bundle_specs = st.builds(
-    lambda n, seed, events, interval, pauses: BundleSpec(
-        n_frames=n, seed=seed, events_per_frame=events, interval_ms=interval,
-        pauses=tuple((i % n, gap) for i, gap in pauses)),
-    n=st.one_of(st.just(1), st.integers(1, 40)),
+    lambda n, seed, events, interval, pauses, blank: BundleSpec(
+        n_frames=n, seed=seed, events_per_frame=events, interval_ms=interval, blank=blank,
+        pauses=tuple((i % n, gap) for i, gap in pauses) if n else ()),
+    n=st.one_of(st.just(1), st.just(0), st.integers(1, 40)),
     seed=st.integers(0, 2**31),
-    events=st.sampled_from([0.0, 0.3, 1.0, 3.0]),
+    events=st.sampled_from([0.0, 0.3, 1.0, 3.0]),  # rows of other kinds between two frames
     interval=st.sampled_from([100, 250, 500]),
     pauses=st.lists(st.tuples(st.integers(0, 40), st.integers(1_000, 60_000)), max_size=3),
+    blank=st.booleans(),
 )
 
 
@@ -264,9 +265,11 @@ READER_SPECS = {"reacture_1795600000001": 13, "reacture_1795600000002": 1,
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Path]]:
     """Three generated sessions (13, 1 and 40 frames) converted into one OUT."""
     root = tmp_path_factory.mktemp("readers")
-    folders = {prefix: write_bundle(root / "in" / prefix,
-                                    BundleSpec(n_frames=n, seed=n, prefix=prefix, pauses=((n // 2, 5000),)))
-               for prefix, n in READER_SPECS.items()}
+    folders = {
+        prefix: write_bundle(root / "in" / prefix, BundleSpec(n_frames=n, seed=n, prefix=prefix,
+                                                             pauses=((n // 2, 5000),)))
+        for prefix, n in READER_SPECS.items()
+    }
     summary = convert(list(folders.values()), root / "out")
     assert summary.ok
     return root / "out", folders
@@ -279,7 +282,8 @@ def test_duckdb_reads_rows_and_frames(dataset: tuple[Path, dict[str, Path]]) -> 
     rows, frames = f"'{out}/rows/*.parquet'", f"'{out}/frames/*.parquet'"
     n_rows = sum(len(source_rows(f)) for f in folders.values())
     assert duckdb.sql(f"select count(*) from {rows}").fetchall() == [(n_rows,)]
-    assert duckdb.sql(f"select count(*) from {frames}").fetchall() == [(sum(READER_SPECS.values()),)]
+    n_frames = sum(READER_SPECS.values())
+    assert duckdb.sql(f"select count(*) from {frames}").fetchall() == [(n_frames,)]
     xs = duckdb.sql(f"select session, row_index, robot.position.x from {rows} "
                     "order by session, row_index").fetchall()
     want = [(p, i, r["robot"]["position"]["x"])

@@ -8,11 +8,9 @@ dies really dies (``os._exit``), and what comes back becomes a ``failed`` catalo
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 
-import cloudpickle
 import dask
 import pytest
 from distributed import KilledWorker
@@ -105,8 +103,6 @@ def test_a_worker_that_dies_comes_back_as_a_value_and_becomes_a_failed_row() -> 
 
 
 def test_tcp_cluster_runs_tasks_on_its_workers(dask_cluster: str) -> None:
-    # the cluster's workers cannot import this test module: ship its functions by value
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
     with open_scheduler(dask_cluster) as sched:
         assert sched.description == f"dask cluster {dask_cluster} (2 workers)"
         assert sched.capacity == 4

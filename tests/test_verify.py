@@ -20,7 +20,7 @@ from reacture_convert.convert import ConvertOptions
 from reacture_convert.errors import OutputError
 from reacture_convert.storage import Output
 from reacture_convert.to_zarr import ZarrOptions
-from reacture_convert.verify import verify_dataset
+from reacture_convert.verify import MAX_PROBLEMS, verify_dataset
 
 GOOD, OTHER = "reacture_1795600000001", "reacture_1795600000002"
 FRAME_BYTES = 128 * 128 * 3
@@ -154,6 +154,21 @@ def test_damaged_output_is_found_and_named(
     assert f"MISMATCH {GOOD}: " in result.output and what in result.output
     doc = json.loads(cli_verify(out, "--json").output)
     assert doc["ok"] is False and {p["session"] for p in doc["problems"]} == set(sessions)
+
+
+def test_damage_to_every_frame_is_named_once_not_per_frame(
+    dataset: tuple[Path, dict[str, Path]],
+) -> None:
+    out, _ = dataset
+
+    def change(rows: list[dict[str, Any]]) -> None:
+        for r in rows:
+            r["frame_sha256"] = "f" * 64
+    edit_parquet(out / "frames" / f"{GOOD}.parquet", change)
+    _, problems = verify_dataset(Output(str(out)))
+    assert len(problems) == MAX_PROBLEMS + 1
+    assert [p.what.split(":")[0] for p in problems[:3]] == ["frame 0", "frame 1", "frame 2"]
+    assert "stopped" in problems[-1].what
 
 
 # --- damage to the sources (--sources) -----------------------------------------------------------

@@ -1,0 +1,134 @@
+"""Smoke test of the benchmark script: ``benchmarks/run.py --quick`` on tiny inputs runs every
+measurement and reports every row. No timing is asserted: the numbers of a quick run mean
+nothing, and this machine is shared."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+from reacture_convert.synth import iter_game_frames
+
+REPO = Path(__file__).resolve().parent.parent
+ROW_KEYS = ("1", "2", "3", "4", "5", "6a", "6b", "6c", "6d")
+Run = tuple[subprocess.CompletedProcess[str], Path]
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    """benchmarks/run.py as a module (it is a script, not part of the package)."""
+    spec = importlib.util.spec_from_file_location("bench_run", REPO / "benchmarks" / "run.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    """One ``--quick`` run with its work folder and results in a temporary folder."""
+    tmp = tmp_path_factory.mktemp("bench")
+    (tmp / "work").mkdir()
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick",
+         "--workdir", str(tmp / "work"), "--results", str(tmp / "results")],
+        capture_output=True, text=True, timeout=240, cwd=REPO,
+    )
+    return proc, tmp
+
+
+def test_quick_run_succeeds_and_cleans_up(quick_run: Run) -> None:
+    proc, tmp = quick_run
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert list((tmp / "work").iterdir()) == []  # the work folder is removed without --keep
+
+
+def test_table_has_every_row(quick_run: Run) -> None:
+    proc, tmp = quick_run
+    table = (tmp / "results" / "results.md").read_text(encoding="utf-8")
+    keys = [line.split("|")[1].strip() for line in table.splitlines()
+            if line.startswith("| ") and not line.startswith("| #")]
+    assert keys == list(ROW_KEYS)
+    assert "| error |" not in table
+    assert table in proc.stdout  # printed as well as written
+
+
+def test_json_has_every_row_with_raw_samples(quick_run: Run) -> None:
+    _, tmp = quick_run
+    doc = json.loads((tmp / "results" / "results.json").read_text(encoding="utf-8"))
+    assert [r["key"] for r in doc["rows"]] == list(ROW_KEYS)
+    assert all(r["data"] for r in doc["rows"])
+    assert {"generator", "real"} <= set(doc["compression"])
+
+
+def test_product_rows_round_trip_losslessly(quick_run: Run) -> None:
+    """The fidelity check of measurement 3 finds the product's Parquet rows equal to the JSONL."""
+    _, tmp = quick_run
+    doc = json.loads((tmp / "results" / "results.json").read_text(encoding="utf-8"))
+    fidelity = next(r for r in doc["rows"] if r["key"] == "3")["data"]["fidelity"]
+    assert fidelity["product"]["rows_differ"] == 0
+    assert fidelity["duckdb"]["rows_differ"] > 0  # the check does see what a lossy reader loses
+
+
+@pytest.mark.parametrize(
+    ("orig", "got", "kind"),
+    [
+        ({"a": 1}, {"a": 1.0}, "int → float"),
+        ({"t": 5}, {"t": "5"}, "int → str"),
+        ({"a": 1}, {"a": 1, "b": None}, "absent → null"),
+        ({"a": 1, "b": 2}, {"a": 1}, "field dropped"),
+        ({"a": 1, "b": 2}, {"b": 2, "a": 1}, "key order changed"),
+        ({"v": [{"x": 1}]}, {"v": []}, "list length changed"),
+        ({"s": "x"}, {"s": '"x"'}, "value changed"),
+    ],
+    ids=["int-float", "int-str", "absent-null", "dropped", "order", "list", "value"],
+)
+def test_diff_values_names_each_kind_of_loss(bench: ModuleType, orig: object, got: object,
+                                             kind: str) -> None:
+    found: Counter[tuple[str, str]] = Counter()
+    bench.diff_values(orig, got, "", found)
+    assert kind in {k for k, _ in found}
+
+
+def test_equal_rows_have_no_difference(bench: ModuleType) -> None:
+    found: Counter[tuple[str, str]] = Counter()
+    row = {"a": 1, "b": [1.5, {"c": True}], "d": None, "e": "x"}
+    bench.diff_values(row, json.loads(json.dumps(row)), "", found)
+    assert not found
+
+
+# --- the frame generator the benchmarks run on ------------------------------------------------
+def test_game_frames_are_deterministic_and_chunk_independent() -> None:
+    a = np.concatenate(list(iter_game_frames(300, seed=3, chunk=256)))
+    b = np.concatenate(list(iter_game_frames(400, seed=3, chunk=70)))
+    assert a.shape == (300, 128, 128, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, b[:300])  # frame i depends on the seed and i only
+
+
+def test_game_frames_are_pictures_that_move() -> None:
+    f = np.concatenate(list(iter_game_frames(300, seed=5)))
+    assert f.reshape(300, -1).max(axis=1).min() > 0  # no blank frame
+    changed = (f[1:] != f[:-1]).reshape(299, -1).any(axis=1).mean()
+    assert 0.5 < changed < 0.98  # the camera moves, and sometimes holds still (as the real timer)
+    assert not np.array_equal(iter_game_frames(5, seed=1).__next__(),
+                              iter_game_frames(5, seed=2).__next__())
+
+
+def test_game_frames_compress_like_the_real_variant_fixture(bench: ModuleType) -> None:
+    """zstd level 1 over 64-frame chunks: the real variant fixture gives ~63x (noise would give
+    ~1x, a flat picture thousands)."""
+    frames = np.concatenate(list(iter_game_frames(640, seed=1)))
+    assert 40 < bench.zstd_ratio(frames) < 95
+
+
+def test_blank_frames_are_zeros() -> None:
+    assert not np.concatenate(list(iter_game_frames(10, seed=1, blank=True))).any()
