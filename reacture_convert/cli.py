@@ -409,5 +409,31 @@ def run(job_file: str, inputs: tuple[str, ...], out: str | None, formats: str | 
                     stop_on_error=job.on_error == "stop")
 
 
+@cli.command()
+@click.argument("target")
+@click.argument("sessions", nargs=-1)
+@click.option("--html", "report_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for the report: index.html, <session>.html and <session>_files/.")
+@storage_option
+def show(target: str, sessions: tuple[str, ...], report_dir: str,
+         storage_options: tuple[str, ...]) -> None:
+    """Write a static HTML report (no server, no network) of a converted dataset TARGET or of
+    unconverted bundles: per session a strip of frames shown right way up, timelines of
+    battery/health/fuel/damage, speed and keys with pauses marked, event and action markers,
+    the frame-cadence histogram and the validation findings; an index lists every session.
+
+    SESSIONS (names or prefixes) limit the report to those sessions.
+    """
+    from reacture_convert.report import write_report
+
+    try:
+        result = write_report(target, report_dir, list(sessions) or None,
+                              parse_storage_options(storage_options))
+    except ReactureError as e:
+        _fail(e)
+        return
+    click.echo(f"wrote {len(result.pages)} session page(s); open {result.index}")
+
+
 def main() -> None:
     cli(prog_name="reacture-convert")
