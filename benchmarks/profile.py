@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
-_IDLE = ("wait", "select", "poll", "epoll", "acquire", "sleep", "_recv", "recv_into", "accept")
+_THREAD = re.compile(r"thread \((?:0x)?[0-9a-fA-F]+\)")
 
 
 def short(frame: str, with_line: bool = False) -> str:
@@ -44,7 +44,8 @@ def parse(raw: Path) -> dict[str, list[tuple[list[str], int]]]:
             continue
         frames = stack.split(";")
         head = [f for f in frames if f.startswith(("process ", "thread "))]
-        key = " ".join(head) or "main"
+        # "thread (tid): name" and "thread (tid)" (before the name is known) are one thread
+        key = " ".join(_THREAD.match(h)[0] if _THREAD.match(h) else h for h in head) or "main"
         threads[key].append(([f for f in frames if f not in head], int(count)))
     return threads
 
@@ -74,17 +75,15 @@ def summarise(raw: Path, top: int = 15) -> str:
         out += [f"  {100 * c / n:5.1f} %  {f}" for f, c in ours[:top]]
         out.append("self (where the samples land):")
         out += [f"  {100 * c / n:5.1f} %  {f}" for f, c in selfs.most_common(top)]
-        others = []
-        for k in keys:
-            if k == main:
+        for k in sorted(keys, key=lambda k: -totals[k]):
+            if k == main or totals[k] < n / 20:
                 continue
-            busy = sum(c for frames, c in threads[k]
-                       if frames and not any(w in frames[-1].split(" (")[0] for w in _IDLE))
-            if busy:
-                others.append(f"  {k}: busy {100 * busy / n:.1f} % of the main thread's time")
-        if others:
-            out.append("other threads:")
-            out += others
+            leaf: Counter[str] = Counter()
+            for frames, count in threads[k]:
+                if frames:
+                    leaf[short(frames[-1], with_line=True)] += count
+            out.append(f"other thread {k} (idle included), where its samples land:")
+            out += [f"  {100 * c / n:5.1f} %  {f}" for f, c in leaf.most_common(5)]
     return "\n".join(out)
 
 

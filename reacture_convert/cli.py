@@ -435,5 +435,30 @@ def show(target: str, sessions: tuple[str, ...], report_dir: str,
     click.echo(f"wrote {len(result.pages)} session page(s); open {result.index}")
 
 
+@cli.command()
+@click.argument("out")
+@click.option("--no-frames", is_flag=True, help="Skip per-channel frame statistics (rows only, fast).")
+@json_option
+@storage_option
+def stats(out: str, no_frames: bool, as_json: bool, storage_options: tuple[str, ...]) -> None:
+    """Per-field statistics over all periodic rows of OUT (count, mean, std, min, max of every
+    numeric field; key-press and momentary-action frequencies) and per-channel frame mean/std:
+    the numbers people normalise with. Writes OUT/stats.json and prints a table.
+    """
+    from reacture_convert.stats import compute_stats, format_stats, write_stats
+
+    opts = parse_storage_options(storage_options)
+    try:
+        result = compute_stats(out, storage_options=opts, frames=not no_frames)
+        path = write_stats(out, result, storage_options=opts)
+    except ReactureError as e:
+        _fail(e)
+        return
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        click.echo(format_stats(result) + f"written: {path}")
+
+
 def main() -> None:
     cli(prog_name="reacture-convert")

@@ -123,6 +123,9 @@ class FrameLabels:
         periodic = periodic.take(pa.array(order))
         frame_index = _ints(periodic["frame_index"])
         row_index = _ints(periodic["row_index"])
+        if np.any(np.diff(row_index) <= 0):  # validation promises frames in row order
+            raise OutputError(f"rows/{session}.parquet: periodic rows do not name frames in "
+                              "file order; convert the session again")
         held = np.stack([_bools(periodic, ("key_presses", k)) for k in _HELD_KEYS], axis=1)
         actions = _interval_actions(rows, row_index)
         destroy = actions[:, MOMENTARY_ACTIONS.index("destroy")]

@@ -106,7 +106,7 @@ def make_sample(
     chw = (frame[::-1] if flip else frame).transpose(2, 0, 1)
     # numpy, not torch: a torch op this small is slower (its thread pool) and the value is the
     # same, the correctly rounded float32 quotient
-    pixels = (np.divide(chw, np.float32(255), dtype=np.float32) if dtype == "float32"
+    pixels = (np.divide(chw, np.float32(255), dtype=np.float32, order="C") if dtype == "float32"
               else np.ascontiguousarray(chw))
     return {
         "frame": torch.from_numpy(pixels),

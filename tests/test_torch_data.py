@@ -8,10 +8,12 @@ from __future__ import annotations
 import pickle
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import numpy as np
 import pytest
 import torch
@@ -105,11 +107,13 @@ def unbatch(batch: dict[str, Any]) -> Iterable[dict[str, Any]]:
 
 
 def check_loader(loader: Iterable[dict[str, Any]], expected: dict[Key, dict[str, Any]],
-                 sources: dict[str, Source]) -> None:
+                 sources: dict[str, Source], batched: bool = True) -> None:
+    """The loader yields each expected sample once, equal to its source."""
     seen: list[Key] = []
     for batch in loader:
-        check_batch_layout(batch)
-        for sample in unbatch(batch):
+        if batched:
+            check_batch_layout(batch)
+        for sample in unbatch(batch) if batched else [batch]:
             key = (sample["session"], int(sample["frame_index"]))
             check_sample(sample, expected[key], sources[key[0]].frames[key[1]])
             seen.append(key)
@@ -234,6 +238,26 @@ def test_shuffled_shards_change_order_with_the_epoch_and_lose_nothing(converted:
     second = keys_of(ds)
     assert first != second and sorted(first) == sorted(second)
     assert len(set(first)) == len(first) == len(ds)
+
+
+def test_shards_from_an_index_url_and_png_shards(
+    converted: Path, tmp_path: Path, sources: dict[str, Source],
+    expected: dict[Key, dict[str, Any]]
+) -> None:
+    fs = fsspec.filesystem("memory")
+    root = f"/wds-{uuid.uuid4().hex}"
+    fs.put(str(converted / "wds"), root, recursive=True)
+    try:
+        assert sorted(keys_of(ShardDataset(f"memory://{root}/index.json"))) == sorted(expected)
+    finally:
+        fs.rm(root, recursive=True)
+    variant = next(p for p in REAL_BUNDLES if p.name == "reacture_1795637148842")
+    run_convert([str(variant)], Output(str(tmp_path)),
+                ConvertOptions(formats=("wds",), wds=WdsOptions(encoding="png")),
+                scheduler="sync")
+    loader = DataLoader(ShardDataset(tmp_path / "wds" / "index.json"), batch_size=None)
+    check_loader(loader, {k: v for k, v in expected.items() if k[0] == variant.name}, sources,
+                 batched=False)
 
 
 # --- processes ------------------------------------------------------------------------------------
