@@ -17,10 +17,21 @@ from typing import IO, Any
 
 import fsspec
 
-__all__ = ["ROLES", "FileRef", "BundleRef", "open_file", "StorageOptions"]
+__all__ = [
+    "ROLES",
+    "LEGACY_ROLES",
+    "ALL_ROLES",
+    "FileRef",
+    "BundleRef",
+    "open_file",
+    "StorageOptions",
+]
 
 # The five files of a bundle, by the suffix after ``<prefix>_``.
 ROLES: tuple[str, ...] = ("metadata.json", "data.jsonl", "frames.npy", "timestamps.npy", "README.md")
+# The game's earlier export: four files, frames and their times in one JSON list (legacy.py).
+LEGACY_ROLES: tuple[str, ...] = ("metadata.json", "data.jsonl", "frames.json", "README.md")
+ALL_ROLES: tuple[str, ...] = (*ROLES, "frames.json")
 
 StorageOptions = Mapping[str, Any]
 
@@ -53,8 +64,16 @@ class BundleRef:
     files: Mapping[str, FileRef] = field(default_factory=dict)
 
     @property
+    def is_legacy(self) -> bool:
+        """A four-file export of the game's earlier format (``frames.json``, no .npy files)."""
+        return "frames.json" in self.files and not (
+            "frames.npy" in self.files or "timestamps.npy" in self.files
+        )
+
+    @property
     def missing(self) -> tuple[str, ...]:
-        return tuple(r for r in ROLES if r not in self.files)
+        roles = LEGACY_ROLES if self.is_legacy else ROLES
+        return tuple(r for r in roles if r not in self.files)
 
     def file_label(self, role: str) -> str:
         """The name findings use for a role's file (the file's own name)."""

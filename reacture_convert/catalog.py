@@ -43,7 +43,10 @@ STATUSES = ("converted", "skipped", "rejected", "duplicate", "conflict", "failed
 # A live row describes outputs that exist: the session's outputs hold this bundle's bytes.
 LIVE_STATUSES = ("converted", "skipped")
 
-HASH_COLUMNS = {role: "sha256_" + role.split(".")[0] for role in ROLES}
+HASH_COLUMNS = {
+    **{role: "sha256_" + role.split(".")[0] for role in ROLES},
+    "frames.json": "sha256_frames_json",  # legacy four-file exports only (extension)
+}
 
 FINDING_TYPE = pa.struct([
     ("severity", pa.string()),

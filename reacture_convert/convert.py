@@ -20,6 +20,7 @@ from reacture_convert.bundle import BundleRef, StorageOptions, open_file
 from reacture_convert.catalog import CatalogEntry
 from reacture_convert.findings import finding
 from reacture_convert.jsonl import ParsedRow, iter_jsonl
+from reacture_convert.legacy import as_five_file
 from reacture_convert.naming import session_name
 from reacture_convert.npy import iter_npy_chunks, read_npy_header, read_npy_small
 from reacture_convert.storage import Output
@@ -158,7 +159,7 @@ def zarr_attributes(session: str, bundle: BundleRef, report: Report, hashes: Map
 
 def write_session(
     bundle: BundleRef, session: str, report: Report, hashes: Mapping[str, str],
-    out: Output, options: ConvertOptions, key: str,
+    out: Output, options: ConvertOptions, key: str, provenance: BundleRef | None = None,
 ) -> list[str]:
     """Write the ``zarr`` format outputs of a valid bundle into ``OUT/.staging/<key>``; return
     their parts (paths relative to OUT once committed)."""
@@ -172,7 +173,8 @@ def write_session(
         ts = read_npy_small(f, header, file=bundle.files["timestamps.npy"].name)
     writer = ZarrSessionWriter(
         out.url_of(".staging", key, "zarr", f"{session}.zarr"), n,
-        zarr_attributes(session, bundle, report, hashes), options.zarr, out.storage_options,
+        zarr_attributes(session, provenance or bundle, report, hashes), options.zarr,
+        out.storage_options,
     )
     digests: list[str] = []
     blank: list[bool] = []
@@ -297,23 +299,33 @@ def _convert(
                    "different file contents; pass --force to replace it")
             return SessionResult(_entry(bundle, "conflict", reason=msg, hashes=hashes,
                                         run_id=run_id, findings=(finding("CONFLICT", bundle.prefix, msg),)))
-    report = validate_bundle(bundle, opts, options.limits)
-    if not report.ok:
-        first = next(f for f in report.findings if f.severity == "error")
-        return SessionResult(_entry(bundle, "rejected", reason=f"{first.code} at {first.location()}",
-                                    hashes=hashes, run_id=run_id, **_from_report(report)))
-    session_tar = None
-    if want_wds:
-        session_tar = write_session_tar(bundle, report, session, out,
-                                        session_tar_path(out, session, run_id),
-                                        encoding=options.wds.encoding, input_options=opts)
-    if up_to_date is not None:
-        return SessionResult(up_to_date, session_tar)
-    outputs: list[str] = []
-    key = stage_key(session, run_id)
-    if "zarr" in options.formats:
-        out.clear_staging(key)
-        outputs = write_session(bundle, session, report, hashes, out, options, key)
+    # A legacy four-file export is read through a five-file view of it (legacy.py); for a
+    # current bundle the view is the bundle itself.
+    with as_five_file(bundle, opts) as (view, legacy_findings):
+        if view is None:
+            first = next(f for f in legacy_findings if f.severity == "error")
+            return SessionResult(_entry(bundle, "rejected", reason=f"{first.code} at {first.location()}",
+                                        hashes=hashes, run_id=run_id, findings=tuple(legacy_findings)))
+        report = validate_bundle(view, opts, options.limits)
+        if legacy_findings:
+            report = replace(report, findings=(*legacy_findings, *report.findings))
+        if not report.ok:
+            first = next(f for f in report.findings if f.severity == "error")
+            return SessionResult(_entry(bundle, "rejected", reason=f"{first.code} at {first.location()}",
+                                        hashes=hashes, run_id=run_id, **_from_report(report)))
+        session_tar = None
+        if want_wds:
+            session_tar = write_session_tar(view, report, session, out,
+                                            session_tar_path(out, session, run_id),
+                                            encoding=options.wds.encoding, input_options=opts)
+        if up_to_date is not None:
+            return SessionResult(up_to_date, session_tar)
+        outputs: list[str] = []
+        key = stage_key(session, run_id)
+        if "zarr" in options.formats:
+            out.clear_staging(key)
+            outputs = write_session(view, session, report, hashes, out, options, key,
+                                    provenance=bundle)
     entry = _entry(bundle, "converted", hashes=hashes, outputs=tuple(outputs), run_id=run_id,
                    **_from_report(report))
     return SessionResult(entry, session_tar, tuple(outputs), key)

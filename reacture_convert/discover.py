@@ -27,7 +27,7 @@ from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
 from .archives import Member, is_archive, list_members, normalize_member_name
-from .bundle import ROLES, BundleRef, FileRef
+from .bundle import ALL_ROLES, BundleRef, FileRef
 from .findings import Finding, finding
 
 __all__ = ["Discovery", "discover", "split_role", "OUTPUT_MARKERS"]
@@ -37,7 +37,7 @@ OUTPUT_MARKERS = frozenset({"catalog.parquet"})
 # Folders that hold no bundles and may hold junk named like bundle files (macOS zip resource
 # forks are ``__MACOSX/._<name>``); hidden names (``.git``, ``._x``) are skipped as well.
 _SKIP_DIRS = frozenset({"__MACOSX"})
-_ROLES_LONGEST_FIRST = tuple(sorted(ROLES, key=len, reverse=True))
+_ROLES_LONGEST_FIRST = tuple(sorted(ALL_ROLES, key=len, reverse=True))
 _MAGIC = re.compile(r"[*?\[]")
 
 
@@ -165,7 +165,7 @@ class _Collector:
 
     def result(self) -> Discovery:
         bundles = [
-            BundleRef(prefix, source, {r: files[r] for r in ROLES if r in files})
+            BundleRef(prefix, source, {r: files[r] for r in ALL_ROLES if r in files})
             for (source, prefix), files in self.groups.items()
         ]
         bundles.sort(key=lambda b: (b.source, b.prefix))

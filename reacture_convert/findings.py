@@ -121,6 +121,9 @@ CODES: dict[str, tuple[Severity, str]] = {
     "META_COUNT_MISMATCH": (E, "metadata data_stats disagree with what the files hold."),
     "META_SESSION_ID": (I, "metadata session_id differs from the file prefix (expected: kept both)."),
     "META_SESSION_ID_MISMATCH": (W, "metadata session_id does not look like the same session."),
+    # --- legacy exports ------------------------------------------------------------------------
+    "LEGACY_BUNDLE": (W, "A four-file legacy export (frames.json); converted like a current one."),
+    "LEGACY_BAD_FRAMES": (E, "frames.json of a legacy export is malformed (frame index given)."),
     # --- conversion ---------------------------------------------------------------------------
     "READ_FAILED": (E, "A file could not be read (I/O error, permission, network); retry later."),
     "CONVERT_FAILED": (E, "Conversion of a valid bundle failed (I/O error, worker died, ...)."),

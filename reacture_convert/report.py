@@ -45,6 +45,7 @@ from reacture_convert.discover import discover
 from reacture_convert.errors import InputError, InputNotFoundError, ReactureError
 from reacture_convert.findings import Finding, Severity
 from reacture_convert.jsonl import ParsedRow, iter_jsonl
+from reacture_convert.legacy import as_five_file
 from reacture_convert.naming import is_safe_name, session_name
 from reacture_convert.npy import NpyHeader, check_layout, read_npy_header, read_npy_small
 from reacture_convert.storage import Output
@@ -220,9 +221,13 @@ def write_report(
     for item in facts:
         if dataset:
             session = _load_dataset_session(item[0], item[1], out)
+            pages.append(_write_session(root, session))
         else:
-            session = _load_bundle_session(item[0], item[1])
-        pages.append(_write_session(root, session))
+            bundle, bundle_opts = item[1]
+            # a legacy four-file export is read through its five-file view while its page is drawn
+            with as_five_file(bundle, bundle_opts) as (view, _):
+                session = _load_bundle_session(item[0], (view or bundle, bundle_opts))
+                pages.append(_write_session(root, session))
         shown.append(session.facts)
     index = root / INDEX
     kind = "converted dataset" if dataset else "unconverted bundle(s)"

@@ -377,3 +377,31 @@ def write_bundle(folder: str | Path, spec: BundleSpec = BundleSpec()) -> Path:
     (folder / f"{p}_metadata.json").write_text(json.dumps(meta, indent=2), encoding="ascii")
     (folder / f"{p}_README.md").write_text(f"# ReActure Dataset - {meta['session_id']}\n", encoding="utf-8")
     return folder
+
+
+def write_legacy_bundle(source: str | Path, dest: str | Path) -> Path:
+    """Rewrite the five-file bundle in folder ``source`` as the game's earlier four-file export
+    in folder ``dest``: metadata, rows and README copied byte for byte, frames and timestamps
+    as ``<prefix>_frames.json`` (a JSON list of base64 frames). Streams frame by frame."""
+    import base64
+    import shutil
+
+    source, dest = Path(source), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    (meta,) = source.glob("*_metadata.json")
+    prefix = meta.name[: -len("_metadata.json")]
+    for role in ("metadata.json", "data.jsonl", "README.md"):
+        shutil.copyfile(source / f"{prefix}_{role}", dest / f"{prefix}_{role}")
+    n = ((source / f"{prefix}_frames.npy").stat().st_size - 129) // FRAME_BYTES
+    ts = np.fromfile(source / f"{prefix}_timestamps.npy", dtype="<f4", offset=129)
+    frames = np.memmap(source / f"{prefix}_frames.npy", dtype=np.uint8, mode="r", offset=129,
+                       shape=(n, *FRAME_SHAPE))
+    with open(dest / f"{prefix}_frames.json", "w", encoding="ascii") as f:
+        f.write("[")
+        for i in range(n):
+            obj = {"path": f"frames/frame_{i:06d}.npy", "timestamp_ms": _js_num(float(ts[i])),
+                   "width": 128, "height": 128, "shape": [128, 128, 3], "dtype": "uint8",
+                   "data_base64": base64.b64encode(frames[i].tobytes()).decode("ascii")}
+            f.write(("," if i else "") + json.dumps(obj, separators=(",", ":")))
+        f.write("]")
+    return dest

@@ -17,7 +17,7 @@ import zipfile
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,7 @@ from reacture_convert.bundle import BundleRef, StorageOptions, open_file
 from reacture_convert.errors import InputError
 from reacture_convert.findings import Finding, finding, has_errors
 from reacture_convert.jsonl import ParsedRow, iter_jsonl, parse_metadata
+from reacture_convert.legacy import as_five_file
 from reacture_convert.npy import (
     NpyHeader,
     check_layout,
@@ -404,7 +405,14 @@ def validate_bundle(
     """Read every file of ``bundle`` and return all findings.
 
     Bad or corrupt input is always a finding; only I/O failures (network, permissions) raise.
+    A legacy four-file export is judged through its five-file view (``legacy.as_five_file``).
     """
+    if bundle.is_legacy:
+        with as_five_file(bundle, storage_options) as (view, legacy_findings):
+            if view is None:
+                return Report(bundle=bundle, findings=tuple(legacy_findings))
+            report = validate_bundle(view, storage_options, limits)
+            return replace(report, bundle=bundle, findings=(*legacy_findings, *report.findings))
     out = _Collector(limits.max_per_code)
     for role in bundle.missing:
         out.add(finding("BUNDLE_MISSING_FILE", f"{bundle.prefix}_{role}",

@@ -30,6 +30,7 @@ from reacture_convert.convert import hash_files
 from reacture_convert.discover import discover
 from reacture_convert.errors import OutputError
 from reacture_convert.jsonl import ParsedRow, iter_jsonl
+from reacture_convert.legacy import as_five_file
 from reacture_convert.npy import iter_npy_chunks, read_npy_header, read_npy_small
 from reacture_convert.storage import Output
 from reacture_convert.to_parquet import rebuild_row
@@ -134,6 +135,14 @@ def _verify_sources(out: Output, e: CatalogEntry) -> Iterator[Problem]:
         return
     if hash_files(bundle, opts) != dict(e.hashes):
         yield Problem(s, "source files changed since conversion (sha256 differs from the catalog)")
+    with as_five_file(bundle, opts) as (view, _):
+        if view is None:
+            yield Problem(s, "the legacy source's frames.json cannot be read any more")
+            return
+        yield from _compare_sources(out, s, view, opts)
+
+
+def _compare_sources(out: Output, s: str, bundle: BundleRef, opts: StorageOptions) -> Iterator[Problem]:
     zframes, zts, _ = _open_session(out, s)
     with open_file(bundle.files["frames.npy"], opts) as f:
         header, _ = read_npy_header(f, bundle.files["frames.npy"].size, "frames")

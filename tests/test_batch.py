@@ -18,8 +18,8 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-
 from conftest import SAMPLE_DIR
+
 from reacture_convert.batch import run_convert
 from reacture_convert.catalog import read_catalog
 from reacture_convert.cli import cli

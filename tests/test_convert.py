@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from reacture_convert import __version__
 from reacture_convert.batch import RunSummary, run_convert
+from reacture_convert.bundle import ROLES
 from reacture_convert.catalog import HASH_COLUMNS, CatalogEntry, read_catalog
 from reacture_convert.cli import cli
 from reacture_convert.convert import ConvertOptions
@@ -203,9 +204,10 @@ def test_real_catalog_row(converted_real: tuple[Path, Path, CatalogEntry]) -> No
     assert record["source"] == str(folder)
     assert record["n_frames"] == len(source_frames(folder)) == meta["data_stats"]["total_frames"]
     assert record["n_rows"] == len(source_rows(folder)) == meta["data_stats"]["total_samples"]
-    for role, column in HASH_COLUMNS.items():
+    for role in ROLES:  # a five-file bundle: its five files; sha256_frames_json is for legacy
+        column = HASH_COLUMNS[role]
         assert record[column] == hashlib.sha256(one(folder, role).read_bytes()).hexdigest(), role
-    assert len(HASH_COLUMNS) == 5
+    assert record["sha256_frames_json"] is None
     assert record["outputs"] == [f"zarr/{prefix}.zarr", f"rows/{prefix}.parquet",
                                  f"frames/{prefix}.parquet"]
     assert record["converter_version"] == __version__
