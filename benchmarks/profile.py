@@ -35,6 +35,11 @@ def short(frame: str, with_line: bool = False) -> str:
     return f"{m['func']} ({where}{':' + m['line'] if with_line and m['line'] else ''})"
 
 
+def _thread_id(head: str) -> str:
+    m = _THREAD.match(head)
+    return m[0] if m else head
+
+
 def parse(raw: Path) -> dict[str, list[tuple[list[str], int]]]:
     """py-spy raw (collapsed) stacks by thread: ``{thread: [(frames root-first, count)]}``."""
     threads: dict[str, list[tuple[list[str], int]]] = defaultdict(list)
@@ -45,7 +50,7 @@ def parse(raw: Path) -> dict[str, list[tuple[list[str], int]]]:
         frames = stack.split(";")
         head = [f for f in frames if f.startswith(("process ", "thread "))]
         # "thread (tid): name" and "thread (tid)" (before the name is known) are one thread
-        key = " ".join(_THREAD.match(h)[0] if _THREAD.match(h) else h for h in head) or "main"
+        key = " ".join(_thread_id(h) for h in head) or "main"
         threads[key].append(([f for f in frames if f not in head], int(count)))
     return threads
 

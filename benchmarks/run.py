@@ -17,7 +17,8 @@ Bundles come from ``reacture_convert.synth`` (the real exporter's file format; g
 whose zstd ratio is printed next to the real variant fixture's), at 100 ms a frame, written to a
 temporary folder on the same disk as the outputs. Every measurement runs in child processes and
 is the median of ``--reps`` repetitions (default 5) that alternate product and baseline, with
-min-max; ratios come from the same run. Peak RSS is the child's ``ru_maxrss`` (``wait4``).
+min-max; ratios come from the same run. Peak RSS is the child's ``ru_maxrss`` (``wait4``),
+taken by a small runner process in between (see ``_RUNNER``).
 Before each timed child, dirty pages are flushed (``os.sync``) so that one step's writeback is
 not billed to the next. Sources are in the page cache for product and baseline alike (they were
 just written): the baselines are the physical limit of copying those bytes to disk durably.
@@ -102,24 +103,43 @@ class ChildRun:
         return loaded
 
 
+# A tiny process between this one and the measured command. ``ru_maxrss`` of a child starts at
+# the high-water RSS of the process it was forked from (Linux carries the old mm's peak across
+# fork and exec), and this process holds frames and parsed rows: measured directly, every child
+# would "peak" at least at this process's peak. The runner is a fresh ``python -S`` of a few MB;
+# it spawns the command, waits for it with ``wait4`` and writes wall time and peak RSS to a file.
+_RUNNER = """
+import json, os, sys, time
+report, cmd = sys.argv[1], sys.argv[2:]
+t0 = time.perf_counter()
+pid = os.posix_spawnp(cmd[0], cmd, os.environ)
+_, status, usage = os.wait4(pid, 0)
+seconds = time.perf_counter() - t0
+with open(report, "w") as f:
+    json.dump({"seconds": seconds, "max_rss_kb": usage.ru_maxrss,
+               "status": os.waitstatus_to_exitcode(status)}, f)
+"""
+
+
 def run_child(cmd: Sequence[str], *, env: dict[str, str] | None = None,
               flush: bool = True) -> ChildRun:
-    """Run ``cmd`` to completion; time it from spawn to exit and take its peak RSS."""
+    """Run ``cmd`` to completion through the runner: wall time from spawn to exit, its peak
+    RSS, its stdout. ``flush`` first writes back dirty pages so earlier steps are not billed."""
     if flush:
         os.sync()
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(list(cmd), stdout=out, stderr=err,
-                                env={**os.environ, **(env or {})})
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
-    if proc.returncode != 0:
-        raise ChildFailed(f"{' '.join(cmd)} exited {proc.returncode}: {stderr.strip()[-2000:]}")
-    return ChildRun(seconds, usage.ru_maxrss / 1024, stdout)
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "report.json"
+        with open(Path(tmp) / "out", "w+b") as out, open(Path(tmp) / "err", "w+b") as err:
+            proc = subprocess.run([sys.executable, "-S", "-c", _RUNNER, str(report), *cmd],
+                                  stdout=out, stderr=err, env={**os.environ, **(env or {})})
+            out.seek(0)
+            err.seek(0)
+            stdout = out.read().decode(errors="replace")
+            stderr = err.read().decode(errors="replace")
+        done = json.loads(report.read_text()) if report.exists() else {"status": proc.returncode}
+    if proc.returncode != 0 or done["status"] != 0:
+        raise ChildFailed(f"{' '.join(cmd)} exited {done['status']}: {stderr.strip()[-2000:]}")
+    return ChildRun(done["seconds"], done["max_rss_kb"] / 1024, stdout)
 
 
 def alternate(reps: int, contenders: Sequence[tuple[str, Callable[[int], ChildRun]]]
@@ -445,6 +465,10 @@ def describe_fidelity(f: dict[str, Any]) -> str:
     return head + ": " + "; ".join(parts)
 
 
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
 def child_jsonl(reader: str, src: str, dest: str) -> dict[str, Any]:
     """Convert ``src`` JSONL to Parquet ``dest`` with one reader; time the work alone."""
     if reader == "product":
@@ -460,10 +484,9 @@ def child_jsonl(reader: str, src: str, dest: str) -> dict[str, Any]:
 
         con = duckdb.connect()
         con.execute("SET threads = 1")
-        q = lambda p: "'" + p.replace("'", "''") + "'"  # noqa: E731
         t0 = time.perf_counter()
-        con.execute(f"COPY (SELECT * FROM read_json_auto({q(src)})) TO {q(dest)} "
-                    "(FORMAT parquet)")
+        con.execute(f"COPY (SELECT * FROM read_json_auto({_sql_text(src)})) "
+                    f"TO {_sql_text(dest)} (FORMAT parquet)")
         n = -1
     elif reader == "polars":
         import polars as pl
@@ -598,12 +621,12 @@ def child_read(out: str, frames_npy: str, n_random: int, seed: int) -> dict[str,
             return sum(1 for _ in streams[shuffle])
 
         readers = "readers: reacture_convert.torch_data (sample dicts with CHW torch tensors)"
-    except ImportError:  # TODO: drop once torch_data is everywhere
+    except ImportError:  # no torch (make bench does not install the torch extra)
         import zarr
 
         def frameds(indices: Sequence[int]) -> int:
-            arr = zarr.open_group(f"{out}/zarr", mode="r")
-            a = arr[next(iter(arr.group_keys()))]["frames"]
+            session = next(Path(out, "zarr").glob("*.zarr"))
+            a: Any = zarr.open_array(str(session / "frames"), mode="r")
             for i in indices:
                 np.asarray(a[i])
             return len(indices)
@@ -615,7 +638,8 @@ def child_read(out: str, frames_npy: str, n_random: int, seed: int) -> dict[str,
             ds = wds.WebDataset(urls, shardshuffle=False).decode()
             return sum(1 for _ in (ds.shuffle(256) if shuffle else ds))
 
-        readers = "TODO: torch_data not importable; read Zarr with zarr, shards with webdataset"
+        readers = ("TODO: reacture_convert.torch_data not importable (torch missing?): read "
+                   "Zarr frames with zarr and the shards with webdataset instead")
 
     def raw(indices: Sequence[int]) -> int:
         # a fresh mapping each time: every measurement pays its page faults

@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from fsspec.core import url_to_fs
+
 from reacture_convert import __version__
 from reacture_convert.bundle import BundleRef
 from reacture_convert.catalog import CatalogEntry, merge_entries, read_catalog, write_catalog
@@ -32,7 +34,7 @@ from reacture_convert.scheduler import open_scheduler
 from reacture_convert.storage import Output, lock_output
 from reacture_convert.to_webdataset import SessionTar, WdsIndex, write_shards
 
-__all__ = ["RunSummary", "run_convert", "OK_STATUSES"]
+__all__ = ["RunSummary", "run_convert", "forget_listings", "OK_STATUSES"]
 
 OK_STATUSES = frozenset({"converted", "skipped", "duplicate"})
 
@@ -106,6 +108,32 @@ def _as_result(bundle: BundleRef, value: Any, run_id: str) -> SessionResult:
         converter_version=__version__, converted_at=dt.datetime.now(dt.UTC), run_id=run_id))
 
 
+def forget_listings(out: Output, urls: Sequence[str], input_options: Mapping[str, Any]) -> None:
+    """Drop the directory listings fsspec caches per filesystem instance (s3fs and others).
+
+    Instances live as long as the process, so a notebook, a service or a worker of a standing
+    Dask cluster would otherwise act on stale listings: miss new uploads, read a replaced
+    object with its old size, or think an output is (not) there. Called before every run and
+    by every session task; only costs a few listing requests.
+    """
+    out.fs.invalidate_cache()
+    for url in urls:
+        if "://" in url or "::" in url:
+            try:
+                url_to_fs(url, **dict(input_options))[0].invalidate_cache()
+            except (OSError, ValueError, ImportError):
+                pass  # discover reports an input it cannot open
+
+
+def _session_task(
+    bundle: BundleRef, out: Output, options: ConvertOptions, previous: CatalogEntry | None,
+    run_id: str,
+) -> SessionResult:
+    """One session on a worker: with fresh listings, then ``convert_session``."""
+    forget_listings(out, sorted({ref.url for ref in bundle.files.values()}), options.input_options)
+    return convert_session(bundle, out, options, previous, run_id)
+
+
 def run_convert(
     paths: Sequence[str],
     out: Output,
@@ -131,6 +159,7 @@ def run_convert(
     run_id = uuid.uuid4().hex[:12]
     wds_index: WdsIndex | None = None
     with lock_output(out, wait=wait_for_lock):
+        forget_listings(out, paths, options.input_options)
         found = discover(list(paths), options.input_options)
         catalog = read_catalog(out)
         done = {e.session: e for e in catalog if e.status in ("converted", "skipped") and e.session}
@@ -158,7 +187,7 @@ def run_convert(
                 nonlocal in_flight
                 while ready and in_flight < sched.capacity and not stopped:
                     name, bundle, opts, prev = ready.popleft()
-                    sched.submit((name, bundle), convert_session, bundle, out, opts, prev, run_id)
+                    sched.submit((name, bundle), _session_task, bundle, out, opts, prev, run_id)
                     in_flight += 1
 
             feed()

@@ -9,8 +9,10 @@ values so they travel to Dask workers.
 from __future__ import annotations
 
 import contextlib
+import lzma
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -25,6 +27,7 @@ __all__ = [
     "BundleRef",
     "open_file",
     "StorageOptions",
+    "is_damaged_member",
 ]
 
 # The five files of a bundle, by the suffix after ``<prefix>_``.
@@ -79,6 +82,25 @@ class BundleRef:
         """The name findings use for a role's file (the file's own name)."""
         ref = self.files.get(role)
         return ref.name if ref is not None else f"{self.prefix}_{role}"
+
+
+# What reading a damaged archive member raises (bad CRC, broken deflate/lzma/gzip stream, data
+# cut short). bz2 raises a bare ``OSError("Invalid data stream")``: a real I/O error (disk,
+# network, object store) always carries an errno, so an OSError without one is the codec's.
+_DAMAGED: tuple[type[BaseException], ...] = (
+    zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, tarfile.TarError,
+)
+
+
+def is_damaged_member(ref: FileRef, exc: BaseException) -> bool:
+    """True when ``exc``, raised while reading ``ref``, means a damaged archive member: bad
+    input to report, not an I/O failure to retry."""
+    if ref.member is None:
+        return False
+    if isinstance(exc, _DAMAGED):
+        return True
+    return isinstance(exc, OSError) and exc.errno is None and not isinstance(
+        exc, FileNotFoundError | PermissionError | IsADirectoryError)
 
 
 def _archive_kind(url: str) -> str:

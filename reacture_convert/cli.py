@@ -71,6 +71,18 @@ def json_option(f: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print one JSON document for machines.")(f)
 
 
+def _check_scheduler(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """--scheduler: a usage error (exit 2) when it names no scheduler."""
+    from reacture_convert.scheduler import check_scheduler
+
+    if value is None:
+        return None
+    try:
+        return check_scheduler(value)
+    except ReactureError as e:
+        raise click.BadParameter(str(e)) from None
+
+
 def _fail(e: ReactureError) -> None:
     click.echo(f"Error: {e}", err=True)
     sys.exit(EXIT_FAILED)
@@ -192,9 +204,13 @@ def convert_options(f: F) -> F:
                      show_default=True, help="WebDataset frame member: npy (exact) or png "
                      "(lossless, smaller, slower)."),
         click.option("--scheduler", default="auto", show_default=True, metavar="SCHEDULER",
+                     callback=_check_scheduler,
                      help="auto, sync, threads, processes, or tcp://HOST:PORT of a Dask cluster."),
         click.option("--workers", "-j", type=click.IntRange(1), default=None,
                      help="Local Dask workers (default: one per core)."),
+        click.option("--on-error", type=click.Choice(["continue", "stop"]), default="continue",
+                     show_default=True,
+                     help="continue: record bad bundles and go on; stop: start nothing new after one."),
         click.option("--wait", is_flag=True, help="Wait for another run on OUT instead of failing."),
         click.option("--quiet", "-q", is_flag=True, help="No progress output."),
     ]):
@@ -297,7 +313,8 @@ def progress_reporter(enabled: bool) -> Iterator[Callable[[CatalogEntry, int, in
 def convert(paths: tuple[str, ...], out: str, formats: str, force: bool, chunk_frames: int,
             shard_frames: int | None, codec: str, shard_size: int | None, shard_count: int | None,
             shuffle_seed: int | None, frame_encoding: str, scheduler: str, workers: int | None,
-            wait: bool, quiet: bool, as_json: bool, storage_options: tuple[str, ...]) -> None:
+            on_error: str, wait: bool, quiet: bool, as_json: bool,
+            storage_options: tuple[str, ...]) -> None:
     """Convert every valid bundle under PATHS into OUT and record every bundle in
     OUT/catalog.parquet.
 
@@ -308,7 +325,7 @@ def convert(paths: tuple[str, ...], out: str, formats: str, force: bool, chunk_f
     options = build_options(formats, force, chunk_frames, shard_frames, codec, opts, shard_size,
                             shard_count, shuffle_seed, frame_encoding)
     _run_and_report(list(paths), Output(out, opts), options, scheduler, workers, wait, quiet,
-                    as_json)
+                    as_json, stop_on_error=on_error == "stop")
 
 
 def _run_and_report(paths: list[str], out: Output, options: ConvertOptions, scheduler: str,
@@ -367,7 +384,8 @@ def verify(out: str, sources: bool, as_json: bool, storage_options: tuple[str, .
 @click.option("--input", "-i", "inputs", multiple=True, help="Replace the job's inputs (repeatable).")
 @click.option("--out", "-o", default=None, help="Replace the job's output.")
 @click.option("--format", "formats", default=None, help="Replace the job's formats (zarr,wds).")
-@click.option("--scheduler", default=None, help="auto, sync, threads, processes or tcp://HOST:PORT.")
+@click.option("--scheduler", default=None, callback=_check_scheduler,
+              help="auto, sync, threads, processes or tcp://HOST:PORT.")
 @click.option("--workers", "-j", type=click.IntRange(1), default=None, help="Local Dask workers.")
 @click.option("--on-error", type=click.Choice(["continue", "stop"]), default=None,
               help="continue: record bad bundles and go on; stop: start nothing new after one.")

@@ -8,6 +8,7 @@ its findings, so one session can never stop a batch.
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import hashlib
 import time
 from collections.abc import Iterator, Mapping
@@ -16,9 +17,9 @@ from typing import Any
 
 from reacture_convert import __version__
 from reacture_convert.alignment import frame_digests, frames_table, write_frames_table
-from reacture_convert.bundle import BundleRef, StorageOptions, open_file
+from reacture_convert.bundle import BundleRef, StorageOptions, is_damaged_member, open_file
 from reacture_convert.catalog import CatalogEntry
-from reacture_convert.findings import finding
+from reacture_convert.findings import Finding, finding
 from reacture_convert.jsonl import ParsedRow, iter_jsonl
 from reacture_convert.legacy import as_five_file
 from reacture_convert.naming import session_name
@@ -95,6 +96,27 @@ def hash_files(bundle: BundleRef, storage_options: StorageOptions | None = None)
                 h.update(block)
         out[role] = h.hexdigest()
     return out
+
+
+def _hash_or_damage(
+    bundle: BundleRef, opts: StorageOptions | None
+) -> tuple[dict[str, str], list[Finding]]:
+    """``hash_files``, except that an archive member too damaged to be read to its end (bad
+    CRC, broken compressed stream) is an ``ARCHIVE_UNREADABLE`` finding that rejects the bundle,
+    not an error that would be retried as I/O and end the session as ``failed``."""
+    hashes: dict[str, str] = {}
+    damaged: list[Finding] = []
+    for role, ref in sorted(bundle.files.items()):
+        try:
+            hashes.update(hash_files(replace(bundle, files={role: ref}), opts))
+        except Exception as e:
+            if not is_damaged_member(ref, e):
+                raise
+            damaged.append(finding(
+                "ARCHIVE_UNREADABLE", ref.name,
+                f"{ref.label()} cannot be read ({type(e).__name__}: {e}); the archive is "
+                "damaged: re-create or re-download it"))
+    return hashes, damaged
 
 
 def _now() -> dt.datetime:
@@ -204,6 +226,7 @@ def _transient(e: BaseException) -> bool:
     """I/O errors worth another try (network, a busy object store), not bad input or missing files."""
     return isinstance(e, OSError) and not isinstance(
         e, FileNotFoundError | PermissionError | IsADirectoryError | NotADirectoryError
+        | ReactureError | gzip.BadGzipFile
     )
 
 
@@ -275,7 +298,14 @@ def _convert(
 ) -> SessionResult:
     opts = options.input_options
     want_wds = "wds" in options.formats
-    hashes = hash_files(bundle, opts) if not bundle.missing else {}
+    hashes, damaged = _hash_or_damage(bundle, opts) if not bundle.missing else ({}, [])
+    if damaged:  # rejected, with every other finding validation has about the bundle
+        report = validate_bundle(bundle, opts, options.limits)
+        seen = {(d.code, d.file) for d in damaged}
+        found = (*damaged, *(f for f in report.findings if (f.code, f.file) not in seen))
+        return SessionResult(_entry(bundle, "rejected", reason=f"{damaged[0].code} at "
+                                    f"{damaged[0].location()}", run_id=run_id,
+                                    **{**_from_report(report), "findings": found}))
     up_to_date: CatalogEntry | None = None
     if previous is not None and previous.status in ("converted", "skipped") and hashes:
         outputs_there = all(out.exists(p) for p in previous.outputs)

@@ -361,17 +361,42 @@ def parse_metadata(
 
     The raw object is returned whenever the file is a JSON object, even if its fields are
     wrong, so that it can be kept for provenance; the typed value only when it is valid.
+    The limits of data.jsonl hold here too: at most ``MAX_DEPTH`` levels of nesting (checked
+    before decoding; deeper objects would overflow the stack of whoever walks them later) and
+    no repeated keys (which value the game meant is ambiguous).
     """
+    if data.count(b"{") + data.count(b"[") > MAX_DEPTH and (depth := _depth(data)) > MAX_DEPTH:
+        msg = f"nests {depth} levels deep; at most {MAX_DEPTH} are allowed"
+        return None, None, [finding("META_BAD_JSON", file, msg)]
     try:
         raw = msgspec.json.decode(data)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as e:
-        return None, None, [finding("META_BAD_JSON", file, f"not valid JSON: {e}")]
+        return None, None, [finding("META_BAD_JSON", file, f"not valid JSON: {e}",
+                                    line=_error_line(data, e))]
     if not isinstance(raw, dict):
         msg = f"a JSON {json_type_name(raw)}, not an object"
         return None, None, [finding("META_BAD_JSON", file, msg)]
+    if paths := _duplicate_keys(data, raw):
+        msg = "repeated keys (which value is meant is ambiguous): " + _listed(paths)
+        return None, raw, [finding("META_BAD_JSON", file, msg)]
     try:
         return msgspec.convert(raw, Metadata, strict=True), raw, []
     except msgspec.ValidationError:
         problems = [str(p) for p in check_shape(raw, Metadata)]
         msg = _listed(problems) if problems else "does not match the metadata schema"
         return None, raw, [finding("META_SCHEMA", file, msg)]
+
+
+_BYTE_RE: Final = re.compile(r"\(byte (\d+)\)")
+
+
+def _error_line(data: bytes, e: Exception) -> int | None:
+    """The 1-based line of a decoding error, when the error says where it is."""
+    if isinstance(e, UnicodeDecodeError):
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exact:  # msgspec's offset is within a string token
+            return data.count(b"\n", 0, exact.start) + 1
+        return None
+    m = _BYTE_RE.search(str(e))
+    return data.count(b"\n", 0, int(m.group(1))) + 1 if m else None

@@ -44,10 +44,26 @@ class _Bad(Exception):
         self.code, self.frame = code, frame
 
 
+class _Refused(ValueError):
+    """Valid for Python's json module, refused here: NaN/Infinity, repeated keys."""
+
+
+def _strict_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        keys = [k for k, _ in pairs]
+        raise _Refused(f"repeated key(s) {sorted({k for k in keys if keys.count(k) > 1})}")
+    return obj
+
+
+def _no_constant(name: str) -> Any:
+    raise _Refused(f"{name} is not a JSON number")
+
+
 def iter_frame_objects(stream: IO[bytes]) -> Iterator[dict[str, Any]]:
     """Yield the objects of a top-level JSON list one by one, never holding more than one
     object (capped at ``MAX_OBJECT_BYTES``) in memory. Raises ``_Bad`` on malformed input."""
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(object_pairs_hook=_strict_object, parse_constant=_no_constant)
     buf = ""
     pos = 0
     eof = False
@@ -104,6 +120,8 @@ def iter_frame_objects(stream: IO[bytes]) -> Iterator[dict[str, Any]]:
                     raise _Bad("LEGACY_BAD_FRAMES",
                                f"frame {index} is not a complete JSON object of at most "
                                f"{MAX_OBJECT_BYTES} bytes", index) from None
+            except (RecursionError, ValueError) as e:  # too deep, _Refused, a 5000-digit int
+                raise _Bad("LEGACY_BAD_FRAMES", f"frame {index} is refused: {e}", index) from None
         pos = end
         if not isinstance(obj, dict):
             raise _Bad("LEGACY_BAD_FRAMES", f"frame {index} is not an object", index)

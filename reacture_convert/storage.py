@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import os
 import uuid
 from collections.abc import Iterator, Mapping
@@ -35,6 +36,8 @@ __all__ = ["Output", "STAGING", "lock_output"]
 STAGING = ".staging"
 TRASH = ".trash"
 LOCK = ".lock"
+# Files only the lock holder writes (with write_bytes_atomic): their stray temporaries are cleared.
+LOCKED_WRITES = ("catalog.parquet", "wds/index.json")
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,10 @@ class Output:
             self.fs.rm(target, recursive=True)
         if session is None and self.fs.exists(self.path(TRASH)):
             self.fs.rm(self.path(TRASH), recursive=True)
+        if session is None and self.is_local:  # temporaries of a run killed in write_bytes_atomic
+            for name in LOCKED_WRITES:
+                for tmp in glob.glob(glob.escape(self.path(name)) + ".tmp-*"):
+                    os.remove(tmp)
 
     def commit(self, session: str, parts: list[str]) -> None:
         """Make the staged ``parts`` (paths relative to OUT) of ``session`` visible."""

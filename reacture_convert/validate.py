@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from reacture_convert.bundle import BundleRef, StorageOptions, open_file
+from reacture_convert.bundle import BundleRef, StorageOptions, is_damaged_member, open_file
 from reacture_convert.errors import InputError
 from reacture_convert.findings import Finding, finding, has_errors
 from reacture_convert.jsonl import ParsedRow, iter_jsonl, parse_metadata
@@ -281,7 +281,9 @@ def _reading(bundle: BundleRef, role: str, out: _Collector) -> Iterator[None]:
     ref = bundle.files[role]
     try:
         yield
-    except _CORRUPT as e:
+    except Exception as e:
+        if not (isinstance(e, _CORRUPT) or is_damaged_member(ref, e)):
+            raise
         if ref.member is not None:
             out.add(finding("ARCHIVE_UNREADABLE", ref.name,
                             f"{ref.label()} cannot be read ({type(e).__name__}: {e}); the archive "

@@ -239,3 +239,59 @@ def test_a_rerun_skips_everything_and_changes_no_output(moto_s3: S3,
     assert json.loads(text)["counts"] == {"skipped": 2}
     after = {k: v for k, v in s3_files(moto_s3, "").items() if k != "catalog.parquet"}
     assert after == before
+
+
+def test_force_replaces_a_changed_session_on_the_bucket(
+    moto_s3: S3, s3_dataset: dict[str, Any], tmp_path: Path
+) -> None:
+    """A changed upload with --force: the new group replaces the old one object for object
+    (no chunk of the longer old session is left behind), and the dataset still verifies."""
+    changed = BundleSpec(prefix=SYNTH.prefix, seed=45, n_frames=24)
+    folder = write_bundle(tmp_path / "src" / "session44", changed)
+    local_in = tmp_path / "incoming"
+    local_in.mkdir()
+    with zipfile.ZipFile(local_in / "upload-44.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(folder.iterdir()):
+            zf.write(f, f"session44/{f.name}")
+    moto_s3.fs.put(str(local_in / "upload-44.zip"), "raw/incoming/upload-44.zip")
+    code, text = run_cli("convert", "s3://raw/incoming/", "--out", OUT, "--format", "zarr,wds",
+                         "--scheduler", "threads", "--workers", "2", "--force", "--json",
+                         *moto_s3.cli_options)
+    assert code == 0, text
+    assert json.loads(text)["counts"] == {"converted": 1, "skipped": 1}
+    code, text = run_cli("verify", OUT, "--sources", *moto_s3.cli_options)
+    assert code == 0, text
+
+    local_out = tmp_path / "local"
+    code, text = run_cli("convert", str(local_in), "--out", str(local_out), "--format", "zarr",
+                         "--scheduler", "sync", "--json")
+    assert code == 0, text
+    group = f"zarr/{SYNTH.prefix}.zarr"
+    remote = s3_files(moto_s3, group)
+    local = {p.relative_to(local_out).as_posix(): p.read_bytes()
+             for p in sorted((local_out / group).rglob("*")) if p.is_file()}
+    assert sorted(remote) == sorted(local)
+    assert {k: v for k, v in remote.items() if k != f"{group}/zarr.json"} == \
+        {k: v for k, v in local.items() if k != f"{group}/zarr.json"}
+    assert zarr.open_group(f"{OUT}/{group}", mode="r", storage_options=moto_s3.options)[
+        "frames"].shape == (24, 128, 128, 3)
+
+
+def test_a_dask_cluster_reads_and_writes_the_bucket(
+    moto_s3: S3, s3_dataset: dict[str, Any], dask_cluster: str
+) -> None:
+    """The standing cluster's workers have no AWS environment: the credentials travel with the
+    storage options, and their outputs equal the local workers' object for object."""
+    out = "s3://datasets/reacture/v1-cluster"
+    creds = ["--storage-option", "key=testing", "--storage-option", "secret=testing"]
+    code, text = run_cli("convert", "s3://raw/incoming/", "--out", out, "--format", "zarr,wds",
+                         "--scheduler", dask_cluster, "--json", *moto_s3.cli_options, *creds)
+    assert code == 0, text
+    assert json.loads(text)["counts"] == {"converted": 2}
+    code, text = run_cli("verify", out, *moto_s3.cli_options, *creds)
+    assert code == 0, text
+    moto_s3.fs.invalidate_cache()
+    got = {p.removeprefix(out[5:]): moto_s3.fs.cat_file(p) for p in moto_s3.fs.find(out[5:])}
+    want = s3_files(moto_s3, "")
+    assert sorted(got) == sorted("/" + k for k in want)
+    assert [k for k in want if k != "catalog.parquet" and got["/" + k] != want[k]] == []
