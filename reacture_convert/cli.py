@@ -18,11 +18,11 @@ import click
 
 from reacture_convert import __version__
 from reacture_convert.batch import RunSummary, run_convert
+from reacture_convert.bundle import BundleRef
 from reacture_convert.catalog import CatalogEntry
 from reacture_convert.convert import FORMATS, ConvertOptions
 from reacture_convert.discover import discover
 from reacture_convert.errors import ReactureError
-from reacture_convert.bundle import BundleRef
 from reacture_convert.findings import Finding, Severity, finding
 from reacture_convert.storage import Output
 from reacture_convert.to_webdataset import DEFAULT_SHARD_SIZE, ENCODINGS, WdsOptions
@@ -218,7 +218,7 @@ def convert_options(f: F) -> F:
     return f
 
 
-class ByteSize(click.ParamType):
+class ByteSize(click.ParamType):  # type: ignore[type-arg]
     """A byte count with an optional unit: 1000, 64KB, 256MiB, 1GB."""
 
     name = "bytes"

@@ -15,10 +15,13 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
+
 from reacture_convert import __version__
 from reacture_convert.alignment import frame_digests, frames_table, write_frames_table
 from reacture_convert.bundle import BundleRef, StorageOptions, is_damaged_member, open_file
 from reacture_convert.catalog import CatalogEntry
+from reacture_convert.errors import ReactureError
 from reacture_convert.findings import Finding, finding
 from reacture_convert.jsonl import ParsedRow, iter_jsonl
 from reacture_convert.legacy import as_five_file
@@ -208,7 +211,8 @@ def write_session(
                                      file=bundle.files["frames.npy"].name):
             writer.write_frames(start, block)
             digests.extend(frame_digests(block))
-            blank.extend((~block.reshape(block.shape[0], -1).any(axis=1)).tolist())
+            lit = np.asarray(block.reshape(block.shape[0], -1).any(axis=1))
+            blank.extend(not bool(v) for v in lit)
             start += block.shape[0]
     writer.write_timestamps(ts)
     fs = out.fs
