@@ -7,11 +7,12 @@ its findings, so one session can never stop a batch.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import gzip
 import hashlib
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -23,12 +24,12 @@ from reacture_convert.bundle import BundleRef, StorageOptions, is_damaged_member
 from reacture_convert.catalog import CatalogEntry
 from reacture_convert.errors import ReactureError
 from reacture_convert.findings import Finding, finding
-from reacture_convert.jsonl import ParsedRow, iter_jsonl
+from reacture_convert.jsonl import ParsedRow
 from reacture_convert.legacy import as_five_file
 from reacture_convert.naming import session_name
-from reacture_convert.npy import iter_npy_chunks, read_npy_header, read_npy_small
+from reacture_convert.npy import read_npy_header, read_npy_small
 from reacture_convert.storage import Output
-from reacture_convert.to_parquet import write_rows
+from reacture_convert.to_parquet import RowsWriter
 from reacture_convert.to_webdataset import SessionTar, WdsOptions, write_session_tar
 from reacture_convert.to_zarr import ZarrOptions, ZarrSessionWriter
 from reacture_convert.validate import Report, ValidationLimits, validate_bundle
@@ -41,6 +42,7 @@ __all__ = [
     "commit_result",
     "hash_files",
     "session_parts",
+    "SessionWriter",
     "session_tar_path",
     "FORMATS",
 ]
@@ -148,14 +150,6 @@ def _from_report(report: Report) -> dict[str, Any]:
     }
 
 
-def _rows(bundle: BundleRef, opts: StorageOptions | None) -> Iterator[ParsedRow]:
-    ref = bundle.files["data.jsonl"]
-    with open_file(ref, opts) as f:
-        for item in iter_jsonl(f, ref.name):
-            if isinstance(item, ParsedRow):
-                yield item
-
-
 def zarr_attributes(session: str, bundle: BundleRef, report: Report, hashes: Mapping[str, str]) -> dict[str, Any]:
     """Group attributes: metadata, provenance and how the pictures are stored. No clock times,
     so the same bundle always gives the same bytes."""
@@ -182,48 +176,63 @@ def zarr_attributes(session: str, bundle: BundleRef, report: Report, hashes: Map
     }
 
 
-def write_session(
-    bundle: BundleRef, session: str, report: Report, hashes: Mapping[str, str],
-    out: Output, options: ConvertOptions, key: str, provenance: BundleRef | None = None,
-) -> list[str]:
-    """Write the ``zarr`` format outputs of a valid bundle into ``OUT/.staging/<key>``; return
-    their parts (paths relative to OUT once committed)."""
-    opts = options.input_options
-    stage = out.staging(key)
-    out.fs.makedirs(stage, exist_ok=True)
-    n = report.n_frames or 0
-    with open_file(bundle.files["timestamps.npy"], opts) as f:
-        header, _ = read_npy_header(f, bundle.files["timestamps.npy"].size, "timestamps")
-        assert header is not None  # validated
-        ts = read_npy_small(f, header, file=bundle.files["timestamps.npy"].name)
-    writer = ZarrSessionWriter(
-        out.url_of(".staging", key, "zarr", f"{session}.zarr"), n,
-        zarr_attributes(session, provenance or bundle, report, hashes), options.zarr,
-        out.storage_options,
-    )
-    digests: list[str] = []
-    blank: list[bool] = []
-    with open_file(bundle.files["frames.npy"], opts) as f:
-        fheader, _ = read_npy_header(f, bundle.files["frames.npy"].size, "frames")
-        assert fheader is not None
-        start = 0
-        for block in iter_npy_chunks(f, fheader, options.zarr.block_frames,
-                                     file=bundle.files["frames.npy"].name):
-            writer.write_frames(start, block)
-            digests.extend(frame_digests(block))
-            lit = np.asarray(block.reshape(block.shape[0], -1).any(axis=1))
-            blank.extend(not bool(v) for v in lit)
-            start += block.shape[0]
-    writer.write_timestamps(ts)
-    fs = out.fs
-    fs.makedirs(f"{stage}/rows", exist_ok=True)
-    with fs.open(f"{stage}/rows/{session}.parquet", "wb") as sink:
-        write_rows(_rows(bundle, opts), session, sink)
-    fs.makedirs(f"{stage}/frames", exist_ok=True)
-    table = frames_table(session, ts, report.frame_rows, digests, blank)
-    with fs.open(f"{stage}/frames/{session}.parquet", "wb") as sink:
-        write_frames_table(table, sink)
-    return session_parts(session)
+class SessionWriter:
+    """Writes a session's ``zarr`` format outputs into ``OUT/.staging/<key>`` while validation
+    reads the bundle (it is the validator's ``ReadSink``): Zarr frames block by block with their
+    sha256s and blank flags, and the rows Parquet row by row. ``finish`` adds what needs the
+    whole report (timestamps, attributes, the alignment table); ``discard`` drops it all."""
+
+    def __init__(self, bundle: BundleRef, session: str, out: Output, options: ConvertOptions,
+                 key: str) -> None:
+        self.bundle, self.session, self.out, self.options = bundle, session, out, options
+        self.opts = options.input_options
+        self.stage = out.staging(key)
+        self.block_frames = options.zarr.block_frames
+        self.digests: list[str] = []
+        self.blank: list[bool] = []
+        out.fs.makedirs(f"{self.stage}/rows", exist_ok=True)
+        ref = bundle.files.get("frames.npy")
+        header = None
+        if ref is not None:
+            with open_file(ref, self.opts) as f:
+                header, _ = read_npy_header(f, ref.size, ref.name)
+        n = header.shape[0] if header is not None and header.shape else 0
+        self.zarr = ZarrSessionWriter(out.url_of(".staging", key, "zarr", f"{session}.zarr"), n,
+                                      {}, options.zarr, out.storage_options)
+        self._rows_file = out.fs.open(f"{self.stage}/rows/{session}.parquet", "wb")
+        self.rows = RowsWriter(self._rows_file, session)
+
+    def frames(self, start: int, block: np.ndarray) -> None:
+        self.zarr.write_frames(start, block)
+        self.digests.extend(frame_digests(block))
+        lit = np.asarray(block.reshape(block.shape[0], -1).any(axis=1))
+        self.blank.extend(not bool(v) for v in lit)
+
+    def row(self, row: ParsedRow) -> None:
+        self.rows.add(row)
+
+    def finish(self, report: Report, hashes: Mapping[str, str], provenance: BundleRef) -> list[str]:
+        """Complete the staged outputs of a valid bundle; return their parts."""
+        self.rows.close()
+        self._rows_file.close()
+        ref = self.bundle.files["timestamps.npy"]
+        with open_file(ref, self.opts) as f:
+            header, _ = read_npy_header(f, ref.size, ref.name)
+            assert header is not None  # validated
+            ts = read_npy_small(f, header, file=ref.name)
+        self.zarr.write_timestamps(ts)
+        self.zarr.group.attrs.put(zarr_attributes(self.session, provenance, report, hashes))
+        fs = self.out.fs
+        fs.makedirs(f"{self.stage}/frames", exist_ok=True)
+        table = frames_table(self.session, ts, report.frame_rows, self.digests, self.blank)
+        with fs.open(f"{self.stage}/frames/{self.session}.parquet", "wb") as sink:
+            write_frames_table(table, sink)
+        return session_parts(self.session)
+
+    def discard(self) -> None:
+        with contextlib.suppress(Exception):
+            self.rows.writer.close()
+            self._rows_file.close()
 
 
 def _transient(e: BaseException) -> bool:
@@ -340,10 +349,20 @@ def _convert(
             first = next(f for f in legacy_findings if f.severity == "error")
             return SessionResult(_entry(bundle, "rejected", reason=f"{first.code} at {first.location()}",
                                         hashes=hashes, run_id=run_id, findings=tuple(legacy_findings)))
-        report = validate_bundle(view, opts, options.limits)
+        # One pass: validation reads the bundle and the writer (when Zarr is wanted and not
+        # already up to date) writes the staged outputs as it goes.
+        key = stage_key(session, run_id)
+        writer = None
+        if "zarr" in options.formats and up_to_date is None:
+            out.clear_staging(key)
+            writer = SessionWriter(view, session, out, options, key)
+        report = validate_bundle(view, opts, options.limits, sink=writer)
         if legacy_findings:
             report = replace(report, findings=(*legacy_findings, *report.findings))
         if not report.ok:
+            if writer is not None:
+                writer.discard()
+                out.clear_staging(key)
             first = next(f for f in report.findings if f.severity == "error")
             return SessionResult(_entry(bundle, "rejected", reason=f"{first.code} at {first.location()}",
                                         hashes=hashes, run_id=run_id, **_from_report(report)))
@@ -355,11 +374,8 @@ def _convert(
         if up_to_date is not None:
             return SessionResult(up_to_date, session_tar)
         outputs: list[str] = []
-        key = stage_key(session, run_id)
-        if "zarr" in options.formats:
-            out.clear_staging(key)
-            outputs = write_session(view, session, report, hashes, out, options, key,
-                                    provenance=bundle)
+        if writer is not None:
+            outputs = writer.finish(report, hashes, provenance=bundle)
     entry = _entry(bundle, "converted", hashes=hashes, outputs=tuple(outputs), run_id=run_id,
                    **_from_report(report))
     return SessionResult(entry, session_tar, tuple(outputs), key)

@@ -42,7 +42,7 @@ from reacture_convert.schema import (
     is_exact_shape,
 )
 
-__all__ = ["ROWS_BATCH", "iter_record_batches", "write_rows", "rebuild_row"]
+__all__ = ["ROWS_BATCH", "RowsWriter", "iter_record_batches", "write_rows", "rebuild_row"]
 
 ROWS_BATCH: Final = 4096
 
@@ -222,18 +222,50 @@ def write_rows(
     written, and row groups follow the fixed batch size. ``filesystem`` is a pyarrow or fsspec
     filesystem for a path ``sink``.
     """
-    n = 0
-    with pq.ParquetWriter(
-        sink,
-        ROWS_SCHEMA,
-        filesystem=filesystem,
-        compression="zstd",
-        write_statistics=True,
-    ) as writer:
-        for batch in iter_record_batches(rows, session):
-            writer.write_batch(batch)
-            n += batch.num_rows
-    return n
+    with RowsWriter(sink, session, filesystem=filesystem) as writer:
+        for row in rows:
+            writer.add(row)
+    return writer.count
+
+
+class RowsWriter:
+    """The push form of ``write_rows``: ``add`` rows one by one (as a validator reads them),
+    ``close`` at the end. Batches of ``batch_rows``; memory bounded by one batch."""
+
+    def __init__(self, sink: str | IO[bytes], session: str, *, filesystem: Any = None,
+                 batch_rows: int = ROWS_BATCH) -> None:
+        self.session = session
+        self.batch_rows = batch_rows
+        self.pending: list[ParsedRow] = []
+        self.count = 0
+        self.writer = pq.ParquetWriter(sink, ROWS_SCHEMA, filesystem=filesystem,
+                                       compression="zstd", write_statistics=True)
+
+    def add(self, row: ParsedRow) -> None:
+        self.pending.append(row)
+        if len(self.pending) >= self.batch_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.pending:
+            batch = _batch(self.pending, self.session)
+            self.writer.write_batch(batch)
+            self.count += batch.num_rows
+            self.pending = []
+
+    def close(self) -> int:
+        self._flush()
+        self.writer.close()
+        return self.count
+
+    def __enter__(self) -> RowsWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is None:
+            self.close()
+        else:
+            self.writer.close()
 
 
 # --- rebuilding ---------------------------------------------------------------------------------

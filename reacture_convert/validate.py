@@ -18,7 +18,7 @@ import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -35,7 +35,7 @@ from reacture_convert.npy import (
     read_npy_small,
 )
 
-__all__ = ["Report", "ValidationLimits", "validate_bundle"]
+__all__ = ["ReadSink", "Report", "ValidationLimits", "validate_bundle"]
 
 MAX_METADATA_BYTES = 1 << 20
 # What a damaged archive member or a file shorter than listed raises while being read.
@@ -127,15 +127,33 @@ def _read_header(
     return None if layout else header
 
 
+class ReadSink(Protocol):
+    """Receives what validation reads, as it reads it, so a converter writes its outputs in the
+    same single pass (``convert``): frame blocks in order, and every parsed row."""
+
+    block_frames: int
+
+    def frames(self, start: int, block: np.ndarray) -> None: ...
+
+    def row(self, row: ParsedRow) -> None: ...
+
+
 def _scan_frames(
-    bundle: BundleRef, header: NpyHeader, opts: StorageOptions | None, chunk: int
+    bundle: BundleRef, header: NpyHeader, opts: StorageOptions | None, chunk: int,
+    sink: ReadSink | None = None,
 ) -> int:
-    """Count all-zero frames, streaming."""
+    """Count all-zero frames, streaming (and hand every block to ``sink``)."""
     blank = 0
+    start = 0
+    if sink is not None:
+        chunk = sink.block_frames
     with open_file(bundle.files["frames.npy"], opts) as f:
         for block in iter_npy_chunks(f, header, chunk, file=bundle.files["frames.npy"].name):
             lit = block.reshape(block.shape[0], -1).any(axis=1)
             blank += int(block.shape[0] - np.count_nonzero(lit))
+            if sink is not None:
+                sink.frames(start, block)
+            start += block.shape[0]
     return blank
 
 
@@ -330,7 +348,8 @@ def _validate_timestamps(
 
 
 def _validate_frames(
-    bundle: BundleRef, opts: StorageOptions | None, limits: ValidationLimits, out: _Collector
+    bundle: BundleRef, opts: StorageOptions | None, limits: ValidationLimits, out: _Collector,
+    sink: ReadSink | None = None,
 ) -> tuple[int | None, int | None]:
     """(N from the header, blank frames) — None when unknown — with the findings collected."""
     with _reading(bundle, "frames.npy", out):
@@ -340,7 +359,7 @@ def _validate_frames(
     n_frames = header.shape[0]
     try:
         with _reading(bundle, "frames.npy", out):
-            blank = _scan_frames(bundle, header, opts, limits.chunk_frames)
+            blank = _scan_frames(bundle, header, opts, limits.chunk_frames, sink)
     except _Unreadable:
         return n_frames, None  # the header is sound: alignment can still be judged
     ffile = bundle.file_label("frames.npy")
@@ -364,7 +383,9 @@ class _Rows:
     periodic: list[tuple[int, int, int | None, int | None]] = field(default_factory=list)
 
 
-def _scan_rows(bundle: BundleRef, opts: StorageOptions | None, out: _Collector) -> _Rows:
+def _scan_rows(
+    bundle: BundleRef, opts: StorageOptions | None, out: _Collector, sink: ReadSink | None = None
+) -> _Rows:
     """Stream data.jsonl: counts, periodic references, and every row finding."""
     ref = bundle.files["data.jsonl"]
     seen = _Rows()
@@ -381,6 +402,8 @@ def _scan_rows(bundle: BundleRef, opts: StorageOptions | None, out: _Collector) 
                 out.add(item)
                 continue
             row: ParsedRow = item
+            if sink is not None:
+                sink.row(row)
             n_parsed += 1
             seen.kinds[row.kind] += 1
             if row.kind == "periodic":
@@ -403,9 +426,12 @@ def validate_bundle(
     bundle: BundleRef,
     storage_options: StorageOptions | None = None,
     limits: ValidationLimits = ValidationLimits(),
+    sink: ReadSink | None = None,
 ) -> Report:
     """Read every file of ``bundle`` and return all findings.
 
+    ``sink`` (optional) receives every frame block and parsed row as they are read, so a
+    converter needs no second pass; what it wrote is worthless when the report is not ok.
     Bad or corrupt input is always a finding; only I/O failures (network, permissions) raise.
     A legacy four-file export is judged through its five-file view (``legacy.as_five_file``).
     """
@@ -413,7 +439,7 @@ def validate_bundle(
         with as_five_file(bundle, storage_options) as (view, legacy_findings):
             if view is None:
                 return Report(bundle=bundle, findings=tuple(legacy_findings))
-            report = validate_bundle(view, storage_options, limits)
+            report = validate_bundle(view, storage_options, limits, sink)
             return replace(report, bundle=bundle, findings=(*legacy_findings, *report.findings))
     out = _Collector(limits.max_per_code)
     for role in bundle.missing:
@@ -434,13 +460,13 @@ def validate_bundle(
             ts = _validate_timestamps(bundle, storage_options, metadata, limits, out)
     with contextlib.suppress(_Unreadable):
         if "frames.npy" in files:
-            n_frames, blank = _validate_frames(bundle, storage_options, limits, out)
+            n_frames, blank = _validate_frames(bundle, storage_options, limits, out, sink)
     if ts is not None and n_frames is not None and ts.size != n_frames:
         out.add(finding("FRAME_COUNT_MISMATCH", bundle.file_label("timestamps.npy"),
                         f"timestamps.npy holds {ts.size} entries but frames.npy {n_frames} frames"))
     with contextlib.suppress(_Unreadable):
         if "data.jsonl" in files:
-            rows = _scan_rows(bundle, storage_options, out)
+            rows = _scan_rows(bundle, storage_options, out, sink)
 
     frame_rows: tuple[int, ...] = ()
     if rows is not None and n_frames is not None:
