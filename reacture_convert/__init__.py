@@ -17,6 +17,7 @@ from reacture_convert.findings import Finding, Severity  # noqa: E402
 from reacture_convert.storage import Output  # noqa: E402
 from reacture_convert.validate import Report, validate_bundle  # noqa: E402
 from reacture_convert.verify import verify_dataset  # noqa: E402
+from reacture_convert.watch import WatchOptions, run_watch  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -35,4 +36,6 @@ __all__ = [
     "run_convert",
     "validate_bundle",
     "verify_dataset",
+    "run_watch",
+    "WatchOptions",
 ]

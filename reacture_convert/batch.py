@@ -34,7 +34,8 @@ from reacture_convert.scheduler import open_scheduler
 from reacture_convert.storage import Output, lock_output
 from reacture_convert.to_webdataset import SessionTar, WdsIndex, write_shards
 
-__all__ = ["RunSummary", "run_convert", "forget_listings", "OK_STATUSES"]
+__all__ = ["RunSummary", "run_convert", "forget_listings", "OK_STATUSES", "archive_entries",
+           "as_result", "session_task"]
 
 OK_STATUSES = frozenset({"converted", "skipped", "duplicate"})
 
@@ -230,3 +231,8 @@ def run_convert(
 
 def _order(e: CatalogEntry) -> tuple[str, str, str]:
     return (e.session or "", e.source, e.prefix or "")
+
+
+# The watcher (watch.py) runs sessions exactly like a batch: the same task, the same reading of
+# a task's value, the same catalog rows for archives that belong to no bundle.
+archive_entries, as_result, session_task = _archive_entries, _as_result, _session_task

@@ -12,6 +12,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import click
@@ -393,12 +394,13 @@ def verify(out: str, sources: bool, as_json: bool, storage_options: tuple[str, .
 @click.option("--shuffle", "shuffle_seed", type=int, default=None, metavar="SEED",
               help="Replace the job's WebDataset shuffle seed.")
 @click.option("--wait", is_flag=True, help="Wait for another run on OUT instead of failing.")
+@click.option("--once", is_flag=True, help="For a watch job: convert what is ready, then exit.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @json_option
 @storage_option
 def run(job_file: str, inputs: tuple[str, ...], out: str | None, formats: str | None,
         scheduler: str | None, workers: int | None, on_error: str | None, force: bool | None,
-        shuffle_seed: int | None, wait: bool, quiet: bool, as_json: bool,
+        shuffle_seed: int | None, wait: bool, once: bool, quiet: bool, as_json: bool,
         storage_options: tuple[str, ...]) -> None:
     """Run the job described by JOB_FILE (see pipelines/*.toml); options given here override
     the file. --storage-option applies to both inputs and output.
@@ -422,9 +424,162 @@ def run(job_file: str, inputs: tuple[str, ...], out: str | None, formats: str | 
     if not (quiet or as_json):
         click.echo(f"job {job.name}: {', '.join(job.inputs)} -> {job.out} "
                    f"[{','.join(job.options.formats)}]", err=True)
+    if job.watch:
+        _watch_and_report(list(job.inputs), Output(job.out, job.output_storage), job.options,
+                          replace(job.watch_options, once=once or job.watch_options.once),
+                          job.scheduler, job.workers, wait, quiet, as_json,
+                          stop_on_error=job.on_error == "stop")
+        return
     _run_and_report(list(job.inputs), Output(job.out, job.output_storage), job.options,
                     job.scheduler, job.workers, wait, quiet, as_json,
                     stop_on_error=job.on_error == "stop")
+
+
+class Duration(click.ParamType):  # type: ignore[type-arg]
+    """A duration: 5s, 500ms, 10m, 1h, or plain seconds."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        from reacture_convert.watch import parse_duration
+
+        try:
+            return parse_duration(value)
+        except ReactureError as e:
+            self.fail(str(e), param, ctx)
+
+
+class WatchPrinter:
+    """What a watcher prints: on a terminal a live status line (stderr) under one line per
+    finished session; with --json one JSON object per event on stdout (JSON lines); otherwise
+    one plain line per finished session."""
+
+    SHOWN = ("converted", "skipped", "duplicate", "conflict", "rejected", "failed", "stopping",
+             "error", "finding")
+    COLOURS = {"converted": "green", "skipped": "blue", "duplicate": "blue", "stopping": "yellow"}
+
+    def __init__(self, as_json: bool, quiet: bool) -> None:
+        self.as_json = as_json
+        self.quiet = quiet
+        self.live = not (as_json or quiet) and sys.stderr.isatty()
+        self.last_line = 0.0
+
+    def event(self, ev: dict[str, Any]) -> None:
+        if self.as_json:
+            click.echo(json.dumps(ev, default=str))
+            return
+        if self.quiet or ev["event"] not in self.SHOWN:
+            return
+        self.clear()
+        kind = ev["event"]
+        if kind == "stopping":
+            click.echo(click.style("stopping", fg="yellow") + f": finishing {ev['converting']} "
+                       "session(s) in flight, starting no new one (signal again to abort)")
+            return
+        name = ev.get("session") or ev.get("source") or ""
+        text = f"{click.style(f'{kind:<9}', fg=self.COLOURS.get(kind, 'red'))} {name}"
+        if kind == "converted":
+            text += f"  ({ev['frames']} frames, {ev['seconds']:.1f} s)"
+        elif ev.get("reason") or ev.get("message"):
+            text += f"  {ev.get('reason') or ev.get('message')}"
+        click.echo(text)
+
+    def status(self, st: Any) -> None:
+        now = time.monotonic()
+        if self.live and now - self.last_line >= 0.2:
+            self.last_line = now
+            click.echo(f"\r\x1b[Kwatching: {st.line()}", nl=False, err=True)
+
+    def clear(self) -> None:
+        if self.live:
+            click.echo("\r\x1b[K", nl=False, err=True)
+
+
+def _watch_and_report(paths: list[str], out: Output, options: Any, watch_options: Any,
+                      scheduler: str, workers: int | None, wait: bool, quiet: bool,
+                      as_json: bool, stop_on_error: bool = False) -> None:
+    from reacture_convert.watch import run_watch
+
+    printer = WatchPrinter(as_json, quiet)
+    try:
+        summary = run_watch(paths, out, options, watch_options, scheduler=scheduler,
+                            workers=workers, wait_for_lock=wait, on_event=printer.event,
+                            on_status=printer.status, stop_on_error=stop_on_error)
+    except ReactureError as e:
+        printer.clear()
+        _fail(e)
+        return
+    printer.clear()
+    if not (as_json or quiet):
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items())) or "nothing"
+        click.echo(f"stopped ({summary.stopped}): {counts} in {summary.seconds:.1f} s "
+                   f"-> {summary.out}")
+    if summary.aborted:
+        sys.exit(EXIT_FAILED)
+    # a service stopped on purpose exits 0; a cron run (--once) or on_error=stop says 1 when a
+    # bundle was rejected or failed, like `convert`
+    sys.exit(EXIT_INVALID if summary.stopped in ("once", "on_error") and not summary.ok
+             else EXIT_OK)
+
+
+@cli.command()
+@click.argument("incoming", nargs=-1, required=True)
+@click.option("--out", "-o", required=True, metavar="OUT",
+              help="Output dataset: a folder or an fsspec URL (s3://bucket/prefix).")
+@click.option("--settle", type=Duration(), default="5s", show_default=True,
+              help="A bundle is ready when its files have not changed for this long.")
+@click.option("--poll", type=Duration(), default="1s", show_default=True,
+              help="How often to look at INCOMING.")
+@click.option("--incomplete-timeout", type=Duration(), default="10m", show_default=True,
+              help="Record an upload that stays incomplete (or an unreadable archive) this long "
+                   "as rejected in the catalog.")
+@click.option("--once", is_flag=True,
+              help="Convert what is ready now, then exit (for cron).")
+@click.option("--force", is_flag=True,
+              help="Replace a converted session when its upload is replaced with other bytes.")
+@click.option("--chunk-frames", type=click.IntRange(1), default=DEFAULT_ZARR.chunk_frames,
+              show_default=True, help="Frames per Zarr chunk.")
+@click.option("--shard-frames", type=click.IntRange(1), default=None,
+              help="Frames per Zarr shard (sharding codec): few big objects per session.")
+@click.option("--codec", type=click.Choice(CODECS), default=DEFAULT_ZARR.codec,
+              show_default=True, help="Compression of Zarr frame chunks.")
+@click.option("--scheduler", default="auto", show_default=True, metavar="SCHEDULER",
+              callback=_check_scheduler,
+              help="auto (local Dask processes), sync, threads, processes, or tcp://HOST:PORT.")
+@click.option("--workers", "-j", type=click.IntRange(1), default=None,
+              help="Sessions converted at once (default: one per core).")
+@click.option("--wait", is_flag=True,
+              help="Wait for another run or watcher on OUT instead of failing.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object per event (JSON lines) for log collectors.")
+@storage_option
+def watch(incoming: tuple[str, ...], out: str, settle: float, poll: float,
+          incomplete_timeout: float, once: bool, force: bool, chunk_frames: int,
+          shard_frames: int | None, codec: str, scheduler: str, workers: int | None, wait: bool,
+          quiet: bool, as_json: bool, storage_options: tuple[str, ...]) -> None:
+    """Keep converting bundles as they arrive in INCOMING (folders, archives or URLs such as
+    s3://bucket/incoming/) into OUT, each once its upload is complete and has settled.
+
+    A bundle is converted when all its files are there and unchanged for --settle; an archive
+    when it opens and has settled. Uploads that stay incomplete past --incomplete-timeout get a
+    rejected row in the catalog. The catalog is the memory: a restarted watcher skips what is
+    done. Ctrl-C/SIGTERM finishes the sessions in flight and exits 0; a second one aborts
+    (exit 3). Exit 3 also when another run holds OUT (or --wait). With --once: exit 1 when a
+    bundle was rejected or failed.
+    """
+    from reacture_convert.watch import WatchOptions
+
+    opts = parse_storage_options(storage_options)
+    options = build_options("zarr", force, chunk_frames, shard_frames, codec, opts)
+    try:
+        watch_options = WatchOptions(settle=settle, poll=poll,
+                                     incomplete_timeout=incomplete_timeout, once=once)
+    except ReactureError as e:
+        raise click.BadParameter(str(e)) from None
+    _watch_and_report(list(incoming), Output(out, opts), options, watch_options, scheduler,
+                      workers, wait, quiet, as_json)
 
 
 @cli.command()

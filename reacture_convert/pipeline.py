@@ -5,7 +5,9 @@ policy, force), optional ``[zarr]`` and ``[wds]`` tables with the same knobs as 
 line, and ``[storage.input]`` / ``[storage.output]`` tables of fsspec options (endpoint,
 credentials profile, ...). Unknown keys are errors, so a typo never silently does nothing.
 Relative paths are relative to the directory the command runs in. Command-line options
-override the file (``load_job(path, overrides)``).
+override the file (``load_job(path, overrides)``). ``watch = true`` makes the job a watcher
+(``watch.run_watch``) with the ``settle``, ``poll`` and ``incomplete_timeout`` keys (durations:
+``"5s"``, ``"10m"``, or seconds).
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from reacture_convert.errors import ConfigError, ReactureError
 from reacture_convert.scheduler import check_scheduler
 from reacture_convert.to_webdataset import DEFAULT_SHARD_SIZE, WdsOptions
 from reacture_convert.to_zarr import ZarrOptions
+from reacture_convert.watch import WatchOptions, parse_duration
 
 __all__ = ["Job", "load_job", "parse_size", "ON_ERROR"]
 
 ON_ERROR = ("continue", "stop")
 _KEYS: dict[str, set[str]] = {
-    "job": {"inputs", "out", "formats", "scheduler", "workers", "on_error", "force", "description"},
+    "job": {"inputs", "out", "formats", "scheduler", "workers", "on_error", "force", "description",
+            "watch", "settle", "poll", "incomplete_timeout"},
     "zarr": {"chunk_frames", "shard_frames", "codec", "level"},
     "wds": {"shard_size", "shard_count", "shuffle", "encoding", "name", "shuffle_buffer"},
     "storage": {"input", "output"},
@@ -62,6 +66,8 @@ class Job:
     on_error: str = "continue"
     output_storage: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    watch: bool = False  # keep running: convert bundles as they arrive (run_watch)
+    watch_options: WatchOptions = WatchOptions()
 
 
 def _check_keys(table: str, data: Mapping[str, Any]) -> None:
@@ -154,7 +160,8 @@ def load_job(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Jo
 
     Override keys: inputs, out, formats, scheduler, workers, on_error, force, chunk_frames,
     shard_frames, codec, shard_size, shard_count, shuffle, encoding, input_options,
-    output_options. Raises ConfigError naming the file and the problem.
+    output_options, watch, settle, poll, incomplete_timeout. Raises ConfigError naming the file
+    and the problem.
     """
     path = Path(path)
     try:
@@ -179,14 +186,42 @@ def _load(path: Path, overrides: Mapping[str, Any]) -> Job:
     scheduler = check_scheduler(str(o.get("scheduler", job.get("scheduler", "auto"))))
     input_options = {**storage.get("input", {}), **o.get("input_options", {})}
     output_options = {**storage.get("output", {}), **o.get("output_options", {})}
+    options = _options(job, data.get("zarr", {}), data.get("wds", {}), o, input_options)
     return Job(
         name=path.stem,
         inputs=inputs,
         out=out,
-        options=_options(job, data.get("zarr", {}), data.get("wds", {}), o, input_options),
+        options=options,
         scheduler=scheduler,
         workers=_workers(o.get("workers", job.get("workers"))),
         on_error=on_error,
         output_storage=output_options,
         description=str(job.get("description", "")),
+        **_watch(job, o, options.formats),
     )
+
+
+_WATCH_KEYS = ("settle", "poll", "incomplete_timeout")
+
+
+def _watch(job: Mapping[str, Any], o: Mapping[str, Any],
+           formats: tuple[str, ...]) -> dict[str, Any]:
+    """``watch`` and its durations; they only mean something together, and only for zarr."""
+    on = o.get("watch", job.get("watch", False))
+    if not isinstance(on, bool):
+        raise ConfigError(f"[job] watch must be true or false, not {on!r}")
+    given = {k: o.get(k, job.get(k)) for k in _WATCH_KEYS if o.get(k, job.get(k)) is not None}
+    if given and not on:
+        raise ConfigError(f"[job] {', '.join(sorted(given))} only apply with watch = true")
+    if on and formats != ("zarr",):
+        raise ConfigError("[job] a watcher (watch = true) writes formats = [\"zarr\"] only; "
+                          "build WebDataset shards with a batch job")
+    try:
+        durations = {k: parse_duration(v) for k, v in given.items()}
+        return {"watch": on, "watch_options": WatchOptions(
+            settle=durations.get("settle", WatchOptions.settle),
+            poll=durations.get("poll", WatchOptions.poll),
+            incomplete_timeout=durations.get("incomplete_timeout",
+                                             WatchOptions.incomplete_timeout))}
+    except ConfigError as e:
+        raise ConfigError(f"[job] {e}") from None

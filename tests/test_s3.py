@@ -1,34 +1,26 @@
 """Object stores: bundles read from a bucket, datasets written to one, over real HTTP.
 
-``moto_s3`` starts moto's S3-compatible server as a separate process on 127.0.0.1; everything
-reaches it the way a user's code reaches S3: s3fs (botocore over HTTP), the CLI with
-``--storage-option client_kwargs.endpoint_url=...``, zarr's FsspecStore, pyarrow through s3fs
-and webdataset through presigned HTTP URLs (curl). The converted dataset must equal the one a
-local conversion of the same bundles gives.
+``moto_s3`` (conftest.py) starts moto's S3-compatible server as a separate process on
+127.0.0.1; everything reaches it the way a user's code reaches S3: s3fs (botocore over HTTP),
+the CLI with ``--storage-option client_kwargs.endpoint_url=...``, zarr's FsspecStore, pyarrow
+through s3fs and webdataset through presigned HTTP URLs (curl). The converted dataset must
+equal the one a local conversion of the same bundles gives.
 """
 
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 import zipfile
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import s3fs
 import webdataset as wds
 import zarr
 from click.testing import CliRunner
-from conftest import SAMPLE_DIR
+from conftest import S3, SAMPLE_DIR
 
 from reacture_convert.cli import cli
 from reacture_convert.synth import BundleSpec, write_bundle
@@ -38,74 +30,6 @@ SYNTH = BundleSpec(prefix="reacture_1795600000044", seed=44, n_frames=40)
 SESSIONS = sorted([SAMPLE, SYNTH.prefix])
 OUT = "s3://datasets/reacture/v1"
 VOLATILE = ("converted_at", "run_id")
-
-
-@dataclass(frozen=True)
-class S3:
-    endpoint: str
-    fs: s3fs.S3FileSystem
-
-    @property
-    def options(self) -> dict[str, Any]:
-        return {"client_kwargs": {"endpoint_url": self.endpoint}}
-
-    @property
-    def cli_options(self) -> list[str]:
-        return ["--storage-option", f"client_kwargs.endpoint_url={self.endpoint}"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=1).close()
-            return
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                tail = log.read_text()[-2000:]
-                raise RuntimeError(f"moto_server did not start:\n{tail}") from None
-            time.sleep(0.05)
-
-
-@pytest.fixture(scope="module")
-def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3]:
-    """moto's server mode in its own process on a free port, fake credentials in the
-    environment (inherited by Dask's worker processes), buckets ``raw`` and ``datasets``."""
-    tmp = tmp_path_factory.mktemp("moto")
-    port = _free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    log = tmp / "moto.log"
-    server = Path(sys.executable).with_name("moto_server")
-    with open(log, "wb") as sink:
-        proc = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)],
-                                stdout=sink, stderr=subprocess.STDOUT, cwd=tmp)
-    try:
-        _wait_http(f"{endpoint}/moto-api/", proc, log)
-        with pytest.MonkeyPatch.context() as env:
-            for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
-                env.delenv(name, raising=False)
-            env.setenv("AWS_ACCESS_KEY_ID", "testing")
-            env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-            env.setenv("AWS_DEFAULT_REGION", "us-east-1")
-            env.setenv("AWS_EC2_METADATA_DISABLED", "true")
-            fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint},
-                                   skip_instance_cache=True)
-            fs.mkdir("raw")
-            fs.mkdir("datasets")
-            yield S3(endpoint, fs)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def run_cli(*args: str) -> tuple[int, str]:
