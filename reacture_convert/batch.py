@@ -40,7 +40,7 @@ __all__ = ["RunSummary", "run_convert", "forget_listings", "OK_STATUSES", "archi
 OK_STATUSES = frozenset({"converted", "skipped", "duplicate"})
 
 ProgressFn = Callable[[CatalogEntry, int, int], None]
-DEFAULT_OPTIONS = ConvertOptions()
+DEFAULT_OPTIONS: ConvertOptions = ConvertOptions()
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,7 @@ import re
 import tarfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any, cast
+from typing import IO, Any, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -102,6 +102,7 @@ _BLOCK = tarfile.BLOCKSIZE  # 512
 _RECORD = tarfile.RECORDSIZE  # 10240: tarfile pads a closed archive to a multiple of this
 _CHUNK_FRAMES = 64  # frames read at once: 3 MiB
 _PNG_LEVEL = 6
+T = TypeVar("T")
 _MEMBER = re.compile(r"([A-Za-z0-9_-]{1,128})/([0-9]{6,})\.([a-z]+)")
 _STAGE = ".wds"  # session names never contain "." so this cannot clash
 
@@ -618,9 +619,9 @@ def _interleave(
             del active[k], remaining[k]
 
 
-def _shuffle_buffer(samples: Iterable[_Sample], size: int, rng: random.Random) -> Iterator[_Sample]:
+def shuffle_buffer(samples: Iterable[T], size: int, rng: random.Random) -> Iterator[T]:
     """A bounded shuffle: keep ``size`` samples, emit a random one as each new one arrives."""
-    buf: list[_Sample] = []
+    buf: list[T] = []
     for s in samples:
         if len(buf) < size:
             buf.append(s)
@@ -637,7 +638,7 @@ def _ordered(out: Output, tars: Sequence[SessionTar], options: WdsOptions) -> It
         return _sequential(out, tars, options.encoding)
     rng = random.Random(options.shuffle_seed)
     mixed = _interleave(out, tars, options.encoding, rng, options.shuffle_streams)
-    return _shuffle_buffer(mixed, options.shuffle_buffer, rng)
+    return shuffle_buffer(mixed, options.shuffle_buffer, rng)
 
 
 # --------------------------------------------------------------------------------------------

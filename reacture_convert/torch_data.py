@@ -74,7 +74,7 @@ from torch.utils.data import (
 from reacture_convert.dataset import FrameLabels, OutLike, as_output, open_dataset, open_frames
 from reacture_convert.errors import ConfigError, OutputError
 from reacture_convert.storage import Output
-from reacture_convert.to_webdataset import INDEX, WdsIndex
+from reacture_convert.to_webdataset import INDEX, WdsIndex, shuffle_buffer
 
 __all__ = [
     "DTYPES",
@@ -353,7 +353,7 @@ class ShardDataset(IterableDataset[Sample]):
             return samples
         rank, _ = _rank_world(self._rank, self._world)
         rng = random.Random(f"samples-{self.seed}-{self.epoch}-{rank}-{worker}")
-        return _shuffled(samples, self.shuffle_buffer, rng)
+        return shuffle_buffer(samples, self.shuffle_buffer, rng)
 
     def _iter_parts(self, parts: Sequence[ShardPart]) -> Iterator[Sample]:
         for part in parts:
@@ -413,19 +413,6 @@ def _iter_tar_samples(url: str, storage_options: Mapping[str, Any]
                 members[ext] = member.read()
     if key is not None:
         yield key, members
-
-
-def _shuffled(samples: Iterator[Sample], size: int, rng: random.Random) -> Iterator[Sample]:
-    buf: list[Sample] = []
-    for s in samples:
-        if len(buf) < size:
-            buf.append(s)
-            continue
-        k = rng.randrange(size)
-        buf[k], s = s, buf[k]
-        yield s
-    rng.shuffle(buf)
-    yield from buf
 
 
 # --- convenience ----------------------------------------------------------------------------------

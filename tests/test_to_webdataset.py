@@ -36,7 +36,7 @@ from reacture_convert.to_webdataset import (
     WdsOptions,
     _count_plan,
     _Sample,
-    _shuffle_buffer,
+    shuffle_buffer,
     read_index,
     tar_size,
     write_session_samples,
@@ -357,11 +357,11 @@ def test_shuffle_opens_at_most_shuffle_streams_sessions(
 
 @settings(max_examples=60, deadline=None)
 @given(n=st.integers(0, 60), size=st.integers(1, 20), seed=st.integers(0, 2**32))
-def test_shuffle_buffer_is_a_permutation(n: int, size: int, seed: int) -> None:
+def testshuffle_buffer_is_a_permutation(n: int, size: int, seed: int) -> None:
     import random
 
     items = [_Sample("s", i, ()) for i in range(n)]
-    got = list(_shuffle_buffer(iter(items), size, random.Random(seed)))
+    got = list(shuffle_buffer(iter(items), size, random.Random(seed)))
     assert sorted(s.frame_index for s in got) == list(range(n))
 
 
