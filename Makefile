@@ -42,7 +42,7 @@ lint: install
 docs: install
 	$(BIN)/python -c "import re, pathlib; from reacture_convert.findings import codes_markdown as t; p = pathlib.Path('README.md'); s = p.read_text(); a, b = s.index('-->', s.index('<!-- codes:start')) + 3, s.index('<!-- codes:end -->'); p.write_text(s[:a] + chr(10) + t() + chr(10) + s[b:])"
 
-bench: install
+bench: install $(TORCH_STAMP)
 	$(BIN)/python benchmarks/run.py
 
 clean:

@@ -172,7 +172,13 @@ def _read_zip(raw: IO[bytes], label: str) -> tuple[list[_Entry], list[Finding]]:
         infos = zf.infolist()
         if len(infos) > MAX_MEMBERS:
             return [], [_too_many(label, len(infos))]
-        overlapping = _zip_overlaps(infos, getattr(zf, "start_dir", None))
+        start_dir = getattr(zf, "start_dir", None)
+        if any(info.header_offset < 0 or (start_dir is not None and info.header_offset > start_dir)
+               for info in infos):  # a damaged directory: reading would seek outside the data
+            return [], [finding("ARCHIVE_UNREADABLE", label,
+                                "the central directory points outside the archive's data; the "
+                                "archive is damaged: re-create or re-download it")]
+        overlapping = _zip_overlaps(infos, start_dir)
         entries = [_zip_entry(info, i in overlapping) for i, info in enumerate(infos)]
     return entries, []
 
@@ -196,6 +202,10 @@ def _zip_entry(info: zipfile.ZipInfo, overlaps: bool) -> _Entry:
     if info.flag_bits & 0x1:
         problem = ("ARCHIVE_ENCRYPTED",
                    "member is encrypted; re-create the archive without a password")
+    elif info.flag_bits & 0x60:  # bit 5: compressed patched data, bit 6: strong encryption
+        problem = ("ARCHIVE_UNSUPPORTED",
+                   "member uses patched data or strong encryption (zip flag bits 5/6), which "
+                   "cannot be read; re-create the archive with plain deflate")
     elif info.compress_type not in _ZIP_METHODS:
         problem = ("ARCHIVE_UNSUPPORTED",
                    f"compression method {info.compress_type} is not supported (stored, deflate, "

@@ -85,10 +85,12 @@ class BundleRef:
 
 
 # What reading a damaged archive member raises (bad CRC, broken deflate/lzma/gzip stream, data
-# cut short). bz2 raises a bare ``OSError("Invalid data stream")``: a real I/O error (disk,
-# network, object store) always carries an errno, so an OSError without one is the codec's.
+# cut short; zipfile's NotImplementedError for a zip feature it cannot read). bz2 raises a
+# bare ``OSError("Invalid data stream")``: a real I/O error (disk, network, object store)
+# always carries an errno, so an OSError without one is the codec's.
 _DAMAGED: tuple[type[BaseException], ...] = (
     zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, tarfile.TarError,
+    NotImplementedError,
 )
 
 

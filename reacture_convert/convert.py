@@ -353,7 +353,9 @@ def _convert(
         # already up to date) writes the staged outputs as it goes.
         key = stage_key(session, run_id)
         writer = None
-        if "zarr" in options.formats and up_to_date is None:
+        if "zarr" in options.formats and up_to_date is None and not view.missing:
+            # (a bundle missing a file is rejected, and was not hashed: its members may be
+            # damaged, which only validation may read)
             out.clear_staging(key)
             writer = SessionWriter(view, session, out, options, key)
         report = validate_bundle(view, opts, options.limits, sink=writer)

@@ -157,7 +157,12 @@ def open_scheduler(
         return
     n = workers or default_workers()
     processes = spec == "processes"
-    with LocalCluster(  # type: ignore[no-untyped-call]
+    import dask
+
+    # Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 in its workers; with our large short-lived
+    # buffers that costs ~45 % more CPU per session (measured: benchmarks/PROFILES.md).
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}), \
+            LocalCluster(  # type: ignore[no-untyped-call]
         n_workers=n if processes else 1,
         threads_per_worker=1 if processes else n,
         processes=processes,

@@ -96,6 +96,8 @@ def _fill_ellipse(
     """Fill one axis-aligned ellipse of ``img`` in place."""
     xa, xb = max(int(cx - rx), 0), min(int(cx + rx) + 1, img.shape[1])
     ya, yb = max(int(cy - ry), 0), min(int(cy + ry) + 1, img.shape[0])
+    if xa >= xb or ya >= yb:  # entirely outside the picture
+        return
     ys, xs = np.mgrid[ya:yb, xa:xb]
     img[ya:yb, xa:xb][((xs - cx) / rx) ** 2 + ((ys - cy) / ry) ** 2 <= 1] = colour
 

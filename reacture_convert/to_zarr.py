@@ -94,6 +94,9 @@ class ZarrSessionWriter:
             compressors=options.compressors(),
             fill_value=0,
             dimension_names=["frame", "y", "x", "channel"],
+            # Write every chunk: checking whether a chunk is all fill value (zarr's default)
+            # costs more than writing it; an all-black chunk compresses to a few bytes anyway.
+            config={"write_empty_chunks": True},
         )
         self.timestamps = self.group.create_array(
             "timestamps",

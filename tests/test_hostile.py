@@ -25,12 +25,10 @@ import hashlib
 import io
 import json
 import os
-import pickle
 import shutil
 import stat
 import struct
 import subprocess
-import sys
 import tarfile
 import tempfile
 import unicodedata
@@ -305,6 +303,17 @@ def zip_damaged_member(ctx: Ctx) -> None:
     path.write_bytes(bytes(data))
 
 
+def zip_lone_damaged_member(ctx: Ctx) -> None:
+    """Only BAD's frames.npy, damaged, under bad/: a bundle missing four files whose one
+    member cannot be read."""
+    path = ctx.inp / "x.zip"
+    frames = [(n, d) for n, d in ctx.members(BAD, "bad") if n.endswith("_frames.npy")]
+    data = bytearray(write_zip(path, [*ctx.members(), *frames]))
+    start = data.index(f"bad/{BAD}_frames.npy".encode()) + 100
+    data[start:start + 40] = bytes(40)
+    path.write_bytes(bytes(data))
+
+
 def zip_bzip2_damaged(ctx: Ctx) -> None:
     """As above with bzip2, whose decoder raises a bare OSError: still bad input, not I/O."""
     path = ctx.inp / "x.zip"
@@ -312,6 +321,17 @@ def zip_bzip2_damaged(ctx: Ctx) -> None:
                                zipfile.ZIP_BZIP2))
     start = data.index(f"bad/{BAD}_data.jsonl".encode()) + 80
     data[start:start + 40] = bytes(40)
+    path.write_bytes(bytes(data))
+
+
+def zip_directory_offset_past_data(ctx: Ctx) -> None:
+    """The end record says the central directory starts 5000 bytes later than it does: every
+    member's offset, corrected by zipfile, points before the start of the file."""
+    path = ctx.inp / "x.zip"
+    data = bytearray(write_zip(path, ctx.members()))
+    eocd = data.rindex(b"PK\x05\x06")
+    (offset,) = struct.unpack_from("<I", data, eocd + 16)
+    struct.pack_into("<I", data, eocd + 16, offset + 5000)
     path.write_bytes(bytes(data))
 
 
@@ -600,8 +620,14 @@ ARCHIVES = [
          converted=(INNER,)),
     Case("zip-damaged-member-data", zip_damaged_member, "ARCHIVE_UNREADABLE", FR,
          converted=(INNER,)),
+    Case("zip-lone-damaged-member", zip_lone_damaged_member, "ARCHIVE_UNREADABLE", FR,
+         converted=(INNER,)),
     Case("zip-bzip2-damaged-member-data", zip_bzip2_damaged, "ARCHIVE_UNREADABLE", JL,
          converted=(INNER,)),
+    member_case("zip-patched-data-flag", zip_patched("frames.npy", "<H", 8, 0x20),
+                "ARCHIVE_UNSUPPORTED", f"bad/{BAD}_frames.npy"),
+    archive_case("zip-directory-offset-past-data", zip_directory_offset_past_data,
+                 "ARCHIVE_UNREADABLE", "x.zip"),
     Case("zip-member-shorter-than-declared", zip_short_member, "ARCHIVE_UNREADABLE", TS,
          converted=(INNER,), via="cli"),
 ]
@@ -752,6 +778,9 @@ NAMES = [
     name_case("name-rtl-override", "reacture_\u202e3000006591_"),
     name_case("name-very-long", "r" * 230, via="cli"),
     name_case("name-shell-metachars", "$(touch pwned);`id`|x&y"),
+    Case("name-slash-in-prefix-inside-archive", tar_case(
+        *(tinfo(f"bad/{BAD}/_{role}", b"{}") for role in ROLES)), "STRAY_FILE",
+        f"{{in}}/x.tar!bad/{BAD}/_metadata.json", converted=(INNER,), exit_code=0),
     Case("name-dotdot-prefix-is-hidden", prefix_case(".."), None, "", not_converted=(),
          exit_code=0),
     Case("name-dot-prefix-is-hidden", prefix_case("."), None, "", not_converted=(), exit_code=0),
