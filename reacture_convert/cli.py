@@ -152,7 +152,7 @@ def _judge(bundle: BundleRef, opts: dict[str, Any]) -> Report:
     """Validate one bundle; an I/O failure is that bundle's finding, never the end of the run."""
     try:
         return validate_bundle(bundle, opts)
-    except OSError as e:
+    except Exception as e:  # noqa: BLE001 - one bundle's failure is its finding, never the run's
         return Report(bundle, (finding("READ_FAILED", bundle.prefix,
                                        f"{type(e).__name__}: {e}; check access and retry"),))
 

@@ -160,7 +160,9 @@ def _fsync_tree(path: str) -> None:
 
 def _replace_local(src: str, dst: str, trash: str) -> None:
     parent = os.path.dirname(dst)
-    os.makedirs(parent, exist_ok=True)
+    if not os.path.isdir(parent):
+        os.makedirs(parent, exist_ok=True)
+        _fsync_dir(os.path.dirname(parent))  # the new folder's own entry is durable too
     if os.path.isdir(dst) and not os.path.islink(dst):
         os.makedirs(trash, exist_ok=True)
         old = os.path.join(trash, uuid.uuid4().hex)
