@@ -43,8 +43,22 @@ ProgressFn = Callable[[CatalogEntry, int, int], None]
 DEFAULT_OPTIONS: ConvertOptions = ConvertOptions()
 
 
+class StatusCounts:
+    """``counts`` and ``ok`` of a run's catalog entries (shared by batch and watch summaries)."""
+
+    entries: tuple[CatalogEntry, ...]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return dict(Counter(e.status for e in self.entries))
+
+    @property
+    def ok(self) -> bool:
+        return all(e.status in OK_STATUSES for e in self.entries)
+
+
 @dataclass(frozen=True)
-class RunSummary:
+class RunSummary(StatusCounts):
     """What a run did: one entry per bundle (and per unreadable archive), plus stray findings."""
 
     out: str
@@ -54,14 +68,6 @@ class RunSummary:
     seconds: float = 0.0
     frames: int = 0
     extra: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def counts(self) -> dict[str, int]:
-        return dict(Counter(e.status for e in self.entries))
-
-    @property
-    def ok(self) -> bool:
-        return all(e.status in OK_STATUSES for e in self.entries)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -58,6 +58,7 @@ from reacture_convert.archives import is_archive
 from reacture_convert.batch import (
     DEFAULT_OPTIONS,
     OK_STATUSES,
+    StatusCounts,
     archive_entries,
     as_result,
     forget_listings,
@@ -185,7 +186,7 @@ StatusFn = Callable[[WatchStatus], None]
 
 
 @dataclass(frozen=True)
-class WatchSummary:
+class WatchSummary(StatusCounts):
     """What a watcher did before it stopped. ``entries``: every result and report, written to
     the catalog or not (``skipped``); ``stopped``: ``once``, ``signal``, ``on_error`` or
     ``abort`` (a second signal: results in flight were dropped)."""
@@ -196,14 +197,6 @@ class WatchSummary:
     entries: tuple[CatalogEntry, ...] = ()
     seconds: float = 0.0
     frames: int = 0
-
-    @property
-    def counts(self) -> dict[str, int]:
-        return dict(Counter(e.status for e in self.entries))
-
-    @property
-    def ok(self) -> bool:
-        return all(e.status in OK_STATUSES for e in self.entries)
 
     @property
     def aborted(self) -> bool:
