@@ -280,6 +280,17 @@ def lock_holders(out: Path) -> tuple[set[int], set[int]]:
     return holding, waiting
 
 
+def all_threads_stopped(pid: int) -> bool:
+    """Every thread of ``pid`` is in state T (stopped)."""
+    states = []
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
+        except (FileNotFoundError, IndexError):
+            continue
+    return bool(states) and all(s in ("T", "t") for s in states)
+
+
 def wait_until(check: Callable[[], bool], procs: list[subprocess.Popen[bytes]],
                what: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
@@ -303,6 +314,9 @@ def frozen_first_run(world: World, tmp_path: Path) -> Iterator[Callable[[bool], 
         procs.append(proc)
         wait_until(lambda: proc.pid in lock_holders(out)[0], [proc], "the first run's lock")
         os.kill(proc.pid, signal.SIGSTOP)
+        # SIGSTOP is delivered asynchronously: wait until every thread is really stopped, so
+        # no write of the frozen run can race the snapshot the test takes next
+        wait_until(lambda: all_threads_stopped(proc.pid), [proc], "the first run to stop")
         return proc
 
     yield start_first
