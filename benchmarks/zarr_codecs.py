@@ -1,6 +1,6 @@
 """Measure Zarr frame chunking and codecs: write time, read time and size, on game-like frames.
 
-    .venv/bin/python benchmarks/zarr_codecs.py [--frames 2000] [--repeats 5] [--real PATH_TO_FRAMES_NPY]
+    .venv/bin/python benchmarks/zarr_codecs.py [--frames 2000] [--repeats 5] [--real FRAMES_NPY]
 
 Frames come from the synthetic generator (game-like, compressible) and, when given, from a real
 frames.npy (e.g. the variant fixture, which has real pictures). Prints a Markdown table with the
@@ -72,7 +72,9 @@ def main() -> None:
     datasets = {"synthetic": np.concatenate(list(iter_game_frames(args.frames, seed=1)))}
     if args.real:
         n = (os.path.getsize(args.real) - 129) // 49152
-        datasets["real variant"] = np.fromfile(args.real, np.uint8, offset=129).reshape(n, 128, 128, 3)
+        datasets["real variant"] = np.fromfile(args.real, np.uint8, offset=129).reshape(
+            n, 128, 128, 3
+        )
     print("| frames | chunk | shard | codec | write MB/s | read MB/s | ratio | objects |")
     print("|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
@@ -83,10 +85,13 @@ def main() -> None:
                 w = [mb / r[0] for r in runs]
                 r = [mb / r[1] for r in runs]
                 codec = opts.codec + (f"-{opts.level}" if opts.codec != "none" else "")
-                print(f"| {name} ({len(frames)}) | {opts.chunk_frames} | {opts.shard_frames or '-'} | "
-                      f"{codec} | {statistics.median(w):.0f} [{min(w):.0f}-{max(w):.0f}] | "
-                      f"{statistics.median(r):.0f} [{min(r):.0f}-{max(r):.0f}] | "
-                      f"{runs[0][2]:.1f} | {runs[0][3]} |")
+                print(
+                    f"| {name} ({len(frames)}) | {opts.chunk_frames} | "
+                    f"{opts.shard_frames or '-'} | "
+                    f"{codec} | {statistics.median(w):.0f} [{min(w):.0f}-{max(w):.0f}] | "
+                    f"{statistics.median(r):.0f} [{min(r):.0f}-{max(r):.0f}] | "
+                    f"{runs[0][2]:.1f} | {runs[0][3]} |"
+                )
 
 
 if __name__ == "__main__":

@@ -31,7 +31,13 @@ __all__ = [
 ]
 
 # The five files of a bundle, by the suffix after ``<prefix>_``.
-ROLES: tuple[str, ...] = ("metadata.json", "data.jsonl", "frames.npy", "timestamps.npy", "README.md")
+ROLES: tuple[str, ...] = (
+    "metadata.json",
+    "data.jsonl",
+    "frames.npy",
+    "timestamps.npy",
+    "README.md",
+)
 # The game's earlier export: four files, frames and their times in one JSON list (legacy.py).
 LEGACY_ROLES: tuple[str, ...] = ("metadata.json", "data.jsonl", "frames.json", "README.md")
 ALL_ROLES: tuple[str, ...] = (*ROLES, "frames.json")
@@ -89,7 +95,11 @@ class BundleRef:
 # bare ``OSError("Invalid data stream")``: a real I/O error (disk, network, object store)
 # always carries an errno, so an OSError without one is the codec's.
 _DAMAGED: tuple[type[BaseException], ...] = (
-    zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, tarfile.TarError,
+    zipfile.BadZipFile,
+    zlib.error,
+    lzma.LZMAError,
+    EOFError,
+    tarfile.TarError,
     NotImplementedError,
 )
 
@@ -101,8 +111,11 @@ def is_damaged_member(ref: FileRef, exc: BaseException) -> bool:
         return False
     if isinstance(exc, _DAMAGED):
         return True
-    return isinstance(exc, OSError) and exc.errno is None and not isinstance(
-        exc, FileNotFoundError | PermissionError | IsADirectoryError)
+    return (
+        isinstance(exc, OSError)
+        and exc.errno is None
+        and not isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError)
+    )
 
 
 def _archive_kind(url: str) -> str:

@@ -62,14 +62,19 @@ def parse_storage_options(values: Sequence[str]) -> dict[str, Any]:
 
 def storage_option(f: F) -> F:
     return click.option(
-        "--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE",
+        "--storage-option",
+        "storage_options",
+        multiple=True,
+        metavar="KEY=VALUE",
         help="fsspec option for s3:// and other URLs, repeatable "
-             "(e.g. client_kwargs.endpoint_url=http://127.0.0.1:9000, anon=true).",
+        "(e.g. client_kwargs.endpoint_url=http://127.0.0.1:9000, anon=true).",
     )(f)
 
 
 def json_option(f: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Print one JSON document for machines.")(f)
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print one JSON document for machines."
+    )(f)
 
 
 def _check_scheduler(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -91,7 +96,9 @@ def _fail(e: ReactureError) -> None:
 
 def _finding_line(f: Finding) -> str:
     colour = {"error": "red", "warning": "yellow", "info": "cyan"}[str(f.severity)]
-    return f"    {click.style(f'{f.severity:<7}', fg=colour)} {f.code:<24} {f.location()}: {f.message}"
+    return (
+        f"    {click.style(f'{f.severity:<7}', fg=colour)} {f.code:<24} {f.location()}: {f.message}"
+    )
 
 
 _ORDER = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
@@ -143,8 +150,11 @@ def validate(paths: tuple[str, ...], as_json: bool, storage_options: tuple[str, 
         n_bad = sum(not r.ok for r in reports)
         click.echo(f"{len(reports)} bundle(s): {len(reports) - n_bad} valid, {n_bad} invalid")
         if not reports:
-            click.echo("no bundle found (a bundle is <prefix>_metadata.json, _data.jsonl, "
-                       "_frames.npy, _timestamps.npy, _README.md)", err=True)
+            click.echo(
+                "no bundle found (a bundle is <prefix>_metadata.json, _data.jsonl, "
+                "_frames.npy, _timestamps.npy, _README.md)",
+                err=True,
+            )
     sys.exit(EXIT_OK if ok else EXIT_INVALID)
 
 
@@ -153,8 +163,14 @@ def _judge(bundle: BundleRef, opts: dict[str, Any]) -> Report:
     try:
         return validate_bundle(bundle, opts)
     except Exception as e:  # noqa: BLE001 - one bundle's failure is its finding, never the run's
-        return Report(bundle, (finding("READ_FAILED", bundle.prefix,
-                                       f"{type(e).__name__}: {e}; check access and retry"),))
+        return Report(
+            bundle,
+            (
+                finding(
+                    "READ_FAILED", bundle.prefix, f"{type(e).__name__}: {e}; check access and retry"
+                ),
+            ),
+        )
 
 
 def _report_dict(r: Report) -> dict[str, Any]:
@@ -174,47 +190,116 @@ def _report_dict(r: Report) -> dict[str, Any]:
 
 
 def _print_report(r: Report) -> None:
-    state = click.style("valid  ", fg="green") if r.ok else click.style("INVALID", fg="red", bold=True)
-    counts = f"{r.n_frames if r.n_frames is not None else '?'} frames, {r.n_rows if r.n_rows is not None else '?'} rows"
+    state = (
+        click.style("valid  ", fg="green") if r.ok else click.style("INVALID", fg="red", bold=True)
+    )
+    n_frames = r.n_frames if r.n_frames is not None else "?"
+    n_rows = r.n_rows if r.n_rows is not None else "?"
+    counts = f"{n_frames} frames, {n_rows} rows"
     click.echo(f"{state} {r.bundle.prefix}  ({counts})  {r.bundle.source}")
     for f in sorted(r.findings, key=lambda f: _ORDER[f.severity]):
         click.echo(_finding_line(f))
 
 
 def convert_options(f: F) -> F:
-    for opt in reversed([
-        click.option("--out", "-o", required=True, metavar="OUT",
-                     help="Output dataset: a folder or an fsspec URL (s3://bucket/prefix)."),
-        click.option("--format", "formats", default="zarr", show_default=True, metavar="FORMATS",
-                     help="Comma-separated: zarr (Zarr + rows + alignment table), wds (shards)."),
-        click.option("--force", is_flag=True,
-                     help="Replace a converted session whose source bytes changed."),
-        click.option("--chunk-frames", type=click.IntRange(1), default=DEFAULT_ZARR.chunk_frames,
-                     show_default=True, help="Frames per Zarr chunk."),
-        click.option("--shard-frames", type=click.IntRange(1), default=None,
-                     help="Frames per Zarr shard (sharding codec): few big objects per session."),
-        click.option("--codec", type=click.Choice(CODECS), default=DEFAULT_ZARR.codec,
-                     show_default=True, help="Compression of Zarr frame chunks."),
-        click.option("--shard-size", type=ByteSize(), default=None, metavar="BYTES",
-                     help="WebDataset shard size target (e.g. 256MB, 1GiB). [default: 256MiB]"),
-        click.option("--shard-count", type=click.IntRange(1), default=None,
-                     help="Exactly this many WebDataset shards (wins over --shard-size)."),
-        click.option("--shuffle", "shuffle_seed", type=int, default=None, metavar="SEED",
-                     help="Interleave samples of all sessions in a seeded pseudo-random order."),
-        click.option("--frame-encoding", type=click.Choice(ENCODINGS), default="npy",
-                     show_default=True, help="WebDataset frame member: npy (exact) or png "
-                     "(lossless, smaller, slower)."),
-        click.option("--scheduler", default="auto", show_default=True, metavar="SCHEDULER",
-                     callback=_check_scheduler,
-                     help="auto, sync, threads, processes, or tcp://HOST:PORT of a Dask cluster."),
-        click.option("--workers", "-j", type=click.IntRange(1), default=None,
-                     help="Local Dask workers (default: one per core)."),
-        click.option("--on-error", type=click.Choice(["continue", "stop"]), default="continue",
-                     show_default=True,
-                     help="continue: record bad bundles and go on; stop: start nothing new after one."),
-        click.option("--wait", is_flag=True, help="Wait for another run on OUT instead of failing."),
-        click.option("--quiet", "-q", is_flag=True, help="No progress output."),
-    ]):
+    for opt in reversed(
+        [
+            click.option(
+                "--out",
+                "-o",
+                required=True,
+                metavar="OUT",
+                help="Output dataset: a folder or an fsspec URL (s3://bucket/prefix).",
+            ),
+            click.option(
+                "--format",
+                "formats",
+                default="zarr",
+                show_default=True,
+                metavar="FORMATS",
+                help="Comma-separated: zarr (Zarr + rows + alignment table), wds (shards).",
+            ),
+            click.option(
+                "--force",
+                is_flag=True,
+                help="Replace a converted session whose source bytes changed.",
+            ),
+            click.option(
+                "--chunk-frames",
+                type=click.IntRange(1),
+                default=DEFAULT_ZARR.chunk_frames,
+                show_default=True,
+                help="Frames per Zarr chunk.",
+            ),
+            click.option(
+                "--shard-frames",
+                type=click.IntRange(1),
+                default=None,
+                help="Frames per Zarr shard (sharding codec): few big objects per session.",
+            ),
+            click.option(
+                "--codec",
+                type=click.Choice(CODECS),
+                default=DEFAULT_ZARR.codec,
+                show_default=True,
+                help="Compression of Zarr frame chunks.",
+            ),
+            click.option(
+                "--shard-size",
+                type=ByteSize(),
+                default=None,
+                metavar="BYTES",
+                help="WebDataset shard size target (e.g. 256MB, 1GiB). [default: 256MiB]",
+            ),
+            click.option(
+                "--shard-count",
+                type=click.IntRange(1),
+                default=None,
+                help="Exactly this many WebDataset shards (wins over --shard-size).",
+            ),
+            click.option(
+                "--shuffle",
+                "shuffle_seed",
+                type=int,
+                default=None,
+                metavar="SEED",
+                help="Interleave samples of all sessions in a seeded pseudo-random order.",
+            ),
+            click.option(
+                "--frame-encoding",
+                type=click.Choice(ENCODINGS),
+                default="npy",
+                show_default=True,
+                help="WebDataset frame member: npy (exact) or png (lossless, smaller, slower).",
+            ),
+            click.option(
+                "--scheduler",
+                default="auto",
+                show_default=True,
+                metavar="SCHEDULER",
+                callback=_check_scheduler,
+                help="auto, sync, threads, processes, or tcp://HOST:PORT of a Dask cluster.",
+            ),
+            click.option(
+                "--workers",
+                "-j",
+                type=click.IntRange(1),
+                default=None,
+                help="Local Dask workers (default: one per core).",
+            ),
+            click.option(
+                "--on-error",
+                type=click.Choice(["continue", "stop"]),
+                default="continue",
+                show_default=True,
+                help="continue: record bad bundles and go on; stop: start nothing new after one.",
+            ),
+            click.option(
+                "--wait", is_flag=True, help="Wait for another run on OUT instead of failing."
+            ),
+            click.option("--quiet", "-q", is_flag=True, help="No progress output."),
+        ]
+    ):
         f = opt(f)
     return f
 
@@ -223,15 +308,23 @@ class ByteSize(click.ParamType):  # type: ignore[type-arg]
     """A byte count with an optional unit: 1000, 64KB, 256MiB, 1GB."""
 
     name = "bytes"
-    UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20,
-             "gib": 2**30}
+    UNITS = {
+        "": 1,
+        "b": 1,
+        "kb": 10**3,
+        "mb": 10**6,
+        "gb": 10**9,
+        "kib": 2**10,
+        "mib": 2**20,
+        "gib": 2**30,
+    }
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
         if isinstance(value, int):
             return value
         text = str(value).strip().lower().replace(" ", "")
         number = text.rstrip("kmgib")
-        unit = text[len(number):]
+        unit = text[len(number) :]
         try:
             n = int(float(number) * self.UNITS[unit])
         except (KeyError, ValueError):
@@ -241,41 +334,65 @@ class ByteSize(click.ParamType):  # type: ignore[type-arg]
         return n
 
 
-def build_options(formats: str, force: bool, chunk_frames: int, shard_frames: int | None,
-                  codec: str, input_options: dict[str, Any], shard_size: int | None = None,
-                  shard_count: int | None = None, shuffle_seed: int | None = None,
-                  frame_encoding: str = "npy") -> ConvertOptions:
+def build_options(
+    formats: str,
+    force: bool,
+    chunk_frames: int,
+    shard_frames: int | None,
+    codec: str,
+    input_options: dict[str, Any],
+    shard_size: int | None = None,
+    shard_count: int | None = None,
+    shuffle_seed: int | None = None,
+    frame_encoding: str = "npy",
+) -> ConvertOptions:
     wanted = tuple(x.strip() for x in formats.split(",") if x.strip())
     bad = [x for x in wanted if x not in FORMATS]
     if bad or not wanted:
-        raise click.BadParameter(f"unknown format {', '.join(bad) or formats!r}; choose from "
-                                 f"{', '.join(FORMATS)}", param_hint="--format")
+        raise click.BadParameter(
+            f"unknown format {', '.join(bad) or formats!r}; choose from {', '.join(FORMATS)}",
+            param_hint="--format",
+        )
     try:
         zopts = ZarrOptions(chunk_frames=chunk_frames, shard_frames=shard_frames, codec=codec)
-        wopts = WdsOptions(shard_size=shard_size or DEFAULT_SHARD_SIZE, shard_count=shard_count,
-                           shuffle_seed=shuffle_seed, encoding=frame_encoding)
+        wopts = WdsOptions(
+            shard_size=shard_size or DEFAULT_SHARD_SIZE,
+            shard_count=shard_count,
+            shuffle_seed=shuffle_seed,
+            encoding=frame_encoding,
+        )
     except ReactureError as e:
         raise click.BadParameter(str(e)) from None
-    return ConvertOptions(formats=wanted, zarr=zopts, wds=wopts, force=force,
-                          input_options=input_options)
+    return ConvertOptions(
+        formats=wanted, zarr=zopts, wds=wopts, force=force, input_options=input_options
+    )
 
 
 def _print_summary(summary: RunSummary) -> None:
     for e in summary.entries:
         colour = {"converted": "green", "skipped": "blue", "duplicate": "blue"}.get(e.status, "red")
         name = e.session or e.source
-        click.echo(f"{click.style(f'{e.status:<9}', fg=colour)} {name}"
-                   + (f"  ({e.n_frames} frames)" if e.n_frames is not None else "")
-                   + (f"  {e.reason}" if e.reason and e.status not in ('converted',) else ""))
+        click.echo(
+            f"{click.style(f'{e.status:<9}', fg=colour)} {name}"
+            + (f"  ({e.n_frames} frames)" if e.n_frames is not None else "")
+            + (f"  {e.reason}" if e.reason and e.status not in ("converted",) else "")
+        )
         if e.status in ("rejected", "failed", "conflict"):
             for f in e.findings:
                 if f.severity is Severity.ERROR:
                     click.echo(_finding_line(f))
     wds = summary.extra.get("wds")
     if wds:
-        click.echo(f"webdataset: {wds['samples']} samples in {wds['shards']} shard(s), index {wds['index']}")
+        click.echo(
+            f"webdataset: {wds['samples']} samples in {wds['shards']} shard(s), "
+            f"index {wds['index']}"
+        )
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items())) or "no bundle found"
-    rate = f", {summary.frames / summary.seconds:.0f} frames/s" if summary.seconds and summary.frames else ""
+    rate = (
+        f", {summary.frames / summary.seconds:.0f} frames/s"
+        if summary.seconds and summary.frames
+        else ""
+    )
     click.echo(f"{counts} in {summary.seconds:.1f} s{rate} -> {summary.out}")
 
 
@@ -290,9 +407,15 @@ def progress_reporter(enabled: bool) -> Iterator[Callable[[CatalogEntry, int, in
 
     started = time.perf_counter()
     frames = 0
-    with Progress(TextColumn("converting"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("sessions  {task.fields[rate]}  {task.fields[last]}"),
-                  TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
+    with Progress(
+        TextColumn("converting"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("sessions  {task.fields[rate]}  {task.fields[last]}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
         task = bar.add_task("convert", total=None, rate="", last="")
 
         def update(entry: CatalogEntry, done: int, total: int) -> None:
@@ -300,8 +423,13 @@ def progress_reporter(enabled: bool) -> Iterator[Callable[[CatalogEntry, int, in
             if entry.status == "converted":
                 frames += entry.n_frames or 0
             rate = frames / max(time.perf_counter() - started, 1e-9)
-            bar.update(task, completed=done, total=total, rate=f"{rate:,.0f} frames/s",
-                       last=f"{entry.status} {entry.session or entry.source}")
+            bar.update(
+                task,
+                completed=done,
+                total=total,
+                rate=f"{rate:,.0f} frames/s",
+                last=f"{entry.status} {entry.session or entry.source}",
+            )
 
         yield update
 
@@ -311,11 +439,26 @@ def progress_reporter(enabled: bool) -> Iterator[Callable[[CatalogEntry, int, in
 @convert_options
 @json_option
 @storage_option
-def convert(paths: tuple[str, ...], out: str, formats: str, force: bool, chunk_frames: int,
-            shard_frames: int | None, codec: str, shard_size: int | None, shard_count: int | None,
-            shuffle_seed: int | None, frame_encoding: str, scheduler: str, workers: int | None,
-            on_error: str, wait: bool, quiet: bool, as_json: bool,
-            storage_options: tuple[str, ...]) -> None:
+def convert(
+    paths: tuple[str, ...],
+    out: str,
+    formats: str,
+    force: bool,
+    chunk_frames: int,
+    shard_frames: int | None,
+    codec: str,
+    shard_size: int | None,
+    shard_count: int | None,
+    shuffle_seed: int | None,
+    frame_encoding: str,
+    scheduler: str,
+    workers: int | None,
+    on_error: str,
+    wait: bool,
+    quiet: bool,
+    as_json: bool,
+    storage_options: tuple[str, ...],
+) -> None:
     """Convert every valid bundle under PATHS into OUT and record every bundle in
     OUT/catalog.parquet.
 
@@ -323,20 +466,54 @@ def convert(paths: tuple[str, ...], out: str, formats: str, force: bool, chunk_f
     all converted (or skipped), 1 when some were rejected, conflicted or failed.
     """
     opts = parse_storage_options(storage_options)
-    options = build_options(formats, force, chunk_frames, shard_frames, codec, opts, shard_size,
-                            shard_count, shuffle_seed, frame_encoding)
-    _run_and_report(list(paths), Output(out, opts), options, scheduler, workers, wait, quiet,
-                    as_json, stop_on_error=on_error == "stop")
+    options = build_options(
+        formats,
+        force,
+        chunk_frames,
+        shard_frames,
+        codec,
+        opts,
+        shard_size,
+        shard_count,
+        shuffle_seed,
+        frame_encoding,
+    )
+    _run_and_report(
+        list(paths),
+        Output(out, opts),
+        options,
+        scheduler,
+        workers,
+        wait,
+        quiet,
+        as_json,
+        stop_on_error=on_error == "stop",
+    )
 
 
-def _run_and_report(paths: list[str], out: Output, options: ConvertOptions, scheduler: str,
-                    workers: int | None, wait: bool, quiet: bool, as_json: bool,
-                    stop_on_error: bool = False) -> None:
+def _run_and_report(
+    paths: list[str],
+    out: Output,
+    options: ConvertOptions,
+    scheduler: str,
+    workers: int | None,
+    wait: bool,
+    quiet: bool,
+    as_json: bool,
+    stop_on_error: bool = False,
+) -> None:
     try:
         with progress_reporter(enabled=not (quiet or as_json)) as progress:
-            summary = run_convert(paths, out, options, scheduler=scheduler, workers=workers,
-                                  progress=progress, wait_for_lock=wait,
-                                  stop_on_error=stop_on_error)
+            summary = run_convert(
+                paths,
+                out,
+                options,
+                scheduler=scheduler,
+                workers=workers,
+                progress=progress,
+                wait_for_lock=wait,
+                stop_on_error=stop_on_error,
+            )
     except ReactureError as e:
         _fail(e)
         return
@@ -349,8 +526,11 @@ def _run_and_report(paths: list[str], out: Output, options: ConvertOptions, sche
 
 @cli.command()
 @click.argument("out")
-@click.option("--sources", is_flag=True,
-              help="Also compare with the original bundles, bit for bit (they must still exist).")
+@click.option(
+    "--sources",
+    is_flag=True,
+    help="Also compare with the original bundles, bit for bit (they must still exist).",
+)
 @json_option
 @storage_option
 def verify(out: str, sources: bool, as_json: bool, storage_options: tuple[str, ...]) -> None:
@@ -368,40 +548,77 @@ def verify(out: str, sources: bool, as_json: bool, storage_options: tuple[str, .
         _fail(e)
         return
     if as_json:
-        click.echo(json.dumps({"ok": not problems, "sessions_checked": checked,
-                               "problems": [{"session": p.session, "problem": p.what} for p in problems]},
-                              indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "ok": not problems,
+                    "sessions_checked": checked,
+                    "problems": [{"session": p.session, "problem": p.what} for p in problems],
+                },
+                indent=2,
+            )
+        )
     else:
         for p in problems:
             click.echo(click.style("MISMATCH ", fg="red") + str(p))
         what = "outputs and sources" if sources else "outputs"
-        click.echo(f"{checked} session(s) checked ({what}): "
-                   + ("all exact" if not problems else f"{len(problems)} problem(s)"))
+        click.echo(
+            f"{checked} session(s) checked ({what}): "
+            + ("all exact" if not problems else f"{len(problems)} problem(s)")
+        )
     sys.exit(EXIT_OK if not problems else EXIT_INVALID)
 
 
 @cli.command()
 @click.argument("job_file", type=click.Path(dir_okay=False))
-@click.option("--input", "-i", "inputs", multiple=True, help="Replace the job's inputs (repeatable).")
+@click.option(
+    "--input", "-i", "inputs", multiple=True, help="Replace the job's inputs (repeatable)."
+)
 @click.option("--out", "-o", default=None, help="Replace the job's output.")
 @click.option("--format", "formats", default=None, help="Replace the job's formats (zarr,wds).")
-@click.option("--scheduler", default=None, callback=_check_scheduler,
-              help="auto, sync, threads, processes or tcp://HOST:PORT.")
+@click.option(
+    "--scheduler",
+    default=None,
+    callback=_check_scheduler,
+    help="auto, sync, threads, processes or tcp://HOST:PORT.",
+)
 @click.option("--workers", "-j", type=click.IntRange(1), default=None, help="Local Dask workers.")
-@click.option("--on-error", type=click.Choice(["continue", "stop"]), default=None,
-              help="continue: record bad bundles and go on; stop: start nothing new after one.")
+@click.option(
+    "--on-error",
+    type=click.Choice(["continue", "stop"]),
+    default=None,
+    help="continue: record bad bundles and go on; stop: start nothing new after one.",
+)
 @click.option("--force", is_flag=True, default=None, help="Replace sessions whose sources changed.")
-@click.option("--shuffle", "shuffle_seed", type=int, default=None, metavar="SEED",
-              help="Replace the job's WebDataset shuffle seed.")
+@click.option(
+    "--shuffle",
+    "shuffle_seed",
+    type=int,
+    default=None,
+    metavar="SEED",
+    help="Replace the job's WebDataset shuffle seed.",
+)
 @click.option("--wait", is_flag=True, help="Wait for another run on OUT instead of failing.")
 @click.option("--once", is_flag=True, help="For a watch job: convert what is ready, then exit.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @json_option
 @storage_option
-def run(job_file: str, inputs: tuple[str, ...], out: str | None, formats: str | None,
-        scheduler: str | None, workers: int | None, on_error: str | None, force: bool | None,
-        shuffle_seed: int | None, wait: bool, once: bool, quiet: bool, as_json: bool,
-        storage_options: tuple[str, ...]) -> None:
+def run(
+    job_file: str,
+    inputs: tuple[str, ...],
+    out: str | None,
+    formats: str | None,
+    scheduler: str | None,
+    workers: int | None,
+    on_error: str | None,
+    force: bool | None,
+    shuffle_seed: int | None,
+    wait: bool,
+    once: bool,
+    quiet: bool,
+    as_json: bool,
+    storage_options: tuple[str, ...],
+) -> None:
     """Run the job described by JOB_FILE (see pipelines/*.toml); options given here override
     the file. --storage-option applies to both inputs and output.
 
@@ -412,9 +629,16 @@ def run(job_file: str, inputs: tuple[str, ...], out: str | None, formats: str | 
 
     opts = parse_storage_options(storage_options)
     overrides: dict[str, Any] = {
-        "inputs": inputs, "out": out, "formats": formats, "scheduler": scheduler,
-        "workers": workers, "on_error": on_error, "force": force or None, "shuffle": shuffle_seed,
-        "input_options": opts or None, "output_options": opts or None,
+        "inputs": inputs,
+        "out": out,
+        "formats": formats,
+        "scheduler": scheduler,
+        "workers": workers,
+        "on_error": on_error,
+        "force": force or None,
+        "shuffle": shuffle_seed,
+        "input_options": opts or None,
+        "output_options": opts or None,
     }
     try:
         job = load_job(job_file, overrides)
@@ -422,17 +646,36 @@ def run(job_file: str, inputs: tuple[str, ...], out: str | None, formats: str | 
         _fail(e)
         return
     if not (quiet or as_json):
-        click.echo(f"job {job.name}: {', '.join(job.inputs)} -> {job.out} "
-                   f"[{','.join(job.options.formats)}]", err=True)
+        click.echo(
+            f"job {job.name}: {', '.join(job.inputs)} -> {job.out} "
+            f"[{','.join(job.options.formats)}]",
+            err=True,
+        )
     if job.watch:
-        _watch_and_report(list(job.inputs), Output(job.out, job.output_storage), job.options,
-                          replace(job.watch_options, once=once or job.watch_options.once),
-                          job.scheduler, job.workers, wait, quiet, as_json,
-                          stop_on_error=job.on_error == "stop")
+        _watch_and_report(
+            list(job.inputs),
+            Output(job.out, job.output_storage),
+            job.options,
+            replace(job.watch_options, once=once or job.watch_options.once),
+            job.scheduler,
+            job.workers,
+            wait,
+            quiet,
+            as_json,
+            stop_on_error=job.on_error == "stop",
+        )
         return
-    _run_and_report(list(job.inputs), Output(job.out, job.output_storage), job.options,
-                    job.scheduler, job.workers, wait, quiet, as_json,
-                    stop_on_error=job.on_error == "stop")
+    _run_and_report(
+        list(job.inputs),
+        Output(job.out, job.output_storage),
+        job.options,
+        job.scheduler,
+        job.workers,
+        wait,
+        quiet,
+        as_json,
+        stop_on_error=job.on_error == "stop",
+    )
 
 
 class Duration(click.ParamType):  # type: ignore[type-arg]
@@ -440,8 +683,9 @@ class Duration(click.ParamType):  # type: ignore[type-arg]
 
     name = "duration"
 
-    def convert(self, value: Any, param: click.Parameter | None,
-                ctx: click.Context | None) -> float:
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
         from reacture_convert.watch import parse_duration
 
         try:
@@ -455,8 +699,17 @@ class WatchPrinter:
     finished session; with --json one JSON object per event on stdout (JSON lines); otherwise
     one plain line per finished session."""
 
-    SHOWN = ("converted", "skipped", "duplicate", "conflict", "rejected", "failed", "stopping",
-             "error", "finding")
+    SHOWN = (
+        "converted",
+        "skipped",
+        "duplicate",
+        "conflict",
+        "rejected",
+        "failed",
+        "stopping",
+        "error",
+        "finding",
+    )
     COLOURS = {"converted": "green", "skipped": "blue", "duplicate": "blue", "stopping": "yellow"}
 
     def __init__(self, as_json: bool, quiet: bool) -> None:
@@ -474,8 +727,10 @@ class WatchPrinter:
         self.clear()
         kind = ev["event"]
         if kind == "stopping":
-            click.echo(click.style("stopping", fg="yellow") + f": finishing {ev['converting']} "
-                       "session(s) in flight, starting no new one (signal again to abort)")
+            click.echo(
+                click.style("stopping", fg="yellow") + f": finishing {ev['converting']} "
+                "session(s) in flight, starting no new one (signal again to abort)"
+            )
             return
         name = ev.get("session") or ev.get("source") or ""
         text = f"{click.style(f'{kind:<9}', fg=self.COLOURS.get(kind, 'red'))} {name}"
@@ -496,16 +751,34 @@ class WatchPrinter:
             click.echo("\r\x1b[K", nl=False, err=True)
 
 
-def _watch_and_report(paths: list[str], out: Output, options: Any, watch_options: Any,
-                      scheduler: str, workers: int | None, wait: bool, quiet: bool,
-                      as_json: bool, stop_on_error: bool = False) -> None:
+def _watch_and_report(
+    paths: list[str],
+    out: Output,
+    options: Any,
+    watch_options: Any,
+    scheduler: str,
+    workers: int | None,
+    wait: bool,
+    quiet: bool,
+    as_json: bool,
+    stop_on_error: bool = False,
+) -> None:
     from reacture_convert.watch import run_watch
 
     printer = WatchPrinter(as_json, quiet)
     try:
-        summary = run_watch(paths, out, options, watch_options, scheduler=scheduler,
-                            workers=workers, wait_for_lock=wait, on_event=printer.event,
-                            on_status=printer.status, stop_on_error=stop_on_error)
+        summary = run_watch(
+            paths,
+            out,
+            options,
+            watch_options,
+            scheduler=scheduler,
+            workers=workers,
+            wait_for_lock=wait,
+            on_event=printer.event,
+            on_status=printer.status,
+            stop_on_error=stop_on_error,
+        )
     except ReactureError as e:
         printer.clear()
         _fail(e)
@@ -513,52 +786,119 @@ def _watch_and_report(paths: list[str], out: Output, options: Any, watch_options
     printer.clear()
     if not (as_json or quiet):
         counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items())) or "nothing"
-        click.echo(f"stopped ({summary.stopped}): {counts} in {summary.seconds:.1f} s "
-                   f"-> {summary.out}")
+        click.echo(
+            f"stopped ({summary.stopped}): {counts} in {summary.seconds:.1f} s -> {summary.out}"
+        )
     if summary.aborted:
         sys.exit(EXIT_FAILED)
     # a service stopped on purpose exits 0; a cron run (--once) or on_error=stop says 1 when a
     # bundle was rejected or failed, like `convert`
-    sys.exit(EXIT_INVALID if summary.stopped in ("once", "on_error") and not summary.ok
-             else EXIT_OK)
+    sys.exit(
+        EXIT_INVALID if summary.stopped in ("once", "on_error") and not summary.ok else EXIT_OK
+    )
 
 
 @cli.command()
 @click.argument("incoming", nargs=-1, required=True)
-@click.option("--out", "-o", required=True, metavar="OUT",
-              help="Output dataset: a folder or an fsspec URL (s3://bucket/prefix).")
-@click.option("--settle", type=Duration(), default="5s", show_default=True,
-              help="A bundle is ready when its files have not changed for this long.")
-@click.option("--poll", type=Duration(), default="1s", show_default=True,
-              help="How often to look at INCOMING.")
-@click.option("--incomplete-timeout", type=Duration(), default="10m", show_default=True,
-              help="Record an upload that stays incomplete (or an unreadable archive) this long "
-                   "as rejected in the catalog.")
-@click.option("--once", is_flag=True,
-              help="Convert what is ready now, then exit (for cron).")
-@click.option("--force", is_flag=True,
-              help="Replace a converted session when its upload is replaced with other bytes.")
-@click.option("--chunk-frames", type=click.IntRange(1), default=DEFAULT_ZARR.chunk_frames,
-              show_default=True, help="Frames per Zarr chunk.")
-@click.option("--shard-frames", type=click.IntRange(1), default=None,
-              help="Frames per Zarr shard (sharding codec): few big objects per session.")
-@click.option("--codec", type=click.Choice(CODECS), default=DEFAULT_ZARR.codec,
-              show_default=True, help="Compression of Zarr frame chunks.")
-@click.option("--scheduler", default="auto", show_default=True, metavar="SCHEDULER",
-              callback=_check_scheduler,
-              help="auto (local Dask processes), sync, threads, processes, or tcp://HOST:PORT.")
-@click.option("--workers", "-j", type=click.IntRange(1), default=None,
-              help="Sessions converted at once (default: one per core).")
-@click.option("--wait", is_flag=True,
-              help="Wait for another run or watcher on OUT instead of failing.")
+@click.option(
+    "--out",
+    "-o",
+    required=True,
+    metavar="OUT",
+    help="Output dataset: a folder or an fsspec URL (s3://bucket/prefix).",
+)
+@click.option(
+    "--settle",
+    type=Duration(),
+    default="5s",
+    show_default=True,
+    help="A bundle is ready when its files have not changed for this long.",
+)
+@click.option(
+    "--poll",
+    type=Duration(),
+    default="1s",
+    show_default=True,
+    help="How often to look at INCOMING.",
+)
+@click.option(
+    "--incomplete-timeout",
+    type=Duration(),
+    default="10m",
+    show_default=True,
+    help="Record an upload that stays incomplete (or an unreadable archive) this long "
+    "as rejected in the catalog.",
+)
+@click.option("--once", is_flag=True, help="Convert what is ready now, then exit (for cron).")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace a converted session when its upload is replaced with other bytes.",
+)
+@click.option(
+    "--chunk-frames",
+    type=click.IntRange(1),
+    default=DEFAULT_ZARR.chunk_frames,
+    show_default=True,
+    help="Frames per Zarr chunk.",
+)
+@click.option(
+    "--shard-frames",
+    type=click.IntRange(1),
+    default=None,
+    help="Frames per Zarr shard (sharding codec): few big objects per session.",
+)
+@click.option(
+    "--codec",
+    type=click.Choice(CODECS),
+    default=DEFAULT_ZARR.codec,
+    show_default=True,
+    help="Compression of Zarr frame chunks.",
+)
+@click.option(
+    "--scheduler",
+    default="auto",
+    show_default=True,
+    metavar="SCHEDULER",
+    callback=_check_scheduler,
+    help="auto (local Dask processes), sync, threads, processes, or tcp://HOST:PORT.",
+)
+@click.option(
+    "--workers",
+    "-j",
+    type=click.IntRange(1),
+    default=None,
+    help="Sessions converted at once (default: one per core).",
+)
+@click.option(
+    "--wait", is_flag=True, help="Wait for another run or watcher on OUT instead of failing."
+)
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
-@click.option("--json", "as_json", is_flag=True,
-              help="Print one JSON object per event (JSON lines) for log collectors.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON object per event (JSON lines) for log collectors.",
+)
 @storage_option
-def watch(incoming: tuple[str, ...], out: str, settle: float, poll: float,
-          incomplete_timeout: float, once: bool, force: bool, chunk_frames: int,
-          shard_frames: int | None, codec: str, scheduler: str, workers: int | None, wait: bool,
-          quiet: bool, as_json: bool, storage_options: tuple[str, ...]) -> None:
+def watch(
+    incoming: tuple[str, ...],
+    out: str,
+    settle: float,
+    poll: float,
+    incomplete_timeout: float,
+    once: bool,
+    force: bool,
+    chunk_frames: int,
+    shard_frames: int | None,
+    codec: str,
+    scheduler: str,
+    workers: int | None,
+    wait: bool,
+    quiet: bool,
+    as_json: bool,
+    storage_options: tuple[str, ...],
+) -> None:
     """Keep converting bundles as they arrive in INCOMING (folders, archives or URLs such as
     s3://bucket/incoming/) into OUT, each once its upload is complete and has settled.
 
@@ -574,22 +914,38 @@ def watch(incoming: tuple[str, ...], out: str, settle: float, poll: float,
     opts = parse_storage_options(storage_options)
     options = build_options("zarr", force, chunk_frames, shard_frames, codec, opts)
     try:
-        watch_options = WatchOptions(settle=settle, poll=poll,
-                                     incomplete_timeout=incomplete_timeout, once=once)
+        watch_options = WatchOptions(
+            settle=settle, poll=poll, incomplete_timeout=incomplete_timeout, once=once
+        )
     except ReactureError as e:
         raise click.BadParameter(str(e)) from None
-    _watch_and_report(list(incoming), Output(out, opts), options, watch_options, scheduler,
-                      workers, wait, quiet, as_json)
+    _watch_and_report(
+        list(incoming),
+        Output(out, opts),
+        options,
+        watch_options,
+        scheduler,
+        workers,
+        wait,
+        quiet,
+        as_json,
+    )
 
 
 @cli.command()
 @click.argument("target")
 @click.argument("sessions", nargs=-1)
-@click.option("--html", "report_dir", required=True, type=click.Path(file_okay=False),
-              help="Folder for the report: index.html, <session>.html and <session>_files/.")
+@click.option(
+    "--html",
+    "report_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder for the report: index.html, <session>.html and <session>_files/.",
+)
 @storage_option
-def show(target: str, sessions: tuple[str, ...], report_dir: str,
-         storage_options: tuple[str, ...]) -> None:
+def show(
+    target: str, sessions: tuple[str, ...], report_dir: str, storage_options: tuple[str, ...]
+) -> None:
     """Write a static HTML report (no server, no network) of a converted dataset TARGET or of
     unconverted bundles: per session a strip of frames shown right way up, timelines of
     battery/health/fuel/damage, speed and keys with pauses marked, event and action markers,
@@ -600,8 +956,9 @@ def show(target: str, sessions: tuple[str, ...], report_dir: str,
     from reacture_convert.report import write_report
 
     try:
-        result = write_report(target, report_dir, list(sessions) or None,
-                              parse_storage_options(storage_options))
+        result = write_report(
+            target, report_dir, list(sessions) or None, parse_storage_options(storage_options)
+        )
     except ReactureError as e:
         _fail(e)
         return
@@ -610,7 +967,9 @@ def show(target: str, sessions: tuple[str, ...], report_dir: str,
 
 @cli.command()
 @click.argument("out")
-@click.option("--no-frames", is_flag=True, help="Skip per-channel frame statistics (rows only, fast).")
+@click.option(
+    "--no-frames", is_flag=True, help="Skip per-channel frame statistics (rows only, fast)."
+)
 @json_option
 @storage_option
 def stats(out: str, no_frames: bool, as_json: bool, storage_options: tuple[str, ...]) -> None:

@@ -117,10 +117,14 @@ def _hash_or_damage(
         except Exception as e:
             if not is_damaged_member(ref, e):
                 raise
-            damaged.append(finding(
-                "ARCHIVE_UNREADABLE", ref.name,
-                f"{ref.label()} cannot be read ({type(e).__name__}: {e}); the archive is "
-                "damaged: re-create or re-download it"))
+            damaged.append(
+                finding(
+                    "ARCHIVE_UNREADABLE",
+                    ref.name,
+                    f"{ref.label()} cannot be read ({type(e).__name__}: {e}); the archive is "
+                    "damaged: re-create or re-download it",
+                )
+            )
     return hashes, damaged
 
 
@@ -150,7 +154,9 @@ def _from_report(report: Report) -> dict[str, Any]:
     }
 
 
-def zarr_attributes(session: str, bundle: BundleRef, report: Report, hashes: Mapping[str, str]) -> dict[str, Any]:
+def zarr_attributes(
+    session: str, bundle: BundleRef, report: Report, hashes: Mapping[str, str]
+) -> dict[str, Any]:
     """Group attributes: metadata, provenance and how the pictures are stored. No clock times,
     so the same bundle always gives the same bytes."""
     return {
@@ -169,10 +175,13 @@ def zarr_attributes(session: str, bundle: BundleRef, report: Report, hashes: Map
             "layout": "N x height x width x RGB, uint8, exact bytes of frames.npy",
             "orientation": "bottom-up",
             "note": "WebGL readPixels order: row 0 is the bottom of the picture; "
-                    "frames[:, ::-1] shows it right way up",
+            "frames[:, ::-1] shows it right way up",
             "blank_frames": report.blank_frames,
         },
-        "timestamps": {"unit": "ms since game start", "dtype": "float32, exact bytes of timestamps.npy"},
+        "timestamps": {
+            "unit": "ms since game start",
+            "dtype": "float32, exact bytes of timestamps.npy",
+        },
     }
 
 
@@ -182,8 +191,9 @@ class SessionWriter:
     sha256s and blank flags, and the rows Parquet row by row. ``finish`` adds what needs the
     whole report (timestamps, attributes, the alignment table); ``discard`` drops it all."""
 
-    def __init__(self, bundle: BundleRef, session: str, out: Output, options: ConvertOptions,
-                 key: str) -> None:
+    def __init__(
+        self, bundle: BundleRef, session: str, out: Output, options: ConvertOptions, key: str
+    ) -> None:
         self.bundle, self.session, self.out, self.options = bundle, session, out, options
         self.opts = options.input_options
         self.stage = out.staging(key)
@@ -197,8 +207,13 @@ class SessionWriter:
             with open_file(ref, self.opts) as f:
                 header, _ = read_npy_header(f, ref.size, ref.name)
         n = header.shape[0] if header is not None and header.shape else 0
-        self.zarr = ZarrSessionWriter(out.url_of(".staging", key, "zarr", f"{session}.zarr"), n,
-                                      {}, options.zarr, out.storage_options)
+        self.zarr = ZarrSessionWriter(
+            out.url_of(".staging", key, "zarr", f"{session}.zarr"),
+            n,
+            {},
+            options.zarr,
+            out.storage_options,
+        )
         self._rows_file = out.fs.open(f"{self.stage}/rows/{session}.parquet", "wb")
         self.rows = RowsWriter(self._rows_file, session)
 
@@ -236,10 +251,15 @@ class SessionWriter:
 
 
 def _transient(e: BaseException) -> bool:
-    """I/O errors worth another try (network, a busy object store), not bad input or missing files."""
+    """I/O errors worth another try (network, a busy object store), not bad input."""
     return isinstance(e, OSError) and not isinstance(
-        e, FileNotFoundError | PermissionError | IsADirectoryError | NotADirectoryError
-        | ReactureError | gzip.BadGzipFile
+        e,
+        FileNotFoundError
+        | PermissionError
+        | IsADirectoryError
+        | NotADirectoryError
+        | ReactureError
+        | gzip.BadGzipFile,
     )
 
 
@@ -265,8 +285,15 @@ def convert_session(
                 time.sleep(0.5 * 2**attempt)
                 continue
             msg = f"{type(e).__name__}: {e}"
-            return SessionResult(_entry(bundle, "failed", reason=msg, run_id=run_id,
-                                        findings=(finding("CONVERT_FAILED", bundle.prefix, msg),)))
+            return SessionResult(
+                _entry(
+                    bundle,
+                    "failed",
+                    reason=msg,
+                    run_id=run_id,
+                    findings=(finding("CONVERT_FAILED", bundle.prefix, msg),),
+                )
+            )
     raise AssertionError("unreachable")
 
 
@@ -295,9 +322,16 @@ def commit_result(out: Output, result: SessionResult) -> CatalogEntry:
         except Exception:  # noqa: BLE001
             pass
         msg = f"{type(e).__name__}: {e}"
-        return replace(result.entry, status="failed", reason=msg, outputs=(),
-                       findings=(*result.entry.findings, finding("CONVERT_FAILED",
-                                                                  result.entry.prefix or "", msg)))
+        return replace(
+            result.entry,
+            status="failed",
+            reason=msg,
+            outputs=(),
+            findings=(
+                *result.entry.findings,
+                finding("CONVERT_FAILED", result.entry.prefix or "", msg),
+            ),
+        )
     return result.entry
 
 
@@ -316,39 +350,79 @@ def _convert(
         report = validate_bundle(bundle, opts, options.limits)
         seen = {(d.code, d.file) for d in damaged}
         found = (*damaged, *(f for f in report.findings if (f.code, f.file) not in seen))
-        return SessionResult(_entry(bundle, "rejected", reason=f"{damaged[0].code} at "
-                                    f"{damaged[0].location()}", run_id=run_id,
-                                    **{**_from_report(report), "findings": found}))
+        return SessionResult(
+            _entry(
+                bundle,
+                "rejected",
+                reason=f"{damaged[0].code} at {damaged[0].location()}",
+                run_id=run_id,
+                **{**_from_report(report), "findings": found},
+            )
+        )
     up_to_date: CatalogEntry | None = None
     if previous is not None and previous.status in ("converted", "skipped") and hashes:
         outputs_there = all(out.exists(p) for p in previous.outputs)
         if dict(previous.hashes) == hashes and outputs_there:
             if previous.source != bundle.source:
-                return SessionResult(replace(
-                    previous, source=bundle.source, status="duplicate",
-                    reason=f"same bytes as {previous.source}", outputs=(),
-                    findings=(finding("DUPLICATE_BUNDLE", bundle.prefix,
-                                      f"identical to the bundle in {previous.source}; "
-                                      "converted once"),),
-                    converted_at=_now(), run_id=run_id))
+                return SessionResult(
+                    replace(
+                        previous,
+                        source=bundle.source,
+                        status="duplicate",
+                        reason=f"same bytes as {previous.source}",
+                        outputs=(),
+                        findings=(
+                            finding(
+                                "DUPLICATE_BUNDLE",
+                                bundle.prefix,
+                                f"identical to the bundle in {previous.source}; converted once",
+                            ),
+                        ),
+                        converted_at=_now(),
+                        run_id=run_id,
+                    )
+                )
             wanted = set(session_parts(session)) if "zarr" in options.formats else set()
             if wanted <= set(previous.outputs):
-                up_to_date = replace(previous, status="skipped", reason="unchanged since last run",
-                                     converted_at=_now(), run_id=run_id)
+                up_to_date = replace(
+                    previous,
+                    status="skipped",
+                    reason="unchanged since last run",
+                    converted_at=_now(),
+                    run_id=run_id,
+                )
                 if not want_wds:
                     return SessionResult(up_to_date)
         elif dict(previous.hashes) != hashes and not options.force:
-            msg = (f"session {session!r} is already converted from {previous.source} with "
-                   "different file contents; pass --force to replace it")
-            return SessionResult(_entry(bundle, "conflict", reason=msg, hashes=hashes,
-                                        run_id=run_id, findings=(finding("CONFLICT", bundle.prefix, msg),)))
+            msg = (
+                f"session {session!r} is already converted from {previous.source} with "
+                "different file contents; pass --force to replace it"
+            )
+            return SessionResult(
+                _entry(
+                    bundle,
+                    "conflict",
+                    reason=msg,
+                    hashes=hashes,
+                    run_id=run_id,
+                    findings=(finding("CONFLICT", bundle.prefix, msg),),
+                )
+            )
     # A legacy four-file export is read through a five-file view of it (legacy.py); for a
     # current bundle the view is the bundle itself.
     with as_five_file(bundle, opts) as (view, legacy_findings):
         if view is None:
             first = next(f for f in legacy_findings if f.severity == "error")
-            return SessionResult(_entry(bundle, "rejected", reason=f"{first.code} at {first.location()}",
-                                        hashes=hashes, run_id=run_id, findings=tuple(legacy_findings)))
+            return SessionResult(
+                _entry(
+                    bundle,
+                    "rejected",
+                    reason=f"{first.code} at {first.location()}",
+                    hashes=hashes,
+                    run_id=run_id,
+                    findings=tuple(legacy_findings),
+                )
+            )
         # One pass: validation reads the bundle and the writer (when Zarr is wanted and not
         # already up to date) writes the staged outputs as it goes.
         key = stage_key(session, run_id)
@@ -366,18 +440,38 @@ def _convert(
                 writer.discard()
                 out.clear_staging(key)
             first = next(f for f in report.findings if f.severity == "error")
-            return SessionResult(_entry(bundle, "rejected", reason=f"{first.code} at {first.location()}",
-                                        hashes=hashes, run_id=run_id, **_from_report(report)))
+            return SessionResult(
+                _entry(
+                    bundle,
+                    "rejected",
+                    reason=f"{first.code} at {first.location()}",
+                    hashes=hashes,
+                    run_id=run_id,
+                    **_from_report(report),
+                )
+            )
         session_tar = None
         if want_wds:
-            session_tar = write_session_tar(view, report, session, out,
-                                            session_tar_path(out, session, run_id),
-                                            encoding=options.wds.encoding, input_options=opts)
+            session_tar = write_session_tar(
+                view,
+                report,
+                session,
+                out,
+                session_tar_path(out, session, run_id),
+                encoding=options.wds.encoding,
+                input_options=opts,
+            )
         if up_to_date is not None:
             return SessionResult(up_to_date, session_tar)
         outputs: list[str] = []
         if writer is not None:
             outputs = writer.finish(report, hashes, provenance=bundle)
-    entry = _entry(bundle, "converted", hashes=hashes, outputs=tuple(outputs), run_id=run_id,
-                   **_from_report(report))
+    entry = _entry(
+        bundle,
+        "converted",
+        hashes=hashes,
+        outputs=tuple(outputs),
+        run_id=run_id,
+        **_from_report(report),
+    )
     return SessionResult(entry, session_tar, tuple(outputs), key)

@@ -98,7 +98,9 @@ def iter_frame_objects(stream: IO[bytes]) -> Iterator[dict[str, Any]]:
     while True:
         c = skip_ws()
         if c is None:
-            raise _Bad("LEGACY_BAD_FRAMES", f"frames.json ends inside the list (after {index} frames)")
+            raise _Bad(
+                "LEGACY_BAD_FRAMES", f"frames.json ends inside the list (after {index} frames)"
+            )
         if c == "]":
             pos += 1
             if skip_ws() is not None:
@@ -106,8 +108,11 @@ def iter_frame_objects(stream: IO[bytes]) -> Iterator[dict[str, Any]]:
             return
         if not first:
             if c != ",":
-                raise _Bad("LEGACY_BAD_FRAMES", f"expected ',' between frames {index - 1} and {index}",
-                           index)
+                raise _Bad(
+                    "LEGACY_BAD_FRAMES",
+                    f"expected ',' between frames {index - 1} and {index}",
+                    index,
+                )
             pos += 1
             skip_ws()
         first = False
@@ -117,9 +122,12 @@ def iter_frame_objects(stream: IO[bytes]) -> Iterator[dict[str, Any]]:
                 break
             except json.JSONDecodeError:
                 if len(buf) - pos > MAX_OBJECT_BYTES or not more():
-                    raise _Bad("LEGACY_BAD_FRAMES",
-                               f"frame {index} is not a complete JSON object of at most "
-                               f"{MAX_OBJECT_BYTES} bytes", index) from None
+                    raise _Bad(
+                        "LEGACY_BAD_FRAMES",
+                        f"frame {index} is not a complete JSON object of at most "
+                        f"{MAX_OBJECT_BYTES} bytes",
+                        index,
+                    ) from None
             except (RecursionError, ValueError) as e:  # too deep, _Refused, a 5000-digit int
                 raise _Bad("LEGACY_BAD_FRAMES", f"frame {index} is refused: {e}", index) from None
         pos = end
@@ -131,11 +139,18 @@ def iter_frame_objects(stream: IO[bytes]) -> Iterator[dict[str, Any]]:
 
 def _frame_bytes(obj: dict[str, Any], index: int) -> tuple[bytes, float]:
     shape = obj.get("shape")
-    if list(shape or []) != [128, 128, 3] or obj.get("width", 128) != 128 or obj.get("height", 128) != 128:
-        raise _Bad("LEGACY_BAD_FRAMES", f"frame {index}: shape {shape!r}, expected [128, 128, 3]", index)
+    if (
+        list(shape or []) != [128, 128, 3]
+        or obj.get("width", 128) != 128
+        or obj.get("height", 128) != 128
+    ):
+        raise _Bad(
+            "LEGACY_BAD_FRAMES", f"frame {index}: shape {shape!r}, expected [128, 128, 3]", index
+        )
     if obj.get("dtype", "uint8") != "uint8":
-        raise _Bad("LEGACY_BAD_FRAMES", f"frame {index}: dtype {obj.get('dtype')!r}, expected uint8",
-                   index)
+        raise _Bad(
+            "LEGACY_BAD_FRAMES", f"frame {index}: dtype {obj.get('dtype')!r}, expected uint8", index
+        )
     t = obj.get("timestamp_ms")
     if isinstance(t, bool) or not isinstance(t, int | float):
         raise _Bad("LEGACY_BAD_FRAMES", f"frame {index}: timestamp_ms {t!r} is not a number", index)
@@ -145,15 +160,23 @@ def _frame_bytes(obj: dict[str, Any], index: int) -> tuple[bytes, float]:
     try:
         raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
-        raise _Bad("LEGACY_BAD_FRAMES", f"frame {index}: data_base64 is not valid base64", index) from None
+        raise _Bad(
+            "LEGACY_BAD_FRAMES", f"frame {index}: data_base64 is not valid base64", index
+        ) from None
     if len(raw) != FRAME_BYTES:
-        raise _Bad("LEGACY_BAD_FRAMES",
-                   f"frame {index}: {len(raw)} bytes decoded, expected {FRAME_BYTES}", index)
+        raise _Bad(
+            "LEGACY_BAD_FRAMES",
+            f"frame {index}: {len(raw)} bytes decoded, expected {FRAME_BYTES}",
+            index,
+        )
     path = obj.get("path")
     m = _FRAME_PATH.search(path) if isinstance(path, str) else None
     if m is not None and int(m.group(1)) != index:
-        raise _Bad("LEGACY_BAD_FRAMES", f"frame {index}: its path {path!r} names frame "
-                                        f"{int(m.group(1))}", index)
+        raise _Bad(
+            "LEGACY_BAD_FRAMES",
+            f"frame {index}: its path {path!r} names frame {int(m.group(1))}",
+            index,
+        )
     return raw, float(t)
 
 
@@ -168,9 +191,14 @@ def as_five_file(
         yield bundle, []
         return
     ref = bundle.files["frames.json"]
-    findings = [finding("LEGACY_BUNDLE", ref.name,
-                        "legacy four-file export (frames.json with base64 frames); converted to "
-                        "the same outputs as a five-file bundle")]
+    findings = [
+        finding(
+            "LEGACY_BUNDLE",
+            ref.name,
+            "legacy four-file export (frames.json with base64 frames); converted to "
+            "the same outputs as a five-file bundle",
+        )
+    ]
     with tempfile.TemporaryDirectory(prefix="reacture-legacy-") as tmp:
         frames_path = os.path.join(tmp, f"{bundle.prefix}_frames.npy")
         ts_path = os.path.join(tmp, f"{bundle.prefix}_timestamps.npy")

@@ -110,8 +110,14 @@ def _panorama(rng: np.random.Generator) -> _U8Image:
     for k, y in enumerate(range(_HORIZON, _PANO_H, 12)):  # darker towards the horizon
         img[y : y + 12] = np.clip(ground - 4 * (8 - k), 0, 255)
     for _ in range(14):  # grass, water, scorched earth
-        _fill_ellipse(img, rng.uniform(0, _PANO_W), rng.uniform(_HORIZON + 4, _PANO_H),
-                      rng.uniform(20, 90), rng.uniform(4, 30), rng.integers(40, 220, 3))
+        _fill_ellipse(
+            img,
+            rng.uniform(0, _PANO_W),
+            rng.uniform(_HORIZON + 4, _PANO_H),
+            rng.uniform(20, 90),
+            rng.uniform(4, 30),
+            rng.integers(40, 220, 3),
+        )
     n_clusters = 24
     for c in range(n_clusters):  # rubble: flat-shaded triangles in shades of grey
         cx = (c + rng.uniform(0, 0.8)) * _PANO_W / n_clusters
@@ -126,10 +132,14 @@ def _panorama(rng: np.random.Generator) -> _U8Image:
     for _ in range(6):  # walls and pillars, two shaded faces each
         x, w, h = rng.uniform(0, _PANO_W - 40), rng.uniform(6, 40), rng.uniform(10, 80)
         shade, y1 = int(rng.integers(70, 130)), _HORIZON + rng.uniform(0, 20)
-        _fill_triangle(img, [(x, y1), (x + w, y1), (x + w * 0.9, y1 - h)],
-                       (shade, shade + 5, shade + 12))
-        _fill_triangle(img, [(x, y1), (x + w * 0.9, y1 - h), (x + w * 0.1, y1 - h * 0.9)],
-                       (shade - 15, shade - 10, shade))
+        _fill_triangle(
+            img, [(x, y1), (x + w, y1), (x + w * 0.9, y1 - h)], (shade, shade + 5, shade + 12)
+        )
+        _fill_triangle(
+            img,
+            [(x, y1), (x + w * 0.9, y1 - h), (x + w * 0.1, y1 - h * 0.9)],
+            (shade - 15, shade - 10, shade),
+        )
     return img
 
 
@@ -220,13 +230,19 @@ def _vec(rng: random.Random, scale: float = 5.0, int_zero: bool = False) -> dict
 
 def _sensors(rng: random.Random, zone: str) -> dict[str, Any]:
     victims = [
-        {"distance": rng.uniform(1, 30), "angle": rng.uniform(-3.14, 3.14), "health": rng.uniform(50, 100)}
+        {
+            "distance": rng.uniform(1, 30),
+            "angle": rng.uniform(-3.14, 3.14),
+            "health": rng.uniform(50, 100),
+        }
         for _ in range(rng.randrange(3))
     ]
     return {
         "proximity": _js_num(rng.choice([10, rng.uniform(0.5, 10)])),
-        "proximitySensors": {k: _js_num(rng.choice([10, rng.uniform(0.5, 10)]))
-                             for k in ("forward", "left", "right", "back")},
+        "proximitySensors": {
+            k: _js_num(rng.choice([10, rng.uniform(0.5, 10)]))
+            for k in ("forward", "left", "right", "back")
+        },
         "victimsDetected": len(victims),
         "victims": victims,
         "fuelStationDistance": rng.uniform(1, 60),
@@ -250,25 +266,52 @@ def _state_row(rng: random.Random, t_ms: int, event: str, state: dict[str, Any])
         "time_elapsed_s": t_ms / 1000,
         "type": "robot_state",
         "event": event,
-        "key_presses": {**keys, "Space": False, "E": inspect, "R": False, "mouse_dx": 0,
-                        "mouse_dy": 0, "inspect": inspect, "destroy": False},
-        "robot": {"position": _vec(rng), "rotation": {"x": 0, "y": _js_num(rng.uniform(-7, 7)), "z": 0},
-                  "velocity": _vec(rng, 3), "isJumping": rng.random() < 0.05},
-        "accelerometer": {"x": _js_num(rng.uniform(-1, 1)), "y": 0, "z": _js_num(rng.uniform(-1, 1))},
+        "key_presses": {
+            **keys,
+            "Space": False,
+            "E": inspect,
+            "R": False,
+            "mouse_dx": 0,
+            "mouse_dy": 0,
+            "inspect": inspect,
+            "destroy": False,
+        },
+        "robot": {
+            "position": _vec(rng),
+            "rotation": {"x": 0, "y": _js_num(rng.uniform(-7, 7)), "z": 0},
+            "velocity": _vec(rng, 3),
+            "isJumping": rng.random() < 0.05,
+        },
+        "accelerometer": {
+            "x": _js_num(rng.uniform(-1, 1)),
+            "y": 0,
+            "z": _js_num(rng.uniform(-1, 1)),
+        },
         "battery": _js_num(state["battery"]),
         "damage": _js_num(state["damage"]),
         "health": _js_num(state["health"]),
         "fuel": _js_num(state["fuel"]),
         "zone": state["zone"],
-        "camera": {"position": _vec(rng), "rotation": _vec(rng, 1), "yaw": _js_num(rng.uniform(-7, 7)),
-                   "pitch": _js_num(rng.uniform(-1, 1))},
+        "camera": {
+            "position": _vec(rng),
+            "rotation": _vec(rng, 1),
+            "yaw": _js_num(rng.uniform(-7, 7)),
+            "pitch": _js_num(rng.uniform(-1, 1)),
+        },
         "sensors": _sensors(rng, state["zone"]),
     }
 
 
 _EVENTS = ("collision_damage", "zone_change", "inspect", "destroy_rubble")
-_ACTIONS = ("move_forward_start", "move_forward_stop", "jump", "inspect_start", "inspect_end",
-            "destroy_rubble", "refuel")
+_ACTIONS = (
+    "move_forward_start",
+    "move_forward_stop",
+    "jump",
+    "inspect_start",
+    "inspect_end",
+    "destroy_rubble",
+    "refuel",
+)
 
 
 def _event_row(rng: random.Random, t_ms: int, state: dict[str, Any]) -> dict[str, Any]:
@@ -289,7 +332,10 @@ def _action_row(rng: random.Random, t_ms: int, state: dict[str, Any]) -> dict[st
         "timestamp": t_ms,
         "type": "player_action",
         "action": action,
-        "robot": {"position": _vec(rng), "rotation": {"x": 0, "y": _js_num(rng.uniform(-7, 7)), "z": 0}},
+        "robot": {
+            "position": _vec(rng),
+            "rotation": {"x": 0, "y": _js_num(rng.uniform(-7, 7)), "z": 0},
+        },
         "sensors": _sensors(rng, state["zone"]),
     }
     if action == "destroy_rubble":
@@ -303,7 +349,13 @@ def build_rows(spec: BundleSpec, timestamps: np.ndarray) -> list[dict[str, Any]]
     """All JSONL rows: game_start first (after an earlier-logged zone_change), one periodic row
     per frame with events/actions between frames, game_end last."""
     rng = random.Random(spec.seed)
-    state: dict[str, Any] = {"battery": 100, "damage": 0, "health": 100, "fuel": 100, "zone": "safe"}
+    state: dict[str, Any] = {
+        "battery": 100,
+        "damage": 0,
+        "health": 100,
+        "fuel": 100,
+        "zone": "safe",
+    }
     rows: list[dict[str, Any]] = []
     start_ms = 49
     # The exporter's quirk: an inner zone_change is logged before the outer game_start.
@@ -312,10 +364,14 @@ def build_rows(spec: BundleSpec, timestamps: np.ndarray) -> list[dict[str, Any]]
     prev = start_ms
     for i, t in enumerate(timestamps.tolist()):
         t_ms = int(t)
-        n_extra = int(rng.random() < spec.events_per_frame) + int(rng.random() < spec.events_per_frame / 2)
+        n_extra = int(rng.random() < spec.events_per_frame) + int(
+            rng.random() < spec.events_per_frame / 2
+        )
         for _ in range(n_extra):
             te = rng.randint(prev, max(prev, t_ms - 1))
-            rows.append(_action_row(rng, te, state) if rng.random() < 0.6 else _event_row(rng, te, state))
+            rows.append(
+                _action_row(rng, te, state) if rng.random() < 0.6 else _event_row(rng, te, state)
+            )
         state["battery"] = max(0.0, state["battery"] - rng.uniform(0, 0.05))
         state["fuel"] = max(0.0, state["fuel"] - rng.uniform(0, 0.05))
         state["health"] = max(0.0, state["health"] - rng.choice([0, 0, 0, 0.5]))
@@ -325,8 +381,14 @@ def build_rows(spec: BundleSpec, timestamps: np.ndarray) -> list[dict[str, Any]]
         rows.append(row)
         prev = t_ms
     end = _state_row(rng, prev + 100, "game_end", state)
-    end["finalStats"] = {"timeElapsed": (prev + 100) // 1000, "victimsSaved": 0, "victimsTotal": 7,
-                         "robotHealth": 0, "robotFuel": state["fuel"], "finalScore": 600}
+    end["finalStats"] = {
+        "timeElapsed": (prev + 100) // 1000,
+        "victimsSaved": 0,
+        "victimsTotal": 7,
+        "robotHealth": 0,
+        "robotFuel": state["fuel"],
+        "finalScore": 600,
+    }
     rows.append(end)
     return rows
 
@@ -371,13 +433,25 @@ def write_bundle(folder: str | Path, spec: BundleSpec = BundleSpec()) -> Path:
         "robot_model": "ReActure_v1",
         "environment": spec.environment,
         "environment_name": spec.environment.title() + " Zone",
-        "game_result": {"victims_total": 7, "victims_saved": 0, "victims_died": 0, "final_score": 600,
-                        "final_health": 0, "final_fuel": 80.5, "completion_status": "failed"},
-        "data_stats": {"total_samples": len(rows), "total_frames": spec.n_frames,
-                       "actions_logged": sum(r["type"] == "player_action" for r in rows)},
+        "game_result": {
+            "victims_total": 7,
+            "victims_saved": 0,
+            "victims_died": 0,
+            "final_score": 600,
+            "final_health": 0,
+            "final_fuel": 80.5,
+            "completion_status": "failed",
+        },
+        "data_stats": {
+            "total_samples": len(rows),
+            "total_frames": spec.n_frames,
+            "actions_logged": sum(r["type"] == "player_action" for r in rows),
+        },
     }
     (folder / f"{p}_metadata.json").write_text(json.dumps(meta, indent=2), encoding="ascii")
-    (folder / f"{p}_README.md").write_text(f"# ReActure Dataset - {meta['session_id']}\n", encoding="utf-8")
+    (folder / f"{p}_README.md").write_text(
+        f"# ReActure Dataset - {meta['session_id']}\n", encoding="utf-8"
+    )
     return folder
 
 
@@ -396,14 +470,25 @@ def write_legacy_bundle(source: str | Path, dest: str | Path) -> Path:
         shutil.copyfile(source / f"{prefix}_{role}", dest / f"{prefix}_{role}")
     n = ((source / f"{prefix}_frames.npy").stat().st_size - 129) // FRAME_BYTES
     ts = np.fromfile(source / f"{prefix}_timestamps.npy", dtype="<f4", offset=129)
-    frames = np.memmap(source / f"{prefix}_frames.npy", dtype=np.uint8, mode="r", offset=129,
-                       shape=(n, *FRAME_SHAPE))
+    frames = np.memmap(
+        source / f"{prefix}_frames.npy",
+        dtype=np.uint8,
+        mode="r",
+        offset=129,
+        shape=(n, *FRAME_SHAPE),
+    )
     with open(dest / f"{prefix}_frames.json", "w", encoding="ascii") as f:
         f.write("[")
         for i in range(n):
-            obj = {"path": f"frames/frame_{i:06d}.npy", "timestamp_ms": _js_num(float(ts[i])),
-                   "width": 128, "height": 128, "shape": [128, 128, 3], "dtype": "uint8",
-                   "data_base64": base64.b64encode(frames[i].tobytes()).decode("ascii")}
+            obj = {
+                "path": f"frames/frame_{i:06d}.npy",
+                "timestamp_ms": _js_num(float(ts[i])),
+                "width": 128,
+                "height": 128,
+                "shape": [128, 128, 3],
+                "dtype": "uint8",
+                "data_base64": base64.b64encode(frames[i].tobytes()).decode("ascii"),
+            }
             f.write(("," if i else "") + json.dumps(obj, separators=(",", ":")))
         f.write("]")
     return dest

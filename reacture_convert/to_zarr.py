@@ -36,7 +36,9 @@ class ZarrOptions:
 
     def __post_init__(self) -> None:
         if self.codec not in CODECS:
-            raise ConfigError(f"unknown Zarr codec {self.codec!r}; choose one of {', '.join(CODECS)}")
+            raise ConfigError(
+                f"unknown Zarr codec {self.codec!r}; choose one of {', '.join(CODECS)}"
+            )
         if self.chunk_frames < 1:
             raise ConfigError("--chunk-frames must be at least 1")
         if self.shard_frames is not None and (

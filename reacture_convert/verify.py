@@ -93,8 +93,9 @@ def _verify_session(out: Output, e: CatalogEntry) -> Iterator[Problem]:
         digests = frame_digests(np.asarray(frames[a : a + BLOCK]))
         for k, d in enumerate(digests):
             if d != table[a + k]["frame_sha256"]:
-                yield Problem(s, f"frame {a + k}: zarr bytes do not match the sha256 "
-                                 "in the alignment table")
+                yield Problem(
+                    s, f"frame {a + k}: zarr bytes do not match the sha256 in the alignment table"
+                )
     rows = _read_parquet(out, f"rows/{s}.parquet")
     if any(r["session"] != s for r in rows) or any(r["session"] != s for r in table):
         yield Problem(s, "rows or alignment table hold rows of another session")
@@ -114,8 +115,11 @@ def _verify_session(out: Output, e: CatalogEntry) -> Iterator[Problem]:
     referenced = {r["row_index"] for r in table if r["row_index"] is not None}
     for row in rows:
         if row["kind"] == "periodic" and row["row_index"] not in referenced:
-            yield Problem(s, f"periodic row {row['row_index']} names frame {row['frame_index']} "
-                             "but the alignment table does not point back at it")
+            yield Problem(
+                s,
+                f"periodic row {row['row_index']} names frame {row['frame_index']} "
+                "but the alignment table does not point back at it",
+            )
 
 
 def _find_source(e: CatalogEntry, opts: StorageOptions) -> BundleRef | None:
@@ -142,7 +146,9 @@ def _verify_sources(out: Output, e: CatalogEntry) -> Iterator[Problem]:
         yield from _compare_sources(out, s, view, opts)
 
 
-def _compare_sources(out: Output, s: str, bundle: BundleRef, opts: StorageOptions) -> Iterator[Problem]:
+def _compare_sources(
+    out: Output, s: str, bundle: BundleRef, opts: StorageOptions
+) -> Iterator[Problem]:
     zframes, zts, _ = _open_session(out, s)
     with open_file(bundle.files["frames.npy"], opts) as f:
         header, _ = read_npy_header(f, bundle.files["frames.npy"].size, "frames")
@@ -207,8 +213,10 @@ def verify_dataset(out: Output, sources: bool = False) -> tuple[int, list[Proble
     ``OutputError`` when ``out`` holds no catalog: a mistyped path must not pass as a verified
     (empty) dataset."""
     if not out.exists(CATALOG):
-        raise OutputError(f"{out.url}: no {CATALOG} here, so there is nothing to verify; give the "
-                          "--out folder (or URL) of a `reacture-convert convert` run")
+        raise OutputError(
+            f"{out.url}: no {CATALOG} here, so there is nothing to verify; give the "
+            "--out folder (or URL) of a `reacture-convert convert` run"
+        )
     problems: list[Problem] = []
     checked = 0
     for e in read_catalog(out):

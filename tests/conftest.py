@@ -23,7 +23,9 @@ def real_bundle_dirs() -> list[Path]:
     dirs = {SAMPLE_DIR.name: SAMPLE_DIR}
     if SHARED_REAL.is_dir():
         for meta in sorted(SHARED_REAL.rglob("*_metadata.json")):
-            dirs[meta.parent.name if meta.parent.name.startswith("reacture_") else meta.name] = meta.parent
+            dirs[meta.parent.name if meta.parent.name.startswith("reacture_") else meta.name] = (
+                meta.parent
+            )
     return list(dirs.values())
 
 
@@ -102,24 +104,47 @@ def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     # Like a real deployment, the workers run the same code as the client: the package, and
     # the test modules (pytest imports them from tests/), whose functions tasks may name.
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")) if p)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            p for p in (str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")) if p
+        ),
+    }
 
     def start(name: str, args: list[str]) -> None:
         log = tmp / f"{name}.log"
         logs.append(log)
         with open(log, "wb") as sink:
-            procs.append(subprocess.Popen([*_dask_cli(), *args], stdout=sink,
-                                          stderr=subprocess.STDOUT, cwd=tmp, env=env,
-                                          start_new_session=True))
+            procs.append(
+                subprocess.Popen(
+                    [*_dask_cli(), *args],
+                    stdout=sink,
+                    stderr=subprocess.STDOUT,
+                    cwd=tmp,
+                    env=env,
+                    start_new_session=True,
+                )
+            )
 
     def logs_text() -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-2000:]}" for p in logs)
 
     try:
-        start("scheduler", ["scheduler", "--host", "127.0.0.1", "--port", "0",
-                            "--no-dashboard", "--dashboard-address", "127.0.0.1:0",
-                            "--scheduler-file", str(sched_file)])
+        start(
+            "scheduler",
+            [
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-dashboard",
+                "--dashboard-address",
+                "127.0.0.1:0",
+                "--scheduler-file",
+                str(sched_file),
+            ],
+        )
         deadline = time.monotonic() + 30
         while not sched_file.exists() or not sched_file.read_text().strip():
             if time.monotonic() > deadline or procs[0].poll() is not None:
@@ -127,9 +152,22 @@ def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             time.sleep(0.05)
         address = json.loads(sched_file.read_text())["address"]
         for k in range(2):
-            start(f"worker{k}", ["worker", address, "--nworkers", "1", "--nthreads", "1",
-                                 "--host", "127.0.0.1", "--no-dashboard",
-                                 "--local-directory", str(tmp / f"worker{k}")])
+            start(
+                f"worker{k}",
+                [
+                    "worker",
+                    address,
+                    "--nworkers",
+                    "1",
+                    "--nthreads",
+                    "1",
+                    "--host",
+                    "127.0.0.1",
+                    "--no-dashboard",
+                    "--local-directory",
+                    str(tmp / f"worker{k}"),
+                ],
+            )
         with Client(address, timeout=30) as client:
             try:
                 client.wait_for_workers(2, timeout=60)
@@ -196,8 +234,12 @@ def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3]:
     log = tmp / "moto.log"
     server = Path(sys.executable).with_name("moto_server")
     with open(log, "wb") as sink:
-        proc = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)],
-                                stdout=sink, stderr=subprocess.STDOUT, cwd=tmp)
+        proc = subprocess.Popen(
+            [str(server), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            cwd=tmp,
+        )
     try:
         _wait_http(f"{endpoint}/moto-api/", proc, log)
         with pytest.MonkeyPatch.context() as env:
@@ -207,8 +249,9 @@ def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3]:
             env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
             env.setenv("AWS_DEFAULT_REGION", "us-east-1")
             env.setenv("AWS_EC2_METADATA_DISABLED", "true")
-            fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint},
-                                   skip_instance_cache=True)
+            fs = s3fs.S3FileSystem(
+                client_kwargs={"endpoint_url": endpoint}, skip_instance_cache=True
+            )
             fs.mkdir("raw")
             fs.mkdir("datasets")
             yield S3(endpoint, fs)
@@ -219,4 +262,3 @@ def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
-

@@ -26,7 +26,9 @@ BOTH = ConvertOptions(formats=("zarr", "wds"))
 
 
 def _files(root: Path, pattern: str) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.glob(pattern)) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.glob(pattern)) if p.is_file()
+    }
 
 
 def test_legacy_bundle_is_found_and_flagged(real_bundle: Path, tmp_path: Path) -> None:
@@ -38,16 +40,26 @@ def test_legacy_bundle_is_found_and_flagged(real_bundle: Path, tmp_path: Path) -
     assert report.findings[0].code == "LEGACY_BUNDLE"
     original = validate_bundle(discover([str(real_bundle)]).bundles[0])
     assert (report.n_frames, report.n_rows, report.frame_rows) == (
-        original.n_frames, original.n_rows, original.frame_rows)
+        original.n_frames,
+        original.n_rows,
+        original.frame_rows,
+    )
 
 
-def test_legacy_outputs_equal_those_of_the_five_file_original(real_bundle: Path,
-                                                              tmp_path: Path) -> None:
+def test_legacy_outputs_equal_those_of_the_five_file_original(
+    real_bundle: Path, tmp_path: Path
+) -> None:
     legacy = write_legacy_bundle(real_bundle, tmp_path / "legacy")
     a, b = tmp_path / "from-legacy", tmp_path / "from-original"
     assert run_convert([str(legacy)], Output(str(a)), BOTH, scheduler="sync").ok
     assert run_convert([str(real_bundle)], Output(str(b)), BOTH, scheduler="sync").ok
-    for pattern in ("rows/*", "frames/*", "wds/*.tar", "zarr/*/frames/c/**/*", "zarr/*/timestamps/c/**/*"):
+    for pattern in (
+        "rows/*",
+        "frames/*",
+        "wds/*.tar",
+        "zarr/*/frames/c/**/*",
+        "zarr/*/timestamps/c/**/*",
+    ):
         assert _files(a, pattern) == _files(b, pattern), pattern
     name = real_bundle.name if real_bundle.name.startswith("reacture_") else None
     (session,) = [p.name[: -len(".zarr")] for p in (a / "zarr").iterdir()]
@@ -92,12 +104,14 @@ def _set(i: int, key: str, value: object) -> Callable[[Path], None]:
         objs = _objects(legacy)
         objs[i][key] = value
         _rewrite(legacy, objs)
+
     return edit
 
 
 def _raw(text: str) -> Callable[[Path], None]:
     def edit(legacy: Path) -> None:
         _frames_json(legacy).write_text(text)
+
     return edit
 
 
@@ -136,7 +150,9 @@ BAD_CASES = [
 
 @pytest.mark.parametrize(("damage", "frame"), BAD_CASES)
 def test_broken_frames_json_is_a_located_finding(
-    damage: Callable[[Path], None], frame: int | None, make_bundle: Callable[..., Path],
+    damage: Callable[[Path], None],
+    frame: int | None,
+    make_bundle: Callable[..., Path],
     tmp_path: Path,
 ) -> None:
     legacy = write_legacy_bundle(make_bundle(n_frames=8), tmp_path / "legacy")
