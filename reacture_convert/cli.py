@@ -201,109 +201,6 @@ def _print_report(r: Report) -> None:
         click.echo(_finding_line(f))
 
 
-def convert_options(f: F) -> F:
-    for opt in reversed(
-        [
-            click.option(
-                "--out",
-                "-o",
-                required=True,
-                metavar="OUT",
-                help="Output dataset: a folder or an fsspec URL (s3://bucket/prefix).",
-            ),
-            click.option(
-                "--format",
-                "formats",
-                default="zarr",
-                show_default=True,
-                metavar="FORMATS",
-                help="Comma-separated: zarr (Zarr + rows + alignment table), wds (shards).",
-            ),
-            click.option(
-                "--force",
-                is_flag=True,
-                help="Replace a converted session whose source bytes changed.",
-            ),
-            click.option(
-                "--chunk-frames",
-                type=click.IntRange(1),
-                default=DEFAULT_ZARR.chunk_frames,
-                show_default=True,
-                help="Frames per Zarr chunk.",
-            ),
-            click.option(
-                "--shard-frames",
-                type=click.IntRange(1),
-                default=None,
-                help="Frames per Zarr shard (sharding codec): few big objects per session.",
-            ),
-            click.option(
-                "--codec",
-                type=click.Choice(CODECS),
-                default=DEFAULT_ZARR.codec,
-                show_default=True,
-                help="Compression of Zarr frame chunks.",
-            ),
-            click.option(
-                "--shard-size",
-                type=ByteSize(),
-                default=None,
-                metavar="BYTES",
-                help="WebDataset shard size target (e.g. 256MB, 1GiB). [default: 256MiB]",
-            ),
-            click.option(
-                "--shard-count",
-                type=click.IntRange(1),
-                default=None,
-                help="Exactly this many WebDataset shards (wins over --shard-size).",
-            ),
-            click.option(
-                "--shuffle",
-                "shuffle_seed",
-                type=int,
-                default=None,
-                metavar="SEED",
-                help="Interleave samples of all sessions in a seeded pseudo-random order.",
-            ),
-            click.option(
-                "--frame-encoding",
-                type=click.Choice(ENCODINGS),
-                default="npy",
-                show_default=True,
-                help="WebDataset frame member: npy (exact) or png (lossless, smaller, slower).",
-            ),
-            click.option(
-                "--scheduler",
-                default="auto",
-                show_default=True,
-                metavar="SCHEDULER",
-                callback=_check_scheduler,
-                help="auto, sync, threads, processes, or tcp://HOST:PORT of a Dask cluster.",
-            ),
-            click.option(
-                "--workers",
-                "-j",
-                type=click.IntRange(1),
-                default=None,
-                help="Local Dask workers (default: one per core).",
-            ),
-            click.option(
-                "--on-error",
-                type=click.Choice(["continue", "stop"]),
-                default="continue",
-                show_default=True,
-                help="continue: record bad bundles and go on; stop: start nothing new after one.",
-            ),
-            click.option(
-                "--wait", is_flag=True, help="Wait for another run on OUT instead of failing."
-            ),
-            click.option("--quiet", "-q", is_flag=True, help="No progress output."),
-        ]
-    ):
-        f = opt(f)
-    return f
-
-
 class ByteSize(click.ParamType):  # type: ignore[type-arg]
     """A byte count with an optional unit: 1000, 64KB, 256MiB, 1GB."""
 
@@ -332,6 +229,123 @@ class ByteSize(click.ParamType):  # type: ignore[type-arg]
         if n < 1:
             self.fail("must be at least 1 byte", param, ctx)
         return n
+
+
+# Options shared by `convert` and `watch` (one definition, one help text).
+out_option = click.option(
+    "--out",
+    "-o",
+    required=True,
+    metavar="OUT",
+    help="Output dataset: a folder or an fsspec URL (s3://bucket/prefix).",
+)
+zarr_options = (
+    click.option(
+        "--chunk-frames",
+        type=click.IntRange(1),
+        default=DEFAULT_ZARR.chunk_frames,
+        show_default=True,
+        help="Frames per Zarr chunk.",
+    ),
+    click.option(
+        "--shard-frames",
+        type=click.IntRange(1),
+        default=None,
+        help="Frames per Zarr shard (sharding codec): few big objects per session.",
+    ),
+    click.option(
+        "--codec",
+        type=click.Choice(CODECS),
+        default=DEFAULT_ZARR.codec,
+        show_default=True,
+        help="Compression of Zarr frame chunks.",
+    ),
+)
+scheduler_options = (
+    click.option(
+        "--scheduler",
+        default="auto",
+        show_default=True,
+        metavar="SCHEDULER",
+        callback=_check_scheduler,
+        help="auto, sync, threads, processes, or tcp://HOST:PORT of a Dask cluster.",
+    ),
+    click.option(
+        "--workers",
+        "-j",
+        type=click.IntRange(1),
+        default=None,
+        help="Sessions converted at once on local Dask workers (default: one per core).",
+    ),
+)
+
+
+def with_options(*opts: Callable[[F], F]) -> Callable[[F], F]:
+    """Apply click options in the order they are listed (as --help shows them)."""
+
+    def apply(f: F) -> F:
+        for opt in reversed(opts):
+            f = opt(f)
+        return f
+
+    return apply
+
+
+convert_options = with_options(
+    out_option,
+    click.option(
+        "--format",
+        "formats",
+        default="zarr",
+        show_default=True,
+        metavar="FORMATS",
+        help="Comma-separated: zarr (Zarr + rows + alignment table), wds (shards).",
+    ),
+    click.option(
+        "--force",
+        is_flag=True,
+        help="Replace a converted session whose source bytes changed.",
+    ),
+    *zarr_options,
+    click.option(
+        "--shard-size",
+        type=ByteSize(),
+        default=None,
+        metavar="BYTES",
+        help="WebDataset shard size target (e.g. 256MB, 1GiB). [default: 256MiB]",
+    ),
+    click.option(
+        "--shard-count",
+        type=click.IntRange(1),
+        default=None,
+        help="Exactly this many WebDataset shards (wins over --shard-size).",
+    ),
+    click.option(
+        "--shuffle",
+        "shuffle_seed",
+        type=int,
+        default=None,
+        metavar="SEED",
+        help="Interleave samples of all sessions in a seeded pseudo-random order.",
+    ),
+    click.option(
+        "--frame-encoding",
+        type=click.Choice(ENCODINGS),
+        default="npy",
+        show_default=True,
+        help="WebDataset frame member: npy (exact) or png (lossless, smaller, slower).",
+    ),
+    *scheduler_options,
+    click.option(
+        "--on-error",
+        type=click.Choice(["continue", "stop"]),
+        default="continue",
+        show_default=True,
+        help="continue: record bad bundles and go on; stop: start nothing new after one.",
+    ),
+    click.option("--wait", is_flag=True, help="Wait for another run on OUT instead of failing."),
+    click.option("--quiet", "-q", is_flag=True, help="No progress output."),
+)
 
 
 def build_options(
@@ -800,13 +814,7 @@ def _watch_and_report(
 
 @cli.command()
 @click.argument("incoming", nargs=-1, required=True)
-@click.option(
-    "--out",
-    "-o",
-    required=True,
-    metavar="OUT",
-    help="Output dataset: a folder or an fsspec URL (s3://bucket/prefix).",
-)
+@out_option
 @click.option(
     "--settle",
     type=Duration(),
@@ -835,41 +843,7 @@ def _watch_and_report(
     is_flag=True,
     help="Replace a converted session when its upload is replaced with other bytes.",
 )
-@click.option(
-    "--chunk-frames",
-    type=click.IntRange(1),
-    default=DEFAULT_ZARR.chunk_frames,
-    show_default=True,
-    help="Frames per Zarr chunk.",
-)
-@click.option(
-    "--shard-frames",
-    type=click.IntRange(1),
-    default=None,
-    help="Frames per Zarr shard (sharding codec): few big objects per session.",
-)
-@click.option(
-    "--codec",
-    type=click.Choice(CODECS),
-    default=DEFAULT_ZARR.codec,
-    show_default=True,
-    help="Compression of Zarr frame chunks.",
-)
-@click.option(
-    "--scheduler",
-    default="auto",
-    show_default=True,
-    metavar="SCHEDULER",
-    callback=_check_scheduler,
-    help="auto (local Dask processes), sync, threads, processes, or tcp://HOST:PORT.",
-)
-@click.option(
-    "--workers",
-    "-j",
-    type=click.IntRange(1),
-    default=None,
-    help="Sessions converted at once (default: one per core).",
-)
+@with_options(*zarr_options, *scheduler_options)
 @click.option(
     "--wait", is_flag=True, help="Wait for another run or watcher on OUT instead of failing."
 )
