@@ -263,6 +263,12 @@ def _transient(e: BaseException) -> bool:
     )
 
 
+def _drop_staging(out: Output, key: str) -> None:
+    """Best effort after a failure: the next run clears what is left anyway."""
+    with contextlib.suppress(Exception):
+        out.clear_staging(key)
+
+
 def convert_session(
     bundle: BundleRef,
     out: Output,
@@ -277,10 +283,7 @@ def convert_session(
         try:
             return _convert(bundle, session, out, options, previous, run_id)
         except Exception as e:  # noqa: BLE001 - a failed session is a result, not a crash
-            try:
-                out.clear_staging(stage_key(session, run_id))
-            except Exception:  # noqa: BLE001
-                pass
+            _drop_staging(out, stage_key(session, run_id))
             if _transient(e) and attempt < RETRIES:
                 time.sleep(0.5 * 2**attempt)
                 continue
@@ -317,10 +320,7 @@ def commit_result(out: Output, result: SessionResult) -> CatalogEntry:
     try:
         out.commit(result.stage_key, list(result.staged))
     except Exception as e:  # noqa: BLE001 - a failed commit is a result too
-        try:
-            out.clear_staging(result.stage_key)
-        except Exception:  # noqa: BLE001
-            pass
+        _drop_staging(out, result.stage_key)
         msg = f"{type(e).__name__}: {e}"
         return replace(
             result.entry,

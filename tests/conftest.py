@@ -11,6 +11,9 @@ from typing import Any
 import pytest
 import s3fs
 
+from reacture_convert.batch import run_convert
+from reacture_convert.convert import ConvertOptions
+from reacture_convert.storage import Output
 from reacture_convert.synth import BundleSpec, write_bundle
 
 REPO = Path(__file__).resolve().parent.parent
@@ -262,3 +265,11 @@ def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+def convert_real_bundles(out: Path, options: ConvertOptions | None = None) -> Path:
+    """Convert every real bundle into ``out`` with the sync scheduler; assert all converted."""
+    opts = options or ConvertOptions(formats=("zarr", "wds"))
+    summary = run_convert([str(p) for p in REAL_BUNDLES], Output(str(out)), opts, scheduler="sync")
+    assert summary.counts == {"converted": len(REAL_BUNDLES)}
+    return out

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from conftest import REAL_BUNDLES
+from conftest import REAL_BUNDLES, convert_real_bundles
 
 from reacture_convert.batch import run_convert
 from reacture_convert.convert import ConvertOptions
@@ -112,11 +112,7 @@ def iter_shard_json(out: Path) -> Iterator[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every real fixture converted once for this module, Zarr + Parquet + shards."""
-    out = tmp_path_factory.mktemp("dataset") / "out"
-    summary = run_convert([str(p) for p in REAL_BUNDLES], Output(str(out)),
-                          ConvertOptions(formats=("zarr", "wds")), scheduler="sync")
-    assert summary.counts == {"converted": len(REAL_BUNDLES)}
-    return out
+    return convert_real_bundles(tmp_path_factory.mktemp("dataset") / "out")
 
 
 @pytest.fixture(scope="module")

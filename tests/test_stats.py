@@ -11,13 +11,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import REAL_BUNDLES
+from conftest import REAL_BUNDLES, convert_real_bundles
 from hypothesis import given
 from hypothesis import strategies as st
 from test_dataset import Source, expected_labels, read_source
 
-from reacture_convert.batch import run_convert
-from reacture_convert.convert import ConvertOptions
 from reacture_convert.dataset import KEYS, MOMENTARY_ACTIONS
 from reacture_convert.errors import OutputError
 from reacture_convert.stats import (
@@ -29,18 +27,13 @@ from reacture_convert.stats import (
     read_stats,
     write_stats,
 )
-from reacture_convert.storage import Output
 
 APPROX = {"rel": 1e-9, "abs": 1e-12}
 
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("stats") / "out"
-    summary = run_convert([str(p) for p in REAL_BUNDLES], Output(str(out)),
-                          ConvertOptions(formats=("zarr", "wds")), scheduler="sync")
-    assert summary.counts == {"converted": len(REAL_BUNDLES)}
-    return out
+    return convert_real_bundles(tmp_path_factory.mktemp("stats") / "out")
 
 
 @pytest.fixture(scope="module")

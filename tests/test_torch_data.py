@@ -17,7 +17,7 @@ import fsspec
 import numpy as np
 import pytest
 import torch
-from conftest import REAL_BUNDLES
+from conftest import REAL_BUNDLES, convert_real_bundles
 from hypothesis import given
 from hypothesis import strategies as st
 from test_dataset import Source, expected_labels, read_source
@@ -44,12 +44,8 @@ Key = tuple[str, int]
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every real fixture converted once for this module: Zarr + Parquet and 5 shards."""
-    out = tmp_path_factory.mktemp("torch") / "out"
     options = ConvertOptions(formats=("zarr", "wds"), wds=WdsOptions(shard_count=SHARDS))
-    summary = run_convert([str(p) for p in REAL_BUNDLES], Output(str(out)), options,
-                          scheduler="sync")
-    assert summary.counts == {"converted": len(REAL_BUNDLES)}
-    return out
+    return convert_real_bundles(tmp_path_factory.mktemp("torch") / "out", options)
 
 
 @pytest.fixture(scope="module")
