@@ -13,7 +13,7 @@
 6. training read: frames/s through ``torch_data.FrameDataset`` / ``ShardDataset`` vs the
    memory-mapped source frames.npy, sequential and random access.
 
-Bundles come from ``reacture_convert.synth`` (the real exporter's file format; game-like frames
+Bundles come from ``reacture_convert.testing.synth`` (the real exporter's file format; game-like frames
 whose zstd ratio is printed next to the real variant fixture's), at 100 ms a frame, written to a
 temporary folder on the same disk as the outputs. Every measurement runs in child processes and
 is the median of ``--reps`` repetitions (default 5) that alternate product and baseline, with
@@ -51,7 +51,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from reacture_convert.synth import BundleSpec, write_bundle  # noqa: E402
+from reacture_convert.testing.synth import BundleSpec, write_bundle  # noqa: E402
 
 FRAME_BYTES = 128 * 128 * 3
 NPY_OFFSET = 129  # the game's .npy header is 129 bytes
@@ -428,7 +428,7 @@ def compare_rows(jsonl: Path, parquet: Path, rebuild: bool) -> dict[str, Any]:
     """Round-trip every row of ``jsonl`` through ``parquet`` and say what differs."""
     import pyarrow.parquet as pq
 
-    from reacture_convert.to_parquet import rebuild_row
+    from reacture_convert.writers.rows import rebuild_row
 
     originals = [json.loads(line) for line in jsonl.read_bytes().split(b"\n") if line.strip()]
     records = pq.read_table(parquet).to_pylist()
@@ -472,8 +472,8 @@ def _sql_text(value: str) -> str:
 def child_jsonl(reader: str, src: str, dest: str) -> dict[str, Any]:
     """Convert ``src`` JSONL to Parquet ``dest`` with one reader; time the work alone."""
     if reader == "product":
-        from reacture_convert.jsonl import ParsedRow, iter_jsonl
-        from reacture_convert.to_parquet import write_rows
+        from reacture_convert.ingest.jsonl import ParsedRow, iter_jsonl
+        from reacture_convert.writers.rows import write_rows
 
         t0 = time.perf_counter()
         with open(src, "rb") as f:
@@ -612,7 +612,7 @@ def child_read(out: str, frames_npy: str, n_random: int, seed: int) -> dict[str,
     n = (os.path.getsize(frames_npy) - NPY_OFFSET) // FRAME_BYTES
     idx = np.random.default_rng(seed).integers(0, n, n_random).tolist()
     try:
-        from reacture_convert.torch_data import FrameDataset, ShardDataset
+        from reacture_convert.read.torch import FrameDataset, ShardDataset
 
         opened = {"seq": FrameDataset(out), "rand": FrameDataset(out)}  # untimed: catalog, labels
         streams = {False: ShardDataset(out), True: ShardDataset(out, shuffle=True)}
@@ -626,7 +626,7 @@ def child_read(out: str, frames_npy: str, n_random: int, seed: int) -> dict[str,
         def shards(shuffle: bool) -> int:
             return sum(1 for _ in streams[shuffle])
 
-        readers = "readers: reacture_convert.torch_data (sample dicts with CHW torch tensors)"
+        readers = "readers: reacture_convert.read.torch (sample dicts with CHW torch tensors)"
     except ImportError:  # no torch (make bench does not install the torch extra)
         import zarr
 
@@ -644,7 +644,7 @@ def child_read(out: str, frames_npy: str, n_random: int, seed: int) -> dict[str,
             ds = wds.WebDataset(urls, shardshuffle=False).decode()
             return sum(1 for _ in (ds.shuffle(256) if shuffle else ds))
 
-        readers = ("TODO: reacture_convert.torch_data not importable (torch missing?): read "
+        readers = ("TODO: reacture_convert.read.torch not importable (torch missing?): read "
                    "Zarr frames with zarr and the shards with webdataset instead")
 
     def raw(indices: Sequence[int]) -> int:

@@ -22,8 +22,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from reacture_convert.synth import iter_game_frames  # noqa: E402
-from reacture_convert.to_zarr import ZarrOptions, ZarrSessionWriter  # noqa: E402
+from reacture_convert.testing.synth import iter_game_frames  # noqa: E402
+from reacture_convert.writers.zarr import ZarrOptions, ZarrSessionWriter  # noqa: E402
 
 CONFIGS = [
     ZarrOptions(chunk_frames=16, codec="zstd", level=1),

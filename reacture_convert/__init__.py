@@ -2,22 +2,22 @@
 
 The library's entry points; the command line (``reacture-convert``, ``python -m
 reacture_convert``) is a thin layer over them. PyTorch readers live in
-``reacture_convert.torch_data`` (import it explicitly: torch is an optional extra).
+``reacture_convert.read.torch`` (import it explicitly: torch is an optional extra).
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from reacture_convert.batch import RunSummary, run_convert  # noqa: E402
-from reacture_convert.convert import ConvertOptions, convert_bundle  # noqa: E402
-from reacture_convert.dataset import ConvertedDataset, SessionData, open_dataset  # noqa: E402
-from reacture_convert.discover import Discovery, discover  # noqa: E402
 from reacture_convert.findings import Finding, Severity  # noqa: E402
-from reacture_convert.storage import Output  # noqa: E402
-from reacture_convert.validate import Report, validate_bundle  # noqa: E402
-from reacture_convert.verify import verify_dataset  # noqa: E402
-from reacture_convert.watch import WatchOptions, run_watch  # noqa: E402
+from reacture_convert.ingest.discover import Discovery, discover  # noqa: E402
+from reacture_convert.ingest.validate import Report, validate_bundle  # noqa: E402
+from reacture_convert.output.storage import Output  # noqa: E402
+from reacture_convert.read.dataset import ConvertedDataset, SessionData, open_dataset  # noqa: E402
+from reacture_convert.read.verify import verify_dataset  # noqa: E402
+from reacture_convert.run.batch import RunSummary, run_convert  # noqa: E402
+from reacture_convert.run.convert import ConvertOptions, convert_bundle  # noqa: E402
+from reacture_convert.run.watch import WatchOptions, run_watch  # noqa: E402
 
 __all__ = [
     "__version__",

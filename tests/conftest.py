@@ -11,25 +11,59 @@ from typing import Any
 import pytest
 import s3fs
 
-from reacture_convert.batch import run_convert
-from reacture_convert.convert import ConvertOptions
-from reacture_convert.storage import Output
-from reacture_convert.synth import BundleSpec, write_bundle
+from reacture_convert.output.storage import Output
+from reacture_convert.run.batch import run_convert
+from reacture_convert.run.convert import ConvertOptions
+from reacture_convert.testing.synth import BundleSpec, write_bundle
 
 REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "tests" / "data"
 SAMPLE_DIR = REPO / "sample" / "reacture_1795637238001"
-SHARED_REAL = REPO.parent / "shared" / "fixtures" / "real"
+REAL_ARCHIVE = DATA / "real.tar.gz"
+"""The real recordings (docs/bundle-format.md, "The recordings in tests/data"), as shipped."""
+LEGACY_ARCHIVE = DATA / "legacy" / "reacture_1796075622822-legacy.tar.gz"
+"""A real four-file export of the game's 2025 exporter."""
+CHECKER = REPO.parent / "shared" / "tools" / "check_output.py"
+"""The independent conformance checker: beside the repository on the team's machines only."""
+needs_checker = pytest.mark.skipif(
+    not CHECKER.is_file(),
+    reason="the independent checker ../shared/tools/check_output.py is not beside this clone",
+)
+
+
+def _unpack_real() -> Path:
+    """Unpack the real recordings once per test run into a private temporary folder, read-only
+    (a test that writes into its sources fails); removed when the run ends."""
+    import atexit
+    import shutil
+    import stat
+    import tarfile
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="reacture-real-"))
+    with tarfile.open(REAL_ARCHIVE) as tar:
+        tar.extractall(root, filter="data")
+    for path in sorted(root.rglob("*"), reverse=True):
+        if path.is_file():
+            path.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+
+    def remove() -> None:
+        for path in root.rglob("*"):
+            if path.is_dir():
+                path.chmod(0o755)
+        shutil.rmtree(root, ignore_errors=True)
+
+    atexit.register(remove)
+    return root / "real"
+
+
+REAL = _unpack_real()
+"""The folder of real recordings: three bundles (one in a sub-folder) and a README.md."""
 
 
 def real_bundle_dirs() -> list[Path]:
-    """The shipped sample always; every bundle of ../shared/fixtures/real when it is there."""
-    dirs = {SAMPLE_DIR.name: SAMPLE_DIR}
-    if SHARED_REAL.is_dir():
-        for meta in sorted(SHARED_REAL.rglob("*_metadata.json")):
-            dirs[meta.parent.name if meta.parent.name.startswith("reacture_") else meta.name] = (
-                meta.parent
-            )
-    return list(dirs.values())
+    """Every bundle folder of the real recordings (the shipped sample is one of them)."""
+    return [meta.parent for meta in sorted(REAL.rglob("*_metadata.json"))]
 
 
 REAL_BUNDLES = real_bundle_dirs()
@@ -64,6 +98,12 @@ def make_bundle(tmp_path: Path) -> Callable[..., Path]:
 
 
 # --- a real Dask cluster (tests/test_batch.py, tests/test_scheduler.py) -----------------------
+
+
+def _test_dirs() -> list[str]:
+    """tests/ and its sub-folders: pytest imports a test module by its file name from there."""
+    here = Path(__file__).parent
+    return [str(here), *(str(d) for d in sorted(here.iterdir()) if d.is_dir() and d.name != "data")]
 
 
 def _dask_cli() -> list[str]:
@@ -110,7 +150,7 @@ def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(
-            p for p in (str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")) if p
+            p for p in (*_test_dirs(), os.environ.get("PYTHONPATH", "")) if p
         ),
     }
 

@@ -14,10 +14,10 @@ from types import ModuleType
 
 import numpy as np
 import pytest
+from conftest import REPO
 
-from reacture_convert.synth import iter_game_frames
+from reacture_convert.testing.synth import iter_game_frames
 
-REPO = Path(__file__).resolve().parent.parent
 ROW_KEYS = ("1", "2", "3", "4", "5", "6a", "6b", "6c", "6d")
 Run = tuple[subprocess.CompletedProcess[str], Path]
 

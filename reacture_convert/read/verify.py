@@ -1,0 +1,234 @@
+"""Re-read a converted dataset and prove it: every output agrees with the catalog and the
+alignment table, and (with ``sources=True``) with the original bundles, bit for bit.
+
+Checks per converted session: Zarr frames/timestamps shape and dtype; every frame's sha256
+recomputed from Zarr equals the alignment table's; the table's timestamps are the Zarr
+timestamps' exact bytes; rows are 0..n-1 and each frame's ``row_index`` points at a periodic row
+that names that frame (and vice versa); counts equal the catalog's. With sources: the five
+files' sha256 equal the catalog's, Zarr frames and timestamps equal the .npy data, and every row
+rebuilt from Parquet equals its JSONL line. WebDataset shards: size, sha256 and sample counts
+equal ``wds/index.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import zarr
+
+from reacture_convert.errors import OutputError
+from reacture_convert.ingest.bundle import BundleRef, StorageOptions, open_file
+from reacture_convert.ingest.discover import discover
+from reacture_convert.ingest.jsonl import ParsedRow, iter_jsonl
+from reacture_convert.ingest.legacy import as_five_file
+from reacture_convert.ingest.npy import iter_npy_chunks, read_npy_header, read_npy_small
+from reacture_convert.output.catalog import CATALOG, CatalogEntry, read_catalog
+from reacture_convert.output.storage import Output
+from reacture_convert.run.convert import hash_files
+from reacture_convert.writers.alignment import frame_digests
+from reacture_convert.writers.rows import rebuild_row
+from reacture_convert.writers.zarr import open_store
+
+__all__ = ["MAX_PROBLEMS", "Problem", "verify_dataset"]
+
+BLOCK = 256
+MAX_PROBLEMS = 20  # per session: past this, one damage is named, not repeated for every frame
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    session: str
+    what: str
+
+    def __str__(self) -> str:
+        return f"{self.session}: {self.what}"
+
+
+def _read_parquet(out: Output, rel: str) -> list[dict[str, Any]]:
+    with out.fs.open(out.path(rel), "rb") as f:
+        rows: list[dict[str, Any]] = pq.read_table(f).to_pylist()
+    return rows
+
+
+def _open_session(
+    out: Output, session: str
+) -> tuple[zarr.Array[Any], zarr.Array[Any], dict[str, Any]]:
+    """The ``frames`` and ``timestamps`` arrays and the attributes of a session's Zarr group."""
+    store = open_store(out.url_of("zarr", f"{session}.zarr"), out.storage_options)
+    group = zarr.open_group(store, mode="r")
+    arrays = group["frames"], group["timestamps"]
+    frames, ts = (a if isinstance(a, zarr.Array) else None for a in arrays)
+    if frames is None or ts is None:
+        raise OutputError(f"zarr/{session}.zarr: 'frames' and 'timestamps' must be arrays")
+    return frames, ts, dict(group.attrs)
+
+
+def _verify_session(out: Output, e: CatalogEntry) -> Iterator[Problem]:
+    s = e.session or "?"
+    frames, ts_arr, attrs = _open_session(out, s)
+    n = e.n_frames
+    if n is None or frames.shape != (n, 128, 128, 3) or str(frames.dtype) != "uint8":
+        yield Problem(s, f"zarr frames {frames.shape} {frames.dtype}, catalog says {n} frames")
+        return
+    ts = np.asarray(ts_arr[:])
+    provenance = attrs.get("provenance")
+    recorded = provenance.get("sha256") if isinstance(provenance, dict) else None
+    if recorded is not None and recorded != dict(e.hashes):
+        yield Problem(s, "zarr provenance sha256 differs from the catalog's source hashes")
+    table = _read_parquet(out, f"frames/{s}.parquet")
+    if [r["frame_index"] for r in table] != list(range(n)):
+        yield Problem(s, "alignment table frame_index is not 0..N-1")
+        return
+    table_ts = np.asarray([r["timestamp_ms"] for r in table], dtype="<f4")
+    if table_ts.tobytes() != ts.astype("<f4").tobytes():
+        yield Problem(s, "alignment table timestamps differ from zarr timestamps")
+    for a in range(0, n, BLOCK):
+        digests = frame_digests(np.asarray(frames[a : a + BLOCK]))
+        for k, d in enumerate(digests):
+            if d != table[a + k]["frame_sha256"]:
+                yield Problem(
+                    s, f"frame {a + k}: zarr bytes do not match the sha256 in the alignment table"
+                )
+    rows = _read_parquet(out, f"rows/{s}.parquet")
+    if any(r["session"] != s for r in rows) or any(r["session"] != s for r in table):
+        yield Problem(s, "rows or alignment table hold rows of another session")
+        return
+    if e.n_rows is not None and len(rows) != e.n_rows:
+        yield Problem(s, f"rows table holds {len(rows)} rows, catalog says {e.n_rows}")
+    if [r["row_index"] for r in rows] != list(range(len(rows))):
+        yield Problem(s, "rows row_index is not 0..n-1")
+        return
+    for r in table:
+        ri = r["row_index"]
+        if ri is None:
+            continue
+        row = rows[ri] if isinstance(ri, int) and 0 <= ri < len(rows) else None
+        if row is None or row["kind"] != "periodic" or row["frame_index"] != r["frame_index"]:
+            yield Problem(s, f"frame {r['frame_index']}: row_index {ri} is not its periodic row")
+    referenced = {r["row_index"] for r in table if r["row_index"] is not None}
+    for row in rows:
+        if row["kind"] == "periodic" and row["row_index"] not in referenced:
+            yield Problem(
+                s,
+                f"periodic row {row['row_index']} names frame {row['frame_index']} "
+                "but the alignment table does not point back at it",
+            )
+
+
+def _find_source(e: CatalogEntry, opts: StorageOptions) -> BundleRef | None:
+    container = e.source.split("!", 1)[0]
+    for b in discover([container], opts).bundles:
+        if b.prefix == e.prefix and b.source == e.source:
+            return b
+    return None
+
+
+def _verify_sources(out: Output, e: CatalogEntry) -> Iterator[Problem]:
+    s = e.session or "?"
+    opts = out.storage_options  # convert reads inputs with the same options
+    bundle = _find_source(e, opts)
+    if bundle is None:
+        yield Problem(s, f"source bundle {e.prefix} not found at {e.source}")
+        return
+    if hash_files(bundle, opts) != dict(e.hashes):
+        yield Problem(s, "source files changed since conversion (sha256 differs from the catalog)")
+    with as_five_file(bundle, opts) as (view, _):
+        if view is None:
+            yield Problem(s, "the legacy source's frames.json cannot be read any more")
+            return
+        yield from _compare_sources(out, s, view, opts)
+
+
+def _compare_sources(
+    out: Output, s: str, bundle: BundleRef, opts: StorageOptions
+) -> Iterator[Problem]:
+    zframes, zts, _ = _open_session(out, s)
+    with open_file(bundle.files["frames.npy"], opts) as f:
+        header, _ = read_npy_header(f, bundle.files["frames.npy"].size, "frames")
+        if header is None:
+            yield Problem(s, "source frames.npy is unreadable")
+            return
+        start = 0
+        for block in iter_npy_chunks(f, header, BLOCK):
+            if not np.array_equal(np.asarray(zframes[start : start + len(block)]), block):
+                last = start + len(block) - 1
+                yield Problem(s, f"zarr frames {start}..{last} differ from the source")
+            start += len(block)
+    with open_file(bundle.files["timestamps.npy"], opts) as f:
+        theader, _ = read_npy_header(f, bundle.files["timestamps.npy"].size, "timestamps")
+        if theader is not None:
+            src_ts = read_npy_small(f, theader)
+            if src_ts.tobytes() != np.asarray(zts[:]).astype("<f4").tobytes():
+                yield Problem(s, "zarr timestamps differ from the source")
+    rows = _read_parquet(out, f"rows/{s}.parquet")
+    with open_file(bundle.files["data.jsonl"], opts) as f:
+        for item in iter_jsonl(f, "data.jsonl"):
+            if isinstance(item, ParsedRow):
+                i = item.row_index
+                if i >= len(rows) or rebuild_row(rows[i]) != item.obj:
+                    yield Problem(s, f"row {i} (line {i + 1}) is not rebuilt exactly from Parquet")
+
+
+def _verify_wds(out: Output) -> Iterator[Problem]:
+    rel = "wds/index.json"
+    if not out.exists(rel):
+        return
+    with out.fs.open(out.path(rel), "rb") as f:
+        index = json.load(f)
+    for shard in index.get("shards", []):
+        path = out.path("wds", shard["url"])
+        if not out.fs.exists(path):
+            yield Problem("wds", f"shard {shard['url']} listed in index.json is missing")
+            continue
+        h = hashlib.sha256()
+        size = 0
+        with out.fs.open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+                size += len(block)
+        if size != shard["bytes"] or h.hexdigest() != shard["sha256"]:
+            yield Problem("wds", f"shard {shard['url']}: size or sha256 differs from index.json")
+
+
+def _first(problems: Iterator[Problem], e: CatalogEntry) -> list[Problem]:
+    """The first ``MAX_PROBLEMS`` problems of a session, and a note when it has more."""
+    found = list(itertools.islice(problems, MAX_PROBLEMS + 1))
+    if len(found) > MAX_PROBLEMS:
+        note = f"more problems after these {MAX_PROBLEMS}; verification of this session stopped"
+        found[MAX_PROBLEMS:] = [Problem(e.session or "?", note)]
+    return found
+
+
+def verify_dataset(out: Output, sources: bool = False) -> tuple[int, list[Problem]]:
+    """Verify every converted session of ``out``; returns (sessions checked, problems).
+
+    At most ``MAX_PROBLEMS`` problems are listed per session (then a note). Raises
+    ``OutputError`` when ``out`` holds no catalog: a mistyped path must not pass as a verified
+    (empty) dataset."""
+    if not out.exists(CATALOG):
+        raise OutputError(
+            f"{out.url}: no {CATALOG} here, so there is nothing to verify; give the "
+            "--out folder (or URL) of a `reacture-convert convert` run"
+        )
+    problems: list[Problem] = []
+    checked = 0
+    for e in read_catalog(out):
+        if e.status not in ("converted", "skipped") or not e.outputs:
+            continue
+        checked += 1
+        try:
+            found = _first(_verify_session(out, e), e)
+            if sources and not found:
+                found = _first(_verify_sources(out, e), e)
+        except Exception as exc:  # noqa: BLE001 - a missing or corrupt output is a finding here
+            found = [Problem(e.session or "?", f"cannot read outputs: {type(exc).__name__}: {exc}")]
+        problems.extend(found)
+    problems.extend(_verify_wds(out))
+    return checked, problems

@@ -1,0 +1,227 @@
+"""Job files: ``pipelines/NAME.toml`` describes a run; ``reacture-convert run`` executes it.
+
+A job file has a ``[job]`` table (inputs, output, formats, scheduler, workers, on-error
+policy, force), optional ``[zarr]`` and ``[wds]`` tables with the same knobs as the command
+line, and ``[storage.input]`` / ``[storage.output]`` tables of fsspec options (endpoint,
+credentials profile, ...). Unknown keys are errors, so a typo never silently does nothing.
+Relative paths are relative to the directory the command runs in. Command-line options
+override the file (``load_job(path, overrides)``). ``watch = true`` makes the job a watcher
+(``watch.run_watch``) with the ``settle``, ``poll`` and ``incomplete_timeout`` keys (durations:
+``"5s"``, ``"10m"``, or seconds).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reacture_convert.errors import ConfigError, ReactureError
+from reacture_convert.run.convert import FORMATS, ConvertOptions
+from reacture_convert.run.scheduler import check_scheduler
+from reacture_convert.run.watch import WatchOptions, parse_duration
+from reacture_convert.writers.webdataset import DEFAULT_SHARD_SIZE, WdsOptions
+from reacture_convert.writers.zarr import ZarrOptions
+
+__all__ = ["Job", "load_job", "parse_size", "ON_ERROR"]
+
+ON_ERROR = ("continue", "stop")
+_KEYS: dict[str, set[str]] = {
+    "job": {"inputs", "out", "formats", "scheduler", "workers", "on_error", "force", "description",
+            "watch", "settle", "poll", "incomplete_timeout"},
+    "zarr": {"chunk_frames", "shard_frames", "codec", "level"},
+    "wds": {"shard_size", "shard_count", "shuffle", "encoding", "name", "shuffle_buffer"},
+    "storage": {"input", "output"},
+}
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20,
+          "gib": 2**30}
+
+
+def parse_size(value: int | str) -> int:
+    """``256MiB``, ``500MB``, ``1000000`` -> bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if not isinstance(value, str):
+        raise ConfigError(f"{value!r} is not a size like 256MiB, 500MB or 1000000")
+    text = value.strip().lower().replace(" ", "")
+    number = text.rstrip("kmgib")
+    try:
+        return int(float(number) * _UNITS[text[len(number):]])
+    except (KeyError, ValueError):
+        raise ConfigError(f"{value!r} is not a size like 256MiB, 500MB or 1000000") from None
+
+
+@dataclass(frozen=True)
+class Job:
+    """A resolved run: what ``run_convert`` needs, plus the policy around it."""
+
+    name: str
+    inputs: tuple[str, ...]
+    out: str
+    options: ConvertOptions
+    scheduler: str = "auto"
+    workers: int | None = None
+    on_error: str = "continue"
+    output_storage: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+    watch: bool = False  # keep running: convert bundles as they arrive (run_watch)
+    watch_options: WatchOptions = WatchOptions()
+
+
+def _check_keys(table: str, data: Mapping[str, Any]) -> None:
+    unknown = set(data) - _KEYS[table]
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(sorted(unknown))} in [{table}]; "
+                          f"valid keys: {', '.join(sorted(_KEYS[table]))}")
+
+
+def _read_tables(path: Path) -> dict[str, Any]:
+    """The file's tables, checked for unknown tables and keys."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError("no such job file; see pipelines/ for examples") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"not valid TOML: {e}") from None
+    unknown_tables = set(data) - set(_KEYS)
+    if unknown_tables:
+        raise ConfigError(f"unknown table(s) {', '.join(sorted(unknown_tables))}; "
+                          f"valid: {', '.join(sorted(_KEYS))}")
+    for table in _KEYS:
+        if not isinstance(data.get(table, {}), dict):
+            raise ConfigError(f"[{table}] must be a table")
+        _check_keys(table, data.get(table, {}))
+    for side in ("input", "output"):
+        if not isinstance(data.get("storage", {}).get(side, {}), dict):
+            raise ConfigError(f"[storage.{side}] must be a table of fsspec options, e.g. "
+                              'client_kwargs = { endpoint_url = "http://127.0.0.1:9000" }')
+    return data
+
+
+def _inputs(value: Any) -> tuple[str, ...]:
+    inputs = (value,) if isinstance(value, str) else tuple(value)
+    if not inputs:
+        raise ConfigError("[job] inputs is empty; give at least one folder, archive or URL")
+    if not all(isinstance(i, str) and i for i in inputs):
+        raise ConfigError("[job] inputs must be a list of folders, archives or URLs (strings), "
+                          f"not {list(inputs)!r}")
+    return inputs
+
+
+def _formats(value: Any) -> tuple[str, ...]:
+    formats = tuple(f.strip() for f in value.split(",")) if isinstance(value, str) else tuple(value)
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise ConfigError(f"unknown format(s) {bad or formats!r}; choose from {', '.join(FORMATS)}")
+    return formats
+
+
+def _workers(value: Any) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigError(f"[job] workers must be a whole number >= 1, not {value!r}")
+    return value
+
+
+def _options(job: Mapping[str, Any], zarr_t: Mapping[str, Any], wds_t: Mapping[str, Any],
+             o: Mapping[str, Any], input_options: Mapping[str, Any]) -> ConvertOptions:
+    def pick(key: str, table: Mapping[str, Any], default: Any) -> Any:
+        return o[key] if key in o else table.get(key, default)
+
+    force = pick("force", job, False)
+    if not isinstance(force, bool):
+        raise ConfigError(f"[job] force must be true or false, not {force!r}")
+    try:
+        zopts = ZarrOptions(
+            chunk_frames=int(pick("chunk_frames", zarr_t, ZarrOptions().chunk_frames)),
+            shard_frames=pick("shard_frames", zarr_t, None),
+            codec=pick("codec", zarr_t, ZarrOptions().codec),
+            level=int(zarr_t.get("level", ZarrOptions().level)),
+        )
+        wopts = WdsOptions(
+            shard_size=parse_size(pick("shard_size", wds_t, DEFAULT_SHARD_SIZE)),
+            shard_count=pick("shard_count", wds_t, None),
+            shuffle_seed=pick("shuffle", wds_t, None),
+            encoding=pick("encoding", wds_t, "npy"),
+            name=wds_t.get("name", "reacture"),
+            shuffle_buffer=int(wds_t.get("shuffle_buffer", 512)),
+        )
+    except ConfigError:
+        raise
+    except (ReactureError, TypeError, ValueError) as e:
+        raise ConfigError(f"[zarr]/[wds]: {e}") from None
+    return ConvertOptions(formats=_formats(pick("formats", job, ["zarr"])), zarr=zopts,
+                          wds=wopts, force=force, input_options=dict(input_options))
+
+
+def load_job(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Job:
+    """Read a job file; ``overrides`` (CLI values; None means 'not given') win over the file.
+
+    Override keys: inputs, out, formats, scheduler, workers, on_error, force, chunk_frames,
+    shard_frames, codec, shard_size, shard_count, shuffle, encoding, input_options,
+    output_options, watch, settle, poll, incomplete_timeout. Raises ConfigError naming the file
+    and the problem.
+    """
+    path = Path(path)
+    try:
+        return _load(path, overrides or {})
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def _load(path: Path, overrides: Mapping[str, Any]) -> Job:
+    data = _read_tables(path)
+    job = data.get("job", {})
+    storage = data.get("storage", {})
+    o = {k: v for k, v in overrides.items() if v is not None and v != ()}
+    inputs = _inputs(o.get("inputs", job.get("inputs", ())))
+    out = o.get("out", job.get("out"))
+    if not out or not isinstance(out, str):
+        raise ConfigError("[job] out is missing; give a folder or URL for the dataset")
+    on_error = o.get("on_error", job.get("on_error", "continue"))
+    if on_error not in ON_ERROR:
+        raise ConfigError(f"[job] on_error must be one of {', '.join(ON_ERROR)}, "
+                          f"not {on_error!r}")
+    scheduler = check_scheduler(str(o.get("scheduler", job.get("scheduler", "auto"))))
+    input_options = {**storage.get("input", {}), **o.get("input_options", {})}
+    output_options = {**storage.get("output", {}), **o.get("output_options", {})}
+    options = _options(job, data.get("zarr", {}), data.get("wds", {}), o, input_options)
+    return Job(
+        name=path.stem,
+        inputs=inputs,
+        out=out,
+        options=options,
+        scheduler=scheduler,
+        workers=_workers(o.get("workers", job.get("workers"))),
+        on_error=on_error,
+        output_storage=output_options,
+        description=str(job.get("description", "")),
+        **_watch(job, o, options.formats),
+    )
+
+
+_WATCH_KEYS = ("settle", "poll", "incomplete_timeout")
+
+
+def _watch(job: Mapping[str, Any], o: Mapping[str, Any],
+           formats: tuple[str, ...]) -> dict[str, Any]:
+    """``watch`` and its durations; they only mean something together, and only for zarr."""
+    on = o.get("watch", job.get("watch", False))
+    if not isinstance(on, bool):
+        raise ConfigError(f"[job] watch must be true or false, not {on!r}")
+    given = {k: o.get(k, job.get(k)) for k in _WATCH_KEYS if o.get(k, job.get(k)) is not None}
+    if given and not on:
+        raise ConfigError(f"[job] {', '.join(sorted(given))} only apply with watch = true")
+    if on and formats != ("zarr",):
+        raise ConfigError("[job] a watcher (watch = true) writes formats = [\"zarr\"] only; "
+                          "build WebDataset shards with a batch job")
+    try:
+        durations = {k: parse_duration(v) for k, v in given.items()}
+        return {"watch": on, "watch_options": WatchOptions(
+            settle=durations.get("settle", WatchOptions.settle),
+            poll=durations.get("poll", WatchOptions.poll),
+            incomplete_timeout=durations.get("incomplete_timeout",
+                                             WatchOptions.incomplete_timeout))}
+    except ConfigError as e:
+        raise ConfigError(f"[job] {e}") from None

@@ -1,0 +1,761 @@
+"""Watch a drop folder or a bucket prefix and convert bundles as their uploads complete.
+
+``run_watch`` keeps polling INCOMING (local folders or fsspec URLs) with ``discover`` and
+converts every bundle that is *ready* through the batch's own code path: ``convert_session`` in
+a task on a scheduler (``batch.session_task``), ``commit_result`` and the catalog write in this
+driver, the only writer of OUT.
+
+When a bundle is ready (never act on an upload in progress):
+
+- a bundle in a folder: all its files are there, and no file's size, modification time or
+  ETag has changed for ``settle`` seconds;
+- a bundle inside an archive: the archive opens cleanly (``discover`` lists it without
+  ``ARCHIVE_UNREADABLE``) and its size and modification time have settled. Whatever the
+  settled archive lacks is then judged like any bundle (a missing file rejects it).
+
+"Unchanged for ``settle`` seconds" counts from the newest modification time the store reports
+(the upload's own clock: a restarted watcher or a ``--once`` run acts on old files at once) and
+at the latest from the moment this watcher saw the files change. A bundle that stays incomplete,
+or an archive that stays unreadable, for ``incomplete_timeout`` seconds without any change is
+recorded in the catalog as ``rejected`` with its ``BUNDLE_MISSING_FILE`` / ``ARCHIVE_UNREADABLE``
+findings; if it changes later it is watched again.
+
+Restart-safe: the catalog is the memory. A restarted watcher hands every ready bundle to
+``convert_session`` with the session's live catalog row as ``previous``, which skips unchanged
+bundles by their hashes; a ``skipped`` result (or any row equal to the catalog's but for its
+time and run id) is not written again. A killed watcher's staging is per run and cleared at
+start, so what it left in flight is simply converted again. A ``failed`` session (I/O error
+after retries, a worker that died) is tried again ``RETRY_FAILED`` seconds later; other results
+stand until the bundle changes. ``storage.lock_output`` is held for the watcher's lifetime: a
+second watcher (or batch) on the same local OUT refuses or waits (object stores have no lock).
+
+Bounded: at most ``workers`` sessions in flight, ready bundles wait in a queue, two bundles
+that would write one session name never run at once. The first SIGINT/SIGTERM (or ``stop``)
+starts no new session and lets the running ones finish and commit; a second one aborts: results
+still in flight are dropped uncommitted and the run's staging is removed, so nothing is left
+half-visible.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import queue
+import re
+import signal
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from fsspec.core import url_to_fs
+
+from reacture_convert import __version__
+from reacture_convert.errors import ConfigError, OutputError
+from reacture_convert.findings import Finding, Severity, finding
+from reacture_convert.ingest.archives import is_archive
+from reacture_convert.ingest.bundle import BundleRef
+from reacture_convert.ingest.discover import Discovery, discover
+from reacture_convert.output.catalog import (
+    LIVE_STATUSES,
+    CatalogEntry,
+    merge_entries,
+    read_catalog,
+    write_catalog,
+)
+from reacture_convert.output.naming import session_name
+from reacture_convert.output.storage import Output, lock_output
+from reacture_convert.run.batch import (
+    DEFAULT_OPTIONS,
+    OK_STATUSES,
+    StatusCounts,
+    archive_entries,
+    as_result,
+    forget_listings,
+    session_task,
+)
+from reacture_convert.run.convert import ConvertOptions, commit_result
+from reacture_convert.run.scheduler import Scheduler, open_scheduler
+
+__all__ = [
+    "WatchOptions",
+    "WatchStatus",
+    "WatchSummary",
+    "EventFn",
+    "StatusFn",
+    "parse_duration",
+    "run_watch",
+]
+
+EventFn = Callable[[dict[str, Any]], None]
+Key = tuple[str, str | None]  # (source, prefix); an archive's own rows have prefix None
+Stamp = tuple[str, int, float | None, str | None]  # url, size, mtime, etag
+TICK = 0.25  # longest the driver sleeps between looks at signals and results
+RETRY_FAILED = 60.0  # seconds before a failed session (I/O error, worker died) is tried again
+
+
+# --- options and what the watcher reports -----------------------------------------------------
+
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|min|h)?")
+_DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: float | str) -> float:
+    """``5s``, ``500ms``, ``10m``, ``1.5h``, ``2`` (seconds) -> seconds; ConfigError otherwise."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{value!r} is not a duration like 5s, 500ms, 10m or 1h")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ConfigError(f"{value!r}: a duration cannot be negative")
+        return float(value)
+    text = str(value).strip().lower().replace(" ", "")
+    match = _DURATION.fullmatch(text)
+    if match is None:
+        raise ConfigError(f"{value!r} is not a duration like 5s, 500ms, 10m or 1h")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+@dataclass(frozen=True)
+class WatchOptions:
+    """When a bundle is ready, how often to look, and whether to keep running.
+
+    ``settle``: seconds a bundle's files must stay unchanged; ``poll``: seconds between looks;
+    ``incomplete_timeout``: seconds an incomplete bundle or unreadable archive may stay so
+    (unchanged) before it gets a ``rejected`` catalog row; ``once``: look once, convert what is
+    ready then, and return (cron, tests).
+    """
+
+    settle: float = 5.0
+    poll: float = 1.0
+    incomplete_timeout: float = 600.0
+    once: bool = False
+
+    def __post_init__(self) -> None:
+        if self.settle < 0 or self.incomplete_timeout < 0:
+            raise ConfigError("settle and incomplete_timeout cannot be negative")
+        if self.poll <= 0:
+            raise ConfigError(f"poll must be more than 0 seconds, not {self.poll!r}")
+
+
+@dataclass(frozen=True)
+class WatchStatus:
+    """A snapshot for a live status line. ``waiting``: bundles seen but not ready (settling or
+    incomplete); ``counts``: results by catalog status since the watcher started."""
+
+    waiting: int
+    queued: int
+    converting: int
+    counts: Mapping[str, int]
+    frames: int  # frames of the sessions converted since start
+    busy_seconds: float  # time with at least one session in flight
+    seconds: float  # since start
+
+    @property
+    def done(self) -> int:
+        return sum(self.counts.get(s, 0) for s in OK_STATUSES)
+
+    @property
+    def rejected(self) -> int:
+        return self.counts.get("rejected", 0) + self.counts.get("conflict", 0)
+
+    @property
+    def failed(self) -> int:
+        return self.counts.get("failed", 0)
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames / self.busy_seconds if self.busy_seconds > 0 else 0.0
+
+    def line(self) -> str:
+        """``2 waiting · 1 queued · 2 converting · 10 done · 1 rejected · 0 failed · 850
+        frames/s``: what a terminal shows while the watcher runs."""
+        return (f"{self.waiting} waiting · {self.queued} queued · {self.converting} converting · "
+                f"{self.done} done · {self.rejected} rejected · {self.failed} failed · "
+                f"{self.frames_per_second:,.0f} frames/s")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"waiting": self.waiting, "queued": self.queued, "converting": self.converting,
+                "done": self.done, "rejected": self.rejected, "failed": self.failed,
+                "frames": self.frames, "frames_per_second": round(self.frames_per_second, 1)}
+
+
+StatusFn = Callable[[WatchStatus], None]
+
+
+@dataclass(frozen=True)
+class WatchSummary(StatusCounts):
+    """What a watcher did before it stopped. ``entries``: every result and report, written to
+    the catalog or not (``skipped``); ``stopped``: ``once``, ``signal``, ``on_error`` or
+    ``abort`` (a second signal: results in flight were dropped)."""
+
+    out: str
+    run_id: str
+    stopped: str
+    entries: tuple[CatalogEntry, ...] = ()
+    seconds: float = 0.0
+    frames: int = 0
+
+    @property
+    def aborted(self) -> bool:
+        return self.stopped == "abort"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"out": self.out, "run_id": self.run_id, "stopped": self.stopped, "ok": self.ok,
+                "counts": self.counts, "frames": self.frames, "seconds": round(self.seconds, 3)}
+
+
+# --- when files have settled -------------------------------------------------------------------
+
+
+def _mtime(info: Mapping[str, Any]) -> float | None:
+    """A listing entry's modification time as epoch seconds: ``mtime`` (local), ``LastModified``
+    (S3), ``last_modified``/``updated`` (other stores); None when it has none."""
+    for key in ("mtime", "LastModified", "last_modified", "updated", "modified"):
+        value = info.get(key)
+        if isinstance(value, bool) or value is None:
+            continue
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+        if isinstance(value, dt.datetime):
+            return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).timestamp()
+    return None
+
+
+def _stamp(url: str, opts: Mapping[str, Any]) -> Stamp:
+    """What says a file changed: size, modification time, ETag (object stores)."""
+    fs, path = url_to_fs(url, **dict(opts))
+    info = fs.info(path)
+    etag = info.get("ETag") or info.get("etag")
+    return (url, int(info.get("size") or 0), _mtime(info), str(etag) if etag else None)
+
+
+def _quiet_since(stamps: Sequence[Stamp], now: float, wall: float) -> float:
+    """The monotonic time from which ``stamps`` count as unchanged: now, moved back by the age
+    of the newest modification time (never forward: a clock ahead of ours counts as now)."""
+    # a whole second may be a truncated time (S3's LastModified): count it as the latest it
+    # could have been, so that a settle time is never cut short by the truncation
+    times = [t + 1.0 if t.is_integer() else t for t in (s[2] for s in stamps) if t is not None]
+    if not times:
+        return now
+    return now - max(0.0, wall - max(times))
+
+
+@dataclass
+class _Track:
+    """One bundle (or archive) seen in INCOMING: its stamps and where it stands.
+
+    state: ``waiting`` (settling or incomplete), ``queued``, ``running``, ``handled`` (a result
+    for these stamps is recorded), ``reported`` (an incomplete row is recorded)."""
+
+    stamps: tuple[Stamp, ...]
+    quiet_since: float
+    state: str = "waiting"
+    retry_at: float = 0.0  # a failed one waits until then
+
+
+@dataclass(frozen=True)
+class _Running:
+    bundle: BundleRef
+    stamps: tuple[Stamp, ...]
+    started: float
+
+
+# --- results from the scheduler without blocking the driver ------------------------------------
+
+
+class _Pump:
+    """Hands a scheduler's results to a queue from a thread, so the driver keeps polling,
+    reporting and hearing signals while sessions convert (``Scheduler.results`` blocks)."""
+
+    def __init__(self, sched: Scheduler) -> None:
+        self.sched = sched
+        self.results: queue.Queue[tuple[Any, Any]] = queue.Queue()
+        self.work = threading.Event()
+        self.closed = False
+        self.thread = threading.Thread(target=self._run, name="reacture-watch-results",
+                                       daemon=True)
+        self.thread.start()
+
+    def submit(self, key: Key, *task: Any) -> None:
+        self.sched.submit(key, *task)
+        self.work.set()
+
+    def _run(self) -> None:
+        while not self.closed:
+            if not self.work.wait(timeout=TICK):
+                continue
+            self.work.clear()  # before iterating: a task submitted from now on is seen
+            try:
+                for item in self.sched.results():
+                    self.results.put(item)
+            except Exception as e:  # noqa: BLE001 - the scheduler is gone: say so once
+                if not self.closed:
+                    self.results.put((None, e))
+                return
+
+    def close(self) -> None:
+        self.closed = True
+        self.work.set()
+
+
+# --- the driver ----------------------------------------------------------------------------------
+
+
+def _now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _same_row(a: CatalogEntry, b: CatalogEntry) -> bool:
+    """Equal but for when and by which run: writing ``b`` over ``a`` would change nothing."""
+    return replace(a, converted_at=None, run_id=None) == replace(b, converted_at=None, run_id=None)
+
+
+def _is_archive_url(source: str) -> bool:
+    return is_archive(source.rstrip("/").rsplit("/", 1)[-1])
+
+
+class _Watcher:
+    """State of one watcher: what it has seen, queued, running, and the catalog it keeps."""
+
+    def __init__(self, paths: Sequence[str], out: Output, options: ConvertOptions,
+                 watch: WatchOptions, run_id: str, catalog: list[CatalogEntry],
+                 on_event: EventFn | None, on_status: StatusFn | None,
+                 stop: threading.Event | None, stop_on_error: bool) -> None:
+        self.paths = list(paths)
+        self.out = out
+        self.options = options
+        self.opts = dict(options.input_options)
+        self.watch = watch
+        self.run_id = run_id
+        self.catalog = catalog
+        self.on_event = on_event
+        self.on_status = on_status
+        self.stop_event = stop
+        self.stop_on_error = stop_on_error
+        self.started = time.monotonic()
+        self.tracks: dict[Key, _Track] = {}
+        self.bundles: dict[Key, BundleRef] = {}
+        self.ready: deque[Key] = deque()
+        self.running: dict[Key, _Running] = {}
+        self.running_names: Counter[str] = Counter()
+        self.announced: dict[Key, str] = {}  # what was last said about an incomplete one
+        # what was recorded for which stamps: survives a bundle missing from one listing (an
+        # object store's hiccup), so that it is not hashed again when it reappears unchanged
+        self.recorded: dict[Key, tuple[tuple[Stamp, ...], str]] = {}
+        self.told: set[tuple[str, str]] = set()  # loose findings already reported
+        self.entries: list[CatalogEntry] = []
+        self.frames = 0
+        self.busy = 0.0
+        self.signals = 0
+        self.stopped: str | None = None  # why no new work is taken
+        self.aborted = False
+        self.dirty = False  # the catalog has rows not yet written
+
+    # --- events ------------------------------------------------------------------------------
+
+    def emit(self, kind: str, **fields: Any) -> None:
+        if self.on_event is not None:
+            self.on_event({"event": kind, "time": _now_iso(), **fields})
+
+    def status(self) -> WatchStatus:
+        waiting = sum(t.state == "waiting" for t in self.tracks.values())
+        return WatchStatus(waiting=waiting, queued=len(self.ready), converting=len(self.running),
+                           counts=dict(Counter(e.status for e in self.entries)),
+                           frames=self.frames, busy_seconds=self.busy,
+                           seconds=time.monotonic() - self.started)
+
+    def show(self) -> None:
+        if self.on_status is not None:
+            self.on_status(self.status())
+
+    # --- stopping ----------------------------------------------------------------------------
+
+    def on_signal(self, signum: int, frame: Any) -> None:
+        """Signal handler: only counts (the loop acts on it; printing here could re-enter)."""
+        self.signals += 1
+
+    def check_stop(self) -> None:
+        if self.signals >= 2:
+            self.aborted = True
+        asked = self.signals > 0 or (self.stop_event is not None and self.stop_event.is_set())
+        if self.stopped is None and asked:
+            self.stop_taking_work("signal")
+
+    def stop_taking_work(self, why: str) -> None:
+        self.stopped = why
+        for key in self.ready:
+            self.tracks[key].state = "waiting"
+        dropped = len(self.ready)
+        self.ready.clear()
+        self.emit("stopping", reason=why, converting=len(self.running), dropped=dropped)
+
+    # --- the catalog -------------------------------------------------------------------------
+
+    @property
+    def live(self) -> dict[str, CatalogEntry]:
+        return {e.session: e for e in self.catalog if e.session and e.status in LIVE_STATUSES}
+
+    def record(self, entry: CatalogEntry) -> None:
+        """Keep ``entry`` in the catalog unless that would only churn it: a ``skipped`` result,
+        or a row the catalog already holds but for its time and run id."""
+        self.entries.append(entry)
+        if entry.status == "skipped" or any(
+                e.key == entry.key and _same_row(e, entry) for e in self.catalog):
+            return
+        self.catalog = merge_entries(self.catalog, [entry])
+        self.dirty = True
+        self.flush()
+
+    def drop_rows(self, key: Key) -> None:
+        """Forget an archive's own rejected row once the archive reads cleanly."""
+        kept = [e for e in self.catalog if not (e.key == key and e.status == "rejected")]
+        if len(kept) != len(self.catalog):
+            self.catalog = kept
+            self.dirty = True
+            self.flush()
+
+    def flush(self, final: bool = False) -> None:
+        """Write the catalog; a failure (object store hiccup) is said and retried later."""
+        if not self.dirty:
+            return
+        try:
+            write_catalog(self.out, self.catalog)
+            self.dirty = False
+        except OSError as e:
+            if final:
+                raise OutputError(f"{self.out.url}: cannot write the catalog ({e}); the "
+                                  "converted sessions are there, run the watcher again") from e
+            self.emit("error", message=f"cannot write the catalog ({type(e).__name__}: {e}); "
+                                       "retrying")
+
+    # --- looking at INCOMING -----------------------------------------------------------------
+
+    def stamps(self, urls: set[str]) -> tuple[Stamp, ...] | None:
+        try:
+            return tuple(sorted(_stamp(u, self.opts) for u in urls))
+        except (OSError, ValueError):
+            return None  # gone between listing and look: the next poll decides
+
+    def observe(self, key: Key, stamps: tuple[Stamp, ...], now: float, wall: float) -> _Track:
+        track = self.tracks.get(key)
+        if track is not None and track.stamps == stamps:
+            return track
+        if track is not None and track.state == "queued":
+            self.ready.remove(key)
+        track = _Track(stamps, _quiet_since(stamps, now, wall))
+        before = self.recorded.get(key)
+        if before is not None and before[0] == stamps:
+            track.state = before[1]
+        self.tracks[key] = track
+        return track
+
+    def mark(self, key: Key, track: _Track, state: str) -> None:
+        """``track`` has its result (``handled``) or report (``reported``) recorded."""
+        track.state = state
+        self.recorded[key] = (track.stamps, state)
+
+    def poll(self) -> None:
+        now, wall = time.monotonic(), time.time()
+        forget_listings(self.out, self.paths, self.opts)
+        found = discover(self.paths, self.opts)
+        seen: set[Key] = set()
+        clean_archives: set[str] = set()
+        for bundle in found.bundles:
+            urls = {ref.url for ref in bundle.files.values()}
+            stamps = self.stamps(urls)
+            if stamps is None:
+                continue
+            key: Key = (bundle.source, bundle.prefix)
+            seen.add(key)
+            self.bundles[key] = bundle
+            clean_archives |= {ref.url for ref in bundle.files.values() if ref.member is not None}
+            self.judge_bundle(key, bundle, self.observe(key, stamps, now, wall), now)
+        for source, findings in self.archive_findings(found).items():
+            stamps = self.stamps({source})
+            if stamps is None:
+                continue
+            akey: Key = (source, None)
+            seen.add(akey)
+            clean_archives.discard(source)
+            self.judge_archive(akey, findings, self.observe(akey, stamps, now, wall), now)
+        for url in clean_archives:
+            self.drop_rows((url, None))
+        for key in [k for k in self.tracks if k not in seen and k not in self.running]:
+            if self.tracks.pop(key).state == "queued":
+                self.ready.remove(key)
+            self.bundles.pop(key, None)
+            self.announced.pop(key, None)
+
+    def archive_findings(self, found: Discovery) -> dict[str, list[Finding]]:
+        """Error findings by the archive they belong to; other loose findings (a missing input,
+        an unlistable folder) are said once each."""
+        by_archive: dict[str, list[Finding]] = {}
+        for f in found.findings:
+            if f.severity is not Severity.ERROR:
+                continue
+            source = f.file.split("!", 1)[0]
+            if _is_archive_url(source):
+                by_archive.setdefault(source, []).append(f)
+            elif (f.code, f.file) not in self.told:
+                self.told.add((f.code, f.file))
+                self.emit("finding", code=f.code, source=f.file, message=f.message)
+        return by_archive
+
+    def judge_bundle(self, key: Key, bundle: BundleRef, track: _Track, now: float) -> None:
+        if track.state != "waiting":
+            return
+        quiet = now - track.quiet_since
+        in_archive = any(ref.member is not None for ref in bundle.files.values())
+        if bundle.missing and not in_archive:
+            missing = ", ".join(bundle.missing)
+            if self.announced.get(key) != missing:
+                self.announced[key] = missing
+                self.emit("incomplete", session=session_name(bundle.prefix),
+                          source=bundle.source, prefix=bundle.prefix, missing=list(bundle.missing))
+            if quiet >= self.watch.incomplete_timeout:
+                self.mark(key, track, "reported")
+                self.report(self.incomplete_entry(bundle))
+            return
+        if quiet >= self.watch.settle and now >= track.retry_at:
+            track.state = "queued"
+            self.ready.append(key)
+            self.emit("ready", session=session_name(bundle.prefix), source=bundle.source,
+                      prefix=bundle.prefix)
+
+    def judge_archive(self, key: Key, findings: list[Finding], track: _Track, now: float) -> None:
+        """An archive that cannot be read yet waits like an incomplete bundle; one that reads
+        but refuses members gets its rows (as in a batch) once it has settled."""
+        if track.state != "waiting":
+            return
+        quiet = now - track.quiet_since
+        unreadable = any(f.code == "ARCHIVE_UNREADABLE" for f in findings)
+        if unreadable and self.announced.get(key) != "unreadable":
+            self.announced[key] = "unreadable"
+            self.emit("incomplete", session=None, source=key[0], prefix=None,
+                      reason=findings[0].message)
+        if quiet >= (self.watch.incomplete_timeout if unreadable else self.watch.settle):
+            self.mark(key, track, "reported")
+            for entry in archive_entries(findings, self.run_id):
+                self.report(replace(entry, converted_at=dt.datetime.now(dt.UTC)))
+
+    def incomplete_entry(self, bundle: BundleRef) -> CatalogEntry:
+        findings = tuple(
+            finding("BUNDLE_MISSING_FILE", f"{bundle.prefix}_{role}",
+                    f"{role} of bundle {bundle.prefix!r} is missing in {bundle.source} and the "
+                    "upload stopped changing (incomplete timeout); upload the missing file "
+                    "(the bundle is then converted) or remove the bundle")
+            for role in bundle.missing)
+        return CatalogEntry(
+            session=session_name(bundle.prefix), source=bundle.source, prefix=bundle.prefix,
+            status="rejected", reason=f"{findings[0].code} at {findings[0].location()}",
+            findings=findings, converter_version=__version__,
+            converted_at=dt.datetime.now(dt.UTC), run_id=self.run_id)
+
+    def report(self, entry: CatalogEntry) -> None:
+        self.record(entry)
+        self.emit(entry.status, session=entry.session, source=entry.source, prefix=entry.prefix,
+                  reason=entry.reason,
+                  errors=[f"{f.code} at {f.location()}" for f in entry.findings
+                          if f.severity is Severity.ERROR])
+
+    # --- converting --------------------------------------------------------------------------
+
+    def feed(self, pump: _Pump, limit: int) -> None:
+        """Start ready sessions while fewer than ``limit`` run; a bundle whose session name is
+        being written waits for it (it becomes that session's duplicate or conflict)."""
+        if self.stopped is not None:
+            return
+        later: list[Key] = []
+        while self.ready and len(self.running) < limit:
+            key = self.ready.popleft()
+            bundle = self.bundles[key]
+            name = session_name(bundle.prefix)
+            if self.running_names[name]:
+                later.append(key)
+                continue
+            previous = self.live.get(name)
+            options = self.options
+            if previous is not None and previous.source != bundle.source:
+                options = replace(options, force=False)  # --force replaces re-uploads only
+            track = self.tracks[key]
+            track.state = "running"
+            self.running[key] = _Running(bundle, track.stamps, time.monotonic())
+            self.running_names[name] += 1
+            pump.submit(key, session_task, bundle, self.out, options, previous, self.run_id)
+            self.emit("converting", session=name, source=bundle.source, prefix=bundle.prefix)
+        self.ready.extendleft(reversed(later))
+
+    def finish(self, key: Key, value: Any) -> None:
+        """Commit one session's result, record it, say so."""
+        run = self.running.pop(key)
+        name = session_name(run.bundle.prefix)
+        self.running_names[name] -= 1
+        entry = commit_result(self.out, as_result(run.bundle, value, self.run_id))
+        self.record(entry)
+        if entry.status == "converted":
+            self.frames += entry.n_frames or 0
+        fields: dict[str, Any] = {"session": entry.session, "source": entry.source,
+                                  "prefix": entry.prefix, "frames": entry.n_frames,
+                                  "seconds": round(time.monotonic() - run.started, 3)}
+        if entry.status != "converted":
+            fields["reason"] = entry.reason
+            fields["errors"] = [f"{f.code} at {f.location()}" for f in entry.findings
+                                if f.severity is Severity.ERROR]
+        self.emit(entry.status, **fields)
+        track = self.tracks.get(key)
+        if track is not None and track.stamps == run.stamps:
+            if entry.status == "failed":  # not the bundle's fault: again, a while later
+                track.state, track.retry_at = "waiting", time.monotonic() + RETRY_FAILED
+            else:
+                self.mark(key, track, "handled")
+        if self.stop_on_error and entry.status not in OK_STATUSES and self.stopped is None:
+            self.stop_taking_work("on_error")
+
+    def lost(self, error: BaseException) -> None:
+        """The scheduler died: every running session failed (a later run retries them)."""
+        for key in list(self.running):
+            self.finish(key, error)
+        if self.stopped is None:
+            self.stop_taking_work("error")
+
+    def loop(self, pump: _Pump, limit: int) -> None:
+        next_poll = 0.0
+        polled = False
+        last = time.monotonic()
+        while True:
+            self.check_stop()
+            if self.aborted:
+                return
+            if self.stopped is None and not (self.watch.once and polled) \
+                    and time.monotonic() >= next_poll:
+                self.poll()
+                polled = True
+                next_poll = time.monotonic() + self.watch.poll
+                self.flush()
+            self.feed(pump, limit)
+            self.show()
+            if not self.running and (self.stopped is not None
+                                     or (self.watch.once and polled and not self.ready)):
+                return
+            wait = TICK if self.stopped or self.watch.once else \
+                min(TICK, max(0.0, next_poll - time.monotonic()))
+            busy = bool(self.running)
+            try:
+                key, value = pump.results.get(timeout=wait)
+            except queue.Empty:
+                pass
+            else:
+                self.check_stop()
+                if self.aborted:
+                    return  # dropped uncommitted: run_watch removes the run's staging
+                if key is None:
+                    self.lost(value)
+                else:
+                    self.finish(key, value)
+            now = time.monotonic()
+            if busy:
+                self.busy += now - last
+            last = now
+
+
+@contextlib.contextmanager
+def _signals(watcher: _Watcher, enabled: bool) -> Iterator[Callable[[], None]]:
+    """SIGINT/SIGTERM count as stop requests once ``arm()`` is called (main thread only).
+
+    Until then SIGINT is ignored, so that the scheduler's worker processes started meanwhile
+    inherit that: a Ctrl-C on a terminal goes to the whole process group, and workers that died
+    of it would take the sessions in flight with them instead of letting them finish.
+    """
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield lambda: None
+        return
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def arm() -> None:
+        for s in old:
+            signal.signal(s, watcher.on_signal)
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield arm
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+def run_watch(
+    paths: Sequence[str],
+    out: Output,
+    options: ConvertOptions = DEFAULT_OPTIONS,
+    watch: WatchOptions = WatchOptions(),
+    *,
+    scheduler: str = "auto",
+    workers: int | None = None,
+    wait_for_lock: bool = False,
+    on_event: EventFn | None = None,
+    on_status: StatusFn | None = None,
+    stop: threading.Event | None = None,
+    handle_signals: bool = True,
+    stop_on_error: bool = False,
+) -> WatchSummary:
+    """Watch ``paths`` (folders, archives, globs or fsspec URLs) and convert every bundle into
+    ``out`` once its upload is complete; return when stopped (see the module doc).
+
+    Sessions run on ``scheduler`` (``auto`` means local Dask processes here), at most
+    ``workers`` at once (default: the scheduler's capacity). ``on_event(dict)`` gets every
+    event (``started``, ``incomplete``, ``ready``, ``converting``, ``converted``, ``skipped``,
+    ``duplicate``, ``conflict``, ``rejected``, ``failed``, ``finding``, ``stopping``, ``error``,
+    ``stopped``); ``on_status(WatchStatus)`` is called a few times a second for a live line.
+    ``stop`` (an Event) or SIGINT/SIGTERM (``handle_signals``, main thread) stop it gracefully;
+    a second signal aborts. Raises LockedError when another run holds a local OUT (unless
+    ``wait_for_lock``), ConfigError for options a watcher cannot honour (WebDataset shards).
+    """
+    if "wds" in options.formats or "zarr" not in options.formats:
+        raise ConfigError(
+            "a watcher writes the zarr format only (sessions appear one by one, while WebDataset "
+            "shards are cut across all sessions of a batch); use formats = zarr and build shards "
+            "with `reacture-convert convert INCOMING --out OUT --format zarr,wds` when needed")
+    run_id = uuid.uuid4().hex[:12]
+    started = time.perf_counter()
+    with lock_output(out, wait=wait_for_lock):
+        forget_listings(out, paths, options.input_options)
+        catalog = read_catalog(out)
+        out.clear_staging()  # a killed watcher's or batch's leftovers: never visible
+        watcher = _Watcher(paths, out, options, watch, run_id, catalog, on_event, on_status,
+                           stop, stop_on_error)
+        with _signals(watcher, handle_signals) as arm:
+            with open_scheduler(scheduler, workers, n_tasks=2) as sched:
+                arm()
+                limit = max(1, min(workers or sched.capacity, sched.capacity))
+                watcher.emit("started", incoming=list(paths), out=out.url, run_id=run_id,
+                             scheduler=sched.description, workers=limit, settle=watch.settle,
+                             poll=watch.poll, incomplete_timeout=watch.incomplete_timeout,
+                             once=watch.once)
+                pump = _Pump(sched)
+                try:
+                    watcher.loop(pump, limit)
+                finally:
+                    pump.close()
+            if watcher.aborted:  # what was in flight is dropped, never committed; a task that
+                # cannot be interrupted (a thread) may still write: the next start clears it
+                with contextlib.suppress(OSError):
+                    out.clear_staging(run_id)
+            watcher.flush(final=True)
+            if not watcher.aborted:
+                out.clear_staging()
+    stopped = "abort" if watcher.aborted else (watcher.stopped or "once")
+    summary = WatchSummary(out=out.url, run_id=run_id, stopped=stopped,
+                           entries=tuple(watcher.entries), seconds=time.perf_counter() - started,
+                           frames=watcher.frames)
+    watcher.emit("stopped", reason=stopped, counts=summary.counts, frames=summary.frames,
+                 seconds=round(summary.seconds, 3), dropped=len(watcher.running),
+                 waiting=watcher.status().waiting)
+    return summary
