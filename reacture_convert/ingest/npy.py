@@ -1,7 +1,7 @@
 """A strict, safe reader for the .npy files the game writes, and for standard NPY files.
 
 The game's JavaScript exporter writes files that ``np.load`` refuses (see
-``docs/bundle-format.md``, "A header that np.load refuses"): the magic is UTF-8 encoded (``C2 93 NUMPY``, 7 bytes),
+``docs/bundle-format.md``): the magic is UTF-8 encoded (``C2 93 NUMPY``, 7 bytes),
 the header dict says ``false`` instead of ``False``, it has no trailing newline, and the data
 starts at byte 129. This module reads those files exactly and says what was non-standard, and
 reads standard NPY 1.0/2.0/3.0 files without any finding.

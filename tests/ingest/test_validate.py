@@ -32,7 +32,7 @@ from reacture_convert.testing.synth import BundleSpec, game_npy_header, write_bu
 MakeBundle = Callable[..., Path]
 PREFIX = BundleSpec().prefix
 N = BundleSpec().n_frames
-DATA_OFFSET = 129  # the game's .npy data starts here (docs/bundle-format.md, "A header that np.load refuses")
+DATA_OFFSET = 129  # where the game's .npy data starts (docs/bundle-format.md)
 FRAME_BYTES = 128 * 128 * 3
 
 

@@ -28,7 +28,7 @@ from reacture_convert.read.dataset import KEYS, MOMENTARY_ACTIONS, FrameLabels, 
 from reacture_convert.run.batch import run_convert
 from reacture_convert.run.convert import ConvertOptions
 
-NPY_DATA_OFFSET = 129  # the game's .npy data start (docs/bundle-format.md, "A header that np.load refuses")
+NPY_DATA_OFFSET = 129  # where the game's .npy data starts (docs/bundle-format.md)
 FRAME_REF = re.compile(r"frame_(\d+)\.npy$")
 SESSIONS = sorted(p.name for p in REAL_BUNDLES)
 

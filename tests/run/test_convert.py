@@ -38,7 +38,7 @@ from reacture_convert.writers.rows import rebuild_row
 from reacture_convert.writers.zarr import ZarrOptions
 
 PYTHON = REPO / ".venv" / "bin" / "python"
-NPY_DATA_OFFSET = 129  # the game's .npy data start (docs/bundle-format.md, "A header that np.load refuses")
+NPY_DATA_OFFSET = 129  # where the game's .npy data starts (docs/bundle-format.md)
 FRAME_REF = re.compile(r"frame_(\d+)\.npy$")
 OUTPUT_DIRS = ("zarr", "rows", "frames")
 
