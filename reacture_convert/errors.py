@@ -7,7 +7,15 @@ Errors that a caller would naturally catch as a built-in also inherit that built
 
 from __future__ import annotations
 
+import gzip
+import lzma
+import tarfile
+import zipfile
+import zlib
+
 __all__ = [
+    "is_damaged_read",
+    "is_transient",
     "ReactureError",
     "InputError",
     "InputNotFoundError",
@@ -49,3 +57,44 @@ class LockedError(OutputError):
 
 class ConfigError(ReactureError, ValueError):
     """A job file or option is invalid."""
+
+
+# What reading a damaged archive member raises (bad CRC, broken deflate/lzma/gzip stream, data
+# cut short; zipfile's NotImplementedError for a zip feature it cannot read; our InputError for
+# a stream that ends early). bz2 raises a bare ``OSError("Invalid data stream")``: a real I/O
+# error (disk, network, object store) always carries an errno, so an OSError without one is
+# the codec's.
+_DAMAGED: tuple[type[BaseException], ...] = (
+    zipfile.BadZipFile,
+    zlib.error,
+    lzma.LZMAError,
+    EOFError,
+    tarfile.TarError,
+    NotImplementedError,
+    InputError,
+)
+_NOT_TRANSIENT = (
+    FileNotFoundError,
+    PermissionError,
+    IsADirectoryError,
+    NotADirectoryError,
+    ReactureError,
+    gzip.BadGzipFile,
+)
+
+
+def is_damaged_read(exc: BaseException, *, in_archive: bool) -> bool:
+    """True when ``exc``, raised while reading a source file, means its bytes are damaged (bad
+    input to report), not an I/O failure to retry. Only archive members can be damaged this
+    way; a plain file that ends early is an ``InputError`` its reader reports itself."""
+    if not in_archive:
+        return False
+    if isinstance(exc, _DAMAGED):
+        return True
+    missing = (FileNotFoundError, PermissionError, IsADirectoryError)
+    return isinstance(exc, OSError) and exc.errno is None and not isinstance(exc, missing)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """I/O errors worth another try (network, a busy object store), not bad input."""
+    return isinstance(exc, OSError) and not isinstance(exc, _NOT_TRANSIENT)

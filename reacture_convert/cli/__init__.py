@@ -24,6 +24,7 @@ from reacture_convert.ingest.bundle import BundleRef
 from reacture_convert.ingest.discover import discover
 from reacture_convert.ingest.validate import Report, validate_bundle
 from reacture_convert.output.catalog import CatalogEntry
+from reacture_convert.output.status import Status
 from reacture_convert.output.storage import Output
 from reacture_convert.run.batch import RunSummary, run_convert
 from reacture_convert.run.convert import FORMATS, ConvertOptions
@@ -384,14 +385,14 @@ def build_options(
 
 def _print_summary(summary: RunSummary) -> None:
     for e in summary.entries:
-        colour = {"converted": "green", "skipped": "blue", "duplicate": "blue"}.get(e.status, "red")
+        colour = "green" if e.status is Status.CONVERTED else "blue" if e.status.is_ok else "red"
         name = e.session or e.source
         click.echo(
             f"{click.style(f'{e.status:<9}', fg=colour)} {name}"
             + (f"  ({e.n_frames} frames)" if e.n_frames is not None else "")
-            + (f"  {e.reason}" if e.reason and e.status not in ("converted",) else "")
+            + (f"  {e.reason}" if e.reason and e.status is not Status.CONVERTED else "")
         )
-        if e.status in ("rejected", "failed", "conflict"):
+        if not e.status.is_ok:
             for f in e.findings:
                 if f.severity is Severity.ERROR:
                     click.echo(_finding_line(f))
@@ -434,7 +435,7 @@ def progress_reporter(enabled: bool) -> Iterator[Callable[[CatalogEntry, int, in
 
         def update(entry: CatalogEntry, done: int, total: int) -> None:
             nonlocal frames
-            if entry.status == "converted":
+            if entry.status == Status.CONVERTED:
                 frames += entry.n_frames or 0
             rate = frames / max(time.perf_counter() - started, 1e-9)
             bar.update(
@@ -714,12 +715,7 @@ class WatchPrinter:
     one plain line per finished session."""
 
     SHOWN = (
-        "converted",
-        "skipped",
-        "duplicate",
-        "conflict",
-        "rejected",
-        "failed",
+        *Status,
         "stopping",
         "error",
         "finding",

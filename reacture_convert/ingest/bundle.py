@@ -9,15 +9,15 @@ values so they travel to Dask workers.
 from __future__ import annotations
 
 import contextlib
-import lzma
 import tarfile
 import zipfile
-import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 import fsspec
+
+from reacture_convert.errors import is_damaged_read
 
 __all__ = [
     "ROLES",
@@ -90,32 +90,10 @@ class BundleRef:
         return ref.name if ref is not None else f"{self.prefix}_{role}"
 
 
-# What reading a damaged archive member raises (bad CRC, broken deflate/lzma/gzip stream, data
-# cut short; zipfile's NotImplementedError for a zip feature it cannot read). bz2 raises a
-# bare ``OSError("Invalid data stream")``: a real I/O error (disk, network, object store)
-# always carries an errno, so an OSError without one is the codec's.
-_DAMAGED: tuple[type[BaseException], ...] = (
-    zipfile.BadZipFile,
-    zlib.error,
-    lzma.LZMAError,
-    EOFError,
-    tarfile.TarError,
-    NotImplementedError,
-)
-
-
 def is_damaged_member(ref: FileRef, exc: BaseException) -> bool:
     """True when ``exc``, raised while reading ``ref``, means a damaged archive member: bad
     input to report, not an I/O failure to retry."""
-    if ref.member is None:
-        return False
-    if isinstance(exc, _DAMAGED):
-        return True
-    return (
-        isinstance(exc, OSError)
-        and exc.errno is None
-        and not isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError)
-    )
+    return is_damaged_read(exc, in_archive=ref.member is not None)
 
 
 def _archive_kind(url: str) -> str:

@@ -8,13 +8,8 @@ conversion needs besides the verdict: counts, the frame→row alignment and the 
 from __future__ import annotations
 
 import contextlib
-import gzip
-import lzma
 import math
 import re
-import tarfile
-import zipfile
-import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -38,11 +33,6 @@ from reacture_convert.ingest.npy import (
 __all__ = ["ReadSink", "Report", "ValidationLimits", "validate_bundle"]
 
 MAX_METADATA_BYTES = 1 << 20
-# What a damaged archive member or a file shorter than listed raises while being read.
-_CORRUPT: tuple[type[BaseException], ...] = (
-    zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, tarfile.TarError,
-    gzip.BadGzipFile, InputError,
-)
 FRAME_TRAILING = (128, 128, 3)
 
 
@@ -300,9 +290,7 @@ def _reading(bundle: BundleRef, role: str, out: _Collector) -> Iterator[None]:
     try:
         yield
     except Exception as e:
-        if not (isinstance(e, _CORRUPT) or is_damaged_member(ref, e)):
-            raise
-        if ref.member is not None:
+        if is_damaged_member(ref, e):
             out.add(finding("ARCHIVE_UNREADABLE", ref.name,
                             f"{ref.label()} cannot be read ({type(e).__name__}: {e}); the archive "
                             "is damaged: re-create or re-download it"))

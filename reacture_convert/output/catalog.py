@@ -20,14 +20,14 @@ import pyarrow.parquet as pq
 
 from reacture_convert.findings import Finding, Severity, finding
 from reacture_convert.ingest.bundle import ROLES
+from reacture_convert.output.status import Status
 from reacture_convert.output.storage import Output
 
 __all__ = [
     "CATALOG",
     "CATALOG_SCHEMA",
     "CatalogEntry",
-    "STATUSES",
-    "LIVE_STATUSES",
+    "Status",
     "read_catalog",
     "write_catalog",
     "merge_entries",
@@ -35,13 +35,6 @@ __all__ = [
 
 CATALOG = "catalog.parquet"
 
-# converted: outputs complete; skipped: unchanged since an earlier conversion (outputs complete);
-# rejected: failed validation; duplicate: same bytes as another bundle of this name, not written
-# again; conflict: different bytes under a converted name (use --force); failed: conversion of a
-# valid bundle failed (I/O error, worker died) and can be retried.
-STATUSES = ("converted", "skipped", "rejected", "duplicate", "conflict", "failed")
-# A live row describes outputs that exist: the session's outputs hold this bundle's bytes.
-LIVE_STATUSES = ("converted", "skipped")
 
 HASH_COLUMNS = {
     **{role: "sha256_" + role.split(".")[0] for role in ROLES},
@@ -85,7 +78,7 @@ class CatalogEntry:
     session: str | None
     source: str
     prefix: str | None
-    status: str
+    status: Status
     metadata_session_id: str | None = None
     reason: str | None = None
     n_frames: int | None = None
@@ -97,6 +90,9 @@ class CatalogEntry:
     converter_version: str = ""
     converted_at: Any = None  # datetime (UTC) of this row's state
     run_id: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", Status(self.status))  # "converted" is fine too
 
     @property
     def key(self) -> tuple[str, str | None]:
@@ -122,7 +118,7 @@ class CatalogEntry:
         )
         return cls(
             session=rec["session"], source=rec["source"], prefix=rec["prefix"],
-            status=rec["status"], metadata_session_id=rec.get("metadata_session_id"),
+            status=Status(rec["status"]), metadata_session_id=rec.get("metadata_session_id"),
             reason=rec.get("reason"), n_frames=rec.get("n_frames"), n_rows=rec.get("n_rows"),
             blank_frames=rec.get("blank_frames"), hashes=hashes, findings=findings,
             outputs=tuple(rec.get("outputs") or ()),
@@ -157,7 +153,7 @@ def merge_entries(old: Iterable[CatalogEntry], new: Iterable[CatalogEntry]) -> l
     """
     rows: dict[tuple[str, str | None, bool], CatalogEntry] = {}
     # live rows first, so that an old row kept beside one goes back beside it
-    for e in sorted(old, key=lambda e: e.status not in LIVE_STATUSES):
+    for e in sorted(old, key=lambda e: not e.status.is_live):
         _put(rows, e)
     for e in new:
         _put(rows, e)
@@ -168,9 +164,9 @@ def merge_entries(old: Iterable[CatalogEntry], new: Iterable[CatalogEntry]) -> l
 def _put(rows: dict[tuple[str, str | None, bool], CatalogEntry], e: CatalogEntry) -> None:
     """Record ``e`` in ``rows`` (slots: (source, prefix, beside-the-live-row))."""
     main, beside = (*e.key, False), (*e.key, True)
-    if e.status not in LIVE_STATUSES:
+    if not e.status.is_live:
         current = rows.get(main)
-        if current is not None and current.status in LIVE_STATUSES:
+        if current is not None and current.status.is_live:
             rows[beside] = e
         else:
             rows[main] = e
@@ -182,7 +178,7 @@ def _put(rows: dict[tuple[str, str | None, bool], CatalogEntry], e: CatalogEntry
         return
     for slot, other in list(rows.items()):
         if (not slot[2] and other.session == e.session and other.key != e.key
-                and other.status in (*LIVE_STATUSES, "duplicate")
+                and (other.status.is_live or other.status is Status.DUPLICATE)
                 and dict(other.hashes) != dict(e.hashes)):
             # that bundle's newer state, if one was kept beside, is now its only state
             newer = rows.pop((*other.key, True), None)
@@ -192,7 +188,7 @@ def _put(rows: dict[tuple[str, str | None, bool], CatalogEntry], e: CatalogEntry
 def _superseded(row: CatalogEntry, by: CatalogEntry) -> CatalogEntry:
     msg = (f"session {row.session!r} now holds the bundle from {by.source}, whose files differ "
            "from this one; this bundle is no longer converted (pass --force to convert it back)")
-    return replace(row, status="conflict", reason=msg, outputs=(),
+    return replace(row, status=Status.CONFLICT, reason=msg, outputs=(),
                    findings=(finding("CONFLICT", row.prefix or row.source, msg),),
                    converted_at=by.converted_at, run_id=by.run_id)
 

@@ -40,14 +40,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from reacture_convert.errors import OutputError
-from reacture_convert.read.dataset import (
-    KEYS,
-    MOMENTARY_ACTIONS,
-    OutLike,
-    SessionData,
-    as_output,
-    open_dataset,
-)
+from reacture_convert.read.dataset import OutLike, SessionData, as_output, open_dataset
+from reacture_convert.read.labels import KEYS, MOMENTARY_ACTIONS
 
 __all__ = [
     "STATS",

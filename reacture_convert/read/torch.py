@@ -73,7 +73,9 @@ from torch.utils.data import (
 
 from reacture_convert.errors import ConfigError, OutputError
 from reacture_convert.output.storage import Output
-from reacture_convert.read.dataset import FrameLabels, OutLike, as_output, open_dataset, open_frames
+from reacture_convert.read.dataset import OutLike, as_output, open_dataset
+from reacture_convert.read.labels import FrameLabels
+from reacture_convert.read.session import open_session
 from reacture_convert.writers.webdataset import INDEX, WdsIndex, shuffle_buffer
 
 __all__ = [
@@ -207,7 +209,7 @@ class FrameDataset(Dataset[Sample]):
         session = self._sessions[s]
         frames = local.arrays.get(s)
         if frames is None:
-            frames = local.arrays[s] = open_frames(self.out, session.name)[1]
+            frames = local.arrays[s] = open_session(self.out, session.name).frames
         if self.cache_chunks < 1:
             return np.asarray(frames[frame_index], dtype=np.uint8)
         c, r = divmod(frame_index, session.chunk)

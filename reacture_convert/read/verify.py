@@ -20,21 +20,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
-import zarr
 
 from reacture_convert.errors import OutputError
 from reacture_convert.ingest.bundle import BundleRef, StorageOptions, open_file
 from reacture_convert.ingest.discover import discover
+from reacture_convert.ingest.files import hash_files, iter_frame_blocks, read_timestamps
 from reacture_convert.ingest.jsonl import ParsedRow, iter_jsonl
 from reacture_convert.ingest.legacy import as_five_file
-from reacture_convert.ingest.npy import iter_npy_chunks, read_npy_header, read_npy_small
 from reacture_convert.output.catalog import CATALOG, CatalogEntry, read_catalog
 from reacture_convert.output.storage import Output
-from reacture_convert.run.convert import hash_files
+from reacture_convert.read.session import open_session, read_table
 from reacture_convert.writers.alignment import frame_digests
 from reacture_convert.writers.rows import rebuild_row
-from reacture_convert.writers.zarr import open_store
 
 __all__ = ["MAX_PROBLEMS", "Problem", "verify_dataset"]
 
@@ -52,27 +49,14 @@ class Problem:
 
 
 def _read_parquet(out: Output, rel: str) -> list[dict[str, Any]]:
-    with out.fs.open(out.path(rel), "rb") as f:
-        rows: list[dict[str, Any]] = pq.read_table(f).to_pylist()
+    rows: list[dict[str, Any]] = read_table(out, rel).to_pylist()
     return rows
-
-
-def _open_session(
-    out: Output, session: str
-) -> tuple[zarr.Array[Any], zarr.Array[Any], dict[str, Any]]:
-    """The ``frames`` and ``timestamps`` arrays and the attributes of a session's Zarr group."""
-    store = open_store(out.url_of("zarr", f"{session}.zarr"), out.storage_options)
-    group = zarr.open_group(store, mode="r")
-    arrays = group["frames"], group["timestamps"]
-    frames, ts = (a if isinstance(a, zarr.Array) else None for a in arrays)
-    if frames is None or ts is None:
-        raise OutputError(f"zarr/{session}.zarr: 'frames' and 'timestamps' must be arrays")
-    return frames, ts, dict(group.attrs)
 
 
 def _verify_session(out: Output, e: CatalogEntry) -> Iterator[Problem]:
     s = e.session or "?"
-    frames, ts_arr, attrs = _open_session(out, s)
+    arrays = open_session(out, s)
+    frames, ts_arr, attrs = arrays.frames, arrays.timestamps, arrays.attrs
     n = e.n_frames
     if n is None or frames.shape != (n, 128, 128, 3) or str(frames.dtype) != "uint8":
         yield Problem(s, f"zarr frames {frames.shape} {frames.dtype}, catalog says {n} frames")
@@ -149,24 +133,16 @@ def _verify_sources(out: Output, e: CatalogEntry) -> Iterator[Problem]:
 def _compare_sources(
     out: Output, s: str, bundle: BundleRef, opts: StorageOptions
 ) -> Iterator[Problem]:
-    zframes, zts, _ = _open_session(out, s)
-    with open_file(bundle.files["frames.npy"], opts) as f:
-        header, _ = read_npy_header(f, bundle.files["frames.npy"].size, "frames")
-        if header is None:
-            yield Problem(s, "source frames.npy is unreadable")
-            return
-        start = 0
-        for block in iter_npy_chunks(f, header, BLOCK):
-            if not np.array_equal(np.asarray(zframes[start : start + len(block)]), block):
-                last = start + len(block) - 1
-                yield Problem(s, f"zarr frames {start}..{last} differ from the source")
-            start += len(block)
-    with open_file(bundle.files["timestamps.npy"], opts) as f:
-        theader, _ = read_npy_header(f, bundle.files["timestamps.npy"].size, "timestamps")
-        if theader is not None:
-            src_ts = read_npy_small(f, theader)
-            if src_ts.tobytes() != np.asarray(zts[:]).astype("<f4").tobytes():
-                yield Problem(s, "zarr timestamps differ from the source")
+    arrays = open_session(out, s)
+    start = 0
+    for block in iter_frame_blocks(bundle, opts, BLOCK):
+        if not np.array_equal(np.asarray(arrays.frames[start : start + len(block)]), block):
+            last = start + len(block) - 1
+            yield Problem(s, f"zarr frames {start}..{last} differ from the source")
+        start += len(block)
+    src_ts = read_timestamps(bundle, opts)
+    if src_ts.tobytes() != np.asarray(arrays.timestamps[:]).astype("<f4").tobytes():
+        yield Problem(s, "zarr timestamps differ from the source")
     rows = _read_parquet(out, f"rows/{s}.parquet")
     with open_file(bundle.files["data.jsonl"], opts) as f:
         for item in iter_jsonl(f, "data.jsonl"):
@@ -220,7 +196,7 @@ def verify_dataset(out: Output, sources: bool = False) -> tuple[int, list[Proble
     problems: list[Problem] = []
     checked = 0
     for e in read_catalog(out):
-        if e.status not in ("converted", "skipped") or not e.outputs:
+        if not e.status.is_live or not e.outputs:
             continue
         checked += 1
         try:

@@ -47,7 +47,7 @@ from reacture_convert.ingest.jsonl import ParsedRow, iter_jsonl
 from reacture_convert.ingest.legacy import as_five_file
 from reacture_convert.ingest.npy import NpyHeader, check_layout, read_npy_header, read_npy_small
 from reacture_convert.ingest.validate import FRAME_TRAILING, validate_bundle
-from reacture_convert.output.catalog import CATALOG, LIVE_STATUSES, CatalogEntry, read_catalog
+from reacture_convert.output.catalog import CATALOG, CatalogEntry, read_catalog
 from reacture_convert.output.naming import is_safe_name, session_name
 from reacture_convert.output.storage import Output
 from reacture_convert.writers.zarr import open_store
@@ -277,13 +277,13 @@ def _unique(base: str, used: set[str]) -> str:
 
 def _dataset_facts(out: Output) -> list[tuple[_Facts, Any]]:
     """One entry per catalog row; converted (live) rows first under their own name."""
-    entries = sorted(read_catalog(out), key=lambda e: (e.status not in LIVE_STATUSES,
+    entries = sorted(read_catalog(out), key=lambda e: (not e.status.is_live,
                                                        e.session or "", e.source))
     used: set[str] = set()
     facts: list[tuple[_Facts, Any]] = []
     for e in entries:
         name = e.session or e.prefix or "bundle"
-        live = e.status in LIVE_STATUSES
+        live = e.status.is_live
         page = _unique(name if live else f"{name}-{e.status}", used)
         facts.append((_Facts(
             session=name, page=page, status=e.status, source=e.source, prefix=e.prefix,
@@ -294,7 +294,7 @@ def _dataset_facts(out: Output) -> list[tuple[_Facts, Any]]:
 
 def _load_dataset_session(facts: _Facts, entry: CatalogEntry, out: Output) -> _Session:
     """Read a converted session's Zarr group and rows (only when its outputs are live)."""
-    if entry.status not in LIVE_STATUSES:
+    if not entry.status.is_live:
         return _Session(facts, notes=(f"not converted (status {entry.status}): no outputs to "
                                       "show" + (f"; {entry.reason}" if entry.reason else ""),))
     session = entry.session or ""

@@ -24,6 +24,7 @@ from reacture_convert.ingest.bundle import BundleRef
 from reacture_convert.ingest.discover import discover
 from reacture_convert.output.catalog import CatalogEntry, merge_entries, read_catalog, write_catalog
 from reacture_convert.output.naming import session_name
+from reacture_convert.output.status import Status
 from reacture_convert.output.storage import Output, lock_output
 from reacture_convert.run.convert import (
     ConvertOptions,
@@ -34,10 +35,9 @@ from reacture_convert.run.convert import (
 from reacture_convert.run.scheduler import open_scheduler
 from reacture_convert.writers.webdataset import SessionTar, WdsIndex, write_shards
 
-__all__ = ["RunSummary", "run_convert", "forget_listings", "OK_STATUSES", "archive_entries",
+__all__ = ["RunSummary", "run_convert", "forget_listings", "archive_entries",
            "as_result", "session_task"]
 
-OK_STATUSES = frozenset({"converted", "skipped", "duplicate"})
 
 ProgressFn = Callable[[CatalogEntry, int, int], None]
 DEFAULT_OPTIONS: ConvertOptions = ConvertOptions()
@@ -54,7 +54,7 @@ class StatusCounts:
 
     @property
     def ok(self) -> bool:
-        return all(e.status in OK_STATUSES for e in self.entries)
+        return all(e.status.is_ok for e in self.entries)
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def _archive_entries(findings: Sequence[Finding], run_id: str) -> list[CatalogEn
         if f.severity is Severity.ERROR:
             by_source[f.file.split("!", 1)[0]].append(f)
     return [
-        CatalogEntry(session=None, source=src, prefix=None, status="rejected",
+        CatalogEntry(session=None, source=src, prefix=None, status=Status.REJECTED,
                      reason=f"{fs[0].code} at {fs[0].location()}", findings=tuple(fs),
                      converter_version=__version__, converted_at=None, run_id=run_id)
         for src, fs in sorted(by_source.items())
@@ -111,7 +111,7 @@ def _as_result(bundle: BundleRef, value: Any, run_id: str) -> SessionResult:
     msg = f"{type(value).__name__}: {value}"
     return SessionResult(CatalogEntry(
         session=session_name(bundle.prefix), source=bundle.source, prefix=bundle.prefix,
-        status="failed", reason=msg, findings=(finding("CONVERT_FAILED", bundle.prefix, msg),),
+        status=Status.FAILED, reason=msg, findings=(finding("CONVERT_FAILED", bundle.prefix, msg),),
         converter_version=__version__, converted_at=dt.datetime.now(dt.UTC), run_id=run_id))
 
 
@@ -169,7 +169,7 @@ def run_convert(
         forget_listings(out, paths, options.input_options)
         found = discover(list(paths), options.input_options)
         catalog = read_catalog(out)
-        done = {e.session: e for e in catalog if e.status in ("converted", "skipped") and e.session}
+        done = {e.session: e for e in catalog if e.status.is_live and e.session}
         out.clear_staging()
 
         groups: dict[str, list[BundleRef]] = defaultdict(list)
@@ -204,16 +204,16 @@ def run_convert(
                 result = _as_result(bundle, value, run_id)
                 entry = commit_result(out, result)
                 entries.append(entry)
-                if result.session_tar is not None and entry.status in ("converted", "skipped"):
+                if result.session_tar is not None and entry.status.is_live:
                     session_tars[name] = result.session_tar
                 write_catalog(out, merge_entries(catalog, entries))
                 if progress is not None:
                     progress(entry, finished, total)
-                if stop_on_error and entry.status not in OK_STATUSES:
+                if stop_on_error and not entry.status.is_ok:
                     stopped = True
                 if waiting.get(name):
                     # the rest of a name's bundles: duplicates of the winner, or conflicts
-                    peer = entry if entry.status in ("converted", "skipped") else done.get(name)
+                    peer = entry if entry.status.is_live else done.get(name)
                     nxt = waiting[name].pop(0)
                     ready.appendleft((name, nxt, replace(options, force=False), peer))
                 feed()
@@ -223,7 +223,7 @@ def run_convert(
             tars = [session_tars[k] for k in sorted(session_tars)]
             wds_index = write_shards(out, tars, options.wds)
         out.clear_staging()
-    frames = sum(e.n_frames or 0 for e in entries if e.status == "converted")
+    frames = sum(e.n_frames or 0 for e in entries if e.status == Status.CONVERTED)
     extra: dict[str, Any] = {}
     if wds_index is not None:
         extra["wds"] = {"shards": len(wds_index.shards), "samples": wds_index.total_samples,

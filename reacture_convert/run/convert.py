@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import gzip
-import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -19,15 +17,17 @@ from typing import Any
 import numpy as np
 
 from reacture_convert import __version__
-from reacture_convert.errors import ReactureError
+from reacture_convert.errors import is_transient
 from reacture_convert.findings import Finding, finding
 from reacture_convert.ingest.bundle import BundleRef, StorageOptions, is_damaged_member, open_file
+from reacture_convert.ingest.files import hash_files, read_timestamps
 from reacture_convert.ingest.jsonl import ParsedRow
 from reacture_convert.ingest.legacy import as_five_file
-from reacture_convert.ingest.npy import read_npy_header, read_npy_small
+from reacture_convert.ingest.npy import read_npy_header
 from reacture_convert.ingest.validate import Report, ValidationLimits, validate_bundle
 from reacture_convert.output.catalog import CatalogEntry
 from reacture_convert.output.naming import session_name
+from reacture_convert.output.status import Status
 from reacture_convert.output.storage import Output
 from reacture_convert.writers.alignment import frame_digests, frames_table, write_frames_table
 from reacture_convert.writers.rows import RowsWriter
@@ -40,7 +40,6 @@ __all__ = [
     "convert_bundle",
     "convert_session",
     "commit_result",
-    "hash_files",
     "session_parts",
     "SessionWriter",
     "session_tar_path",
@@ -48,7 +47,6 @@ __all__ = [
 ]
 
 FORMATS = ("zarr", "wds")
-HASH_BLOCK = 1 << 20
 RETRIES = 2  # extra attempts after a transient I/O error
 
 
@@ -91,18 +89,6 @@ def session_tar_path(out: Output, session: str, run_id: str | None = None) -> st
     return out.path(".staging", run_id or "direct", ".wds-sessions", f"{session}.tar")
 
 
-def hash_files(bundle: BundleRef, storage_options: StorageOptions | None = None) -> dict[str, str]:
-    """sha256 of each present file of the bundle, streamed."""
-    out: dict[str, str] = {}
-    for role, ref in sorted(bundle.files.items()):
-        h = hashlib.sha256()
-        with open_file(ref, storage_options) as f:
-            while block := f.read(HASH_BLOCK):
-                h.update(block)
-        out[role] = h.hexdigest()
-    return out
-
-
 def _hash_or_damage(
     bundle: BundleRef, opts: StorageOptions | None
 ) -> tuple[dict[str, str], list[Finding]]:
@@ -132,7 +118,7 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _entry(bundle: BundleRef, status: str, **kw: Any) -> CatalogEntry:
+def _entry(bundle: BundleRef, status: Status, **kw: Any) -> CatalogEntry:
     return CatalogEntry(
         session=kw.pop("session", session_name(bundle.prefix)),
         source=bundle.source,
@@ -230,11 +216,7 @@ class SessionWriter:
         """Complete the staged outputs of a valid bundle; return their parts."""
         self.rows.close()
         self._rows_file.close()
-        ref = self.bundle.files["timestamps.npy"]
-        with open_file(ref, self.opts) as f:
-            header, _ = read_npy_header(f, ref.size, ref.name)
-            assert header is not None  # validated
-            ts = read_npy_small(f, header, file=ref.name)
+        ts = read_timestamps(self.bundle, self.opts)
         self.zarr.write_timestamps(ts)
         self.zarr.group.attrs.put(zarr_attributes(self.session, provenance, report, hashes))
         fs = self.out.fs
@@ -248,19 +230,6 @@ class SessionWriter:
         with contextlib.suppress(Exception):
             self.rows.writer.close()
             self._rows_file.close()
-
-
-def _transient(e: BaseException) -> bool:
-    """I/O errors worth another try (network, a busy object store), not bad input."""
-    return isinstance(e, OSError) and not isinstance(
-        e,
-        FileNotFoundError
-        | PermissionError
-        | IsADirectoryError
-        | NotADirectoryError
-        | ReactureError
-        | gzip.BadGzipFile,
-    )
 
 
 def _drop_staging(out: Output, key: str) -> None:
@@ -284,14 +253,14 @@ def convert_session(
             return _convert(bundle, session, out, options, previous, run_id)
         except Exception as e:  # noqa: BLE001 - a failed session is a result, not a crash
             _drop_staging(out, stage_key(session, run_id))
-            if _transient(e) and attempt < RETRIES:
+            if is_transient(e) and attempt < RETRIES:
                 time.sleep(0.5 * 2**attempt)
                 continue
             msg = f"{type(e).__name__}: {e}"
             return SessionResult(
                 _entry(
                     bundle,
-                    "failed",
+                    Status.FAILED,
                     reason=msg,
                     run_id=run_id,
                     findings=(finding("CONVERT_FAILED", bundle.prefix, msg),),
@@ -324,7 +293,7 @@ def commit_result(out: Output, result: SessionResult) -> CatalogEntry:
         msg = f"{type(e).__name__}: {e}"
         return replace(
             result.entry,
-            status="failed",
+            status=Status.FAILED,
             reason=msg,
             outputs=(),
             findings=(
@@ -353,14 +322,14 @@ def _convert(
         return SessionResult(
             _entry(
                 bundle,
-                "rejected",
+                Status.REJECTED,
                 reason=f"{damaged[0].code} at {damaged[0].location()}",
                 run_id=run_id,
                 **{**_from_report(report), "findings": found},
             )
         )
     up_to_date: CatalogEntry | None = None
-    if previous is not None and previous.status in ("converted", "skipped") and hashes:
+    if previous is not None and previous.status.is_live and hashes:
         outputs_there = all(out.exists(p) for p in previous.outputs)
         if dict(previous.hashes) == hashes and outputs_there:
             if previous.source != bundle.source:
@@ -368,7 +337,7 @@ def _convert(
                     replace(
                         previous,
                         source=bundle.source,
-                        status="duplicate",
+                        status=Status.DUPLICATE,
                         reason=f"same bytes as {previous.source}",
                         outputs=(),
                         findings=(
@@ -386,7 +355,7 @@ def _convert(
             if wanted <= set(previous.outputs):
                 up_to_date = replace(
                     previous,
-                    status="skipped",
+                    status=Status.SKIPPED,
                     reason="unchanged since last run",
                     converted_at=_now(),
                     run_id=run_id,
@@ -401,7 +370,7 @@ def _convert(
             return SessionResult(
                 _entry(
                     bundle,
-                    "conflict",
+                    Status.CONFLICT,
                     reason=msg,
                     hashes=hashes,
                     run_id=run_id,
@@ -416,7 +385,7 @@ def _convert(
             return SessionResult(
                 _entry(
                     bundle,
-                    "rejected",
+                    Status.REJECTED,
                     reason=f"{first.code} at {first.location()}",
                     hashes=hashes,
                     run_id=run_id,
@@ -443,7 +412,7 @@ def _convert(
             return SessionResult(
                 _entry(
                     bundle,
-                    "rejected",
+                    Status.REJECTED,
                     reason=f"{first.code} at {first.location()}",
                     hashes=hashes,
                     run_id=run_id,
@@ -468,7 +437,7 @@ def _convert(
             outputs = writer.finish(report, hashes, provenance=bundle)
     entry = _entry(
         bundle,
-        "converted",
+        Status.CONVERTED,
         hashes=hashes,
         outputs=tuple(outputs),
         run_id=run_id,

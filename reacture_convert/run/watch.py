@@ -60,17 +60,16 @@ from reacture_convert.ingest.archives import is_archive
 from reacture_convert.ingest.bundle import BundleRef
 from reacture_convert.ingest.discover import Discovery, discover
 from reacture_convert.output.catalog import (
-    LIVE_STATUSES,
     CatalogEntry,
     merge_entries,
     read_catalog,
     write_catalog,
 )
 from reacture_convert.output.naming import session_name
+from reacture_convert.output.status import OK, Status
 from reacture_convert.output.storage import Output, lock_output
 from reacture_convert.run.batch import (
     DEFAULT_OPTIONS,
-    OK_STATUSES,
     StatusCounts,
     archive_entries,
     as_result,
@@ -155,15 +154,15 @@ class WatchStatus:
 
     @property
     def done(self) -> int:
-        return sum(self.counts.get(s, 0) for s in OK_STATUSES)
+        return sum(self.counts.get(s, 0) for s in OK)
 
     @property
     def rejected(self) -> int:
-        return self.counts.get("rejected", 0) + self.counts.get("conflict", 0)
+        return self.counts.get(Status.REJECTED, 0) + self.counts.get(Status.CONFLICT, 0)
 
     @property
     def failed(self) -> int:
-        return self.counts.get("failed", 0)
+        return self.counts.get(Status.FAILED, 0)
 
     @property
     def frames_per_second(self) -> float:
@@ -401,13 +400,13 @@ class _Watcher:
 
     @property
     def live(self) -> dict[str, CatalogEntry]:
-        return {e.session: e for e in self.catalog if e.session and e.status in LIVE_STATUSES}
+        return {e.session: e for e in self.catalog if e.session and e.status.is_live}
 
     def record(self, entry: CatalogEntry) -> None:
         """Keep ``entry`` in the catalog unless that would only churn it: a ``skipped`` result,
         or a row the catalog already holds but for its time and run id."""
         self.entries.append(entry)
-        if entry.status == "skipped" or any(
+        if entry.status == Status.SKIPPED or any(
                 e.key == entry.key and _same_row(e, entry) for e in self.catalog):
             return
         self.catalog = merge_entries(self.catalog, [entry])
@@ -416,7 +415,7 @@ class _Watcher:
 
     def drop_rows(self, key: Key) -> None:
         """Forget an archive's own rejected row once the archive reads cleanly."""
-        kept = [e for e in self.catalog if not (e.key == key and e.status == "rejected")]
+        kept = [e for e in self.catalog if not (e.key == key and e.status == Status.REJECTED)]
         if len(kept) != len(self.catalog):
             self.catalog = kept
             self.dirty = True
@@ -555,7 +554,7 @@ class _Watcher:
             for role in bundle.missing)
         return CatalogEntry(
             session=session_name(bundle.prefix), source=bundle.source, prefix=bundle.prefix,
-            status="rejected", reason=f"{findings[0].code} at {findings[0].location()}",
+            status=Status.REJECTED, reason=f"{findings[0].code} at {findings[0].location()}",
             findings=findings, converter_version=__version__,
             converted_at=dt.datetime.now(dt.UTC), run_id=self.run_id)
 
@@ -600,23 +599,23 @@ class _Watcher:
         self.running_names[name] -= 1
         entry = commit_result(self.out, as_result(run.bundle, value, self.run_id))
         self.record(entry)
-        if entry.status == "converted":
+        if entry.status == Status.CONVERTED:
             self.frames += entry.n_frames or 0
         fields: dict[str, Any] = {"session": entry.session, "source": entry.source,
                                   "prefix": entry.prefix, "frames": entry.n_frames,
                                   "seconds": round(time.monotonic() - run.started, 3)}
-        if entry.status != "converted":
+        if entry.status != Status.CONVERTED:
             fields["reason"] = entry.reason
             fields["errors"] = [f"{f.code} at {f.location()}" for f in entry.findings
                                 if f.severity is Severity.ERROR]
         self.emit(entry.status, **fields)
         track = self.tracks.get(key)
         if track is not None and track.stamps == run.stamps:
-            if entry.status == "failed":  # not the bundle's fault: again, a while later
+            if entry.status == Status.FAILED:  # not the bundle's fault: again, a while later
                 track.state, track.retry_at = "waiting", time.monotonic() + RETRY_FAILED
             else:
                 self.mark(key, track, "handled")
-        if self.stop_on_error and entry.status not in OK_STATUSES and self.stopped is None:
+        if self.stop_on_error and not entry.status.is_ok and self.stopped is None:
             self.stop_taking_work("on_error")
 
     def lost(self, error: BaseException) -> None:

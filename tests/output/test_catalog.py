@@ -16,13 +16,12 @@ from hypothesis import strategies as st
 from reacture_convert.findings import Finding, Severity, finding
 from reacture_convert.output.catalog import (
     CATALOG_SCHEMA,
-    LIVE_STATUSES,
-    STATUSES,
     CatalogEntry,
     merge_entries,
     read_catalog,
     write_catalog,
 )
+from reacture_convert.output.status import LIVE, Status
 from reacture_convert.output.storage import Output
 from reacture_convert.run.batch import run_convert
 
@@ -37,7 +36,7 @@ T0 = dt.datetime(2026, 11, 25, 20, 0, tzinfo=dt.UTC)
 def entry(source: str, status: str, hashes: str = "h1", prefix: str = "reacture_1",
           **kw: object) -> CatalogEntry:
     """A catalog row; ``hashes`` stands for the five sha256 values (one letter per content)."""
-    outputs = (f"zarr/{prefix}.zarr",) if status in LIVE_STATUSES else ()
+    outputs = (f"zarr/{prefix}.zarr",) if status in LIVE else ()
     return CatalogEntry(session=prefix, source=source, prefix=prefix, status=status,
                         hashes={"frames.npy": hashes}, outputs=outputs, **kw)  # type: ignore[arg-type]
 
@@ -169,7 +168,7 @@ def test_merged_catalog_survives_write_and_read(tmp_path: Path) -> None:
 entries_strategy = st.builds(
     entry,
     source=st.sampled_from(["a", "b", "c"]),
-    status=st.sampled_from(STATUSES),
+    status=st.sampled_from(list(Status)),
     hashes=st.sampled_from(["h1", "h2", "h3"]),
     prefix=st.sampled_from(["reacture_1", "reacture_2"]),
 )
@@ -182,15 +181,15 @@ def test_merge_invariants(runs: list[list[CatalogEntry]]) -> None:
     for run in runs:
         catalog = merge_entries(catalog, run)
         # every live row of a session describes the same bytes: the ones its outputs hold
-        live = {(e.session, e.hashes["frames.npy"]) for e in catalog if e.status in LIVE_STATUSES}
+        live = {(e.session, e.hashes["frames.npy"]) for e in catalog if e.status in LIVE}
         assert len(live) == len({s for s, _ in live}), catalog
         per_key = Counter(e.key for e in catalog)
         for key, n in per_key.items():  # a second row only beside the live row of its bundle
-            assert n == 1 or sorted(e.status in LIVE_STATUSES for e in catalog
+            assert n == 1 or sorted(e.status in LIVE for e in catalog
                                     if e.key == key) == [False, True]
         assert {e.key for e in run} <= set(per_key)  # every bundle of the run is recorded
         for e in {e.key: e for e in run}.values():  # the newest state that wrote nothing stays
-            if e.status not in (*LIVE_STATUSES, "duplicate"):
+            if e.status not in (*LIVE, "duplicate"):
                 assert e in catalog
         assert merge_entries(catalog, []) == catalog  # reading it back changes nothing
     assert catalog == merge_entries([], [e for run in runs for e in run])

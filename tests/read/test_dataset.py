@@ -24,7 +24,8 @@ from conftest import REAL_BUNDLES, convert_real_bundles
 
 from reacture_convert.errors import OutputError
 from reacture_convert.output.storage import Output
-from reacture_convert.read.dataset import KEYS, MOMENTARY_ACTIONS, FrameLabels, open_dataset
+from reacture_convert.read.dataset import open_dataset
+from reacture_convert.read.labels import KEYS, MOMENTARY_ACTIONS, FrameLabels
 from reacture_convert.run.batch import run_convert
 from reacture_convert.run.convert import ConvertOptions
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from test_dataset import Source, expected_labels, read_source
 
 from reacture_convert.errors import OutputError
-from reacture_convert.read.dataset import KEYS, MOMENTARY_ACTIONS
+from reacture_convert.read.labels import KEYS, MOMENTARY_ACTIONS
 from reacture_convert.read.stats import (
     STATS,
     Stats,

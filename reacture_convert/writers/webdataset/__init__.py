@@ -67,8 +67,9 @@ import numpy.typing as npt
 from reacture_convert.errors import ConfigError, InputError, OutputError
 from reacture_convert.findings import Finding
 from reacture_convert.ingest.bundle import BundleRef, StorageOptions, open_file
+from reacture_convert.ingest.files import read_timestamps
 from reacture_convert.ingest.jsonl import ParsedRow, iter_jsonl
-from reacture_convert.ingest.npy import iter_npy_chunks, npy_bytes, read_npy_header, read_npy_small
+from reacture_convert.ingest.npy import iter_npy_chunks, npy_bytes, read_npy_header
 from reacture_convert.ingest.validate import Report
 from reacture_convert.output.naming import is_safe_name
 from reacture_convert.output.storage import Output
@@ -430,15 +431,6 @@ def _sample(session: str, s: _FrameSample, timestamp_ms: float, encoding: str) -
     ))
 
 
-def _read_timestamps(bundle: BundleRef, opts: StorageOptions | None) -> npt.NDArray[np.float32]:
-    ref = bundle.files["timestamps.npy"]
-    with open_file(ref, opts) as f:
-        header, _ = read_npy_header(f, ref.size, ref.name)
-        if header is None:
-            raise InputError(f"{ref.label()}: unreadable header; the file changed since validation")
-        return read_npy_small(f, header, file=ref.name)
-
-
 def _check_session_args(report: Report, session: str, encoding: str) -> int:
     if not report.ok or report.n_frames is None:
         raise InputError(f"{report.bundle.prefix}: only a valid bundle can be written as samples")
@@ -466,7 +458,7 @@ def write_session_samples(
     match the report.
     """
     n = _check_session_args(report, session, encoding)
-    ts = _read_timestamps(bundle, input_options)
+    ts = read_timestamps(bundle, input_options)
     fref, jref = bundle.files["frames.npy"], bundle.files["data.jsonl"]
     count = 0
     with open_file(fref, input_options) as ff, open_file(jref, input_options) as jf:
