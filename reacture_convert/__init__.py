@@ -15,8 +15,9 @@ from reacture_convert.ingest.validate import Report, validate_bundle  # noqa: E4
 from reacture_convert.output.storage import Output  # noqa: E402
 from reacture_convert.read.dataset import ConvertedDataset, SessionData, open_dataset  # noqa: E402
 from reacture_convert.read.verify import verify_dataset  # noqa: E402
-from reacture_convert.run.batch import RunSummary, run_convert  # noqa: E402
+from reacture_convert.run.batch import run_convert
 from reacture_convert.run.convert import ConvertOptions, convert_bundle  # noqa: E402
+from reacture_convert.run.summary import RunSummary  # noqa: E402
 from reacture_convert.run.watch import WatchOptions, run_watch  # noqa: E402
 
 __all__ = [

@@ -26,8 +26,9 @@ from reacture_convert.ingest.validate import Report, validate_bundle
 from reacture_convert.output.catalog import CatalogEntry
 from reacture_convert.output.status import Status
 from reacture_convert.output.storage import Output
-from reacture_convert.run.batch import RunSummary, run_convert
+from reacture_convert.run.batch import run_convert
 from reacture_convert.run.convert import FORMATS, ConvertOptions
+from reacture_convert.run.summary import RunSummary
 from reacture_convert.writers.webdataset import DEFAULT_SHARD_SIZE, ENCODINGS, WdsOptions
 from reacture_convert.writers.zarr import CODECS, ZarrOptions
 

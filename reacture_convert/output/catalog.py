@@ -31,6 +31,7 @@ __all__ = [
     "read_catalog",
     "write_catalog",
     "merge_entries",
+    "Catalog",
 ]
 
 CATALOG = "catalog.parquet"
@@ -199,3 +200,50 @@ def write_catalog(out: Output, entries: Sequence[CatalogEntry]) -> None:
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
     out.write_bytes_atomic(CATALOG, buf.getvalue())
+
+
+def _same_row(a: CatalogEntry, b: CatalogEntry) -> bool:
+    """Equal but for when and by which run: writing ``b`` over ``a`` would change nothing."""
+    return replace(a, converted_at=None, run_id=None) == replace(b, converted_at=None, run_id=None)
+
+
+class Catalog:
+    """The catalog a driver keeps while it runs: its rows in memory, merged as results come in
+    (``merge_entries``' rules) and written atomically by ``flush``. Only the lock holder keeps
+    one: it is the only writer of ``catalog.parquet``."""
+
+    def __init__(self, out: Output, rows: Sequence[CatalogEntry] = ()) -> None:
+        self.out = out
+        self.rows: list[CatalogEntry] = list(rows)
+        self.dirty = False  # rows not yet written
+
+    @classmethod
+    def load(cls, out: Output) -> Catalog:
+        return cls(out, read_catalog(out))
+
+    def live(self) -> dict[str, CatalogEntry]:
+        """The live (converted or skipped) row of each session: what its outputs hold."""
+        return {e.session: e for e in self.rows if e.session and e.status.is_live}
+
+    def record(self, entry: CatalogEntry, *, keep_skipped: bool = True) -> None:
+        """Merge ``entry`` into the rows. ``keep_skipped=False`` leaves the rows as they are
+        for a ``skipped`` result and for a row they already hold but for its time and run id
+        (a long-running watcher does not churn the catalog with them)."""
+        if not keep_skipped and (entry.status is Status.SKIPPED or any(
+                e.key == entry.key and _same_row(e, entry) for e in self.rows)):
+            return
+        self.rows = merge_entries(self.rows, [entry])
+        self.dirty = True
+
+    def drop(self, key: tuple[str, str | None], status: Status) -> None:
+        """Forget the row of bundle ``key`` with ``status`` (an archive that reads again)."""
+        kept = [e for e in self.rows if not (e.key == key and e.status is status)]
+        if len(kept) != len(self.rows):
+            self.rows = kept
+            self.dirty = True
+
+    def flush(self) -> None:
+        """Write the rows when they changed (raises ``OSError`` when the store refuses)."""
+        if self.dirty:
+            write_catalog(self.out, self.rows)
+            self.dirty = False

@@ -24,6 +24,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -36,6 +38,7 @@ __all__ = [
     "check_scheduler",
     "default_workers",
     "open_scheduler",
+    "ResultPump",
 ]
 
 SCHEDULERS = ("auto", "sync", "threads", "processes")
@@ -173,3 +176,40 @@ def open_scheduler(
         silence_logs=logging.ERROR,
     ) as cluster, Client(cluster) as client:  # type: ignore[no-untyped-call]
         yield _Distributed(client, f"local dask, {n} {'processes' if processes else 'threads'}")
+
+
+class ResultPump:
+    """Hands a scheduler's results to a queue (``results``) from a thread, so that a driver
+    keeps doing other work while tasks run (``Scheduler.results`` blocks). A scheduler that
+    dies is reported once as ``(None, exception)``. ``tick``: seconds between looks."""
+
+    def __init__(self, sched: Scheduler, tick: float = 0.25) -> None:
+        self.sched = sched
+        self.tick = tick
+        self.results: queue.Queue[tuple[Any, Any]] = queue.Queue()
+        self.work = threading.Event()
+        self.closed = False
+        self.thread = threading.Thread(target=self._run, name="reacture-watch-results",
+                                       daemon=True)
+        self.thread.start()
+
+    def submit(self, key: Any, *task: Any) -> None:
+        self.sched.submit(key, *task)
+        self.work.set()
+
+    def _run(self) -> None:
+        while not self.closed:
+            if not self.work.wait(timeout=self.tick):
+                continue
+            self.work.clear()  # before iterating: a task submitted from now on is seen
+            try:
+                for item in self.sched.results():
+                    self.results.put(item)
+            except Exception as e:  # noqa: BLE001 - the scheduler is gone: say so once
+                if not self.closed:
+                    self.results.put((None, e))
+                return
+
+    def close(self) -> None:
+        self.closed = True
+        self.work.set()

@@ -1,9 +1,9 @@
 """Watch a drop folder or a bucket prefix and convert bundles as their uploads complete.
 
 ``run_watch`` keeps polling INCOMING (local folders or fsspec URLs) with ``discover`` and
-converts every bundle that is *ready* through the batch's own code path: ``convert_session`` in
-a task on a scheduler (``batch.session_task``), ``commit_result`` and the catalog write in this
-driver, the only writer of OUT.
+converts every bundle that is *ready* through the batch's own code path (``run.driver``): a
+session task on a scheduler, its commit and its catalog row by this driver, the only writer of
+OUT.
 
 When a bundle is ready (never act on an upload in progress):
 
@@ -51,33 +51,25 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from fsspec.core import url_to_fs
-
 from reacture_convert import __version__
 from reacture_convert.errors import ConfigError, OutputError
 from reacture_convert.findings import Finding, Severity, finding
 from reacture_convert.ingest.archives import is_archive
 from reacture_convert.ingest.bundle import BundleRef
 from reacture_convert.ingest.discover import Discovery, discover
-from reacture_convert.output.catalog import (
-    CatalogEntry,
-    merge_entries,
-    read_catalog,
-    write_catalog,
-)
+from reacture_convert.output.catalog import Catalog, CatalogEntry
 from reacture_convert.output.naming import session_name
-from reacture_convert.output.status import OK, Status
+from reacture_convert.output.status import Status
 from reacture_convert.output.storage import Output, lock_output
-from reacture_convert.run.batch import (
-    DEFAULT_OPTIONS,
-    StatusCounts,
+from reacture_convert.run.convert import ConvertOptions
+from reacture_convert.run.driver import (
+    SessionRunner,
     archive_entries,
-    as_result,
     forget_listings,
-    session_task,
 )
-from reacture_convert.run.convert import ConvertOptions, commit_result
-from reacture_convert.run.scheduler import Scheduler, open_scheduler
+from reacture_convert.run.scheduler import ResultPump, open_scheduler
+from reacture_convert.run.settle import Stamp, Track, quiet_since, stamp_of
+from reacture_convert.run.summary import WatchStatus, WatchSummary
 
 __all__ = [
     "WatchOptions",
@@ -90,8 +82,9 @@ __all__ = [
 ]
 
 EventFn = Callable[[dict[str, Any]], None]
+StatusFn = Callable[[WatchStatus], None]
 Key = tuple[str, str | None]  # (source, prefix); an archive's own rows have prefix None
-Stamp = tuple[str, int, float | None, str | None]  # url, size, mtime, etag
+_DEFAULT_OPTIONS = ConvertOptions()
 TICK = 0.25  # longest the driver sleeps between looks at signals and results
 RETRY_FAILED = 60.0  # seconds before a failed session (I/O error, worker died) is tried again
 
@@ -139,182 +132,11 @@ class WatchOptions:
             raise ConfigError(f"poll must be more than 0 seconds, not {self.poll!r}")
 
 
-@dataclass(frozen=True)
-class WatchStatus:
-    """A snapshot for a live status line. ``waiting``: bundles seen but not ready (settling or
-    incomplete); ``counts``: results by catalog status since the watcher started."""
-
-    waiting: int
-    queued: int
-    converting: int
-    counts: Mapping[str, int]
-    frames: int  # frames of the sessions converted since start
-    busy_seconds: float  # time with at least one session in flight
-    seconds: float  # since start
-
-    @property
-    def done(self) -> int:
-        return sum(self.counts.get(s, 0) for s in OK)
-
-    @property
-    def rejected(self) -> int:
-        return self.counts.get(Status.REJECTED, 0) + self.counts.get(Status.CONFLICT, 0)
-
-    @property
-    def failed(self) -> int:
-        return self.counts.get(Status.FAILED, 0)
-
-    @property
-    def frames_per_second(self) -> float:
-        return self.frames / self.busy_seconds if self.busy_seconds > 0 else 0.0
-
-    def line(self) -> str:
-        """``2 waiting · 1 queued · 2 converting · 10 done · 1 rejected · 0 failed · 850
-        frames/s``: what a terminal shows while the watcher runs."""
-        return (f"{self.waiting} waiting · {self.queued} queued · {self.converting} converting · "
-                f"{self.done} done · {self.rejected} rejected · {self.failed} failed · "
-                f"{self.frames_per_second:,.0f} frames/s")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"waiting": self.waiting, "queued": self.queued, "converting": self.converting,
-                "done": self.done, "rejected": self.rejected, "failed": self.failed,
-                "frames": self.frames, "frames_per_second": round(self.frames_per_second, 1)}
-
-
-StatusFn = Callable[[WatchStatus], None]
-
-
-@dataclass(frozen=True)
-class WatchSummary(StatusCounts):
-    """What a watcher did before it stopped. ``entries``: every result and report, written to
-    the catalog or not (``skipped``); ``stopped``: ``once``, ``signal``, ``on_error`` or
-    ``abort`` (a second signal: results in flight were dropped)."""
-
-    out: str
-    run_id: str
-    stopped: str
-    entries: tuple[CatalogEntry, ...] = ()
-    seconds: float = 0.0
-    frames: int = 0
-
-    @property
-    def aborted(self) -> bool:
-        return self.stopped == "abort"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"out": self.out, "run_id": self.run_id, "stopped": self.stopped, "ok": self.ok,
-                "counts": self.counts, "frames": self.frames, "seconds": round(self.seconds, 3)}
-
-
-# --- when files have settled -------------------------------------------------------------------
-
-
-def _mtime(info: Mapping[str, Any]) -> float | None:
-    """A listing entry's modification time as epoch seconds: ``mtime`` (local), ``LastModified``
-    (S3), ``last_modified``/``updated`` (other stores); None when it has none."""
-    for key in ("mtime", "LastModified", "last_modified", "updated", "modified"):
-        value = info.get(key)
-        if isinstance(value, bool) or value is None:
-            continue
-        if isinstance(value, int | float):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-            except ValueError:
-                continue
-        if isinstance(value, dt.datetime):
-            return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).timestamp()
-    return None
-
-
-def _stamp(url: str, opts: Mapping[str, Any]) -> Stamp:
-    """What says a file changed: size, modification time, ETag (object stores)."""
-    fs, path = url_to_fs(url, **dict(opts))
-    info = fs.info(path)
-    etag = info.get("ETag") or info.get("etag")
-    return (url, int(info.get("size") or 0), _mtime(info), str(etag) if etag else None)
-
-
-def _quiet_since(stamps: Sequence[Stamp], now: float, wall: float) -> float:
-    """The monotonic time from which ``stamps`` count as unchanged: now, moved back by the age
-    of the newest modification time (never forward: a clock ahead of ours counts as now)."""
-    # a whole second may be a truncated time (S3's LastModified): count it as the latest it
-    # could have been, so that a settle time is never cut short by the truncation
-    times = [t + 1.0 if t.is_integer() else t for t in (s[2] for s in stamps) if t is not None]
-    if not times:
-        return now
-    return now - max(0.0, wall - max(times))
-
-
-@dataclass
-class _Track:
-    """One bundle (or archive) seen in INCOMING: its stamps and where it stands.
-
-    state: ``waiting`` (settling or incomplete), ``queued``, ``running``, ``handled`` (a result
-    for these stamps is recorded), ``reported`` (an incomplete row is recorded)."""
-
-    stamps: tuple[Stamp, ...]
-    quiet_since: float
-    state: str = "waiting"
-    retry_at: float = 0.0  # a failed one waits until then
-
-
-@dataclass(frozen=True)
-class _Running:
-    bundle: BundleRef
-    stamps: tuple[Stamp, ...]
-    started: float
-
-
-# --- results from the scheduler without blocking the driver ------------------------------------
-
-
-class _Pump:
-    """Hands a scheduler's results to a queue from a thread, so the driver keeps polling,
-    reporting and hearing signals while sessions convert (``Scheduler.results`` blocks)."""
-
-    def __init__(self, sched: Scheduler) -> None:
-        self.sched = sched
-        self.results: queue.Queue[tuple[Any, Any]] = queue.Queue()
-        self.work = threading.Event()
-        self.closed = False
-        self.thread = threading.Thread(target=self._run, name="reacture-watch-results",
-                                       daemon=True)
-        self.thread.start()
-
-    def submit(self, key: Key, *task: Any) -> None:
-        self.sched.submit(key, *task)
-        self.work.set()
-
-    def _run(self) -> None:
-        while not self.closed:
-            if not self.work.wait(timeout=TICK):
-                continue
-            self.work.clear()  # before iterating: a task submitted from now on is seen
-            try:
-                for item in self.sched.results():
-                    self.results.put(item)
-            except Exception as e:  # noqa: BLE001 - the scheduler is gone: say so once
-                if not self.closed:
-                    self.results.put((None, e))
-                return
-
-    def close(self) -> None:
-        self.closed = True
-        self.work.set()
-
-
 # --- the driver ----------------------------------------------------------------------------------
 
 
 def _now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _same_row(a: CatalogEntry, b: CatalogEntry) -> bool:
-    """Equal but for when and by which run: writing ``b`` over ``a`` would change nothing."""
-    return replace(a, converted_at=None, run_id=None) == replace(b, converted_at=None, run_id=None)
 
 
 def _is_archive_url(source: str) -> bool:
@@ -325,7 +147,7 @@ class _Watcher:
     """State of one watcher: what it has seen, queued, running, and the catalog it keeps."""
 
     def __init__(self, paths: Sequence[str], out: Output, options: ConvertOptions,
-                 watch: WatchOptions, run_id: str, catalog: list[CatalogEntry],
+                 watch: WatchOptions, run_id: str, catalog: Catalog,
                  on_event: EventFn | None, on_status: StatusFn | None,
                  stop: threading.Event | None, stop_on_error: bool) -> None:
         self.paths = list(paths)
@@ -340,11 +162,11 @@ class _Watcher:
         self.stop_event = stop
         self.stop_on_error = stop_on_error
         self.started = time.monotonic()
-        self.tracks: dict[Key, _Track] = {}
+        self.tracks: dict[Key, Track] = {}
         self.bundles: dict[Key, BundleRef] = {}
         self.ready: deque[Key] = deque()
-        self.running: dict[Key, _Running] = {}
-        self.running_names: Counter[str] = Counter()
+        self.pump: ResultPump | None = None  # set by loop(): where tasks go
+        self.runner = SessionRunner(out, catalog, run_id, self._submit, keep_skipped=False)
         self.announced: dict[Key, str] = {}  # what was last said about an incomplete one
         # what was recorded for which stamps: survives a bundle missing from one listing (an
         # object store's hiccup), so that it is not hashed again when it reappears unchanged
@@ -356,7 +178,14 @@ class _Watcher:
         self.signals = 0
         self.stopped: str | None = None  # why no new work is taken
         self.aborted = False
-        self.dirty = False  # the catalog has rows not yet written
+
+    @property
+    def running(self) -> Mapping[Key, Any]:
+        return self.runner.running  # type: ignore[return-value]
+
+    def _submit(self, key: Key, *task: Any) -> None:
+        assert self.pump is not None, "loop() sets the pump before any task starts"
+        self.pump.submit(key, *task)
 
     # --- events ------------------------------------------------------------------------------
 
@@ -398,36 +227,22 @@ class _Watcher:
 
     # --- the catalog -------------------------------------------------------------------------
 
-    @property
-    def live(self) -> dict[str, CatalogEntry]:
-        return {e.session: e for e in self.catalog if e.session and e.status.is_live}
-
     def record(self, entry: CatalogEntry) -> None:
-        """Keep ``entry`` in the catalog unless that would only churn it: a ``skipped`` result,
-        or a row the catalog already holds but for its time and run id."""
+        """Keep ``entry`` (the catalog leaves out what would only churn it: a ``skipped``
+        result, a row it already holds but for its time and run id)."""
         self.entries.append(entry)
-        if entry.status == Status.SKIPPED or any(
-                e.key == entry.key and _same_row(e, entry) for e in self.catalog):
-            return
-        self.catalog = merge_entries(self.catalog, [entry])
-        self.dirty = True
+        self.catalog.record(entry, keep_skipped=False)
         self.flush()
 
     def drop_rows(self, key: Key) -> None:
         """Forget an archive's own rejected row once the archive reads cleanly."""
-        kept = [e for e in self.catalog if not (e.key == key and e.status == Status.REJECTED)]
-        if len(kept) != len(self.catalog):
-            self.catalog = kept
-            self.dirty = True
-            self.flush()
+        self.catalog.drop(key, Status.REJECTED)
+        self.flush()
 
     def flush(self, final: bool = False) -> None:
         """Write the catalog; a failure (object store hiccup) is said and retried later."""
-        if not self.dirty:
-            return
         try:
-            write_catalog(self.out, self.catalog)
-            self.dirty = False
+            self.catalog.flush()
         except OSError as e:
             if final:
                 raise OutputError(f"{self.out.url}: cannot write the catalog ({e}); the "
@@ -439,24 +254,24 @@ class _Watcher:
 
     def stamps(self, urls: set[str]) -> tuple[Stamp, ...] | None:
         try:
-            return tuple(sorted(_stamp(u, self.opts) for u in urls))
+            return tuple(sorted(stamp_of(u, self.opts) for u in urls))
         except (OSError, ValueError):
             return None  # gone between listing and look: the next poll decides
 
-    def observe(self, key: Key, stamps: tuple[Stamp, ...], now: float, wall: float) -> _Track:
+    def observe(self, key: Key, stamps: tuple[Stamp, ...], now: float, wall: float) -> Track:
         track = self.tracks.get(key)
         if track is not None and track.stamps == stamps:
             return track
         if track is not None and track.state == "queued":
             self.ready.remove(key)
-        track = _Track(stamps, _quiet_since(stamps, now, wall))
+        track = Track(stamps, quiet_since(stamps, now, wall))
         before = self.recorded.get(key)
         if before is not None and before[0] == stamps:
             track.state = before[1]
         self.tracks[key] = track
         return track
 
-    def mark(self, key: Key, track: _Track, state: str) -> None:
+    def mark(self, key: Key, track: Track, state: str) -> None:
         """``track`` has its result (``handled``) or report (``reported``) recorded."""
         track.state = state
         self.recorded[key] = (track.stamps, state)
@@ -508,7 +323,7 @@ class _Watcher:
                 self.emit("finding", code=f.code, source=f.file, message=f.message)
         return by_archive
 
-    def judge_bundle(self, key: Key, bundle: BundleRef, track: _Track, now: float) -> None:
+    def judge_bundle(self, key: Key, bundle: BundleRef, track: Track, now: float) -> None:
         if track.state != "waiting":
             return
         quiet = now - track.quiet_since
@@ -529,7 +344,7 @@ class _Watcher:
             self.emit("ready", session=session_name(bundle.prefix), source=bundle.source,
                       prefix=bundle.prefix)
 
-    def judge_archive(self, key: Key, findings: list[Finding], track: _Track, now: float) -> None:
+    def judge_archive(self, key: Key, findings: list[Finding], track: Track, now: float) -> None:
         """An archive that cannot be read yet waits like an incomplete bundle; one that reads
         but refuses members gets its rows (as in a batch) once it has settled."""
         if track.state != "waiting":
@@ -567,7 +382,7 @@ class _Watcher:
 
     # --- converting --------------------------------------------------------------------------
 
-    def feed(self, pump: _Pump, limit: int) -> None:
+    def feed(self, limit: int) -> None:
         """Start ready sessions while fewer than ``limit`` run; a bundle whose session name is
         being written waits for it (it becomes that session's duplicate or conflict)."""
         if self.stopped is not None:
@@ -577,28 +392,24 @@ class _Watcher:
             key = self.ready.popleft()
             bundle = self.bundles[key]
             name = session_name(bundle.prefix)
-            if self.running_names[name]:
+            if self.runner.busy(name):
                 later.append(key)
                 continue
-            previous = self.live.get(name)
+            previous = self.catalog.live().get(name)
+            track = self.tracks[key]
+            track.state = "running"
             options = self.options
             if previous is not None and previous.source != bundle.source:
                 options = replace(options, force=False)  # --force replaces re-uploads only
-            track = self.tracks[key]
-            track.state = "running"
-            self.running[key] = _Running(bundle, track.stamps, time.monotonic())
-            self.running_names[name] += 1
-            pump.submit(key, session_task, bundle, self.out, options, previous, self.run_id)
+            self.runner.start(key, bundle, options, previous, tag=track.stamps)
             self.emit("converting", session=name, source=bundle.source, prefix=bundle.prefix)
         self.ready.extendleft(reversed(later))
 
     def finish(self, key: Key, value: Any) -> None:
         """Commit one session's result, record it, say so."""
-        run = self.running.pop(key)
-        name = session_name(run.bundle.prefix)
-        self.running_names[name] -= 1
-        entry = commit_result(self.out, as_result(run.bundle, value, self.run_id))
-        self.record(entry)
+        run, entry = self.runner.finish(key, value)
+        self.entries.append(entry)
+        self.flush()
         if entry.status == Status.CONVERTED:
             self.frames += entry.n_frames or 0
         fields: dict[str, Any] = {"session": entry.session, "source": entry.source,
@@ -610,7 +421,7 @@ class _Watcher:
                                 if f.severity is Severity.ERROR]
         self.emit(entry.status, **fields)
         track = self.tracks.get(key)
-        if track is not None and track.stamps == run.stamps:
+        if track is not None and track.stamps == run.tag:
             if entry.status == Status.FAILED:  # not the bundle's fault: again, a while later
                 track.state, track.retry_at = "waiting", time.monotonic() + RETRY_FAILED
             else:
@@ -625,7 +436,8 @@ class _Watcher:
         if self.stopped is None:
             self.stop_taking_work("error")
 
-    def loop(self, pump: _Pump, limit: int) -> None:
+    def loop(self, pump: ResultPump, limit: int) -> None:
+        self.pump = pump
         next_poll = 0.0
         polled = False
         last = time.monotonic()
@@ -639,7 +451,7 @@ class _Watcher:
                 polled = True
                 next_poll = time.monotonic() + self.watch.poll
                 self.flush()
-            self.feed(pump, limit)
+            self.feed(limit)
             self.show()
             if not self.running and (self.stopped is not None
                                      or (self.watch.once and polled and not self.ready)):
@@ -693,7 +505,7 @@ def _signals(watcher: _Watcher, enabled: bool) -> Iterator[Callable[[], None]]:
 def run_watch(
     paths: Sequence[str],
     out: Output,
-    options: ConvertOptions = DEFAULT_OPTIONS,
+    options: ConvertOptions = _DEFAULT_OPTIONS,
     watch: WatchOptions = WatchOptions(),
     *,
     scheduler: str = "auto",
@@ -726,7 +538,7 @@ def run_watch(
     started = time.perf_counter()
     with lock_output(out, wait=wait_for_lock):
         forget_listings(out, paths, options.input_options)
-        catalog = read_catalog(out)
+        catalog = Catalog.load(out)
         out.clear_staging()  # a killed watcher's or batch's leftovers: never visible
         watcher = _Watcher(paths, out, options, watch, run_id, catalog, on_event, on_status,
                            stop, stop_on_error)
@@ -738,7 +550,7 @@ def run_watch(
                              scheduler=sched.description, workers=limit, settle=watch.settle,
                              poll=watch.poll, incomplete_timeout=watch.incomplete_timeout,
                              once=watch.once)
-                pump = _Pump(sched)
+                pump = ResultPump(sched, TICK)
                 try:
                     watcher.loop(pump, limit)
                 finally:

@@ -21,12 +21,12 @@ from click.testing import CliRunner
 from conftest import SAMPLE_DIR
 
 from reacture_convert.cli import cli
-from reacture_convert.errors import ConfigError, InputError, InputNotFoundError
+from reacture_convert.errors import ConfigError, InputError, InputNotFoundError, is_transient
 from reacture_convert.output.catalog import read_catalog
 from reacture_convert.output.storage import Output
 from reacture_convert.read.verify import verify_dataset
 from reacture_convert.run.batch import run_convert
-from reacture_convert.run.convert import ConvertOptions, _transient
+from reacture_convert.run.convert import ConvertOptions
 from reacture_convert.testing.synth import BundleSpec, write_bundle
 from reacture_convert.writers.webdataset import read_index
 
@@ -259,7 +259,7 @@ def test_without_stop_every_bundle_is_tried(make_bundle: Callable[..., Path],
     ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else str(v),
 )
 def test_only_transient_io_errors_are_retried(error: BaseException, transient: bool) -> None:
-    assert _transient(error) is transient
+    assert is_transient(error) is transient
 
 
 def test_missing_input_is_a_rejected_row_not_a_crash(tmp_path: Path) -> None:

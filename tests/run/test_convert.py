@@ -31,8 +31,9 @@ from reacture_convert.ingest.validate import validate_bundle
 from reacture_convert.output.catalog import HASH_COLUMNS, CatalogEntry, read_catalog
 from reacture_convert.output.storage import Output
 from reacture_convert.read.verify import verify_dataset
-from reacture_convert.run.batch import RunSummary, run_convert
+from reacture_convert.run.batch import run_convert
 from reacture_convert.run.convert import ConvertOptions
+from reacture_convert.run.summary import RunSummary
 from reacture_convert.testing.synth import BundleSpec, write_bundle
 from reacture_convert.writers.rows import rebuild_row
 from reacture_convert.writers.zarr import ZarrOptions

@@ -17,7 +17,7 @@ from distributed import KilledWorker
 
 from reacture_convert.errors import ConfigError
 from reacture_convert.ingest.bundle import BundleRef
-from reacture_convert.run.batch import _as_result
+from reacture_convert.run.driver import as_result
 from reacture_convert.run.scheduler import check_scheduler, open_scheduler
 
 
@@ -94,7 +94,7 @@ def test_a_worker_that_dies_comes_back_as_a_value_and_becomes_a_failed_row() -> 
     assert second == {"after": 42}
 
     bundle = BundleRef("reacture_1795600000009", "/data/incoming/b9", {})
-    entry = _as_result(bundle, value, "run1").entry
+    entry = as_result(bundle, value, "run1").entry
     assert entry.status == "failed"
     assert entry.session == "reacture_1795600000009" and entry.source == "/data/incoming/b9"
     assert entry.reason is not None and entry.reason.startswith("KilledWorker: ")

@@ -41,10 +41,10 @@ from reacture_convert.errors import ConfigError
 from reacture_convert.output.storage import Output
 from reacture_convert.read.verify import verify_dataset
 from reacture_convert.run.jobs import load_job
+from reacture_convert.run.settle import quiet_since
 from reacture_convert.run.watch import (
     WatchOptions,
     WatchStatus,
-    _quiet_since,
     parse_duration,
     run_watch,
 )
@@ -477,14 +477,14 @@ def test_every_written_duration_reads_back(millis: int, unit: tuple[str, float])
 
 def test_settling_counts_from_the_newest_modification_time() -> None:
     now, wall = 1000.0, 5_000.5
-    assert _quiet_since([("a", 1, 4_990.5, None)], now, wall) == pytest.approx(990.0)
+    assert quiet_since([("a", 1, 4_990.5, None)], now, wall) == pytest.approx(990.0)
     # the newest file decides; a time ahead of our clock counts as now
-    assert _quiet_since([("a", 1, 4_990.5, None), ("b", 1, 4_999.5, None)], now, wall) == \
+    assert quiet_since([("a", 1, 4_990.5, None), ("b", 1, 4_999.5, None)], now, wall) == \
         pytest.approx(999.0)
-    assert _quiet_since([("a", 1, 5_010.5, None)], now, wall) == now
-    assert _quiet_since([("a", 1, None, None)], now, wall) == now
+    assert quiet_since([("a", 1, 5_010.5, None)], now, wall) == now
+    assert quiet_since([("a", 1, None, None)], now, wall) == now
     # a whole second may be truncated (S3): the latest it could be
-    assert _quiet_since([("a", 1, 4_999.0, None)], now, wall) == pytest.approx(999.5)
+    assert quiet_since([("a", 1, 4_999.0, None)], now, wall) == pytest.approx(999.5)
 
 
 def test_job_files_can_watch(tmp_path: Path) -> None:
