@@ -20,7 +20,7 @@ import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, Any, TypeAlias
+from typing import IO, Any
 
 import numpy as np
 import numpy.lib.format as npy_format
@@ -28,6 +28,16 @@ import numpy.typing as npt
 
 from reacture_convert.errors import InputError
 from reacture_convert.findings import Finding, finding
+from reacture_convert.ingest.npy_literal import (
+    INT,
+    MAX_DIM_DIGITS,
+    Bool,
+    HeaderSyntaxError,
+    Number,
+    Parser,
+    Value,
+    describe,
+)
 
 __all__ = [
     "MAX_HEADER_BYTES",
@@ -50,7 +60,6 @@ _VERSIONS: dict[tuple[int, int], tuple[int, str]] = {
     (3, 0): (4, "utf-8"),
 }
 _KEYS = ("descr", "fortran_order", "shape")
-_MAX_DEPTH = 16  # nesting of the header literal; a structured descr needs about 4
 _MAX_DIM = 2**63 - 1  # numpy's intp limit
 _SKIP_CHUNK = 1 << 20
 
@@ -83,154 +92,6 @@ class NpyHeader:
 
 
 # --------------------------------------------------------------------------------------------
-# header literal: a tiny strict grammar (no eval)
-
-
-class _HeaderSyntaxError(Exception):
-    """The header text is not a literal this parser accepts; the message says where and why."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Bool:
-    value: bool
-    javascript: bool  # written as true/false
-
-
-@dataclass(frozen=True, slots=True)
-class _Number:
-    text: str  # kept as written; checked where a number is expected
-
-
-_Value: TypeAlias = (
-    dict[str, "_Value"] | list["_Value"] | tuple["_Value", ...] | str | _Bool | _Number
-)
-
-_WORDS = {
-    "True": _Bool(True, False),
-    "False": _Bool(False, False),
-    "true": _Bool(True, True),
-    "false": _Bool(False, True),
-}
-_NUMBER = re.compile(r"[-+]?[0-9.][0-9A-Za-z_.]*")
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_INT = re.compile(r"0|[1-9][0-9]*")
-_MAX_DIM_DIGITS = 19
-
-
-class _Parser:
-    """Recursive descent over the header text. Whitespace between tokens is spaces and tabs."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.pos = 0
-
-    def fail(self, what: str) -> _HeaderSyntaxError:
-        near = self.text[self.pos : self.pos + 20]
-        return _HeaderSyntaxError(f"{what} at character {self.pos + 1} (near {near!r})")
-
-    def skip_ws(self) -> None:
-        while self.pos < len(self.text) and self.text[self.pos] in " \t":
-            self.pos += 1
-
-    def peek(self) -> str:
-        self.skip_ws()
-        return self.text[self.pos] if self.pos < len(self.text) else ""
-
-    def expect(self, char: str) -> None:
-        if self.peek() != char:
-            raise self.fail(f"expected {char!r}")
-        self.pos += 1
-
-    def parse_document(self) -> _Value:
-        value = self.value(0)
-        if self.peek() != "":
-            raise self.fail("unexpected text after the header dict")
-        return value
-
-    def value(self, depth: int) -> _Value:
-        if depth > _MAX_DEPTH:
-            raise self.fail("header nests too deeply")
-        char = self.peek()
-        if char == "{":
-            return self.dict_(depth)
-        if char in "[(":
-            return self.sequence(depth, char)
-        if char in "'\"":
-            return self.string()
-        number = _NUMBER.match(self.text, self.pos)
-        if number:
-            self.pos = number.end()
-            return _Number(number.group())
-        name = _NAME.match(self.text, self.pos)
-        if name and name.group() in _WORDS:
-            self.pos = name.end()
-            return _WORDS[name.group()]
-        if name:
-            raise self.fail(f"{name.group()!r} is not allowed (only literals)")
-        raise self.fail("expected a value" if char else "header ends where a value is expected")
-
-    def string(self) -> str:
-        quote = self.text[self.pos]
-        end = self.text.find(quote, self.pos + 1)
-        if end < 0:
-            raise self.fail("unterminated string")
-        content = self.text[self.pos + 1 : end]
-        if "\\" in content or "\n" in content:
-            raise self.fail("escape sequences and newlines are not allowed in strings")
-        self.pos = end + 1
-        return content
-
-    def dict_(self, depth: int) -> dict[str, _Value]:
-        self.expect("{")
-        out: dict[str, _Value] = {}
-        while self.peek() != "}":
-            if self.peek() not in ("'", '"'):
-                raise self.fail("expected a quoted key or '}'")
-            key = self.string()
-            if key in out:
-                raise self.fail(f"duplicate key {key!r}")
-            self.expect(":")
-            out[key] = self.value(depth + 1)
-            if self.peek() != "}":
-                self.expect(",")
-        self.pos += 1
-        return out
-
-    def sequence(self, depth: int, opener: str) -> list[_Value] | tuple[_Value, ...]:
-        closer = "]" if opener == "[" else ")"
-        self.expect(opener)
-        items: list[_Value] = []
-        trailing_comma = False
-        while self.peek() != closer:
-            items.append(self.value(depth + 1))
-            trailing_comma = False
-            if self.peek() != closer:
-                self.expect(",")
-                trailing_comma = True
-        self.pos += 1
-        if opener == "[":
-            return items
-        if len(items) == 1 and not trailing_comma:
-            raise self.fail("a parenthesised value without a comma is not a tuple")
-        return tuple(items)
-
-
-def _describe(value: _Value) -> str:
-    """A short human rendering of a parsed value, for messages."""
-    if isinstance(value, _Number):
-        return value.text
-    if isinstance(value, _Bool):
-        return str(value.value)
-    if isinstance(value, dict):
-        return "a dict"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, tuple):
-        return "a tuple"
-    return repr(value)
-
-
-# --------------------------------------------------------------------------------------------
 # header fields
 
 
@@ -243,29 +104,29 @@ class _Fields:
     javascript_bools: tuple[str, ...]
 
 
-def _parse_shape(value: _Value) -> tuple[int, ...]:
-    """A tuple of non-negative ints, else _HeaderSyntaxError saying which entry is wrong."""
+def _parse_shape(value: Value) -> tuple[int, ...]:
+    """A tuple of non-negative ints, else HeaderSyntaxError saying which entry is wrong."""
     if not isinstance(value, tuple):
-        raise _HeaderSyntaxError(f"'shape' must be a tuple of ints, found {_describe(value)}")
+        raise HeaderSyntaxError(f"'shape' must be a tuple of ints, found {describe(value)}")
     dims = []
     for i, item in enumerate(value):
-        text = item.text if isinstance(item, _Number) else None
+        text = item.text if isinstance(item, Number) else None
         if text is not None and re.fullmatch(r"-[0-9]+", text):
-            raise _HeaderSyntaxError(f"'shape' entry {i} is negative ({text})")
-        if text is not None and _INT.fullmatch(text) and len(text) > _MAX_DIM_DIGITS:
-            raise _HeaderSyntaxError(f"'shape' entry {i} is larger than 2**63-1 ({text[:30]}...)")
-        if text is None or not _INT.fullmatch(text):
-            raise _HeaderSyntaxError(
-                f"'shape' entry {i} is not a non-negative integer: {_describe(item)}"
+            raise HeaderSyntaxError(f"'shape' entry {i} is negative ({text})")
+        if text is not None and INT.fullmatch(text) and len(text) > MAX_DIM_DIGITS:
+            raise HeaderSyntaxError(f"'shape' entry {i} is larger than 2**63-1 ({text[:30]}...)")
+        if text is None or not INT.fullmatch(text):
+            raise HeaderSyntaxError(
+                f"'shape' entry {i} is not a non-negative integer: {describe(item)}"
             )
         dim = int(text)
         if dim > _MAX_DIM:
-            raise _HeaderSyntaxError(f"'shape' entry {i} is larger than 2**63-1 ({text})")
+            raise HeaderSyntaxError(f"'shape' entry {i} is larger than 2**63-1 ({text})")
         dims.append(dim)
     return tuple(dims)
 
 
-def _parse_descr(value: _Value, file: str) -> tuple[str, np.dtype[Any]] | Finding:
+def _parse_descr(value: Value, file: str) -> tuple[str, np.dtype[Any]] | Finding:
     """The descr string and its dtype, or the finding that refuses it."""
     if isinstance(value, list):
         return finding(
@@ -281,7 +142,7 @@ def _parse_descr(value: _Value, file: str) -> tuple[str, np.dtype[Any]] | Findin
                 "are read",
             )
         return finding(
-            "NPY_BAD_HEADER", file, f"'descr' must be a string, found {_describe(value)}"
+            "NPY_BAD_HEADER", file, f"'descr' must be a string, found {describe(value)}"
         )
     if _OBJECT_DESCR.fullmatch(value) or "," in value:
         kind = "an object dtype (pickled data)" if "," not in value else "a structured dtype"
@@ -308,25 +169,25 @@ def _parse_descr(value: _Value, file: str) -> tuple[str, np.dtype[Any]] | Findin
 def _parse_fields(text: str, file: str) -> _Fields | Finding:
     """Parse and check the header dict text (newline and padding already removed)."""
     try:
-        doc = _Parser(text).parse_document()
+        doc = Parser(text).parse_document()
         if not isinstance(doc, dict):
-            raise _HeaderSyntaxError(f"the header is not a dict but {_describe(doc)}")
+            raise HeaderSyntaxError(f"the header is not a dict but {describe(doc)}")
         missing = [k for k in _KEYS if k not in doc]
         extra = [k for k in doc if k not in _KEYS]
         if missing or extra:
             parts = [f"missing key(s) {missing}"] if missing else []
             parts += [f"unexpected key(s) {extra}"] if extra else []
-            raise _HeaderSyntaxError(
+            raise HeaderSyntaxError(
                 "the header dict must have exactly the keys 'descr', 'fortran_order' and "
                 "'shape': " + ", ".join(parts)
             )
         fortran = doc["fortran_order"]
-        if not isinstance(fortran, _Bool):
-            raise _HeaderSyntaxError(
-                f"'fortran_order' must be True or False, found {_describe(fortran)}"
+        if not isinstance(fortran, Bool):
+            raise HeaderSyntaxError(
+                f"'fortran_order' must be True or False, found {describe(fortran)}"
             )
         shape = _parse_shape(doc["shape"])
-    except _HeaderSyntaxError as exc:
+    except HeaderSyntaxError as exc:
         return finding("NPY_BAD_HEADER", file, f"invalid NPY header: {exc}")
     descr = _parse_descr(doc["descr"], file)
     if isinstance(descr, Finding):
