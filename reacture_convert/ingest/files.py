@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from reacture_convert.errors import InputError
-from reacture_convert.findings import Severity
+from reacture_convert.findings import Finding, Severity
 from reacture_convert.ingest.bundle import BundleRef, StorageOptions, open_file
 from reacture_convert.ingest.npy import (
     NpyHeader,
@@ -23,7 +23,14 @@ from reacture_convert.ingest.npy import (
     read_npy_small,
 )
 
-__all__ = ["FRAME_SHAPE", "hash_files", "iter_frame_blocks", "read_array_header", "read_timestamps"]
+__all__ = [
+    "FRAME_SHAPE",
+    "hash_files",
+    "iter_frame_blocks",
+    "judge_array_header",
+    "read_array_header",
+    "read_timestamps",
+]
 
 FRAME_SHAPE = (128, 128, 3)
 HASH_BLOCK = 1 << 20
@@ -33,16 +40,28 @@ _LAYOUTS = {
 }
 
 
-def read_array_header(bundle: BundleRef, role: str, opts: StorageOptions | None) -> NpyHeader:
-    """The header of ``frames.npy`` or ``timestamps.npy``, checked against its layout."""
+def judge_array_header(
+    bundle: BundleRef, role: str, opts: StorageOptions | None
+) -> tuple[NpyHeader | None, list[Finding]]:
+    """The header of ``frames.npy`` or ``timestamps.npy`` and every finding about it (the
+    header's quirks, then its layout: dtype, shape); the header is None when it is unusable."""
     ref = bundle.files[role]
     dtype, trailing, ndim = _LAYOUTS[role]
     with open_file(ref, opts) as f:
         header, findings = read_npy_header(f, ref.size, ref.name)
-    if header is not None:
-        findings += check_layout(header, ref.name, dtype=dtype, trailing_shape=trailing, ndim=ndim)
+    if header is None:
+        return None, findings
+    layout = check_layout(header, ref.name, dtype=dtype, trailing_shape=trailing, ndim=ndim)
+    return (None if layout else header), [*findings, *layout]
+
+
+def read_array_header(bundle: BundleRef, role: str, opts: StorageOptions | None) -> NpyHeader:
+    """The header of ``frames.npy`` or ``timestamps.npy`` of a validated bundle; ``InputError``
+    when it is not usable any more."""
+    header, findings = judge_array_header(bundle, role, opts)
     bad = [f.message for f in findings if f.severity is Severity.ERROR]
     if header is None or bad:
+        ref = bundle.files[role]
         raise InputError(f"{ref.label()}: {'; '.join(bad) or 'unreadable header'}; the file "
                          "changed since it was validated (re-run)")
     return header

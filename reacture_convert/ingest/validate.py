@@ -20,20 +20,18 @@ import numpy as np
 from reacture_convert.errors import InputError
 from reacture_convert.findings import Finding, finding, has_errors
 from reacture_convert.ingest.bundle import BundleRef, StorageOptions, is_damaged_member, open_file
+from reacture_convert.ingest.files import judge_array_header
 from reacture_convert.ingest.jsonl import ParsedRow, iter_jsonl, parse_metadata
 from reacture_convert.ingest.legacy import as_five_file
 from reacture_convert.ingest.npy import (
     NpyHeader,
-    check_layout,
     iter_npy_chunks,
-    read_npy_header,
     read_npy_small,
 )
 
 __all__ = ["ReadSink", "Report", "ValidationLimits", "validate_bundle"]
 
 MAX_METADATA_BYTES = 1 << 20
-FRAME_TRAILING = (128, 128, 3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,18 +101,9 @@ class _Collector:
 def _read_header(
     bundle: BundleRef, role: str, opts: StorageOptions | None, out: _Collector
 ) -> NpyHeader | None:
-    ref = bundle.files[role]
-    with open_file(ref, opts) as f:
-        header, fs = read_npy_header(f, ref.size, ref.name)
-    out.extend(fs)
-    if header is None:
-        return None
-    if role == "frames.npy":
-        layout = check_layout(header, ref.name, dtype="|u1", trailing_shape=FRAME_TRAILING, ndim=4)
-    else:
-        layout = check_layout(header, ref.name, dtype="<f4", trailing_shape=(), ndim=1)
-    out.extend(layout)
-    return None if layout else header
+    header, findings = judge_array_header(bundle, role, opts)
+    out.extend(findings)
+    return header
 
 
 class ReadSink(Protocol):
