@@ -19,9 +19,7 @@ __all__ = [
     "ReactureError",
     "InputError",
     "InputNotFoundError",
-    "UnsafeInputError",
     "OutputError",
-    "ConflictError",
     "LockedError",
     "ConfigError",
 ]
@@ -39,16 +37,8 @@ class InputNotFoundError(InputError, FileNotFoundError):
     """A path or URL given by the user does not exist."""
 
 
-class UnsafeInputError(InputError):
-    """Untrusted input tried something refused on purpose (path escape, bomb, pickle, ...)."""
-
-
 class OutputError(ReactureError, OSError):
     """The output dataset cannot be written or is not in the expected state."""
-
-
-class ConflictError(OutputError):
-    """A different bundle would overwrite a converted session of the same name."""
 
 
 class LockedError(OutputError):
