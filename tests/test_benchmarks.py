@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import subprocess
 import sys
 from collections import Counter
@@ -24,7 +25,8 @@ Run = tuple[subprocess.CompletedProcess[str], Path]
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    """benchmarks/run.py as a module (it is a script, not part of the package)."""
+    """benchmarks/run.py as a module (a script beside its measurement modules, not part of the
+    package); its groups are its attributes (``bench.rows``, ``bench.harness``...)."""
     spec = importlib.util.spec_from_file_location("bench_run", REPO / "benchmarks" / "run.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -95,14 +97,14 @@ def test_product_rows_round_trip_losslessly(quick_run: Run) -> None:
 def test_diff_values_names_each_kind_of_loss(bench: ModuleType, orig: object, got: object,
                                              kind: str) -> None:
     found: Counter[tuple[str, str]] = Counter()
-    bench.diff_values(orig, got, "", found)
+    bench.rows.diff_values(orig, got, "", found)
     assert kind in {k for k, _ in found}
 
 
 def test_equal_rows_have_no_difference(bench: ModuleType) -> None:
     found: Counter[tuple[str, str]] = Counter()
     row = {"a": 1, "b": [1.5, {"c": True}], "d": None, "e": "x"}
-    bench.diff_values(row, json.loads(json.dumps(row)), "", found)
+    bench.rows.diff_values(row, json.loads(json.dumps(row)), "", found)
     assert not found
 
 
@@ -127,8 +129,35 @@ def test_game_frames_compress_like_the_real_variant_fixture(bench: ModuleType) -
     """zstd level 1 over 64-frame chunks: the real variant fixture gives ~63x (noise would give
     ~1x, a flat picture thousands)."""
     frames = np.concatenate(list(iter_game_frames(640, seed=1)))
-    assert 40 < bench.zstd_ratio(frames) < 95
+    assert 40 < importlib.import_module("harness").zstd_ratio(frames) < 95
 
 
 def test_blank_frames_are_zeros() -> None:
     assert not np.concatenate(list(iter_game_frames(10, seed=1, blank=True))).any()
+
+
+def _measured(value: object, key: str = "") -> list[tuple[str, float]]:
+    """Every number in a row's raw data, with the key it sits under (lists and dicts walked)."""
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, int | float):
+        return [(key, float(value))]
+    if isinstance(value, list):
+        return [x for v in value for x in _measured(v, key)]
+    if isinstance(value, dict):
+        return [x for k, v in value.items() for x in _measured(v, str(k))]
+    return []
+
+
+def test_every_figure_is_a_positive_finite_number(quick_run: Run) -> None:
+    """A quick run's numbers mean nothing, but each must be a real measurement: no NaN, no
+    infinity, no zero time or speed (a step that did nothing or failed silently)."""
+    _, tmp = quick_run
+    doc = json.loads((tmp / "results" / "results.json").read_text(encoding="utf-8"))
+    for row in doc["rows"]:
+        numbers = [(k, v) for k, v in _measured(row["data"]) if k != "fidelity"]
+        assert numbers, row["key"]
+        assert all(math.isfinite(v) for _, v in numbers), (row["key"], numbers)
+        timed = [(k, v) for k, v in numbers if k.endswith(("_s", "_fps", "_mb", "mb_per_s",
+                                                            "ratio", "speedup", "share"))]
+        assert timed and all(v > 0 for _, v in timed), (row["key"], timed)

@@ -1,0 +1,185 @@
+"""3: JSONL -> Parquet alone, lossless, against DuckDB and polars (and what each keeps)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from harness import (
+    TARGETS,
+    Bench,
+    ChildRun,
+    Row,
+    Stat,
+    alternate,
+)
+
+JSONL_READERS = ("product", "duckdb", "polars")
+
+
+def measure_jsonl(b: Bench) -> list[Row]:
+    jsonl = b.files(b.bundle(b.sizes.session))["data.jsonl"]
+    mb = jsonl.stat().st_size / 1e6
+    outs = {name: b.work / f"m3-{name}.parquet" for name in JSONL_READERS}
+    one_thread = {"POLARS_MAX_THREADS": "1", "OMP_NUM_THREADS": "1"}
+
+    def contender(name: str) -> Callable[[int], ChildRun]:
+        return lambda r: b.child(b.child_cmd(f"jsonl-{name}", jsonl, b.fresh(outs[name].name)),
+                                 env=one_thread)
+
+    runs = alternate(b.reps, [(name, contender(name)) for name in JSONL_READERS])
+    speed = {name: Stat.of(mb / r.result()["seconds"] for r in rs) for name, rs in runs.items()}
+    fidelity = {name: compare_rows(jsonl, outs[name], rebuild=name == "product")
+                for name in JSONL_READERS}
+    lossless = fidelity["product"]["rows_differ"] == 0
+    notes = [f"{mb:,.1f} MB of JSONL, {fidelity['product']['rows']:,} rows; MB/s of the work "
+             "alone (parse + write, interpreter start and imports excluded), one thread each"]
+    for name in JSONL_READERS:
+        notes.append(f"{name}: {describe_fidelity(fidelity[name])}")
+    base = "; ".join(f"{n}: {speed[n].fmt('MB/s', 0)}" for n in JSONL_READERS[1:])
+    return [Row(
+        "3", "JSONL → Parquet (rows table alone)", speed["product"].fmt("MB/s", 1), base,
+        f"{speed['product'].median:.1f} MB/s, " + ("lossless" if lossless else "**lossy**"),
+        TARGETS["3"], speed["product"].median >= 100 and lossless, notes,
+        {"jsonl_mb": mb, "mb_per_s": {n: list(s.samples) for n, s in speed.items()},
+         "fidelity": fidelity},
+    )]
+
+
+def _type(v: Any) -> str:
+    if v is None:
+        return "null"
+    return {bool: "bool", int: "int", float: "float", str: "str", list: "list",
+            dict: "object"}.get(type(v), type(v).__name__)
+
+
+def diff_values(orig: Any, got: Any, path: str, found: Counter[tuple[str, str]],
+                examples: dict[str, str] | None = None) -> None:
+    """Count how ``got`` differs from ``orig`` (a parsed JSON value), by kind and path;
+    keep the first example of each kind in ``examples``."""
+    examples = {} if examples is None else examples
+    to, tg = _type(orig), _type(got)
+
+    def seen(kind: str, where: str, example: str | None = None) -> None:
+        found[(kind, where)] += 1
+        if example is not None:
+            examples.setdefault(kind, f"`{where}`: {example}")
+
+    if to != tg:
+        seen(f"{to} → {tg}", path, f"{_short(orig)} → {_short(got)}")
+    elif to == "object":
+        shared = [k for k in orig if k in got]
+        if [k for k in got if k in orig] != shared:
+            seen("key order changed", path or "(row)",
+                 f"{_short(list(orig))} → {_short([k for k in got if k in orig])}")
+        for k in orig:
+            where = f"{path}.{k}".lstrip(".")
+            if k not in got:
+                seen("field dropped", where, _short(orig[k]))
+            else:
+                diff_values(orig[k], got[k], where, found, examples)
+        for k in got:
+            if k not in orig:
+                where = f"{path}.{k}".lstrip(".")
+                seen("absent → null" if got[k] is None else "field added", where)
+    elif to == "list":
+        if len(orig) != len(got):
+            seen("list length changed", path, f"{len(orig)} → {len(got)}")
+        for o, g in zip(orig, got, strict=False):
+            diff_values(o, g, f"{path}[]", found, examples)
+    elif orig != got:
+        seen("value changed", path, f"{_short(orig)} → {_short(got)}")
+
+
+def _short(v: Any, width: int = 60) -> str:
+    text = json.dumps(v) if not isinstance(v, str) else repr(v)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def compare_rows(jsonl: Path, parquet: Path, rebuild: bool) -> dict[str, Any]:
+    """Round-trip every row of ``jsonl`` through ``parquet`` and say what differs."""
+    import pyarrow.parquet as pq
+
+    from reacture_convert.writers.rows import rebuild_row
+
+    originals = [json.loads(line) for line in jsonl.read_bytes().split(b"\n") if line.strip()]
+    records = pq.read_table(parquet).to_pylist()
+    got = [rebuild_row(r) for r in records] if rebuild else records
+    found: Counter[tuple[str, str]] = Counter()
+    examples: dict[str, str] = {}
+    rows_differ = 0
+    ignored = {"session", "row_index", "kind", "frame_index", "extra"} if rebuild else set()
+    for o, g in zip(originals, got, strict=False):
+        before = sum(found.values())
+        diff_values(o, {k: v for k, v in g.items() if k not in ignored}, "", found, examples)
+        rows_differ += sum(found.values()) > before
+    by_kind: dict[str, dict[str, int]] = {}
+    for (kind, path), n in sorted(found.items()):
+        by_kind.setdefault(kind, {})[path] = n
+    return {"rows": len(originals), "rows_read": len(records), "rows_differ": rows_differ,
+            "differences": by_kind, "examples": examples}
+
+
+def describe_fidelity(f: dict[str, Any]) -> str:
+    """One line: how many rows differ and how, with the fields concerned."""
+    head = f"{f['rows_differ']:,} of {f['rows']:,} rows differ"
+    if f["rows_read"] != f["rows"]:
+        head += f" ({f['rows_read']:,} rows read back)"
+    if not f["differences"]:
+        return head + " (lossless, key order and types included)"
+    parts = []
+    for kind, paths in f["differences"].items():
+        names = sorted(paths, key=lambda p: -paths[p])
+        shown = ", ".join(f"`{p}` ×{paths[p]:,}" for p in names[:4])
+        more = f" and {len(names) - 4} more" if len(names) > 4 else ""
+        example = f" (e.g. {f['examples'][kind]})" if kind in f.get("examples", {}) else ""
+        parts.append(f"**{kind}**: {shown}{more}{example}")
+    return head + ": " + "; ".join(parts)
+
+
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def child_jsonl(reader: str, src: str, dest: str) -> dict[str, Any]:
+    """Convert ``src`` JSONL to Parquet ``dest`` with one reader; time the work alone."""
+    if reader == "product":
+        from reacture_convert.ingest.jsonl import ParsedRow, iter_jsonl
+        from reacture_convert.writers.rows import write_rows
+
+        t0 = time.perf_counter()
+        with open(src, "rb") as f:
+            rows = (r for r in iter_jsonl(f, Path(src).name) if isinstance(r, ParsedRow))
+            n = write_rows(rows, "bench", dest)
+    elif reader == "duckdb":
+        import duckdb
+
+        con = duckdb.connect()
+        con.execute("SET threads = 1")
+        t0 = time.perf_counter()
+        con.execute(f"COPY (SELECT * FROM read_json_auto({_sql_text(src)})) "
+                    f"TO {_sql_text(dest)} (FORMAT parquet)")
+        n = -1
+    elif reader == "polars":
+        import polars as pl
+
+        t0 = time.perf_counter()
+        df = pl.read_ndjson(src)
+        df.write_parquet(dest)
+        n = df.height
+    else:
+        raise SystemExit(f"unknown reader {reader}")
+    return {"seconds": time.perf_counter() - t0, "rows": n}
+
+
+
+
+MEASUREMENTS: dict[str, Callable[[Bench], list[Row]]] = {"3": measure_jsonl}
+CHILD_MODES: dict[str, Callable[..., dict[str, Any]]] = {
+    f"jsonl-{name}": functools.partial(child_jsonl, name) for name in JSONL_READERS
+}
