@@ -52,7 +52,6 @@ import io
 import json
 import os
 import random
-import tarfile
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -76,7 +75,7 @@ from reacture_convert.output.storage import Output
 from reacture_convert.read.dataset import OutLike, as_output, open_dataset
 from reacture_convert.read.labels import FrameLabels
 from reacture_convert.read.session import open_session
-from reacture_convert.writers.webdataset import INDEX, WdsIndex, shuffle_buffer
+from reacture_convert.writers.webdataset import INDEX, WdsIndex, iter_tar_samples, shuffle_buffer
 
 __all__ = [
     "DTYPES",
@@ -360,9 +359,10 @@ class ShardDataset(IterableDataset[Sample]):
     def _iter_parts(self, parts: Sequence[ShardPart]) -> Iterator[Sample]:
         for part in parts:
             url = self.urls[part.shard]
-            for j, (key, members) in enumerate(_iter_tar_samples(url, self.storage_options)):
-                if j % part.step == part.offset:
-                    yield self._decode(url, key, members)
+            with fsspec.open(url, "rb", **self.storage_options) as f:
+                for j, (key, members) in enumerate(iter_tar_samples(f, url)):
+                    if j % part.step == part.offset:
+                        yield self._decode(url, key, members)
 
     def _decode(self, url: str, key: str, members: Mapping[str, bytes]) -> Sample:
         enc = self.index.encoding
@@ -394,27 +394,6 @@ def _read_index(out: Output) -> tuple[WdsIndex, str]:
     folder = path.rsplit("/", 1)[0]
     base = folder if out.is_local else str(out.fs.unstrip_protocol(folder))
     return index, base
-
-
-def _iter_tar_samples(url: str, storage_options: Mapping[str, Any]
-                      ) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """``(key, {extension: bytes})`` of each sample of a shard, streamed in order."""
-    key: str | None = None
-    members: dict[str, bytes] = {}
-    with fsspec.open(url, "rb", **storage_options) as f, tarfile.open(fileobj=f, mode="r|") as tar:
-        for info in tar:
-            if not info.isreg():
-                continue
-            name, _, ext = info.name.rpartition(".")
-            if name != key:
-                if key is not None:
-                    yield key, members
-                key, members = name, {}
-            member = tar.extractfile(info)
-            if member is not None:
-                members[ext] = member.read()
-    if key is not None:
-        yield key, members
 
 
 # --- convenience ----------------------------------------------------------------------------------

@@ -26,9 +26,11 @@ from reacture_convert.ingest.legacy import as_five_file
 from reacture_convert.ingest.npy import read_npy_header
 from reacture_convert.ingest.validate import Report, ValidationLimits, validate_bundle
 from reacture_convert.output.catalog import CatalogEntry
+from reacture_convert.output.layout import session_parts
 from reacture_convert.output.naming import session_name
 from reacture_convert.output.status import Status
 from reacture_convert.output.storage import Output
+from reacture_convert.writers import FORMATS, writer_specs
 from reacture_convert.writers.alignment import frame_digests, frames_table, write_frames_table
 from reacture_convert.writers.rows import RowsWriter
 from reacture_convert.writers.webdataset import SessionTar, WdsOptions, write_session_tar
@@ -46,13 +48,13 @@ __all__ = [
     "FORMATS",
 ]
 
-FORMATS = ("zarr", "wds")
 RETRIES = 2  # extra attempts after a transient I/O error
 
 
 @dataclass(frozen=True)
 class ConvertOptions:
-    """How to convert. ``formats``: ``zarr`` (Zarr + rows + alignment table) and/or ``wds``."""
+    """How to convert. ``formats``: names from ``FORMATS`` (``reacture_convert.writers``):
+    ``zarr`` (Zarr + rows + alignment table) and/or ``wds`` (WebDataset shards)."""
 
     formats: tuple[str, ...] = ("zarr",)
     zarr: ZarrOptions = ZarrOptions()
@@ -61,10 +63,8 @@ class ConvertOptions:
     limits: ValidationLimits = ValidationLimits()
     input_options: Mapping[str, Any] = field(default_factory=dict)
 
-
-def session_parts(session: str) -> list[str]:
-    """The per-session outputs of the ``zarr`` format, relative to OUT."""
-    return [f"zarr/{session}.zarr", f"rows/{session}.parquet", f"frames/{session}.parquet"]
+    def __post_init__(self) -> None:
+        writer_specs(self.formats)  # ConfigError naming the formats there are
 
 
 @dataclass(frozen=True)
@@ -313,7 +313,9 @@ def _convert(
     run_id: str | None,
 ) -> SessionResult:
     opts = options.input_options
-    want_wds = "wds" in options.formats
+    specs = writer_specs(options.formats)
+    parts = [part for spec in specs for part in spec.session_outputs(session)]
+    merged = any(spec.merged for spec in specs)  # a sample tar for the batch's merge
     hashes, damaged = _hash_or_damage(bundle, opts) if not bundle.missing else ({}, [])
     if damaged:  # rejected, with every other finding validation has about the bundle
         report = validate_bundle(bundle, opts, options.limits)
@@ -351,8 +353,7 @@ def _convert(
                         run_id=run_id,
                     )
                 )
-            wanted = set(session_parts(session)) if "zarr" in options.formats else set()
-            if wanted <= set(previous.outputs):
+            if set(parts) <= set(previous.outputs):
                 up_to_date = replace(
                     previous,
                     status=Status.SKIPPED,
@@ -360,7 +361,7 @@ def _convert(
                     converted_at=_now(),
                     run_id=run_id,
                 )
-                if not want_wds:
+                if not merged:
                     return SessionResult(up_to_date)
         elif dict(previous.hashes) != hashes and not options.force:
             msg = (
@@ -392,11 +393,11 @@ def _convert(
                     findings=tuple(legacy_findings),
                 )
             )
-        # One pass: validation reads the bundle and the writer (when Zarr is wanted and not
-        # already up to date) writes the staged outputs as it goes.
+        # One pass: validation reads the bundle and the writer (when there are per-session
+        # outputs, not already up to date) writes them into staging as it goes.
         key = stage_key(session, run_id)
         writer = None
-        if "zarr" in options.formats and up_to_date is None and not view.missing:
+        if parts and up_to_date is None and not view.missing:
             # (a bundle missing a file is rejected, and was not hashed: its members may be
             # damaged, which only validation may read)
             out.clear_staging(key)
@@ -420,7 +421,7 @@ def _convert(
                 )
             )
         session_tar = None
-        if want_wds:
+        if merged:
             session_tar = write_session_tar(
                 view,
                 report,

@@ -36,8 +36,7 @@ from reacture_convert.writers.webdataset import (
     SessionTar,
     WdsIndex,
     WdsOptions,
-    _count_plan,
-    _Sample,
+    iter_tar_samples,
     read_index,
     shuffle_buffer,
     tar_size,
@@ -45,6 +44,7 @@ from reacture_convert.writers.webdataset import (
     write_session_tar,
     write_shards,
 )
+from reacture_convert.writers.webdataset.merge import _count_plan
 
 DATA_OFFSET = 129  # the game's .npy files: data starts at byte 129
 
@@ -355,12 +355,11 @@ def test_shuffle_opens_at_most_shuffle_streams_sessions(
 
 @settings(max_examples=60, deadline=None)
 @given(n=st.integers(0, 60), size=st.integers(1, 20), seed=st.integers(0, 2**32))
-def testshuffle_buffer_is_a_permutation(n: int, size: int, seed: int) -> None:
+def test_shuffle_buffer_is_a_permutation(n: int, size: int, seed: int) -> None:
     import random
 
-    items = [_Sample("s", i, ()) for i in range(n)]
-    got = list(shuffle_buffer(iter(items), size, random.Random(seed)))
-    assert sorted(s.frame_index for s in got) == list(range(n))
+    got = list(shuffle_buffer(iter(range(n)), size, random.Random(seed)))
+    assert sorted(got) == list(range(n))
 
 
 @given(total=st.integers(1, 10_000), count=st.integers(1, 500))
@@ -403,7 +402,7 @@ def test_rerun_with_other_sessions_leaves_no_orphans(
     assert in_shards == {t.session for t in tars[:2]}
     same = write_shards(out, tars[:2], opts)
     assert same == second and sorted(tar_files(out)) == sorted(s.url for s in same.shards)
-    assert not Path(out.path(".staging", "_wds")).exists()
+    assert not Path(out.path(".staging", ".wds")).exists()
     empty = write_shards(out, [], opts)
     assert empty.shards == () and empty.total_samples == 0 and tar_files(out) == {}
 
@@ -418,7 +417,7 @@ def test_rerun_with_other_sessions_leaves_no_orphans(
     ({"name": ""}, "shard name"),
     ({"shard_size": 0}, "shard-size"),
     ({"shard_count": 0}, "shard-count"),
-    ({"shuffle_buffer": 0}, "shuffle-buffer"),
+    ({"shuffle_buffer": 0}, "shuffle_buffer"),
     ({"shuffle_streams": 0}, "shuffle_streams"),
 ], ids=["encoding", "name-slash", "name-empty", "size", "count", "buffer", "streams"])
 def test_bad_options_are_refused(kwargs: dict[str, Any], match: str) -> None:
@@ -458,6 +457,41 @@ def test_foreign_session_tars_are_refused(tmp_path: Path, members: list[tuple[st
     assert not Path(out.path("wds")).exists()
 
 
+def test_tar_samples_group_members_by_key() -> None:
+    """The one reader of a tar's samples (merge and ShardDataset): consecutive members with one
+    key make a sample, extensions in member order; directories are skipped."""
+    sink = io.BytesIO()
+    with tarfile.open(fileobj=sink, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+        folder = tarfile.TarInfo("s")
+        folder.type = tarfile.DIRTYPE
+        tf.addfile(folder)
+        for name, data in [("s/0.json", b"j0"), ("s/0.npy", b"n0"), ("s/1.json", b"j1")]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    got = list(iter_tar_samples(io.BytesIO(sink.getvalue()), "t.tar"))
+    assert got == [("s/0", {"json": b"j0", "npy": b"n0"}), ("s/1", {"json": b"j1"})]
+    assert [list(m) for _, m in got] == [["json", "npy"], ["json"]]
+
+
+def test_a_member_twice_in_a_sample_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.tar"
+    path.write_bytes(_tar([("s/000000.json", b"{}"), ("s/000000.json", b"[]"),
+                           ("s/000000.npy", NPY)]))
+    with pytest.raises(OutputError, match="two .json members"):
+        list(iter_tar_samples(io.BytesIO(path.read_bytes()), str(path)))
+    out = Output(str(tmp_path / "out"))
+    with pytest.raises(OutputError, match="two .json members"):
+        write_shards(out, [("s", str(path))])
+    assert not Path(out.path("wds")).exists()
+
+
+def test_an_index_of_another_format_is_refused() -> None:
+    with pytest.raises(OutputError, match="not a reacture-wds version 1 index") as info:
+        WdsIndex.from_dict({"format": "other", "version": 1})
+    assert "convert again with the wds format" in str(info.value)
+
+
 def test_session_tar_changed_after_description_is_refused(
     sessions: Callable[..., list[SessionTar]], tmp_path: Path
 ) -> None:
@@ -466,7 +500,7 @@ def test_session_tar_changed_after_description_is_refused(
     out = Output(str(tmp_path / "out"))
     with pytest.raises(OutputError, match="changed while the shards were written"):
         write_shards(out, [stale, b])
-    assert not Path(out.path("wds")).exists() and not Path(out.path(".staging", "_wds")).exists()
+    assert not Path(out.path("wds")).exists() and not Path(out.path(".staging", ".wds")).exists()
 
 
 def test_invalid_bundle_is_not_written(make_bundle: Callable[..., Path]) -> None:
@@ -515,5 +549,5 @@ def test_object_store_output_gives_the_same_bytes(
         got.append((index, {s.url: out.fs.cat_file(out.path("wds", s.url)) for s in index.shards}))
     assert not remote.is_local and got[0] == got[1] and len(got[0][1]) > 1
     assert remote.fs.cat_file(remote.path(INDEX)) == Path(local.path(INDEX)).read_bytes()
-    assert not remote.fs.exists(remote.path(".staging", "_wds"))
+    assert not remote.fs.exists(remote.path(".staging", ".wds"))
     fsspec.filesystem("memory").rm("/wds-test", recursive=True)

@@ -1,0 +1,104 @@
+"""``wds/index.json``: what a dataset's shards hold. It records the options that shaped them,
+the sessions with their sample counts, and every shard's file name, sample count, size, sha256
+and sessions. It holds no clock time, so the same inputs and options give the same bytes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from reacture_convert.errors import OutputError
+from reacture_convert.output.layout import WDS_INDEX
+from reacture_convert.output.storage import Output
+
+__all__ = ["FORMAT", "INDEX", "VERSION", "WdsIndex", "WdsSession", "WdsShard", "read_index"]
+
+INDEX = WDS_INDEX
+FORMAT = "reacture-wds"
+VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class WdsSession:
+    session: str
+    samples: int
+
+
+@dataclass(frozen=True, slots=True)
+class WdsShard:
+    """One shard: ``url`` is the file name relative to ``wds/``."""
+
+    url: str
+    samples: int
+    bytes: int
+    sha256: str
+    sessions: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class WdsIndex:
+    """What ``wds/index.json`` says (see ``to_dict`` for the file's layout)."""
+
+    name: str
+    encoding: str
+    tag: str
+    shuffle_seed: int | None
+    shuffle_buffer: int | None
+    shuffle_streams: int | None
+    shard_size: int | None
+    shard_count: int | None
+    sessions: tuple[WdsSession, ...]
+    total_samples: int
+    shards: tuple[WdsShard, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "name": self.name,
+            "tag": self.tag,
+            "encoding": self.encoding,
+            "shuffle_seed": self.shuffle_seed,
+            "shuffle_buffer": self.shuffle_buffer,
+            "shuffle_streams": self.shuffle_streams,
+            "shard_size": self.shard_size,
+            "shard_count": self.shard_count,
+            "sessions": [{"session": s.session, "samples": s.samples} for s in self.sessions],
+            "total_samples": self.total_samples,
+            "shards": [
+                {"url": s.url, "samples": s.samples, "bytes": s.bytes, "sha256": s.sha256,
+                 "sessions": list(s.sessions)}
+                for s in self.shards
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> WdsIndex:
+        if d.get("format") != FORMAT or d.get("version") != VERSION:
+            raise OutputError(
+                f"{INDEX}: not a {FORMAT} version {VERSION} index (format {d.get('format')!r}, "
+                f"version {d.get('version')!r}); convert again with the wds format to rewrite it"
+            )
+        return cls(
+            name=d["name"], encoding=d["encoding"], tag=d["tag"],
+            shuffle_seed=d["shuffle_seed"], shuffle_buffer=d["shuffle_buffer"],
+            shuffle_streams=d["shuffle_streams"], shard_size=d["shard_size"],
+            shard_count=d["shard_count"],
+            sessions=tuple(WdsSession(s["session"], s["samples"]) for s in d["sessions"]),
+            total_samples=d["total_samples"],
+            shards=tuple(WdsShard(s["url"], s["samples"], s["bytes"], s["sha256"],
+                                  tuple(s["sessions"])) for s in d["shards"]),
+        )
+
+    def to_json(self) -> bytes:
+        return (json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n").encode("ascii")
+
+
+def read_index(out: Output) -> WdsIndex | None:
+    """The dataset's ``wds/index.json``, or None when there is none."""
+    if not out.exists(INDEX):
+        return None
+    with out.fs.open(out.path(INDEX), "rb") as f:
+        return WdsIndex.from_dict(json.loads(f.read()))
