@@ -113,7 +113,7 @@ def run_convert(
                     ready.appendleft((nxt, replace(options, force=False), peer))
                 feed()
         catalog.flush()
-        if "wds" in options.formats and session_tars and not stopped:
+        if session_tars and not stopped:  # the merged format (shards) was asked for
             tars = [session_tars[k] for k in sorted(session_tars)]
             wds_index = write_shards(out, tars, options.wds)
         out.clear_staging()
