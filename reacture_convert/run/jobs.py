@@ -18,39 +18,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reacture_convert.errors import ConfigError, ReactureError
-from reacture_convert.run.convert import FORMATS, ConvertOptions
+from reacture_convert.errors import ConfigError
+from reacture_convert.run.convert import ConvertOptions
+from reacture_convert.run.options import ON_ERROR, OPTION_KEYS, convert_options, parse_duration
 from reacture_convert.run.scheduler import check_scheduler
-from reacture_convert.run.watch import WatchOptions, parse_duration
-from reacture_convert.writers.webdataset import DEFAULT_SHARD_SIZE, WdsOptions
-from reacture_convert.writers.zarr import ZarrOptions
+from reacture_convert.run.watch import WatchOptions
 
-__all__ = ["Job", "load_job", "parse_size", "ON_ERROR"]
+__all__ = ["Job", "load_job", "ON_ERROR"]
 
-ON_ERROR = ("continue", "stop")
+_WATCH_KEYS = ("settle", "poll", "incomplete_timeout")
 _KEYS: dict[str, set[str]] = {
-    "job": {"inputs", "out", "formats", "scheduler", "workers", "on_error", "force", "description",
-            "watch", "settle", "poll", "incomplete_timeout"},
-    "zarr": {"chunk_frames", "shard_frames", "codec", "level"},
-    "wds": {"shard_size", "shard_count", "shuffle", "encoding", "name", "shuffle_buffer"},
+    "job": {*OPTION_KEYS["job"], "inputs", "out", "scheduler", "workers", "on_error",
+            "description", "watch", *_WATCH_KEYS},
+    "zarr": set(OPTION_KEYS["zarr"]),
+    "wds": set(OPTION_KEYS["wds"]),
     "storage": {"input", "output"},
 }
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20,
-          "gib": 2**30}
-
-
-def parse_size(value: int | str) -> int:
-    """``256MiB``, ``500MB``, ``1000000`` -> bytes."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if not isinstance(value, str):
-        raise ConfigError(f"{value!r} is not a size like 256MiB, 500MB or 1000000")
-    text = value.strip().lower().replace(" ", "")
-    number = text.rstrip("kmgib")
-    try:
-        return int(float(number) * _UNITS[text[len(number):]])
-    except (KeyError, ValueError):
-        raise ConfigError(f"{value!r} is not a size like 256MiB, 500MB or 1000000") from None
 
 
 @dataclass(frozen=True)
@@ -101,6 +84,9 @@ def _read_tables(path: Path) -> dict[str, Any]:
 
 
 def _inputs(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, str | list | tuple):
+        raise ConfigError("[job] inputs must be a list of folders, archives or URLs (strings), "
+                          f"not {value!r}")
     inputs = (value,) if isinstance(value, str) else tuple(value)
     if not inputs:
         raise ConfigError("[job] inputs is empty; give at least one folder, archive or URL")
@@ -110,58 +96,29 @@ def _inputs(value: Any) -> tuple[str, ...]:
     return inputs
 
 
-def _formats(value: Any) -> tuple[str, ...]:
-    formats = tuple(f.strip() for f in value.split(",")) if isinstance(value, str) else tuple(value)
-    bad = [f for f in formats if f not in FORMATS]
-    if bad or not formats:
-        raise ConfigError(f"unknown format(s) {bad or formats!r}; choose from {', '.join(FORMATS)}")
-    return formats
-
-
 def _workers(value: Any) -> int | None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise ConfigError(f"[job] workers must be a whole number >= 1, not {value!r}")
     return value
 
 
-def _options(job: Mapping[str, Any], zarr_t: Mapping[str, Any], wds_t: Mapping[str, Any],
-             o: Mapping[str, Any], input_options: Mapping[str, Any]) -> ConvertOptions:
-    def pick(key: str, table: Mapping[str, Any], default: Any) -> Any:
-        return o[key] if key in o else table.get(key, default)
-
-    force = pick("force", job, False)
-    if not isinstance(force, bool):
-        raise ConfigError(f"[job] force must be true or false, not {force!r}")
-    try:
-        zopts = ZarrOptions(
-            chunk_frames=int(pick("chunk_frames", zarr_t, ZarrOptions().chunk_frames)),
-            shard_frames=pick("shard_frames", zarr_t, None),
-            codec=pick("codec", zarr_t, ZarrOptions().codec),
-            level=int(zarr_t.get("level", ZarrOptions().level)),
-        )
-        wopts = WdsOptions(
-            shard_size=parse_size(pick("shard_size", wds_t, DEFAULT_SHARD_SIZE)),
-            shard_count=pick("shard_count", wds_t, None),
-            shuffle_seed=pick("shuffle", wds_t, None),
-            encoding=pick("encoding", wds_t, "npy"),
-            name=wds_t.get("name", "reacture"),
-            shuffle_buffer=int(wds_t.get("shuffle_buffer", 512)),
-        )
-    except ConfigError:
-        raise
-    except (ReactureError, TypeError, ValueError) as e:
-        raise ConfigError(f"[zarr]/[wds]: {e}") from None
-    return ConvertOptions(formats=_formats(pick("formats", job, ["zarr"])), zarr=zopts,
-                          wds=wopts, force=force, input_options=dict(input_options))
+def _options(data: Mapping[str, Any], o: Mapping[str, Any],
+             input_options: Mapping[str, Any]) -> ConvertOptions:
+    """The file's [job]/[zarr]/[wds] option keys, then the overrides, through the one builder
+    the command line uses too."""
+    values = {k: v for table, keys in OPTION_KEYS.items()
+              for k, v in data.get(table, {}).items() if k in keys}
+    values.update({k: o[k] for keys in OPTION_KEYS.values() for k in keys if k in o})
+    return convert_options(values, input_options)
 
 
 def load_job(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Job:
     """Read a job file; ``overrides`` (CLI values; None means 'not given') win over the file.
 
-    Override keys: inputs, out, formats, scheduler, workers, on_error, force, chunk_frames,
-    shard_frames, codec, shard_size, shard_count, shuffle, encoding, input_options,
-    output_options, watch, settle, poll, incomplete_timeout. Raises ConfigError naming the file
-    and the problem.
+    Override keys: inputs, out, scheduler, workers, on_error, input_options, output_options,
+    watch, settle, poll, incomplete_timeout, and every key of ``options.OPTION_KEYS`` (formats,
+    force, chunk_frames, shard_size, shuffle, ...). Raises ConfigError naming the file and the
+    problem.
     """
     path = Path(path)
     try:
@@ -186,7 +143,7 @@ def _load(path: Path, overrides: Mapping[str, Any]) -> Job:
     scheduler = check_scheduler(str(o.get("scheduler", job.get("scheduler", "auto"))))
     input_options = {**storage.get("input", {}), **o.get("input_options", {})}
     output_options = {**storage.get("output", {}), **o.get("output_options", {})}
-    options = _options(job, data.get("zarr", {}), data.get("wds", {}), o, input_options)
+    options = _options(data, o, input_options)
     return Job(
         name=path.stem,
         inputs=inputs,
@@ -201,9 +158,6 @@ def _load(path: Path, overrides: Mapping[str, Any]) -> Job:
     )
 
 
-_WATCH_KEYS = ("settle", "poll", "incomplete_timeout")
-
-
 def _watch(job: Mapping[str, Any], o: Mapping[str, Any],
            formats: tuple[str, ...]) -> dict[str, Any]:
     """``watch`` and its durations; they only mean something together, and only for zarr."""
@@ -216,12 +170,13 @@ def _watch(job: Mapping[str, Any], o: Mapping[str, Any],
     if on and formats != ("zarr",):
         raise ConfigError("[job] a watcher (watch = true) writes formats = [\"zarr\"] only; "
                           "build WebDataset shards with a batch job")
+    durations: dict[str, Any] = {}  # WatchOptions fields
+    for key, value in given.items():
+        try:
+            durations[key] = parse_duration(value)
+        except ConfigError as e:
+            raise ConfigError(f"[job] {key}: {e}") from None
     try:
-        durations = {k: parse_duration(v) for k, v in given.items()}
-        return {"watch": on, "watch_options": WatchOptions(
-            settle=durations.get("settle", WatchOptions.settle),
-            poll=durations.get("poll", WatchOptions.poll),
-            incomplete_timeout=durations.get("incomplete_timeout",
-                                             WatchOptions.incomplete_timeout))}
+        return {"watch": on, "watch_options": WatchOptions(**durations)}
     except ConfigError as e:
         raise ConfigError(f"[job] {e}") from None

@@ -41,7 +41,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import queue
-import re
 import signal
 import threading
 import time
@@ -67,6 +66,7 @@ from reacture_convert.run.driver import (
     archive_entries,
     forget_listings,
 )
+from reacture_convert.run.options import parse_duration  # re-exported: parsed in run.options
 from reacture_convert.run.scheduler import ResultPump, open_scheduler
 from reacture_convert.run.settle import Stamp, Track, quiet_since, stamp_of
 from reacture_convert.run.summary import WatchStatus, WatchSummary
@@ -90,25 +90,6 @@ RETRY_FAILED = 60.0  # seconds before a failed session (I/O error, worker died) 
 
 
 # --- options and what the watcher reports -----------------------------------------------------
-
-_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|min|h)?")
-_DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
-
-
-def parse_duration(value: float | str) -> float:
-    """``5s``, ``500ms``, ``10m``, ``1.5h``, ``2`` (seconds) -> seconds; ConfigError otherwise."""
-    if isinstance(value, bool):
-        raise ConfigError(f"{value!r} is not a duration like 5s, 500ms, 10m or 1h")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ConfigError(f"{value!r}: a duration cannot be negative")
-        return float(value)
-    text = str(value).strip().lower().replace(" ", "")
-    match = _DURATION.fullmatch(text)
-    if match is None:
-        raise ConfigError(f"{value!r} is not a duration like 5s, 500ms, 10m or 1h")
-    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-
 
 @dataclass(frozen=True)
 class WatchOptions:

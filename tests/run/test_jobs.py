@@ -11,7 +11,7 @@ from conftest import REPO, SAMPLE_DIR
 
 from reacture_convert.cli import cli
 from reacture_convert.errors import ConfigError
-from reacture_convert.run.jobs import Job, load_job, parse_size
+from reacture_convert.run.jobs import Job, load_job
 
 PIPELINES = sorted((REPO / "pipelines").glob("*.toml"))
 
@@ -60,25 +60,31 @@ BAD_JOBS = [
     ("unknown-key", GOOD + "workerz = 4\n", "unknown key(s) workerz in [job]"),
     ("unknown-zarr-key", GOOD + "[zarr]\nchunk = 64\n", "unknown key(s) chunk in [zarr]"),
     ("table-not-table", "job = 3\n", "[job] must be a table"),
-    ("bad-format", GOOD + 'formats = ["zarr", "hdf5"]\n', "unknown format(s) ['hdf5']"),
-    ("empty-formats", GOOD + "formats = []\n", "unknown format(s) ()"),
+    ("bad-format", GOOD + 'formats = ["zarr", "hdf5"]\n',
+     "[job] formats: unknown format(s) 'hdf5'"),
+    ("empty-formats", GOOD + "formats = []\n", "[job] formats: no format given"),
+    ("formats-not-list", GOOD + "formats = 3\n", "3 is not a list of formats"),
     ("bad-on-error", GOOD + 'on_error = "ignore"\n', "on_error must be one of continue, stop"),
     ("missing-inputs", '[job]\nout = "out"\n', "inputs is empty"),
     ("empty-inputs", '[job]\ninputs = []\nout = "out"\n', "inputs is empty"),
     ("inputs-not-strings", '[job]\ninputs = [1, 2]\nout = "out"\n', "inputs must be a list"),
+    ("inputs-not-list", '[job]\ninputs = 3\nout = "out"\n', "inputs must be a list"),
     ("missing-out", '[job]\ninputs = ["in"]\n', "out is missing"),
     ("bad-size", GOOD + '[wds]\nshard_size = "256 potatoes"\n',
      "'256 potatoes' is not a size like 256MiB"),
     ("size-not-number", GOOD + "[wds]\nshard_size = 1.5\n", "1.5 is not a size"),
     ("negative-size", GOOD + '[wds]\nshard_size = "-5MB"\n', "at least 1 byte"),
+    ("zero-size", GOOD + "[wds]\nshard_size = 0\n", "[wds] shard_size: 0 is too small"),
     ("bad-codec", GOOD + '[zarr]\ncodec = "gzip"\n', "unknown Zarr codec 'gzip'"),
     ("bad-shards", GOOD + "[zarr]\nchunk_frames = 64\nshard_frames = 100\n",
      "multiple of --chunk-frames"),
+    ("chunk-not-int", GOOD + '[zarr]\nchunk_frames = "64"\n',
+     "[zarr] chunk_frames: must be a whole number, not '64'"),
     ("bad-encoding", GOOD + '[wds]\nencoding = "jpeg"\n', "unknown WebDataset encoding 'jpeg'"),
     ("bad-scheduler", GOOD + 'scheduler = "thread"\n', "unknown scheduler 'thread'"),
     ("bad-workers", GOOD + "workers = 0\n", "workers must be a whole number >= 1"),
     ("workers-not-int", GOOD + 'workers = "four"\n', "workers must be a whole number"),
-    ("force-not-bool", GOOD + 'force = "yes"\n', "force must be true or false"),
+    ("force-not-bool", GOOD + 'force = "yes"\n', "[job] force: must be true or false"),
     ("storage-not-table", GOOD + '[storage]\ninput = "anon"\n',
      "[storage.input] must be a table of fsspec options"),
     ("not-toml", "[job\ninputs = \n", "not valid TOML"),
@@ -101,16 +107,6 @@ def test_bad_job_file_is_a_config_error_naming_the_problem(
 def test_missing_job_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such job file"):
         load_job(tmp_path / "nope.toml")
-
-
-@pytest.mark.parametrize(
-    "text, size",
-    [("256MiB", 256 * 2**20), ("500MB", 500 * 10**6), ("1000000", 10**6), ("1.5 GB", 15 * 10**8),
-     ("64kib", 65536), (4096, 4096)],
-    ids=["MiB", "MB", "plain", "fraction-space", "lower", "int"],
-)
-def test_parse_size(text: str | int, size: int) -> None:
-    assert parse_size(text) == size
 
 
 def test_overrides_win_over_the_file(tmp_path: Path) -> None:
