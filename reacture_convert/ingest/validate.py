@@ -29,7 +29,7 @@ from reacture_convert.ingest.npy import (
     read_npy_small,
 )
 
-__all__ = ["ReadSink", "Report", "ValidationLimits", "validate_bundle"]
+__all__ = ["ReadSink", "Report", "ValidationLimits", "validate_bundle", "validate_bundle_safely"]
 
 MAX_METADATA_BYTES = 1 << 20
 
@@ -70,6 +70,22 @@ class Report:
     def metadata_session_id(self) -> str | None:
         sid = (self.metadata or {}).get("session_id")
         return sid if isinstance(sid, str) else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The verdict as JSON-ready values (what ``validate --json`` prints per bundle)."""
+        return {
+            "prefix": self.bundle.prefix,
+            "source": self.bundle.source,
+            "valid": self.ok,
+            "n_frames": self.n_frames,
+            "n_rows": self.n_rows,
+            "n_periodic": self.n_periodic,
+            "n_events": self.n_events,
+            "n_actions": self.n_actions,
+            "blank_frames": self.blank_frames,
+            "metadata_session_id": self.metadata_session_id,
+            "findings": [f.to_dict() for f in self.findings],
+        }
 
 
 class _Collector:
@@ -463,3 +479,17 @@ def validate_bundle(
         metadata=metadata,
         frame_rows=frame_rows,
     )
+
+
+def validate_bundle_safely(
+    bundle: BundleRef,
+    storage_options: StorageOptions | None = None,
+    limits: ValidationLimits = ValidationLimits(),
+) -> Report:
+    """``validate_bundle`` for judging many bundles: a failure to read this one (network,
+    permissions) is its ``READ_FAILED`` finding, never the end of the run."""
+    try:
+        return validate_bundle(bundle, storage_options, limits)
+    except Exception as e:  # noqa: BLE001 - one bundle's failure is its finding, never the run's
+        message = f"{type(e).__name__}: {e}; check access and retry"
+        return Report(bundle, (finding("READ_FAILED", bundle.prefix, message),))

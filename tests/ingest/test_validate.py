@@ -26,7 +26,12 @@ from hypothesis import strategies as st
 from reacture_convert.findings import CODES, Severity
 from reacture_convert.ingest.bundle import ROLES, BundleRef
 from reacture_convert.ingest.discover import discover
-from reacture_convert.ingest.validate import Report, ValidationLimits, validate_bundle
+from reacture_convert.ingest.validate import (
+    Report,
+    ValidationLimits,
+    validate_bundle,
+    validate_bundle_safely,
+)
 from reacture_convert.testing.synth import BundleSpec, game_npy_header, write_bundle
 
 MakeBundle = Callable[..., Path]
@@ -669,3 +674,17 @@ def test_damaged_bundle_never_crashes_the_validator(
     assert all(f.code in CODES and f.severity is CODES[f.code][0] for f in report.findings)
     if report.n_frames is not None and report.frame_rows:
         assert len(report.frame_rows) == report.n_frames
+
+
+def test_a_bundle_that_cannot_be_read_is_its_read_failed_finding(make_bundle: MakeBundle) -> None:
+    (bundle,) = discover([str(make_bundle())]).bundles
+    rows = path(Path(bundle.source), "data.jsonl")
+    rows.unlink()
+    rows.mkdir()  # listed as a file, now unreadable: an I/O error, not bad input
+    with pytest.raises(OSError):
+        validate_bundle(bundle)
+    report = validate_bundle_safely(bundle)
+    assert not report.ok
+    assert [(f.code, f.file) for f in report.findings] == [("READ_FAILED", bundle.prefix)]
+    assert "IsADirectoryError" in report.findings[0].message
+    assert report.to_dict()["findings"] == [report.findings[0].to_dict()]
