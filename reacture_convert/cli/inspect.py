@@ -1,0 +1,99 @@
+"""``reacture-convert verify``, ``stats`` and ``show``: look at a converted dataset."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from reacture_convert.cli.common import exit_on_error, exit_with, json_option, storage_option
+from reacture_convert.output.storage import Output
+
+
+@click.command()
+@click.argument("out")
+@click.option(
+    "--sources",
+    is_flag=True,
+    help="Also compare with the original bundles, bit for bit (they must still exist).",
+)
+@json_option
+@storage_option
+def verify(out: str, sources: bool, as_json: bool, storage_options: dict[str, Any]) -> None:
+    """Re-read every converted session in OUT and check it against the catalog and the alignment
+    table (frame hashes, counts, row<->frame agreement) and the WebDataset index.
+
+    Exit 0 when everything holds, 1 on any mismatch (each one named).
+    """
+    from reacture_convert.read.verify import verify_dataset
+
+    with exit_on_error():
+        checked, problems = verify_dataset(Output(out, storage_options), sources=sources)
+    if as_json:
+        doc = {
+            "ok": not problems,
+            "sessions_checked": checked,
+            "problems": [{"session": p.session, "problem": p.what} for p in problems],
+        }
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        for p in problems:
+            click.echo(click.style("MISMATCH ", fg="red") + str(p))
+        what = "outputs and sources" if sources else "outputs"
+        click.echo(
+            f"{checked} session(s) checked ({what}): "
+            + ("all exact" if not problems else f"{len(problems)} problem(s)")
+        )
+    exit_with(not problems)
+
+
+@click.command()
+@click.argument("out")
+@click.option(
+    "--no-frames", is_flag=True, help="Skip per-channel frame statistics (rows only, fast)."
+)
+@json_option
+@storage_option
+def stats(out: str, no_frames: bool, as_json: bool, storage_options: dict[str, Any]) -> None:
+    """Per-field statistics over all periodic rows of OUT (count, mean, std, min, max of every
+    numeric field; key-press and momentary-action frequencies) and per-channel frame mean/std:
+    the numbers people normalise with. Writes OUT/stats.json and prints a table.
+    """
+    from reacture_convert.read.stats import compute_stats, format_stats, write_stats
+
+    with exit_on_error():
+        result = compute_stats(out, storage_options=storage_options, frames=not no_frames)
+        path = write_stats(out, result, storage_options=storage_options)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        click.echo(format_stats(result) + f"written: {path}")
+
+
+@click.command()
+@click.argument("target")
+@click.argument("sessions", nargs=-1)
+@click.option(
+    "--html",
+    "report_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder for the report: index.html, <session>.html and <session>_files/.",
+)
+@storage_option
+def show(
+    target: str, sessions: tuple[str, ...], report_dir: str, storage_options: dict[str, Any]
+) -> None:
+    """Write a static HTML report (no server, no network) of a converted dataset TARGET or of
+    unconverted bundles: per session a strip of frames shown right way up, timelines of
+    battery/health/fuel/damage, speed and keys with pauses marked, event and action markers,
+    the frame-cadence histogram and the validation findings; an index lists every session.
+
+    SESSIONS (names or prefixes) limit the report to those sessions.
+    """
+    from reacture_convert.report import write_report
+
+    with exit_on_error():
+        result = write_report(target, report_dir, list(sessions) or None, storage_options)
+    click.echo(f"wrote {len(result.pages)} session page(s); open {result.index}")
