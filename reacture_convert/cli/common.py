@@ -146,8 +146,8 @@ zarr_options = with_options(
         "--shard-frames",
         type=click.IntRange(1),
         default=None,
-        help="Frames per Zarr shard (sharding codec), a multiple of --chunk-frames: "
-        "few big objects per session.",
+        help="Frames per Zarr shard, a multiple of the chunk (sharding codec): few big "
+        "objects per session.",
     ),
     click.option(
         "--codec",
