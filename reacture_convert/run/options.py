@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal
 from typing import Any
 
 from reacture_convert.errors import ConfigError
@@ -43,6 +44,7 @@ _TABLE = {key: table for table, keys in OPTION_KEYS.items() for key in keys}
 
 # --- one value each -------------------------------------------------------------------------
 
+_SIZE = re.compile(r"([-+]?(?:\d+(?:\.\d*)?|\.\d+))(b|kb|mb|gb|kib|mib|gib)?")
 _SIZE_UNITS = {
     "": 1,
     "b": 1,
@@ -65,12 +67,10 @@ def parse_size(value: int | str) -> int:
     if isinstance(value, int):
         n = value
     else:
-        text = value.strip().lower().replace(" ", "")
-        number = text.rstrip("kmgib")
-        try:
-            n = int(float(number) * _SIZE_UNITS[text[len(number) :]])
-        except (KeyError, ValueError, OverflowError):  # unknown unit, not a number, inf
-            raise ConfigError(expected) from None
+        match = _SIZE.fullmatch(value.strip().lower().replace(" ", ""))
+        if match is None:
+            raise ConfigError(expected)
+        n = int(Decimal(match.group(1)) * _SIZE_UNITS[match.group(2) or ""])  # exact
     if n < 1:
         raise ConfigError(f"{value!r} is too small: a size must be at least 1 byte")
     return n
