@@ -17,7 +17,8 @@ from decimal import Decimal
 from typing import Any
 
 from reacture_convert.errors import ConfigError
-from reacture_convert.run.convert import FORMATS, ConvertOptions
+from reacture_convert.run.convert import ConvertOptions
+from reacture_convert.writers import writer_specs
 from reacture_convert.writers.webdataset import WdsOptions
 from reacture_convert.writers.zarr import ZarrOptions
 
@@ -96,20 +97,15 @@ def parse_duration(value: float | str) -> float:
 
 
 def parse_formats(value: str | Iterable[str]) -> tuple[str, ...]:
-    """``"zarr,wds"`` or ``["zarr", "wds"]`` -> ``("zarr", "wds")``; blanks are dropped."""
-    choose = f"choose from {', '.join(FORMATS)}"
+    """``"zarr,wds"`` or ``["zarr", "wds"]`` -> ``("zarr", "wds")``, blanks dropped; the names
+    are checked by ``writers.writer_specs``."""
     if isinstance(value, str):
         value = value.split(",")
-    elif not isinstance(value, list | tuple):
-        raise ConfigError(f"{value!r} is not a list of formats; {choose}")
-    if not all(isinstance(f, str) for f in value):
-        raise ConfigError(f"formats must be names (strings), not {list(value)!r}; {choose}")
+    elif not isinstance(value, list | tuple) or not all(isinstance(f, str) for f in value):
+        raise ConfigError(f"formats must be names like \"zarr,wds\" or [\"zarr\", \"wds\"], "
+                          f"not {value!r}")
     formats = tuple(f.strip() for f in value if f.strip())
-    bad = [f for f in formats if f not in FORMATS]
-    if bad:
-        raise ConfigError(f"unknown format(s) {', '.join(map(repr, bad))}; {choose}")
-    if not formats:
-        raise ConfigError(f"no format given; {choose}")
+    writer_specs(formats)
     return formats
 
 

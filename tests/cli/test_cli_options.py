@@ -102,8 +102,8 @@ def test_an_unknown_format_is_a_usage_error(tmp_path: Path, args: tuple[str, ...
     subst = {"IN": str(tmp_path), "OUT": str(tmp_path / "out"), "JOB": str(job)}
     result = invoke(*(subst.get(a, a) for a in args))
     assert result.exit_code == 2, result.output
-    assert "Invalid value for '--format': unknown format(s) 'hdf5'; choose from zarr, wds" \
-        in result.output
+    assert "Invalid value for '--format': unknown output format 'hdf5'; choose one or more of " \
+        "zarr (Zarr + rows + alignment table), wds (WebDataset shards)" in result.output
 
 
 @pytest.mark.parametrize("command", ["validate", "convert", "watch", "verify", "stats", "show",

@@ -55,11 +55,11 @@ def test_formats_parse(value: Any, formats: tuple[str, ...]) -> None:
 
 
 @pytest.mark.parametrize("value, message", [
-    ("hdf5", "unknown format(s) 'hdf5'; choose from zarr, wds"),
-    (["zarr", "tar"], "unknown format(s) 'tar'"),
-    ("", "no format given"),
-    ([], "no format given"),
-    (3, "3 is not a list of formats"),
+    ("hdf5", "unknown output format 'hdf5'; choose one or more of zarr (Zarr"),
+    (["zarr", "tar"], "unknown output format 'tar'"),
+    ("", "no output format; choose one or more of zarr"),
+    ([], "no output format"),
+    (3, "formats must be names like \"zarr,wds\""),
     ([1], "formats must be names"),
 ], ids=["unknown", "one-unknown", "empty-string", "empty-list", "number", "not-strings"])
 def test_bad_formats_say_what_to_choose(value: Any, message: str) -> None:
@@ -123,7 +123,7 @@ def test_every_key_reaches_its_field() -> None:
     ({"codec": 3}, "[zarr] codec: must be a string"),
     ({"shard_size": "lots"}, "[wds] shard_size: 'lots' is not a size"),
     ({"shuffle": True}, "[wds] shuffle: must be a whole number"),
-    ({"formats": "hdf5"}, "[job] formats: unknown format(s) 'hdf5'"),
+    ({"formats": "hdf5"}, "[job] formats: unknown output format 'hdf5'"),
     ({"codec": "gzip"}, "unknown Zarr codec 'gzip'"),
     ({"chunk_frames": 64, "shard_frames": 100}, "multiple of --chunk-frames"),
     ({"workers": 2}, "unknown option(s) workers"),
