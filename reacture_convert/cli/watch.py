@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -120,7 +121,12 @@ def watch_and_report(
             f"stopped ({summary.stopped}): {counts} in {summary.seconds:.1f} s -> {summary.out}"
         )
     if summary.aborted:
-        sys.exit(EXIT_FAILED)
+        # A session task may still be running in a thread (sync and threads schedulers):
+        # leave at once instead of finalising the interpreter under it (which can abort the
+        # process). Its output is staging only, cleared by the next run.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_FAILED)
     # a service stopped on purpose exits 0; a cron run (--once) or on_error=stop says 1 when a
     # bundle was rejected or failed, like `convert`
     sys.exit(
