@@ -36,6 +36,7 @@ test: install $(TORCH_STAMP)
 
 lint: install
 	$(BIN)/ruff check reacture_convert tests benchmarks
+	$(BIN)/ruff format --check reacture_convert tests benchmarks
 	$(BIN)/mypy
 
 ## Regenerate the README's finding-code table from reacture_convert/findings.py.

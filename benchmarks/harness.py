@@ -36,8 +36,9 @@ from reacture_convert.testing.synth import BundleSpec, write_bundle  # noqa: E40
 FRAME_BYTES = 128 * 128 * 3
 NPY_OFFSET = 129  # the game's .npy header is 129 bytes
 REAL_ARCHIVE = REPO / "tests" / "data" / "real.tar.gz"
-REAL_FRAMES_MEMBER = ("real/variant_preserve_drawing_buffer/reacture_1795637148842/"
-                      "reacture_1795637148842_frames.npy")
+REAL_FRAMES_MEMBER = (
+    "real/variant_preserve_drawing_buffer/reacture_1795637148842/reacture_1795637148842_frames.npy"
+)
 MIN_FREE_FOR_LARGEST = 20e9  # bytes: below this the 120-minute session is skipped
 FRAMES_PER_MINUTE = 600  # 10 Hz
 
@@ -102,8 +103,9 @@ with open(report, "w") as f:
 """
 
 
-def run_child(cmd: Sequence[str], *, env: dict[str, str] | None = None,
-              flush: bool = True) -> ChildRun:
+def run_child(
+    cmd: Sequence[str], *, env: dict[str, str] | None = None, flush: bool = True
+) -> ChildRun:
     """Run ``cmd`` to completion through the runner: wall time from spawn to exit, its peak
     RSS, its stdout. ``flush`` first writes back dirty pages so earlier steps are not billed."""
     if flush:
@@ -111,8 +113,12 @@ def run_child(cmd: Sequence[str], *, env: dict[str, str] | None = None,
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
         with open(Path(tmp) / "out", "w+b") as out, open(Path(tmp) / "err", "w+b") as err:
-            proc = subprocess.run([sys.executable, "-S", "-c", _RUNNER, str(report), *cmd],
-                                  stdout=out, stderr=err, env={**os.environ, **(env or {})})
+            proc = subprocess.run(
+                [sys.executable, "-S", "-c", _RUNNER, str(report), *cmd],
+                stdout=out,
+                stderr=err,
+                env={**os.environ, **(env or {})},
+            )
             out.seek(0)
             err.seek(0)
             stdout = out.read().decode(errors="replace")
@@ -123,8 +129,9 @@ def run_child(cmd: Sequence[str], *, env: dict[str, str] | None = None,
     return ChildRun(done["seconds"], done["max_rss_kb"] / 1024, stdout)
 
 
-def alternate(reps: int, contenders: Sequence[tuple[str, Callable[[int], ChildRun]]]
-              ) -> dict[str, list[ChildRun]]:
+def alternate(
+    reps: int, contenders: Sequence[tuple[str, Callable[[int], ChildRun]]]
+) -> dict[str, list[ChildRun]]:
     """Run the contenders in turn, ``reps`` rounds: A, B, A, B, ..."""
     runs: dict[str, list[ChildRun]] = {name: [] for name, _ in contenders}
     for r in range(reps):
@@ -162,8 +169,12 @@ def seconds(runs: Sequence[ChildRun]) -> Stat:
 def paired_ratio(a: Sequence[float], b: Sequence[float]) -> Stat:
     """Ratio of medians, with the range of the per-round ratios."""
     per_round = [x / y for x, y in zip(a, b, strict=True)]
-    return Stat(statistics.median(a) / statistics.median(b), min(per_round), max(per_round),
-                tuple(per_round))
+    return Stat(
+        statistics.median(a) / statistics.median(b),
+        min(per_round),
+        max(per_round),
+        tuple(per_round),
+    )
 
 
 @dataclass
@@ -182,13 +193,22 @@ class Row:
 
     def markdown(self) -> str:
         met = {True: "yes", False: "**no**", None: "–"}[self.met]
-        cells = [self.key, self.measurement, self.product, self.baseline, self.result,
-                 self.target, met]
+        cells = [
+            self.key,
+            self.measurement,
+            self.product,
+            self.baseline,
+            self.result,
+            self.target,
+            met,
+        ]
         return "| " + " | ".join(cells) + " |"
 
 
-TABLE_HEAD = ("| # | measurement | product | baseline | result | target | met |\n"
-              "|---|---|---|---|---|---|---|")
+TABLE_HEAD = (
+    "| # | measurement | product | baseline | result | target | met |\n"
+    "|---|---|---|---|---|---|---|"
+)
 
 
 def minutes(frames: int) -> str:
@@ -238,11 +258,15 @@ class Bench:
         folder = self.work / group / prefix
         if str(folder) not in self._bundles:
             t0 = time.perf_counter()
-            write_bundle(folder, BundleSpec(n_frames=n_frames, seed=seed, prefix=prefix,
-                                            interval_ms=100))
+            write_bundle(
+                folder, BundleSpec(n_frames=n_frames, seed=seed, prefix=prefix, interval_ms=100)
+            )
             took = time.perf_counter() - t0
-            print(f"  generated {folder.name}: {minutes(n_frames)}, {du(folder) / 1e6:,.0f} MB "
-                  f"in {took:.1f} s ({n_frames / took:,.0f} frames/s)", flush=True)
+            print(
+                f"  generated {folder.name}: {minutes(n_frames)}, {du(folder) / 1e6:,.0f} MB "
+                f"in {took:.1f} s ({n_frames / took:,.0f} frames/s)",
+                flush=True,
+            )
             self._bundles[str(folder)] = folder
         return folder
 
@@ -255,21 +279,39 @@ class Bench:
         return {p.name.split("_", 2)[-1]: p for p in folder.iterdir()}
 
     def convert_cmd(self, src: Path, out: Path, fmt: str, *extra: str) -> list[str]:
-        return [*self.cli, "convert", str(src), "--out", str(out), "--format", fmt, "--quiet",
-                *extra]
+        return [
+            *self.cli,
+            "convert",
+            str(src),
+            "--out",
+            str(out),
+            "--format",
+            fmt,
+            "--quiet",
+            *extra,
+        ]
 
     def converted(self) -> Path:
         """The session bundle converted to Zarr and shards once (for the readers, untimed)."""
         if self._converted is None:
             out = self.fresh("readers-out")
-            run_child(self.convert_cmd(self.bundle(self.sizes.session), out, "zarr,wds",
-                                       "--scheduler", "sync"), flush=False)
+            run_child(
+                self.convert_cmd(
+                    self.bundle(self.sizes.session), out, "zarr,wds", "--scheduler", "sync"
+                ),
+                flush=False,
+            )
             self._converted = out
         return self._converted
 
     def child_cmd(self, mode: str, *args: object) -> list[str]:
-        return [sys.executable, str(Path(__file__).resolve().with_name("run.py")), "--child", mode,
-                *map(str, args)]
+        return [
+            sys.executable,
+            str(Path(__file__).resolve().with_name("run.py")),
+            "--child",
+            mode,
+            *map(str, args),
+        ]
 
 
 # --- the generator against the real frames ------------------------------------------------------
@@ -278,8 +320,10 @@ def zstd_ratio(frames: np.ndarray, chunk: int = 64) -> float:
     from numcodecs import Zstd
 
     codec = Zstd(level=1)
-    packed = sum(len(codec.encode(np.ascontiguousarray(frames[a : a + chunk])))
-                 for a in range(0, len(frames), chunk))
+    packed = sum(
+        len(codec.encode(np.ascontiguousarray(frames[a : a + chunk])))
+        for a in range(0, len(frames), chunk)
+    )
     return frames.nbytes / packed
 
 
@@ -306,7 +350,6 @@ def compression_check(b: Bench) -> dict[str, Any]:
     return out
 
 
-
 # --- report -------------------------------------------------------------------------------------
 def machine() -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
@@ -318,16 +361,24 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem, 1),
-            "os": platform.platform(), "python": platform.python_version(),
-            "load_at_start": os.getloadavg()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "load_at_start": os.getloadavg(),
+    }
 
 
 def render(rows: Sequence[Row], info: dict[str, Any]) -> str:
     m = info["machine"]
     comp = info.get("compression") or {}
-    kind = ("quick smoke run: the numbers mean nothing" if info["quick"]
-            else f"{info['reps']} alternating repetitions")
+    kind = (
+        "quick smoke run: the numbers mean nothing"
+        if info["quick"]
+        else f"{info['reps']} alternating repetitions"
+    )
     lines = [
         "# reacture-convert benchmarks",
         "",
@@ -338,15 +389,27 @@ def render(rows: Sequence[Row], info: dict[str, Any]) -> str:
         f"at end {info['load_at_end'][0]:.2f}.",
     ]
     if comp:
-        real = (f"{comp['real']:.1f}× (real variant fixture, {comp['real_frames']} frames)"
-                if "real" in comp else "real variant fixture not found")
-        lines.append(f"Frames: zstd level 1 over 64-frame chunks compresses the generator's "
-                     f"frames {comp['generator']:.1f}× ({comp['generator_frames']:,} frames) vs "
-                     f"{real}.")
-    lines += ["", "Medians with [min–max]; ratios are ratios of medians with the range of the "
-              "per-round ratios.", "", TABLE_HEAD, *(r.markdown() for r in rows), "", "Notes:", ""]
+        real = (
+            f"{comp['real']:.1f}× (real variant fixture, {comp['real_frames']} frames)"
+            if "real" in comp
+            else "real variant fixture not found"
+        )
+        lines.append(
+            f"Frames: zstd level 1 over 64-frame chunks compresses the generator's "
+            f"frames {comp['generator']:.1f}× ({comp['generator_frames']:,} frames) vs "
+            f"{real}."
+        )
+    lines += [
+        "",
+        "Medians with [min–max]; ratios are ratios of medians with the range of the "
+        "per-round ratios.",
+        "",
+        TABLE_HEAD,
+        *(r.markdown() for r in rows),
+        "",
+        "Notes:",
+        "",
+    ]
     for r in rows:
         lines += [f"- {r.key}: {n}" for n in r.notes]
     return "\n".join(lines) + "\n"
-
-

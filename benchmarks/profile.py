@@ -108,9 +108,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         raw = args.keep or Path(tmp) / "profile.raw"
         spy = Path(sys.executable).parent / "py-spy"
-        cmd = [str(spy) if spy.exists() else "py-spy", "record", "-r", str(args.rate), "-f",
-               "raw", "-o", str(raw), "--threads", "--idle", "--subprocesses", "--",
-               *args.command]
+        cmd = [
+            str(spy) if spy.exists() else "py-spy",
+            "record",
+            "-r",
+            str(args.rate),
+            "-f",
+            "raw",
+            "-o",
+            str(raw),
+            "--threads",
+            "--idle",
+            "--subprocesses",
+            "--",
+            *args.command,
+        ]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         print(summarise(raw, args.top))
     return 0

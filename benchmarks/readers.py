@@ -33,8 +33,11 @@ def measure_read(b: Bench) -> list[Row]:
     for r in range(b.reps):
         run = b.child(b.child_cmd("read", out, frames, b.sizes.random_reads, r))
         runs.append(run.result())
-        print(f"    read #{r + 1}: " + ", ".join(f"{k} {v:,.0f}" for k, v in runs[-1].items()
-                                                  if k != "readers"), flush=True)
+        print(
+            f"    read #{r + 1}: "
+            + ", ".join(f"{k} {v:,.0f}" for k, v in runs[-1].items() if k != "readers"),
+            flush=True,
+        )
     fps = {k: Stat.of(run[k] for run in runs) for k in runs[0] if k != "readers"}
     readers = runs[0]["readers"]
     rows = []
@@ -44,16 +47,28 @@ def measure_read(b: Bench) -> list[Row]:
         if key == "6b":
             notes.append(f"{b.sizes.random_reads:,} random frames of {b.sizes.session:,}")
         if key == "6d":
-            notes.append("shards have no random access: shuffle=True streams shards in a "
-                         "seeded order through a 256-sample buffer")
-        rows.append(Row(
-            key, f"read: {name}", fps[product].fmt("fr/s", 0),
-            f"mmap {'random' if 'rand' in baseline else 'sequential'}: "
-            f"{fps[baseline].fmt('fr/s', 0)}", f"{100 * share.median:.1f} %",
-            TARGETS["6"], share.median >= 0.8, notes,
-            {"product_fps": list(fps[product].samples),
-             "baseline_fps": list(fps[baseline].samples), "share": share.median},
-        ))
+            notes.append(
+                "shards have no random access: shuffle=True streams shards in a "
+                "seeded order through a 256-sample buffer"
+            )
+        rows.append(
+            Row(
+                key,
+                f"read: {name}",
+                fps[product].fmt("fr/s", 0),
+                f"mmap {'random' if 'rand' in baseline else 'sequential'}: "
+                f"{fps[baseline].fmt('fr/s', 0)}",
+                f"{100 * share.median:.1f} %",
+                TARGETS["6"],
+                share.median >= 0.8,
+                notes,
+                {
+                    "product_fps": list(fps[product].samples),
+                    "baseline_fps": list(fps[baseline].samples),
+                    "share": share.median,
+                },
+            )
+        )
     return rows
 
 
@@ -99,8 +114,6 @@ def child_read(out: str, frames_npy: str, n_random: int, seed: int) -> dict[str,
     result["shards_shuffle"] = fps(lambda: shards(True))
     result["readers"] = readers
     return result
-
-
 
 
 MEASUREMENTS: dict[str, Callable[[Bench], list[Row]]] = {"6": measure_read}

@@ -29,37 +29,57 @@ def measure_jsonl(b: Bench) -> list[Row]:
     one_thread = {"POLARS_MAX_THREADS": "1", "OMP_NUM_THREADS": "1"}
 
     def contender(name: str) -> Callable[[int], ChildRun]:
-        return lambda r: b.child(b.child_cmd(f"jsonl-{name}", jsonl, b.fresh(outs[name].name)),
-                                 env=one_thread)
+        return lambda r: b.child(
+            b.child_cmd(f"jsonl-{name}", jsonl, b.fresh(outs[name].name)), env=one_thread
+        )
 
     runs = alternate(b.reps, [(name, contender(name)) for name in JSONL_READERS])
     speed = {name: Stat.of(mb / r.result()["seconds"] for r in rs) for name, rs in runs.items()}
-    fidelity = {name: compare_rows(jsonl, outs[name], rebuild=name == "product")
-                for name in JSONL_READERS}
+    fidelity = {
+        name: compare_rows(jsonl, outs[name], rebuild=name == "product") for name in JSONL_READERS
+    }
     lossless = fidelity["product"]["rows_differ"] == 0
-    notes = [f"{mb:,.1f} MB of JSONL, {fidelity['product']['rows']:,} rows; MB/s of the work "
-             "alone (parse + write, interpreter start and imports excluded), one thread each"]
+    notes = [
+        f"{mb:,.1f} MB of JSONL, {fidelity['product']['rows']:,} rows; MB/s of the work "
+        "alone (parse + write, interpreter start and imports excluded), one thread each"
+    ]
     for name in JSONL_READERS:
         notes.append(f"{name}: {describe_fidelity(fidelity[name])}")
     base = "; ".join(f"{n}: {speed[n].fmt('MB/s', 0)}" for n in JSONL_READERS[1:])
-    return [Row(
-        "3", "JSONL → Parquet (rows table alone)", speed["product"].fmt("MB/s", 1), base,
-        f"{speed['product'].median:.1f} MB/s, " + ("lossless" if lossless else "**lossy**"),
-        TARGETS["3"], speed["product"].median >= 100 and lossless, notes,
-        {"jsonl_mb": mb, "mb_per_s": {n: list(s.samples) for n, s in speed.items()},
-         "fidelity": fidelity},
-    )]
+    return [
+        Row(
+            "3",
+            "JSONL → Parquet (rows table alone)",
+            speed["product"].fmt("MB/s", 1),
+            base,
+            f"{speed['product'].median:.1f} MB/s, " + ("lossless" if lossless else "**lossy**"),
+            TARGETS["3"],
+            speed["product"].median >= 100 and lossless,
+            notes,
+            {
+                "jsonl_mb": mb,
+                "mb_per_s": {n: list(s.samples) for n, s in speed.items()},
+                "fidelity": fidelity,
+            },
+        )
+    ]
 
 
 def _type(v: Any) -> str:
     if v is None:
         return "null"
-    return {bool: "bool", int: "int", float: "float", str: "str", list: "list",
-            dict: "object"}.get(type(v), type(v).__name__)
+    return {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "object"}.get(
+        type(v), type(v).__name__
+    )
 
 
-def diff_values(orig: Any, got: Any, path: str, found: Counter[tuple[str, str]],
-                examples: dict[str, str] | None = None) -> None:
+def diff_values(
+    orig: Any,
+    got: Any,
+    path: str,
+    found: Counter[tuple[str, str]],
+    examples: dict[str, str] | None = None,
+) -> None:
     """Count how ``got`` differs from ``orig`` (a parsed JSON value), by kind and path;
     keep the first example of each kind in ``examples``."""
     examples = {} if examples is None else examples
@@ -75,8 +95,11 @@ def diff_values(orig: Any, got: Any, path: str, found: Counter[tuple[str, str]],
     elif to == "object":
         shared = [k for k in orig if k in got]
         if [k for k in got if k in orig] != shared:
-            seen("key order changed", path or "(row)",
-                 f"{_short(list(orig))} → {_short([k for k in got if k in orig])}")
+            seen(
+                "key order changed",
+                path or "(row)",
+                f"{_short(list(orig))} → {_short([k for k in got if k in orig])}",
+            )
         for k in orig:
             where = f"{path}.{k}".lstrip(".")
             if k not in got:
@@ -121,8 +144,13 @@ def compare_rows(jsonl: Path, parquet: Path, rebuild: bool) -> dict[str, Any]:
     by_kind: dict[str, dict[str, int]] = {}
     for (kind, path), n in sorted(found.items()):
         by_kind.setdefault(kind, {})[path] = n
-    return {"rows": len(originals), "rows_read": len(records), "rows_differ": rows_differ,
-            "differences": by_kind, "examples": examples}
+    return {
+        "rows": len(originals),
+        "rows_read": len(records),
+        "rows_differ": rows_differ,
+        "differences": by_kind,
+        "examples": examples,
+    }
 
 
 def describe_fidelity(f: dict[str, Any]) -> str:
@@ -162,8 +190,10 @@ def child_jsonl(reader: str, src: str, dest: str) -> dict[str, Any]:
         con = duckdb.connect()
         con.execute("SET threads = 1")
         t0 = time.perf_counter()
-        con.execute(f"COPY (SELECT * FROM read_json_auto({_sql_text(src)})) "
-                    f"TO {_sql_text(dest)} (FORMAT parquet)")
+        con.execute(
+            f"COPY (SELECT * FROM read_json_auto({_sql_text(src)})) "
+            f"TO {_sql_text(dest)} (FORMAT parquet)"
+        )
         n = -1
     elif reader == "polars":
         import polars as pl
@@ -175,8 +205,6 @@ def child_jsonl(reader: str, src: str, dest: str) -> dict[str, Any]:
     else:
         raise SystemExit(f"unknown reader {reader}")
     return {"seconds": time.perf_counter() - t0, "rows": n}
-
-
 
 
 MEASUREMENTS: dict[str, Callable[[Bench], list[Row]]] = {"3": measure_jsonl}

@@ -91,15 +91,22 @@ def same_disk_workdir(requested: str | None) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--quick", action="store_true", help="tiny inputs, one repetition (smoke)")
     ap.add_argument("--only", help="comma-separated measurement keys (default: all)")
     ap.add_argument("--reps", type=int, help="repetitions (default 5, quick 1)")
-    ap.add_argument("--workdir", help="where bundles and outputs go (default: a temp folder "
-                    "on the same disk as the results)")
-    ap.add_argument("--results", default=str(Path(__file__).resolve().parent),
-                    help="folder for results.md and results.json (default benchmarks/)")
+    ap.add_argument(
+        "--workdir",
+        help="where bundles and outputs go (default: a temp folder "
+        "on the same disk as the results)",
+    )
+    ap.add_argument(
+        "--results",
+        default=str(Path(__file__).resolve().parent),
+        help="folder for results.md and results.json (default benchmarks/)",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -109,19 +116,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.workdir = same_disk_workdir(args.workdir)
     started = time.perf_counter()
     b = Bench(args)
-    print(f"work folder {b.work} ({shutil.disk_usage(b.work).free / 1e9:.0f} GB free); "
-          f"{b.reps} repetition(s); load {os.getloadavg()[0]:.2f}", flush=True)
+    print(
+        f"work folder {b.work} ({shutil.disk_usage(b.work).free / 1e9:.0f} GB free); "
+        f"{b.reps} repetition(s); load {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
     rows: list[Row] = []
     failed = False
     info: dict[str, Any] = {
         "command": " ".join(["benchmarks/run.py", *(argv if argv is not None else sys.argv[1:])]),
-        "quick": b.quick, "reps": b.reps, "machine": machine(),
+        "quick": b.quick,
+        "reps": b.reps,
+        "machine": machine(),
         "started": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
     }
     try:
         info["compression"] = compression_check(b)
-        print("  zstd-1 ratio: generator {generator:.1f}x, real {real:.1f}x".format(
-            **{"real": float("nan"), **info["compression"]}), flush=True)
+        print(
+            "  zstd-1 ratio: generator {generator:.1f}x, real {real:.1f}x".format(
+                **{"real": float("nan"), **info["compression"]}
+            ),
+            flush=True,
+        )
         for k in picked:
             print(f"[{k}] {MEASUREMENTS[k].__name__}", flush=True)
             t0 = time.perf_counter()
@@ -130,8 +146,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             except ChildFailed as e:
                 failed = True
                 print(f"  FAILED: {e}", flush=True)
-                rows.append(Row(k, MEASUREMENTS[k].__name__, "error", "–", "error",
-                                TARGETS.get(k, "–"), None, [str(e)[:500]]))
+                rows.append(
+                    Row(
+                        k,
+                        MEASUREMENTS[k].__name__,
+                        "error",
+                        "–",
+                        "error",
+                        TARGETS.get(k, "–"),
+                        None,
+                        [str(e)[:500]],
+                    )
+                )
             info.setdefault("took_s_each", {})[k] = round(time.perf_counter() - t0, 1)
             print(f"  [{k}] took {time.perf_counter() - t0:.1f} s", flush=True)
     finally:
@@ -146,8 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     results.mkdir(parents=True, exist_ok=True)
     (results / "results.md").write_text(text, encoding="utf-8")
     doc = {**info, "rows": [asdict(r) for r in rows]}
-    (results / "results.json").write_text(json.dumps(doc, indent=2, default=str) + "\n",
-                                          encoding="utf-8")
+    (results / "results.json").write_text(
+        json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8"
+    )
     return 1 if failed else 0
 
 

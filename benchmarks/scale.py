@@ -23,23 +23,32 @@ def measure_workers(b: Bench) -> list[Row]:
         b.bundle(n_frames, seed=100 + s, group="batch")
 
     def with_workers(w: int) -> Callable[[int], ChildRun]:
-        return lambda r: b.child(b.convert_cmd(folder, b.fresh("m5-out"), "zarr", "--scheduler",
-                                               "processes", "--workers", str(w)))
+        return lambda r: b.child(
+            b.convert_cmd(
+                folder, b.fresh("m5-out"), "zarr", "--scheduler", "processes", "--workers", str(w)
+            )
+        )
 
     runs = alternate(b.reps, [("1 worker", with_workers(1)), ("2 workers", with_workers(2))])
     one, two = (seconds(runs[k]) for k in ("1 worker", "2 workers"))
     speedup = paired_ratio(one.samples, two.samples)
-    return [Row(
-        "5", f"{n_sessions} sessions × {n_frames:,} frames, --scheduler processes",
-        f"2 workers: {two.fmt('s')}", f"1 worker: {one.fmt('s')}", speedup.fmt("×"),
-        TARGETS["5"], speedup.median >= 1.8,
-        [f"{n_sessions * n_frames / two.median:,.0f} frames/s with 2 workers, "
-         f"{n_sessions * n_frames / one.median:,.0f} with 1 (wall time includes starting the "
-         "local Dask cluster)"],
-        {"one_s": list(one.samples), "two_s": list(two.samples), "speedup": speedup.median},
-    )]
-
-
+    return [
+        Row(
+            "5",
+            f"{n_sessions} sessions × {n_frames:,} frames, --scheduler processes",
+            f"2 workers: {two.fmt('s')}",
+            f"1 worker: {one.fmt('s')}",
+            speedup.fmt("×"),
+            TARGETS["5"],
+            speedup.median >= 1.8,
+            [
+                f"{n_sessions * n_frames / two.median:,.0f} frames/s with 2 workers, "
+                f"{n_sessions * n_frames / one.median:,.0f} with 1 (wall time includes "
+                "starting the local Dask cluster)"
+            ],
+            {"one_s": list(one.samples), "two_s": list(two.samples), "speedup": speedup.median},
+        )
+    ]
 
 
 MEASUREMENTS: dict[str, Callable[[Bench], list[Row]]] = {"5": measure_workers}

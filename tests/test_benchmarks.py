@@ -41,9 +41,19 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     tmp = tmp_path_factory.mktemp("bench")
     (tmp / "work").mkdir()
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick",
-         "--workdir", str(tmp / "work"), "--results", str(tmp / "results")],
-        capture_output=True, text=True, timeout=240, cwd=REPO,
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "run.py"),
+            "--quick",
+            "--workdir",
+            str(tmp / "work"),
+            "--results",
+            str(tmp / "results"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=REPO,
     )
     return proc, tmp
 
@@ -57,8 +67,11 @@ def test_quick_run_succeeds_and_cleans_up(quick_run: Run) -> None:
 def test_table_has_every_row(quick_run: Run) -> None:
     proc, tmp = quick_run
     table = (tmp / "results" / "results.md").read_text(encoding="utf-8")
-    keys = [line.split("|")[1].strip() for line in table.splitlines()
-            if line.startswith("| ") and not line.startswith("| #")]
+    keys = [
+        line.split("|")[1].strip()
+        for line in table.splitlines()
+        if line.startswith("| ") and not line.startswith("| #")
+    ]
     assert keys == list(ROW_KEYS)
     assert "| error |" not in table
     assert table in proc.stdout  # printed as well as written
@@ -94,8 +107,9 @@ def test_product_rows_round_trip_losslessly(quick_run: Run) -> None:
     ],
     ids=["int-float", "int-str", "absent-null", "dropped", "order", "list", "value"],
 )
-def test_diff_values_names_each_kind_of_loss(bench: ModuleType, orig: object, got: object,
-                                             kind: str) -> None:
+def test_diff_values_names_each_kind_of_loss(
+    bench: ModuleType, orig: object, got: object, kind: str
+) -> None:
     found: Counter[tuple[str, str]] = Counter()
     bench.rows.diff_values(orig, got, "", found)
     assert kind in {k for k, _ in found}
@@ -121,8 +135,9 @@ def test_game_frames_are_pictures_that_move() -> None:
     assert f.reshape(300, -1).max(axis=1).min() > 0  # no blank frame
     changed = (f[1:] != f[:-1]).reshape(299, -1).any(axis=1).mean()
     assert 0.5 < changed < 0.98  # the camera moves, and sometimes holds still (as the real timer)
-    assert not np.array_equal(iter_game_frames(5, seed=1).__next__(),
-                              iter_game_frames(5, seed=2).__next__())
+    assert not np.array_equal(
+        iter_game_frames(5, seed=1).__next__(), iter_game_frames(5, seed=2).__next__()
+    )
 
 
 def test_game_frames_compress_like_the_real_variant_fixture(bench: ModuleType) -> None:
@@ -158,6 +173,9 @@ def test_every_figure_is_a_positive_finite_number(quick_run: Run) -> None:
         numbers = [(k, v) for k, v in _measured(row["data"]) if k != "fidelity"]
         assert numbers, row["key"]
         assert all(math.isfinite(v) for _, v in numbers), (row["key"], numbers)
-        timed = [(k, v) for k, v in numbers if k.endswith(("_s", "_fps", "_mb", "mb_per_s",
-                                                            "ratio", "speedup", "share"))]
+        timed = [
+            (k, v)
+            for k, v in numbers
+            if k.endswith(("_s", "_fps", "_mb", "mb_per_s", "ratio", "speedup", "share"))
+        ]
         assert timed and all(v > 0 for _, v in timed), (row["key"], timed)

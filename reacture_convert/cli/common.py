@@ -54,9 +54,7 @@ def exit_on_error(before: Callable[[], None] | None = None) -> Iterator[None]:
         fail(e)
 
 
-def build_options(
-    values: Mapping[str, Any], storage_options: Mapping[str, Any]
-) -> ConvertOptions:
+def build_options(values: Mapping[str, Any], storage_options: Mapping[str, Any]) -> ConvertOptions:
     """The flags' values (keyed as in a job file) through the library's one builder; options
     that do not go together are a usage error (exit 2)."""
     try:

@@ -179,9 +179,7 @@ def convert(
     default=None,
     help="Replace the job's on_error. " + ON_ERROR_HELP,
 )
-@click.option(
-    "--force", is_flag=True, default=None, help="Replace sessions whose sources changed."
-)
+@click.option("--force", is_flag=True, default=None, help="Replace sessions whose sources changed.")
 @click.option(
     "--shuffle",
     "shuffle_seed",

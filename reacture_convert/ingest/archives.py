@@ -54,8 +54,9 @@ RATIO_MIN_BYTES = 2**30
 ARCHIVE_SUFFIXES: tuple[str, ...] = (".zip", ".tar", ".tar.gz", ".tgz")
 
 # zip compression methods we can read: stored, deflated, bzip2, lzma.
-_ZIP_METHODS = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2,
-                          zipfile.ZIP_LZMA})
+_ZIP_METHODS = frozenset(
+    {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
+)
 _ZIP_LOCAL_HEADER_MIN = 30  # fixed part of a zip local file header, before name and extra
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
@@ -116,8 +117,13 @@ def list_members(
     """
     kind = _kind(url)
     if kind is None:
-        return [], [finding("ARCHIVE_UNSUPPORTED", url,
-                            "not a .zip, .tar, .tar.gz or .tgz file name; rename it or unpack it")]
+        return [], [
+            finding(
+                "ARCHIVE_UNSUPPORTED",
+                url,
+                "not a .zip, .tar, .tar.gz or .tgz file name; rename it or unpack it",
+            )
+        ]
     try:
         fs, path = url_to_fs(url, **dict(storage_options or {}))
         with fs.open(path, "rb") as raw:
@@ -126,12 +132,22 @@ def list_members(
             else:
                 entries, findings = _read_tar(raw, url, gz=kind == "tar.gz")
     except NotImplementedError as exc:  # zipfile: a zip format version it cannot read
-        return [], [finding("ARCHIVE_UNSUPPORTED", url,
-                            f"archive format not supported ({exc}); re-create it as a plain zip")]
+        return [], [
+            finding(
+                "ARCHIVE_UNSUPPORTED",
+                url,
+                f"archive format not supported ({exc}); re-create it as a plain zip",
+            )
+        ]
     except _READ_ERRORS as exc:
-        return [], [finding("ARCHIVE_UNREADABLE", url,
-                            f"cannot read the archive ({type(exc).__name__}: {exc}); check that "
-                            "the file is complete and really is the kind of archive its name says")]
+        return [], [
+            finding(
+                "ARCHIVE_UNREADABLE",
+                url,
+                f"cannot read the archive ({type(exc).__name__}: {exc}); check that "
+                "the file is complete and really is the kind of archive its name says",
+            )
+        ]
     if findings:  # archive-level refusal (too many members, too large, corrupt tail)
         return [], findings
     return _check_entries(entries, url)
@@ -158,9 +174,11 @@ def _printable(text: str) -> str:
 
 
 def _too_many(label: str, count: int) -> Finding:
-    return finding("ARCHIVE_TOO_LARGE", label,
-                   f"more than {MAX_MEMBERS} entries ({count} read); "
-                   "split it into smaller archives")
+    return finding(
+        "ARCHIVE_TOO_LARGE",
+        label,
+        f"more than {MAX_MEMBERS} entries ({count} read); split it into smaller archives",
+    )
 
 
 # --- zip ------------------------------------------------------------------------------------
@@ -173,11 +191,18 @@ def _read_zip(raw: IO[bytes], label: str) -> tuple[list[_Entry], list[Finding]]:
         if len(infos) > MAX_MEMBERS:
             return [], [_too_many(label, len(infos))]
         start_dir = getattr(zf, "start_dir", None)
-        if any(info.header_offset < 0 or (start_dir is not None and info.header_offset > start_dir)
-               for info in infos):  # a damaged directory: reading would seek outside the data
-            return [], [finding("ARCHIVE_UNREADABLE", label,
-                                "the central directory points outside the archive's data; the "
-                                "archive is damaged: re-create or re-download it")]
+        if any(
+            info.header_offset < 0 or (start_dir is not None and info.header_offset > start_dir)
+            for info in infos
+        ):  # a damaged directory: reading would seek outside the data
+            return [], [
+                finding(
+                    "ARCHIVE_UNREADABLE",
+                    label,
+                    "the central directory points outside the archive's data; the "
+                    "archive is damaged: re-create or re-download it",
+                )
+            ]
         overlapping = _zip_overlaps(infos, start_dir)
         entries = [_zip_entry(info, i in overlapping) for i, info in enumerate(infos)]
     return entries, []
@@ -200,25 +225,35 @@ def _zip_entry(info: zipfile.ZipInfo, overlaps: bool) -> _Entry:
     """An entry, with the zip-only refusals: encryption, method, overlap, ratio."""
     problem: tuple[str, str] | None = None
     if info.flag_bits & 0x1:
-        problem = ("ARCHIVE_ENCRYPTED",
-                   "member is encrypted; re-create the archive without a password")
+        problem = (
+            "ARCHIVE_ENCRYPTED",
+            "member is encrypted; re-create the archive without a password",
+        )
     elif info.flag_bits & 0x60:  # bit 5: compressed patched data, bit 6: strong encryption
-        problem = ("ARCHIVE_UNSUPPORTED",
-                   "member uses patched data or strong encryption (zip flag bits 5/6), which "
-                   "cannot be read; re-create the archive with plain deflate")
+        problem = (
+            "ARCHIVE_UNSUPPORTED",
+            "member uses patched data or strong encryption (zip flag bits 5/6), which "
+            "cannot be read; re-create the archive with plain deflate",
+        )
     elif info.compress_type not in _ZIP_METHODS:
-        problem = ("ARCHIVE_UNSUPPORTED",
-                   f"compression method {info.compress_type} is not supported (stored, deflate, "
-                   "bzip2 and lzma are); re-create the archive with deflate")
+        problem = (
+            "ARCHIVE_UNSUPPORTED",
+            f"compression method {info.compress_type} is not supported (stored, deflate, "
+            "bzip2 and lzma are); re-create the archive with deflate",
+        )
     elif overlaps:
-        problem = ("ARCHIVE_TOO_LARGE",
-                   "member's data overlaps another entry (an overlapping-entries zip bomb); "
-                   "refused")
-    elif (info.file_size > RATIO_MIN_BYTES
-          and info.file_size > MAX_RATIO * max(info.compress_size, 1)):
-        problem = ("ARCHIVE_TOO_LARGE",
-                   f"member expands {info.compress_size} -> {info.file_size} bytes, a ratio "
-                   f"above {MAX_RATIO} (a zip bomb); refused")
+        problem = (
+            "ARCHIVE_TOO_LARGE",
+            "member's data overlaps another entry (an overlapping-entries zip bomb); refused",
+        )
+    elif info.file_size > RATIO_MIN_BYTES and info.file_size > MAX_RATIO * max(
+        info.compress_size, 1
+    ):
+        problem = (
+            "ARCHIVE_TOO_LARGE",
+            f"member expands {info.compress_size} -> {info.file_size} bytes, a ratio "
+            f"above {MAX_RATIO} (a zip bomb); refused",
+        )
     return _Entry(info.filename, info.orig_filename, _zip_kind(info), info.file_size, problem)
 
 
@@ -264,9 +299,14 @@ def _read_tar(raw: IO[bytes], label: str, *, gz: bool) -> tuple[list[_Entry], li
             if total > MAX_TOTAL_BYTES:
                 return [], [_total_too_large(label, total)]
         if not _clean_tar_end(tf):
-            return [], [finding("ARCHIVE_UNREADABLE", label,
-                                "the archive ends in a damaged or truncated header; check that "
-                                "the file is complete")]
+            return [], [
+                finding(
+                    "ARCHIVE_UNREADABLE",
+                    label,
+                    "the archive ends in a damaged or truncated header; check that "
+                    "the file is complete",
+                )
+            ]
     return entries, []
 
 
@@ -318,8 +358,10 @@ def _path_problem(name: str) -> str | None:
 
 _KIND_REFUSALS: dict[str, tuple[str, str]] = {
     "link": ("ARCHIVE_LINK", "member is a symbolic or hard link; links are never followed"),
-    "special": ("ARCHIVE_SPECIAL_FILE",
-                "member is a device, FIFO or other special file; only regular files are read"),
+    "special": (
+        "ARCHIVE_SPECIAL_FILE",
+        "member is a device, FIFO or other special file; only regular files are read",
+    ),
 }
 
 
@@ -327,8 +369,10 @@ def _entry_problem(entry: _Entry) -> tuple[str, str] | None:
     """The first check ``entry`` fails, as (code, message), or None."""
     unsafe = _path_problem(entry.shown)
     if unsafe is not None:
-        return ("ARCHIVE_UNSAFE_PATH",
-                f"{unsafe}; refused (archives must hold relative paths inside one folder)")
+        return (
+            "ARCHIVE_UNSAFE_PATH",
+            f"{unsafe}; refused (archives must hold relative paths inside one folder)",
+        )
     if entry.kind in _KIND_REFUSALS:
         return _KIND_REFUSALS[entry.kind]
     if entry.kind == "dir":
@@ -338,21 +382,29 @@ def _entry_problem(entry: _Entry) -> tuple[str, str] | None:
     if entry.problem is not None:
         return entry.problem
     if entry.size > MAX_MEMBER_BYTES:
-        return ("ARCHIVE_TOO_LARGE",
-                f"member declares {entry.size} bytes, more than the {MAX_MEMBER_BYTES} allowed")
+        return (
+            "ARCHIVE_TOO_LARGE",
+            f"member declares {entry.size} bytes, more than the {MAX_MEMBER_BYTES} allowed",
+        )
     return None
 
 
 def _total_too_large(label: str, total: int) -> Finding:
-    return finding("ARCHIVE_TOO_LARGE", label,
-                   f"members declare {total} bytes in all, more than the {MAX_TOTAL_BYTES} "
-                   "allowed; split it into smaller archives")
+    return finding(
+        "ARCHIVE_TOO_LARGE",
+        label,
+        f"members declare {total} bytes in all, more than the {MAX_TOTAL_BYTES} "
+        "allowed; split it into smaller archives",
+    )
 
 
 def _duplicates(entries: Iterable[_Entry]) -> set[str]:
     """Normalized names held by more than one non-directory entry with a safe name."""
-    counts = Counter(normalize_member_name(e.name) for e in entries
-                     if e.kind != "dir" and _path_problem(e.shown) is None)
+    counts = Counter(
+        normalize_member_name(e.name)
+        for e in entries
+        if e.kind != "dir" and _path_problem(e.shown) is None
+    )
     return {name for name, n in counts.items() if n > 1}
 
 
@@ -373,10 +425,14 @@ def _check_entries(entries: Sequence[_Entry], label: str) -> tuple[list[Member],
         if key in dups:
             if key not in reported:
                 reported.add(key)
-                findings.append(finding(
-                    "ARCHIVE_DUPLICATE_MEMBER", _where(label, entry.shown),
-                    "two or more members have this name; all are refused (which one is meant "
-                    "is ambiguous)"))
+                findings.append(
+                    finding(
+                        "ARCHIVE_DUPLICATE_MEMBER",
+                        _where(label, entry.shown),
+                        "two or more members have this name; all are refused (which one is meant "
+                        "is ambiguous)",
+                    )
+                )
             continue
         members.append(Member(entry.name, entry.size))
     total = sum(m.size for m in members)

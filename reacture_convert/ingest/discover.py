@@ -123,7 +123,7 @@ class _Target:
         """How ``path`` (as fsspec lists it) is shown to people and opened again later."""
         base = self.fs_base
         if base is not None and (path == base or path.startswith(base.rstrip("/") + "/")):
-            return self.url_base + path[len(base):]
+            return self.url_base + path[len(base) :]
         if self.plain:
             return path
         return str(self.fs.unstrip_protocol(path))
@@ -185,13 +185,18 @@ class _Collector:
             elif _first_magic(target.path) >= 0:
                 self.add_glob(target, raw)
             else:
-                self.findings.append(finding("INPUT_NOT_FOUND", raw,
-                                             "no such file, folder or URL; check the path"))
+                self.findings.append(
+                    finding("INPUT_NOT_FOUND", raw, "no such file, folder or URL; check the path")
+                )
         except (OSError, ValueError, ImportError) as exc:
-            self.findings.append(finding(
-                "INPUT_NOT_FOUND", raw,
-                f"cannot be opened ({type(exc).__name__}: {exc}); check the path, the URL's "
-                "protocol and the storage options"))
+            self.findings.append(
+                finding(
+                    "INPUT_NOT_FOUND",
+                    raw,
+                    f"cannot be opened ({type(exc).__name__}: {exc}); check the path, the URL's "
+                    "protocol and the storage options",
+                )
+            )
 
     def add_glob(self, target: _Target, raw: str) -> None:
         """Every match of a glob; folders among the matches are walked like any folder."""
@@ -200,7 +205,7 @@ class _Collector:
         outputs = {_parent(p) for p in matches if posixpath.basename(p) in OUTPUT_MARKERS}
         kept = 0
         for path, info in sorted(matches.items()):
-            rel = path[len(base):].split("/") if path.startswith(base) else []
+            rel = path[len(base) :].split("/") if path.startswith(base) else []
             is_dir = info.get("type") == "directory"
             if any(_skipped_dir(d) for d in (rel if is_dir else rel[:-1])):
                 continue
@@ -209,8 +214,9 @@ class _Collector:
             kept += 1
             self.add_entry(target, info, top=False)
         if not kept:
-            self.findings.append(finding("INPUT_NOT_FOUND", raw,
-                                         "the pattern matches nothing; check the path"))
+            self.findings.append(
+                finding("INPUT_NOT_FOUND", raw, "the pattern matches nothing; check the path")
+            )
 
     def add_entry(self, target: _Target, info: Mapping[str, Any], *, top: bool) -> None:
         """A listed entry: walk a folder, take a file, report a link or a special file.
@@ -225,14 +231,19 @@ class _Collector:
         elif info.get("type") == "file":
             self.add_file(target, path, int(info.get("size") or 0))
         else:
-            self.findings.append(finding("STRAY_FILE", target.url(path),
-                                         "not a regular file or folder (a FIFO, socket or "
-                                         "device); ignored"))
+            self.findings.append(
+                finding(
+                    "STRAY_FILE",
+                    target.url(path),
+                    "not a regular file or folder (a FIFO, socket or device); ignored",
+                )
+            )
 
     def walk(self, target: _Target, root: str) -> None:
         """All files below ``root``, in name order, pruning what ``discover`` never reads."""
-        for _folder, dirs, files in target.fs.walk(root, detail=True, topdown=True,
-                                                   on_error=self.unlistable):
+        for _folder, dirs, files in target.fs.walk(
+            root, detail=True, topdown=True, on_error=self.unlistable
+        ):
             if OUTPUT_MARKERS & set(files):
                 dirs.clear()
                 continue
@@ -246,16 +257,24 @@ class _Collector:
     def unlistable(self, exc: OSError) -> None:
         """A folder below an input that cannot be listed (permissions): say so, carry on."""
         where = str(exc.filename) if exc.filename else "?"
-        self.findings.append(finding(
-            "INPUT_NOT_FOUND", where,
-            f"folder cannot be listed ({type(exc).__name__}: {exc.strerror or exc}); "
-            "bundles in it were not seen"))
+        self.findings.append(
+            finding(
+                "INPUT_NOT_FOUND",
+                where,
+                f"folder cannot be listed ({type(exc).__name__}: {exc.strerror or exc}); "
+                "bundles in it were not seen",
+            )
+        )
 
     def link_skipped(self, url: str) -> None:
-        self.findings.append(finding(
-            "INPUT_LINK_SKIPPED", url,
-            "symbolic link not followed (links inside an input folder are never followed); "
-            "give its target as an input of its own to include it"))
+        self.findings.append(
+            finding(
+                "INPUT_LINK_SKIPPED",
+                url,
+                "symbolic link not followed (links inside an input folder are never followed); "
+                "give its target as an input of its own to include it",
+            )
+        )
 
     # --- files ----------------------------------------------------------------------------
 
@@ -293,10 +312,14 @@ class _Collector:
         if _skipped_name(name):
             return
         if is_archive(name):
-            self.findings.append(finding(
-                "ARCHIVE_NESTED", key,
-                "an archive inside an archive is not opened; unpack the outer one, or give "
-                "the inner archive as an input of its own"))
+            self.findings.append(
+                finding(
+                    "ARCHIVE_NESTED",
+                    key,
+                    "an archive inside an archive is not opened; unpack the outer one, or give "
+                    "the inner archive as an input of its own",
+                )
+            )
             return
         parts = split_role(name)
         if parts is None:
@@ -310,12 +333,15 @@ class _Collector:
         self.groups.setdefault((source, prefix), {})[role] = ref
 
     def stray(self, label: str) -> None:
-        self.findings.append(finding(
-            "STRAY_FILE", label,
-            "not a bundle file (<prefix>_metadata.json, _data.jsonl, _frames.npy, "
-            "_timestamps.npy, _README.md) nor an archive; ignored"))
+        self.findings.append(
+            finding(
+                "STRAY_FILE",
+                label,
+                "not a bundle file (<prefix>_metadata.json, _data.jsonl, _frames.npy, "
+                "_timestamps.npy, _README.md) nor an archive; ignored",
+            )
+        )
 
 
 def _under_any(path: str, folders: set[str]) -> bool:
     return any(path == f or path.startswith(f.rstrip("/") + "/") for f in folders)
-

@@ -62,8 +62,10 @@ def read_array_header(bundle: BundleRef, role: str, opts: StorageOptions | None)
     bad = [f.message for f in findings if f.severity is Severity.ERROR]
     if header is None or bad:
         ref = bundle.files[role]
-        raise InputError(f"{ref.label()}: {'; '.join(bad) or 'unreadable header'}; the file "
-                         "changed since it was validated (re-run)")
+        raise InputError(
+            f"{ref.label()}: {'; '.join(bad) or 'unreadable header'}; the file "
+            "changed since it was validated (re-run)"
+        )
     return header
 
 

@@ -203,7 +203,6 @@ def _bad_utf8(file: str, line: int, e: UnicodeDecodeError) -> Finding:
     return finding("JSONL_BAD_UTF8", file, msg, line=line)
 
 
-
 # --- rows ---------------------------------------------------------------------------------------
 def _listed(items: list[str]) -> str:
     shown = "; ".join(items[:_MAX_LISTED])
@@ -371,8 +370,11 @@ def parse_metadata(
     try:
         raw = msgspec.json.decode(data)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as e:
-        return None, None, [finding("META_BAD_JSON", file, f"not valid JSON: {e}",
-                                    line=_error_line(data, e))]
+        return (
+            None,
+            None,
+            [finding("META_BAD_JSON", file, f"not valid JSON: {e}", line=_error_line(data, e))],
+        )
     if not isinstance(raw, dict):
         msg = f"a JSON {json_type_name(raw)}, not an object"
         return None, None, [finding("META_BAD_JSON", file, msg)]

@@ -130,37 +130,40 @@ def _parse_descr(value: Value, file: str) -> tuple[str, np.dtype[Any]] | Finding
     """The descr string and its dtype, or the finding that refuses it."""
     if isinstance(value, list):
         return finding(
-            "NPY_UNSAFE_DTYPE", file,
+            "NPY_UNSAFE_DTYPE",
+            file,
             "the header declares a structured dtype (a list of fields); only simple numeric "
             "arrays are read",
         )
     if not isinstance(value, str):
         if isinstance(value, tuple):
             return finding(
-                "NPY_BAD_DTYPE", file,
+                "NPY_BAD_DTYPE",
+                file,
                 "the header declares a sub-array dtype (a tuple); only simple numeric arrays "
                 "are read",
             )
-        return finding(
-            "NPY_BAD_HEADER", file, f"'descr' must be a string, found {describe(value)}"
-        )
+        return finding("NPY_BAD_HEADER", file, f"'descr' must be a string, found {describe(value)}")
     if _OBJECT_DESCR.fullmatch(value) or "," in value:
         kind = "an object dtype (pickled data)" if "," not in value else "a structured dtype"
         return finding(
-            "NPY_UNSAFE_DTYPE", file,
+            "NPY_UNSAFE_DTYPE",
+            file,
             f"descr {value!r} is {kind}; it is never unpickled or read",
         )
     match = _SIMPLE_DESCR.fullmatch(value)
     if not match or int(match.group(3)) not in _ITEMSIZES[match.group(2)]:
         return finding(
-            "NPY_BAD_DTYPE", file,
+            "NPY_BAD_DTYPE",
+            file,
             f"descr {value!r} is not a simple numeric dtype (bool, int, uint, float or "
             "complex such as '|u1' or '<f4')",
         )
     order, size = match.group(1), int(match.group(3))
     if order == "|" and size > 1:
         return finding(
-            "NPY_BAD_DTYPE", file,
+            "NPY_BAD_DTYPE",
+            file,
             f"descr {value!r} has no byte order ('|') but items of {size} bytes",
         )
     return value, np.dtype(value)
@@ -223,9 +226,7 @@ class _Preamble:
     header_len: int
 
 
-def _read_preamble(
-    stream: IO[bytes], file_size: int, file: str
-) -> _Preamble | Finding:
+def _read_preamble(stream: IO[bytes], file_size: int, file: str) -> _Preamble | Finding:
     """Read the magic, the version and the header length field."""
     head = _read_exact(stream, 6)
     if head == _MAGIC:
@@ -237,20 +238,23 @@ def _read_preamble(
         game = False
     if head != (_GAME_MAGIC if game else _MAGIC):
         return finding(
-            "NPY_BAD_MAGIC", file,
+            "NPY_BAD_MAGIC",
+            file,
             f"the file does not start with the NPY magic '\\x93NUMPY' (first bytes: "
             f"{head[:8].hex(' ') or 'none, the file is empty'}); it is not a .npy file",
         )
     version_bytes = _read_exact(stream, 2)
     if len(version_bytes) < 2:
         return finding(
-            "NPY_BAD_HEADER", file,
+            "NPY_BAD_HEADER",
+            file,
             f"the file ends after {len(head) + len(version_bytes)} bytes, before the NPY version",
         )
     version = (version_bytes[0], version_bytes[1])
     if version not in _VERSIONS:
         return finding(
-            "NPY_BAD_VERSION", file,
+            "NPY_BAD_VERSION",
+            file,
             f"NPY format version {version[0]}.{version[1]} is not supported (1.0, 2.0 or 3.0)",
         )
     len_size, encoding = _VERSIONS[version]
@@ -258,20 +262,23 @@ def _read_preamble(
     header_start = len(head) + 2 + len_size
     if len(len_bytes) < len_size:
         return finding(
-            "NPY_BAD_HEADER", file,
+            "NPY_BAD_HEADER",
+            file,
             f"the file ends after {len(head) + 2 + len(len_bytes)} bytes, inside the "
             f"{len_size}-byte header length field",
         )
     header_len = int.from_bytes(len_bytes, "little")
     if header_len > MAX_HEADER_BYTES:
         return finding(
-            "NPY_BAD_HEADER", file,
+            "NPY_BAD_HEADER",
+            file,
             f"the header length field says {header_len} bytes, more than the "
             f"{MAX_HEADER_BYTES} allowed",
         )
     if header_start + header_len > file_size:
         return finding(
-            "NPY_BAD_HEADER", file,
+            "NPY_BAD_HEADER",
+            file,
             f"the header length field says {header_len} bytes but the file has only "
             f"{max(file_size - header_start, 0)} bytes after it (file size {file_size})",
         )
@@ -298,17 +305,23 @@ def _data_findings(fields: _Fields, data_offset: int, file_size: int, file: str)
         rows = ""
         if fields.shape and header.row_nbytes > 0:
             rows = f"; {present // header.row_nbytes} of {fields.shape[0]} rows are complete"
-        return [finding(
-            "NPY_TRUNCATED", file,
-            f"the header declares {what} but only {present} data bytes follow{rows}; the file "
-            "was cut short (re-export or re-download it)",
-        )]
+        return [
+            finding(
+                "NPY_TRUNCATED",
+                file,
+                f"the header declares {what} but only {present} data bytes follow{rows}; the file "
+                "was cut short (re-export or re-download it)",
+            )
+        ]
     if present > declared:
-        return [finding(
-            "NPY_TRAILING_BYTES", file,
-            f"{present - declared} extra bytes follow the data: the header declares {what} "
-            f"and the file holds {present} data bytes",
-        )]
+        return [
+            finding(
+                "NPY_TRAILING_BYTES",
+                file,
+                f"{present - declared} extra bytes follow the data: the header declares {what} "
+                f"and the file holds {present} data bytes",
+            )
+        ]
     return []
 
 
@@ -327,11 +340,14 @@ def read_npy_header(
         return None, [pre]
     raw = _read_exact(stream, pre.header_len)
     if len(raw) < pre.header_len:
-        return None, [finding(
-            "NPY_BAD_HEADER", file,
-            f"the file ends inside the header ({len(raw)} of {pre.header_len} bytes); it "
-            "changed while being read or is shorter than reported",
-        )]
+        return None, [
+            finding(
+                "NPY_BAD_HEADER",
+                file,
+                f"the file ends inside the header ({len(raw)} of {pre.header_len} bytes); it "
+                "changed while being read or is shorter than reported",
+            )
+        ]
     split = _split_header_text(raw, pre.encoding)
     if isinstance(split, str):
         return None, [finding("NPY_BAD_HEADER", file, split)]
@@ -349,11 +365,14 @@ def read_npy_header(
     )
     if not quirks:
         return header, []
-    return header, [finding(
-        "NPY_GAME_HEADER", file,
-        "non-standard NPY header as the game's exporter writes it, read exactly anyway: "
-        + ", ".join(quirks),
-    )]
+    return header, [
+        finding(
+            "NPY_GAME_HEADER",
+            file,
+            "non-standard NPY header as the game's exporter writes it, read exactly anyway: "
+            + ", ".join(quirks),
+        )
+    ]
 
 
 def _quirks(
@@ -406,24 +425,33 @@ def check_layout(
     found: list[Finding] = []
     expected = np.dtype(dtype)
     if header.dtype != expected or header.dtype.kind != expected.kind:
-        found.append(finding(
-            "NPY_BAD_DTYPE", file,
-            f"expected dtype {dtype!r} ({_dtype_words(expected)}), found {header.descr!r} "
-            f"({_dtype_words(header.dtype)})",
-        ))
+        found.append(
+            finding(
+                "NPY_BAD_DTYPE",
+                file,
+                f"expected dtype {dtype!r} ({_dtype_words(expected)}), found {header.descr!r} "
+                f"({_dtype_words(header.dtype)})",
+            )
+        )
     if header.fortran_order:
-        found.append(finding(
-            "NPY_FORTRAN_ORDER", file,
-            "expected C order, found fortran_order True; re-save the array in C order "
-            "(np.ascontiguousarray)",
-        ))
-    tail = header.shape[len(header.shape) - len(trailing_shape):] if trailing_shape else ()
+        found.append(
+            finding(
+                "NPY_FORTRAN_ORDER",
+                file,
+                "expected C order, found fortran_order True; re-save the array in C order "
+                "(np.ascontiguousarray)",
+            )
+        )
+    tail = header.shape[len(header.shape) - len(trailing_shape) :] if trailing_shape else ()
     if len(header.shape) != ndim or tuple(tail) != tuple(trailing_shape):
-        found.append(finding(
-            "NPY_BAD_SHAPE", file,
-            f"expected shape {_shape_pattern(ndim, trailing_shape)} ({ndim} dimensions), "
-            f"found {header.shape}",
-        ))
+        found.append(
+            finding(
+                "NPY_BAD_SHAPE",
+                file,
+                f"expected shape {_shape_pattern(ndim, trailing_shape)} ({ndim} dimensions), "
+                f"found {header.shape}",
+            )
+        )
     return found
 
 
@@ -499,8 +527,7 @@ def iter_npy_chunks(
     for start in range(0, rows, rows_per_chunk):
         k = min(rows_per_chunk, rows - start)
         chunk = np.empty((k, *rest), dtype=header.dtype)
-        _fill(stream, _byte_view(chunk), name,
-              f"in rows {start}-{start + k - 1} of {rows}")
+        _fill(stream, _byte_view(chunk), name, f"in rows {start}-{start + k - 1} of {rows}")
         yield chunk
 
 

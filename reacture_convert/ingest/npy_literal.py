@@ -11,8 +11,16 @@ import re
 from dataclasses import dataclass
 from typing import TypeAlias
 
-__all__ = ["Bool", "HeaderSyntaxError", "INT", "MAX_DIM_DIGITS", "Number", "Parser", "Value",
-           "describe"]
+__all__ = [
+    "Bool",
+    "HeaderSyntaxError",
+    "INT",
+    "MAX_DIM_DIGITS",
+    "Number",
+    "Parser",
+    "Value",
+    "describe",
+]
 
 MAX_DEPTH = 16  # nesting of the header literal; a structured descr needs about 4
 
@@ -32,9 +40,7 @@ class Number:
     text: str  # kept as written; checked where a number is expected
 
 
-Value: TypeAlias = (
-    dict[str, "Value"] | list["Value"] | tuple["Value", ...] | str | Bool | Number
-)
+Value: TypeAlias = dict[str, "Value"] | list["Value"] | tuple["Value", ...] | str | Bool | Number
 
 _WORDS = {
     "True": Bool(True, False),

@@ -252,9 +252,11 @@ def _merge_types(a: pa.DataType, b: pa.DataType, where: str) -> pa.DataType:
     if pa.types.is_struct(a) and pa.types.is_struct(b):
         fields = {f.name: f.type for f in a}
         for f in b:
-            fields[f.name] = _merge_types(fields[f.name], f.type, f"{where}.{f.name}") if (
-                f.name in fields
-            ) else f.type
+            fields[f.name] = (
+                _merge_types(fields[f.name], f.type, f"{where}.{f.name}")
+                if (f.name in fields)
+                else f.type
+            )
         return pa.struct([pa.field(name, typ) for name, typ in fields.items()])
     if pa.types.is_list(a) and pa.types.is_list(b):
         return pa.list_(_merge_types(a.value_type, b.value_type, f"{where}[]"))

@@ -134,7 +134,10 @@ class ReadSink(Protocol):
 
 
 def _scan_frames(
-    bundle: BundleRef, header: NpyHeader, opts: StorageOptions | None, chunk: int,
+    bundle: BundleRef,
+    header: NpyHeader,
+    opts: StorageOptions | None,
+    chunk: int,
     sink: ReadSink | None = None,
 ) -> int:
     """Count all-zero frames, streaming (and hand every block to ``sink``)."""
@@ -162,18 +165,31 @@ def _check_session_id(bundle: BundleRef, metadata: Mapping[str, Any], out: _Coll
         return
     m_sid, m_pre = _SID.fullmatch(sid), _SID.fullmatch(bundle.prefix)
     if m_sid and m_pre and abs(int(m_sid.group(1)) - int(m_pre.group(1))) <= 60_000:
-        out.add(finding("META_SESSION_ID", file,
-                        f"session_id {sid!r} differs from the file prefix {bundle.prefix!r} as "
-                        "the exporter's always does; the session is named after the prefix, "
-                        "both are kept"))
+        out.add(
+            finding(
+                "META_SESSION_ID",
+                file,
+                f"session_id {sid!r} differs from the file prefix {bundle.prefix!r} as "
+                "the exporter's always does; the session is named after the prefix, "
+                "both are kept",
+            )
+        )
     else:
-        out.add(finding("META_SESSION_ID_MISMATCH", file,
-                        f"session_id {sid!r} does not look like the session of prefix "
-                        f"{bundle.prefix!r}; check that these files belong together"))
+        out.add(
+            finding(
+                "META_SESSION_ID_MISMATCH",
+                file,
+                f"session_id {sid!r} does not look like the session of prefix "
+                f"{bundle.prefix!r}; check that these files belong together",
+            )
+        )
 
 
 def _check_counts(
-    bundle: BundleRef, metadata: Mapping[str, Any], rows: _Rows, n_frames: int | None,
+    bundle: BundleRef,
+    metadata: Mapping[str, Any],
+    rows: _Rows,
+    n_frames: int | None,
     out: _Collector,
 ) -> None:
     """data_stats against the files. Rows that did not parse may have been actions: a shortfall
@@ -188,53 +204,90 @@ def _check_counts(
         ("actions_logged", rows.kinds["action"], rows.n_unparsed, "player_action rows"),
     ):
         want = stats.get(key)
-        if (have is not None and isinstance(want, int | float) and not isinstance(want, bool)
-                and not have <= want <= have + slack):
-            out.add(finding("META_COUNT_MISMATCH", file,
-                            f"data_stats.{key} is {want} but the bundle holds {have} {what}; "
-                            "the bundle may be truncated or its files mixed up"))
+        if (
+            have is not None
+            and isinstance(want, int | float)
+            and not isinstance(want, bool)
+            and not have <= want <= have + slack
+        ):
+            out.add(
+                finding(
+                    "META_COUNT_MISMATCH",
+                    file,
+                    f"data_stats.{key} is {want} but the bundle holds {have} {what}; "
+                    "the bundle may be truncated or its files mixed up",
+                )
+            )
 
 
 def _check_timestamps(
-    bundle: BundleRef, ts: np.ndarray, metadata: Mapping[str, Any] | None,
-    limits: ValidationLimits, out: _Collector,
+    bundle: BundleRef,
+    ts: np.ndarray,
+    metadata: Mapping[str, Any] | None,
+    limits: ValidationLimits,
+    out: _Collector,
 ) -> None:
     file = bundle.file_label("timestamps.npy")
     values = ts.astype(np.float64)
     for i in np.flatnonzero(~np.isfinite(values)).tolist():
-        out.add(finding("TS_NOT_FINITE", file, f"timestamp {values[i]} is not a finite number",
-                        frame=i))
+        out.add(
+            finding("TS_NOT_FINITE", file, f"timestamp {values[i]} is not a finite number", frame=i)
+        )
     finite = np.isfinite(values)
     if values.size and np.nanmax(np.where(finite, np.abs(values), 0)) >= 2**24:
-        out.add(finding("TS_FLOAT32_PRECISION", file,
-                        "timestamps reach 2^24 ms (~4.6 h): float32 no longer holds every "
-                        "whole ms"))
+        out.add(
+            finding(
+                "TS_FLOAT32_PRECISION",
+                file,
+                "timestamps reach 2^24 ms (~4.6 h): float32 no longer holds every whole ms",
+            )
+        )
     diffs = np.diff(values)
     for i in np.flatnonzero(diffs < 0).tolist():
-        out.add(finding("TS_DECREASING", file,
-                        f"timestamp goes back from {values[i]:g} to {values[i + 1]:g} ms",
-                        frame=i + 1))
+        out.add(
+            finding(
+                "TS_DECREASING",
+                file,
+                f"timestamp goes back from {values[i]:g} to {values[i + 1]:g} ms",
+                frame=i + 1,
+            )
+        )
     good = diffs[np.isfinite(diffs) & (diffs >= 0)]
     if good.size == 0:
         return
     median = float(np.median(good))
     limit = max(limits.gap_factor * median, limits.gap_min_ms)
     for i in np.flatnonzero(np.isfinite(diffs) & (diffs > limit)).tolist():
-        out.add(finding("TS_GAP", file,
-                        f"{diffs[i]:.0f} ms between frames {i} and {i + 1} (median interval "
-                        f"{median:.0f} ms): a pause or a stall, kept as it is", frame=i + 1))
+        out.add(
+            finding(
+                "TS_GAP",
+                file,
+                f"{diffs[i]:.0f} ms between frames {i} and {i + 1} (median interval "
+                f"{median:.0f} ms): a pause or a stall, kept as it is",
+                frame=i + 1,
+            )
+        )
     rate = (metadata or {}).get("sampling_rate_hz")
     if isinstance(rate, int | float) and rate > 0 and median > 0:
         measured = 1000.0 / median
         if not (rate / limits.cadence_factor <= measured <= rate * limits.cadence_factor):
-            out.add(finding("TS_CADENCE", file,
-                            f"median frame interval {median:.1f} ms ({measured:.1f} Hz) while "
-                            f"metadata says {rate:g} Hz: the browser timer ran slow"))
+            out.add(
+                finding(
+                    "TS_CADENCE",
+                    file,
+                    f"median frame interval {median:.1f} ms ({measured:.1f} Hz) while "
+                    f"metadata says {rate:g} Hz: the browser timer ran slow",
+                )
+            )
 
 
 def _check_alignment(
-    bundle: BundleRef, periodic: list[tuple[int, int, int | None, int | None]], n_frames: int,
-    ts: np.ndarray | None, limits: ValidationLimits, out: _Collector,
+    bundle: BundleRef,
+    periodic: list[tuple[int, int, int | None, int | None]],
+    n_frames: int,
+    ts: np.ndarray | None,
+    limits: ValidationLimits,
+    out: _Collector,
 ) -> tuple[int, ...]:
     """Each frame referenced exactly once, in order, and at the time of its row."""
     jfile = bundle.file_label("data.jsonl")
@@ -247,34 +300,61 @@ def _check_alignment(
         if frame_index is None:
             continue  # FRAME_REF_BAD was reported by the row parser
         if frame_index >= n_frames:
-            out.add(finding("FRAME_REF_OUT_OF_RANGE", jfile,
-                            f"visual_frame_path names frame {frame_index} but frames.npy holds "
-                            f"{n_frames} frames", line=line, frame=frame_index))
+            out.add(
+                finding(
+                    "FRAME_REF_OUT_OF_RANGE",
+                    jfile,
+                    f"visual_frame_path names frame {frame_index} but frames.npy holds "
+                    f"{n_frames} frames",
+                    line=line,
+                    frame=frame_index,
+                )
+            )
             continue
         if frame_rows[frame_index] != -1:
-            out.add(finding("FRAME_REF_DUPLICATE", jfile,
-                            f"frame {frame_index} is already referenced by line "
-                            f"{line_of[frame_rows[frame_index]]}", line=line, frame=frame_index))
+            out.add(
+                finding(
+                    "FRAME_REF_DUPLICATE",
+                    jfile,
+                    f"frame {frame_index} is already referenced by line "
+                    f"{line_of[frame_rows[frame_index]]}",
+                    line=line,
+                    frame=frame_index,
+                )
+            )
             continue
         if highest is not None and frame_index < highest[0]:
-            out.add(finding("FRAME_REF_ORDER", jfile,
-                            f"refers to frame {frame_index} after line {highest[1]} referred to "
-                            f"frame {highest[0]}: periodic rows must name frames in order",
-                            line=line, frame=frame_index))
+            out.add(
+                finding(
+                    "FRAME_REF_ORDER",
+                    jfile,
+                    f"refers to frame {frame_index} after line {highest[1]} referred to "
+                    f"frame {highest[0]}: periodic rows must name frames in order",
+                    line=line,
+                    frame=frame_index,
+                )
+            )
         else:
             highest = (frame_index, line)
         frame_rows[frame_index] = row_index
         if ts is not None and t_ms is not None and frame_index < ts.size:
             t_frame = float(ts[frame_index])
             if math.isfinite(t_frame) and abs(t_frame - t_ms) > limits.ts_tolerance_ms:
-                out.add(finding("TS_ROW_MISMATCH", jfile,
-                                f"row timestamp_ms {t_ms} vs timestamps[{frame_index}] = "
-                                f"{t_frame:g} ms (tolerance {limits.ts_tolerance_ms:g} ms)",
-                                line=line, frame=frame_index))
+                out.add(
+                    finding(
+                        "TS_ROW_MISMATCH",
+                        jfile,
+                        f"row timestamp_ms {t_ms} vs timestamps[{frame_index}] = "
+                        f"{t_frame:g} ms (tolerance {limits.ts_tolerance_ms:g} ms)",
+                        line=line,
+                        frame=frame_index,
+                    )
+                )
     ffile = bundle.file_label("frames.npy")
     for i in [i for i, r in enumerate(frame_rows) if r == -1]:
-        out.add(finding("FRAME_UNREFERENCED", ffile, f"no periodic row refers to frame {i}",
-                        frame=i))
+        out.add(
+            finding("FRAME_UNREFERENCED", ffile, f"no periodic row refers to frame {i}", frame=i)
+        )
     return tuple(frame_rows)
 
 
@@ -296,9 +376,14 @@ def _reading(bundle: BundleRef, role: str, out: _Collector) -> Iterator[None]:
         yield
     except Exception as e:
         if is_damaged_member(ref, e):
-            out.add(finding("ARCHIVE_UNREADABLE", ref.name,
-                            f"{ref.label()} cannot be read ({type(e).__name__}: {e}); the archive "
-                            "is damaged: re-create or re-download it"))
+            out.add(
+                finding(
+                    "ARCHIVE_UNREADABLE",
+                    ref.name,
+                    f"{ref.label()} cannot be read ({type(e).__name__}: {e}); the archive "
+                    "is damaged: re-create or re-download it",
+                )
+            )
         elif isinstance(e, InputError) and role.endswith(".npy"):
             out.add(finding("NPY_TRUNCATED", ref.name, f"{e}"))
         else:
@@ -312,8 +397,13 @@ def _validate_metadata(
     """The raw metadata object (None when unusable), with its findings collected."""
     ref = bundle.files["metadata.json"]
     if ref.size > MAX_METADATA_BYTES:
-        out.add(finding("META_BAD_JSON", ref.name,
-                        f"metadata.json is {ref.size} bytes (limit {MAX_METADATA_BYTES})"))
+        out.add(
+            finding(
+                "META_BAD_JSON",
+                ref.name,
+                f"metadata.json is {ref.size} bytes (limit {MAX_METADATA_BYTES})",
+            )
+        )
         return None
     with _reading(bundle, "metadata.json", out), open_file(ref, opts) as f:
         data = f.read(MAX_METADATA_BYTES + 1)
@@ -325,8 +415,11 @@ def _validate_metadata(
 
 
 def _validate_timestamps(
-    bundle: BundleRef, opts: StorageOptions | None, metadata: Mapping[str, Any] | None,
-    limits: ValidationLimits, out: _Collector,
+    bundle: BundleRef,
+    opts: StorageOptions | None,
+    metadata: Mapping[str, Any] | None,
+    limits: ValidationLimits,
+    out: _Collector,
 ) -> np.ndarray | None:
     """The timestamps array (None when unusable), with its findings collected."""
     ref = bundle.files["timestamps.npy"]
@@ -341,7 +434,10 @@ def _validate_timestamps(
 
 
 def _validate_frames(
-    bundle: BundleRef, opts: StorageOptions | None, limits: ValidationLimits, out: _Collector,
+    bundle: BundleRef,
+    opts: StorageOptions | None,
+    limits: ValidationLimits,
+    out: _Collector,
     sink: ReadSink | None = None,
 ) -> tuple[int | None, int | None]:
     """(N from the header, blank frames) — None when unknown — with the findings collected."""
@@ -357,10 +453,15 @@ def _validate_frames(
         return n_frames, None  # the header is sound: alignment can still be judged
     ffile = bundle.file_label("frames.npy")
     if n_frames and blank == n_frames:
-        out.add(finding("FRAMES_BLANK", ffile,
-                        f"all {n_frames} frames are blank (all zeros): the game's known "
-                        "black-frame export (WebGL preserveDrawingBuffer off); converted, "
-                        "but useless for vision"))
+        out.add(
+            finding(
+                "FRAMES_BLANK",
+                ffile,
+                f"all {n_frames} frames are blank (all zeros): the game's known "
+                "black-frame export (WebGL preserveDrawingBuffer off); converted, "
+                "but useless for vision",
+            )
+        )
     elif blank:
         out.add(finding("FRAMES_BLANK", ffile, f"{blank} of {n_frames} frames are blank"))
     return n_frames, blank
@@ -408,10 +509,15 @@ def _scan_rows(
     seen.n_rows = last_line - n_empty
     seen.n_unparsed = seen.n_rows - n_parsed
     if unordered_at is not None:
-        out.add(finding("ROWS_NOT_TIME_ORDERED", ref.name,
-                        "rows are not in time order (first at this line): the exporter logs "
-                        "inner rows before outer ones; row order is kept as in the file",
-                        line=unordered_at))
+        out.add(
+            finding(
+                "ROWS_NOT_TIME_ORDERED",
+                ref.name,
+                "rows are not in time order (first at this line): the exporter logs "
+                "inner rows before outer ones; row order is kept as in the file",
+                line=unordered_at,
+            )
+        )
     return seen
 
 
@@ -436,8 +542,13 @@ def validate_bundle(
             return replace(report, bundle=bundle, findings=(*legacy_findings, *report.findings))
     out = _Collector(limits.max_per_code)
     for role in bundle.missing:
-        out.add(finding("BUNDLE_MISSING_FILE", f"{bundle.prefix}_{role}",
-                        f"{role} of bundle {bundle.prefix!r} is missing in {bundle.source}"))
+        out.add(
+            finding(
+                "BUNDLE_MISSING_FILE",
+                f"{bundle.prefix}_{role}",
+                f"{role} of bundle {bundle.prefix!r} is missing in {bundle.source}",
+            )
+        )
     files = bundle.files
 
     metadata: dict[str, Any] | None = None
@@ -455,8 +566,13 @@ def validate_bundle(
         if "frames.npy" in files:
             n_frames, blank = _validate_frames(bundle, storage_options, limits, out, sink)
     if ts is not None and n_frames is not None and ts.size != n_frames:
-        out.add(finding("FRAME_COUNT_MISMATCH", bundle.file_label("timestamps.npy"),
-                        f"timestamps.npy holds {ts.size} entries but frames.npy {n_frames} frames"))
+        out.add(
+            finding(
+                "FRAME_COUNT_MISMATCH",
+                bundle.file_label("timestamps.npy"),
+                f"timestamps.npy holds {ts.size} entries but frames.npy {n_frames} frames",
+            )
+        )
     with contextlib.suppress(_Unreadable):
         if "data.jsonl" in files:
             rows = _scan_rows(bundle, storage_options, out, sink)

@@ -42,34 +42,38 @@ HASH_COLUMNS = {
     "frames.json": "sha256_frames_json",  # legacy four-file exports only (extension)
 }
 
-FINDING_TYPE = pa.struct([
-    ("severity", pa.string()),
-    ("code", pa.string()),
-    ("file", pa.string()),
-    ("line", pa.int64()),
-    ("frame", pa.int64()),
-    ("message", pa.string()),
-])
+FINDING_TYPE = pa.struct(
+    [
+        ("severity", pa.string()),
+        ("code", pa.string()),
+        ("file", pa.string()),
+        ("line", pa.int64()),
+        ("frame", pa.int64()),
+        ("message", pa.string()),
+    ]
+)
 
-CATALOG_SCHEMA = pa.schema([
-    ("session", pa.string()),
-    ("source", pa.string()),
-    ("prefix", pa.string()),
-    ("metadata_session_id", pa.string()),
-    ("status", pa.string()),
-    ("reason", pa.string()),
-    ("n_frames", pa.int64()),
-    ("n_rows", pa.int64()),
-    ("blank_frames", pa.int64()),
-    *[(col, pa.string()) for col in HASH_COLUMNS.values()],
-    ("findings", pa.list_(FINDING_TYPE)),
-    ("n_errors", pa.int64()),
-    ("n_warnings", pa.int64()),
-    ("outputs", pa.list_(pa.string())),
-    ("converter_version", pa.string()),
-    ("converted_at", pa.timestamp("ms", tz="UTC")),
-    ("run_id", pa.string()),
-])
+CATALOG_SCHEMA = pa.schema(
+    [
+        ("session", pa.string()),
+        ("source", pa.string()),
+        ("prefix", pa.string()),
+        ("metadata_session_id", pa.string()),
+        ("status", pa.string()),
+        ("reason", pa.string()),
+        ("n_frames", pa.int64()),
+        ("n_rows", pa.int64()),
+        ("blank_frames", pa.int64()),
+        *[(col, pa.string()) for col in HASH_COLUMNS.values()],
+        ("findings", pa.list_(FINDING_TYPE)),
+        ("n_errors", pa.int64()),
+        ("n_warnings", pa.int64()),
+        ("outputs", pa.list_(pa.string())),
+        ("converter_version", pa.string()),
+        ("converted_at", pa.timestamp("ms", tz="UTC")),
+        ("run_id", pa.string()),
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -113,18 +117,32 @@ class CatalogEntry:
     def from_record(cls, rec: Mapping[str, Any]) -> CatalogEntry:
         hashes = {role: rec[col] for role, col in HASH_COLUMNS.items() if rec.get(col)}
         findings = tuple(
-            Finding(Severity(f["severity"]), f["code"], f["file"], f["message"],
-                    line=f["line"], frame=f["frame"])
+            Finding(
+                Severity(f["severity"]),
+                f["code"],
+                f["file"],
+                f["message"],
+                line=f["line"],
+                frame=f["frame"],
+            )
             for f in rec.get("findings") or []
         )
         return cls(
-            session=rec["session"], source=rec["source"], prefix=rec["prefix"],
-            status=Status(rec["status"]), metadata_session_id=rec.get("metadata_session_id"),
-            reason=rec.get("reason"), n_frames=rec.get("n_frames"), n_rows=rec.get("n_rows"),
-            blank_frames=rec.get("blank_frames"), hashes=hashes, findings=findings,
+            session=rec["session"],
+            source=rec["source"],
+            prefix=rec["prefix"],
+            status=Status(rec["status"]),
+            metadata_session_id=rec.get("metadata_session_id"),
+            reason=rec.get("reason"),
+            n_frames=rec.get("n_frames"),
+            n_rows=rec.get("n_rows"),
+            blank_frames=rec.get("blank_frames"),
+            hashes=hashes,
+            findings=findings,
             outputs=tuple(rec.get("outputs") or ()),
             converter_version=rec.get("converter_version") or "",
-            converted_at=rec.get("converted_at"), run_id=rec.get("run_id"),
+            converted_at=rec.get("converted_at"),
+            run_id=rec.get("run_id"),
         )
 
 
@@ -158,8 +176,9 @@ def merge_entries(old: Iterable[CatalogEntry], new: Iterable[CatalogEntry]) -> l
         _put(rows, e)
     for e in new:
         _put(rows, e)
-    return sorted(rows.values(),
-                  key=lambda e: (e.session or "", e.source, e.prefix or "", e.status))
+    return sorted(
+        rows.values(), key=lambda e: (e.session or "", e.source, e.prefix or "", e.status)
+    )
 
 
 def _put(rows: dict[tuple[str, str | None, bool], CatalogEntry], e: CatalogEntry) -> None:
@@ -178,20 +197,32 @@ def _put(rows: dict[tuple[str, str | None, bool], CatalogEntry], e: CatalogEntry
     if not e.session:
         return
     for slot, other in list(rows.items()):
-        if (not slot[2] and other.session == e.session and other.key != e.key
-                and (other.status.is_live or other.status is Status.DUPLICATE)
-                and dict(other.hashes) != dict(e.hashes)):
+        if (
+            not slot[2]
+            and other.session == e.session
+            and other.key != e.key
+            and (other.status.is_live or other.status is Status.DUPLICATE)
+            and dict(other.hashes) != dict(e.hashes)
+        ):
             # that bundle's newer state, if one was kept beside, is now its only state
             newer = rows.pop((*other.key, True), None)
             rows[slot] = newer if newer is not None else _superseded(other, e)
 
 
 def _superseded(row: CatalogEntry, by: CatalogEntry) -> CatalogEntry:
-    msg = (f"session {row.session!r} now holds the bundle from {by.source}, whose files differ "
-           "from this one; this bundle is no longer converted (pass --force to convert it back)")
-    return replace(row, status=Status.CONFLICT, reason=msg, outputs=(),
-                   findings=(finding("CONFLICT", row.prefix or row.source, msg),),
-                   converted_at=by.converted_at, run_id=by.run_id)
+    msg = (
+        f"session {row.session!r} now holds the bundle from {by.source}, whose files differ "
+        "from this one; this bundle is no longer converted (pass --force to convert it back)"
+    )
+    return replace(
+        row,
+        status=Status.CONFLICT,
+        reason=msg,
+        outputs=(),
+        findings=(finding("CONFLICT", row.prefix or row.source, msg),),
+        converted_at=by.converted_at,
+        run_id=by.run_id,
+    )
 
 
 def write_catalog(out: Output, entries: Sequence[CatalogEntry]) -> None:
@@ -229,8 +260,10 @@ class Catalog:
         """Merge ``entry`` into the rows. ``keep_skipped=False`` leaves the rows as they are
         for a ``skipped`` result and for a row they already hold but for its time and run id
         (a long-running watcher does not churn the catalog with them)."""
-        if not keep_skipped and (entry.status is Status.SKIPPED or any(
-                e.key == entry.key and _same_row(e, entry) for e in self.rows)):
+        if not keep_skipped and (
+            entry.status is Status.SKIPPED
+            or any(e.key == entry.key and _same_row(e, entry) for e in self.rows)
+        ):
             return
         self.rows = merge_entries(self.rows, [entry])
         self.dirty = True

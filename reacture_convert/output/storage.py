@@ -112,7 +112,7 @@ class Output:
         files = sorted(fs.find(src))
         root_meta = f"{src}/zarr.json"
         for f in [f for f in files if f != root_meta] + [f for f in files if f == root_meta]:
-            fs.copy(f, dst + f[len(src):])
+            fs.copy(f, dst + f[len(src) :])
 
     def write_bytes_atomic(self, rel: str, data: bytes) -> None:
         """Write a small file so that readers see the old or the new content, never a part."""

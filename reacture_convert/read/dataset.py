@@ -132,9 +132,10 @@ class ConvertedDataset(Mapping[str, SessionData]):
 
     @functools.cached_property
     def _sessions(self) -> dict[str, SessionData]:
-        live = sorted((e for e in self.catalog
-                       if e.status.is_live and e.session and e.outputs),
-                      key=lambda e: e.session or "")
+        live = sorted(
+            (e for e in self.catalog if e.status.is_live and e.session and e.outputs),
+            key=lambda e: e.session or "",
+        )
         return {e.session: SessionData(e.session, e, self.out) for e in live if e.session}
 
     @property
@@ -145,8 +146,10 @@ class ConvertedDataset(Mapping[str, SessionData]):
         try:
             return self._sessions[session]
         except KeyError:
-            raise KeyError(f"{session!r} is not a converted session of {self.out.url} "
-                           f"(sessions: {', '.join(self.sessions) or 'none'})") from None
+            raise KeyError(
+                f"{session!r} is not a converted session of {self.out.url} "
+                f"(sessions: {', '.join(self.sessions) or 'none'})"
+            ) from None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._sessions)
@@ -171,14 +174,17 @@ def as_output(out: OutLike, storage_options: Mapping[str, Any] | None = None) ->
     return Output(os.fspath(out), dict(storage_options or {}))
 
 
-def open_dataset(out: OutLike, storage_options: Mapping[str, Any] | None = None
-                 ) -> ConvertedDataset:
+def open_dataset(
+    out: OutLike, storage_options: Mapping[str, Any] | None = None
+) -> ConvertedDataset:
     """Open the converted dataset at ``out`` (a folder, an fsspec URL, or an ``Output``).
 
     Reads ``catalog.parquet`` now and nothing else. Raises ``OutputError`` when ``out`` holds no
     catalog (a mistyped path must not look like an empty dataset)."""
     output = as_output(out, storage_options)
     if not output.exists(CATALOG):
-        raise OutputError(f"{output.url}: no {CATALOG} here; give the --out folder (or URL) of a "
-                          "`reacture-convert convert` run")
+        raise OutputError(
+            f"{output.url}: no {CATALOG} here; give the --out folder (or URL) of a "
+            "`reacture-convert convert` run"
+        )
     return ConvertedDataset(output, tuple(read_catalog(output)))

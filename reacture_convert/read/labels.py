@@ -44,8 +44,18 @@ _VECTORS: Final = {
     "accelerometer": ("accelerometer",),
 }
 _SCALARS: Final = ("battery", "damage", "health")
-LABEL_COLUMNS: Final = ["row_index", "kind", "type", "event", "action", "frame_index",
-                         "key_presses", "robot", "accelerometer", *_SCALARS]
+LABEL_COLUMNS: Final = [
+    "row_index",
+    "kind",
+    "type",
+    "event",
+    "action",
+    "frame_index",
+    "key_presses",
+    "robot",
+    "accelerometer",
+    *_SCALARS,
+]
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -81,9 +91,7 @@ class FrameLabels:
         return int(self.frame_index.shape[0])
 
     @classmethod
-    def from_tables(
-        cls, session: str, rows: pa.Table, timestamps: npt.NDArray[Any]
-    ) -> FrameLabels:
+    def from_tables(cls, session: str, rows: pa.Table, timestamps: npt.NDArray[Any]) -> FrameLabels:
         """Labels of every frame that has a periodic row, from the rows table (vectorised)."""
         periodic = rows.filter(pc.equal(rows["kind"], "periodic"))
         order = np.argsort(_ints(periodic["frame_index"]), kind="stable")
@@ -91,18 +99,26 @@ class FrameLabels:
         frame_index = _ints(periodic["frame_index"])
         row_index = _ints(periodic["row_index"])
         if np.any(np.diff(row_index) <= 0):  # validation promises frames in row order
-            raise OutputError(f"rows/{session}.parquet: periodic rows do not name frames in "
-                              "file order; convert the session again")
+            raise OutputError(
+                f"rows/{session}.parquet: periodic rows do not name frames in "
+                "file order; convert the session again"
+            )
         held = np.stack([_bools(periodic, ("key_presses", k)) for k in _HELD_KEYS], axis=1)
         actions = _interval_actions(rows, row_index)
         destroy = actions[:, MOMENTARY_ACTIONS.index("destroy")]
         ts = np.asarray(timestamps)[frame_index].astype(np.float64)
         return cls(
-            session=session, frame_index=frame_index, row_index=row_index, timestamp_ms=ts,
-            keys=np.concatenate([held, destroy[:, None]], axis=1), actions=actions,
+            session=session,
+            frame_index=frame_index,
+            row_index=row_index,
+            timestamp_ms=ts,
+            keys=np.concatenate([held, destroy[:, None]], axis=1),
+            actions=actions,
             **{name: _floats(periodic, (name,)) for name in _SCALARS},
-            **{name: np.stack([_floats(periodic, (*path, c)) for c in "xyz"], axis=1)
-               for name, path in _VECTORS.items()},
+            **{
+                name: np.stack([_floats(periodic, (*path, c)) for c in "xyz"], axis=1)
+                for name, path in _VECTORS.items()
+            },
         )
 
     @classmethod
@@ -111,9 +127,9 @@ class FrameLabels:
         ``from_tables`` gives for that frame."""
         row, events = meta["row"], meta["events"]
         kp = row["key_presses"]
-        actions = np.array([[
-            any(_momentary(e, name) for e in events) for name in MOMENTARY_ACTIONS
-        ]], dtype=bool)
+        actions = np.array(
+            [[any(_momentary(e, name) for e in events) for name in MOMENTARY_ACTIONS]], dtype=bool
+        )
         held = np.array([[bool(kp[k]) for k in _HELD_KEYS]], dtype=bool)
         destroy = actions[:, MOMENTARY_ACTIONS.index("destroy")]
 
@@ -128,7 +144,8 @@ class FrameLabels:
             frame_index=np.array([meta["frame_index"]], dtype=np.int64),
             row_index=np.array([meta["row_index"]], dtype=np.int64),
             timestamp_ms=np.array([meta["timestamp_ms"]], dtype=np.float64),
-            keys=np.concatenate([held, destroy[:, None]], axis=1), actions=actions,
+            keys=np.concatenate([held, destroy[:, None]], axis=1),
+            actions=actions,
             **{name: np.array([float(row[name])], dtype=np.float64) for name in _SCALARS},
             **{name: vec(*path) for name, path in _VECTORS.items()},
         )
@@ -154,7 +171,8 @@ def _interval_actions(rows: pa.Table, periodic_rows: I64) -> Bools:
     for k, name in enumerate(MOMENTARY_ACTIONS):
         actions, events = _MOMENTARY_MATCH[name]
         hit = (is_action & _isin(other["action"], actions)) | (
-            ~is_action & _isin(other["event"], events))
+            ~is_action & _isin(other["event"], events)
+        )
         out[:, k] = np.bincount(slot[hit], minlength=n + 1)[:n] > 0
     return out
 

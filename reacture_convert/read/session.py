@@ -51,16 +51,20 @@ def open_session(out: Output, session: str) -> SessionArrays:
         store: Any = zarr.storage.LocalStore(out.path(rel), read_only=True)
     else:
         store = zarr.storage.FsspecStore.from_url(
-            url, storage_options=dict(out.storage_options), read_only=True)
+            url, storage_options=dict(out.storage_options), read_only=True
+        )
     try:
         group = zarr.open_group(store, mode="r")
     except FileNotFoundError as e:
-        raise OutputError(f"{url}: no Zarr group for session {session!r}; convert it with "
-                          "--format zarr (a wds-only run writes no Zarr)") from e
+        raise OutputError(
+            f"{url}: no Zarr group for session {session!r}; convert it with "
+            "--format zarr (a wds-only run writes no Zarr)"
+        ) from e
     frames, ts = group.get("frames"), group.get("timestamps")
     if not isinstance(frames, zarr.Array) or not isinstance(ts, zarr.Array):
-        raise OutputError(f"{url}: 'frames' and 'timestamps' must be arrays; convert the "
-                          "session again")
+        raise OutputError(
+            f"{url}: 'frames' and 'timestamps' must be arrays; convert the session again"
+        )
     return SessionArrays(group, frames, ts)
 
 

@@ -79,8 +79,13 @@ class FieldStats:
     max: float | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"count": self.count, "mean": self.mean, "std": self.std,
-                "min": self.min, "max": self.max}
+        return {
+            "count": self.count,
+            "mean": self.mean,
+            "std": self.std,
+            "min": self.min,
+            "max": self.max,
+        }
 
 
 @dataclass(frozen=True)
@@ -110,11 +115,16 @@ class FrameStats:
     std_nonblank: tuple[float, ...] | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"n_frames": self.n_frames, "blank_frames": self.blank_frames,
-                "channels": list(CHANNELS), "scale": "0-1 (uint8 value / 255)",
-                "mean": list(self.mean), "std": list(self.std),
-                "mean_nonblank": _list(self.mean_nonblank),
-                "std_nonblank": _list(self.std_nonblank)}
+        return {
+            "n_frames": self.n_frames,
+            "blank_frames": self.blank_frames,
+            "channels": list(CHANNELS),
+            "scale": "0-1 (uint8 value / 255)",
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "mean_nonblank": _list(self.mean_nonblank),
+            "std_nonblank": _list(self.std_nonblank),
+        }
 
 
 def _list(values: tuple[float, ...] | None) -> list[float] | None:
@@ -139,11 +149,15 @@ class Stats:
             return {k: v.to_dict() for k, v in m.items()}
 
         return {
-            "format": FORMAT, "version": VERSION,
-            "sessions": list(self.sessions), "periodic_rows": self.periodic_rows,
+            "format": FORMAT,
+            "version": VERSION,
+            "sessions": list(self.sessions),
+            "periodic_rows": self.periodic_rows,
             "fields": {k: v.to_dict() for k, v in self.fields.items()},
-            "key_presses": freq(self.key_presses), "flags": freq(self.flags),
-            "keys": freq(self.keys), "actions": freq(self.actions),
+            "key_presses": freq(self.key_presses),
+            "flags": freq(self.flags),
+            "keys": freq(self.keys),
+            "actions": freq(self.actions),
             "frames": None if self.frames is None else self.frames.to_dict(),
         }
 
@@ -153,22 +167,36 @@ class Stats:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Stats:
         if d.get("format") != FORMAT or d.get("version") != VERSION:
-            raise OutputError(f"{STATS}: not a {FORMAT} version {VERSION} file; run "
-                              "`reacture-convert stats OUT` again")
+            raise OutputError(
+                f"{STATS}: not a {FORMAT} version {VERSION} file; run "
+                "`reacture-convert stats OUT` again"
+            )
 
         def freq(m: Mapping[str, Any]) -> dict[str, Frequency]:
             return {k: Frequency(v["count"], v["total"]) for k, v in m.items()}
 
         fr = d.get("frames")
-        frames = None if fr is None else FrameStats(
-            fr["n_frames"], fr["blank_frames"], tuple(fr["mean"]), tuple(fr["std"]),
-            None if fr["mean_nonblank"] is None else tuple(fr["mean_nonblank"]),
-            None if fr["std_nonblank"] is None else tuple(fr["std_nonblank"]))
+        frames = (
+            None
+            if fr is None
+            else FrameStats(
+                fr["n_frames"],
+                fr["blank_frames"],
+                tuple(fr["mean"]),
+                tuple(fr["std"]),
+                None if fr["mean_nonblank"] is None else tuple(fr["mean_nonblank"]),
+                None if fr["std_nonblank"] is None else tuple(fr["std_nonblank"]),
+            )
+        )
         return cls(
-            sessions=tuple(d["sessions"]), periodic_rows=d["periodic_rows"],
+            sessions=tuple(d["sessions"]),
+            periodic_rows=d["periodic_rows"],
             fields={k: FieldStats(**v) for k, v in d["fields"].items()},
-            key_presses=freq(d["key_presses"]), flags=freq(d["flags"]),
-            keys=freq(d["keys"]), actions=freq(d["actions"]), frames=frames,
+            key_presses=freq(d["key_presses"]),
+            flags=freq(d["flags"]),
+            keys=freq(d["keys"]),
+            actions=freq(d["actions"]),
+            frames=frames,
         )
 
 
@@ -199,8 +227,7 @@ class _Moments:
     def result(self) -> FieldStats:
         if self.count == 0:
             return FieldStats(0, None, None, None, None)
-        return FieldStats(self.count, self.mean, math.sqrt(self.m2 / self.count),
-                          self.lo, self.hi)
+        return FieldStats(self.count, self.mean, math.sqrt(self.m2 / self.count), self.lo, self.hi)
 
 
 def _leaves(t: pa.DataType, path: Path) -> Iterator[tuple[Path, pa.DataType]]:
@@ -241,10 +268,10 @@ class _Accumulator:
     bools: dict[str, list[int]] = field(default_factory=dict)  # name -> [true, total]
     keys: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(len(KEYS), np.int64))
     actions: npt.NDArray[np.int64] = field(
-        default_factory=lambda: np.zeros(len(MOMENTARY_ACTIONS), np.int64))
+        default_factory=lambda: np.zeros(len(MOMENTARY_ACTIONS), np.int64)
+    )
     labelled: int = 0
-    histogram: npt.NDArray[np.int64] = field(
-        default_factory=lambda: np.zeros((3, 256), np.int64))
+    histogram: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros((3, 256), np.int64))
     blank: int = 0
 
     def add_rows(self, rows: pa.Table) -> None:
@@ -340,16 +367,16 @@ def compute_stats(
     )
 
 
-def write_stats(out: OutLike, stats: Stats,
-                storage_options: Mapping[str, Any] | None = None) -> str:
+def write_stats(
+    out: OutLike, stats: Stats, storage_options: Mapping[str, Any] | None = None
+) -> str:
     """Write ``OUT/stats.json`` atomically; returns its URL (or local path)."""
     output = as_output(out, storage_options)
     output.write_bytes_atomic(STATS, stats.to_json())
     return output.url_of(STATS)
 
 
-def read_stats(out: OutLike, storage_options: Mapping[str, Any] | None = None
-               ) -> Stats | None:
+def read_stats(out: OutLike, storage_options: Mapping[str, Any] | None = None) -> Stats | None:
     """``OUT/stats.json``, or None when there is none."""
     output = as_output(out, storage_options)
     if not output.exists(STATS):
@@ -378,11 +405,14 @@ def format_stats(stats: Stats) -> str:
         head += f", {fr.n_frames} frames ({fr.blank_frames} blank)"
     lines = [head, ""]
     width = max([len("field"), *(len(k) for k in stats.fields)])
-    lines.append(f"{'field':<{width}}  {'count':>7}  {'mean':>12}  {'std':>12}  "
-                 f"{'min':>12}  {'max':>12}")
+    lines.append(
+        f"{'field':<{width}}  {'count':>7}  {'mean':>12}  {'std':>12}  {'min':>12}  {'max':>12}"
+    )
     for name, f in stats.fields.items():
-        lines.append(f"{name:<{width}}  {f.count:>7}  {_g(f.mean):>12}  {_g(f.std):>12}  "
-                     f"{_g(f.min):>12}  {_g(f.max):>12}")
+        lines.append(
+            f"{name:<{width}}  {f.count:>7}  {_g(f.mean):>12}  {_g(f.std):>12}  "
+            f"{_g(f.min):>12}  {_g(f.max):>12}"
+        )
     lines.append("")
     lines += _freq_line("key_presses (fraction of periodic rows)", stats.key_presses)
     lines += _freq_line("flags (fraction of periodic rows)", stats.flags)
@@ -390,12 +420,17 @@ def format_stats(stats: Stats) -> str:
     lines += _freq_line("momentary actions (fraction of frame intervals)", stats.actions)
     if fr is not None:
         lines += ["", f"frames: per channel {'/'.join(CHANNELS)}, std ddof 0"]
-        rows = [("mean (0-1)", fr.mean), ("std (0-1)", fr.std),
-                ("mean (0-255)", tuple(v * 255 for v in fr.mean)),
-                ("std (0-255)", tuple(v * 255 for v in fr.std))]
+        rows = [
+            ("mean (0-1)", fr.mean),
+            ("std (0-1)", fr.std),
+            ("mean (0-255)", tuple(v * 255 for v in fr.mean)),
+            ("std (0-255)", tuple(v * 255 for v in fr.std)),
+        ]
         if fr.mean_nonblank is not None and fr.std_nonblank is not None:
-            rows += [("non-blank mean (0-1)", fr.mean_nonblank),
-                     ("non-blank std (0-1)", fr.std_nonblank)]
+            rows += [
+                ("non-blank mean (0-1)", fr.mean_nonblank),
+                ("non-blank std (0-1)", fr.std_nonblank),
+            ]
         for title, values in rows:
             lines.append(f"  {title:<22}" + "".join(f"{v:>12.6f}" for v in values))
     return "\n".join(lines) + "\n"

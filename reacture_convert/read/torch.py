@@ -100,15 +100,22 @@ def _check_dtype(dtype: str) -> None:
 
 
 def make_sample(
-    frame: npt.NDArray[np.uint8], labels: FrameLabels, k: int, *, flip: bool = False,
+    frame: npt.NDArray[np.uint8],
+    labels: FrameLabels,
+    k: int,
+    *,
+    flip: bool = False,
     dtype: str = "uint8",
 ) -> Sample:
     """The sample dict of row ``k`` of ``labels`` with its stored HWC ``frame`` (module doc)."""
     chw = (frame[::-1] if flip else frame).transpose(2, 0, 1)
     # numpy, not torch: a torch op this small is slower (its thread pool) and the value is the
     # same, the correctly rounded float32 quotient
-    pixels = (np.divide(chw, np.float32(255), dtype=np.float32, order="C") if dtype == "float32"
-              else np.ascontiguousarray(chw))
+    pixels = (
+        np.divide(chw, np.float32(255), dtype=np.float32, order="C")
+        if dtype == "float32"
+        else np.ascontiguousarray(chw)
+    )
     return {
         "frame": torch.from_numpy(pixels),
         "keys": torch.tensor(labels.keys[k], dtype=torch.float32),
@@ -168,8 +175,12 @@ class FrameDataset(Dataset[Sample]):
         self.dtype = dtype
         self.cache_chunks = cache_chunks
         self._sessions = tuple(
-            _Session(n, ds[n].labels, flip and ds[n].orientation == "bottom-up",
-                     int(ds[n].frames.chunks[0]))
+            _Session(
+                n,
+                ds[n].labels,
+                flip and ds[n].orientation == "bottom-up",
+                int(ds[n].frames.chunks[0]),
+            )
             for n in names
         )
         self._offsets = np.cumsum([0, *(len(s.labels) for s in self._sessions)])
@@ -248,8 +259,9 @@ class ShardPart:
     offset: int = 0
 
 
-def split_shards(n_shards: int, consumer: int, consumers: int,
-                 order: Sequence[int] | None = None) -> list[ShardPart]:
+def split_shards(
+    n_shards: int, consumer: int, consumers: int, order: Sequence[int] | None = None
+) -> list[ShardPart]:
     """The parts of the shards that consumer ``consumer`` of ``consumers`` reads.
 
     With at least as many shards as consumers, consumer c reads whole shards
@@ -367,8 +379,10 @@ class ShardDataset(IterableDataset[Sample]):
     def _decode(self, url: str, key: str, members: Mapping[str, bytes]) -> Sample:
         enc = self.index.encoding
         if "json" not in members or enc not in members:
-            raise OutputError(f"{url}: sample {key!r} lacks its .json or .{enc} member; "
-                              "convert again (or check the shard against index.json: verify)")
+            raise OutputError(
+                f"{url}: sample {key!r} lacks its .json or .{enc} member; "
+                "convert again (or check the shard against index.json: verify)"
+            )
         meta = json.loads(members["json"])
         if enc == "npy":
             frame = np.load(io.BytesIO(members["npy"]), allow_pickle=False)
@@ -377,8 +391,9 @@ class ShardDataset(IterableDataset[Sample]):
 
             frame = np.asarray(Image.open(io.BytesIO(members[enc])).convert("RGB"))
         labels = FrameLabels.from_sample_json(meta)
-        return make_sample(np.asarray(frame, dtype=np.uint8), labels, 0, flip=self.flip,
-                           dtype=self.dtype)
+        return make_sample(
+            np.asarray(frame, dtype=np.uint8), labels, 0, flip=self.flip, dtype=self.dtype
+        )
 
 
 def _read_index(out: Output) -> tuple[WdsIndex, str]:
@@ -423,16 +438,20 @@ def to_pytorch_dataloader(
         ds = FrameDataset(out, sessions, flip=flip, dtype=dtype, storage_options=storage_options)
         if dist.is_available() and dist.is_initialized() and "sampler" not in loader_kwargs:
             sampler: DistributedSampler[int] = DistributedSampler(ds, shuffle=shuffle, seed=seed)
-            return DataLoader(ds, batch_size=batch_size, sampler=sampler,
-                              num_workers=num_workers, **loader_kwargs)
-        return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
-                          **loader_kwargs)
+            return DataLoader(
+                ds, batch_size=batch_size, sampler=sampler, num_workers=num_workers, **loader_kwargs
+            )
+        return DataLoader(
+            ds, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, **loader_kwargs
+        )
     if source == "wds":
         if sessions is not None:
-            raise ConfigError("sessions= selects Zarr sessions; shards hold the sessions they "
-                              "were written with (use source='zarr' to pick sessions)")
-        shards = ShardDataset(out, flip=flip, dtype=dtype, storage_options=storage_options,
-                              shuffle=shuffle, seed=seed)
-        return DataLoader(shards, batch_size=batch_size, num_workers=num_workers,
-                          **loader_kwargs)
+            raise ConfigError(
+                "sessions= selects Zarr sessions; shards hold the sessions they "
+                "were written with (use source='zarr' to pick sessions)"
+            )
+        shards = ShardDataset(
+            out, flip=flip, dtype=dtype, storage_options=storage_options, shuffle=shuffle, seed=seed
+        )
+        return DataLoader(shards, batch_size=batch_size, num_workers=num_workers, **loader_kwargs)
     raise ConfigError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")

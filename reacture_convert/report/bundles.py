@@ -41,20 +41,28 @@ def find(target: str, opts: StorageOptions) -> tuple[list[Found], tuple[Finding,
         detail = "; ".join(f"{f.code}: {f.file}: {f.message}" for f in discovered.findings)
         missing = any(f.code == "INPUT_NOT_FOUND" for f in discovered.findings)
         cls = InputNotFoundError if missing else InputError
-        raise cls(f"{target}: no converted dataset (catalog.parquet) and no bundle found"
-                  + (f" ({detail})" if detail else ""))
+        raise cls(
+            f"{target}: no converted dataset (catalog.parquet) and no bundle found"
+            + (f" ({detail})" if detail else "")
+        )
     used: set[str] = set()
     found: list[Found] = []
     for bundle in discovered.bundles:
         report = validate_bundle(bundle, opts)
         name = session_name(bundle.prefix)
         facts = Facts(
-            session=name, page=page_name(name, used),
+            session=name,
+            page=page_name(name, used),
             status="valid (not converted)" if report.ok else "invalid (would be rejected)",
-            source=bundle.source, prefix=bundle.prefix,
-            metadata_session_id=report.metadata_session_id, n_frames=report.n_frames,
-            n_rows=report.n_rows, blank_frames=report.blank_frames,
-            metadata=dict(report.metadata or {}), findings=report.findings)
+            source=bundle.source,
+            prefix=bundle.prefix,
+            metadata_session_id=report.metadata_session_id,
+            n_frames=report.n_frames,
+            n_rows=report.n_rows,
+            blank_frames=report.blank_frames,
+            metadata=dict(report.metadata or {}),
+            findings=report.findings,
+        )
         found.append((facts, functools.partial(_loaded, facts, bundle, opts)))
     return found, discovered.findings
 
@@ -80,8 +88,9 @@ def load(facts: Facts, bundle: BundleRef, opts: StorageOptions) -> Session:
     if "frames.npy" in bundle.files:
         try:
             header = read_array_header(bundle, "frames.npy", opts)
-            result = replace(result, read_frames=_frames_reader(bundle, header, opts),
-                             n_stored=header.shape[0])
+            result = replace(
+                result, read_frames=_frames_reader(bundle, header, opts), n_stored=header.shape[0]
+            )
         except NOTED_ERRORS as e:
             notes.append(_unread(facts, bundle, "frames.npy", e))
     if "data.jsonl" in bundle.files:
@@ -118,13 +127,16 @@ def _frames_reader(bundle: BundleRef, header: NpyHeader, opts: StorageOptions) -
             for k in order:
                 i = indices[k]
                 if not 0 <= i < header.shape[0]:
-                    raise IndexError(f"{ref.label()}: frame {i} out of range "
-                                     f"(0-{header.shape[0] - 1})")
+                    raise IndexError(
+                        f"{ref.label()}: frame {i} out of range (0-{header.shape[0] - 1})"
+                    )
                 seek_forward(f, header.data_offset + i * _FRAME_BYTES, ref.name)
                 data = f.read(_FRAME_BYTES)
                 if len(data) != _FRAME_BYTES:
-                    raise InputError(f"{ref.label()}: ends inside frame {i}; the file changed "
-                                     "since it was validated (re-run)")
+                    raise InputError(
+                        f"{ref.label()}: ends inside frame {i}; the file changed "
+                        "since it was validated (re-run)"
+                    )
                 out[k] = np.frombuffer(data, dtype=np.uint8).reshape(FRAME_SHAPE)
         return out
 

@@ -33,17 +33,27 @@ def is_dataset(out: Output) -> bool:
 
 def find(out: Output) -> list[Found]:
     """One session per catalog row; converted (live) rows first, under their own name."""
-    entries = sorted(read_catalog(out), key=lambda e: (not e.status.is_live,
-                                                       e.session or "", e.source))
+    entries = sorted(
+        read_catalog(out), key=lambda e: (not e.status.is_live, e.session or "", e.source)
+    )
     used: set[str] = set()
     found: list[Found] = []
     for e in entries:
         name = e.session or e.prefix or "bundle"
         page = page_name(name if e.status.is_live else f"{name}-{e.status}", used)
         facts = Facts(
-            session=name, page=page, status=e.status, source=e.source, prefix=e.prefix,
-            metadata_session_id=e.metadata_session_id, n_frames=e.n_frames, n_rows=e.n_rows,
-            blank_frames=e.blank_frames, findings=e.findings, reason=e.reason)
+            session=name,
+            page=page,
+            status=e.status,
+            source=e.source,
+            prefix=e.prefix,
+            metadata_session_id=e.metadata_session_id,
+            n_frames=e.n_frames,
+            n_rows=e.n_rows,
+            blank_frames=e.blank_frames,
+            findings=e.findings,
+            reason=e.reason,
+        )
         found.append((facts, functools.partial(_loaded, facts, e, out)))
     return found
 
@@ -56,12 +66,22 @@ def _loaded(facts: Facts, entry: CatalogEntry, out: Output) -> Iterator[Session]
 def load(facts: Facts, entry: CatalogEntry, out: Output) -> Session:
     """Read a converted session's Zarr group and rows (only when its outputs are live)."""
     if not entry.status.is_live:
-        return Session(facts, notes=(f"not converted (status {entry.status}): no outputs to "
-                                     "show" + (f"; {entry.reason}" if entry.reason else ""),))
+        return Session(
+            facts,
+            notes=(
+                f"not converted (status {entry.status}): no outputs to "
+                "show" + (f"; {entry.reason}" if entry.reason else ""),
+            ),
+        )
     session = entry.session or ""
     if not is_safe_name(session):
-        return Session(facts, notes=(f"the catalog names this session {session!r}, which is "
-                                     "not a safe name: its outputs are not read",))
+        return Session(
+            facts,
+            notes=(
+                f"the catalog names this session {session!r}, which is "
+                "not a safe name: its outputs are not read",
+            ),
+        )
     notes: list[str] = []
     result = Session(facts)
     try:
@@ -70,14 +90,20 @@ def load(facts: Facts, entry: CatalogEntry, out: Output) -> Session:
         if isinstance(metadata, Mapping):
             result = replace(result, facts=replace(facts, metadata=metadata))
         frames = arrays.frames
-        result = replace(result, timestamps=np.asarray(arrays.timestamps[:], dtype=np.float64),
-                         bottom_up=arrays.bottom_up)
+        result = replace(
+            result,
+            timestamps=np.asarray(arrays.timestamps[:], dtype=np.float64),
+            bottom_up=arrays.bottom_up,
+        )
         if tuple(frames.shape[1:]) == FRAME_SHAPE and str(frames.dtype) == "uint8":
-            result = replace(result, read_frames=_frames_reader(frames),
-                             n_stored=int(frames.shape[0]))
+            result = replace(
+                result, read_frames=_frames_reader(frames), n_stored=int(frames.shape[0])
+            )
         else:
-            notes.append(f"zarr frames have shape {frames.shape} {frames.dtype}, not "
-                         "(N, 128, 128, 3) uint8: no thumbnails")
+            notes.append(
+                f"zarr frames have shape {frames.shape} {frames.dtype}, not "
+                "(N, 128, 128, 3) uint8: no thumbnails"
+            )
     except NOTED_ERRORS as e:
         notes.append(f"{zarr_path(session)} cannot be read ({type(e).__name__}: {e})")
     try:

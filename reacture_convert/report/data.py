@@ -36,7 +36,13 @@ __all__ = [
 INDEX: Final = "index.html"
 
 NOTED_ERRORS: Final[tuple[type[BaseException], ...]] = (
-    ReactureError, OSError, ValueError, KeyError, IndexError, EOFError, pa.ArrowException,
+    ReactureError,
+    OSError,
+    ValueError,
+    KeyError,
+    IndexError,
+    EOFError,
+    pa.ArrowException,
 )
 """What reading a session's data raises when the data is damaged or missing (a broken output,
 a corrupt archive member), not because of a bug: the page shows it as a note instead of
@@ -94,8 +100,9 @@ def select(found: list[Found], sessions: Sequence[str] | None) -> list[Found]:
     unknown = [s for s in sessions if s not in known]
     if unknown:
         names = ", ".join(sorted({f.session for f, _ in found})) or "none"
-        raise InputError(f"no session named {', '.join(map(repr, unknown))}; known sessions: "
-                         f"{names}")
+        raise InputError(
+            f"no session named {', '.join(map(repr, unknown))}; known sessions: {names}"
+        )
     wanted = set(sessions)
     return [(f, x) for f, x in found if f.session in wanted or f.prefix in wanted]
 

@@ -99,8 +99,9 @@ def _save(fig: Any, path: Path) -> None:
     fig.savefig(path, format="png", dpi=_DPI, metadata={"Software": None})
 
 
-def _broken(t: npt.NDArray[np.float64], y: npt.NDArray[np.float64],
-            spans: Sequence[tuple[float, float]]) -> tuple[npt.NDArray[np.float64], ...]:
+def _broken(
+    t: npt.NDArray[np.float64], y: npt.NDArray[np.float64], spans: Sequence[tuple[float, float]]
+) -> tuple[npt.NDArray[np.float64], ...]:
     """``t, y`` with a NaN inserted inside each gap, so lines do not bridge a pause."""
     if not spans or t.size == 0:
         return t, y
@@ -108,8 +109,9 @@ def _broken(t: npt.NDArray[np.float64], y: npt.NDArray[np.float64],
     return np.insert(t, cut, np.nan), np.insert(y, cut, np.nan)
 
 
-def _shade(ax: Any, spans: Sequence[tuple[float, float]],
-           pauses: Sequence[tuple[float, float]]) -> None:
+def _shade(
+    ax: Any, spans: Sequence[tuple[float, float]], pauses: Sequence[tuple[float, float]]
+) -> None:
     for a, b in spans:
         ax.axvspan(a, b, color="0.6", alpha=0.25, lw=0, zorder=0)
     for a, b in pauses:
@@ -130,24 +132,38 @@ def write_timeline(session: Session, path: Path) -> None:
     fig.subplots_adjust(left=0.17, right=0.93, top=0.955, bottom=0.06, hspace=0.12)
     state, speed_ax, keys_ax, mark_ax = axes
     # the game keeps battery equal to fuel: a wide pale line under a thin one shows both
-    for name, colour, lw, ls in (("battery", "#7fc97f", 4.0, "-"), ("health", "tab:red", 1.4, "-"),
-                                 ("fuel", "tab:blue", 1.4, "-")):
-        state.plot(*_broken(tl.t_s, tl.values[name], spans), color=colour, lw=lw, ls=ls,
-                   label=name)
+    for name, colour, lw, ls in (
+        ("battery", "#7fc97f", 4.0, "-"),
+        ("health", "tab:red", 1.4, "-"),
+        ("fuel", "tab:blue", 1.4, "-"),
+    ):
+        state.plot(*_broken(tl.t_s, tl.values[name], spans), color=colour, lw=lw, ls=ls, label=name)
     state.set_ylim(-5, 105)
     state.set_ylabel("battery / health / fuel")
     dmg = state.twinx()
-    dmg.plot(*_broken(tl.t_s, tl.values["damage"], spans), color="tab:purple", lw=1.2, ls="--",
-             label="damage (right axis)")
+    dmg.plot(
+        *_broken(tl.t_s, tl.values["damage"], spans),
+        color="tab:purple",
+        lw=1.2,
+        ls="--",
+        label="damage (right axis)",
+    )
     dmg.set_ylim(-0.05, 1.05)
     dmg.set_ylabel("damage (0-1)")
     handles = [*state.get_legend_handles_labels()[0], *dmg.get_legend_handles_labels()[0]]
     if spans:
-        handles.append(Patch(color="0.6", alpha=0.4,
-                             label=f"gap > {GAP_FACTOR:g}x median frame interval"))
+        handles.append(
+            Patch(color="0.6", alpha=0.4, label=f"gap > {GAP_FACTOR:g}x median frame interval")
+        )
     if tl.pauses:
-        handles.append(Patch(facecolor="none", edgecolor="tab:orange", hatch="//",
-                             label="paused (game_paused .. game_resumed)"))
+        handles.append(
+            Patch(
+                facecolor="none",
+                edgecolor="tab:orange",
+                hatch="//",
+                label="paused (game_paused .. game_resumed)",
+            )
+        )
     fig.legend(handles=handles, loc="upper center", ncol=6, fontsize=8, frameon=False)
     speed_ax.plot(*_broken(tl.t_s, tl.values["speed"], spans), color="black", lw=1.2)
     speed_ax.set_ylabel("speed |velocity|")
@@ -158,9 +174,16 @@ def write_timeline(session: Session, path: Path) -> None:
         _shade(ax, spans, tl.pauses)
         ax.grid(axis="x", color="0.9")
     mark_ax.set_xlabel("time since game start (s)")
-    ends = [x for x in (tl.t_s.max() if tl.t_s.size else None, tl.end_s,
-                        frame_s.max() if frame_s.size else None,
-                        max((m.t_s for m in tl.markers), default=None)) if x is not None]
+    ends = [
+        x
+        for x in (
+            tl.t_s.max() if tl.t_s.size else None,
+            tl.end_s,
+            frame_s.max() if frame_s.size else None,
+            max((m.t_s for m in tl.markers), default=None),
+        )
+        if x is not None
+    ]
     left = min(0.0, float(tl.t_s[0])) if tl.t_s.size else 0.0
     mark_ax.set_xlim(left, max([1.0, *ends]) * 1.01)
     if tl.n_periodic == 0:
@@ -178,8 +201,11 @@ def _plot_keys(ax: Any, tl: Timeline) -> None:
     for row, key in enumerate(KEYS):
         if t.size:
             held = tl.keys[key]
-            ax.broken_barh(list(zip(t[held], width[held], strict=True)), (row - 0.4, 0.8),
-                           color="tab:blue" if key != "inspect" else "tab:cyan")
+            ax.broken_barh(
+                list(zip(t[held], width[held], strict=True)),
+                (row - 0.4, 0.8),
+                color="tab:blue" if key != "inspect" else "tab:cyan",
+            )
     ax.set_yticks(range(len(KEYS)), list(KEYS), fontsize=8)
     ax.set_ylim(len(KEYS) - 0.5, -0.5)
     ax.set_ylabel("keys held")
@@ -213,10 +239,18 @@ def _plot_markers(ax: Any, tl: Timeline) -> None:
         ms = [m for m in tl.markers if m.kind == kind]
         ys = [where.get((kind, _category(m)), where.get(("other", "other"), 0)) for m in ms]
         colour, marker = styles[kind]
-        ax.scatter([m.t_s for m in ms], ys, s=40 if marker == "|" else 18, c=colour,
-                   marker=marker, linewidths=1.5, zorder=3)
-    labels = [("event: " if k == "event" else "action: " if k == "action" else "") + n
-              for k, n in rows]
+        ax.scatter(
+            [m.t_s for m in ms],
+            ys,
+            s=40 if marker == "|" else 18,
+            c=colour,
+            marker=marker,
+            linewidths=1.5,
+            zorder=3,
+        )
+    labels = [
+        ("event: " if k == "event" else "action: " if k == "action" else "") + n for k, n in rows
+    ]
     ax.set_yticks(range(len(rows)), labels, fontsize=7.5)
     ax.set_ylim(max(len(rows), 1) - 0.5, -0.5)
     ax.set_ylabel("events / actions")
@@ -245,11 +279,21 @@ def write_cadence(session: Session, path: Path) -> None:
         ax.axvline(median, color="black", lw=1.2, label=f"median {median:.0f} ms")
         rate = session.facts.metadata.get("sampling_rate_hz")
         if isinstance(rate, int | float) and not isinstance(rate, bool) and rate > 0:
-            ax.axvline(1000 / rate, color="tab:green", ls="--", lw=1.2,
-                       label=f"metadata {rate:g} Hz ({1000 / rate:.0f} ms)")
+            ax.axvline(
+                1000 / rate,
+                color="tab:green",
+                ls="--",
+                lw=1.2,
+                label=f"metadata {rate:g} Hz ({1000 / rate:.0f} ms)",
+            )
         if median > 0:
-            ax.axvline(GAP_FACTOR * median, color="0.4", ls=":", lw=1.2,
-                       label=f"gap threshold {GAP_FACTOR:g}x median")
+            ax.axvline(
+                GAP_FACTOR * median,
+                color="0.4",
+                ls=":",
+                lw=1.2,
+                label=f"gap threshold {GAP_FACTOR:g}x median",
+            )
         ax.legend(fontsize=8, frameon=False)
         ax.set_xlabel("interval between consecutive frames (ms, log scale)")
         ax.set_ylabel("intervals")

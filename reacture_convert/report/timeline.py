@@ -44,8 +44,18 @@ _FIELDS: Final[dict[str, tuple[str, ...]]] = {
     **{f"key_{k}": ("key_presses", k) for k in KEYS},
 }
 # The columns of rows/<session>.parquet that ``from_table`` needs.
-ROW_COLUMNS: Final = ("kind", "event", "action", "timestamp_ms", "battery", "health", "fuel",
-                      "damage", "robot", "key_presses")
+ROW_COLUMNS: Final = (
+    "kind",
+    "event",
+    "action",
+    "timestamp_ms",
+    "battery",
+    "health",
+    "fuel",
+    "damage",
+    "robot",
+    "key_presses",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +93,13 @@ def from_rows(rows: Iterable[ParsedRow]) -> Timeline:
     builder = _Builder()
     for row in rows:
         obj = row.obj
-        builder.add(row.kind, row.timestamp_ms, obj.get("event"), obj.get("action"),
-                    {name: _dig(obj, path) for name, path in _FIELDS.items()})
+        builder.add(
+            row.kind,
+            row.timestamp_ms,
+            obj.get("event"),
+            obj.get("action"),
+            {name: _dig(obj, path) for name, path in _FIELDS.items()},
+        )
     return builder.result()
 
 
@@ -96,8 +111,11 @@ def from_table(table: pa.Table) -> Timeline:
     fields = {name: cols.get(".".join(path), [None] * n) for name, path in _FIELDS.items()}
     for i in range(n):
         builder.add(
-            cols["kind"][i], cols["timestamp_ms"][i], _get(cols, "event", i),
-            _get(cols, "action", i), {name: values[i] for name, values in fields.items()},
+            cols["kind"][i],
+            cols["timestamp_ms"][i],
+            _get(cols, "event", i),
+            _get(cols, "action", i),
+            {name: values[i] for name, values in fields.items()},
         )
     return builder.result()
 
@@ -131,8 +149,7 @@ class _Builder:
         self.n_events = 0
         self.n_actions = 0
 
-    def add(self, kind: Any, t_ms: Any, event: Any, action: Any,
-            values: Mapping[str, Any]) -> None:
+    def add(self, kind: Any, t_ms: Any, event: Any, action: Any, values: Mapping[str, Any]) -> None:
         t = num(t_ms)
         if kind == "periodic":
             if not math.isnan(t):
@@ -157,12 +174,22 @@ class _Builder:
 
         speed = np.sqrt(col("vx") ** 2 + col("vy") ** 2 + col("vz") ** 2)
         values = {k: col(k) for k in ("battery", "health", "fuel", "damage")} | {"speed": speed}
-        keys = {k: np.array([r[1].get(f"key_{k}") is True for r in rows], dtype=np.bool_)
-                for k in KEYS}
+        keys = {
+            k: np.array([r[1].get(f"key_{k}") is True for r in rows], dtype=np.bool_) for k in KEYS
+        }
         markers = tuple(sorted(self.markers, key=lambda m: m.t_s))
         ends = [m.t_s for m in markers if m.kind == "event" and m.name == "game_end"]
-        return Timeline(t, values, keys, markers, _pauses(markers), len(rows),
-                        self.n_events, self.n_actions, max(ends) if ends else None)
+        return Timeline(
+            t,
+            values,
+            keys,
+            markers,
+            _pauses(markers),
+            len(rows),
+            self.n_events,
+            self.n_actions,
+            max(ends) if ends else None,
+        )
 
 
 def _pauses(markers: Sequence[Marker]) -> tuple[tuple[float, float], ...]:

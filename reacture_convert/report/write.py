@@ -99,6 +99,7 @@ def _write_session(root: Path, session: Session) -> SessionPage:
         plots.append(folder / "timeline.png")
         write_timeline(session, plots[-1])
     page = root / f"{facts.page}.html"
-    page.write_text(session_html(replace(session, notes=tuple(notes)), root, thumbs, plots),
-                    encoding="utf-8")
+    page.write_text(
+        session_html(replace(session, notes=tuple(notes)), root, thumbs, plots), encoding="utf-8"
+    )
     return SessionPage(facts.session, page, tuple(t.path for t in thumbs), tuple(plots))

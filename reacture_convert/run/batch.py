@@ -73,8 +73,9 @@ def run_convert(
             groups[session_name(b.prefix)].append(b)
         # a name's later bundles wait for its first, which wins the name
         waiting = {name: deque(sorted(bs, key=lambda b: b.source)) for name, bs in groups.items()}
-        ready = deque((waiting[name].popleft(), options, done.get(name))
-                      for name in sorted(waiting))
+        ready = deque(
+            (waiting[name].popleft(), options, done.get(name)) for name in sorted(waiting)
+        )
 
         entries: list[CatalogEntry] = archive_entries(found.findings, run_id)
         for entry in entries:
@@ -98,8 +99,11 @@ def run_convert(
                 run, entry = runner.finish(key, value)
                 catalog.flush()
                 entries.append(entry)
-                if isinstance(value, SessionResult) and value.session_tar is not None \
-                        and entry.status.is_live:
+                if (
+                    isinstance(value, SessionResult)
+                    and value.session_tar is not None
+                    and entry.status.is_live
+                ):
                     session_tars[run.name] = value.session_tar
                 finished += 1
                 if progress is not None:
@@ -120,13 +124,22 @@ def run_convert(
     frames = sum(e.n_frames or 0 for e in entries if e.status == Status.CONVERTED)
     extra: dict[str, Any] = {}
     if wds_index is not None:
-        extra["wds"] = {"shards": len(wds_index.shards), "samples": wds_index.total_samples,
-                        "index": out.url_of("wds", "index.json")}
+        extra["wds"] = {
+            "shards": len(wds_index.shards),
+            "samples": wds_index.total_samples,
+            "index": out.url_of("wds", "index.json"),
+        }
     if stopped:
         extra["stopped"] = f"on_error=stop: {total - finished} bundle(s) not started"
-    return RunSummary(out=out.url, run_id=run_id, entries=tuple(sorted(entries, key=_order)),
-                      findings=found.findings, seconds=time.perf_counter() - started,
-                      frames=frames, extra=extra)
+    return RunSummary(
+        out=out.url,
+        run_id=run_id,
+        entries=tuple(sorted(entries, key=_order)),
+        findings=found.findings,
+        seconds=time.perf_counter() - started,
+        frames=frames,
+        extra=extra,
+    )
 
 
 def _order(e: CatalogEntry) -> tuple[str, str, str]:

@@ -62,7 +62,10 @@ def forget_listings(out: Output, urls: Sequence[str], input_options: Mapping[str
 
 
 def session_task(
-    bundle: BundleRef, out: Output, options: ConvertOptions, previous: CatalogEntry | None,
+    bundle: BundleRef,
+    out: Output,
+    options: ConvertOptions,
+    previous: CatalogEntry | None,
     run_id: str,
 ) -> SessionResult:
     """One session on a worker: with fresh listings, then ``convert_session``."""
@@ -75,11 +78,19 @@ def as_result(bundle: BundleRef, value: Any, run_id: str) -> SessionResult:
     if isinstance(value, SessionResult):
         return value
     msg = f"{type(value).__name__}: {value}"
-    return SessionResult(CatalogEntry(
-        session=session_name(bundle.prefix), source=bundle.source, prefix=bundle.prefix,
-        status=Status.FAILED, reason=msg,
-        findings=(finding("CONVERT_FAILED", bundle.prefix, msg),),
-        converter_version=__version__, converted_at=dt.datetime.now(dt.UTC), run_id=run_id))
+    return SessionResult(
+        CatalogEntry(
+            session=session_name(bundle.prefix),
+            source=bundle.source,
+            prefix=bundle.prefix,
+            status=Status.FAILED,
+            reason=msg,
+            findings=(finding("CONVERT_FAILED", bundle.prefix, msg),),
+            converter_version=__version__,
+            converted_at=dt.datetime.now(dt.UTC),
+            run_id=run_id,
+        )
+    )
 
 
 def archive_entries(findings: Sequence[Finding], run_id: str) -> list[CatalogEntry]:
@@ -90,9 +101,17 @@ def archive_entries(findings: Sequence[Finding], run_id: str) -> list[CatalogEnt
         if f.severity is Severity.ERROR:
             by_source[f.file.split("!", 1)[0]].append(f)
     return [
-        CatalogEntry(session=None, source=src, prefix=None, status=Status.REJECTED,
-                     reason=f"{fs[0].code} at {fs[0].location()}", findings=tuple(fs),
-                     converter_version=__version__, converted_at=None, run_id=run_id)
+        CatalogEntry(
+            session=None,
+            source=src,
+            prefix=None,
+            status=Status.REJECTED,
+            reason=f"{fs[0].code} at {fs[0].location()}",
+            findings=tuple(fs),
+            converter_version=__version__,
+            converted_at=None,
+            run_id=run_id,
+        )
         for src, fs in sorted(by_source.items())
     ]
 
@@ -117,8 +136,15 @@ class SessionRunner:
     ``keep_skipped``: whether ``skipped`` results are written to the catalog (a batch records
     every bundle it saw; a watcher does not churn its catalog with them)."""
 
-    def __init__(self, out: Output, catalog: Catalog, run_id: str, submit: Submit,
-                 *, keep_skipped: bool = True) -> None:
+    def __init__(
+        self,
+        out: Output,
+        catalog: Catalog,
+        run_id: str,
+        submit: Submit,
+        *,
+        keep_skipped: bool = True,
+    ) -> None:
         self.out = out
         self.catalog = catalog
         self.run_id = run_id
@@ -134,8 +160,14 @@ class SessionRunner:
     def __len__(self) -> int:
         return len(self.running)
 
-    def start(self, key: Hashable, bundle: BundleRef, options: ConvertOptions,
-              previous: CatalogEntry | None, tag: Any = None) -> None:
+    def start(
+        self,
+        key: Hashable,
+        bundle: BundleRef,
+        options: ConvertOptions,
+        previous: CatalogEntry | None,
+        tag: Any = None,
+    ) -> None:
         """Submit ``bundle``'s task under ``key``; ``previous`` is its session's live row."""
         run = Running(bundle, time.monotonic(), tag)
         self.running[key] = run

@@ -28,8 +28,17 @@ __all__ = ["Job", "load_job", "ON_ERROR"]
 
 _WATCH_KEYS = ("settle", "poll", "incomplete_timeout")
 _KEYS: dict[str, set[str]] = {
-    "job": {*OPTION_KEYS["job"], "inputs", "out", "scheduler", "workers", "on_error",
-            "description", "watch", *_WATCH_KEYS},
+    "job": {
+        *OPTION_KEYS["job"],
+        "inputs",
+        "out",
+        "scheduler",
+        "workers",
+        "on_error",
+        "description",
+        "watch",
+        *_WATCH_KEYS,
+    },
     "zarr": set(OPTION_KEYS["zarr"]),
     "wds": set(OPTION_KEYS["wds"]),
     "storage": {"input", "output"},
@@ -56,8 +65,10 @@ class Job:
 def _check_keys(table: str, data: Mapping[str, Any]) -> None:
     unknown = set(data) - _KEYS[table]
     if unknown:
-        raise ConfigError(f"unknown key(s) {', '.join(sorted(unknown))} in [{table}]; "
-                          f"valid keys: {', '.join(sorted(_KEYS[table]))}")
+        raise ConfigError(
+            f"unknown key(s) {', '.join(sorted(unknown))} in [{table}]; "
+            f"valid keys: {', '.join(sorted(_KEYS[table]))}"
+        )
 
 
 def _read_tables(path: Path) -> dict[str, Any]:
@@ -70,29 +81,36 @@ def _read_tables(path: Path) -> dict[str, Any]:
         raise ConfigError(f"not valid TOML: {e}") from None
     unknown_tables = set(data) - set(_KEYS)
     if unknown_tables:
-        raise ConfigError(f"unknown table(s) {', '.join(sorted(unknown_tables))}; "
-                          f"valid: {', '.join(sorted(_KEYS))}")
+        raise ConfigError(
+            f"unknown table(s) {', '.join(sorted(unknown_tables))}; "
+            f"valid: {', '.join(sorted(_KEYS))}"
+        )
     for table in _KEYS:
         if not isinstance(data.get(table, {}), dict):
             raise ConfigError(f"[{table}] must be a table")
         _check_keys(table, data.get(table, {}))
     for side in ("input", "output"):
         if not isinstance(data.get("storage", {}).get(side, {}), dict):
-            raise ConfigError(f"[storage.{side}] must be a table of fsspec options, e.g. "
-                              'client_kwargs = { endpoint_url = "http://127.0.0.1:9000" }')
+            raise ConfigError(
+                f"[storage.{side}] must be a table of fsspec options, e.g. "
+                'client_kwargs = { endpoint_url = "http://127.0.0.1:9000" }'
+            )
     return data
 
 
 def _inputs(value: Any) -> tuple[str, ...]:
     if not isinstance(value, str | list | tuple):
-        raise ConfigError("[job] inputs must be a list of folders, archives or URLs (strings), "
-                          f"not {value!r}")
+        raise ConfigError(
+            f"[job] inputs must be a list of folders, archives or URLs (strings), not {value!r}"
+        )
     inputs = (value,) if isinstance(value, str) else tuple(value)
     if not inputs:
         raise ConfigError("[job] inputs is empty; give at least one folder, archive or URL")
     if not all(isinstance(i, str) and i for i in inputs):
-        raise ConfigError("[job] inputs must be a list of folders, archives or URLs (strings), "
-                          f"not {list(inputs)!r}")
+        raise ConfigError(
+            "[job] inputs must be a list of folders, archives or URLs (strings), "
+            f"not {list(inputs)!r}"
+        )
     return inputs
 
 
@@ -102,12 +120,17 @@ def _workers(value: Any) -> int | None:
     return value
 
 
-def _options(data: Mapping[str, Any], o: Mapping[str, Any],
-             input_options: Mapping[str, Any]) -> ConvertOptions:
+def _options(
+    data: Mapping[str, Any], o: Mapping[str, Any], input_options: Mapping[str, Any]
+) -> ConvertOptions:
     """The file's [job]/[zarr]/[wds] option keys, then the overrides, through the one builder
     the command line uses too."""
-    values = {k: v for table, keys in OPTION_KEYS.items()
-              for k, v in data.get(table, {}).items() if k in keys}
+    values = {
+        k: v
+        for table, keys in OPTION_KEYS.items()
+        for k, v in data.get(table, {}).items()
+        if k in keys
+    }
     values.update({k: o[k] for keys in OPTION_KEYS.values() for k in keys if k in o})
     return convert_options(values, input_options)
 
@@ -138,8 +161,7 @@ def _load(path: Path, overrides: Mapping[str, Any]) -> Job:
         raise ConfigError("[job] out is missing; give a folder or URL for the dataset")
     on_error = o.get("on_error", job.get("on_error", "continue"))
     if on_error not in ON_ERROR:
-        raise ConfigError(f"[job] on_error must be one of {', '.join(ON_ERROR)}, "
-                          f"not {on_error!r}")
+        raise ConfigError(f"[job] on_error must be one of {', '.join(ON_ERROR)}, not {on_error!r}")
     scheduler = check_scheduler(str(o.get("scheduler", job.get("scheduler", "auto"))))
     input_options = {**storage.get("input", {}), **o.get("input_options", {})}
     output_options = {**storage.get("output", {}), **o.get("output_options", {})}
@@ -158,8 +180,9 @@ def _load(path: Path, overrides: Mapping[str, Any]) -> Job:
     )
 
 
-def _watch(job: Mapping[str, Any], o: Mapping[str, Any],
-           formats: tuple[str, ...]) -> dict[str, Any]:
+def _watch(
+    job: Mapping[str, Any], o: Mapping[str, Any], formats: tuple[str, ...]
+) -> dict[str, Any]:
     """``watch`` and its durations; they only mean something together, and only for zarr."""
     on = o.get("watch", job.get("watch", False))
     if not isinstance(on, bool):
@@ -168,8 +191,10 @@ def _watch(job: Mapping[str, Any], o: Mapping[str, Any],
     if given and not on:
         raise ConfigError(f"[job] {', '.join(sorted(given))} only apply with watch = true")
     if on and formats != ("zarr",):
-        raise ConfigError("[job] a watcher (watch = true) writes formats = [\"zarr\"] only; "
-                          "build WebDataset shards with a batch job")
+        raise ConfigError(
+            '[job] a watcher (watch = true) writes formats = ["zarr"] only; '
+            "build WebDataset shards with a batch job"
+        )
     durations: dict[str, Any] = {}  # WatchOptions fields
     for key, value in given.items():
         try:

@@ -102,8 +102,9 @@ def parse_formats(value: str | Iterable[str]) -> tuple[str, ...]:
     if isinstance(value, str):
         value = value.split(",")
     elif not isinstance(value, list | tuple) or not all(isinstance(f, str) for f in value):
-        raise ConfigError(f"formats must be names like \"zarr,wds\" or [\"zarr\", \"wds\"], "
-                          f"not {value!r}")
+        raise ConfigError(
+            f'formats must be names like "zarr,wds" or ["zarr", "wds"], not {value!r}'
+        )
     formats = tuple(f.strip() for f in value if f.strip())
     writer_specs(formats)
     return formats
@@ -127,14 +128,18 @@ def parse_storage_options(values: Iterable[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         path = key.split(".")
         if not sep or not all(path):
-            raise ConfigError(f"{item!r}: expected KEY=VALUE, e.g. anon=true or "
-                              "client_kwargs.endpoint_url=http://127.0.0.1:9000")
+            raise ConfigError(
+                f"{item!r}: expected KEY=VALUE, e.g. anon=true or "
+                "client_kwargs.endpoint_url=http://127.0.0.1:9000"
+            )
         target = opts
         for i, part in enumerate(path[:-1]):
             target = target.setdefault(part, {})
             if not isinstance(target, dict):
-                raise ConfigError(f"{item!r}: {'.'.join(path[: i + 1])} is already a value, "
-                                  "so it cannot hold options")
+                raise ConfigError(
+                    f"{item!r}: {'.'.join(path[: i + 1])} is already a value, "
+                    "so it cannot hold options"
+                )
         target[path[-1]] = _typed(raw)
     return opts
 
@@ -193,8 +198,9 @@ def convert_options(
     the wrong kind, an unknown key, or options that do not go together."""
     unknown = sorted(set(values) - set(_PARSERS))
     if unknown:
-        raise ConfigError(f"unknown option(s) {', '.join(unknown)}; "
-                          f"valid: {', '.join(sorted(_PARSERS))}")
+        raise ConfigError(
+            f"unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(_PARSERS))}"
+        )
     parsed: dict[str, Any] = {}
     for key, value in values.items():
         if value is None:

@@ -56,8 +56,10 @@ def check_scheduler(spec: str) -> str:
     """``spec`` if it names a scheduler (see the module doc), else a ConfigError saying which."""
     if spec in SCHEDULERS or (spec.startswith(_REMOTE) and len(spec) > len("tcp://")):
         return spec
-    raise ConfigError(f"unknown scheduler {spec!r}; use one of {', '.join(SCHEDULERS)} "
-                      "or tcp://HOST:PORT of a running Dask scheduler")
+    raise ConfigError(
+        f"unknown scheduler {spec!r}; use one of {', '.join(SCHEDULERS)} "
+        "or tcp://HOST:PORT of a running Dask scheduler"
+    )
 
 
 class Scheduler:
@@ -164,17 +166,20 @@ def open_scheduler(
 
     # Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 in its workers; with our large short-lived
     # buffers that costs ~45 % more CPU per session (measured: benchmarks/PROFILES.md).
-    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}), \
-            LocalCluster(  # type: ignore[no-untyped-call]
-        n_workers=n if processes else 1,
-        threads_per_worker=1 if processes else n,
-        processes=processes,
-        # no dashboard; the scheduler's HTTP server (health, metrics) only on a free local
-        # port, never 0.0.0.0:8787 (a second run would clash, and it is not for the network)
-        dashboard_address=None,
-        scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
-        silence_logs=logging.ERROR,
-    ) as cluster, Client(cluster) as client:  # type: ignore[no-untyped-call]
+    with (
+        dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}),
+        LocalCluster(  # type: ignore[no-untyped-call]
+            n_workers=n if processes else 1,
+            threads_per_worker=1 if processes else n,
+            processes=processes,
+            # no dashboard; the scheduler's HTTP server (health, metrics) only on a free local
+            # port, never 0.0.0.0:8787 (a second run would clash, and it is not for the network)
+            dashboard_address=None,
+            scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        Client(cluster) as client,  # type: ignore[no-untyped-call]
+    ):
         yield _Distributed(client, f"local dask, {n} {'processes' if processes else 'threads'}")
 
 
@@ -189,8 +194,7 @@ class ResultPump:
         self.results: queue.Queue[tuple[Any, Any]] = queue.Queue()
         self.work = threading.Event()
         self.closed = False
-        self.thread = threading.Thread(target=self._run, name="reacture-watch-results",
-                                       daemon=True)
+        self.thread = threading.Thread(target=self._run, name="reacture-watch-results", daemon=True)
         self.thread.start()
 
     def submit(self, key: Any, *task: Any) -> None:

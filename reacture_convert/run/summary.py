@@ -50,9 +50,17 @@ class RunSummary(StatusCounts):
             "frames": self.frames,
             "frames_per_second": round(self.frames / self.seconds, 1) if self.seconds else None,
             "sessions": [
-                {"session": e.session, "prefix": e.prefix, "source": e.source, "status": e.status,
-                 "reason": e.reason, "n_frames": e.n_frames, "n_rows": e.n_rows,
-                 "outputs": list(e.outputs), "findings": [f.to_dict() for f in e.findings]}
+                {
+                    "session": e.session,
+                    "prefix": e.prefix,
+                    "source": e.source,
+                    "status": e.status,
+                    "reason": e.reason,
+                    "n_frames": e.n_frames,
+                    "n_rows": e.n_rows,
+                    "outputs": list(e.outputs),
+                    "findings": [f.to_dict() for f in e.findings],
+                }
                 for e in self.entries
             ],
             "findings": [f.to_dict() for f in self.findings],
@@ -92,16 +100,23 @@ class WatchStatus:
     def line(self) -> str:
         """``2 waiting · 1 queued · 2 converting · 10 done · 1 rejected · 0 failed · 850
         frames/s``: what a terminal shows while the watcher runs."""
-        return (f"{self.waiting} waiting · {self.queued} queued · {self.converting} converting · "
-                f"{self.done} done · {self.rejected} rejected · {self.failed} failed · "
-                f"{self.frames_per_second:,.0f} frames/s")
+        return (
+            f"{self.waiting} waiting · {self.queued} queued · {self.converting} converting · "
+            f"{self.done} done · {self.rejected} rejected · {self.failed} failed · "
+            f"{self.frames_per_second:,.0f} frames/s"
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"waiting": self.waiting, "queued": self.queued, "converting": self.converting,
-                "done": self.done, "rejected": self.rejected, "failed": self.failed,
-                "frames": self.frames, "frames_per_second": round(self.frames_per_second, 1)}
-
-
+        return {
+            "waiting": self.waiting,
+            "queued": self.queued,
+            "converting": self.converting,
+            "done": self.done,
+            "rejected": self.rejected,
+            "failed": self.failed,
+            "frames": self.frames,
+            "frames_per_second": round(self.frames_per_second, 1),
+        }
 
 
 @dataclass(frozen=True)
@@ -122,5 +137,12 @@ class WatchSummary(StatusCounts):
         return self.stopped == "abort"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"out": self.out, "run_id": self.run_id, "stopped": self.stopped, "ok": self.ok,
-                "counts": self.counts, "frames": self.frames, "seconds": round(self.seconds, 3)}
+        return {
+            "out": self.out,
+            "run_id": self.run_id,
+            "stopped": self.stopped,
+            "ok": self.ok,
+            "counts": self.counts,
+            "frames": self.frames,
+            "seconds": round(self.seconds, 3),
+        }

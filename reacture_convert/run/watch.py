@@ -91,6 +91,7 @@ RETRY_FAILED = 60.0  # seconds before a failed session (I/O error, worker died) 
 
 # --- options and what the watcher reports -----------------------------------------------------
 
+
 @dataclass(frozen=True)
 class WatchOptions:
     """When a bundle is ready, how often to look, and whether to keep running.
@@ -127,10 +128,19 @@ def _is_archive_url(source: str) -> bool:
 class _Watcher:
     """State of one watcher: what it has seen, queued, running, and the catalog it keeps."""
 
-    def __init__(self, paths: Sequence[str], out: Output, options: ConvertOptions,
-                 watch: WatchOptions, run_id: str, catalog: Catalog,
-                 on_event: EventFn | None, on_status: StatusFn | None,
-                 stop: threading.Event | None, stop_on_error: bool) -> None:
+    def __init__(
+        self,
+        paths: Sequence[str],
+        out: Output,
+        options: ConvertOptions,
+        watch: WatchOptions,
+        run_id: str,
+        catalog: Catalog,
+        on_event: EventFn | None,
+        on_status: StatusFn | None,
+        stop: threading.Event | None,
+        stop_on_error: bool,
+    ) -> None:
         self.paths = list(paths)
         self.out = out
         self.options = options
@@ -176,10 +186,15 @@ class _Watcher:
 
     def status(self) -> WatchStatus:
         waiting = sum(t.state == "waiting" for t in self.tracks.values())
-        return WatchStatus(waiting=waiting, queued=len(self.ready), converting=len(self.running),
-                           counts=dict(Counter(e.status for e in self.entries)),
-                           frames=self.frames, busy_seconds=self.busy,
-                           seconds=time.monotonic() - self.started)
+        return WatchStatus(
+            waiting=waiting,
+            queued=len(self.ready),
+            converting=len(self.running),
+            counts=dict(Counter(e.status for e in self.entries)),
+            frames=self.frames,
+            busy_seconds=self.busy,
+            seconds=time.monotonic() - self.started,
+        )
 
     def show(self) -> None:
         if self.on_status is not None:
@@ -226,10 +241,13 @@ class _Watcher:
             self.catalog.flush()
         except OSError as e:
             if final:
-                raise OutputError(f"{self.out.url}: cannot write the catalog ({e}); the "
-                                  "converted sessions are there, run the watcher again") from e
-            self.emit("error", message=f"cannot write the catalog ({type(e).__name__}: {e}); "
-                                       "retrying")
+                raise OutputError(
+                    f"{self.out.url}: cannot write the catalog ({e}); the "
+                    "converted sessions are there, run the watcher again"
+                ) from e
+            self.emit(
+                "error", message=f"cannot write the catalog ({type(e).__name__}: {e}); retrying"
+            )
 
     # --- looking at INCOMING -----------------------------------------------------------------
 
@@ -313,8 +331,13 @@ class _Watcher:
             missing = ", ".join(bundle.missing)
             if self.announced.get(key) != missing:
                 self.announced[key] = missing
-                self.emit("incomplete", session=session_name(bundle.prefix),
-                          source=bundle.source, prefix=bundle.prefix, missing=list(bundle.missing))
+                self.emit(
+                    "incomplete",
+                    session=session_name(bundle.prefix),
+                    source=bundle.source,
+                    prefix=bundle.prefix,
+                    missing=list(bundle.missing),
+                )
             if quiet >= self.watch.incomplete_timeout:
                 self.mark(key, track, "reported")
                 self.report(self.incomplete_entry(bundle))
@@ -322,8 +345,12 @@ class _Watcher:
         if quiet >= self.watch.settle and now >= track.retry_at:
             track.state = "queued"
             self.ready.append(key)
-            self.emit("ready", session=session_name(bundle.prefix), source=bundle.source,
-                      prefix=bundle.prefix)
+            self.emit(
+                "ready",
+                session=session_name(bundle.prefix),
+                source=bundle.source,
+                prefix=bundle.prefix,
+            )
 
     def judge_archive(self, key: Key, findings: list[Finding], track: Track, now: float) -> None:
         """An archive that cannot be read yet waits like an incomplete bundle; one that reads
@@ -334,8 +361,9 @@ class _Watcher:
         unreadable = any(f.code == "ARCHIVE_UNREADABLE" for f in findings)
         if unreadable and self.announced.get(key) != "unreadable":
             self.announced[key] = "unreadable"
-            self.emit("incomplete", session=None, source=key[0], prefix=None,
-                      reason=findings[0].message)
+            self.emit(
+                "incomplete", session=None, source=key[0], prefix=None, reason=findings[0].message
+            )
         if quiet >= (self.watch.incomplete_timeout if unreadable else self.watch.settle):
             self.mark(key, track, "reported")
             for entry in archive_entries(findings, self.run_id):
@@ -343,23 +371,41 @@ class _Watcher:
 
     def incomplete_entry(self, bundle: BundleRef) -> CatalogEntry:
         findings = tuple(
-            finding("BUNDLE_MISSING_FILE", f"{bundle.prefix}_{role}",
-                    f"{role} of bundle {bundle.prefix!r} is missing in {bundle.source} and the "
-                    "upload stopped changing (incomplete timeout); upload the missing file "
-                    "(the bundle is then converted) or remove the bundle")
-            for role in bundle.missing)
+            finding(
+                "BUNDLE_MISSING_FILE",
+                f"{bundle.prefix}_{role}",
+                f"{role} of bundle {bundle.prefix!r} is missing in {bundle.source} and the "
+                "upload stopped changing (incomplete timeout); upload the missing file "
+                "(the bundle is then converted) or remove the bundle",
+            )
+            for role in bundle.missing
+        )
         return CatalogEntry(
-            session=session_name(bundle.prefix), source=bundle.source, prefix=bundle.prefix,
-            status=Status.REJECTED, reason=f"{findings[0].code} at {findings[0].location()}",
-            findings=findings, converter_version=__version__,
-            converted_at=dt.datetime.now(dt.UTC), run_id=self.run_id)
+            session=session_name(bundle.prefix),
+            source=bundle.source,
+            prefix=bundle.prefix,
+            status=Status.REJECTED,
+            reason=f"{findings[0].code} at {findings[0].location()}",
+            findings=findings,
+            converter_version=__version__,
+            converted_at=dt.datetime.now(dt.UTC),
+            run_id=self.run_id,
+        )
 
     def report(self, entry: CatalogEntry) -> None:
         self.record(entry)
-        self.emit(entry.status, session=entry.session, source=entry.source, prefix=entry.prefix,
-                  reason=entry.reason,
-                  errors=[f"{f.code} at {f.location()}" for f in entry.findings
-                          if f.severity is Severity.ERROR])
+        self.emit(
+            entry.status,
+            session=entry.session,
+            source=entry.source,
+            prefix=entry.prefix,
+            reason=entry.reason,
+            errors=[
+                f"{f.code} at {f.location()}"
+                for f in entry.findings
+                if f.severity is Severity.ERROR
+            ],
+        )
 
     # --- converting --------------------------------------------------------------------------
 
@@ -393,13 +439,20 @@ class _Watcher:
         self.flush()
         if entry.status == Status.CONVERTED:
             self.frames += entry.n_frames or 0
-        fields: dict[str, Any] = {"session": entry.session, "source": entry.source,
-                                  "prefix": entry.prefix, "frames": entry.n_frames,
-                                  "seconds": round(time.monotonic() - run.started, 3)}
+        fields: dict[str, Any] = {
+            "session": entry.session,
+            "source": entry.source,
+            "prefix": entry.prefix,
+            "frames": entry.n_frames,
+            "seconds": round(time.monotonic() - run.started, 3),
+        }
         if entry.status != Status.CONVERTED:
             fields["reason"] = entry.reason
-            fields["errors"] = [f"{f.code} at {f.location()}" for f in entry.findings
-                                if f.severity is Severity.ERROR]
+            fields["errors"] = [
+                f"{f.code} at {f.location()}"
+                for f in entry.findings
+                if f.severity is Severity.ERROR
+            ]
         self.emit(entry.status, **fields)
         track = self.tracks.get(key)
         if track is not None and track.stamps == run.tag:
@@ -426,19 +479,26 @@ class _Watcher:
             self.check_stop()
             if self.aborted:
                 return
-            if self.stopped is None and not (self.watch.once and polled) \
-                    and time.monotonic() >= next_poll:
+            if (
+                self.stopped is None
+                and not (self.watch.once and polled)
+                and time.monotonic() >= next_poll
+            ):
                 self.poll()
                 polled = True
                 next_poll = time.monotonic() + self.watch.poll
                 self.flush()
             self.feed(limit)
             self.show()
-            if not self.running and (self.stopped is not None
-                                     or (self.watch.once and polled and not self.ready)):
+            if not self.running and (
+                self.stopped is not None or (self.watch.once and polled and not self.ready)
+            ):
                 return
-            wait = TICK if self.stopped or self.watch.once else \
-                min(TICK, max(0.0, next_poll - time.monotonic()))
+            wait = (
+                TICK
+                if self.stopped or self.watch.once
+                else min(TICK, max(0.0, next_poll - time.monotonic()))
+            )
             busy = bool(self.running)
             try:
                 key, value = pump.results.get(timeout=wait)
@@ -514,23 +574,33 @@ def run_watch(
         raise ConfigError(
             "a watcher writes the zarr format only (sessions appear one by one, while WebDataset "
             "shards are cut across all sessions of a batch); use formats = zarr and build shards "
-            "with `reacture-convert convert INCOMING --out OUT --format zarr,wds` when needed")
+            "with `reacture-convert convert INCOMING --out OUT --format zarr,wds` when needed"
+        )
     run_id = uuid.uuid4().hex[:12]
     started = time.perf_counter()
     with lock_output(out, wait=wait_for_lock):
         forget_listings(out, paths, options.input_options)
         catalog = Catalog.load(out)
         out.clear_staging()  # a killed watcher's or batch's leftovers: never visible
-        watcher = _Watcher(paths, out, options, watch, run_id, catalog, on_event, on_status,
-                           stop, stop_on_error)
+        watcher = _Watcher(
+            paths, out, options, watch, run_id, catalog, on_event, on_status, stop, stop_on_error
+        )
         with _signals(watcher, handle_signals) as arm:
             with open_scheduler(scheduler, workers, n_tasks=2) as sched:
                 arm()
                 limit = max(1, min(workers or sched.capacity, sched.capacity))
-                watcher.emit("started", incoming=list(paths), out=out.url, run_id=run_id,
-                             scheduler=sched.description, workers=limit, settle=watch.settle,
-                             poll=watch.poll, incomplete_timeout=watch.incomplete_timeout,
-                             once=watch.once)
+                watcher.emit(
+                    "started",
+                    incoming=list(paths),
+                    out=out.url,
+                    run_id=run_id,
+                    scheduler=sched.description,
+                    workers=limit,
+                    settle=watch.settle,
+                    poll=watch.poll,
+                    incomplete_timeout=watch.incomplete_timeout,
+                    once=watch.once,
+                )
                 pump = ResultPump(sched, TICK)
                 try:
                     watcher.loop(pump, limit)
@@ -544,10 +614,21 @@ def run_watch(
             if not watcher.aborted:
                 out.clear_staging()
     stopped = "abort" if watcher.aborted else (watcher.stopped or "once")
-    summary = WatchSummary(out=out.url, run_id=run_id, stopped=stopped,
-                           entries=tuple(watcher.entries), seconds=time.perf_counter() - started,
-                           frames=watcher.frames)
-    watcher.emit("stopped", reason=stopped, counts=summary.counts, frames=summary.frames,
-                 seconds=round(summary.seconds, 3), dropped=len(watcher.running),
-                 waiting=watcher.status().waiting)
+    summary = WatchSummary(
+        out=out.url,
+        run_id=run_id,
+        stopped=stopped,
+        entries=tuple(watcher.entries),
+        seconds=time.perf_counter() - started,
+        frames=watcher.frames,
+    )
+    watcher.emit(
+        "stopped",
+        reason=stopped,
+        counts=summary.counts,
+        frames=summary.frames,
+        seconds=round(summary.seconds, 3),
+        dropped=len(watcher.running),
+        waiting=watcher.status().waiting,
+    )
     return summary

@@ -39,10 +39,12 @@ def _no_outputs(session: str) -> list[str]:
     return []
 
 
-WRITERS: Final[Mapping[str, WriterSpec]] = MappingProxyType({
-    "zarr": WriterSpec("zarr", "Zarr + rows + alignment table", session_parts),
-    "wds": WriterSpec("wds", "WebDataset shards", _no_outputs, merged=True),
-})
+WRITERS: Final[Mapping[str, WriterSpec]] = MappingProxyType(
+    {
+        "zarr": WriterSpec("zarr", "Zarr + rows + alignment table", session_parts),
+        "wds": WriterSpec("wds", "WebDataset shards", _no_outputs, merged=True),
+    }
+)
 FORMATS: Final = tuple(WRITERS)
 
 

@@ -18,14 +18,16 @@ import pyarrow.parquet as pq
 
 __all__ = ["FRAMES_SCHEMA", "frame_digests", "frames_table", "write_frames_table"]
 
-FRAMES_SCHEMA = pa.schema([
-    ("session", pa.string()),
-    ("frame_index", pa.int32()),
-    ("timestamp_ms", pa.float32()),
-    ("row_index", pa.int64()),
-    ("frame_sha256", pa.string()),
-    ("blank", pa.bool_()),  # extension: the frame is all zeros
-])
+FRAMES_SCHEMA = pa.schema(
+    [
+        ("session", pa.string()),
+        ("frame_index", pa.int32()),
+        ("timestamp_ms", pa.float32()),
+        ("row_index", pa.int64()),
+        ("frame_sha256", pa.string()),
+        ("blank", pa.bool_()),  # extension: the frame is all zeros
+    ]
+)
 
 
 def frame_digests(block: np.ndarray) -> list[str]:

@@ -232,14 +232,21 @@ class RowsWriter:
     """The push form of ``write_rows``: ``add`` rows one by one (as a validator reads them),
     ``close`` at the end. Batches of ``batch_rows``; memory bounded by one batch."""
 
-    def __init__(self, sink: str | IO[bytes], session: str, *, filesystem: Any = None,
-                 batch_rows: int = ROWS_BATCH) -> None:
+    def __init__(
+        self,
+        sink: str | IO[bytes],
+        session: str,
+        *,
+        filesystem: Any = None,
+        batch_rows: int = ROWS_BATCH,
+    ) -> None:
         self.session = session
         self.batch_rows = batch_rows
         self.pending: list[ParsedRow] = []
         self.count = 0
-        self.writer = pq.ParquetWriter(sink, ROWS_SCHEMA, filesystem=filesystem,
-                                       compression="zstd", write_statistics=True)
+        self.writer = pq.ParquetWriter(
+            sink, ROWS_SCHEMA, filesystem=filesystem, compression="zstd", write_statistics=True
+        )
 
     def add(self, row: ParsedRow) -> None:
         self.pending.append(row)
@@ -308,4 +315,3 @@ def rebuild_row(record: Mapping[str, Any]) -> dict[str, Any]:
     if extra is not None:
         out = _merge(out, msgspec.json.decode(extra))
     return out
-

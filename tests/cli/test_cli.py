@@ -21,8 +21,13 @@ def test_every_command_is_registered() -> None:
 
 
 def test_python_dash_m_help() -> None:
-    proc = subprocess.run([sys.executable, "-m", "reacture_convert", "--help"],
-                          capture_output=True, text=True, timeout=60, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "reacture_convert", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Usage:" in proc.stdout and "validate" in proc.stdout
 

@@ -68,8 +68,9 @@ def test_a_bad_size_is_the_same_error_on_the_command_line_and_in_a_job_file(
     assert f"Error: {job}: [wds] shard_size: {error}" in from_file.stderr
 
 
-@pytest.mark.parametrize("value, message", BAD_DURATIONS,
-                         ids=[v or "empty" for v, _ in BAD_DURATIONS])
+@pytest.mark.parametrize(
+    "value, message", BAD_DURATIONS, ids=[v or "empty" for v, _ in BAD_DURATIONS]
+)
 @pytest.mark.parametrize("key", ["settle", "poll", "incomplete_timeout"])
 def test_a_bad_duration_is_the_same_error_on_the_command_line_and_in_a_job_file(
     tmp_path: Path, key: str, value: str, message: str
@@ -92,40 +93,65 @@ def test_a_zero_poll_is_refused_by_both(tmp_path: Path) -> None:
     assert from_file.exit_code == 3 and "poll must be more than 0 seconds" in from_file.stderr
 
 
-@pytest.mark.parametrize("args", [
-    ("convert", "IN", "--out", "OUT", "--format", "zarr,hdf5"),
-    ("run", "JOB", "--format", "hdf5"),
-], ids=["convert", "run"])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("convert", "IN", "--out", "OUT", "--format", "zarr,hdf5"),
+        ("run", "JOB", "--format", "hdf5"),
+    ],
+    ids=["convert", "run"],
+)
 def test_an_unknown_format_is_a_usage_error(tmp_path: Path, args: tuple[str, ...]) -> None:
     job = tmp_path / "job.toml"
     job.write_text('[job]\ninputs = ["in"]\nout = "out"\n')
     subst = {"IN": str(tmp_path), "OUT": str(tmp_path / "out"), "JOB": str(job)}
     result = invoke(*(subst.get(a, a) for a in args))
     assert result.exit_code == 2, result.output
-    assert "Invalid value for '--format': unknown output format 'hdf5'; choose one or more of " \
+    assert (
+        "Invalid value for '--format': unknown output format 'hdf5'; choose one or more of "
         "zarr (Zarr + rows + alignment table), wds (WebDataset shards)" in result.output
+    )
 
 
-@pytest.mark.parametrize("command", ["validate", "convert", "watch", "verify", "stats", "show",
-                                     "run"])
+@pytest.mark.parametrize(
+    "command", ["validate", "convert", "watch", "verify", "stats", "show", "run"]
+)
 def test_a_bad_storage_option_is_a_usage_error_for_every_command(
     tmp_path: Path, command: str
 ) -> None:
     job = tmp_path / "job.toml"
     job.write_text('[job]\ninputs = ["in"]\nout = "out"\n')
-    args = {"convert": [str(tmp_path), "--out", str(tmp_path / "out")],
-            "watch": [str(tmp_path), "--out", str(tmp_path / "out")],
-            "show": [str(tmp_path), "--html", str(tmp_path / "report")],
-            "run": [str(job)]}.get(command, [str(tmp_path)])
+    args = {
+        "convert": [str(tmp_path), "--out", str(tmp_path / "out")],
+        "watch": [str(tmp_path), "--out", str(tmp_path / "out")],
+        "show": [str(tmp_path), "--html", str(tmp_path / "report")],
+        "run": [str(job)],
+    }.get(command, [str(tmp_path)])
     result = invoke(command, *args, "--storage-option", "anon")
     assert result.exit_code == 2, result.output
     assert "Invalid value for '--storage-option': 'anon': expected KEY=VALUE" in result.output
 
 
 def test_flags_and_job_file_keys_write_the_same_dataset(tmp_path: Path) -> None:
-    flags = ["--format", "zarr,wds", "--chunk-frames", "16", "--shard-frames", "32",
-             "--codec", "lz4", "--shard-size", "1MB", "--shuffle", "7",
-             "--frame-encoding", "png", "--scheduler", "sync", "-q"]
+    flags = [
+        "--format",
+        "zarr,wds",
+        "--chunk-frames",
+        "16",
+        "--shard-frames",
+        "32",
+        "--codec",
+        "lz4",
+        "--shard-size",
+        "1MB",
+        "--shuffle",
+        "7",
+        "--frame-encoding",
+        "png",
+        "--scheduler",
+        "sync",
+        "-q",
+    ]
     by_flags = tmp_path / "flags"
     result = invoke("convert", str(SAMPLE_DIR), "--out", str(by_flags), *flags)
     assert result.exit_code == 0, result.output
@@ -150,11 +176,17 @@ encoding = "png"
 """)
     result = invoke("run", str(job), "-q")
     assert result.exit_code == 0, result.output
-    files = {p.relative_to(by_flags) for p in by_flags.rglob("*")
-             if p.is_file() and p.parts[len(by_flags.parts)] in ("zarr", "rows", "frames", "wds")}
+    files = {
+        p.relative_to(by_flags)
+        for p in by_flags.rglob("*")
+        if p.is_file() and p.parts[len(by_flags.parts)] in ("zarr", "rows", "frames", "wds")
+    }
     assert any(f.parts[0] == "wds" and f.suffix == ".tar" for f in files)
-    assert files == {p.relative_to(by_file) for p in by_file.rglob("*")
-                     if p.is_file() and p.parts[len(by_file.parts)] in
-                     ("zarr", "rows", "frames", "wds")}
-    assert [f for f in sorted(files)
-            if (by_flags / f).read_bytes() != (by_file / f).read_bytes()] == []
+    assert files == {
+        p.relative_to(by_file)
+        for p in by_file.rglob("*")
+        if p.is_file() and p.parts[len(by_file.parts)] in ("zarr", "rows", "frames", "wds")
+    }
+    assert [
+        f for f in sorted(files) if (by_flags / f).read_bytes() != (by_file / f).read_bytes()
+    ] == []

@@ -41,8 +41,10 @@ def sections(output: str) -> dict[str, tuple[str, list[str]]]:
 
 
 def library_codes(path: Path) -> dict[str, list[str]]:
-    return {b.prefix: sorted(f.code for f in validate_bundle(b).findings)
-            for b in discover([str(path)]).bundles}
+    return {
+        b.prefix: sorted(f.code for f in validate_bundle(b).findings)
+        for b in discover([str(path)]).bundles
+    }
 
 
 def three_bundles(make_bundle: MakeBundle, broken: int | None = None) -> Path:
@@ -67,8 +69,10 @@ def test_real_fixtures_are_valid_one_line_per_bundle_then_its_findings() -> None
         assert sorted(line.split()[1] for line in lines) == want[prefix]
     first = found["reacture_1795637693305"][0]
     assert "279 frames" in first and "416 rows" in first
-    assert any(line.startswith("warning TS_GAP") and "[frame 123]" in line
-               for line in found["reacture_1795637693305"][1])
+    assert any(
+        line.startswith("warning TS_GAP") and "[frame 123]" in line
+        for line in found["reacture_1795637693305"][1]
+    )
     assert "3 bundle(s): 3 valid, 0 invalid" in result.stdout
 
 
@@ -86,11 +90,17 @@ def test_json_has_every_bundle_and_located_findings() -> None:
         assert all(f["severity"] in ("error", "warning", "info") for f in b["findings"])
         assert sorted(f["code"] for f in b["findings"]) == want[b["prefix"]]
     by_prefix = {b["prefix"]: b for b in doc["bundles"]}
-    pause = [f for f in by_prefix["reacture_1795637693305"]["findings"] if f["code"] == "TS_GAP"
-             and f["frame"] == 123]
+    pause = [
+        f
+        for f in by_prefix["reacture_1795637693305"]["findings"]
+        if f["code"] == "TS_GAP" and f["frame"] == 123
+    ]
     assert pause and pause[0]["file"] == "reacture_1795637693305_timestamps.npy"
-    order = [f for f in by_prefix["reacture_1795637693305"]["findings"]
-             if f["code"] == "ROWS_NOT_TIME_ORDERED"]
+    order = [
+        f
+        for f in by_prefix["reacture_1795637693305"]["findings"]
+        if f["code"] == "ROWS_NOT_TIME_ORDERED"
+    ]
     assert [(f["line"], f["frame"]) for f in order] == [(2, None)]
     assert by_prefix["reacture_1795637693305"]["n_frames"] == 279
 
@@ -100,9 +110,14 @@ def test_one_broken_bundle_exits_1_and_names_the_code(make_bundle: MakeBundle) -
     assert result.exit_code == 1, result.output
     found = sections(result.stdout)
     assert [found[f"reacture_179560000000{i}"][0].split()[0] for i in range(3)] == [
-        "valid", "INVALID", "valid"]
-    assert any(line.startswith("error") and "NPY_TRUNCATED" in line
-               for line in found["reacture_1795600000001"][1])
+        "valid",
+        "INVALID",
+        "valid",
+    ]
+    assert any(
+        line.startswith("error") and "NPY_TRUNCATED" in line
+        for line in found["reacture_1795600000001"][1]
+    )
     assert "3 bundle(s): 2 valid, 1 invalid" in result.stdout
 
 
@@ -114,7 +129,8 @@ def test_json_of_a_broken_bundle(make_bundle: MakeBundle) -> None:
     assert [b["valid"] for b in doc["bundles"]] == [False, True, True]
     errors = [f for f in doc["bundles"][0]["findings"] if f["severity"] == "error"]
     assert [(f["code"], f["file"]) for f in errors] == [
-        ("NPY_TRUNCATED", "reacture_1795600000000_frames.npy")]
+        ("NPY_TRUNCATED", "reacture_1795600000000_frames.npy")
+    ]
 
 
 def test_valid_synthetic_folder_exits_0(make_bundle: MakeBundle) -> None:
@@ -177,7 +193,7 @@ def test_corrupt_archive_member_is_reported_not_a_traceback(
     assert result.exit_code == 1, result.output
     assert isinstance(result.exception, SystemExit)  # an exit code, not a crash
     found = sections(result.stdout)
-    assert [found[p][0].split()[0] for p in
-            ("reacture_1795600000000", prefix, "reacture_1795600000002")] == [
-        "valid", "INVALID", "valid"]
+    assert [
+        found[p][0].split()[0] for p in ("reacture_1795600000000", prefix, "reacture_1795600000002")
+    ] == ["valid", "INVALID", "valid"]
     assert any("ARCHIVE_UNREADABLE" in line for line in found[prefix][1])

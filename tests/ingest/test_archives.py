@@ -25,8 +25,11 @@ GOOD = ("good.txt", b"good bytes")
 # --- builders -------------------------------------------------------------------------------
 
 
-def write_zip(path: Path, members: list[tuple[str | zipfile.ZipInfo, bytes]],
-              method: int = zipfile.ZIP_DEFLATED) -> Path:
+def write_zip(
+    path: Path,
+    members: list[tuple[str | zipfile.ZipInfo, bytes]],
+    method: int = zipfile.ZIP_DEFLATED,
+) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # zipfile warns about the duplicate names we build
         with zipfile.ZipFile(path, "w", compression=method) as zf:
@@ -35,8 +38,9 @@ def write_zip(path: Path, members: list[tuple[str | zipfile.ZipInfo, bytes]],
     return path
 
 
-def tar_info(name: str, data: bytes = b"", kind: bytes = tarfile.REGTYPE, link: str = "") -> tuple[
-        tarfile.TarInfo, bytes]:
+def tar_info(
+    name: str, data: bytes = b"", kind: bytes = tarfile.REGTYPE, link: str = ""
+) -> tuple[tarfile.TarInfo, bytes]:
     info = tarfile.TarInfo(name)
     info.type = kind
     info.linkname = link
@@ -58,7 +62,7 @@ def _cd_entries(data: bytes) -> list[tuple[int, bytes]]:
     out, pos = [], offset
     while pos < offset + size:
         n_name, n_extra, n_comment = struct.unpack_from("<HHH", data, pos + 28)
-        out.append((pos, data[pos + 46: pos + 46 + n_name]))
+        out.append((pos, data[pos + 46 : pos + 46 + n_name]))
         pos += 46 + n_name + n_extra + n_comment
     return out
 
@@ -100,11 +104,13 @@ def unix_zip(mode: int, name: str, data: bytes) -> Callable[[Path], object]:
         info.create_system = 3
         info.external_attr = mode << 16
         write_zip(path, [GOOD, (info, data)])
+
     return build
 
 
-def zip_of(*members: tuple[str, bytes],
-           method: int = zipfile.ZIP_DEFLATED) -> Callable[[Path], object]:
+def zip_of(
+    *members: tuple[str, bytes], method: int = zipfile.ZIP_DEFLATED
+) -> Callable[[Path], object]:
     return lambda path: write_zip(path, [GOOD, *members], method)
 
 
@@ -116,6 +122,7 @@ def zip_patched(name: str, field: int, value: int) -> Callable[[Path], object]:
     def build(path: Path) -> None:
         write_zip(path, [GOOD, (name, b"secret data")])
         patch_cd(path, name.encode(), field, value)
+
     return build
 
 
@@ -138,6 +145,7 @@ def truncated(build: Callable[[Path], object]) -> Callable[[Path], object]:
         build(path)
         data = path.read_bytes()
         path.write_bytes(data[: len(data) // 2])
+
     return cut
 
 
@@ -147,58 +155,140 @@ ZEROS = bytes(1_000_000)  # bzip2 makes ~50 bytes of this: a ratio of ~20,000
 # (id, file name, builder, code, member named in the finding (None: the archive itself))
 HOSTILE: list[tuple[str, str, Callable[[Path], object], str, str | None]] = [
     ("zip-absolute", "x.zip", zip_of(("/etc/passwd", b"x")), "ARCHIVE_UNSAFE_PATH", "/etc/passwd"),
-    ("tar-absolute", "x.tar", tar_of(tar_info("/etc/passwd", b"x")), "ARCHIVE_UNSAFE_PATH",
-     "/etc/passwd"),
+    (
+        "tar-absolute",
+        "x.tar",
+        tar_of(tar_info("/etc/passwd", b"x")),
+        "ARCHIVE_UNSAFE_PATH",
+        "/etc/passwd",
+    ),
     ("zip-dotdot", "x.zip", zip_of(("../x", b"x")), "ARCHIVE_UNSAFE_PATH", "../x"),
     ("tar-dotdot", "x.tar", tar_of(tar_info("../x", b"x")), "ARCHIVE_UNSAFE_PATH", "../x"),
-    ("zip-inner-dotdot", "x.zip", zip_of(("a/../../x", b"x")), "ARCHIVE_UNSAFE_PATH",
-     "a/../../x"),
-    ("tgz-inner-dotdot", "x.tgz", tar_of(tar_info("a/../../x", b"x"), gz=True),
-     "ARCHIVE_UNSAFE_PATH", "a/../../x"),
+    ("zip-inner-dotdot", "x.zip", zip_of(("a/../../x", b"x")), "ARCHIVE_UNSAFE_PATH", "a/../../x"),
+    (
+        "tgz-inner-dotdot",
+        "x.tgz",
+        tar_of(tar_info("a/../../x", b"x"), gz=True),
+        "ARCHIVE_UNSAFE_PATH",
+        "a/../../x",
+    ),
     ("zip-backslash", "x.zip", zip_of(("..\\x", b"x")), "ARCHIVE_UNSAFE_PATH", "..\\x"),
     ("tar-backslash", "x.tar", tar_of(tar_info("a\\b", b"x")), "ARCHIVE_UNSAFE_PATH", "a\\b"),
     ("zip-drive-letter", "x.zip", zip_of(("C:/x", b"x")), "ARCHIVE_UNSAFE_PATH", "C:/x"),
     ("zip-nul", "x.zip", nul_zip, "ARCHIVE_UNSAFE_PATH", "a\\x00b.txt"),
     ("tar-nul", "x.tar", nul_tar, "ARCHIVE_UNSAFE_PATH", "a\\x00b.txt"),
-    ("tar-control-char", "x.tar", tar_of(tar_info("a\x1b[31mb", b"x")), "ARCHIVE_UNSAFE_PATH",
-     "a\\x1b[31mb"),
-    ("tar-symlink", "x.tar", tar_of(tar_info("link", kind=tarfile.SYMTYPE, link="/etc/passwd")),
-     "ARCHIVE_LINK", "link"),
-    ("zip-symlink", "x.zip", unix_zip(stat.S_IFLNK | 0o777, "link", b"/etc/passwd"),
-     "ARCHIVE_LINK", "link"),
-    ("tar-hardlink", "x.tar",
-     tar_of(tar_info("hl", kind=tarfile.LNKTYPE, link="../../etc/passwd")), "ARCHIVE_LINK", "hl"),
-    ("tar-char-device", "x.tar", tar_of(tar_info("dev", kind=tarfile.CHRTYPE)),
-     "ARCHIVE_SPECIAL_FILE", "dev"),
-    ("zip-char-device", "x.zip", unix_zip(stat.S_IFCHR | 0o644, "dev", b""),
-     "ARCHIVE_SPECIAL_FILE", "dev"),
-    ("tar-fifo", "x.tar", tar_of(tar_info("fifo", kind=tarfile.FIFOTYPE)),
-     "ARCHIVE_SPECIAL_FILE", "fifo"),
-    ("zip-duplicate", "x.zip", zip_of(("d.txt", b"1"), ("d.txt", b"2")),
-     "ARCHIVE_DUPLICATE_MEMBER", "d.txt"),
-    ("tar-duplicate", "x.tar", tar_of(tar_info("d.txt", b"1"), tar_info("d.txt", b"2")),
-     "ARCHIVE_DUPLICATE_MEMBER", "d.txt"),
-    ("tar-duplicate-normalized", "x.tar",
-     tar_of(tar_info("./d.txt", b"1"), tar_info("d.txt", b"2")), "ARCHIVE_DUPLICATE_MEMBER",
-     "./d.txt"),
-    ("zip-too-large", "x.zip", zip_of(("big.bin", BIG), method=zipfile.ZIP_STORED),
-     "ARCHIVE_TOO_LARGE", "big.bin"),
+    (
+        "tar-control-char",
+        "x.tar",
+        tar_of(tar_info("a\x1b[31mb", b"x")),
+        "ARCHIVE_UNSAFE_PATH",
+        "a\\x1b[31mb",
+    ),
+    (
+        "tar-symlink",
+        "x.tar",
+        tar_of(tar_info("link", kind=tarfile.SYMTYPE, link="/etc/passwd")),
+        "ARCHIVE_LINK",
+        "link",
+    ),
+    (
+        "zip-symlink",
+        "x.zip",
+        unix_zip(stat.S_IFLNK | 0o777, "link", b"/etc/passwd"),
+        "ARCHIVE_LINK",
+        "link",
+    ),
+    (
+        "tar-hardlink",
+        "x.tar",
+        tar_of(tar_info("hl", kind=tarfile.LNKTYPE, link="../../etc/passwd")),
+        "ARCHIVE_LINK",
+        "hl",
+    ),
+    (
+        "tar-char-device",
+        "x.tar",
+        tar_of(tar_info("dev", kind=tarfile.CHRTYPE)),
+        "ARCHIVE_SPECIAL_FILE",
+        "dev",
+    ),
+    (
+        "zip-char-device",
+        "x.zip",
+        unix_zip(stat.S_IFCHR | 0o644, "dev", b""),
+        "ARCHIVE_SPECIAL_FILE",
+        "dev",
+    ),
+    (
+        "tar-fifo",
+        "x.tar",
+        tar_of(tar_info("fifo", kind=tarfile.FIFOTYPE)),
+        "ARCHIVE_SPECIAL_FILE",
+        "fifo",
+    ),
+    (
+        "zip-duplicate",
+        "x.zip",
+        zip_of(("d.txt", b"1"), ("d.txt", b"2")),
+        "ARCHIVE_DUPLICATE_MEMBER",
+        "d.txt",
+    ),
+    (
+        "tar-duplicate",
+        "x.tar",
+        tar_of(tar_info("d.txt", b"1"), tar_info("d.txt", b"2")),
+        "ARCHIVE_DUPLICATE_MEMBER",
+        "d.txt",
+    ),
+    (
+        "tar-duplicate-normalized",
+        "x.tar",
+        tar_of(tar_info("./d.txt", b"1"), tar_info("d.txt", b"2")),
+        "ARCHIVE_DUPLICATE_MEMBER",
+        "./d.txt",
+    ),
+    (
+        "zip-too-large",
+        "x.zip",
+        zip_of(("big.bin", BIG), method=zipfile.ZIP_STORED),
+        "ARCHIVE_TOO_LARGE",
+        "big.bin",
+    ),
     ("tar-too-large", "x.tar", tar_of(tar_info("big.bin", BIG)), "ARCHIVE_TOO_LARGE", "big.bin"),
-    ("zip-bomb-ratio", "x.zip", zip_of(("zeros.bin", ZEROS), method=zipfile.ZIP_BZIP2),
-     "ARCHIVE_TOO_LARGE", "zeros.bin"),
+    (
+        "zip-bomb-ratio",
+        "x.zip",
+        zip_of(("zeros.bin", ZEROS), method=zipfile.ZIP_BZIP2),
+        "ARCHIVE_TOO_LARGE",
+        "zeros.bin",
+    ),
     ("zip-overlapping-entries", "x.zip", overlap_zip, "ARCHIVE_TOO_LARGE", "a.txt"),
     ("zip-encrypted", "x.zip", zip_patched("enc.txt", 8, 0x1), "ARCHIVE_ENCRYPTED", "enc.txt"),
     ("zip-deflate64", "x.zip", zip_patched("d64.txt", 10, 9), "ARCHIVE_UNSUPPORTED", "d64.txt"),
     ("zip-truncated", "x.zip", truncated(zip_of(("big.bin", BIG))), "ARCHIVE_UNREADABLE", None),
-    ("tar-truncated", "x.tar", truncated(tar_of(tar_info("big.bin", BIG))),
-     "ARCHIVE_UNREADABLE", None),
-    ("tgz-truncated", "x.tar.gz", truncated(tar_of(tar_info("big.bin", BIG), gz=True)),
-     "ARCHIVE_UNREADABLE", None),
+    (
+        "tar-truncated",
+        "x.tar",
+        truncated(tar_of(tar_info("big.bin", BIG))),
+        "ARCHIVE_UNREADABLE",
+        None,
+    ),
+    (
+        "tgz-truncated",
+        "x.tar.gz",
+        truncated(tar_of(tar_info("big.bin", BIG), gz=True)),
+        "ARCHIVE_UNREADABLE",
+        None,
+    ),
     ("tar-damaged-header", "x.tar", garbage_after_first_member, "ARCHIVE_UNREADABLE", None),
-    ("not-a-zip", "x.zip", lambda p: p.write_text("hello, I am text"),
-     "ARCHIVE_UNREADABLE", None),
-    ("not-a-tgz", "x.tgz", lambda p: p.write_bytes(b"\x1f\x8b but not gzip"),
-     "ARCHIVE_UNREADABLE", None),
+    ("not-a-zip", "x.zip", lambda p: p.write_text("hello, I am text"), "ARCHIVE_UNREADABLE", None),
+    (
+        "not-a-tgz",
+        "x.tgz",
+        lambda p: p.write_bytes(b"\x1f\x8b but not gzip"),
+        "ARCHIVE_UNREADABLE",
+        None,
+    ),
 ]
 
 
@@ -210,10 +300,14 @@ def small_caps(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.usefixtures("small_caps")
-@pytest.mark.parametrize(("name", "build", "code", "member"),
-                         [case[1:] for case in HOSTILE], ids=[case[0] for case in HOSTILE])
-def test_hostile_archive_is_refused(tmp_path: Path, name: str, build: Callable[[Path], object],
-                                   code: str, member: str | None) -> None:
+@pytest.mark.parametrize(
+    ("name", "build", "code", "member"),
+    [case[1:] for case in HOSTILE],
+    ids=[case[0] for case in HOSTILE],
+)
+def test_hostile_archive_is_refused(
+    tmp_path: Path, name: str, build: Callable[[Path], object], code: str, member: str | None
+) -> None:
     path = tmp_path / name
     build(path)
     label = str(path)
@@ -242,8 +336,11 @@ def test_bomb_ratio_message(tmp_path: Path, small_caps: None) -> None:
     assert "ratio" in found.message
 
 
-@pytest.mark.parametrize("method", [zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA],
-                         ids=["deflate", "bzip2", "lzma"])
+@pytest.mark.parametrize(
+    "method",
+    [zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA],
+    ids=["deflate", "bzip2", "lzma"],
+)
 def test_real_black_frames_are_not_a_bomb(tmp_path: Path, sample_dir: Path, method: int) -> None:
     """The published game's all-zero frames.npy compresses ~1000:1 to ~90,000:1; a zip of a
     real export must still be accepted."""
@@ -256,8 +353,9 @@ def test_real_black_frames_are_not_a_bomb(tmp_path: Path, sample_dir: Path, meth
 
 @pytest.mark.parametrize("cap", ["MAX_TOTAL_BYTES", "MAX_MEMBERS"])
 @pytest.mark.parametrize("name", ["x.zip", "x.tar", "x.tar.gz"])
-def test_archive_wide_caps_refuse_everything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                             cap: str, name: str) -> None:
+def test_archive_wide_caps_refuse_everything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cap: str, name: str
+) -> None:
     monkeypatch.setattr(archives, cap, 2)
     entries = [("a.txt", b"aa"), ("b.txt", b"bb"), ("c.txt", b"cc")]
     path = tmp_path / name
@@ -276,8 +374,15 @@ def test_good_archive_lists_files_and_skips_directories(tmp_path: Path, name: st
     if name.endswith(".zip"):
         write_zip(path, [("d/", b""), ("d/a.txt", b"abc"), ("b.bin", b"\0" * 10)])
     else:
-        write_tar(path, [tar_info("d", kind=tarfile.DIRTYPE), tar_info("d/a.txt", b"abc"),
-                         tar_info("b.bin", b"\0" * 10)], gz=name.endswith("tgz"))
+        write_tar(
+            path,
+            [
+                tar_info("d", kind=tarfile.DIRTYPE),
+                tar_info("d/a.txt", b"abc"),
+                tar_info("b.bin", b"\0" * 10),
+            ],
+            gz=name.endswith("tgz"),
+        )
     members, findings = list_members(str(path))
     assert findings == []
     assert members == [Member("d/a.txt", 3), Member("b.bin", 10)]
@@ -285,8 +390,9 @@ def test_good_archive_lists_files_and_skips_directories(tmp_path: Path, name: st
 
 def test_dot_slash_names_are_kept_as_stored(tmp_path: Path) -> None:
     """``tar -C dir .`` writes ``./name``; open_file looks names up verbatim, so keep them."""
-    path = write_tar(tmp_path / "x.tar", [tar_info(".", kind=tarfile.DIRTYPE),
-                                          tar_info("./a/b.txt", b"1")])
+    path = write_tar(
+        tmp_path / "x.tar", [tar_info(".", kind=tarfile.DIRTYPE), tar_info("./a/b.txt", b"1")]
+    )
     members, findings = list_members(str(path))
     assert (members, findings) == ([Member("./a/b.txt", 1)], [])
     assert normalize_member_name(members[0].name) == "a/b.txt"
@@ -298,10 +404,22 @@ def test_missing_archive_is_unreadable(tmp_path: Path) -> None:
     assert members == [] and [(f.code, f.file) for f in findings] == [("ARCHIVE_UNREADABLE", label)]
 
 
-@pytest.mark.parametrize(("name", "expected"), [
-    ("a.zip", True), ("A.ZIP", True), ("a.tar", True), ("a.tar.gz", True), ("a.TGZ", True),
-    ("a.gz", False), ("a.tar.bz2", False), ("zip", False), ("a.npy", False), ("a.zip.txt", False),
-], ids=lambda v: str(v))
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("a.zip", True),
+        ("A.ZIP", True),
+        ("a.tar", True),
+        ("a.tar.gz", True),
+        ("a.TGZ", True),
+        ("a.gz", False),
+        ("a.tar.bz2", False),
+        ("zip", False),
+        ("a.npy", False),
+        ("a.zip.txt", False),
+    ],
+    ids=lambda v: str(v),
+)
 def test_is_archive(name: str, expected: bool) -> None:
     assert is_archive(name) is expected
 
@@ -314,8 +432,10 @@ def _valid_archive(kind: str) -> bytes:
             zf.writestr("d/r_1_frames.npy", bytes(3000))
     else:
         with tarfile.open(fileobj=buf, mode="w:gz" if kind == "tar.gz" else "w") as tf:
-            for name, data in [("d/r_1_metadata.json", b"{}" * 50),
-                               ("d/r_1_frames.npy", bytes(3000))]:
+            for name, data in [
+                ("d/r_1_metadata.json", b"{}" * 50),
+                ("d/r_1_frames.npy", bytes(3000)),
+            ]:
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
                 tf.addfile(info, io.BytesIO(data))
@@ -327,8 +447,9 @@ VALID = {kind: _valid_archive(kind) for kind in ("zip", "tar", "tar.gz")}
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(kind=st.sampled_from(sorted(VALID)), data=st.data())
-def test_damaged_archives_never_raise(tmp_path_factory: pytest.TempPathFactory, kind: str,
-                                      data: st.DataObject) -> None:
+def test_damaged_archives_never_raise(
+    tmp_path_factory: pytest.TempPathFactory, kind: str, data: st.DataObject
+) -> None:
     """Flipped bytes and cuts anywhere in a valid archive give findings, never an exception."""
     raw = bytearray(VALID[kind])
     for _ in range(data.draw(st.integers(1, 8))):

@@ -87,8 +87,9 @@ def test_one_folder_one_bundle(make_bundle: MakeBundle) -> None:
     assert found.findings == ()
 
 
-def test_relative_path_becomes_absolute(make_bundle: MakeBundle,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_relative_path_becomes_absolute(
+    make_bundle: MakeBundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
     folder = make_bundle(prefix="reacture_1")
     monkeypatch.chdir(folder.parent)
     [bundle] = discover([folder.name]).bundles
@@ -96,8 +97,9 @@ def test_relative_path_becomes_absolute(make_bundle: MakeBundle,
     assert bundle.files["frames.npy"].url == str(folder / "reacture_1_frames.npy")
 
 
-def test_tree_at_several_depths_skips_hidden_outputs_and_links(tmp_path: Path,
-                                                               make_bundle: MakeBundle) -> None:
+def test_tree_at_several_depths_skips_hidden_outputs_and_links(
+    tmp_path: Path, make_bundle: MakeBundle
+) -> None:
     tree = tmp_path / "tree"
     src = make_bundle(prefix="reacture_9", n_frames=2)
     depths = {"": "reacture_1", "a": "reacture_2", "a/b/c": "reacture_3", "d/e": "reacture_4"}
@@ -105,8 +107,13 @@ def test_tree_at_several_depths_skips_hidden_outputs_and_links(tmp_path: Path,
         (tree / sub).mkdir(parents=True, exist_ok=True)
         for p in src.iterdir():
             (tree / sub / p.name.replace("reacture_9", prefix)).write_bytes(p.read_bytes())
-    never = {".git/objects": "reacture_5", "out": "reacture_6", "out/zarr/s.zarr": "reacture_7",
-             "x.zarr": "reacture_8", "__MACOSX": "reacture_10"}
+    never = {
+        ".git/objects": "reacture_5",
+        "out": "reacture_6",
+        "out/zarr/s.zarr": "reacture_7",
+        "x.zarr": "reacture_8",
+        "__MACOSX": "reacture_10",
+    }
     for sub, prefix in never.items():
         (tree / sub).mkdir(parents=True, exist_ok=True)
         (tree / sub / f"{prefix}_frames.npy").write_bytes(b"x")
@@ -120,8 +127,10 @@ def test_tree_at_several_depths_skips_hidden_outputs_and_links(tmp_path: Path,
     got = {(b.source, b.prefix) for b in found.bundles}
     assert got == {(str(tree / sub) if sub else str(tree), p) for sub, p in depths.items()}
     assert all(b.missing == () for b in found.bundles)
-    assert codes(found) == [("INPUT_LINK_SKIPPED", str(tree / "a" / "reacture_11_frames.npy")),
-                            ("INPUT_LINK_SKIPPED", str(tree / "linked_dir"))]
+    assert codes(found) == [
+        ("INPUT_LINK_SKIPPED", str(tree / "a" / "reacture_11_frames.npy")),
+        ("INPUT_LINK_SKIPPED", str(tree / "linked_dir")),
+    ]
 
 
 def test_a_link_given_as_input_is_followed(tmp_path: Path, make_bundle: MakeBundle) -> None:
@@ -147,31 +156,38 @@ def test_stray_files_are_reported(make_bundle: MakeBundle) -> None:
         (folder / name).write_bytes(b"?")
     found = discover([str(folder)])
     assert [b.prefix for b in found.bundles] == ["reacture_1"]
-    assert codes(found) == sorted(("STRAY_FILE", str(folder / n)) for n in
-                                  ("notes.txt", "frames.npy", "_frames.npy",
-                                   "reacture_1_frames.npy.bak"))
+    assert codes(found) == sorted(
+        ("STRAY_FILE", str(folder / n))
+        for n in ("notes.txt", "frames.npy", "_frames.npy", "reacture_1_frames.npy.bak")
+    )
 
 
-def test_missing_input_is_reported_and_the_rest_continues(tmp_path: Path,
-                                                          make_bundle: MakeBundle) -> None:
+def test_missing_input_is_reported_and_the_rest_continues(
+    tmp_path: Path, make_bundle: MakeBundle
+) -> None:
     folder = make_bundle(prefix="reacture_1")
     missing = str(tmp_path / "nope")
     found = discover([missing, str(folder), str(tmp_path / "none*.zip")])
     assert [b.prefix for b in found.bundles] == ["reacture_1"]
-    assert codes(found) == sorted([("INPUT_NOT_FOUND", missing),
-                                   ("INPUT_NOT_FOUND", str(tmp_path / "none*.zip"))])
+    assert codes(found) == sorted(
+        [("INPUT_NOT_FOUND", missing), ("INPUT_NOT_FOUND", str(tmp_path / "none*.zip"))]
+    )
 
 
-@pytest.mark.parametrize(("name", "expected"), [
-    ("reacture_1_frames.npy", ("reacture_1", "frames.npy")),
-    ("reacture_1_timestamps.npy", ("reacture_1", "timestamps.npy")),
-    ("a_b_data.jsonl", ("a_b", "data.jsonl")),
-    ("x_README.md", ("x", "README.md")),
-    ("x_readme.md", None),
-    ("_frames.npy", None),
-    ("frames.npy", None),
-    ("x_frames.npy.bak", None),
-], ids=lambda v: str(v))
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("reacture_1_frames.npy", ("reacture_1", "frames.npy")),
+        ("reacture_1_timestamps.npy", ("reacture_1", "timestamps.npy")),
+        ("a_b_data.jsonl", ("a_b", "data.jsonl")),
+        ("x_README.md", ("x", "README.md")),
+        ("x_readme.md", None),
+        ("_frames.npy", None),
+        ("frames.npy", None),
+        ("x_frames.npy.bak", None),
+    ],
+    ids=lambda v: str(v),
+)
 def test_split_role(name: str, expected: tuple[str, str] | None) -> None:
     assert split_role(name) == expected
 
@@ -180,8 +196,9 @@ def test_split_role(name: str, expected: tuple[str, str] | None) -> None:
 
 
 @pytest.fixture
-def two_archives(tmp_path: Path, make_bundle: MakeBundle,
-                 request: pytest.FixtureRequest) -> tuple[Path, Path]:
+def two_archives(
+    tmp_path: Path, make_bundle: MakeBundle, request: pytest.FixtureRequest
+) -> tuple[Path, Path]:
     """``one.<kind>``: one bundle at the root; ``many.<kind>``: bundles in sub-folders, a stray
     file and a nested archive."""
     kind: str = request.param
@@ -190,41 +207,57 @@ def two_archives(tmp_path: Path, make_bundle: MakeBundle,
     b3 = make_bundle(prefix="reacture_3", n_frames=4, seed=3)
     (tmp_path / "arch").mkdir()
     one = pack(tmp_path / "arch" / f"one.{kind}", bundle_files(b1))
-    many = pack(tmp_path / "arch" / f"many.{kind}", {
-        **bundle_files(b2, "batch/"), **bundle_files(b3, "batch/deep/er/"),
-        **bundle_files(b1, "batch/copy/"), "batch/notes.txt": b"hello",
-        "batch/inner.zip": b"PK\x05\x06" + bytes(18),
-    })
+    many = pack(
+        tmp_path / "arch" / f"many.{kind}",
+        {
+            **bundle_files(b2, "batch/"),
+            **bundle_files(b3, "batch/deep/er/"),
+            **bundle_files(b1, "batch/copy/"),
+            "batch/notes.txt": b"hello",
+            "batch/inner.zip": b"PK\x05\x06" + bytes(18),
+        },
+    )
     return one, many
 
 
 @pytest.mark.parametrize("two_archives", ARCHIVE_KINDS, indirect=True)
-def test_archives_hold_bundles_at_root_and_nested(two_archives: tuple[Path, Path],
-                                                  make_bundle: MakeBundle) -> None:
+def test_archives_hold_bundles_at_root_and_nested(
+    two_archives: tuple[Path, Path], make_bundle: MakeBundle
+) -> None:
     one, many = two_archives
     found = discover([str(one), str(many)])
     got = [(b.source, b.prefix) for b in found.bundles]
-    assert got == sorted([
-        (str(many) + "!batch", "reacture_2"), (str(many) + "!batch/deep/er", "reacture_3"),
-        (str(many) + "!batch/copy", "reacture_1"), (str(one), "reacture_1"),
-    ])
+    assert got == sorted(
+        [
+            (str(many) + "!batch", "reacture_2"),
+            (str(many) + "!batch/deep/er", "reacture_3"),
+            (str(many) + "!batch/copy", "reacture_1"),
+            (str(one), "reacture_1"),
+        ]
+    )
     for b in found.bundles:
         assert b.missing == ()
         for role, ref in b.files.items():
             assert ref.url == b.source.split("!")[0]
             inner = b.source.partition("!")[2]
             assert ref.member == (f"{inner}/" if inner else "") + f"{b.prefix}_{role}"
-    assert codes(found) == [("ARCHIVE_NESTED", f"{many}!batch/inner.zip"),
-                            ("STRAY_FILE", f"{many}!batch/notes.txt")]
+    assert codes(found) == [
+        ("ARCHIVE_NESTED", f"{many}!batch/inner.zip"),
+        ("STRAY_FILE", f"{many}!batch/notes.txt"),
+    ]
 
 
 @pytest.mark.parametrize("two_archives", ARCHIVE_KINDS, indirect=True)
-def test_open_file_reads_back_exact_member_bytes(two_archives: tuple[Path, Path],
-                                                 tmp_path: Path) -> None:
+def test_open_file_reads_back_exact_member_bytes(
+    two_archives: tuple[Path, Path], tmp_path: Path
+) -> None:
     found = discover([str(p) for p in two_archives])
     assert len(found.bundles) == 4
-    sources = {"reacture_1": tmp_path / "bundles" / "b0", "reacture_2": tmp_path / "bundles" / "b1",
-               "reacture_3": tmp_path / "bundles" / "b2"}
+    sources = {
+        "reacture_1": tmp_path / "bundles" / "b0",
+        "reacture_2": tmp_path / "bundles" / "b1",
+        "reacture_3": tmp_path / "bundles" / "b2",
+    }
     for b in found.bundles:
         for role, ref in b.files.items():
             expected = (sources[b.prefix] / f"{b.prefix}_{role}").read_bytes()
@@ -234,18 +267,23 @@ def test_open_file_reads_back_exact_member_bytes(two_archives: tuple[Path, Path]
 
 
 def test_archives_found_in_folders_are_opened_and_refusals_reported(
-        tmp_path: Path, make_bundle: MakeBundle) -> None:
+    tmp_path: Path, make_bundle: MakeBundle
+) -> None:
     b1 = make_bundle(prefix="reacture_1", n_frames=2)
     inbox = tmp_path / "inbox"
     (inbox / "sub").mkdir(parents=True)
-    zpath = pack(inbox / "sub" / "x.zip", {**bundle_files(b1, "s/"), "../evil": b"x",
-                                           "__MACOSX/s/._reacture_1_frames.npy": b"junk"})
+    zpath = pack(
+        inbox / "sub" / "x.zip",
+        {**bundle_files(b1, "s/"), "../evil": b"x", "__MACOSX/s/._reacture_1_frames.npy": b"junk"},
+    )
     (inbox / "broken.tgz").write_bytes(b"not gzip at all")
     found = discover([str(inbox)])
     [bundle] = found.bundles
     assert (bundle.source, bundle.missing) == (f"{zpath}!s", ())
-    assert codes(found) == [("ARCHIVE_UNREADABLE", str(inbox / "broken.tgz")),
-                            ("ARCHIVE_UNSAFE_PATH", f"{zpath}!../evil")]
+    assert codes(found) == [
+        ("ARCHIVE_UNREADABLE", str(inbox / "broken.tgz")),
+        ("ARCHIVE_UNSAFE_PATH", f"{zpath}!../evil"),
+    ]
 
 
 def test_dot_slash_tar_members_open(tmp_path: Path, make_bundle: MakeBundle) -> None:
@@ -263,20 +301,32 @@ def test_dot_slash_tar_members_open(tmp_path: Path, make_bundle: MakeBundle) -> 
 # --- several inputs, globs, URLs ----------------------------------------------------------
 
 
-def test_mix_of_paths_and_globs_counts_each_file_once(tmp_path: Path,
-                                                      make_bundle: MakeBundle) -> None:
+def test_mix_of_paths_and_globs_counts_each_file_once(
+    tmp_path: Path, make_bundle: MakeBundle
+) -> None:
     b1 = make_bundle(prefix="reacture_1", n_frames=2)
     b2 = make_bundle(prefix="reacture_2", n_frames=2)
     (tmp_path / "data").mkdir()
     z = pack(tmp_path / "data" / "a.zip", bundle_files(b2))
     t = pack(tmp_path / "data" / "b.tar", bundle_files(b2, "x/"))
     (tmp_path / "data" / "skip.txt").write_bytes(b"")
-    inputs = [str(b1), str(tmp_path / "data" / "*.zip"), str(b1 / "reacture_1_frames.npy"),
-              str(tmp_path / "data" / "*.zip"), str(tmp_path / "data"), str(tmp_path / "**")]
+    inputs = [
+        str(b1),
+        str(tmp_path / "data" / "*.zip"),
+        str(b1 / "reacture_1_frames.npy"),
+        str(tmp_path / "data" / "*.zip"),
+        str(tmp_path / "data"),
+        str(tmp_path / "**"),
+    ]
     found = discover(inputs)
-    assert [(b.source, b.prefix) for b in found.bundles] == sorted([
-        (str(b1), "reacture_1"), (str(b2), "reacture_2"), (str(z), "reacture_2"),
-        (f"{t}!x", "reacture_2")])
+    assert [(b.source, b.prefix) for b in found.bundles] == sorted(
+        [
+            (str(b1), "reacture_1"),
+            (str(b2), "reacture_2"),
+            (str(z), "reacture_2"),
+            (f"{t}!x", "reacture_2"),
+        ]
+    )
     assert all(b.missing == () for b in found.bundles)
     assert codes(found) == [("STRAY_FILE", str(tmp_path / "data" / "skip.txt"))]
 
@@ -289,7 +339,8 @@ def test_glob_skips_hidden_folders(tmp_path: Path, make_bundle: MakeBundle) -> N
     (hidden / "notes.txt").write_bytes(b"x")
     found = discover([str(tmp_path / "bundles" / "**" / "*.npy")])
     assert [(b.source, b.prefix, b.missing) for b in found.bundles] == [
-        (str(b1), "reacture_1", ("metadata.json", "data.jsonl", "README.md"))]
+        (str(b1), "reacture_1", ("metadata.json", "data.jsonl", "README.md"))
+    ]
     assert found.findings == ()
     found = discover([str(tmp_path / "bundles" / "**")])
     assert [(b.source, b.prefix, b.missing) for b in found.bundles] == [(str(b1), "reacture_1", ())]
@@ -310,13 +361,17 @@ def test_memory_url_input(memory_root: str, make_bundle: MakeBundle, tmp_path: P
     fs = fsspec.filesystem("memory")
     for p in b1.iterdir():
         fs.pipe(f"{memory_root}/in/s/{p.name}", p.read_bytes())
-    fs.pipe(f"{memory_root}/in/pack.tgz",
-            pack(tmp_path / "pack.tgz", bundle_files(b1, "z/")).read_bytes())
+    fs.pipe(
+        f"{memory_root}/in/pack.tgz",
+        pack(tmp_path / "pack.tgz", bundle_files(b1, "z/")).read_bytes(),
+    )
     fs.pipe(f"{memory_root}/in/.hidden/x_frames.npy", b"x")
     url = f"memory:/{memory_root}/in"
     found = discover([url])
     assert [(b.source, b.prefix) for b in found.bundles] == [
-        (f"{url}/pack.tgz!z", "reacture_1"), (f"{url}/s", "reacture_1")]
+        (f"{url}/pack.tgz!z", "reacture_1"),
+        (f"{url}/s", "reacture_1"),
+    ]
     assert found.findings == ()
     for b in found.bundles:
         assert b.missing == ()
@@ -347,8 +402,9 @@ def test_unknown_protocol_is_a_finding() -> None:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(name=st.sampled_from(["x.zip", "x.tar", "x.tar.gz"]), data=st.binary(max_size=2048))
-def test_random_bytes_as_archives_never_raise(tmp_path_factory: pytest.TempPathFactory,
-                                              name: str, data: bytes) -> None:
+def test_random_bytes_as_archives_never_raise(
+    tmp_path_factory: pytest.TempPathFactory, name: str, data: bytes
+) -> None:
     folder = tmp_path_factory.getbasetemp() / "random-archive"
     folder.mkdir(exist_ok=True)
     path = folder / name

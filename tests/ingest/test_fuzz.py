@@ -70,8 +70,9 @@ def sample() -> dict[str, bytes]:
     """A small real-format bundle (4 frames), by role (a function, not a fixture: Hypothesis
     would print a fixture's megabytes with every failing example)."""
     with tempfile.TemporaryDirectory() as tmp:
-        folder = write_bundle(Path(tmp) / "b",
-                              BundleSpec(n_frames=4, prefix=PREFIX, events_per_frame=1.0))
+        folder = write_bundle(
+            Path(tmp) / "b", BundleSpec(n_frames=4, prefix=PREFIX, events_per_frame=1.0)
+        )
         return {role: (folder / f"{PREFIX}_{role}").read_bytes() for role in ROLES}
 
 
@@ -95,17 +96,54 @@ class ShortReads(io.RawIOBase):
 # --- .npy: headers built from their grammar, then the data behind them ------------------------
 
 DESCRS = st.one_of(
-    st.sampled_from(["'|u1'", "'<f4'", "'<u1'", "'>f4'", "'|b1'", "'<i8'", "'<c16'", "'|O'",
-                     "'O'", "'<U4'", "'V8'", "'|S3'", "'<f4,<f4'", "[('a', '<f4')]",
-                     "('<f4', (2,))", "'<M8[ms]'", "'u1'", "'=f4'", "\"<f4\"", "4", "None",
-                     "'<f99'", "'|f4'"]),
+    st.sampled_from(
+        [
+            "'|u1'",
+            "'<f4'",
+            "'<u1'",
+            "'>f4'",
+            "'|b1'",
+            "'<i8'",
+            "'<c16'",
+            "'|O'",
+            "'O'",
+            "'<U4'",
+            "'V8'",
+            "'|S3'",
+            "'<f4,<f4'",
+            "[('a', '<f4')]",
+            "('<f4', (2,))",
+            "'<M8[ms]'",
+            "'u1'",
+            "'=f4'",
+            '"<f4"',
+            "4",
+            "None",
+            "'<f99'",
+            "'|f4'",
+        ]
+    ),
     st.text("<>|=biufcOUSVMm0123456789[]()',", max_size=12).map(repr),
 )
 DIMS = st.one_of(st.integers(0, 6), st.sampled_from([128, 3, -1, 2**31, 2**63, 2**64]))
 SHAPES = st.one_of(
     st.lists(DIMS, max_size=5).map(lambda ds: "(" + "".join(f"{d}, " for d in ds) + ")"),
-    st.sampled_from(["(4, 128, 128, 3)", "(4,)", "()", "[4]", "4", "(4 128)", "(,)",
-                     "(0x4,)", "(4.0,)", "(True,)", "(-0,)", "(1_0,)"]),
+    st.sampled_from(
+        [
+            "(4, 128, 128, 3)",
+            "(4,)",
+            "()",
+            "[4]",
+            "4",
+            "(4 128)",
+            "(,)",
+            "(0x4,)",
+            "(4.0,)",
+            "(True,)",
+            "(-0,)",
+            "(1_0,)",
+        ]
+    ),
 )
 BOOLS = st.sampled_from(["False", "True", "false", "true", "0", "None", "'False'"])
 
@@ -121,8 +159,12 @@ def npy_files(draw: st.DrawFn) -> bytes:
         items.append((draw(st.sampled_from(["descr", "extra", "__class__"])), "1"))
     if draw(st.integers(0, 9)) == 0:
         items.pop(draw(st.integers(0, len(items) - 1)))
-    text = "{" + ", ".join(f"'{k}': {v}" for k, v in items) + draw(st.sampled_from(
-        [", }", "}", " ,}", ",, }"])) + " " * draw(st.integers(0, 80))
+    text = (
+        "{"
+        + ", ".join(f"'{k}': {v}" for k, v in items)
+        + draw(st.sampled_from([", }", "}", " ,}", ",, }"]))
+        + " " * draw(st.integers(0, 80))
+    )
     text += draw(st.sampled_from(["\n", "", "\n\n", "\t"]))
     version = draw(st.sampled_from([(1, 0), (2, 0), (3, 0), (1, 0), (0, 9)]))
     game = draw(st.booleans())
@@ -133,8 +175,9 @@ def npy_files(draw: st.DrawFn) -> bytes:
     header = magic + bytes(version) + max(length, 0).to_bytes(size, "little") + raw
     # data: what a (4, 128, 128, 3) uint8 or a (4,) float32 array takes, give or take
     n = draw(st.sampled_from([0, 16, 4 * 128 * 128 * 3, 4 * 128 * 128 * 3 + 7, 3, 1]))
-    return header + bytes(draw(st.integers(0, 255)) for _ in range(min(n, 8))) + bytes(
-        max(n - 8, 0))
+    return (
+        header + bytes(draw(st.integers(0, 255)) for _ in range(min(n, 8))) + bytes(max(n - 8, 0))
+    )
 
 
 @FUZZ
@@ -153,7 +196,7 @@ def test_npy_header_and_data_never_raise(data: bytes, step: int) -> None:
         assert header.data_offset + header.nbytes == len(data)
         layout = check_layout(header, "x.npy", dtype="|u1", trailing_shape=(128, 128, 3), ndim=4)
         assert_coded(layout)
-        payload = data[header.data_offset:]
+        payload = data[header.data_offset :]
         if header.shape and not (header.fortran_order and len(header.shape) > 1):
             stream = ShortReads(data, step)
             chunks = list(iter_npy_chunks(stream, header, 3))
@@ -165,11 +208,39 @@ def test_npy_header_and_data_never_raise(data: bytes, step: int) -> None:
 
 # --- data.jsonl: real rows mutated token by token ---------------------------------------------
 
-TOKENS = [b"{", b"}", b"[", b"]", b",", b":", b'"', b"\\", b"\\u0000", b"\\ud800", b"NaN",
-          b"-Infinity", b"1e400", b"-0", b"null", b"true", b"\x00", b"\x1f", b"\xff", b"\xc3",
-          b"\xef\xbb\xbf", b"\r", b"\n", b" ", b'"type":"player_action"', b'"type":1',
-          b'"visual_frame_path":"frames/frame_999999.npy"', b'"robot":{"position":{"x":1,"x":2}}',
-          b"9" * 30, b"[" * 70, b"{\"a\":" * 70]
+TOKENS = [
+    b"{",
+    b"}",
+    b"[",
+    b"]",
+    b",",
+    b":",
+    b'"',
+    b"\\",
+    b"\\u0000",
+    b"\\ud800",
+    b"NaN",
+    b"-Infinity",
+    b"1e400",
+    b"-0",
+    b"null",
+    b"true",
+    b"\x00",
+    b"\x1f",
+    b"\xff",
+    b"\xc3",
+    b"\xef\xbb\xbf",
+    b"\r",
+    b"\n",
+    b" ",
+    b'"type":"player_action"',
+    b'"type":1',
+    b'"visual_frame_path":"frames/frame_999999.npy"',
+    b'"robot":{"position":{"x":1,"x":2}}',
+    b"9" * 30,
+    b"[" * 70,
+    b'{"a":' * 70,
+]
 
 
 @st.composite
@@ -185,7 +256,7 @@ def mutated_lines(draw: st.DrawFn, lines: list[bytes]) -> bytes:
             if draw(st.booleans()):
                 line[pos:pos] = token
             else:
-                line[pos:pos + len(token)] = token
+                line[pos : pos + len(token)] = token
         if draw(st.integers(0, 5)) == 0:
             line = line[: draw(st.integers(0, len(line)))]
         out.append(bytes(line))
@@ -208,13 +279,18 @@ def _check_jsonl(data: bytes, max_line_bytes: int = 1 << 20) -> None:
         else:
             assert isinstance(item, ParsedRow) and item.kind in ("periodic", "event", "action")
             assert isinstance(item.obj, dict) and item.obj.get("type") in (
-                "robot_state", "player_action")
+                "robot_state",
+                "player_action",
+            )
         assert item.line is not None and 1 <= item.line <= len(lines)
         assert item.line >= last  # in file order
         last = item.line
         accounted.add(item.line)
-    expected = {i for i, line in enumerate(lines, 1)
-                if line.strip() or (i == 1 and line.startswith(b"\xef\xbb\xbf"))}
+    expected = {
+        i
+        for i, line in enumerate(lines, 1)
+        if line.strip() or (i == 1 and line.startswith(b"\xef\xbb\xbf"))
+    }
     assert expected <= accounted
 
 
@@ -228,8 +304,11 @@ def test_mutated_real_rows_are_rows_or_located_findings(data: st.DataObject) -> 
 
 
 @settings(deadline=None, max_examples=60)
-@given(depth=st.integers(60, 200_000), opener=st.sampled_from([b"[", b'{"a":', b'[{"a":']),
-       cut=st.booleans())
+@given(
+    depth=st.integers(60, 200_000),
+    opener=st.sampled_from([b"[", b'{"a":', b'[{"a":']),
+    cut=st.booleans(),
+)
 def test_deep_lines_never_recurse(depth: int, opener: bytes, cut: bool) -> None:
     closer = {b"[": b"]", b'{"a":': b"}", b'[{"a":': b"}]"}[opener] * depth
     line = opener * depth + b"1" + closer
@@ -257,8 +336,15 @@ def test_mutated_metadata_is_accepted_or_refused(data: st.DataObject) -> None:
 @given(data=st.data())
 def test_mutated_legacy_frames_json_never_raises(data: st.DataObject) -> None:
     """The legacy reader's JSON list walker: objects, or its own refusal (``_Bad``)."""
-    obj = {"path": "frames/frame_000000.npy", "timestamp_ms": 1200, "width": 128,
-           "height": 128, "shape": [128, 128, 3], "dtype": "uint8", "data_base64": "AAAA"}
+    obj = {
+        "path": "frames/frame_000000.npy",
+        "timestamp_ms": 1200,
+        "width": 128,
+        "height": 128,
+        "shape": [128, 128, 3],
+        "dtype": "uint8",
+        "data_base64": "AAAA",
+    }
     line = json.dumps([obj, obj]).encode()
     text = data.draw(mutated_lines([line]))
     with Bounded():
@@ -280,8 +366,11 @@ def _archive(kind: str, files: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
     members = [(f"s/{PREFIX}_{role}", data) for role, data in files.items()]
     if kind.startswith("zip"):
-        method = {"zip": zipfile.ZIP_DEFLATED, "zip-stored": zipfile.ZIP_STORED,
-                  "zip-bzip2": zipfile.ZIP_BZIP2}[kind]
+        method = {
+            "zip": zipfile.ZIP_DEFLATED,
+            "zip-stored": zipfile.ZIP_STORED,
+            "zip-bzip2": zipfile.ZIP_BZIP2,
+        }[kind]
         with zipfile.ZipFile(buf, "w", method) as zf:
             for name, data in members:
                 zf.writestr(name, data)
@@ -300,10 +389,11 @@ KINDS = ("zip", "zip-stored", "zip-bzip2", "tar", "tar.gz")
 def _landmarks(raw: bytes, kind: str) -> list[int]:
     """Offsets where the structure lives: zip headers and central directory, tar headers."""
     if kind.startswith("zip"):
-        marks = [i for sig in (b"PK\x03\x04", b"PK\x01\x02", b"PK\x05\x06")
-                 for i in _find_all(raw, sig)]
+        marks = [
+            i for sig in (b"PK\x03\x04", b"PK\x01\x02", b"PK\x05\x06") for i in _find_all(raw, sig)
+        ]
     elif kind == "tar":
-        marks = [i for i in range(0, len(raw), 512) if raw[i + 257: i + 262] == b"ustar"]
+        marks = [i for i in range(0, len(raw), 512) if raw[i + 257 : i + 262] == b"ustar"]
     else:
         marks = [0, 10, len(raw) - 8]
     return marks or [0]
@@ -360,8 +450,11 @@ def _judge(path: Path, out: Output) -> None:
             assert "ARCHIVE_UNREADABLE" in {f.code for f in entry.findings}
 
 
-@settings(deadline=None, max_examples=150,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    deadline=None,
+    max_examples=150,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(data=st.data())
 def test_damaged_archives_give_bundles_or_findings(fuzz_dir: Path, data: st.DataObject) -> None:
     kind, raw = data.draw(damaged())
@@ -372,17 +465,26 @@ def test_damaged_archives_give_bundles_or_findings(fuzz_dir: Path, data: st.Data
         _judge(path, Output(str(fuzz_dir / "out")))
 
 
-@settings(deadline=None, max_examples=60,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(kind=st.sampled_from(["zip", "tar", "tar.gz"]), raw=st.binary(max_size=2000),
-       head=st.sampled_from([b"", b"PK\x03\x04", b"PK\x05\x06" + bytes(18), b"\x1f\x8b\x08",
-                             b"ustar"]))
-def test_random_bytes_named_as_archives_give_findings(fuzz_dir: Path, kind: str, raw: bytes,
-                                                      head: bytes) -> None:
+@settings(
+    deadline=None,
+    max_examples=60,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    kind=st.sampled_from(["zip", "tar", "tar.gz"]),
+    raw=st.binary(max_size=2000),
+    head=st.sampled_from(
+        [b"", b"PK\x03\x04", b"PK\x05\x06" + bytes(18), b"\x1f\x8b\x08", b"ustar"]
+    ),
+)
+def test_random_bytes_named_as_archives_give_findings(
+    fuzz_dir: Path, kind: str, raw: bytes, head: bytes
+) -> None:
     path = fuzz_dir / f"r.{kind}"
     path.write_bytes(head + raw)
     with Bounded():
         found = discover([str(path)])
     assert_coded(list(found.findings))
-    assert all(f.severity is not Severity.ERROR or f.file.startswith(str(path))
-               for f in found.findings)
+    assert all(
+        f.severity is not Severity.ERROR or f.file.startswith(str(path)) for f in found.findings
+    )

@@ -67,27 +67,73 @@ def edit(line: bytes, **changes: Any) -> bytes:
 # robot_state events, actions.
 EXPECTED: dict[str, dict[str, Any]] = {
     "reacture_1795637238001": {
-        "rows": 173, "robot_state": 113, "player_action": 60,
-        "events": {"periodic_update_10hz": 92, "collision_damage": 10, "zone_change": 5,
-                   "inspect": 3, "destroy_rubble": 1, "game_start": 1, "game_end": 1},
-        "actions": {"move_*_start": 27, "move_*_stop": 25, "inspect_start": 3, "inspect_end": 3,
-                    "jump": 1, "destroy_rubble": 1},
+        "rows": 173,
+        "robot_state": 113,
+        "player_action": 60,
+        "events": {
+            "periodic_update_10hz": 92,
+            "collision_damage": 10,
+            "zone_change": 5,
+            "inspect": 3,
+            "destroy_rubble": 1,
+            "game_start": 1,
+            "game_end": 1,
+        },
+        "actions": {
+            "move_*_start": 27,
+            "move_*_stop": 25,
+            "inspect_start": 3,
+            "inspect_end": 3,
+            "jump": 1,
+            "destroy_rubble": 1,
+        },
     },
     "reacture_1795637693305": {
-        "rows": 416, "robot_state": 310, "player_action": 106,
-        "events": {"periodic_update_10hz": 279, "collision_damage": 12, "inspect": 8,
-                   "zone_change": 4, "rescue": 3, "destroy_rubble": 2, "game_start": 1,
-                   "game_end": 1},
-        "actions": {"move_*_start": 41, "move_*_stop": 40, "inspect_start": 8, "inspect_end": 8,
-                    "refuel": 3, "jump": 2, "destroy_rubble": 2, "game_paused": 1,
-                    "game_resumed": 1},
+        "rows": 416,
+        "robot_state": 310,
+        "player_action": 106,
+        "events": {
+            "periodic_update_10hz": 279,
+            "collision_damage": 12,
+            "inspect": 8,
+            "zone_change": 4,
+            "rescue": 3,
+            "destroy_rubble": 2,
+            "game_start": 1,
+            "game_end": 1,
+        },
+        "actions": {
+            "move_*_start": 41,
+            "move_*_stop": 40,
+            "inspect_start": 8,
+            "inspect_end": 8,
+            "refuel": 3,
+            "jump": 2,
+            "destroy_rubble": 2,
+            "game_paused": 1,
+            "game_resumed": 1,
+        },
     },
     "reacture_1795637148842": {
-        "rows": 331, "robot_state": 201, "player_action": 130,
-        "events": {"periodic_update_10hz": 163, "zone_change": 16, "collision_damage": 11,
-                   "inspect": 7, "damage_from_zone": 2, "game_start": 1, "game_end": 1},
-        "actions": {"move_*_start": 56, "move_*_stop": 56, "inspect_start": 7, "inspect_end": 7,
-                    "jump": 4},
+        "rows": 331,
+        "robot_state": 201,
+        "player_action": 130,
+        "events": {
+            "periodic_update_10hz": 163,
+            "zone_change": 16,
+            "collision_damage": 11,
+            "inspect": 7,
+            "damage_from_zone": 2,
+            "game_start": 1,
+            "game_end": 1,
+        },
+        "actions": {
+            "move_*_start": 56,
+            "move_*_stop": 56,
+            "inspect_start": 7,
+            "inspect_end": 7,
+            "jump": 4,
+        },
     },
 }
 
@@ -112,8 +158,11 @@ def test_real_fixture_counts_match_the_readme(real_bundle: Path) -> None:
     assert kinds["event"] == want["robot_state"] - kinds["periodic"]
     assert kinds["action"] == want["player_action"]
     events = Counter(r.obj["event"] for r in rows if r.kind != "action")
-    actions = Counter(re.sub(r"^move_\w+?_(start|stop)$", r"move_*_\1", r.obj["action"])
-                      for r in rows if r.kind == "action")
+    actions = Counter(
+        re.sub(r"^move_\w+?_(start|stop)$", r"move_*_\1", r.obj["action"])
+        for r in rows
+        if r.kind == "action"
+    )
     assert events == want["events"]
     assert actions == want["actions"]
 
@@ -134,7 +183,8 @@ def test_real_fixture_row_fields(real_bundle: Path) -> None:
             number = re.fullmatch(r"frames/frame_(\d+)\.npy", row.obj["visual_frame_path"])
             assert number is not None and row.frame_index == int(number.group(1))
     assert [r.frame_index for r in rows if r.kind == "periodic"] == list(
-        range(sum(r.kind == "periodic" for r in rows)))
+        range(sum(r.kind == "periodic" for r in rows))
+    )
 
 
 def test_real_metadata_parses(real_bundle: Path) -> None:
@@ -160,25 +210,53 @@ def nested_dup() -> bytes:
 # good lines so that the line number is checked.
 BAD_CASES: list[tuple[str, list[bytes], str | tuple[str, ...], int]] = [
     ("bom", [b"\xef\xbb\xbf" + EVENT, PERIODIC], "JSONL_BOM", 1),
-    ("bad-utf8-in-string", [EVENT, edit(EVENT, zone="Z").replace(b'"Z"', b'"\xff"'), PERIODIC],
-     "JSONL_BAD_UTF8", 2),
+    (
+        "bad-utf8-in-string",
+        [EVENT, edit(EVENT, zone="Z").replace(b'"Z"', b'"\xff"'), PERIODIC],
+        "JSONL_BAD_UTF8",
+        2,
+    ),
     ("bad-utf8-outside-string", [EVENT, b"\xc3\x28" + PERIODIC], "JSONL_BAD_UTF8", 2),
-    ("nan", [EVENT, PERIODIC.replace(b'"battery":100', b'"battery":NaN'), PERIODIC],
-     "JSONL_BAD_JSON", 2),
-    ("infinity", [EVENT, PERIODIC.replace(b'"battery":100', b'"battery":Infinity')],
-     "JSONL_BAD_JSON", 2),
+    (
+        "nan",
+        [EVENT, PERIODIC.replace(b'"battery":100', b'"battery":NaN'), PERIODIC],
+        "JSONL_BAD_JSON",
+        2,
+    ),
+    (
+        "infinity",
+        [EVENT, PERIODIC.replace(b'"battery":100', b'"battery":Infinity')],
+        "JSONL_BAD_JSON",
+        2,
+    ),
     ("truncated", [EVENT, PERIODIC[:-7], PERIODIC], "JSONL_BAD_JSON", 2),
     ("trailing-garbage", [EVENT, PERIODIC + b" x", PERIODIC], "JSONL_BAD_JSON", 2),
-    ("control-char", [EVENT, PERIODIC.replace(b'"zone":"safe"', b'"zone":"sa\x01fe"'), PERIODIC],
-     "JSONL_BAD_JSON", 2),
-    ("lone-surrogate", [EVENT, edit(EVENT, zone="Z").replace(b'"Z"', b'"\\ud800"')],
-     "JSONL_BAD_JSON", 2),
-    ("number-too-big", [EVENT, PERIODIC.replace(b'"battery":100', b'"battery":1e400')],
-     "JSONL_BAD_JSON", 2),
+    (
+        "control-char",
+        [EVENT, PERIODIC.replace(b'"zone":"safe"', b'"zone":"sa\x01fe"'), PERIODIC],
+        "JSONL_BAD_JSON",
+        2,
+    ),
+    (
+        "lone-surrogate",
+        [EVENT, edit(EVENT, zone="Z").replace(b'"Z"', b'"\\ud800"')],
+        "JSONL_BAD_JSON",
+        2,
+    ),
+    (
+        "number-too-big",
+        [EVENT, PERIODIC.replace(b'"battery":100', b'"battery":1e400')],
+        "JSONL_BAD_JSON",
+        2,
+    ),
     ("deep-100000", [EVENT, deep(100_000), PERIODIC], "JSONL_TOO_DEEP", 2),
     ("deep-just-over", [EVENT, deep(MAX_DEPTH), PERIODIC], "JSONL_TOO_DEEP", 2),
-    ("over-long", [EVENT, b'{"pad":"' + b"x" * MAX_LINE_BYTES + b'"}', PERIODIC],
-     "JSONL_LINE_TOO_LONG", 2),
+    (
+        "over-long",
+        [EVENT, b'{"pad":"' + b"x" * MAX_LINE_BYTES + b'"}', PERIODIC],
+        "JSONL_LINE_TOO_LONG",
+        2,
+    ),
     ("dup-key-top", [EVENT, PERIODIC[:-1] + b',"battery":5}', PERIODIC], "JSONL_DUPLICATE_KEY", 2),
     ("dup-key-nested", [EVENT, nested_dup(), PERIODIC], "JSONL_DUPLICATE_KEY", 2),
     ("dup-key-spaces", [EVENT, EVENT[:-1] + b', "zone" : "safe" }'], "JSONL_DUPLICATE_KEY", 2),
@@ -193,30 +271,51 @@ BAD_CASES: list[tuple[str, list[bytes], str | tuple[str, ...], int]] = [
     ("string-battery", [EVENT, edit(PERIODIC, battery="100"), PERIODIC], "ROW_SCHEMA", 2),
     ("bool-health", [EVENT, edit(EVENT, health=True)], "ROW_SCHEMA", 2),
     ("float-timestamp_ms", [EVENT, edit(EVENT, timestamp_ms=12.5)], "ROW_SCHEMA", 2),
-    ("string-action-timestamp", [EVENT, edit(ACTION, timestamp="2026-11-25T20:06:40.009Z")],
-     "ROW_SCHEMA", 2),
+    (
+        "string-action-timestamp",
+        [EVENT, edit(ACTION, timestamp="2026-11-25T20:06:40.009Z")],
+        "ROW_SCHEMA",
+        2,
+    ),
     ("null-in-event-row", [EVENT, edit(EVENT, fuel=None)], "ROW_SCHEMA", 2),
     ("periodic-without-frame", [EVENT, edit(PERIODIC, visual_frame_path=...)], "ROW_SCHEMA", 2),
     ("null-in-periodic", [EVENT, edit(PERIODIC, battery=None), PERIODIC], "ROW_NULL", 2),
-    ("null-in-unknown-field", [EVENT, edit(PERIODIC, note={"a": None})],
-     ("ROW_NULL", "ROW_UNKNOWN_FIELD"), 2),
+    (
+        "null-in-unknown-field",
+        [EVENT, edit(PERIODIC, note={"a": None})],
+        ("ROW_NULL", "ROW_UNKNOWN_FIELD"),
+        2,
+    ),
     ("battery-120", [EVENT, edit(PERIODIC, battery=120), PERIODIC], "ROW_OUT_OF_RANGE", 2),
     ("health-negative", [EVENT, edit(EVENT, health=-0.5)], "ROW_OUT_OF_RANGE", 2),
     ("damage-1.5", [EVENT, edit(PERIODIC, damage=1.5), PERIODIC], "ROW_OUT_OF_RANGE", 2),
     ("unknown-field", [EVENT, edit(PERIODIC, wheels=4)], "ROW_UNKNOWN_FIELD", 2),
-    ("bad-frame-path", [EVENT, edit(PERIODIC, visual_frame_path="frame_1.png"), PERIODIC],
-     "FRAME_REF_BAD", 2),
-    ("short-frame-number", [EVENT, edit(PERIODIC, visual_frame_path="frames/frame_12345.npy")],
-     "FRAME_REF_BAD", 2),
-    ("frame-number-over-int32", [EVENT, edit(PERIODIC, visual_frame_path="frames/frame_"
-                                             "9999999999.npy")], "FRAME_REF_BAD", 2),
+    (
+        "bad-frame-path",
+        [EVENT, edit(PERIODIC, visual_frame_path="frame_1.png"), PERIODIC],
+        "FRAME_REF_BAD",
+        2,
+    ),
+    (
+        "short-frame-number",
+        [EVENT, edit(PERIODIC, visual_frame_path="frames/frame_12345.npy")],
+        "FRAME_REF_BAD",
+        2,
+    ),
+    (
+        "frame-number-over-int32",
+        [EVENT, edit(PERIODIC, visual_frame_path="frames/frame_9999999999.npy")],
+        "FRAME_REF_BAD",
+        2,
+    ),
     ("empty-line-middle", [EVENT, b"", PERIODIC], "JSONL_EMPTY_LINE", 2),
     ("blank-line-middle", [EVENT, b" \t", PERIODIC], "JSONL_EMPTY_LINE", 2),
 ]
 
 
-@pytest.mark.parametrize(("lines", "code", "line"), [c[1:] for c in BAD_CASES],
-                         ids=[c[0] for c in BAD_CASES])
+@pytest.mark.parametrize(
+    ("lines", "code", "line"), [c[1:] for c in BAD_CASES], ids=[c[0] for c in BAD_CASES]
+)
 def test_bad_line_is_reported_at_its_line(
     lines: list[bytes], code: str | tuple[str, ...], line: int
 ) -> None:
@@ -224,7 +323,8 @@ def test_bad_line_is_reported_at_its_line(
     findings = findings_of(items)
     codes = (code,) if isinstance(code, str) else code
     assert [(f.code, f.line) for f in findings] == [(c, line) for c in codes], [
-        str(f) for f in findings]
+        str(f) for f in findings
+    ]
     assert findings[0].file == "data.jsonl"
     # the good lines around it are still rows, at their own line numbers
     good = [n for n, raw in enumerate(lines, 1) if n != line and raw.strip()]
@@ -235,9 +335,17 @@ def test_bad_line_is_reported_at_its_line(
     ("changes", "message"),
     [
         ({"battery": "100"}, "$.battery: expected a number, got str"),
-        ({"robot": {"position": {"x": "0", "y": 1, "z": 0}, "rotation": {"x": 0, "y": 0, "z": 0},
-                    "velocity": {"x": 0, "y": 0, "z": 0}, "isJumping": False}},
-         "$.robot.position.x: expected a number, got str"),
+        (
+            {
+                "robot": {
+                    "position": {"x": "0", "y": 1, "z": 0},
+                    "rotation": {"x": 0, "y": 0, "z": 0},
+                    "velocity": {"x": 0, "y": 0, "z": 0},
+                    "isJumping": False,
+                }
+            },
+            "$.robot.position.x: expected a number, got str",
+        ),
         ({"timestamp_ms": ...}, "$.timestamp_ms: missing required field"),
         ({"battery": 120, "damage": 1.5}, "$.battery = 120 is outside 0..100; $.damage = 1.5"),
         ({"battery": None, "sensors": None}, "null in a periodic row: $.battery; $.sensors"),
@@ -393,10 +501,18 @@ META = (SAMPLE / "reacture_1795637238001_metadata.json").read_bytes()
         (b"\xef\xbb\xbf" + META, "META_BAD_JSON", "not valid JSON", False),
         (b"[1]", "META_BAD_JSON", "a JSON array, not an object", False),
         (b"[" * 100_000 + b"]" * 100_000, "META_BAD_JSON", "", False),
-        (META.replace(b'"total_frames": 92', b'"total_frames": "92"'), "META_SCHEMA",
-         "$.data_stats.total_frames: expected a non-negative integer, got str", True),
-        (META.replace(b'"session_id"', b'"sessionId"'), "META_SCHEMA",
-         "$.session_id: missing required field", True),
+        (
+            META.replace(b'"total_frames": 92', b'"total_frames": "92"'),
+            "META_SCHEMA",
+            "$.data_stats.total_frames: expected a non-negative integer, got str",
+            True,
+        ),
+        (
+            META.replace(b'"session_id"', b'"sessionId"'),
+            "META_SCHEMA",
+            "$.session_id: missing required field",
+            True,
+        ),
     ],
     ids=["truncated", "bom", "array", "deep", "string-count", "missing-field"],
 )
@@ -415,8 +531,11 @@ def test_metadata_unknown_keys_are_kept_in_raw() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.sampled_from([b"a", b"bb", b"\n", b"cccc"]), max_size=40),
-       st.integers(1, 9), st.integers(0, 12))
+@given(
+    st.lists(st.sampled_from([b"a", b"bb", b"\n", b"cccc"]), max_size=40),
+    st.integers(1, 9),
+    st.integers(0, 12),
+)
 def test_line_splitter_matches_a_reference(parts: list[bytes], step: int, limit: int) -> None:
     data = b"".join(parts)
     pieces = data.split(b"\n")

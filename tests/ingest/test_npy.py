@@ -79,8 +79,9 @@ def hdr(descr: str = "'<f4'", fortran: str = "False", shape: str = "(2,)") -> st
     return f"{{'descr': {descr}, 'fortran_order': {fortran}, 'shape': {shape}, }}"
 
 
-def std_file(text: str, data: bytes = b"\0" * 8, version: tuple[int, int] = (1, 0),
-             align: int = 64) -> bytes:
+def std_file(
+    text: str, data: bytes = b"\0" * 8, version: tuple[int, int] = (1, 0), align: int = 64
+) -> bytes:
     """A file laid out as numpy writes it: header padded with spaces, newline last."""
     lsize = 2 if version == (1, 0) else 4
     body = text + " "
@@ -174,9 +175,7 @@ def test_real_timestamps_small_match_bytes(real_bundle: Path) -> None:
     ids=["f4", "frames", "bool", "big-endian-i8", "c16", "0-d", "empty", "fortran"],
 )
 @pytest.mark.parametrize("version", [(1, 0), (2, 0), (3, 0)], ids=["v1", "v2", "v3"])
-def test_standard_files_have_no_findings(
-    array: npt.NDArray[Any], version: tuple[int, int]
-) -> None:
+def test_standard_files_have_no_findings(array: npt.NDArray[Any], version: tuple[int, int]) -> None:
     data = saved(array, version)
     header, found = parse(data)
     assert found == []
@@ -192,8 +191,10 @@ def test_standard_files_have_no_findings(
     "data",
     [
         pytest.param(std_file(hdr(), align=16), id="16-byte-aligned-old-numpy"),
-        pytest.param(std_file("{'shape': (2,), 'descr': '<f4', 'fortran_order': False}"),
-                     id="other-key-order-no-trailing-comma"),
+        pytest.param(
+            std_file("{'shape': (2,), 'descr': '<f4', 'fortran_order': False}"),
+            id="other-key-order-no-trailing-comma",
+        ),
         pytest.param(std_file(hdr(descr='"<f4"')), id="double-quotes"),
         pytest.param(std_file(hdr(shape="(1, 2, )")), id="tuple-trailing-comma"),
         pytest.param(std_file(hdr(descr="'f4'")), id="native-descr"),
@@ -220,18 +221,34 @@ BROKEN = [
     pytest.param(MAGIC + b"\x01\x00\x76", "NPY_BAD_HEADER", id="truncated-in-header-length"),
     pytest.param(MAGIC + b"\x09\x09" + b"\0" * 100, "NPY_BAD_VERSION", id="version-9.9"),
     pytest.param(MAGIC + b"\x01\x01" + b"\0" * 100, "NPY_BAD_VERSION", id="version-1.1"),
-    pytest.param(MAGIC + b"\x01\x00" + (1000).to_bytes(2, "little") + hdr().encode(),
-                 "NPY_BAD_HEADER", id="header-length-beyond-file"),
-    pytest.param(MAGIC + b"\x02\x00" + (MAX_HEADER_BYTES + 1).to_bytes(4, "little")
-                 + b" " * (MAX_HEADER_BYTES + 64), "NPY_BAD_HEADER", id="header-length-over-max"),
+    pytest.param(
+        MAGIC + b"\x01\x00" + (1000).to_bytes(2, "little") + hdr().encode(),
+        "NPY_BAD_HEADER",
+        id="header-length-beyond-file",
+    ),
+    pytest.param(
+        MAGIC
+        + b"\x02\x00"
+        + (MAX_HEADER_BYTES + 1).to_bytes(4, "little")
+        + b" " * (MAX_HEADER_BYTES + 64),
+        "NPY_BAD_HEADER",
+        id="header-length-over-max",
+    ),
     pytest.param(std_file("[1, 2]"), "NPY_BAD_HEADER", id="not-a-dict"),
     pytest.param(std_file(""), "NPY_BAD_HEADER", id="empty-header"),
-    pytest.param(std_file("{'descr': '<f4', 'fortran_order': False}"), "NPY_BAD_HEADER",
-                 id="missing-key"),
-    pytest.param(std_file("{'descr': '<f4', 'fortran_order': False, 'shape': (2,), 'x': 1}"),
-                 "NPY_BAD_HEADER", id="extra-key"),
-    pytest.param(std_file("{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, "
-                          "'shape': (2,)}"), "NPY_BAD_HEADER", id="duplicate-key"),
+    pytest.param(
+        std_file("{'descr': '<f4', 'fortran_order': False}"), "NPY_BAD_HEADER", id="missing-key"
+    ),
+    pytest.param(
+        std_file("{'descr': '<f4', 'fortran_order': False, 'shape': (2,), 'x': 1}"),
+        "NPY_BAD_HEADER",
+        id="extra-key",
+    ),
+    pytest.param(
+        std_file("{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, 'shape': (2,)}"),
+        "NPY_BAD_HEADER",
+        id="duplicate-key",
+    ),
     pytest.param(std_file(hdr(shape="(-2,)")), "NPY_BAD_HEADER", id="shape-negative"),
     pytest.param(std_file(hdr(shape="(2.0,)")), "NPY_BAD_HEADER", id="shape-float"),
     pytest.param(std_file(hdr(shape="('2',)")), "NPY_BAD_HEADER", id="shape-str"),
@@ -239,25 +256,32 @@ BROKEN = [
     pytest.param(std_file(hdr(shape="[2]")), "NPY_BAD_HEADER", id="shape-list"),
     pytest.param(std_file(hdr(shape="(2)")), "NPY_BAD_HEADER", id="shape-int-not-tuple"),
     pytest.param(std_file(hdr(shape="(2L,)")), "NPY_BAD_HEADER", id="shape-python2-long"),
-    pytest.param(std_file(hdr(shape="(" + "9" * 5000 + ",)")), "NPY_BAD_HEADER",
-                 id="shape-5000-digits"),
+    pytest.param(
+        std_file(hdr(shape="(" + "9" * 5000 + ",)")), "NPY_BAD_HEADER", id="shape-5000-digits"
+    ),
     pytest.param(std_file(hdr(fortran="0")), "NPY_BAD_HEADER", id="fortran-order-int"),
     pytest.param(std_file(hdr(fortran="None")), "NPY_BAD_HEADER", id="fortran-order-none"),
-    pytest.param(std_file(hdr(shape="(__import__('os').system('true'),)")), "NPY_BAD_HEADER",
-                 id="python-expression"),
+    pytest.param(
+        std_file(hdr(shape="(__import__('os').system('true'),)")),
+        "NPY_BAD_HEADER",
+        id="python-expression",
+    ),
     pytest.param(std_file(hdr(descr="b'<f4'")), "NPY_BAD_HEADER", id="bytes-literal"),
     pytest.param(std_file(hdr(descr="'<\\x66\\x34'")), "NPY_BAD_HEADER", id="string-escape"),
     pytest.param(std_file(hdr() + " # comment"), "NPY_BAD_HEADER", id="text-after-dict"),
     pytest.param(std_file(hdr(shape="(2,)\n")), "NPY_BAD_HEADER", id="inner-newline"),
-    pytest.param(std_file(hdr(descr="[" * 5000 + "]" * 5000)), "NPY_BAD_HEADER",
-                 id="deep-nesting"),
-    pytest.param(MAGIC + b"\x03\x00" + (4).to_bytes(4, "little") + b"{\xff}\n",
-                 "NPY_BAD_HEADER", id="v3-invalid-utf8"),
+    pytest.param(std_file(hdr(descr="[" * 5000 + "]" * 5000)), "NPY_BAD_HEADER", id="deep-nesting"),
+    pytest.param(
+        MAGIC + b"\x03\x00" + (4).to_bytes(4, "little") + b"{\xff}\n",
+        "NPY_BAD_HEADER",
+        id="v3-invalid-utf8",
+    ),
     pytest.param(std_file(hdr(descr="'O'")), "NPY_UNSAFE_DTYPE", id="descr-O"),
     pytest.param(std_file(hdr(descr="'|O'")), "NPY_UNSAFE_DTYPE", id="descr-|O"),
     pytest.param(std_file(hdr(descr="'object'")), "NPY_UNSAFE_DTYPE", id="descr-object"),
-    pytest.param(std_file(hdr(descr="[('a', '<f4'), ('b', '|O')]")), "NPY_UNSAFE_DTYPE",
-                 id="structured-list"),
+    pytest.param(
+        std_file(hdr(descr="[('a', '<f4'), ('b', '|O')]")), "NPY_UNSAFE_DTYPE", id="structured-list"
+    ),
     pytest.param(std_file(hdr(descr="'f4,i4'")), "NPY_UNSAFE_DTYPE", id="structured-string"),
     pytest.param(std_file(hdr(descr="'<U8'")), "NPY_BAD_DTYPE", id="descr-unicode"),
     pytest.param(std_file(hdr(descr="'|S4'")), "NPY_BAD_DTYPE", id="descr-bytes"),
@@ -268,11 +292,15 @@ BROKEN = [
     pytest.param(std_file(hdr(descr="('<f4', (2,))")), "NPY_BAD_DTYPE", id="descr-subarray"),
     pytest.param(std_file(hdr(descr="4")), "NPY_BAD_HEADER", id="descr-int"),
     pytest.param(std_file(hdr(), data=b"\0" * 5), "NPY_TRUNCATED", id="truncated-data"),
-    pytest.param(game_file("|u1", (3, *FRAME), b"\0" * (2 * FRAME_BYTES + 7)), "NPY_TRUNCATED",
-                 id="truncated-frames"),
+    pytest.param(
+        game_file("|u1", (3, *FRAME), b"\0" * (2 * FRAME_BYTES + 7)),
+        "NPY_TRUNCATED",
+        id="truncated-frames",
+    ),
     pytest.param(std_file(hdr(), data=b"\0" * 9), "NPY_TRAILING_BYTES", id="trailing-bytes"),
-    pytest.param(game_file("<f4", (2,), b"\0" * 12), "NPY_TRAILING_BYTES",
-                 id="trailing-timestamps"),
+    pytest.param(
+        game_file("<f4", (2,), b"\0" * 12), "NPY_TRAILING_BYTES", id="trailing-timestamps"
+    ),
     pytest.param(_huge_shape_file(), "NPY_TRUNCATED", id="huge-declared-shape"),
 ]
 
@@ -336,22 +364,30 @@ LAYOUT = [
     pytest.param(_header("u1", (5, *FRAME)), FRAMES_ROLE, [], id="frames-u1"),
     pytest.param(_header("|u1", (0, *FRAME)), FRAMES_ROLE, [], id="frames-empty"),
     pytest.param(_header("<f4", (5,)), TS_ROLE, [], id="timestamps-ok"),
-    pytest.param(_header("|u1", (5, *FRAME), fortran=True), FRAMES_ROLE, ["NPY_FORTRAN_ORDER"],
-                 id="fortran-order"),
+    pytest.param(
+        _header("|u1", (5, *FRAME), fortran=True),
+        FRAMES_ROLE,
+        ["NPY_FORTRAN_ORDER"],
+        id="fortran-order",
+    ),
     pytest.param(_header("|i1", (5, *FRAME)), FRAMES_ROLE, ["NPY_BAD_DTYPE"], id="frames-int8"),
     pytest.param(_header("|b1", (5, *FRAME)), FRAMES_ROLE, ["NPY_BAD_DTYPE"], id="frames-bool"),
     pytest.param(_header("<f4", (5, *FRAME)), FRAMES_ROLE, ["NPY_BAD_DTYPE"], id="frames-f4"),
     pytest.param(_header(">f4", (5,)), TS_ROLE, ["NPY_BAD_DTYPE"], id="timestamps-big-endian"),
     pytest.param(_header("<f8", (5,)), TS_ROLE, ["NPY_BAD_DTYPE"], id="timestamps-f8"),
-    pytest.param(_header("|u1", (5, 128, 128, 4)), FRAMES_ROLE, ["NPY_BAD_SHAPE"],
-                 id="frames-rgba"),
-    pytest.param(_header("|u1", (5, 64, 64, 3)), FRAMES_ROLE, ["NPY_BAD_SHAPE"],
-                 id="frames-64px"),
+    pytest.param(
+        _header("|u1", (5, 128, 128, 4)), FRAMES_ROLE, ["NPY_BAD_SHAPE"], id="frames-rgba"
+    ),
+    pytest.param(_header("|u1", (5, 64, 64, 3)), FRAMES_ROLE, ["NPY_BAD_SHAPE"], id="frames-64px"),
     pytest.param(_header("|u1", FRAME), FRAMES_ROLE, ["NPY_BAD_SHAPE"], id="frames-3d"),
     pytest.param(_header("<f4", (5, 1)), TS_ROLE, ["NPY_BAD_SHAPE"], id="timestamps-2d"),
     pytest.param(_header("<f4", ()), TS_ROLE, ["NPY_BAD_SHAPE"], id="timestamps-0d"),
-    pytest.param(_header("<f8", (5, 2), fortran=True), TS_ROLE,
-                 ["NPY_BAD_DTYPE", "NPY_FORTRAN_ORDER", "NPY_BAD_SHAPE"], id="all-wrong"),
+    pytest.param(
+        _header("<f8", (5, 2), fortran=True),
+        TS_ROLE,
+        ["NPY_BAD_DTYPE", "NPY_FORTRAN_ORDER", "NPY_BAD_SHAPE"],
+        id="all-wrong",
+    ),
 ]
 
 
@@ -489,8 +525,7 @@ def test_random_bytes_after_magic_never_raise(tail: bytes) -> None:
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    st.lists(st.tuples(st.integers(0, 140), st.integers(0, 255)),
-             max_size=6),
+    st.lists(st.tuples(st.integers(0, 140), st.integers(0, 255)), max_size=6),
     st.integers(0, len(REAL_TS_FILE)),
     st.binary(max_size=8),
 )
@@ -516,14 +551,27 @@ def test_random_header_text_never_raises(text: str) -> None:
 
 
 SIMPLE_DTYPES = st.sampled_from(
-    ["|b1", "|u1", "|i1", "<u2", ">i2", "<i4", "<u8", ">i8", "<f2", "<f4", ">f4", "<f8",
-     "<c8", ">c16"]
+    [
+        "|b1",
+        "|u1",
+        "|i1",
+        "<u2",
+        ">i2",
+        "<i4",
+        "<u8",
+        ">i8",
+        "<f2",
+        "<f4",
+        ">f4",
+        "<f8",
+        "<c8",
+        ">c16",
+    ]
 ).map(np.dtype)
 
 
 @settings(max_examples=100, deadline=None)
-@given(hnp.arrays(SIMPLE_DTYPES, hnp.array_shapes(min_dims=0, max_dims=4, min_side=0,
-                                                   max_side=5)))
+@given(hnp.arrays(SIMPLE_DTYPES, hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=5)))
 def test_npy_bytes_round_trip(array: npt.NDArray[Any]) -> None:
     data = npy_bytes(array)
     assert data == saved(array, (1, 0))

@@ -40,8 +40,16 @@ ACTION = first(lambda r: r["type"] == "player_action")
 # --- the Arrow schema ---------------------------------------------------------------------------
 def test_leading_columns_in_order() -> None:
     names = [f.name for f in ROWS_SCHEMA][:8]
-    assert names == ["session", "row_index", "kind", "type", "event", "action", "timestamp_ms",
-                     "frame_index"]
+    assert names == [
+        "session",
+        "row_index",
+        "kind",
+        "type",
+        "event",
+        "action",
+        "timestamp_ms",
+        "frame_index",
+    ]
     assert ROWS_SCHEMA.field("timestamp_ms").type == pa.int64()
     assert ROWS_SCHEMA.field("frame_index").type == pa.int32()
     assert ROWS_SCHEMA.field("row_index").type == pa.int64()
@@ -179,10 +187,24 @@ INT64 = "an integer in int64 range"
         ("robot.wheels", 4, "unknown $.robot.wheels"),
         ("surprise", None, "unknown $.surprise"),
     ],
-    ids=["str-number", "bool-number", "nested-str", "array-for-object", "object-for-array",
-         "list-element", "float-int", "int64-overflow", "int-bool", "int-str",
-         "missing-top", "missing-nested", "null-top", "null-nested", "unknown-nested",
-         "unknown-top"],
+    ids=[
+        "str-number",
+        "bool-number",
+        "nested-str",
+        "array-for-object",
+        "object-for-array",
+        "list-element",
+        "float-int",
+        "int64-overflow",
+        "int-bool",
+        "int-str",
+        "missing-top",
+        "missing-nested",
+        "null-top",
+        "null-nested",
+        "unknown-nested",
+        "unknown-top",
+    ],
 )
 def test_check_shape_names_the_path(path: str, value: Any, want: str) -> None:
     obj = _with(PERIODIC, path, value)

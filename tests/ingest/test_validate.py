@@ -76,16 +76,20 @@ def periodic_index(rows: list[dict[str, Any]], k: int) -> int:
 
 def event_index(rows: list[dict[str, Any]], after: int = 5) -> int:
     """0-based position of the first robot_state event row (no frame) at or after ``after``."""
-    return next(i for i, r in enumerate(rows) if i >= after and r["type"] == "robot_state"
-                and "visual_frame_path" not in r)
+    return next(
+        i
+        for i, r in enumerate(rows)
+        if i >= after and r["type"] == "robot_state" and "visual_frame_path" not in r
+    )
 
 
 def read_ts(folder: Path) -> np.ndarray:
     return np.frombuffer(path(folder, "timestamps.npy").read_bytes()[DATA_OFFSET:], "<f4").copy()
 
 
-def write_npy(file: Path, descr: str, shape: tuple[int, ...], payload: bytes,
-              fortran: bool = False) -> None:
+def write_npy(
+    file: Path, descr: str, shape: tuple[int, ...], payload: bytes, fortran: bool = False
+) -> None:
     header = game_npy_header(descr, shape)
     if fortran:
         header = header.replace(b"false", b"True ")  # same length: data stays at byte 129
@@ -123,7 +127,12 @@ def test_real_bundle_is_valid_with_the_readme_counts(real_report: Report) -> Non
     frames, rows, periodic, events, actions, blank = REAL_FACTS[r.bundle.prefix]
     assert r.ok, [str(f) for f in r.findings if f.severity is Severity.ERROR]
     assert (r.n_frames, r.n_rows, r.n_periodic, r.n_events, r.n_actions) == (
-        frames, rows, periodic, events, actions)
+        frames,
+        rows,
+        periodic,
+        events,
+        actions,
+    )
     assert r.blank_frames == (frames if blank else 0)
     assert r.metadata is not None and r.metadata["data_stats"]["total_frames"] == frames
 
@@ -145,7 +154,9 @@ def test_real_bundle_known_quirks_are_reported(real_report: Report) -> None:
     by_code = Counter(f.code for f in real_report.findings)
     assert by_code["META_SESSION_ID"] == 1
     assert {f.file for f in real_report.findings if f.code == "NPY_GAME_HEADER"} == {
-        f"{prefix}_frames.npy", f"{prefix}_timestamps.npy"}
+        f"{prefix}_frames.npy",
+        f"{prefix}_timestamps.npy",
+    }
     cadence = [f for f in real_report.findings if f.code == "TS_CADENCE"]
     assert len(cadence) == 1 and cadence[0].severity is Severity.WARNING
     assert "10 Hz" in cadence[0].message
@@ -172,11 +183,15 @@ def test_real_pause_is_a_gap_at_frame_123() -> None:
     assert 123 in gaps
     g = gaps[123]
     assert (g.severity, g.file, g.line) == (
-        Severity.WARNING, "reacture_1795637693305_timestamps.npy", None)
+        Severity.WARNING,
+        "reacture_1795637693305_timestamps.npy",
+        None,
+    )
     assert "4836 ms between frames 122 and 123" in g.message
     order = [f for f in r.findings if f.code == "ROWS_NOT_TIME_ORDERED"]
     assert [(f.severity, f.file, f.line) for f in order] == [
-        (Severity.INFO, "reacture_1795637693305_data.jsonl", 2)]
+        (Severity.INFO, "reacture_1795637693305_data.jsonl", 2)
+    ]
 
 
 def test_real_frame_rows_are_the_positions_of_the_periodic_rows(
@@ -221,6 +236,7 @@ def missing(role: str) -> Mutate:
     def mutate(folder: Path) -> list[Want]:
         path(folder, role).unlink()
         return [Want("BUNDLE_MISSING_FILE", role)]
+
     return mutate
 
 
@@ -235,6 +251,7 @@ def trailing_bytes(role: str) -> Mutate:
         with path(folder, role).open("ab") as f:
             f.write(b"\0" * 7)
         return [Want("NPY_TRAILING_BYTES", role)]
+
     return mutate
 
 
@@ -270,8 +287,10 @@ def ref_out_of_range(folder: Path) -> list[Want]:
     i = periodic_index(rows, N - 1)
     rows[i]["visual_frame_path"] = f"frames/frame_{N:06d}.npy"
     write_rows(folder, rows)
-    return [Want("FRAME_REF_OUT_OF_RANGE", "data.jsonl", line=i + 1, frame=N),
-            Want("FRAME_UNREFERENCED", "frames.npy", frame=N - 1)]
+    return [
+        Want("FRAME_REF_OUT_OF_RANGE", "data.jsonl", line=i + 1, frame=N),
+        Want("FRAME_UNREFERENCED", "frames.npy", frame=N - 1),
+    ]
 
 
 def ref_duplicate(folder: Path) -> list[Want]:
@@ -279,9 +298,16 @@ def ref_duplicate(folder: Path) -> list[Want]:
     i = periodic_index(rows, 5)
     rows[i]["visual_frame_path"] = "frames/frame_000004.npy"
     write_rows(folder, rows)
-    return [Want("FRAME_REF_DUPLICATE", "data.jsonl", line=i + 1, frame=4,
-                 text=f"line {periodic_index(rows, 4) + 1}"),
-            Want("FRAME_UNREFERENCED", "frames.npy", frame=5)]
+    return [
+        Want(
+            "FRAME_REF_DUPLICATE",
+            "data.jsonl",
+            line=i + 1,
+            frame=4,
+            text=f"line {periodic_index(rows, 4) + 1}",
+        ),
+        Want("FRAME_UNREFERENCED", "frames.npy", frame=5),
+    ]
 
 
 def refs_swapped(folder: Path) -> list[Want]:
@@ -316,8 +342,10 @@ def bad_frame_path(folder: Path) -> list[Want]:
     i = periodic_index(rows, 5)
     rows[i]["visual_frame_path"] = "frames/frame_5.png"
     write_rows(folder, rows)
-    return [Want("FRAME_REF_BAD", "data.jsonl", line=i + 1),
-            Want("FRAME_UNREFERENCED", "frames.npy", frame=5)]
+    return [
+        Want("FRAME_REF_BAD", "data.jsonl", line=i + 1),
+        Want("FRAME_UNREFERENCED", "frames.npy", frame=5),
+    ]
 
 
 def time_goes_back(folder: Path) -> list[Want]:
@@ -347,17 +375,20 @@ def row_time_off_by(ms: int) -> Mutate:
         if ms <= ValidationLimits().ts_tolerance_ms:
             return []
         return [Want("TS_ROW_MISMATCH", "data.jsonl", line=i + 1, frame=6)]
+
     return mutate
 
 
 def replace_line(text: str, kind: str) -> Mutate:
     """Line of a robot_state event row (not counted anywhere) replaced by ``text``."""
+
     def mutate(folder: Path) -> list[Want]:
         lines = path(folder, "data.jsonl").read_text().split("\n")
         i = event_index(read_rows(folder))
         lines[i] = text
         path(folder, "data.jsonl").write_text("\n".join(lines))
         return [Want(kind, "data.jsonl", line=i + 1)]
+
     return mutate
 
 
@@ -385,6 +416,7 @@ def edit_periodic(k: int, code: str, change: Callable[[dict[str, Any]], None]) -
         change(rows[i])
         write_rows(folder, rows)
         return [Want(code, "data.jsonl", line=i + 1)]
+
     return mutate
 
 
@@ -392,6 +424,7 @@ def metadata_text(text: str) -> Mutate:
     def mutate(folder: Path) -> list[Want]:
         path(folder, "metadata.json").write_text(text)
         return [Want("META_BAD_JSON", "metadata.json")]
+
     return mutate
 
 
@@ -399,6 +432,7 @@ def metadata_without(key: str) -> Mutate:
     def mutate(folder: Path) -> list[Want]:
         edit_meta(folder, lambda m: m.pop(key))
         return [Want("META_SCHEMA", "metadata.json", text=key)]
+
     return mutate
 
 
@@ -406,6 +440,7 @@ def stat_off_by_one(key: str) -> Mutate:
     def mutate(folder: Path) -> list[Want]:
         edit_meta(folder, lambda m: m["data_stats"].update({key: m["data_stats"][key] + 1}))
         return [Want("META_COUNT_MISMATCH", "metadata.json", text=f"data_stats.{key} ")]
+
     return mutate
 
 
@@ -423,6 +458,7 @@ def blank_frames(*which: int) -> Mutate:
             data[start : start + FRAME_BYTES] = bytes(FRAME_BYTES)
         p.write_bytes(bytes(data))
         return [Want("FRAMES_BLANK", "frames.npy", text=f"{len(which)} of {N} frames are blank")]
+
     return mutate
 
 
@@ -462,10 +498,12 @@ CASES: dict[str, Case] = {
     "row-unknown-type": Case(replace_line('{"type": "robot_status"}', "ROW_UNKNOWN_TYPE")),
     "periodic-missing-field": Case(edit_periodic(3, "ROW_SCHEMA", lambda r: r.pop("battery"))),
     "periodic-null": Case(edit_periodic(3, "ROW_NULL", lambda r: r.update(health=None))),
-    "periodic-nested-null": Case(edit_periodic(
-        8, "ROW_NULL", lambda r: r["robot"]["position"].update(x=None))),
-    "battery-150": Case(edit_periodic(4, "ROW_OUT_OF_RANGE", lambda r: r.update(battery=150)),
-                        ok=True),
+    "periodic-nested-null": Case(
+        edit_periodic(8, "ROW_NULL", lambda r: r["robot"]["position"].update(x=None))
+    ),
+    "battery-150": Case(
+        edit_periodic(4, "ROW_OUT_OF_RANGE", lambda r: r.update(battery=150)), ok=True
+    ),
     "metadata-bad-json": Case(metadata_text('{"session_id": ')),
     "metadata-not-object": Case(metadata_text("[]")),
     "metadata-no-data_stats": Case(metadata_without("data_stats")),
@@ -474,10 +512,16 @@ CASES: dict[str, Case] = {
     "stats-total_frames": Case(stat_off_by_one("total_frames")),
     "stats-actions_logged": Case(stat_off_by_one("actions_logged")),
     "session-id-of-another-session": Case(foreign_session_id, ok=True),
-    "pause": Case(unchanged([Want("TS_GAP", "timestamps.npy", frame=10, text="5")]), ok=True,
-                  spec={"pauses": ((10, 5000),)}),
-    "all-frames-blank": Case(unchanged([Want("FRAMES_BLANK", "frames.npy", text="all 20 frames")]),
-                             ok=True, spec={"blank": True}),
+    "pause": Case(
+        unchanged([Want("TS_GAP", "timestamps.npy", frame=10, text="5")]),
+        ok=True,
+        spec={"pauses": ((10, 5000),)},
+    ),
+    "all-frames-blank": Case(
+        unchanged([Want("FRAMES_BLANK", "frames.npy", text="all 20 frames")]),
+        ok=True,
+        spec={"blank": True},
+    ),
     "some-frames-blank": Case(blank_frames(3, 4), ok=True),
     "jsonl-empty": Case(empty_jsonl, also=frozenset({"FRAME_UNREFERENCED", "META_COUNT_MISMATCH"})),
     "one-frame": Case(unchanged([]), ok=True, spec={"n_frames": 1}),
@@ -491,8 +535,11 @@ def test_broken_bundle(make_bundle: MakeBundle, case: Case) -> None:
     report = validate_folder(folder)
     for w in wants:
         where = (w.code, f"{PREFIX}_{w.role}", w.line, w.frame)
-        hits = [f for f in report.findings
-                if (f.code, f.file, f.line, f.frame) == where and w.text in f.message]
+        hits = [
+            f
+            for f in report.findings
+            if (f.code, f.file, f.line, f.frame) == where and w.text in f.message
+        ]
         assert hits, (w, [str(f) for f in report.findings])
     new = {f.code for f in report.findings} - BASELINE
     assert new == {w.code for w in wants} | case.also, [str(f) for f in report.findings]
@@ -530,8 +577,10 @@ def test_frame_rows_point_at_the_periodic_rows(make_bundle: MakeBundle) -> None:
     r = validate_folder(folder)
     assert r.ok
     assert r.frame_rows == tuple(periodic_index(rows, k) for k in range(12))
-    assert all(rows[i]["visual_frame_path"] == f"frames/frame_{k:06d}.npy"
-               for k, i in enumerate(r.frame_rows))
+    assert all(
+        rows[i]["visual_frame_path"] == f"frames/frame_{k:06d}.npy"
+        for k, i in enumerate(r.frame_rows)
+    )
 
 
 def test_unreferenced_frames_have_no_row_in_frame_rows(make_bundle: MakeBundle) -> None:
@@ -600,8 +649,9 @@ def test_one_broken_bundle_does_not_stop_the_others(make_bundle: MakeBundle) -> 
     assert errors == ["NPY_TRUNCATED"]
 
 
-def zip_folder(folder: Path, archive: Path, under: str = "inner/",
-               extra: dict[str, bytes] | None = None) -> Path:
+def zip_folder(
+    folder: Path, archive: Path, under: str = "inner/", extra: dict[str, bytes] | None = None
+) -> Path:
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
         for p in sorted(folder.iterdir()):
             zf.write(p, under + p.name)
@@ -616,7 +666,8 @@ def test_hostile_member_is_refused_and_the_good_bundle_is_still_valid(
     archive = zip_folder(make_bundle(), tmp_path / "upload.zip", extra={"../evil": b"boom"})
     found = discover([str(archive)])
     assert [(f.code, f.file) for f in found.findings] == [
-        ("ARCHIVE_UNSAFE_PATH", f"{archive}!../evil")]
+        ("ARCHIVE_UNSAFE_PATH", f"{archive}!../evil")
+    ]
     assert [b.source for b in found.bundles] == [f"{archive}!inner"]
     report = validate_bundle(found.bundles[0])
     assert report.ok and report.n_frames == N
@@ -648,14 +699,18 @@ def test_every_emitted_code_is_registered(make_bundle: MakeBundle) -> None:
 
 # --- never crashes ------------------------------------------------------------------------------
 
-_EDITS = st.tuples(st.sampled_from(ROLES), st.sampled_from(["flip", "cut", "insert"]),
-                   st.floats(0, 1), st.binary(min_size=1, max_size=4))
+_EDITS = st.tuples(
+    st.sampled_from(ROLES),
+    st.sampled_from(["flip", "cut", "insert"]),
+    st.floats(0, 1),
+    st.binary(min_size=1, max_size=4),
+)
 
 
 @given(edits=st.lists(_EDITS, min_size=1, max_size=3))
 @settings(max_examples=60, deadline=None)
 def test_damaged_bundle_never_crashes_the_validator(
-    edits: list[tuple[str, str, float, bytes]]
+    edits: list[tuple[str, str, float, bytes]],
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = write_bundle(Path(tmp), BundleSpec(n_frames=3))
@@ -664,7 +719,7 @@ def test_damaged_bundle_never_crashes_the_validator(
             raw = p.read_bytes()
             at = int(where * len(raw))
             if how == "flip":
-                raw = raw[:at] + data + raw[at + len(data):]
+                raw = raw[:at] + data + raw[at + len(data) :]
             elif how == "cut":
                 raw = raw[:at]
             else:

@@ -26,19 +26,40 @@ from reacture_convert.output.storage import Output
 from reacture_convert.run.batch import run_convert
 
 LAYOUT_COLUMNS = {
-    "session", "source", "prefix", "metadata_session_id", "status", "n_frames", "n_rows",
-    "sha256_metadata", "sha256_data", "sha256_frames", "sha256_timestamps", "sha256_README",
-    "findings", "outputs", "converter_version", "converted_at",
+    "session",
+    "source",
+    "prefix",
+    "metadata_session_id",
+    "status",
+    "n_frames",
+    "n_rows",
+    "sha256_metadata",
+    "sha256_data",
+    "sha256_frames",
+    "sha256_timestamps",
+    "sha256_README",
+    "findings",
+    "outputs",
+    "converter_version",
+    "converted_at",
 }
 T0 = dt.datetime(2026, 11, 25, 20, 0, tzinfo=dt.UTC)
 
 
-def entry(source: str, status: str, hashes: str = "h1", prefix: str = "reacture_1",
-          **kw: object) -> CatalogEntry:
+def entry(
+    source: str, status: str, hashes: str = "h1", prefix: str = "reacture_1", **kw: object
+) -> CatalogEntry:
     """A catalog row; ``hashes`` stands for the five sha256 values (one letter per content)."""
     outputs = (f"zarr/{prefix}.zarr",) if status in LIVE else ()
-    return CatalogEntry(session=prefix, source=source, prefix=prefix, status=status,
-                        hashes={"frames.npy": hashes}, outputs=outputs, **kw)  # type: ignore[arg-type]
+    return CatalogEntry(
+        session=prefix,
+        source=source,
+        prefix=prefix,
+        status=status,
+        hashes={"frames.npy": hashes},
+        outputs=outputs,
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 def states(rows: list[CatalogEntry]) -> list[tuple[str, str, str]]:
@@ -49,18 +70,40 @@ def states(rows: list[CatalogEntry]) -> list[tuple[str, str, str]]:
 def test_round_trip_keeps_every_field(tmp_path: Path) -> None:
     rows = [
         CatalogEntry(
-            session="reacture_1", source="/in/a", prefix="reacture_1", status="converted",
-            metadata_session_id="reacture_1_abcdefghi", n_frames=3, n_rows=9, blank_frames=0,
-            hashes={"metadata.json": "m", "data.jsonl": "d", "frames.npy": "f",
-                    "timestamps.npy": "t", "README.md": "r"},
-            findings=(finding("TS_GAP", "x_timestamps.npy", "a pause", frame=2),
-                      finding("ROW_UNKNOWN_FIELD", "x_data.jsonl", "kept", line=7)),
+            session="reacture_1",
+            source="/in/a",
+            prefix="reacture_1",
+            status="converted",
+            metadata_session_id="reacture_1_abcdefghi",
+            n_frames=3,
+            n_rows=9,
+            blank_frames=0,
+            hashes={
+                "metadata.json": "m",
+                "data.jsonl": "d",
+                "frames.npy": "f",
+                "timestamps.npy": "t",
+                "README.md": "r",
+            },
+            findings=(
+                finding("TS_GAP", "x_timestamps.npy", "a pause", frame=2),
+                finding("ROW_UNKNOWN_FIELD", "x_data.jsonl", "kept", line=7),
+            ),
             outputs=("zarr/reacture_1.zarr", "rows/reacture_1.parquet"),
-            converter_version="0.1.0", converted_at=T0, run_id="r1"),
-        CatalogEntry(session=None, source="/in/broken.zip", prefix=None, status="rejected",
-                     reason="ARCHIVE_UNREADABLE at /in/broken.zip",
-                     findings=(Finding(Severity.ERROR, "ARCHIVE_UNREADABLE", "/in/broken.zip",
-                                       "not a zip"),)),
+            converter_version="0.1.0",
+            converted_at=T0,
+            run_id="r1",
+        ),
+        CatalogEntry(
+            session=None,
+            source="/in/broken.zip",
+            prefix=None,
+            status="rejected",
+            reason="ARCHIVE_UNREADABLE at /in/broken.zip",
+            findings=(
+                Finding(Severity.ERROR, "ARCHIVE_UNREADABLE", "/in/broken.zip", "not a zip"),
+            ),
+        ),
     ]
     out = Output(str(tmp_path / "out"))
     assert read_catalog(out) == []
@@ -71,13 +114,19 @@ def test_round_trip_keeps_every_field(tmp_path: Path) -> None:
     assert LAYOUT_COLUMNS <= set(table.column_names)
     first = table.to_pylist()[0]
     assert (first["n_errors"], first["n_warnings"]) == (0, 1)
-    assert first["findings"][0] == {"severity": "warning", "code": "TS_GAP",
-                                    "file": "x_timestamps.npy", "line": None, "frame": 2,
-                                    "message": "a pause"}
+    assert first["findings"][0] == {
+        "severity": "warning",
+        "code": "TS_GAP",
+        "file": "x_timestamps.npy",
+        "line": None,
+        "frame": 2,
+        "message": "a pause",
+    }
 
 
-def test_catalog_of_a_real_run_names_every_bundle(make_bundle: Callable[..., Path],
-                                                  tmp_path: Path) -> None:
+def test_catalog_of_a_real_run_names_every_bundle(
+    make_bundle: Callable[..., Path], tmp_path: Path
+) -> None:
     good = make_bundle("good", n_frames=6, prefix="reacture_1795600000001")
     bad = make_bundle("bad", n_frames=6, prefix="reacture_1795600000002")
     (jsonl,) = bad.glob("*_data.jsonl")
@@ -88,8 +137,7 @@ def test_catalog_of_a_real_run_names_every_bundle(make_bundle: Callable[..., Pat
     archive.parent.mkdir()
     archive.write_bytes(b"PK\x03\x04 this is not a zip archive")
     out = tmp_path / "out"
-    summary = run_convert([str(good), str(bad), str(archive)], Output(str(out)),
-                          scheduler="sync")
+    summary = run_convert([str(good), str(bad), str(archive)], Output(str(out)), scheduler="sync")
     rows = {r["source"]: r for r in pq.read_table(out / "catalog.parquet").to_pylist()}
     assert {r["status"] for r in rows.values()} == {"converted", "rejected"}
     assert len(rows) == len(summary.entries) == 3
@@ -112,47 +160,96 @@ MERGES = [
     # (old rows, new rows, expected (source, status, hashes) after the merge)
     ([entry("a", "converted")], [entry("a", "skipped")], [("a", "skipped", "h1")]),
     ([entry("a", "rejected")], [entry("a", "converted")], [("a", "converted", "h1")]),
-    ([entry("a", "converted")], [entry("b", "duplicate")],
-     [("a", "converted", "h1"), ("b", "duplicate", "h1")]),
+    (
+        [entry("a", "converted")],
+        [entry("b", "duplicate")],
+        [("a", "converted", "h1"), ("b", "duplicate", "h1")],
+    ),
     # a changed bundle: the converted row stays (the outputs still hold h1), the conflict beside
-    ([entry("a", "converted")], [entry("a", "conflict", "h2")],
-     [("a", "conflict", "h2"), ("a", "converted", "h1")]),
-    ([entry("a", "converted"), entry("a", "conflict", "h2")], [entry("a", "conflict", "h3")],
-     [("a", "conflict", "h3"), ("a", "converted", "h1")]),
-    ([entry("a", "converted"), entry("a", "conflict", "h2")], [],
-     [("a", "conflict", "h2"), ("a", "converted", "h1")]),
-    ([entry("a", "converted"), entry("a", "conflict", "h2")], [entry("a", "converted", "h2")],
-     [("a", "converted", "h2")]),
-    ([entry("a", "converted")], [entry("a", "rejected", "h2")],
-     [("a", "converted", "h1"), ("a", "rejected", "h2")]),
-    ([entry("a", "converted")], [entry("a", "failed", "h1")],
-     [("a", "converted", "h1"), ("a", "failed", "h1")]),
+    (
+        [entry("a", "converted")],
+        [entry("a", "conflict", "h2")],
+        [("a", "conflict", "h2"), ("a", "converted", "h1")],
+    ),
+    (
+        [entry("a", "converted"), entry("a", "conflict", "h2")],
+        [entry("a", "conflict", "h3")],
+        [("a", "conflict", "h3"), ("a", "converted", "h1")],
+    ),
+    (
+        [entry("a", "converted"), entry("a", "conflict", "h2")],
+        [],
+        [("a", "conflict", "h2"), ("a", "converted", "h1")],
+    ),
+    (
+        [entry("a", "converted"), entry("a", "conflict", "h2")],
+        [entry("a", "converted", "h2")],
+        [("a", "converted", "h2")],
+    ),
+    (
+        [entry("a", "converted")],
+        [entry("a", "rejected", "h2")],
+        [("a", "converted", "h1"), ("a", "rejected", "h2")],
+    ),
+    (
+        [entry("a", "converted")],
+        [entry("a", "failed", "h1")],
+        [("a", "converted", "h1"), ("a", "failed", "h1")],
+    ),
     # --force from another place: the old place's rows no longer describe the outputs
-    ([entry("a", "converted"), entry("b", "duplicate")], [entry("c", "converted", "h2")],
-     [("a", "conflict", "h1"), ("b", "conflict", "h1"), ("c", "converted", "h2")]),
-    ([entry("a", "converted"), entry("b", "duplicate")], [entry("a", "converted", "h1")],
-     [("a", "converted", "h1"), ("b", "duplicate", "h1")]),
-    ([entry("a", "converted"), entry("a", "rejected", "h3")], [entry("c", "converted", "h2")],
-     [("a", "rejected", "h3"), ("c", "converted", "h2")]),
+    (
+        [entry("a", "converted"), entry("b", "duplicate")],
+        [entry("c", "converted", "h2")],
+        [("a", "conflict", "h1"), ("b", "conflict", "h1"), ("c", "converted", "h2")],
+    ),
+    (
+        [entry("a", "converted"), entry("b", "duplicate")],
+        [entry("a", "converted", "h1")],
+        [("a", "converted", "h1"), ("b", "duplicate", "h1")],
+    ),
+    (
+        [entry("a", "converted"), entry("a", "rejected", "h3")],
+        [entry("c", "converted", "h2")],
+        [("a", "rejected", "h3"), ("c", "converted", "h2")],
+    ),
     # other sessions are left alone
-    ([entry("a", "converted", prefix="reacture_2")], [entry("c", "converted", "h2")],
-     [("a", "converted", "h1"), ("c", "converted", "h2")]),
+    (
+        [entry("a", "converted", prefix="reacture_2")],
+        [entry("c", "converted", "h2")],
+        [("a", "converted", "h1"), ("c", "converted", "h2")],
+    ),
 ]
 
 
-@pytest.mark.parametrize(("old", "new", "want"), MERGES, ids=[
-    "rerun-replaces", "fixed-bundle-replaces-rejection", "duplicate-beside",
-    "conflict-kept-beside-live-row", "newer-conflict-replaces-older", "conflict-survives-rerun",
-    "forced-replaces-both", "forced-rejection-beside", "failure-beside",
-    "forced-from-elsewhere-demotes", "same-bytes-duplicate-stays",
-    "forced-from-elsewhere-keeps-newer-state", "other-session-untouched",
-])
-def test_merge_entries(old: list[CatalogEntry], new: list[CatalogEntry],
-                       want: list[tuple[str, str, str]]) -> None:
+@pytest.mark.parametrize(
+    ("old", "new", "want"),
+    MERGES,
+    ids=[
+        "rerun-replaces",
+        "fixed-bundle-replaces-rejection",
+        "duplicate-beside",
+        "conflict-kept-beside-live-row",
+        "newer-conflict-replaces-older",
+        "conflict-survives-rerun",
+        "forced-replaces-both",
+        "forced-rejection-beside",
+        "failure-beside",
+        "forced-from-elsewhere-demotes",
+        "same-bytes-duplicate-stays",
+        "forced-from-elsewhere-keeps-newer-state",
+        "other-session-untouched",
+    ],
+)
+def test_merge_entries(
+    old: list[CatalogEntry], new: list[CatalogEntry], want: list[tuple[str, str, str]]
+) -> None:
     merged = merge_entries(old, new)
     assert sorted(states(merged)) == sorted(want)
-    demoted = [e for e in merged if e.status == "conflict" and e.source in ("a", "b")
-               and any(n.source == "c" for n in new)]
+    demoted = [
+        e
+        for e in merged
+        if e.status == "conflict" and e.source in ("a", "b") and any(n.source == "c" for n in new)
+    ]
     for e in demoted:
         assert e.outputs == () and [f.code for f in e.findings] == ["CONFLICT"]
         assert "--force" in (e.reason or "")
@@ -185,8 +282,10 @@ def test_merge_invariants(runs: list[list[CatalogEntry]]) -> None:
         assert len(live) == len({s for s, _ in live}), catalog
         per_key = Counter(e.key for e in catalog)
         for key, n in per_key.items():  # a second row only beside the live row of its bundle
-            assert n == 1 or sorted(e.status in LIVE for e in catalog
-                                    if e.key == key) == [False, True]
+            assert n == 1 or sorted(e.status in LIVE for e in catalog if e.key == key) == [
+                False,
+                True,
+            ]
         assert {e.key for e in run} <= set(per_key)  # every bundle of the run is recorded
         for e in {e.key: e for e in run}.values():  # the newest state that wrote nothing stays
             if e.status not in (*LIVE, "duplicate"):

@@ -35,15 +35,21 @@ def tree_digest(out: Path) -> dict[str, str]:
     """sha256 of every file under OUT/zarr, OUT/rows and OUT/frames, by relative path."""
     return {
         str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for d in OUTPUT_DIRS if (out / d).exists()
-        for p in sorted((out / d).rglob("*")) if p.is_file()
+        for d in OUTPUT_DIRS
+        if (out / d).exists()
+        for p in sorted((out / d).rglob("*"))
+        if p.is_file()
     }
 
 
 def visible(out: Path) -> list[str]:
     """The visible outputs: top-level entries of zarr/, rows/ and frames/."""
-    return sorted(str(p.relative_to(out)) for d in OUTPUT_DIRS if (out / d).exists()
-                  for p in (out / d).iterdir())
+    return sorted(
+        str(p.relative_to(out))
+        for d in OUTPUT_DIRS
+        if (out / d).exists()
+        for p in (out / d).iterdir()
+    )
 
 
 def assert_no_leftovers(out: Path) -> None:
@@ -51,8 +57,11 @@ def assert_no_leftovers(out: Path) -> None:
     staging = out / STAGING
     assert not staging.exists() or not any(staging.iterdir()), list(staging.rglob("*"))
     assert not (out / ".trash").exists() or not any((out / ".trash").iterdir())
-    stray = [p for p in out.rglob("*")
-             if ".tmp" in p.name or (p.name.startswith(STAGING) and p != staging)]
+    stray = [
+        p
+        for p in out.rglob("*")
+        if ".tmp" in p.name or (p.name.startswith(STAGING) and p != staging)
+    ]
     assert not stray
     for entry in visible(out):
         assert "staging" not in entry and "trash" not in entry, entry
@@ -78,15 +87,22 @@ def _wait_for_commit(out: Path, proc: subprocess.Popen[bytes], timeout: float = 
 
 
 def test_killed_run_then_rerun_gives_the_bytes_of_a_clean_run(tmp_path: Path) -> None:
-    bundles = [write_bundle(tmp_path / "in" / f"b{k}",
-                            BundleSpec(n_frames=300, seed=k, prefix=f"reacture_17956000{k:05d}",
-                                       events_per_frame=1.0))
-               for k in range(6)]
+    bundles = [
+        write_bundle(
+            tmp_path / "in" / f"b{k}",
+            BundleSpec(
+                n_frames=300, seed=k, prefix=f"reacture_17956000{k:05d}", events_per_frame=1.0
+            ),
+        )
+        for k in range(6)
+    ]
     out, clean = tmp_path / "out", tmp_path / "clean"
-    proc = subprocess.Popen([str(CONVERT), "convert", *map(str, bundles), "--out", str(out), "-q",
-                             "--workers", "2"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [str(CONVERT), "convert", *map(str, bundles), "--out", str(out), "-q", "--workers", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         _wait_for_commit(out, proc)
     finally:
@@ -112,13 +128,16 @@ def test_killed_run_then_rerun_gives_the_bytes_of_a_clean_run(tmp_path: Path) ->
     assert_no_leftovers(out)
     catalog = read_catalog(Output(str(out)))
     assert sorted((e.prefix, e.status in ("converted", "skipped")) for e in catalog) == sorted(
-        (f"reacture_17956000{k:05d}", True) for k in range(6))
+        (f"reacture_17956000{k:05d}", True) for k in range(6)
+    )
     assert verify_dataset(Output(str(out)), sources=True) == (6, [])
 
 
 # --- staging ------------------------------------------------------------------------------------
 def test_staged_session_is_invisible_until_committed(
-    make_bundle: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    make_bundle: Callable[..., Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     folder = make_bundle(n_frames=20)
     out = tmp_path / "out"
@@ -126,8 +145,9 @@ def test_staged_session_is_invisible_until_committed(
 
     def crash_before_commit(self: Output, session: str, parts: list[str]) -> None:
         staged = Path(self.staging(session))
-        seen["staged"] = sorted(str(p.relative_to(staged)) for p in staged.iterdir()
-                                for p in p.iterdir())
+        seen["staged"] = sorted(
+            str(p.relative_to(staged)) for p in staged.iterdir() for p in p.iterdir()
+        )
         seen["visible"] = visible(out)
         seen["verify"] = verify_dataset(self) if (out / "catalog.parquet").exists() else None
         raise RuntimeError("power cut during commit")
@@ -136,9 +156,11 @@ def test_staged_session_is_invisible_until_committed(
     summary = run_convert([str(folder)], Output(str(out)), scheduler="sync")
     monkeypatch.undo()
     # while staged: complete in staging, nothing of it visible
-    assert seen["staged"] == ["frames/reacture_1795600000000.parquet",
-                              "rows/reacture_1795600000000.parquet",
-                              "zarr/reacture_1795600000000.zarr"]
+    assert seen["staged"] == [
+        "frames/reacture_1795600000000.parquet",
+        "rows/reacture_1795600000000.parquet",
+        "zarr/reacture_1795600000000.zarr",
+    ]
     assert seen["visible"] == [] and seen["verify"] in (None, (0, []))
     # after the failure: a catalog row that says so, still nothing visible, staging cleared
     (entry,) = summary.entries
@@ -152,8 +174,9 @@ def test_staged_session_is_invisible_until_committed(
     assert verify_dataset(Output(str(out)), sources=True) == (1, [])
 
 
-def test_leftovers_of_an_interrupted_run_are_cleared(make_bundle: Callable[..., Path],
-                                                     tmp_path: Path) -> None:
+def test_leftovers_of_an_interrupted_run_are_cleared(
+    make_bundle: Callable[..., Path], tmp_path: Path
+) -> None:
     folder = make_bundle(n_frames=5)
     out = tmp_path / "out"
     junk = out / STAGING / "reacture_1795600000099" / "zarr" / "reacture_1795600000099.zarr"
@@ -200,17 +223,23 @@ def memory_out() -> Iterator[Output]:
 
 
 def test_object_store_output_holds_the_same_bytes(
-    make_bundle: Callable[..., Path], tmp_path: Path, memory_out: Output,
+    make_bundle: Callable[..., Path],
+    tmp_path: Path,
+    memory_out: Output,
 ) -> None:
     """An OUT without rename (fsspec memory://) takes the copy path: same files, same bytes."""
-    folders = [make_bundle(n_frames=n, seed=n, prefix=f"reacture_17956000000{n:02d}")
-               for n in (1, 12)]
+    folders = [
+        make_bundle(n_frames=n, seed=n, prefix=f"reacture_17956000000{n:02d}") for n in (1, 12)
+    ]
     local = tmp_path / "out"
     assert run_convert([str(f) for f in folders], Output(str(local)), scheduler="sync").ok
     assert run_convert([str(f) for f in folders], memory_out, scheduler="sync").ok
     fs, root = memory_out.fs, memory_out.root
-    remote = {p[len(root) + 1:]: hashlib.sha256(fs.cat_file(p)).hexdigest()
-              for p in fs.find(root) if p[len(root) + 1:].split("/")[0] in OUTPUT_DIRS}
+    remote = {
+        p[len(root) + 1 :]: hashlib.sha256(fs.cat_file(p)).hexdigest()
+        for p in fs.find(root)
+        if p[len(root) + 1 :].split("/")[0] in OUTPUT_DIRS
+    }
     assert remote == tree_digest(local)
     assert not fs.exists(memory_out.path(STAGING)) or not fs.find(memory_out.path(STAGING))
     assert verify_dataset(memory_out, sources=True) == (2, [])
@@ -219,7 +248,9 @@ def test_object_store_output_holds_the_same_bytes(
 
 
 def test_object_store_commit_copies_the_group_root_last(
-    make_bundle: Callable[..., Path], memory_out: Output, monkeypatch: pytest.MonkeyPatch,
+    make_bundle: Callable[..., Path],
+    memory_out: Output,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Without rename, a reader must see no Zarr group until every chunk is in place."""
     folder = make_bundle(n_frames=10)
@@ -228,7 +259,7 @@ def test_object_store_commit_copies_the_group_root_last(
     original = type(fs).copy
 
     def record(self: Any, src: str, dst: str, *args: Any, **kw: Any) -> Any:
-        copied.append(dst[len(memory_out.root) + 1:])
+        copied.append(dst[len(memory_out.root) + 1 :])
         return original(self, src, dst, *args, **kw)
 
     monkeypatch.setattr(type(fs), "copy", record)
@@ -239,20 +270,23 @@ def test_object_store_commit_copies_the_group_root_last(
 
 
 # --- the lock -----------------------------------------------------------------------------------
-def test_second_run_on_a_locked_output_refuses_with_exit_3(make_bundle: Callable[..., Path],
-                                                           tmp_path: Path) -> None:
+def test_second_run_on_a_locked_output_refuses_with_exit_3(
+    make_bundle: Callable[..., Path], tmp_path: Path
+) -> None:
     folder = make_bundle(n_frames=5)
     out = Output(str(tmp_path / "out"))
     with lock_output(out):
-        result = CliRunner().invoke(cli, ["convert", str(folder), "--out", out.url,
-                                          "--scheduler", "sync"])
+        result = CliRunner().invoke(
+            cli, ["convert", str(folder), "--out", out.url, "--scheduler", "sync"]
+        )
         assert result.exit_code == 3, result.output
         assert "another reacture-convert run" in result.output and "--wait" in result.output
         with pytest.raises(LockedError):
             run_convert([str(folder)], out, scheduler="sync")
         assert visible(Path(out.url)) == [] and not (Path(out.url) / "catalog.parquet").exists()
-    result = CliRunner().invoke(cli, ["convert", str(folder), "--out", out.url,
-                                      "--scheduler", "sync"])
+    result = CliRunner().invoke(
+        cli, ["convert", str(folder), "--out", out.url, "--scheduler", "sync"]
+    )
     assert result.exit_code == 0, result.output
 
 
@@ -261,8 +295,11 @@ def test_wait_queues_behind_the_lock(make_bundle: Callable[..., Path], tmp_path:
     out = Output(str(tmp_path / "out"))
     results: list[Any] = []
     with lock_output(out):
-        worker = threading.Thread(target=lambda: results.append(
-            run_convert([str(folder)], out, scheduler="sync", wait_for_lock=True)))
+        worker = threading.Thread(
+            target=lambda: results.append(
+                run_convert([str(folder)], out, scheduler="sync", wait_for_lock=True)
+            )
+        )
         worker.start()
         time.sleep(0.3)
         assert worker.is_alive() and not results  # queued, wrote nothing
@@ -271,12 +308,15 @@ def test_wait_queues_behind_the_lock(make_bundle: Callable[..., Path], tmp_path:
     assert [e.status for e in results[0].entries] == ["converted"]
 
 
-def test_an_output_path_that_cannot_be_a_folder_exits_3(make_bundle: Callable[..., Path],
-                                                         tmp_path: Path) -> None:
+def test_an_output_path_that_cannot_be_a_folder_exits_3(
+    make_bundle: Callable[..., Path], tmp_path: Path
+) -> None:
     in_the_way = tmp_path / "a-file"
     in_the_way.write_text("not a folder")
-    result = CliRunner().invoke(cli, ["convert", str(make_bundle(n_frames=3)), "--out",
-                                      str(in_the_way), "--scheduler", "sync"])
+    result = CliRunner().invoke(
+        cli,
+        ["convert", str(make_bundle(n_frames=3)), "--out", str(in_the_way), "--scheduler", "sync"],
+    )
     assert result.exit_code == 3, result.output
     assert "cannot write the output here" in result.output
     assert in_the_way.read_text() == "not a folder"

@@ -52,8 +52,12 @@ def read_source(folder: Path) -> Source:
     frames = np.fromfile(one(folder, "frames.npy"), np.uint8, offset=NPY_DATA_OFFSET)
     ts = np.fromfile(one(folder, "timestamps.npy"), "<f4", offset=NPY_DATA_OFFSET)
     lines = one(folder, "data.jsonl").read_bytes().split(b"\n")
-    return Source(frames.reshape(-1, 128, 128, 3), ts, [json.loads(line) for line in lines],
-                  json.loads(one(folder, "metadata.json").read_text()))
+    return Source(
+        frames.reshape(-1, 128, 128, 3),
+        ts,
+        [json.loads(line) for line in lines],
+        json.loads(one(folder, "metadata.json").read_text()),
+    )
 
 
 def expected_labels(src: Source) -> dict[int, dict[str, Any]]:
@@ -74,9 +78,15 @@ def expected_labels(src: Source) -> dict[int, dict[str, Any]]:
         out[i] = {
             "row_index": line,
             "keys": [kp["W"], kp["A"], kp["S"], kp["D"], kp["inspect"], destroy],
-            "actions": ["jump" in acts, destroy, "refuel" in acts,
-                        "rescue_victim" in acts or "rescue" in evs],
-            "battery": row["battery"], "damage": row["damage"], "health": row["health"],
+            "actions": [
+                "jump" in acts,
+                destroy,
+                "refuel" in acts,
+                "rescue_victim" in acts or "rescue" in evs,
+            ],
+            "battery": row["battery"],
+            "damage": row["damage"],
+            "health": row["health"],
             "position": [row["robot"]["position"][c] for c in "xyz"],
             "velocity": [row["robot"]["velocity"][c] for c in "xyz"],
             "accelerometer": [row["accelerometer"][c] for c in "xyz"],
@@ -128,14 +138,16 @@ def test_sessions_are_the_converted_ones_sorted(converted: Path) -> None:
     assert list(ds) == SESSIONS and len(ds) == len(SESSIONS)
     assert [e.status for e in ds.catalog] == ["converted"] * len(SESSIONS)
     assert ds.wds_index is not None and ds.wds_index.total_samples == sum(
-        len(read_source(p).timestamps) for p in REAL_BUNDLES)
+        len(read_source(p).timestamps) for p in REAL_BUNDLES
+    )
 
 
 def test_skipped_sessions_stay_readable(converted: Path, tmp_path: Path) -> None:
     copy = tmp_path / "out"
     shutil.copytree(converted, copy)
-    summary = run_convert([str(p) for p in REAL_BUNDLES], Output(str(copy)), ConvertOptions(),
-                          scheduler="sync")
+    summary = run_convert(
+        [str(p) for p in REAL_BUNDLES], Output(str(copy)), ConvertOptions(), scheduler="sync"
+    )
     assert summary.counts == {"skipped": len(SESSIONS)}
     ds = open_dataset(copy)
     assert ds.sessions == tuple(SESSIONS)
@@ -143,8 +155,9 @@ def test_skipped_sessions_stay_readable(converted: Path, tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize("session", SESSIONS)
-def test_session_reads_back_its_bundle(converted: Path, sources: dict[str, Source],
-                                       session: str) -> None:
+def test_session_reads_back_its_bundle(
+    converted: Path, sources: dict[str, Source], session: str
+) -> None:
     src = sources[session]
     s = open_dataset(str(converted))[session]
     assert s.frames.shape == src.frames.shape and s.frames.dtype == np.uint8
@@ -172,8 +185,9 @@ def test_nothing_is_read_before_it_is_asked_for(converted: Path) -> None:
 
 
 @pytest.mark.parametrize("session", SESSIONS)
-def test_labels_from_tables_equal_the_sources(converted: Path, sources: dict[str, Source],
-                                              session: str) -> None:
+def test_labels_from_tables_equal_the_sources(
+    converted: Path, sources: dict[str, Source], session: str
+) -> None:
     labels = open_dataset(str(converted))[session].labels
     assert labels.session == session
     assert labels.keys.shape == (len(labels), len(KEYS))
@@ -181,14 +195,16 @@ def test_labels_from_tables_equal_the_sources(converted: Path, sources: dict[str
     assert_labels(labels, expected_labels(sources[session]))
 
 
-def test_labels_from_shard_samples_equal_the_sources(converted: Path,
-                                                     sources: dict[str, Source]) -> None:
+def test_labels_from_shard_samples_equal_the_sources(
+    converted: Path, sources: dict[str, Source]
+) -> None:
     expected = {s: expected_labels(src) for s, src in sources.items()}
     seen = 0
     for meta in iter_shard_json(converted):
         one_label = FrameLabels.from_sample_json(meta)
-        assert_labels(one_label, {meta["frame_index"]: expected[meta["session"]][
-            meta["frame_index"]]})
+        assert_labels(
+            one_label, {meta["frame_index"]: expected[meta["session"]][meta["frame_index"]]}
+        )
         seen += 1
     assert seen == sum(len(e) for e in expected.values())
 
@@ -197,8 +213,10 @@ def test_destroy_comes_from_the_interval_not_the_periodic_flag(converted: Path) 
     ds = open_dataset(str(converted))
     destroy = KEYS.index("destroy")
     total = sum(int(ds[s].labels.keys[:, destroy].sum()) for s in ds.sessions)
-    flags = sum(pc.sum(pc.struct_field(ds[s].rows["key_presses"], "destroy")).as_py() or 0
-                for s in ds.sessions)
+    flags = sum(
+        pc.sum(pc.struct_field(ds[s].rows["key_presses"], "destroy")).as_py() or 0
+        for s in ds.sessions
+    )
     assert flags == 0  # the game never sets it
     assert total == 3  # 1 + 2 destroy_rubble actions in the real fixtures (fixtures README)
 
@@ -228,8 +246,9 @@ def test_open_dataset_over_a_url(converted: Path, sources: dict[str, Source]) ->
     ],
     ids=["no-catalog", "unknown-session", "wds-only"],
 )
-def test_bad_requests_say_what_is_wrong(converted: Path, tmp_path: Path, what: str,
-                                        error: type[Exception], message: str) -> None:
+def test_bad_requests_say_what_is_wrong(
+    converted: Path, tmp_path: Path, what: str, error: type[Exception], message: str
+) -> None:
     with pytest.raises(error, match=message):
         if what == "no-catalog":
             open_dataset(tmp_path)
@@ -237,6 +256,10 @@ def test_bad_requests_say_what_is_wrong(converted: Path, tmp_path: Path, what: s
             open_dataset(converted)["reacture_0"]
         else:
             out = tmp_path / "wds-only"
-            run_convert([str(REAL_BUNDLES[0])], Output(str(out)),
-                        ConvertOptions(formats=("wds",)), scheduler="sync")
+            run_convert(
+                [str(REAL_BUNDLES[0])],
+                Output(str(out)),
+                ConvertOptions(formats=("wds",)),
+                scheduler="sync",
+            )
             open_dataset(out)[REAL_BUNDLES[0].name]

@@ -82,16 +82,16 @@ def test_numeric_fields_equal_numpy_over_the_periodic_rows(
     assert stats.periodic_rows == len(periodic_rows(sources))
 
 
-def test_key_and_flag_frequencies_equal_the_rows(stats: Stats,
-                                                 sources: dict[str, Source]) -> None:
+def test_key_and_flag_frequencies_equal_the_rows(stats: Stats, sources: dict[str, Source]) -> None:
     rows = periodic_rows(sources)
     flags: dict[str, list[bool]] = defaultdict(list)
     for row in rows:
         for name, v in leaves(row):
             if isinstance(v, bool):
                 flags[name].append(v)
-    keys = {n.removeprefix("key_presses."): v for n, v in flags.items()
-            if n.startswith("key_presses.")}
+    keys = {
+        n.removeprefix("key_presses."): v for n, v in flags.items() if n.startswith("key_presses.")
+    }
     others = {n: v for n, v in flags.items() if not n.startswith("key_presses.")}
     assert set(stats.key_presses) == set(keys) and set(stats.flags) == set(others)
     for got, want in ((stats.key_presses, keys), (stats.flags, others)):
@@ -101,8 +101,9 @@ def test_key_and_flag_frequencies_equal_the_rows(stats: Stats,
     assert stats.key_presses["destroy"].count == 0  # the periodic flag is always false
 
 
-def test_label_frequencies_count_the_frame_intervals(stats: Stats,
-                                                     sources: dict[str, Source]) -> None:
+def test_label_frequencies_count_the_frame_intervals(
+    stats: Stats, sources: dict[str, Source]
+) -> None:
     labels = [lab for src in sources.values() for lab in expected_labels(src).values()]
     for k, name in enumerate(KEYS):
         assert stats.keys[name].count == sum(lab["keys"][k] for lab in labels), name
@@ -120,8 +121,10 @@ def test_frame_channels_equal_numpy_over_the_source_frames(
     fr = stats.frames
     assert fr is not None
     assert (fr.n_frames, fr.blank_frames) == (len(frames), int(blank.sum()))
-    for subset, mean, std in ((frames, fr.mean, fr.std),
-                              (frames[~blank], fr.mean_nonblank, fr.std_nonblank)):
+    for subset, mean, std in (
+        (frames, fr.mean, fr.std),
+        (frames[~blank], fr.mean_nonblank, fr.std_nonblank),
+    ):
         assert mean is not None and std is not None
         for c in range(3):
             x = subset[..., c].astype(np.float64) / 255
@@ -139,8 +142,9 @@ def test_stats_json_round_trips_and_is_reproducible(converted: Path, stats: Stat
     assert b"NaN" not in first
 
 
-def test_without_frames_and_for_chosen_sessions(converted: Path,
-                                                sources: dict[str, Source]) -> None:
+def test_without_frames_and_for_chosen_sessions(
+    converted: Path, sources: dict[str, Source]
+) -> None:
     name = REAL_BUNDLES[0].name
     some = compute_stats(converted, [name], frames=False)
     assert some.frames is None and some.sessions == (name,)

@@ -55,8 +55,9 @@ def sources() -> dict[str, Source]:
 
 @pytest.fixture(scope="module")
 def expected(sources: dict[str, Source]) -> dict[Key, dict[str, Any]]:
-    return {(s, f): labels for s, src in sources.items()
-            for f, labels in expected_labels(src).items()}
+    return {
+        (s, f): labels for s, src in sources.items() for f, labels in expected_labels(src).items()
+    }
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -102,8 +103,12 @@ def unbatch(batch: dict[str, Any]) -> Iterable[dict[str, Any]]:
         yield {k: v[j] for k, v in batch.items()}
 
 
-def check_loader(loader: Iterable[dict[str, Any]], expected: dict[Key, dict[str, Any]],
-                 sources: dict[str, Source], batched: bool = True) -> None:
+def check_loader(
+    loader: Iterable[dict[str, Any]],
+    expected: dict[Key, dict[str, Any]],
+    sources: dict[str, Source],
+    batched: bool = True,
+) -> None:
     """The loader yields each expected sample once, equal to its source."""
     seen: list[Key] = []
     for batch in loader:
@@ -140,8 +145,9 @@ def test_to_pytorch_dataloader_shuffles_and_still_yields_each_sample_once(
     converted: Path, sources: dict[str, Source], expected: dict[Key, dict[str, Any]]
 ) -> None:
     for source in ("zarr", "wds"):
-        loader = to_pytorch_dataloader(str(converted), batch_size=64, shuffle=True,
-                                       num_workers=0, source=source)
+        loader = to_pytorch_dataloader(
+            str(converted), batch_size=64, shuffle=True, num_workers=0, source=source
+        )
         check_loader(loader, expected, sources)
 
 
@@ -172,8 +178,9 @@ def test_flip_and_float32_give_right_way_up_scaled_frames(
         assert 0.0 <= float(sample["frame"].min()) and float(sample["frame"].max()) <= 1.0
 
 
-def test_default_keeps_the_stored_bottom_up_bytes(converted: Path,
-                                                  sources: dict[str, Source]) -> None:
+def test_default_keeps_the_stored_bottom_up_bytes(
+    converted: Path, sources: dict[str, Source]
+) -> None:
     ds = FrameDataset(converted, sessions=["reacture_1795637148842"])
     frame = sources["reacture_1795637148842"].frames[40]
     assert torch.equal(ds[40]["frame"], torch.from_numpy(frame.transpose(2, 0, 1).copy()))
@@ -237,8 +244,7 @@ def test_shuffled_shards_change_order_with_the_epoch_and_lose_nothing(converted:
 
 
 def test_shards_from_an_index_url_and_png_shards(
-    converted: Path, tmp_path: Path, sources: dict[str, Source],
-    expected: dict[Key, dict[str, Any]]
+    converted: Path, tmp_path: Path, sources: dict[str, Source], expected: dict[Key, dict[str, Any]]
 ) -> None:
     fs = fsspec.filesystem("memory")
     root = f"/wds-{uuid.uuid4().hex}"
@@ -248,12 +254,16 @@ def test_shards_from_an_index_url_and_png_shards(
     finally:
         fs.rm(root, recursive=True)
     variant = next(p for p in REAL_BUNDLES if p.name == "reacture_1795637148842")
-    run_convert([str(variant)], Output(str(tmp_path)),
-                ConvertOptions(formats=("wds",), wds=WdsOptions(encoding="png")),
-                scheduler="sync")
+    run_convert(
+        [str(variant)],
+        Output(str(tmp_path)),
+        ConvertOptions(formats=("wds",), wds=WdsOptions(encoding="png")),
+        scheduler="sync",
+    )
     loader = DataLoader(ShardDataset(tmp_path / "wds" / "index.json"), batch_size=None)
-    check_loader(loader, {k: v for k, v in expected.items() if k[0] == variant.name}, sources,
-                 batched=False)
+    check_loader(
+        loader, {k: v for k, v in expected.items() if k[0] == variant.name}, sources, batched=False
+    )
 
 
 # --- processes ------------------------------------------------------------------------------------
@@ -279,8 +289,7 @@ def test_the_package_imports_without_torch() -> None:
         "import reacture_convert, reacture_convert.read.dataset, reacture_convert.read.stats\n"
         "try:\n    import reacture_convert.read.torch\nexcept ImportError:\n    print('ok')\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "ok"
 
 
@@ -291,14 +300,18 @@ def test_the_package_imports_without_torch() -> None:
         (lambda out: FrameDataset(out, dtype="float16"), ConfigError, "unknown frame dtype"),
         (lambda out: FrameDataset(out, sessions=["nope"]), KeyError, "not a converted session"),
         (lambda out: to_pytorch_dataloader(out, source="hdf5"), ConfigError, "unknown source"),
-        (lambda out: to_pytorch_dataloader(out, source="wds", sessions=["x"]), ConfigError,
-         "selects Zarr sessions"),
+        (
+            lambda out: to_pytorch_dataloader(out, source="wds", sessions=["x"]),
+            ConfigError,
+            "selects Zarr sessions",
+        ),
         (lambda out: ShardDataset(out, rank=2, world_size=2), ConfigError, "rank 2 is not"),
         (lambda out: ShardDataset(out / "zarr"), OutputError, "convert with --format wds"),
     ],
     ids=["dtype", "session", "source", "wds-sessions", "rank", "no-index"],
 )
-def test_bad_arguments_say_what_to_do(converted: Path, call: Any, error: type[Exception],
-                                      message: str) -> None:
+def test_bad_arguments_say_what_to_do(
+    converted: Path, call: Any, error: type[Exception], message: str
+) -> None:
     with pytest.raises(error, match=message):
         call(converted)

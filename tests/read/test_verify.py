@@ -31,12 +31,15 @@ CHUNK = 8
 def dataset(make_bundle: Callable[..., Path], tmp_path: Path) -> tuple[Path, dict[str, Path]]:
     """Two sessions (30 and 12 frames) converted uncompressed, 8 frames a chunk, so a test can
     reach a frame's bytes in a chunk file."""
-    folders = {GOOD: make_bundle("good", n_frames=30, seed=1, prefix=GOOD),
-               OTHER: make_bundle("other", n_frames=12, seed=2, prefix=OTHER)}
+    folders = {
+        GOOD: make_bundle("good", n_frames=30, seed=1, prefix=GOOD),
+        OTHER: make_bundle("other", n_frames=12, seed=2, prefix=OTHER),
+    }
     out = tmp_path / "out"
     options = ConvertOptions(zarr=ZarrOptions(chunk_frames=CHUNK, codec="none"))
-    assert run_convert([str(f) for f in folders.values()], Output(str(out)), options,
-                       scheduler="sync").ok
+    assert run_convert(
+        [str(f) for f in folders.values()], Output(str(out)), options, scheduler="sync"
+    ).ok
     return out, folders
 
 
@@ -76,24 +79,28 @@ def edit_parquet(path: Path, change: Callable[[list[dict[str, Any]]], None]) -> 
 def alter_frame_sha(out: Path) -> None:
     def change(rows: list[dict[str, Any]]) -> None:
         rows[4]["frame_sha256"] = "0" * 64
+
     edit_parquet(out / "frames" / f"{GOOD}.parquet", change)
 
 
 def alter_frame_timestamp(out: Path) -> None:
     def change(rows: list[dict[str, Any]]) -> None:
         rows[2]["timestamp_ms"] += 1.0
+
     edit_parquet(out / "frames" / f"{GOOD}.parquet", change)
 
 
 def point_frame_at_wrong_row(out: Path) -> None:
     def change(rows: list[dict[str, Any]]) -> None:
         rows[3]["row_index"] = rows[4]["row_index"]
+
     edit_parquet(out / "frames" / f"{GOOD}.parquet", change)
 
 
 def drop_a_row(out: Path) -> None:
     def change(rows: list[dict[str, Any]]) -> None:
         del rows[-1]
+
     edit_parquet(out / "rows" / f"{GOOD}.parquet", change)
 
 
@@ -109,6 +116,7 @@ def delete(rel: str) -> Callable[[Path], None]:
     def remove(out: Path) -> None:
         target = out / rel
         shutil.rmtree(target) if target.is_dir() else target.unlink()
+
     return remove
 
 
@@ -133,14 +141,27 @@ DAMAGE = [
 ]
 
 
-@pytest.mark.parametrize(("damage", "sessions", "what"), DAMAGE, ids=[
-    "zarr-frame-byte-flipped", "frames-table-sha-altered", "frames-table-timestamp-altered",
-    "frame-points-at-another-row", "rows-table-short", "rows-files-swapped",
-    "rows-parquet-deleted", "frames-parquet-deleted", "zarr-group-deleted",
-    "zarr-timestamps-deleted", "zarr-group-of-another-session",
-])
+@pytest.mark.parametrize(
+    ("damage", "sessions", "what"),
+    DAMAGE,
+    ids=[
+        "zarr-frame-byte-flipped",
+        "frames-table-sha-altered",
+        "frames-table-timestamp-altered",
+        "frame-points-at-another-row",
+        "rows-table-short",
+        "rows-files-swapped",
+        "rows-parquet-deleted",
+        "frames-parquet-deleted",
+        "zarr-group-deleted",
+        "zarr-timestamps-deleted",
+        "zarr-group-of-another-session",
+    ],
+)
 def test_damaged_output_is_found_and_named(
-    dataset: tuple[Path, dict[str, Path]], damage: Callable[[Path], None], sessions: list[str],
+    dataset: tuple[Path, dict[str, Path]],
+    damage: Callable[[Path], None],
+    sessions: list[str],
     what: str,
 ) -> None:
     out, _ = dataset
@@ -164,6 +185,7 @@ def test_damage_to_every_frame_is_named_once_not_per_frame(
     def change(rows: list[dict[str, Any]]) -> None:
         for r in rows:
             r["frame_sha256"] = "f" * 64
+
     edit_parquet(out / "frames" / f"{GOOD}.parquet", change)
     _, problems = verify_dataset(Output(str(out)))
     assert len(problems) == MAX_PROBLEMS + 1
@@ -197,14 +219,20 @@ def move_source_away(folder: Path) -> None:
     shutil.rmtree(folder)
 
 
-@pytest.mark.parametrize(("change", "what"), [
-    (flip_source_frame, "zarr frames 0..29 differ from the source"),
-    (change_source_row, "row 5 (line 6)"),
-    (change_source_readme, "source files changed"),
-    (move_source_away, "not found"),
-], ids=["frame-byte", "jsonl-row", "readme", "bundle-gone"])
+@pytest.mark.parametrize(
+    ("change", "what"),
+    [
+        (flip_source_frame, "zarr frames 0..29 differ from the source"),
+        (change_source_row, "row 5 (line 6)"),
+        (change_source_readme, "source files changed"),
+        (move_source_away, "not found"),
+    ],
+    ids=["frame-byte", "jsonl-row", "readme", "bundle-gone"],
+)
 def test_sources_finds_a_changed_source(
-    dataset: tuple[Path, dict[str, Path]], change: Callable[[Path], None], what: str,
+    dataset: tuple[Path, dict[str, Path]],
+    change: Callable[[Path], None],
+    what: str,
 ) -> None:
     out, folders = dataset
     change(folders[GOOD])
@@ -227,7 +255,8 @@ def test_a_folder_without_catalog_does_not_pass(tmp_path: Path) -> None:
 
 
 def test_rejected_and_conflict_rows_are_not_verified(
-    make_bundle: Callable[..., Path], tmp_path: Path,
+    make_bundle: Callable[..., Path],
+    tmp_path: Path,
 ) -> None:
     bad = make_bundle("bad", n_frames=5, prefix="reacture_1795600000009")
     (frames,) = bad.glob("*_frames.npy")

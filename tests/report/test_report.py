@@ -41,11 +41,25 @@ from reacture_convert.report import (
 
 CLI = Path(sys.executable).with_name("reacture-convert")
 # The fixture whose frames hold pictures (../shared); only the sample when that is absent.
-VARIANT = next((p.name for p in REAL_BUNDLES if p.name == "reacture_1795637148842"),
-               REAL_BUNDLES[0].name)
+VARIANT = next(
+    (p.name for p in REAL_BUNDLES if p.name == "reacture_1795637148842"), REAL_BUNDLES[0].name
+)
 PLOT_SIZES = {"timeline.png": TIMELINE_SIZE, "cadence.png": CADENCE_SIZE}
-VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
-        "track", "wbr"}
+VOID = {
+    "area",
+    "base",
+    "br",
+    "col",
+    "embed",
+    "hr",
+    "img",
+    "input",
+    "link",
+    "meta",
+    "source",
+    "track",
+    "wbr",
+}
 HOSTILE = '<script>alert("x")</script>'
 
 
@@ -57,8 +71,20 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every real fixture converted once with the command line (the sample is a duplicate)."""
     out = tmp_path_factory.mktemp("dataset") / "out"
     done = subprocess.run(
-        [str(CLI), "convert", *map(str, REAL_BUNDLES), "--out", str(out), "--scheduler", "sync",
-         "-q"], capture_output=True, text=True, timeout=300)
+        [
+            str(CLI),
+            "convert",
+            *map(str, REAL_BUNDLES),
+            "--out",
+            str(out),
+            "--scheduler",
+            "sync",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     return out
 
@@ -71,10 +97,12 @@ def dataset_report(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> R
 REPORTS = ["dataset", *REAL_BUNDLES]
 
 
-@pytest.fixture(scope="module", params=REPORTS,
-                ids=["dataset", *(f"bundle-{p.name}" for p in REAL_BUNDLES)])
-def any_report(request: pytest.FixtureRequest,
-               tmp_path_factory: pytest.TempPathFactory) -> ReportResult:
+@pytest.fixture(
+    scope="module", params=REPORTS, ids=["dataset", *(f"bundle-{p.name}" for p in REAL_BUNDLES)]
+)
+def any_report(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> ReportResult:
     """The report of the converted dataset, then of each real bundle folder read directly."""
     if request.param == "dataset":
         result: ReportResult = request.getfixturevalue("dataset_report")
@@ -174,8 +202,9 @@ def html_files(result: ReportResult) -> list[Path]:
 # --- the report of real fixtures --------------------------------------------------------------
 
 
-def test_dataset_report_has_a_page_per_catalog_row(dataset: Path,
-                                                   dataset_report: ReportResult) -> None:
+def test_dataset_report_has_a_page_per_catalog_row(
+    dataset: Path, dataset_report: ReportResult
+) -> None:
     catalog = read_catalog(Output(str(dataset)))
     assert len(dataset_report.pages) == len(catalog)
     index = parse_page(dataset_report.index)
@@ -183,8 +212,9 @@ def test_dataset_report_has_a_page_per_catalog_row(dataset: Path,
     links = {a["href"] for a in index.attrs("a")}
     assert links == {p.html.name for p in dataset_report.pages}
     live = [p for p in dataset_report.pages if p.thumbnails]
-    assert {p.session for p in live} == {e.session for e in catalog
-                                         if e.status in ("converted", "skipped")}
+    assert {p.session for p in live} == {
+        e.session for e in catalog if e.status in ("converted", "skipped")
+    }
     for page in live:
         assert len(page.thumbnails) == N_THUMBS
         assert sorted(p.name for p in page.plots) == sorted(PLOT_SIZES)
@@ -239,8 +269,9 @@ def _group(dataset: Path, session: str) -> Any:
     return zarr.open_group(str(dataset / "zarr" / f"{session}.zarr"), mode="r")
 
 
-def test_thumbnails_are_frames_flipped_and_doubled(dataset: Path,
-                                                   dataset_report: ReportResult) -> None:
+def test_thumbnails_are_frames_flipped_and_doubled(
+    dataset: Path, dataset_report: ReportResult
+) -> None:
     """Each thumbnail is its stored frame upside down (bottom row first), 2x nearest."""
     for page in dataset_report.pages:
         if not page.thumbnails:
@@ -262,8 +293,9 @@ def test_bundle_and_dataset_reports_show_the_same_frames(
     by_session = {p.session: p for p in dataset_report.pages if p.thumbnails}
     for page in any_report.pages:
         twin = by_session[page.session]
-        assert [t.read_bytes() for t in page.thumbnails] == \
-            [t.read_bytes() for t in twin.thumbnails]
+        assert [t.read_bytes() for t in page.thumbnails] == [
+            t.read_bytes() for t in twin.thumbnails
+        ]
 
 
 def test_pages_say_whether_frames_are_blank(dataset: Path, any_report: ReportResult) -> None:
@@ -281,8 +313,7 @@ def test_pages_say_whether_frames_are_blank(dataset: Path, any_report: ReportRes
 
 
 def test_session_page_lists_every_finding(dataset: Path, dataset_report: ReportResult) -> None:
-    catalog = {e.session: e for e in read_catalog(Output(str(dataset)))
-               if e.status == "converted"}
+    catalog = {e.session: e for e in read_catalog(Output(str(dataset))) if e.status == "converted"}
     for page in dataset_report.pages:
         entry = catalog.get(page.session)
         if entry is None:
@@ -300,8 +331,9 @@ def _variant() -> Path:
 
 
 @pytest.mark.parametrize("kind", ["zip", "tar.gz"])
-def test_archive_gives_the_same_thumbnails(kind: str, tmp_path: Path,
-                                           dataset_report: ReportResult) -> None:
+def test_archive_gives_the_same_thumbnails(
+    kind: str, tmp_path: Path, dataset_report: ReportResult
+) -> None:
     src = _variant()
     archive = tmp_path / f"bundle.{kind}"
     if kind == "zip":
@@ -331,8 +363,9 @@ class _CountingReader:
         return getattr(self.stream, name)
 
 
-def test_frames_are_read_only_where_shown(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                          make_bundle: Callable[..., Path]) -> None:
+def test_frames_are_read_only_where_shown(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, make_bundle: Callable[..., Path]
+) -> None:
     """The report's frame reader reads the N_THUMBS frames it shows, not the whole file
     (the header is read by ingest.files, and validate_bundle's streaming scan by its own
     module: neither goes through the report's open_file)."""
@@ -372,16 +405,24 @@ def _nothing(folder: Path) -> None:
     pass
 
 
-@pytest.mark.parametrize(("damage", "n_frames", "code", "n_thumbs"), [
-    (_truncate, 30, "NPY_TRUNCATED", 0),
-    (_unlink_timestamps, 30, "BUNDLE_MISSING_FILE", N_THUMBS),
-    (_empty_jsonl, 30, "JSONL_EMPTY", N_THUMBS),
-    (_not_npy, 30, "NPY_BAD_MAGIC", 0),
-    (_nothing, 1, None, 1),
-], ids=["truncated-frames", "missing-timestamps", "empty-jsonl", "frames-not-npy", "one-frame"])
+@pytest.mark.parametrize(
+    ("damage", "n_frames", "code", "n_thumbs"),
+    [
+        (_truncate, 30, "NPY_TRUNCATED", 0),
+        (_unlink_timestamps, 30, "BUNDLE_MISSING_FILE", N_THUMBS),
+        (_empty_jsonl, 30, "JSONL_EMPTY", N_THUMBS),
+        (_not_npy, 30, "NPY_BAD_MAGIC", 0),
+        (_nothing, 1, None, 1),
+    ],
+    ids=["truncated-frames", "missing-timestamps", "empty-jsonl", "frames-not-npy", "one-frame"],
+)
 def test_broken_bundle_still_gets_a_page(
-    damage: Callable[[Path], None], n_frames: int, code: str | None, n_thumbs: int,
-    make_bundle: Callable[..., Path], tmp_path: Path,
+    damage: Callable[[Path], None],
+    n_frames: int,
+    code: str | None,
+    n_thumbs: int,
+    make_bundle: Callable[..., Path],
+    tmp_path: Path,
 ) -> None:
     folder = make_bundle(n_frames=n_frames)
     damage(folder)
@@ -434,8 +475,7 @@ def _assert_escaped(result: ReportResult, texts: list[str]) -> None:
         assert any(text in s for s in shown), text
 
 
-def test_hostile_bundle_text_is_escaped(make_bundle: Callable[..., Path],
-                                        tmp_path: Path) -> None:
+def test_hostile_bundle_text_is_escaped(make_bundle: Callable[..., Path], tmp_path: Path) -> None:
     prefix = "reacture_1<img src=x onerror=alert(1)>"
     folder = make_bundle(prefix=prefix, environment=HOSTILE, n_frames=8)
     data = folder / f"{prefix}_data.jsonl"
@@ -450,21 +490,34 @@ def test_hostile_bundle_text_is_escaped(make_bundle: Callable[..., Path],
 def test_hostile_catalog_text_is_escaped(tmp_path: Path) -> None:
     out = Output(str(tmp_path / "out"))
     (tmp_path / "out").mkdir()
-    bad = Finding(Severity.ERROR, "ROW_SCHEMA", f"{HOSTILE}.jsonl", f"bad {HOSTILE} & more",
-                  line=3)
-    write_catalog(out, [
-        CatalogEntry(session="../../etc/x<i>", source=f"/tmp/{HOSTILE}", prefix=HOSTILE,
-                     status="rejected", reason=HOSTILE, findings=(bad,)),
-        CatalogEntry(session="index", source="/elsewhere", prefix="index", status="converted",
-                     n_frames=1, n_rows=1),
-    ])
+    bad = Finding(Severity.ERROR, "ROW_SCHEMA", f"{HOSTILE}.jsonl", f"bad {HOSTILE} & more", line=3)
+    write_catalog(
+        out,
+        [
+            CatalogEntry(
+                session="../../etc/x<i>",
+                source=f"/tmp/{HOSTILE}",
+                prefix=HOSTILE,
+                status="rejected",
+                reason=HOSTILE,
+                findings=(bad,),
+            ),
+            CatalogEntry(
+                session="index",
+                source="/elsewhere",
+                prefix="index",
+                status="converted",
+                n_frames=1,
+                n_rows=1,
+            ),
+        ],
+    )
     result = write_report(out.url, tmp_path / "report")
     names = sorted(p.html.name for p in result.pages)
     assert all(re.fullmatch(r"[A-Za-z0-9_-]+\.html", n) for n in names)
     assert "index.html" not in names and len(set(names)) == 2
     _assert_escaped(result, ["../../etc/x<i>", f"bad {HOSTILE} & more", f"/tmp/{HOSTILE}"])
-    text = " ".join(parse_page(result.pages[0].html).text
-                    + parse_page(result.pages[1].html).text)
+    text = " ".join(parse_page(result.pages[0].html).text + parse_page(result.pages[1].html).text)
     assert "cannot be read" in text  # the converted row's outputs do not exist: said, no crash
 
 
@@ -483,14 +536,18 @@ def chromium() -> str:
         return found
     apt = shutil.which("apt-get")
     if apt is None or os.geteuid() != 0:
-        pytest.skip("chromium is not installed and cannot be installed here (needs apt-get "
-                    "and root): apt-get install chromium")
+        pytest.skip(
+            "chromium is not installed and cannot be installed here (needs apt-get "
+            "and root): apt-get install chromium"
+        )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for cmd in ([apt, "update", "-qq"], [apt, "install", "-y", "-qq", "chromium"]):
         done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
         if done.returncode != 0:
-            pytest.skip(f"chromium could not be installed ({' '.join(cmd)} failed: "
-                        f"{done.stderr.strip()[-300:]})")
+            pytest.skip(
+                f"chromium could not be installed ({' '.join(cmd)} failed: "
+                f"{done.stderr.strip()[-300:]})"
+            )
     found = _find_chromium()
     if not found:
         pytest.skip("apt-get installed chromium but no chromium command was found")
@@ -499,29 +556,49 @@ def chromium() -> str:
 
 def _run_chromium(chromium: str, tmp: Path, page: Path, *args: str) -> str:
     done = subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-         "--no-first-run", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", f"--user-data-dir={tmp / 'profile'}", *args, page.as_uri()],
-        capture_output=True, text=True, timeout=60)
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp / 'profile'}",
+            *args,
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
 
 
 @pytest.mark.slow
-def test_chromium_shows_every_image(chromium: str, dataset_report: ReportResult,
-                                    tmp_path: Path) -> None:
+def test_chromium_shows_every_image(
+    chromium: str, dataset_report: ReportResult, tmp_path: Path
+) -> None:
     variant = next(p for p in dataset_report.pages if p.session == VARIANT)
     for page in (dataset_report.index, variant.html):
-        dom = _run_chromium(chromium, tmp_path, page, "--virtual-time-budget=5000",
-                            "--dump-dom")
+        dom = _run_chromium(chromium, tmp_path, page, "--virtual-time-budget=5000", "--dump-dom")
         n_img = parse_page(page).count("img")
         m = re.search(r'<html[^>]*data-images-ok="(\d+)/(\d+)"', dom)
         assert m, dom[:500]
         assert (int(m[1]), int(m[2])) == (n_img, n_img)
         assert re.search(r'<html[^>]*data-errors="0"', dom), dom[:500]
     shot = tmp_path / "shot.png"
-    _run_chromium(chromium, tmp_path, variant.html, "--hide-scrollbars",
-                  f"--screenshot={shot}", "--window-size=1280,2000")
+    _run_chromium(
+        chromium,
+        tmp_path,
+        variant.html,
+        "--hide-scrollbars",
+        f"--screenshot={shot}",
+        "--window-size=1280,2000",
+    )
     with Image.open(shot) as im:
         assert im.size == (1280, 2000)
         assert len(np.unique(np.asarray(im.convert("L")))) > 50  # pictures, not a blank page

@@ -45,7 +45,9 @@ def dataset_files(root: Path) -> dict[str, bytes]:
     """Every output file of a dataset, by its path relative to the dataset."""
     return {
         p.relative_to(root).as_posix(): p.read_bytes()
-        for d in OUTPUT_DIRS for p in sorted((root / d).rglob("*")) if p.is_file()
+        for d in OUTPUT_DIRS
+        for p in sorted((root / d).rglob("*"))
+        if p.is_file()
     }
 
 
@@ -98,8 +100,9 @@ def test_dask_cluster_run_equals_sync_run(
     dask_cluster: str, batch_inputs: list[str], sync_dataset: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "ds"
-    code, summary = convert_cli(*batch_inputs, "--out", str(out), *OPTIONS,
-                                "--scheduler", dask_cluster)
+    code, summary = convert_cli(
+        *batch_inputs, "--out", str(out), *OPTIONS, "--scheduler", dask_cluster
+    )
     assert code == 0, summary
     assert summary["counts"] == {"converted": 5}
     assert_same_dataset(out, sync_dataset)
@@ -111,8 +114,9 @@ def test_local_dask_run_equals_sync_run(
     scheduler: str, batch_inputs: list[str], sync_dataset: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "ds"
-    code, summary = convert_cli(*batch_inputs, "--out", str(out), *OPTIONS,
-                                "--scheduler", scheduler, "--workers", "2")
+    code, summary = convert_cli(
+        *batch_inputs, "--out", str(out), *OPTIONS, "--scheduler", scheduler, "--workers", "2"
+    )
     assert code == 0, summary
     assert summary["counts"] == {"converted": 5}
     assert_same_dataset(out, sync_dataset)
@@ -151,10 +155,12 @@ def test_bad_bundles_are_rows_with_reasons_and_the_batch_finishes(
     good = {"reacture_1795600000011": 12, "reacture_1795600000012": 15}
     for k, (prefix, n) in enumerate(good.items()):
         make_bundle(f"good{k}", prefix=prefix, seed=k, n_frames=n)
-    _truncate_frames(make_bundle("trunc", prefix="reacture_1795600000021", seed=5),
-                     "reacture_1795600000021")
-    _break_json_line(make_bundle("badjson", prefix="reacture_1795600000022", seed=6),
-                     "reacture_1795600000022", 5)
+    _truncate_frames(
+        make_bundle("trunc", prefix="reacture_1795600000021", seed=5), "reacture_1795600000021"
+    )
+    _break_json_line(
+        make_bundle("badjson", prefix="reacture_1795600000022", seed=6), "reacture_1795600000022", 5
+    )
     # a valid bundle whose output cannot be written: an I/O error, not bad input
     make_bundle("unwritable", prefix="reacture_1795600000031", seed=7, n_frames=10)
     out = tmp_path / "out"
@@ -162,21 +168,34 @@ def test_bad_bundles_are_rows_with_reasons_and_the_batch_finishes(
     blocker.parent.mkdir(parents=True)
     blocker.write_text("a file where the session's Zarr group must go")
 
-    code, summary = convert_cli(str(tmp_path / "bundles"), "--out", str(out),
-                                "--format", "zarr,wds", "--scheduler", "processes", "-j", "2")
+    code, summary = convert_cli(
+        str(tmp_path / "bundles"),
+        "--out",
+        str(out),
+        "--format",
+        "zarr,wds",
+        "--scheduler",
+        "processes",
+        "-j",
+        "2",
+    )
 
     assert code == 1
     assert summary["ok"] is False
     assert summary["counts"] == {"converted": 2, "rejected": 2, "failed": 1}
     rows = {r["session"]: r for r in pq.read_table(out / "catalog.parquet").to_pylist()}
     assert {s: r["status"] for s, r in rows.items()} == {
-        "reacture_1795600000011": "converted", "reacture_1795600000012": "converted",
-        "reacture_1795600000021": "rejected", "reacture_1795600000022": "rejected",
+        "reacture_1795600000011": "converted",
+        "reacture_1795600000012": "converted",
+        "reacture_1795600000021": "rejected",
+        "reacture_1795600000022": "rejected",
         "reacture_1795600000031": "failed",
     }
     assert rows["reacture_1795600000021"]["reason"].startswith("NPY_TRUNCATED at ")
-    assert rows["reacture_1795600000022"]["reason"] == \
-        "JSONL_BAD_JSON at reacture_1795600000022_data.jsonl:5"
+    assert (
+        rows["reacture_1795600000022"]["reason"]
+        == "JSONL_BAD_JSON at reacture_1795600000022_data.jsonl:5"
+    )
     assert rows["reacture_1795600000031"]["reason"].startswith("NotADirectoryError: ")
     for bad in ("reacture_1795600000021", "reacture_1795600000022", "reacture_1795600000031"):
         assert rows[bad]["outputs"] == []
@@ -191,8 +210,9 @@ def test_bad_bundles_are_rows_with_reasons_and_the_batch_finishes(
 
     # once the obstacle is gone, a re-run converts the failed session and skips the rest
     blocker.unlink()
-    code, again = convert_cli(str(tmp_path / "bundles"), "--out", str(out),
-                              "--format", "zarr", "--scheduler", "sync")
+    code, again = convert_cli(
+        str(tmp_path / "bundles"), "--out", str(out), "--format", "zarr", "--scheduler", "sync"
+    )
     assert code == 1  # the rejected bundles are still rejected
     assert again["counts"] == {"converted": 1, "skipped": 2, "rejected": 2}
 
@@ -208,10 +228,14 @@ def test_stop_on_error_starts_nothing_after_the_first_bad_bundle(
             _truncate_frames(folder, prefix)
     out = Output(str(tmp_path / "out"))
     seen: list[tuple[str, int, int]] = []
-    summary = run_convert([str(tmp_path / "bundles")], out,
-                          ConvertOptions(formats=("zarr", "wds")), scheduler="sync",
-                          stop_on_error=True,
-                          progress=lambda e, done, total: seen.append((e.status, done, total)))
+    summary = run_convert(
+        [str(tmp_path / "bundles")],
+        out,
+        ConvertOptions(formats=("zarr", "wds")),
+        scheduler="sync",
+        stop_on_error=True,
+        progress=lambda e, done, total: seen.append((e.status, done, total)),
+    )
     statuses = ["converted"] * bad_position + ["rejected"]
     assert [e.status for e in summary.entries] == statuses
     assert [e.session for e in summary.entries] == prefixes[: bad_position + 1]
@@ -222,14 +246,16 @@ def test_stop_on_error_starts_nothing_after_the_first_bad_bundle(
     assert read_index(out) is None  # no shards from a stopped run
 
 
-def test_without_stop_every_bundle_is_tried(make_bundle: Callable[..., Path],
-                                            tmp_path: Path) -> None:
+def test_without_stop_every_bundle_is_tried(
+    make_bundle: Callable[..., Path], tmp_path: Path
+) -> None:
     for k in range(3):
         folder = make_bundle(f"b{k}", prefix=f"reacture_179560000020{k}", seed=k, n_frames=8)
         if k == 0:
             _truncate_frames(folder, f"reacture_179560000020{k}")
-    summary = run_convert([str(tmp_path / "bundles")], Output(str(tmp_path / "out")),
-                          scheduler="sync")
+    summary = run_convert(
+        [str(tmp_path / "bundles")], Output(str(tmp_path / "out")), scheduler="sync"
+    )
     assert summary.counts == {"rejected": 1, "converted": 2}
     assert "stopped" not in summary.extra
 

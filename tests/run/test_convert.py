@@ -47,8 +47,9 @@ OUTPUT_DIRS = ("zarr", "rows", "frames")
 # --- helpers ------------------------------------------------------------------------------------
 def convert(paths: list[Path], out: Path, **options: Any) -> RunSummary:
     """run_convert in this process (the sync scheduler: fast, and what a debugger sees)."""
-    return run_convert([str(p) for p in paths], Output(str(out)), ConvertOptions(**options),
-                       scheduler="sync")
+    return run_convert(
+        [str(p) for p in paths], Output(str(out)), ConvertOptions(**options), scheduler="sync"
+    )
 
 
 def cli_convert(*args: str | Path) -> Any:
@@ -88,15 +89,21 @@ def tree_digest(out: Path) -> dict[str, str]:
     """sha256 of every file under OUT/zarr, OUT/rows and OUT/frames, by relative path."""
     return {
         str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for d in OUTPUT_DIRS if (out / d).exists()
-        for p in sorted((out / d).rglob("*")) if p.is_file()
+        for d in OUTPUT_DIRS
+        if (out / d).exists()
+        for p in sorted((out / d).rglob("*"))
+        if p.is_file()
     }
 
 
 def visible(out: Path, session: str) -> list[str]:
     """Every visible output path of ``session``."""
-    return sorted(str(p.relative_to(out)) for d in OUTPUT_DIRS if (out / d).exists()
-                  for p in (out / d).glob(f"{session}.*"))
+    return sorted(
+        str(p.relative_to(out))
+        for d in OUTPUT_DIRS
+        if (out / d).exists()
+        for p in (out / d).glob(f"{session}.*")
+    )
 
 
 def by_source(out: Path) -> dict[str, CatalogEntry]:
@@ -134,8 +141,9 @@ _CONVERTED: dict[Path, tuple[Path, RunSummary]] = {}
 
 
 @pytest.fixture
-def converted_real(real_bundle: Path, tmp_path_factory: pytest.TempPathFactory
-                   ) -> tuple[Path, Path, CatalogEntry]:
+def converted_real(
+    real_bundle: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path, CatalogEntry]:
     """(bundle folder, OUT, its catalog entry) for each real fixture, converted into a temp OUT."""
     if real_bundle not in _CONVERTED:
         out = tmp_path_factory.mktemp("real") / "out"
@@ -145,8 +153,9 @@ def converted_real(real_bundle: Path, tmp_path_factory: pytest.TempPathFactory
     return real_bundle, out, entry
 
 
-def test_real_frames_and_timestamps_are_bit_exact(converted_real: tuple[Path, Path, CatalogEntry]
-                                                  ) -> None:
+def test_real_frames_and_timestamps_are_bit_exact(
+    converted_real: tuple[Path, Path, CatalogEntry],
+) -> None:
     folder, out, entry = converted_real
     group = zarr_group(out, entry.session or "")
     frames, ts = source_frames(folder), source_timestamps(folder)
@@ -156,8 +165,9 @@ def test_real_frames_and_timestamps_are_bit_exact(converted_real: tuple[Path, Pa
     assert np.asarray(group["timestamps"][:]).tobytes() == ts.tobytes()
 
 
-def test_real_rows_rebuild_every_source_line(converted_real: tuple[Path, Path, CatalogEntry]
-                                             ) -> None:
+def test_real_rows_rebuild_every_source_line(
+    converted_real: tuple[Path, Path, CatalogEntry],
+) -> None:
     folder, out, entry = converted_real
     assert_round_trip(folder, out, entry.session or "")
 
@@ -208,8 +218,11 @@ def test_real_catalog_row(converted_real: tuple[Path, Path, CatalogEntry]) -> No
         column = HASH_COLUMNS[role]
         assert record[column] == hashlib.sha256(one(folder, role).read_bytes()).hexdigest(), role
     assert record["sha256_frames_json"] is None
-    assert record["outputs"] == [f"zarr/{prefix}.zarr", f"rows/{prefix}.parquet",
-                                 f"frames/{prefix}.parquet"]
+    assert record["outputs"] == [
+        f"zarr/{prefix}.zarr",
+        f"rows/{prefix}.parquet",
+        f"frames/{prefix}.parquet",
+    ]
     assert record["converter_version"] == __version__
     assert record["converted_at"] is not None and record["n_errors"] == 0
     # every validation finding, as the validator reports it
@@ -223,8 +236,12 @@ def test_real_output_passes_the_conformance_checker(
     converted_real: tuple[Path, Path, CatalogEntry],
 ) -> None:
     folder, out, _ = converted_real
-    done = subprocess.run([str(PYTHON), str(CHECKER), str(out), str(folder)],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [str(PYTHON), str(CHECKER), str(out), str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1/1 bundles exact" in done.stdout
 
@@ -232,8 +249,13 @@ def test_real_output_passes_the_conformance_checker(
 # --- a property over generated bundles ----------------------------------------------------------
 bundle_specs = st.builds(
     lambda n, seed, events, interval, pauses, blank: BundleSpec(
-        n_frames=n, seed=seed, events_per_frame=events, interval_ms=interval, blank=blank,
-        pauses=tuple((i % n, gap) for i, gap in pauses) if n else ()),
+        n_frames=n,
+        seed=seed,
+        events_per_frame=events,
+        interval_ms=interval,
+        blank=blank,
+        pauses=tuple((i % n, gap) for i, gap in pauses) if n else (),
+    ),
     n=st.one_of(st.just(1), st.just(0), st.integers(1, 40)),
     seed=st.integers(0, 2**31),
     events=st.sampled_from([0.0, 0.3, 1.0, 3.0]),  # rows of other kinds between two frames
@@ -260,8 +282,11 @@ def test_generated_bundles_convert_verify_and_rebuild(spec: BundleSpec, chunk: i
 
 
 # --- readers that are not ours ------------------------------------------------------------------
-READER_SPECS = {"reacture_1795600000001": 13, "reacture_1795600000002": 1,
-                "reacture_1795600000003": 40}
+READER_SPECS = {
+    "reacture_1795600000001": 13,
+    "reacture_1795600000002": 1,
+    "reacture_1795600000003": 40,
+}
 
 
 @pytest.fixture(scope="module")
@@ -269,8 +294,10 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, P
     """Three generated sessions (13, 1 and 40 frames) converted into one OUT."""
     root = tmp_path_factory.mktemp("readers")
     folders = {
-        prefix: write_bundle(root / "in" / prefix, BundleSpec(n_frames=n, seed=n, prefix=prefix,
-                                                             pauses=((n // 2, 5000),)))
+        prefix: write_bundle(
+            root / "in" / prefix,
+            BundleSpec(n_frames=n, seed=n, prefix=prefix, pauses=((n // 2, 5000),)),
+        )
         for prefix, n in READER_SPECS.items()
     }
     summary = convert(list(folders.values()), root / "out")
@@ -287,14 +314,19 @@ def test_duckdb_reads_rows_and_frames(dataset: tuple[Path, dict[str, Path]]) -> 
     assert duckdb.sql(f"select count(*) from {rows}").fetchall() == [(n_rows,)]
     n_frames = sum(READER_SPECS.values())
     assert duckdb.sql(f"select count(*) from {frames}").fetchall() == [(n_frames,)]
-    xs = duckdb.sql(f"select session, row_index, robot.position.x from {rows} "
-                    "order by session, row_index").fetchall()
-    want = [(p, i, r["robot"]["position"]["x"])
-            for p, f in sorted(folders.items()) for i, r in enumerate(source_rows(f))]
+    xs = duckdb.sql(
+        f"select session, row_index, robot.position.x from {rows} order by session, row_index"
+    ).fetchall()
+    want = [
+        (p, i, r["robot"]["position"]["x"])
+        for p, f in sorted(folders.items())
+        for i, r in enumerate(source_rows(f))
+    ]
     assert xs == want
     joined = duckdb.sql(
         f"select f.session, f.frame_index, r.frame_index, r.kind from {frames} f "
-        f"left join {rows} r on f.session = r.session and f.row_index = r.row_index").fetchall()
+        f"left join {rows} r on f.session = r.session and f.row_index = r.row_index"
+    ).fetchall()
     assert len(joined) == sum(READER_SPECS.values())
     assert all(fi == ri and kind == "periodic" for _, fi, ri, kind in joined)
     kinds = dict(duckdb.sql(f"select kind, count(*) from {rows} group by kind").fetchall())
@@ -311,14 +343,23 @@ def test_polars_reads_rows_and_frames(dataset: tuple[Path, dict[str, Path]]) -> 
     assert rows.height == sum(len(source_rows(f)) for f in folders.values())
     assert frames.height == sum(READER_SPECS.values())
     assert rows.schema["timestamp_ms"] == pl.Int64 and frames.schema["timestamp_ms"] == pl.Float32
-    x = rows.sort("session", "row_index").select(
-        pl.col("robot").struct.field("position").struct.field("x")).to_series().to_list()
-    assert x == [r["robot"]["position"]["x"]
-                 for _, f in sorted(folders.items()) for r in source_rows(f)]
+    x = (
+        rows.sort("session", "row_index")
+        .select(pl.col("robot").struct.field("position").struct.field("x"))
+        .to_series()
+        .to_list()
+    )
+    assert x == [
+        r["robot"]["position"]["x"] for _, f in sorted(folders.items()) for r in source_rows(f)
+    ]
     joined = frames.join(rows, on=["session", "row_index"], how="left", suffix="_row")
     assert joined.height == frames.height
-    assert joined.filter((pl.col("kind") != "periodic")
-                         | (pl.col("frame_index") != pl.col("frame_index_row"))).height == 0
+    assert (
+        joined.filter(
+            (pl.col("kind") != "periodic") | (pl.col("frame_index") != pl.col("frame_index_row"))
+        ).height
+        == 0
+    )
 
 
 def test_xarray_opens_each_session(dataset: tuple[Path, dict[str, Path]]) -> None:
@@ -348,31 +389,42 @@ def test_zarr_python_opens_each_session(dataset: tuple[Path, dict[str, Path]]) -
         attrs = group.attrs.asdict()
         assert attrs["frames"]["orientation"] == "bottom-up"
         assert attrs["session"] == attrs["prefix"] == prefix
-        assert attrs["provenance"]["sha256"]["frames.npy"] == hashlib.sha256(
-            one(folder, "frames.npy").read_bytes()).hexdigest()
+        assert (
+            attrs["provenance"]["sha256"]["frames.npy"]
+            == hashlib.sha256(one(folder, "frames.npy").read_bytes()).hexdigest()
+        )
         assert np.array_equal(frames[0], source_frames(folder)[0])
 
 
 # --- Zarr options -------------------------------------------------------------------------------
 @pytest.mark.parametrize("codec", ["none", "lz4", "zstd"])
-def test_every_codec_round_trips(make_bundle: Callable[..., Path], tmp_path: Path, codec: str
-                                 ) -> None:
+def test_every_codec_round_trips(
+    make_bundle: Callable[..., Path], tmp_path: Path, codec: str
+) -> None:
     folder = make_bundle(n_frames=23, seed=5)
     out = tmp_path / "out"
     result = cli_convert(folder, "--out", out, "--codec", codec, "--chunk-frames", "8")
     assert result.exit_code == 0, result.output
     assert_round_trip(folder, out, "reacture_1795600000000")
-    meta = json.loads((out / "zarr" / "reacture_1795600000000.zarr" / "frames" / "zarr.json")
-                      .read_text())
+    meta = json.loads(
+        (out / "zarr" / "reacture_1795600000000.zarr" / "frames" / "zarr.json").read_text()
+    )
     names = [c["name"] for c in meta["codecs"]]
     assert names == {"none": ["bytes"], "lz4": ["bytes", "blosc"], "zstd": ["bytes", "zstd"]}[codec]
     assert verify_dataset(Output(str(out)), sources=True) == (1, [])
 
 
-@pytest.mark.parametrize(("chunk", "n_frames", "want"), [(8, 23, 8), (1, 5, 1), (64, 10, 10)],
-                         ids=["chunk-8", "chunk-1", "chunk-longer-than-session"])
+@pytest.mark.parametrize(
+    ("chunk", "n_frames", "want"),
+    [(8, 23, 8), (1, 5, 1), (64, 10, 10)],
+    ids=["chunk-8", "chunk-1", "chunk-longer-than-session"],
+)
 def test_frames_are_chunked_along_time_as_asked(
-    make_bundle: Callable[..., Path], tmp_path: Path, chunk: int, n_frames: int, want: int,
+    make_bundle: Callable[..., Path],
+    tmp_path: Path,
+    chunk: int,
+    n_frames: int,
+    want: int,
 ) -> None:
     folder = make_bundle(n_frames=n_frames)
     out = tmp_path / "out"
@@ -384,8 +436,9 @@ def test_frames_are_chunked_along_time_as_asked(
     assert_round_trip(folder, out, "reacture_1795600000000")
 
 
-def test_sharded_frames_are_few_objects_and_round_trip(make_bundle: Callable[..., Path],
-                                                       tmp_path: Path) -> None:
+def test_sharded_frames_are_few_objects_and_round_trip(
+    make_bundle: Callable[..., Path], tmp_path: Path
+) -> None:
     folder = make_bundle(n_frames=60, seed=9)
     plain, sharded = tmp_path / "plain", tmp_path / "sharded"
     assert cli_convert(folder, "--out", plain, "--chunk-frames", "4").exit_code == 0
@@ -395,24 +448,32 @@ def test_sharded_frames_are_few_objects_and_round_trip(make_bundle: Callable[...
     assert frames.chunks == (4, 128, 128, 3) and frames.shards == (32, 128, 128, 3)
 
     def objects(out: Path) -> int:
-        return sum(p.is_file() for p in (out / "zarr" / "reacture_1795600000000.zarr" / "frames")
-                   .rglob("*"))
+        return sum(
+            p.is_file()
+            for p in (out / "zarr" / "reacture_1795600000000.zarr" / "frames").rglob("*")
+        )
 
     assert objects(plain) == 15 + 1  # 60 / 4 chunks and zarr.json
     assert objects(sharded) == 2 + 1  # two shards and zarr.json
     assert_round_trip(folder, sharded, "reacture_1795600000000")
     assert verify_dataset(Output(str(sharded)), sources=True) == (1, [])
     assert frames_table(sharded, "reacture_1795600000000") == frames_table(
-        plain, "reacture_1795600000000")
+        plain, "reacture_1795600000000"
+    )
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--shard-frames", "10", "--chunk-frames", "4"], "multiple of --chunk-frames"),
-    (["--codec", "gzip"], "gzip"),
-    (["--chunk-frames", "0"], "0"),
-], ids=["shard-not-multiple", "unknown-codec", "zero-chunk"])
-def test_bad_zarr_options_are_usage_errors(make_bundle: Callable[..., Path], tmp_path: Path,
-                                           args: list[str], message: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--shard-frames", "10", "--chunk-frames", "4"], "multiple of --chunk-frames"),
+        (["--codec", "gzip"], "gzip"),
+        (["--chunk-frames", "0"], "0"),
+    ],
+    ids=["shard-not-multiple", "unknown-codec", "zero-chunk"],
+)
+def test_bad_zarr_options_are_usage_errors(
+    make_bundle: Callable[..., Path], tmp_path: Path, args: list[str], message: str
+) -> None:
     result = cli_convert(make_bundle(n_frames=3), "--out", tmp_path / "out", *args)
     assert result.exit_code == 2 and message in result.output
     assert not (tmp_path / "out" / "zarr").exists()
@@ -423,6 +484,7 @@ def _truncate(role: str, n: int) -> Callable[[Path], None]:
     def cut(folder: Path) -> None:
         path = one(folder, role)
         path.write_bytes(path.read_bytes()[:-n])
+
     return cut
 
 
@@ -451,12 +513,23 @@ BROKEN = [
 ]
 
 
-@pytest.mark.parametrize(("breakage", "code", "file"), BROKEN,
-                         ids=["frames-truncated", "timestamps-truncated", "bad-json",
-                              "missing-readme", "frame-ref-out-of-range"])
+@pytest.mark.parametrize(
+    ("breakage", "code", "file"),
+    BROKEN,
+    ids=[
+        "frames-truncated",
+        "timestamps-truncated",
+        "bad-json",
+        "missing-readme",
+        "frame-ref-out-of-range",
+    ],
+)
 def test_rejected_bundle_gets_a_catalog_row_and_nothing_else(
-    make_bundle: Callable[..., Path], tmp_path: Path, breakage: Callable[[Path], None],
-    code: str, file: str | None,
+    make_bundle: Callable[..., Path],
+    tmp_path: Path,
+    breakage: Callable[[Path], None],
+    code: str,
+    file: str | None,
 ) -> None:
     folder = make_bundle(n_frames=10)
     breakage(folder)
@@ -474,10 +547,13 @@ def test_rejected_bundle_gets_a_catalog_row_and_nothing_else(
     assert {p: p.read_bytes() for p in folder.iterdir()} == before  # sources left as they were
 
 
-def test_mixed_batch_converts_the_good_ones_and_exits_1(make_bundle: Callable[..., Path],
-                                                        tmp_path: Path) -> None:
-    good = [make_bundle(f"good{i}", n_frames=12, seed=i, prefix=f"reacture_179560000000{i}")
-            for i in range(2)]
+def test_mixed_batch_converts_the_good_ones_and_exits_1(
+    make_bundle: Callable[..., Path], tmp_path: Path
+) -> None:
+    good = [
+        make_bundle(f"good{i}", n_frames=12, seed=i, prefix=f"reacture_179560000000{i}")
+        for i in range(2)
+    ]
     broken = make_bundle("broken", n_frames=12, prefix="reacture_1795600000009")
     _truncate("frames.npy", 1)(broken)
     out = tmp_path / "out"
@@ -485,7 +561,10 @@ def test_mixed_batch_converts_the_good_ones_and_exits_1(make_bundle: Callable[..
     assert result.exit_code == 1, result.output
     entries = by_source(out)
     assert {k: e.status for k, e in entries.items()} == {
-        "good0": "converted", "good1": "converted", "broken": "rejected"}
+        "good0": "converted",
+        "good1": "converted",
+        "broken": "rejected",
+    }
     assert visible(out, "reacture_1795600000009") == []
     for folder in good:
         assert_round_trip(folder, out, folder_prefix(folder))
@@ -496,8 +575,9 @@ def folder_prefix(folder: Path) -> str:
     return one(folder, "metadata.json").name.removesuffix("_metadata.json")
 
 
-def test_same_bundle_in_two_places_is_converted_once(make_bundle: Callable[..., Path],
-                                                     tmp_path: Path) -> None:
+def test_same_bundle_in_two_places_is_converted_once(
+    make_bundle: Callable[..., Path], tmp_path: Path
+) -> None:
     first = make_bundle("a", n_frames=12)
     second = tmp_path / "copy" / "b"
     shutil.copytree(first, second)
@@ -509,17 +589,21 @@ def test_same_bundle_in_two_places_is_converted_once(make_bundle: Callable[..., 
     assert entries["b"].outputs == ()
     assert [f.code for f in entries["b"].findings] == ["DUPLICATE_BUNDLE"]
     assert visible(out, "reacture_1795600000000") == [
-        "frames/reacture_1795600000000.parquet", "rows/reacture_1795600000000.parquet",
-        "zarr/reacture_1795600000000.zarr"]
+        "frames/reacture_1795600000000.parquet",
+        "rows/reacture_1795600000000.parquet",
+        "zarr/reacture_1795600000000.zarr",
+    ]
     # and on a re-run: the first is skipped, the copy still a duplicate
     again = convert([first, second], out)
     assert sorted(e.status for e in again.entries) == ["duplicate", "skipped"]
 
 
-def test_rerun_skips_every_session_and_changes_no_byte(make_bundle: Callable[..., Path],
-                                                       tmp_path: Path) -> None:
-    folders = [make_bundle(n_frames=n, seed=n, prefix=f"reacture_17956000000{n:02d}")
-               for n in (1, 17, 30)]
+def test_rerun_skips_every_session_and_changes_no_byte(
+    make_bundle: Callable[..., Path], tmp_path: Path
+) -> None:
+    folders = [
+        make_bundle(n_frames=n, seed=n, prefix=f"reacture_17956000000{n:02d}") for n in (1, 17, 30)
+    ]
     out = tmp_path / "out"
     assert convert(folders, out).ok
     before = tree_digest(out)
@@ -530,16 +614,18 @@ def test_rerun_skips_every_session_and_changes_no_byte(make_bundle: Callable[...
     assert len(before) > 3 * 3
 
 
-def test_changed_bundle_is_a_conflict_until_forced(make_bundle: Callable[..., Path],
-                                                   tmp_path: Path) -> None:
+def test_changed_bundle_is_a_conflict_until_forced(
+    make_bundle: Callable[..., Path], tmp_path: Path
+) -> None:
     folder = make_bundle("a", n_frames=12, seed=1)
     out = tmp_path / "out"
     assert convert([folder], out).ok
     before = tree_digest(out)
     write_bundle(folder, BundleSpec(n_frames=15, seed=2))  # same prefix, other bytes
     for _ in range(2):  # a second run without --force must still refuse
-        result = CliRunner().invoke(cli, ["convert", str(folder), "--out", str(out), "--json",
-                                          "--scheduler", "sync"])
+        result = CliRunner().invoke(
+            cli, ["convert", str(folder), "--out", str(out), "--json", "--scheduler", "sync"]
+        )
         assert result.exit_code == 1, result.output
         (session,) = json.loads(result.output)["sessions"]
         assert session["status"] == "conflict"
@@ -556,8 +642,9 @@ def test_changed_bundle_is_a_conflict_until_forced(make_bundle: Callable[..., Pa
     assert verify_dataset(Output(str(out)), sources=True) == (1, [])
 
 
-def test_forced_bundle_from_another_place_leaves_one_live_row(make_bundle: Callable[..., Path],
-                                                              tmp_path: Path) -> None:
+def test_forced_bundle_from_another_place_leaves_one_live_row(
+    make_bundle: Callable[..., Path], tmp_path: Path
+) -> None:
     old = make_bundle("old", n_frames=12, seed=1)
     new = make_bundle("new", n_frames=15, seed=2)  # same prefix, other bytes
     out = tmp_path / "out"
@@ -580,4 +667,3 @@ def test_cli_convert_without_bundles_or_with_a_missing_path(tmp_path: Path) -> N
     (entry,) = read_catalog(Output(str(tmp_path / "out")))
     assert entry.status == "rejected" and entry.session is None
     assert [f.code for f in entry.findings] == ["INPUT_NOT_FOUND"]
-

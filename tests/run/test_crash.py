@@ -68,26 +68,49 @@ class World:
         return self.seconds[("zarr", "sync")] * (1.4 if "wds" in fmt else 1.0)
 
 
-def convert_args(inputs: tuple[str, ...], out: Path, fmt: str, scheduler: str,
-                 *extra: str) -> list[str]:
+def convert_args(
+    inputs: tuple[str, ...], out: Path, fmt: str, scheduler: str, *extra: str
+) -> list[str]:
     workers = ["--workers", "2"] if scheduler == "processes" else []
-    return ["convert", *inputs, "--out", str(out), "--format", fmt, "--scheduler", scheduler,
-            *workers, *OPTIONS, *extra]
+    return [
+        "convert",
+        *inputs,
+        "--out",
+        str(out),
+        "--format",
+        fmt,
+        "--scheduler",
+        scheduler,
+        *workers,
+        *OPTIONS,
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     root = tmp_path_factory.mktemp("crash")
-    inputs = tuple(str(write_bundle(root / "in" / f"b{k}", BundleSpec(
-        n_frames=n, seed=k, prefix=f"reacture_17956100{k:05d}", events_per_frame=1.0)))
-        for k, n in enumerate(FRAMES))
+    inputs = tuple(
+        str(
+            write_bundle(
+                root / "in" / f"b{k}",
+                BundleSpec(
+                    n_frames=n, seed=k, prefix=f"reacture_17956100{k:05d}", events_per_frame=1.0
+                ),
+            )
+        )
+        for k, n in enumerate(FRAMES)
+    )
     clean: dict[str, Path] = {}
     seconds: dict[tuple[str, str], float] = {}
     for fmt, scheduler in (("zarr", "sync"), ("zarr,wds", "processes")):
         out = root / f"clean-{fmt}"
         started = time.perf_counter()
-        proc = subprocess.run([str(CONVERT), *convert_args(inputs, out, fmt, scheduler)],
-                              capture_output=True, timeout=300)
+        proc = subprocess.run(
+            [str(CONVERT), *convert_args(inputs, out, fmt, scheduler)],
+            capture_output=True,
+            timeout=300,
+        )
         seconds[(fmt, scheduler)] = time.perf_counter() - started
         assert proc.returncode == 0, proc.stderr[-3000:]
         clean[fmt] = out
@@ -101,13 +124,17 @@ def tree(path: Path) -> dict[str, str]:
     """sha256 of every file at or under ``path``, by path relative to ``path``."""
     if path.is_file():
         return {"": hashlib.sha256(path.read_bytes()).hexdigest()}
-    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(path.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
 
 
 def dataset_files(out: Path) -> dict[str, str]:
-    return {f"{d}/{k}": v for d in OUTPUT_DIRS if (out / d).exists()
-            for k, v in tree(out / d).items()}
+    return {
+        f"{d}/{k}": v for d in OUTPUT_DIRS if (out / d).exists() for k, v in tree(out / d).items()
+    }
 
 
 def catalog_rows(out: Path) -> list[dict[str, Any]]:
@@ -133,8 +160,9 @@ def assert_nothing_half_written(out: Path, clean: Path) -> None:
     if (out / "catalog.parquet").exists():
         checked, problems = verify_dataset(Output(str(out)))
         assert problems == []
-        assert checked == sum(e.status in ("converted", "skipped") for e in read_catalog(
-            Output(str(out))))
+        assert checked == sum(
+            e.status in ("converted", "skipped") for e in read_catalog(Output(str(out)))
+        )
 
 
 def assert_same_as_clean(out: Path, clean: Path, n_bundles: int) -> None:
@@ -144,8 +172,11 @@ def assert_same_as_clean(out: Path, clean: Path, n_bundles: int) -> None:
     catalog = read_catalog(Output(str(out)))
     live = [e for e in catalog if e.status in ("converted", "skipped")]
     assert len(catalog) == len(live) == len({(e.source, e.prefix) for e in live}) == n_bundles
-    leftovers = [str(p.relative_to(out)) for p in out.rglob("*")
-                 if ".tmp-" in p.name or p.name.endswith(".tmp")]
+    leftovers = [
+        str(p.relative_to(out))
+        for p in out.rglob("*")
+        if ".tmp-" in p.name or p.name.endswith(".tmp")
+    ]
     assert leftovers == []
     for hidden in (STAGING, TRASH):
         assert not (out / hidden).exists() or not any((out / hidden).iterdir()), hidden
@@ -171,7 +202,7 @@ def _group_alive(pgid: int) -> list[int]:
             text = stat_file.read_text()
         except OSError:
             continue
-        fields = text[text.rindex(")") + 2:].split()
+        fields = text[text.rindex(")") + 2 :].split()
         if int(fields[2]) == pgid and fields[0] not in "ZX":
             alive.append(int(stat_file.parent.name))
     return alive
@@ -193,12 +224,14 @@ def kill_group(proc: subprocess.Popen[bytes]) -> None:
 
 def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
     with open(log, "ab") as sink:
-        return subprocess.Popen([str(CONVERT), *args], stdout=sink, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        return subprocess.Popen(
+            [str(CONVERT), *args], stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
-def killed_run(world: World, out: Path, fmt: str, scheduler: str, rng: random.Random,
-               log: Path) -> float:
+def killed_run(
+    world: World, out: Path, fmt: str, scheduler: str, rng: random.Random, log: Path
+) -> float:
     """Start a run and SIGKILL its group after a random delay; a run that finished first is
     started again (into a fresh OUT) with a shorter delay. Returns the delay that killed it."""
     length = world.run_length(fmt, scheduler)
@@ -217,8 +250,9 @@ def killed_run(world: World, out: Path, fmt: str, scheduler: str, rng: random.Ra
     raise AssertionError(f"the run always finished before {delay:.2f} s")
 
 
-def crash_trial(world: World, tmp_path: Path, trial: int, processes: tuple[int, ...],
-                cycle: int) -> None:
+def crash_trial(
+    world: World, tmp_path: Path, trial: int, processes: tuple[int, ...], cycle: int
+) -> None:
     """One trial: kill (twice for every third trial), check, finish the run, compare. The
     format alternates; trials whose number modulo ``cycle`` is in ``processes`` run on local
     Dask worker processes (their cluster start makes them the slow ones)."""
@@ -229,22 +263,23 @@ def crash_trial(world: World, tmp_path: Path, trial: int, processes: tuple[int, 
     for _ in range(2 if trial % 3 == 0 else 1):
         killed_run(world, out, fmt, scheduler, rng, log)
         assert_nothing_half_written(out, world.clean[fmt])
-    result = CliRunner().invoke(cli, convert_args(world.inputs, out, fmt, "sync"),
-                                catch_exceptions=False)
+    result = CliRunner().invoke(
+        cli, convert_args(world.inputs, out, fmt, "sync"), catch_exceptions=False
+    )
     assert result.exit_code == 0, result.output
     assert_same_as_clean(out, world.clean[fmt], len(world.inputs))
 
 
 @pytest.mark.parametrize("trial", range(TRIALS))
-def test_killed_run_then_rerun_equals_a_clean_run(world: World, tmp_path: Path,
-                                                  trial: int) -> None:
+def test_killed_run_then_rerun_equals_a_clean_run(world: World, tmp_path: Path, trial: int) -> None:
     crash_trial(world, tmp_path, trial, processes=(2, 3), cycle=4)  # zarr and zarr,wds
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("trial", range(TRIALS, TRIALS + SOAK_TRIALS))
-def test_soak_killed_run_then_rerun_equals_a_clean_run(world: World, tmp_path: Path,
-                                                       trial: int) -> None:
+def test_soak_killed_run_then_rerun_equals_a_clean_run(
+    world: World, tmp_path: Path, trial: int
+) -> None:
     crash_trial(world, tmp_path, trial, processes=(3, 6), cycle=8)  # zarr,wds and zarr
 
 
@@ -255,8 +290,9 @@ def test_temporaries_of_a_killed_atomic_write_are_cleared(world: World, tmp_path
     (out / "wds").mkdir(parents=True)
     for name in ("catalog.parquet.tmp-0123abcd", "wds/index.json.tmp-0123abcd"):
         (out / name).write_bytes(b"half a file")
-    result = CliRunner().invoke(cli, convert_args(world.inputs, out, "zarr,wds", "sync"),
-                                catch_exceptions=False)
+    result = CliRunner().invoke(
+        cli, convert_args(world.inputs, out, "zarr,wds", "sync"), catch_exceptions=False
+    )
     assert result.exit_code == 0, result.output
     assert_same_as_clean(out, world.clean["zarr,wds"], len(world.inputs))
 
@@ -291,8 +327,9 @@ def all_threads_stopped(pid: int) -> bool:
     return bool(states) and all(s in ("T", "t") for s in states)
 
 
-def wait_until(check: Callable[[], bool], procs: list[subprocess.Popen[bytes]],
-               what: str, timeout: float = 60) -> None:
+def wait_until(
+    check: Callable[[], bool], procs: list[subprocess.Popen[bytes]], what: str, timeout: float = 60
+) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         exited = [p.args for p in procs if p.poll() is not None]
@@ -302,15 +339,20 @@ def wait_until(check: Callable[[], bool], procs: list[subprocess.Popen[bytes]],
 
 
 @pytest.fixture
-def frozen_first_run(world: World, tmp_path: Path) -> Iterator[Callable[[bool], subprocess.Popen[
-        bytes]]]:
+def frozen_first_run(
+    world: World, tmp_path: Path
+) -> Iterator[Callable[[bool], subprocess.Popen[bytes]]]:
     """``start_first(wait)``: a run that holds the lock on OUT, then is frozen (SIGSTOP)."""
     procs: list[subprocess.Popen[bytes]] = []
 
     def start_first(wait: bool) -> subprocess.Popen[bytes]:
         out = tmp_path / "out"
-        proc = start(convert_args(world.inputs, out, "zarr", "sync", "--json",
-                                  *(["--wait"] if wait else [])), tmp_path / "first.log")
+        proc = start(
+            convert_args(
+                world.inputs, out, "zarr", "sync", "--json", *(["--wait"] if wait else [])
+            ),
+            tmp_path / "first.log",
+        )
         procs.append(proc)
         wait_until(lambda: proc.pid in lock_holders(out)[0], [proc], "the first run's lock")
         os.kill(proc.pid, signal.SIGSTOP)
@@ -329,20 +371,33 @@ def frozen_first_run(world: World, tmp_path: Path) -> Iterator[Callable[[bool], 
 @pytest.mark.parametrize("first_waits", [False, True], ids=["first-plain", "first-wait"])
 @pytest.mark.parametrize("second_waits", [False, True], ids=["second-refuses", "second-waits"])
 def test_two_runs_on_one_output_never_interleave(
-    world: World, tmp_path: Path, frozen_first_run: Callable[[bool], subprocess.Popen[bytes]],
-    first_waits: bool, second_waits: bool,
+    world: World,
+    tmp_path: Path,
+    frozen_first_run: Callable[[bool], subprocess.Popen[bytes]],
+    first_waits: bool,
+    second_waits: bool,
 ) -> None:
     out = tmp_path / "out"
     first = frozen_first_run(first_waits)
     before = {p: os.lstat(p).st_mtime_ns for p in [out, *out.rglob("*")]}
     second = subprocess.Popen(
-        [str(CONVERT), *convert_args(world.inputs, out, "zarr", "sync", "--json",
-                                     *(["--wait"] if second_waits else []))],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        [
+            str(CONVERT),
+            *convert_args(
+                world.inputs, out, "zarr", "sync", "--json", *(["--wait"] if second_waits else [])
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         if second_waits:  # queued in flock behind the frozen first run, touching nothing
-            wait_until(lambda: second.pid in lock_holders(out)[1], [second],
-                       "the second run to wait for the lock")
+            wait_until(
+                lambda: second.pid in lock_holders(out)[1],
+                [second],
+                "the second run to wait for the lock",
+            )
             time.sleep(0.3)
             assert second.poll() is None
         else:  # refuses at once, touching nothing
@@ -367,16 +422,24 @@ def test_two_runs_on_one_output_never_interleave(
 
 @pytest.mark.parametrize("replacing", [False, True], ids=["new", "replacing-an-older-copy"])
 def test_commit_fsyncs_every_file_and_folder_before_the_rename(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, replacing: bool,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    replacing: bool,
 ) -> None:
     out = Output(str(tmp_path / "out"))
     root = Path(out.root).resolve()
     parts = ["zarr/s.zarr", "rows/s.parquet", "frames/s.parquet"]
     staged = Path(out.staging("run/s"))
-    for rel in ("zarr/s.zarr/zarr.json", "zarr/s.zarr/frames/zarr.json",
-                "zarr/s.zarr/frames/c/0/0/0/0", "zarr/s.zarr/frames/c/1/0/0/0",
-                "zarr/s.zarr/timestamps/zarr.json", "zarr/s.zarr/timestamps/c/0",
-                "rows/s.parquet", "frames/s.parquet"):
+    for rel in (
+        "zarr/s.zarr/zarr.json",
+        "zarr/s.zarr/frames/zarr.json",
+        "zarr/s.zarr/frames/c/0/0/0/0",
+        "zarr/s.zarr/frames/c/1/0/0/0",
+        "zarr/s.zarr/timestamps/zarr.json",
+        "zarr/s.zarr/timestamps/c/0",
+        "rows/s.parquet",
+        "frames/s.parquet",
+    ):
         (staged / rel).parent.mkdir(parents=True, exist_ok=True)
         (staged / rel).write_bytes(rel.encode())
     if replacing:
@@ -384,8 +447,10 @@ def test_commit_fsyncs_every_file_and_folder_before_the_rename(
         (root / "rows").mkdir()
         (root / "rows" / "s.parquet").write_bytes(b"old")
     staged = staged.resolve()
-    expected = {part: [(p, p.is_file()) for p in [staged / part, *(staged / part).rglob("*")]]
-                for part in parts}
+    expected = {
+        part: [(p, p.is_file()) for p in [staged / part, *(staged / part).rglob("*")]]
+        for part in parts
+    }
 
     events: list[tuple[str, str, str]] = []
     real_fsync, real_rename, real_replace = os.fsync, os.rename, os.replace
@@ -422,6 +487,7 @@ def test_commit_fsyncs_every_file_and_folder_before_the_rename(
                 shown = dst / path.relative_to(src) if path != src else dst
                 assert shown.read_bytes() == str(path.relative_to(staged)).encode()
     assert (root / "zarr" / "s.zarr" / "frames" / "c" / "1" / "0" / "0" / "0").read_bytes() == (
-        b"zarr/s.zarr/frames/c/1/0/0/0")
+        b"zarr/s.zarr/frames/c/1/0/0/0"
+    )
     assert not (root / "zarr" / "s.zarr" / "old").exists()
     assert (root / "rows" / "s.parquet").read_bytes() == b"rows/s.parquet"

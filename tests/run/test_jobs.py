@@ -60,8 +60,11 @@ BAD_JOBS = [
     ("unknown-key", GOOD + "workerz = 4\n", "unknown key(s) workerz in [job]"),
     ("unknown-zarr-key", GOOD + "[zarr]\nchunk = 64\n", "unknown key(s) chunk in [zarr]"),
     ("table-not-table", "job = 3\n", "[job] must be a table"),
-    ("bad-format", GOOD + 'formats = ["zarr", "hdf5"]\n',
-     "[job] formats: unknown output format 'hdf5'"),
+    (
+        "bad-format",
+        GOOD + 'formats = ["zarr", "hdf5"]\n',
+        "[job] formats: unknown output format 'hdf5'",
+    ),
     ("empty-formats", GOOD + "formats = []\n", "[job] formats: no output format"),
     ("formats-not-list", GOOD + "formats = 3\n", "formats must be names like"),
     ("bad-on-error", GOOD + 'on_error = "ignore"\n', "on_error must be one of continue, stop"),
@@ -70,23 +73,35 @@ BAD_JOBS = [
     ("inputs-not-strings", '[job]\ninputs = [1, 2]\nout = "out"\n', "inputs must be a list"),
     ("inputs-not-list", '[job]\ninputs = 3\nout = "out"\n', "inputs must be a list"),
     ("missing-out", '[job]\ninputs = ["in"]\n', "out is missing"),
-    ("bad-size", GOOD + '[wds]\nshard_size = "256 potatoes"\n',
-     "'256 potatoes' is not a size like 256MiB"),
+    (
+        "bad-size",
+        GOOD + '[wds]\nshard_size = "256 potatoes"\n',
+        "'256 potatoes' is not a size like 256MiB",
+    ),
     ("size-not-number", GOOD + "[wds]\nshard_size = 1.5\n", "1.5 is not a size"),
     ("negative-size", GOOD + '[wds]\nshard_size = "-5MB"\n', "at least 1 byte"),
     ("zero-size", GOOD + "[wds]\nshard_size = 0\n", "[wds] shard_size: 0 is too small"),
     ("bad-codec", GOOD + '[zarr]\ncodec = "gzip"\n', "unknown Zarr codec 'gzip'"),
-    ("bad-shards", GOOD + "[zarr]\nchunk_frames = 64\nshard_frames = 100\n",
-     "multiple of --chunk-frames"),
-    ("chunk-not-int", GOOD + '[zarr]\nchunk_frames = "64"\n',
-     "[zarr] chunk_frames: must be a whole number, not '64'"),
+    (
+        "bad-shards",
+        GOOD + "[zarr]\nchunk_frames = 64\nshard_frames = 100\n",
+        "multiple of --chunk-frames",
+    ),
+    (
+        "chunk-not-int",
+        GOOD + '[zarr]\nchunk_frames = "64"\n',
+        "[zarr] chunk_frames: must be a whole number, not '64'",
+    ),
     ("bad-encoding", GOOD + '[wds]\nencoding = "jpeg"\n', "unknown WebDataset encoding 'jpeg'"),
     ("bad-scheduler", GOOD + 'scheduler = "thread"\n', "unknown scheduler 'thread'"),
     ("bad-workers", GOOD + "workers = 0\n", "workers must be a whole number >= 1"),
     ("workers-not-int", GOOD + 'workers = "four"\n', "workers must be a whole number"),
     ("force-not-bool", GOOD + 'force = "yes"\n', "[job] force: must be true or false"),
-    ("storage-not-table", GOOD + '[storage]\ninput = "anon"\n',
-     "[storage.input] must be a table of fsspec options"),
+    (
+        "storage-not-table",
+        GOOD + '[storage]\ninput = "anon"\n',
+        "[storage.input] must be a table of fsspec options",
+    ),
     ("not-toml", "[job\ninputs = \n", "not valid TOML"),
     ("not-utf8", b"\xff\xfe[job]", "not valid TOML"),
 ]
@@ -110,7 +125,9 @@ def test_missing_job_file_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_overrides_win_over_the_file(tmp_path: Path) -> None:
-    path = write_job(tmp_path, """
+    path = write_job(
+        tmp_path,
+        """
 [job]
 inputs = ["a", "b"]
 out = "file-out"
@@ -125,10 +142,22 @@ shuffle = 1
 
 [storage.input]
 anon = true
-""")
-    job = load_job(path, {"inputs": ("x",), "out": "cli-out", "formats": "wds,zarr",
-                          "scheduler": "sync", "workers": None, "on_error": "stop",
-                          "shuffle": 7, "input_options": {"anon": False}, "force": None})
+""",
+    )
+    job = load_job(
+        path,
+        {
+            "inputs": ("x",),
+            "out": "cli-out",
+            "formats": "wds,zarr",
+            "scheduler": "sync",
+            "workers": None,
+            "on_error": "stop",
+            "shuffle": 7,
+            "input_options": {"anon": False},
+            "force": None,
+        },
+    )
     assert job.inputs == ("x",) and job.out == "cli-out"
     assert job.options.formats == ("wds", "zarr") and job.scheduler == "sync"
     assert job.workers == 4  # not given on the command line: the file's value
@@ -144,10 +173,23 @@ def test_a_single_input_string_is_one_input(tmp_path: Path) -> None:
 
 def test_cli_run_overrides_the_job_file(tmp_path: Path) -> None:
     out = tmp_path / "converted"
-    result = CliRunner().invoke(cli, [
-        "run", str(REPO / "pipelines" / "default.toml"), "--input", str(SAMPLE_DIR),
-        "--out", str(out), "--format", "wds", "--scheduler", "sync", "--json",
-    ], catch_exceptions=False)
+    result = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            str(REPO / "pipelines" / "default.toml"),
+            "--input",
+            str(SAMPLE_DIR),
+            "--out",
+            str(out),
+            "--format",
+            "wds",
+            "--scheduler",
+            "sync",
+            "--json",
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["out"] == str(out)
@@ -165,15 +207,19 @@ def test_cli_run_on_error_stop_from_the_job_file(tmp_path: Path) -> None:
         for f in SAMPLE_DIR.iterdir():
             name = f.name.replace(SAMPLE_DIR.name, f"reacture_17956000003{k:02d}")
             data = f.read_bytes()
-            (folder / name).write_bytes(data[:-100] if k == 0 and name.endswith("frames.npy")
-                                        else data)
-    job = write_job(tmp_path, f"""
+            (folder / name).write_bytes(
+                data[:-100] if k == 0 and name.endswith("frames.npy") else data
+            )
+    job = write_job(
+        tmp_path,
+        f"""
 [job]
 inputs = ["{bundles}"]
-out = "{tmp_path / 'out'}"
+out = "{tmp_path / "out"}"
 scheduler = "sync"
 on_error = "stop"
-""")
+""",
+    )
     result = CliRunner().invoke(cli, ["run", str(job), "--json"], catch_exceptions=False)
     assert result.exit_code == 1
     summary = json.loads(result.stdout)
@@ -181,10 +227,14 @@ on_error = "stop"
     assert summary["stopped"] == "on_error=stop: 2 bundle(s) not started"
 
 
-@pytest.mark.parametrize("text, message", [
-    (GOOD + 'on_error = "ignore"\n', "on_error must be one of"),
-    ("[job\n", "not valid TOML"),
-], ids=["bad-value", "not-toml"])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (GOOD + 'on_error = "ignore"\n', "on_error must be one of"),
+        ("[job\n", "not valid TOML"),
+    ],
+    ids=["bad-value", "not-toml"],
+)
 def test_cli_run_with_a_bad_job_file_exits_3_naming_it(
     tmp_path: Path, text: str, message: str
 ) -> None:

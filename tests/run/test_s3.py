@@ -54,8 +54,17 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def local_dataset(bundles: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("s3-local") / "ds"
-    code, text = run_cli("convert", str(bundles), "--out", str(out), "--format", "zarr,wds",
-                         "--scheduler", "sync", "--json")
+    code, text = run_cli(
+        "convert",
+        str(bundles),
+        "--out",
+        str(out),
+        "--format",
+        "zarr,wds",
+        "--scheduler",
+        "sync",
+        "--json",
+    )
     assert code == 0, text
     return out
 
@@ -65,8 +74,18 @@ def s3_dataset(moto_s3: S3, bundles: Path) -> dict[str, Any]:
     """The same bundles uploaded to s3://raw/incoming/ and converted into OUT on the bucket,
     with the default scheduler (two bundles: local Dask worker processes)."""
     moto_s3.fs.put(str(bundles) + "/", "raw/incoming/", recursive=True)
-    code, text = run_cli("convert", "s3://raw/incoming/", "--out", OUT, "--format", "zarr,wds",
-                         "--workers", "2", "--json", *moto_s3.cli_options)
+    code, text = run_cli(
+        "convert",
+        "s3://raw/incoming/",
+        "--out",
+        OUT,
+        "--format",
+        "zarr,wds",
+        "--workers",
+        "2",
+        "--json",
+        *moto_s3.cli_options,
+    )
     assert code == 0, text
     summary: dict[str, Any] = json.loads(text)
     moto_s3.fs.invalidate_cache()
@@ -76,24 +95,30 @@ def s3_dataset(moto_s3: S3, bundles: Path) -> dict[str, Any]:
 def s3_files(moto_s3: S3, prefix: str) -> dict[str, bytes]:
     moto_s3.fs.invalidate_cache()
     root = OUT.removeprefix("s3://")
-    return {p[len(root) + 1:]: moto_s3.fs.cat_file(p)
-            for p in sorted(moto_s3.fs.find(f"{root}/{prefix}"))}
+    return {
+        p[len(root) + 1 :]: moto_s3.fs.cat_file(p)
+        for p in sorted(moto_s3.fs.find(f"{root}/{prefix}"))
+    }
 
 
 def test_inputs_are_read_from_the_bucket(s3_dataset: dict[str, Any]) -> None:
     assert s3_dataset["counts"] == {"converted": 2}
     assert s3_dataset["out"] == OUT
     sources = sorted(s["source"] for s in s3_dataset["sessions"])
-    assert sources == ["s3://raw/incoming/reacture_1795637238001",
-                       "s3://raw/incoming/upload-44.zip!session44"]
+    assert sources == [
+        "s3://raw/incoming/reacture_1795637238001",
+        "s3://raw/incoming/upload-44.zip!session44",
+    ]
     assert s3_dataset["wds"]["index"] == f"{OUT}/wds/index.json"
 
 
-def test_zarr_groups_read_back_with_zarr(moto_s3: S3, s3_dataset: dict[str, Any],
-                                         local_dataset: Path) -> None:
+def test_zarr_groups_read_back_with_zarr(
+    moto_s3: S3, s3_dataset: dict[str, Any], local_dataset: Path
+) -> None:
     for session in SESSIONS:
-        remote = zarr.open_group(f"{OUT}/zarr/{session}.zarr", mode="r",
-                                 storage_options=moto_s3.options)
+        remote = zarr.open_group(
+            f"{OUT}/zarr/{session}.zarr", mode="r", storage_options=moto_s3.options
+        )
         local = zarr.open_group(str(local_dataset / "zarr" / f"{session}.zarr"), mode="r")
         for name in ("frames", "timestamps"):
             assert remote[name].metadata == local[name].metadata
@@ -104,27 +129,33 @@ def test_zarr_groups_read_back_with_zarr(moto_s3: S3, s3_dataset: dict[str, Any]
         assert r_src.startswith("s3://raw/incoming/") and not l_src.startswith("s3://")
 
 
-def test_parquet_reads_back_with_pyarrow(moto_s3: S3, s3_dataset: dict[str, Any],
-                                         local_dataset: Path) -> None:
+def test_parquet_reads_back_with_pyarrow(
+    moto_s3: S3, s3_dataset: dict[str, Any], local_dataset: Path
+) -> None:
     root = OUT.removeprefix("s3://")
     for session in SESSIONS:
         for table in ("rows", "frames"):
             remote = pq.read_table(f"{root}/{table}/{session}.parquet", filesystem=moto_s3.fs)
             local = pq.read_table(local_dataset / table / f"{session}.parquet")
             assert remote.equals(local)
-            assert moto_s3.fs.cat_file(f"{root}/{table}/{session}.parquet") == \
-                (local_dataset / table / f"{session}.parquet").read_bytes()
+            assert (
+                moto_s3.fs.cat_file(f"{root}/{table}/{session}.parquet")
+                == (local_dataset / table / f"{session}.parquet").read_bytes()
+            )
     catalog = pq.read_table(f"{root}/catalog.parquet", filesystem=moto_s3.fs)
     want = pq.read_table(local_dataset / "catalog.parquet")
     drop = [*VOLATILE, "source"]
     assert catalog.drop_columns(drop).to_pylist() == want.drop_columns(drop).to_pylist()
 
 
-def test_shards_read_back_with_webdataset_over_http(moto_s3: S3, s3_dataset: dict[str, Any],
-                                                    local_dataset: Path) -> None:
+def test_shards_read_back_with_webdataset_over_http(
+    moto_s3: S3, s3_dataset: dict[str, Any], local_dataset: Path
+) -> None:
     files = s3_files(moto_s3, "wds")
-    local = {p.relative_to(local_dataset).as_posix(): p.read_bytes()
-             for p in sorted((local_dataset / "wds").iterdir())}
+    local = {
+        p.relative_to(local_dataset).as_posix(): p.read_bytes()
+        for p in sorted((local_dataset / "wds").iterdir())
+    }
     assert files == local  # same shard names, same bytes, same index
     index = json.loads(files["wds/index.json"])
     # a private bucket over plain HTTP: presigned URLs, as a training job would get them
@@ -153,12 +184,24 @@ def test_verify_passes_and_no_staging_is_left(moto_s3: S3, s3_dataset: dict[str,
     assert top == {"catalog.parquet", "zarr", "rows", "frames", "wds"}
 
 
-def test_a_rerun_skips_everything_and_changes_no_output(moto_s3: S3,
-                                                        s3_dataset: dict[str, Any]) -> None:
+def test_a_rerun_skips_everything_and_changes_no_output(
+    moto_s3: S3, s3_dataset: dict[str, Any]
+) -> None:
     before = {k: v for k, v in s3_files(moto_s3, "").items() if k != "catalog.parquet"}
-    code, text = run_cli("convert", "s3://raw/incoming/", "--out", OUT, "--format", "zarr,wds",
-                         "--scheduler", "threads", "--workers", "2", "--json",
-                         *moto_s3.cli_options)
+    code, text = run_cli(
+        "convert",
+        "s3://raw/incoming/",
+        "--out",
+        OUT,
+        "--format",
+        "zarr,wds",
+        "--scheduler",
+        "threads",
+        "--workers",
+        "2",
+        "--json",
+        *moto_s3.cli_options,
+    )
     assert code == 0, text
     assert json.loads(text)["counts"] == {"skipped": 2}
     after = {k: v for k, v in s3_files(moto_s3, "").items() if k != "catalog.parquet"}
@@ -178,27 +221,53 @@ def test_force_replaces_a_changed_session_on_the_bucket(
         for f in sorted(folder.iterdir()):
             zf.write(f, f"session44/{f.name}")
     moto_s3.fs.put(str(local_in / "upload-44.zip"), "raw/incoming/upload-44.zip")
-    code, text = run_cli("convert", "s3://raw/incoming/", "--out", OUT, "--format", "zarr,wds",
-                         "--scheduler", "threads", "--workers", "2", "--force", "--json",
-                         *moto_s3.cli_options)
+    code, text = run_cli(
+        "convert",
+        "s3://raw/incoming/",
+        "--out",
+        OUT,
+        "--format",
+        "zarr,wds",
+        "--scheduler",
+        "threads",
+        "--workers",
+        "2",
+        "--force",
+        "--json",
+        *moto_s3.cli_options,
+    )
     assert code == 0, text
     assert json.loads(text)["counts"] == {"converted": 1, "skipped": 1}
     code, text = run_cli("verify", OUT, "--sources", *moto_s3.cli_options)
     assert code == 0, text
 
     local_out = tmp_path / "local"
-    code, text = run_cli("convert", str(local_in), "--out", str(local_out), "--format", "zarr",
-                         "--scheduler", "sync", "--json")
+    code, text = run_cli(
+        "convert",
+        str(local_in),
+        "--out",
+        str(local_out),
+        "--format",
+        "zarr",
+        "--scheduler",
+        "sync",
+        "--json",
+    )
     assert code == 0, text
     group = f"zarr/{SYNTH.prefix}.zarr"
     remote = s3_files(moto_s3, group)
-    local = {p.relative_to(local_out).as_posix(): p.read_bytes()
-             for p in sorted((local_out / group).rglob("*")) if p.is_file()}
+    local = {
+        p.relative_to(local_out).as_posix(): p.read_bytes()
+        for p in sorted((local_out / group).rglob("*"))
+        if p.is_file()
+    }
     assert sorted(remote) == sorted(local)
-    assert {k: v for k, v in remote.items() if k != f"{group}/zarr.json"} == \
-        {k: v for k, v in local.items() if k != f"{group}/zarr.json"}
+    assert {k: v for k, v in remote.items() if k != f"{group}/zarr.json"} == {
+        k: v for k, v in local.items() if k != f"{group}/zarr.json"
+    }
     assert zarr.open_group(f"{OUT}/{group}", mode="r", storage_options=moto_s3.options)[
-        "frames"].shape == (24, 128, 128, 3)
+        "frames"
+    ].shape == (24, 128, 128, 3)
 
 
 def test_a_dask_cluster_reads_and_writes_the_bucket(
@@ -208,8 +277,19 @@ def test_a_dask_cluster_reads_and_writes_the_bucket(
     storage options, and their outputs equal the local workers' object for object."""
     out = "s3://datasets/reacture/v1-cluster"
     creds = ["--storage-option", "key=testing", "--storage-option", "secret=testing"]
-    code, text = run_cli("convert", "s3://raw/incoming/", "--out", out, "--format", "zarr,wds",
-                         "--scheduler", dask_cluster, "--json", *moto_s3.cli_options, *creds)
+    code, text = run_cli(
+        "convert",
+        "s3://raw/incoming/",
+        "--out",
+        out,
+        "--format",
+        "zarr,wds",
+        "--scheduler",
+        dask_cluster,
+        "--json",
+        *moto_s3.cli_options,
+        *creds,
+    )
     assert code == 0, text
     assert json.loads(text)["counts"] == {"converted": 2}
     code, text = run_cli("verify", out, *moto_s3.cli_options, *creds)

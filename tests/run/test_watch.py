@@ -72,8 +72,9 @@ class Watcher:
         n = len(list(logs.glob("watch-*.jsonl")))
         self.log, self.err = logs / f"watch-{n}.jsonl", logs / f"watch-{n}.err"
         with open(self.log, "wb") as out, open(self.err, "wb") as err:
-            self.proc = subprocess.Popen([*WATCH, *args, "--json"], stdout=out, stderr=err,
-                                         cwd=REPO, start_new_session=True)
+            self.proc = subprocess.Popen(
+                [*WATCH, *args, "--json"], stdout=out, stderr=err, cwd=REPO, start_new_session=True
+            )
 
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
         lines = self.log.read_text().splitlines(keepends=True)
@@ -87,8 +88,10 @@ class Watcher:
                 if all(e.get(k) == v for k, v in match.items()):
                     return e
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"no {kind} {match} event; exit {self.proc.poll()}\n"
-                                     f"{self.log.read_text()[-3000:]}{self.err.read_text()[-3000:]}")
+                raise AssertionError(
+                    f"no {kind} {match} event; exit {self.proc.poll()}\n"
+                    f"{self.log.read_text()[-3000:]}{self.err.read_text()[-3000:]}"
+                )
             time.sleep(0.05)
 
     def wait(self, timeout: float = 60) -> int:
@@ -156,7 +159,7 @@ def copy_bundle(src: Path, dst: Path, pause: float, check: Callable[[], None]) -
         time.sleep(pause * 2)
         check()
         before_last = time.time()
-        sink.write(data[len(data) // 2:])
+        sink.write(data[len(data) // 2 :])
     return before_last
 
 
@@ -175,7 +178,8 @@ def catalog(out: Path) -> list[dict[str, Any]]:
 
 def is_converted(out: Path, session: str) -> bool:
     return (out / "zarr" / f"{session}.zarr").exists() or any(
-        r["session"] == session for r in catalog(out))
+        r["session"] == session for r in catalog(out)
+    )
 
 
 def when(event: dict[str, Any]) -> float:
@@ -183,15 +187,20 @@ def when(event: dict[str, Any]) -> float:
 
 
 def plain_convert(inputs: Path, out: Path) -> None:
-    result = CliRunner().invoke(cli, ["convert", str(inputs), "--out", str(out),
-                                      "--scheduler", "sync", "-q"])
+    result = CliRunner().invoke(
+        cli, ["convert", str(inputs), "--out", str(out), "--scheduler", "sync", "-q"]
+    )
     assert result.exit_code == 0, result.output
 
 
 def tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes()
-            for part in ("zarr", "rows", "frames") if (root / part).exists()
-            for p in sorted((root / part).rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for part in ("zarr", "rows", "frames")
+        if (root / part).exists()
+        for p in sorted((root / part).rglob("*"))
+        if p.is_file()
+    }
 
 
 def assert_same_dataset(got: Path, want: Path) -> None:
@@ -200,8 +209,10 @@ def assert_same_dataset(got: Path, want: Path) -> None:
     assert sorted(a) == sorted(b)
     assert [k for k in a if a[k] != b[k]] == []
     drop = list(VOLATILE)
-    assert pq.read_table(got / "catalog.parquet").drop_columns(drop).to_pylist() == \
-        pq.read_table(want / "catalog.parquet").drop_columns(drop).to_pylist()
+    assert (
+        pq.read_table(got / "catalog.parquet").drop_columns(drop).to_pylist()
+        == pq.read_table(want / "catalog.parquet").drop_columns(drop).to_pylist()
+    )
     assert not any((got / ".staging").glob("**/*"))
 
 
@@ -232,7 +243,7 @@ def test_uploads_are_converted_only_once_complete_and_settled(
         w.wait_for("incomplete", source=str(incoming / "upload.zip"))  # seen, unreadable
         assert not is_converted(out, ZIPPED.prefix)
         last_write[ZIPPED.prefix] = time.time()
-        sink.write(data[len(data) // 2:])
+        sink.write(data[len(data) // 2 :])
 
     for session, t in last_write.items():
         converted = w.wait_for("converted", session=session)
@@ -262,8 +273,19 @@ def test_an_upload_that_stays_incomplete_is_reported_then_converted_when_complet
     data = zip_bytes(write_bundle(tmp_path / "src" / "upload", ZIPPED), "upload")
     (incoming / "upload.zip").write_bytes(data[: len(data) // 3])
 
-    w = start(str(incoming), "--out", str(out), "--settle", "0.5s", "--poll", "0.2s",
-              "--incomplete-timeout", "1.5s", "--scheduler", "sync")
+    w = start(
+        str(incoming),
+        "--out",
+        str(out),
+        "--settle",
+        "0.5s",
+        "--poll",
+        "0.2s",
+        "--incomplete-timeout",
+        "1.5s",
+        "--scheduler",
+        "sync",
+    )
     rejected = w.wait_for("rejected", session=session)
     assert when(rejected) >= written + 1.5 - 0.01
     assert rejected["errors"] == [f"BUNDLE_MISSING_FILE at {session}_{r}" for r in sorted(held)]
@@ -282,8 +304,9 @@ def test_an_upload_that_stays_incomplete_is_reported_then_converted_when_complet
     w.wait_for("converted", session=ZIPPED.prefix)
     w.proc.send_signal(signal.SIGTERM)
     assert w.wait() == 0
-    assert sorted((r["session"], r["status"]) for r in catalog(out)) == \
-        sorted([(session, "converted"), (ZIPPED.prefix, "converted")])  # no stale rows
+    assert sorted((r["session"], r["status"]) for r in catalog(out)) == sorted(
+        [(session, "converted"), (ZIPPED.prefix, "converted")]
+    )  # no stale rows
 
 
 # --- restarts, one watcher per OUT, signals ------------------------------------------------------
@@ -309,9 +332,9 @@ def test_a_watcher_killed_mid_session_and_restarted_equals_a_plain_convert(
 
     second = start(*common, "--once", "--scheduler", "threads", "--workers", "2")
     assert second.wait() == 0
-    assert {e["session"]: e["event"] for e in second.events()
-            if e["event"] in ("converted", "skipped")} == {
-        SAMPLE_DIR.name: "skipped", BIG.prefix: "converted", SMALL.prefix: "converted"}
+    assert {
+        e["session"]: e["event"] for e in second.events() if e["event"] in ("converted", "skipped")
+    } == {SAMPLE_DIR.name: "skipped", BIG.prefix: "converted", SMALL.prefix: "converted"}
     rows = {r["session"]: r for r in catalog(out)}
     assert rows[SAMPLE_DIR.name] == before[SAMPLE_DIR.name]  # not rewritten by the restart
 
@@ -337,16 +360,28 @@ def test_one_watcher_per_output(tmp_path: Path, start: Callable[..., Watcher]) -
     assert queued.events("stopped")[0]["reason"] == "once"
 
 
-@pytest.mark.parametrize(("scheduler", "ctrl_c"), [("threads", False), ("processes", True)],
-                         ids=["sigterm-threads", "ctrl-c-to-group-processes"])
+@pytest.mark.parametrize(
+    ("scheduler", "ctrl_c"),
+    [("threads", False), ("processes", True)],
+    ids=["sigterm-threads", "ctrl-c-to-group-processes"],
+)
 def test_a_stop_signal_lets_the_session_in_flight_finish(
     tmp_path: Path, start: Callable[..., Watcher], big: Path, scheduler: str, ctrl_c: bool
 ) -> None:
     incoming, out = tmp_path / "in", tmp_path / "out"
     link_tree(big, incoming / "a-big")
     write_bundle(incoming / "b-small", SMALL)  # queued behind the big one: never started
-    w = start(str(incoming), "--out", str(out), "--settle", "0.2s", "--scheduler", scheduler,
-              "--workers", "1")
+    w = start(
+        str(incoming),
+        "--out",
+        str(out),
+        "--settle",
+        "0.2s",
+        "--scheduler",
+        scheduler,
+        "--workers",
+        "1",
+    )
     w.wait_for("converting", session=BIG.prefix)
     time.sleep(0.3)
     if ctrl_c:  # a terminal's Ctrl-C reaches the whole group: Dask's workers too
@@ -422,11 +457,26 @@ def test_a_bucket_prefix_is_watched_like_a_folder(
 
     fs.invalidate_cache()
     catalog_bytes = fs.cat_file("datasets/watched/catalog.parquet")
-    again = start(incoming + "/", "--out", out, "--once", "--settle", "1s", "--scheduler",
-                  "sync", *moto_s3.cli_options)
+    again = start(
+        incoming + "/",
+        "--out",
+        out,
+        "--once",
+        "--settle",
+        "1s",
+        "--scheduler",
+        "sync",
+        *moto_s3.cli_options,
+    )
     assert again.wait() == 0
-    assert sorted(e["event"] for e in again.events() if e.get("session")) == \
-        ["converting", "converting", "ready", "ready", "skipped", "skipped"]
+    assert sorted(e["event"] for e in again.events() if e.get("session")) == [
+        "converting",
+        "converting",
+        "ready",
+        "ready",
+        "skipped",
+        "skipped",
+    ]
     fs.invalidate_cache()
     assert fs.cat_file("datasets/watched/catalog.parquet") == catalog_bytes  # no churn
 
@@ -437,39 +487,60 @@ def test_a_bucket_prefix_is_watched_like_a_folder(
     plain_convert(local, plain)
     for name in (session, ZIPPED.prefix):
         for table in ("rows", "frames"):
-            assert fs.cat_file(f"datasets/watched/{table}/{name}.parquet") == \
-                (plain / table / f"{name}.parquet").read_bytes()
-        remote = zarr.open_array(f"{out}/zarr/{name}.zarr/frames", mode="r",
-                                 storage_options=moto_s3.options)
+            assert (
+                fs.cat_file(f"datasets/watched/{table}/{name}.parquet")
+                == (plain / table / f"{name}.parquet").read_bytes()
+            )
+        remote = zarr.open_array(
+            f"{out}/zarr/{name}.zarr/frames", mode="r", storage_options=moto_s3.options
+        )
         mine = zarr.open_array(str(plain / "zarr" / f"{name}.zarr" / "frames"), mode="r")
         np.testing.assert_array_equal(remote[:], mine[:])
     with fs.open("datasets/watched/catalog.parquet", "rb") as f:
         got = pq.read_table(f).drop_columns([*VOLATILE, "source"]).to_pylist()
-    assert got == pq.read_table(plain / "catalog.parquet").drop_columns(
-        [*VOLATILE, "source"]).to_pylist()
+    assert (
+        got
+        == pq.read_table(plain / "catalog.parquet").drop_columns([*VOLATILE, "source"]).to_pylist()
+    )
 
 
 # --- the pieces ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("5s", 5.0), ("500ms", 0.5), ("10m", 600.0), ("1.5h", 5400.0), ("2", 2.0), (3, 3.0),
-    (" 0.2 s ", 0.2), ("1min", 60.0),
-], ids=["s", "ms", "m", "h", "bare", "int", "spaces", "min"])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("5s", 5.0),
+        ("500ms", 0.5),
+        ("10m", 600.0),
+        ("1.5h", 5400.0),
+        ("2", 2.0),
+        (3, 3.0),
+        (" 0.2 s ", 0.2),
+        ("1min", 60.0),
+    ],
+    ids=["s", "ms", "m", "h", "bare", "int", "spaces", "min"],
+)
 def test_durations_parse(text: str | int, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["", "s", "5 sec", "-1s", "1d", "five", True, -2],
-                         ids=["empty", "unit-only", "sec", "negative", "days", "word", "bool",
-                              "negative-number"])
+@pytest.mark.parametrize(
+    "text",
+    ["", "s", "5 sec", "-1s", "1d", "five", True, -2],
+    ids=["empty", "unit-only", "sec", "negative", "days", "word", "bool", "negative-number"],
+)
 def test_bad_durations_say_what_is_expected(text: str | int) -> None:
     with pytest.raises(ConfigError):
         parse_duration(text)
 
 
-@given(st.integers(min_value=0, max_value=10**6), st.sampled_from(
-    [("", 1.0), ("ms", 0.001), ("s", 1.0), ("m", 60.0), ("min", 60.0), ("h", 3600.0)]))
+@given(
+    st.integers(min_value=0, max_value=10**6),
+    st.sampled_from(
+        [("", 1.0), ("ms", 0.001), ("s", 1.0), ("m", 60.0), ("min", 60.0), ("h", 3600.0)]
+    ),
+)
 def test_every_written_duration_reads_back(millis: int, unit: tuple[str, float]) -> None:
     text = f"{millis / 1000:.3f}{unit[0]}"
     assert parse_duration(text) == pytest.approx(millis / 1000 * unit[1])
@@ -479,8 +550,9 @@ def test_settling_counts_from_the_newest_modification_time() -> None:
     now, wall = 1000.0, 5_000.5
     assert quiet_since([("a", 1, 4_990.5, None)], now, wall) == pytest.approx(990.0)
     # the newest file decides; a time ahead of our clock counts as now
-    assert quiet_since([("a", 1, 4_990.5, None), ("b", 1, 4_999.5, None)], now, wall) == \
-        pytest.approx(999.0)
+    assert quiet_since(
+        [("a", 1, 4_990.5, None), ("b", 1, 4_999.5, None)], now, wall
+    ) == pytest.approx(999.0)
     assert quiet_since([("a", 1, 5_010.5, None)], now, wall) == now
     assert quiet_since([("a", 1, None, None)], now, wall) == now
     # a whole second may be truncated (S3): the latest it could be
@@ -489,20 +561,26 @@ def test_settling_counts_from_the_newest_modification_time() -> None:
 
 def test_job_files_can_watch(tmp_path: Path) -> None:
     job = tmp_path / "watch.toml"
-    job.write_text('[job]\ninputs = ["in"]\nout = "out"\nwatch = true\nsettle = "2s"\n'
-                   'poll = 0.5\nincomplete_timeout = "15m"\n')
+    job.write_text(
+        '[job]\ninputs = ["in"]\nout = "out"\nwatch = true\nsettle = "2s"\n'
+        'poll = 0.5\nincomplete_timeout = "15m"\n'
+    )
     loaded = load_job(job)
     assert loaded.watch and loaded.watch_options == WatchOptions(2.0, 0.5, 900.0)
     assert load_job(job, {"settle": "3s"}).watch_options.settle == 3.0  # the CLI overrides
 
 
-@pytest.mark.parametrize(("extra", "message"), [
-    ('settle = "2s"\n', "settle only apply with watch = true"),
-    ('watch = "yes"\n', "watch must be true or false"),
-    ('watch = true\nformats = ["zarr", "wds"]\n', "writes formats = [\"zarr\"] only"),
-    ('watch = true\npoll = "0s"\n', "poll must be more than 0 seconds"),
-    ('watch = true\nsettle = "soon"\n', "is not a duration"),
-], ids=["settle-without-watch", "not-a-bool", "wds", "zero-poll", "bad-duration"])
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ('settle = "2s"\n', "settle only apply with watch = true"),
+        ('watch = "yes"\n', "watch must be true or false"),
+        ('watch = true\nformats = ["zarr", "wds"]\n', 'writes formats = ["zarr"] only'),
+        ('watch = true\npoll = "0s"\n', "poll must be more than 0 seconds"),
+        ('watch = true\nsettle = "soon"\n', "is not a duration"),
+    ],
+    ids=["settle-without-watch", "not-a-bool", "wds", "zero-poll", "bad-duration"],
+)
 def test_bad_watch_jobs_say_what_is_wrong(tmp_path: Path, extra: str, message: str) -> None:
     job = tmp_path / "job.toml"
     job.write_text('[job]\ninputs = ["in"]\nout = "out"\n' + extra)
@@ -513,14 +591,24 @@ def test_bad_watch_jobs_say_what_is_wrong(tmp_path: Path, extra: str, message: s
 def test_a_watch_job_runs_as_a_watcher(tmp_path: Path, sample_dir: Path) -> None:
     link_tree(sample_dir, tmp_path / "in" / sample_dir.name)
     (tmp_path / "job.toml").write_text(
-        '[job]\ninputs = ["in"]\nout = "out"\nwatch = true\nsettle = "0s"\nscheduler = "sync"\n')
-    proc = subprocess.run([*CLI, "run", "job.toml",
-                           "--once", "--json"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=60)
+        '[job]\ninputs = ["in"]\nout = "out"\nwatch = true\nsettle = "0s"\nscheduler = "sync"\n'
+    )
+    proc = subprocess.run(
+        [*CLI, "run", "job.toml", "--once", "--json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     events = [json.loads(line) for line in proc.stdout.splitlines()]
-    assert [e["event"] for e in events] == ["started", "ready", "converting", "converted",
-                                            "stopped"]
+    assert [e["event"] for e in events] == [
+        "started",
+        "ready",
+        "converting",
+        "converted",
+        "stopped",
+    ]
     assert [r["status"] for r in catalog(tmp_path / "out")] == ["converted"]
 
 
@@ -536,10 +624,21 @@ def test_the_library_api_runs_in_a_thread_and_stops_on_an_event(tmp_path: Path) 
     statuses: list[WatchStatus] = []
     stop = threading.Event()
     result: list[Any] = []
-    thread = threading.Thread(target=lambda: result.append(run_watch(
-        [str(incoming)], Output(str(out)), watch=WatchOptions(settle=0.2, poll=0.1),
-        scheduler="threads", workers=2, on_event=events.append, on_status=statuses.append,
-        stop=stop, handle_signals=False)))
+    thread = threading.Thread(
+        target=lambda: result.append(
+            run_watch(
+                [str(incoming)],
+                Output(str(out)),
+                watch=WatchOptions(settle=0.2, poll=0.1),
+                scheduler="threads",
+                workers=2,
+                on_event=events.append,
+                on_status=statuses.append,
+                stop=stop,
+                handle_signals=False,
+            )
+        )
+    )
     thread.start()
     deadline = time.monotonic() + 30
     while len([e for e in events if e["event"] in ("converted", "duplicate")]) < 2:
@@ -549,7 +648,8 @@ def test_the_library_api_runs_in_a_thread_and_stops_on_an_event(tmp_path: Path) 
     thread.join(timeout=30)
     summary = result[0]
     assert summary.stopped == "signal" and summary.counts == {"converted": 1, "duplicate": 1}
-    assert [e["source"] for e in events if e["event"] == "converted"] == \
-        [str(incoming / "a" / SAMPLE_DIR.name)]  # found first, wins the name
+    assert [e["source"] for e in events if e["event"] == "converted"] == [
+        str(incoming / "a" / SAMPLE_DIR.name)
+    ]  # found first, wins the name
     assert statuses[-1].done == 2 and statuses[-1].line().startswith("0 waiting · 0 queued")
     assert sorted(r["status"] for r in catalog(out)) == ["converted", "duplicate"]

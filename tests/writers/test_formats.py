@@ -21,10 +21,14 @@ def test_specs_come_in_the_order_given_and_once() -> None:
     assert [s.name for s in writer_specs(["wds", "zarr", "wds"])] == ["wds", "zarr"]
 
 
-@pytest.mark.parametrize("formats, named", [
-    (["zarr", "hdf5"], "'hdf5'"),
-    ([], "no output format"),
-], ids=["unknown", "none"])
+@pytest.mark.parametrize(
+    "formats, named",
+    [
+        (["zarr", "hdf5"], "'hdf5'"),
+        ([], "no output format"),
+    ],
+    ids=["unknown", "none"],
+)
 def test_bad_formats_are_refused_naming_the_valid_ones(formats: list[str], named: str) -> None:
     for make in (writer_specs, lambda f: ConvertOptions(formats=tuple(f))):
         with pytest.raises(ConfigError) as info:

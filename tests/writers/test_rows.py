@@ -117,8 +117,9 @@ def test_same_input_gives_identical_bytes(tmp_path: Path) -> None:
     assert a.getvalue() == b.getvalue()
 
 
-@pytest.mark.parametrize("fs", [pafs.LocalFileSystem(), fsspec.filesystem("file")],
-                         ids=["pyarrow", "fsspec"])
+@pytest.mark.parametrize(
+    "fs", [pafs.LocalFileSystem(), fsspec.filesystem("file")], ids=["pyarrow", "fsspec"]
+)
 def test_write_through_a_filesystem(tmp_path: Path, fs: Any) -> None:
     out = str(tmp_path / "rows.parquet")
     assert write_rows(parsed(SAMPLE_LINES[:10]), "s", out, filesystem=fs) == 10
@@ -230,7 +231,7 @@ EDGE_CASES: list[tuple[str, dict[str, Any], str, Any]] = [
     ("int-robot-timestamp", EVENT, "timestamp", 12),
     ("null-event", EVENT, "event", None),
     ("number-action", ACTION, "action", 3),
-    ("unicode", PERIODIC, "zone", "zóne \u2028 \U0001f525 \"q\" \\"),
+    ("unicode", PERIODIC, "zone", 'zóne \u2028 \U0001f525 "q" \\'),
     ("unicode-key", PERIODIC, "sensors.Ωmega", "\x00"),
     ("float-in-final-stats", EVENT, "finalStats.victimsSaved", 0.0),
     ("bad-frame-path", PERIODIC, "visual_frame_path", "frames/frame_12.npy"),
@@ -239,8 +240,9 @@ EDGE_CASES: list[tuple[str, dict[str, Any], str, Any]] = [
 ]
 
 
-@pytest.mark.parametrize(("base", "path", "value"), [c[1:] for c in EDGE_CASES],
-                         ids=[c[0] for c in EDGE_CASES])
+@pytest.mark.parametrize(
+    ("base", "path", "value"), [c[1:] for c in EDGE_CASES], ids=[c[0] for c in EDGE_CASES]
+)
 def test_edge_case_round_trips(base: dict[str, Any], path: str, value: Any) -> None:
     obj = changed(base, path, value)
     line = json.dumps(obj, ensure_ascii=False).encode()
@@ -276,12 +278,26 @@ SCALARS = st.one_of(
 )
 JSON = st.recursive(
     SCALARS,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
-                                                                  max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
     max_leaves=8,
 )
-TRICKY_KEYS = ["session", "row_index", "kind", "frame_index", "extra", "timestamp_ms",
-               "timestamp", "velocity", "visual_frame_path", "rubbleId", "x", "victims", "event"]
+TRICKY_KEYS = [
+    "session",
+    "row_index",
+    "kind",
+    "frame_index",
+    "extra",
+    "timestamp_ms",
+    "timestamp",
+    "velocity",
+    "visual_frame_path",
+    "rubbleId",
+    "x",
+    "victims",
+    "event",
+]
 BASES = [json.loads(x) for x in SAMPLE_LINES[::9]] + [PERIODIC, EVENT, ACTION]
 
 
@@ -302,10 +318,13 @@ def mutated_rows(draw: st.DrawFn) -> dict[str, Any]:
         if op == "victims":
             victim = st.fixed_dictionaries(
                 {"distance": st.floats(0, 20), "angle": st.floats(-4, 4), "health": SCALARS},
-                optional={"id": JSON})
+                optional={"id": JSON},
+            )
             sensors = row.get("sensors")  # an earlier step may have set it to any JSON value
-            row["sensors"] = {**(sensors if isinstance(sensors, dict) else {}),
-                              "victims": draw(st.lists(st.none() | victim, max_size=3))}
+            row["sensors"] = {
+                **(sensors if isinstance(sensors, dict) else {}),
+                "victims": draw(st.lists(st.none() | victim, max_size=3)),
+            }
         elif isinstance(target, list):
             if target and op != "add":
                 target[draw(st.integers(0, len(target) - 1))] = draw(JSON)

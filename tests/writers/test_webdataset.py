@@ -101,8 +101,13 @@ def sessions(make_bundle: Callable[..., Path], tmp_path: Path) -> Callable[..., 
     def make(n: int, frames: int | Sequence[int] = 12, encoding: str = "npy") -> list[SessionTar]:
         counts = [frames] * n if isinstance(frames, int) else list(frames)
         return [
-            make_session_tar(cache, make_bundle(name=f"s{k}", prefix=f"reacture_17956000000{k:02d}",
-                                                seed=k, n_frames=counts[k]), encoding)
+            make_session_tar(
+                cache,
+                make_bundle(
+                    name=f"s{k}", prefix=f"reacture_17956000000{k:02d}", seed=k, n_frames=counts[k]
+                ),
+                encoding,
+            )
             for k in range(n)
         ]
 
@@ -200,15 +205,25 @@ def test_session_tar_members_are_normalised(make_bundle: Callable[..., Path]) ->
     assert [i.name for i in infos] == want
     for info in infos:
         assert (info.mtime, info.uid, info.gid, info.uname, info.gname, info.mode) == (
-            0, 0, 0, "", "", 0o644)
+            0,
+            0,
+            0,
+            "",
+            "",
+            0o644,
+        )
         assert info.isreg() and not info.pax_headers
     assert len(runs[0]) == tar_size(sum(512 + -(-i.size // 512) * 512 for i in infos))
 
 
-@pytest.mark.parametrize("options", [
-    WdsOptions(shard_size=300_000),
-    WdsOptions(shard_count=3, shuffle_seed=7, shuffle_buffer=5),
-], ids=["by-size", "by-count-shuffled"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        WdsOptions(shard_size=300_000),
+        WdsOptions(shard_count=3, shuffle_seed=7, shuffle_buffer=5),
+    ],
+    ids=["by-size", "by-count-shuffled"],
+)
 def test_two_runs_give_byte_identical_shards_and_index(
     sessions: Callable[..., list[SessionTar]], tmp_path: Path, options: WdsOptions
 ) -> None:
@@ -234,8 +249,9 @@ def sample_sizes(path: str) -> list[int]:
     return [a + b for a, b in zip(sizes[::2], sizes[1::2], strict=True)]
 
 
-@pytest.mark.parametrize("shard_size", [1, 60_000, 250_000, 10**9], ids=["one-byte", "one-sample",
-                                                                         "a-few", "all-in-one"])
+@pytest.mark.parametrize(
+    "shard_size", [1, 60_000, 250_000, 10**9], ids=["one-byte", "one-sample", "a-few", "all-in-one"]
+)
 def test_shard_size_is_respected(
     sessions: Callable[..., list[SessionTar]], tmp_path: Path, shard_size: int
 ) -> None:
@@ -254,7 +270,8 @@ def test_shard_size_is_respected(
         assert len(index.shards) == 16
     if shard_size == 10**9:
         assert len(index.shards) == 1 and index.shards[0].sessions == tuple(
-            s.session for s in index.sessions)
+            s.session for s in index.sessions
+        )
     else:
         assert len(index.shards) > 1
 
@@ -288,7 +305,8 @@ def test_index_agrees_with_the_tars(
     assert doc == index.to_dict() and read_index(out) == index
     assert doc["format"] == "reacture-wds" and doc["version"] == 1 and doc["total_samples"] == 24
     assert [(s["session"], s["samples"]) for s in doc["sessions"]] == [
-        ("reacture_1795600000000", 5), ("reacture_1795600000001", 11),
+        ("reacture_1795600000000", 5),
+        ("reacture_1795600000001", 11),
         ("reacture_1795600000002", 8),
     ]
     assert sorted(tar_files(out)) == sorted(s["url"] for s in doc["shards"])
@@ -331,7 +349,8 @@ def test_shuffle_is_deterministic_complete_and_mixed(
         runs.append(longest_run(first))
     assert max(runs) <= 6, runs
     assert order("s1", WdsOptions(shuffle_seed=1, shuffle_buffer=16)) != order(
-        "s2", WdsOptions(shuffle_seed=2, shuffle_buffer=16))
+        "s2", WdsOptions(shuffle_seed=2, shuffle_buffer=16)
+    )
 
 
 def test_shuffle_opens_at_most_shuffle_streams_sessions(
@@ -411,15 +430,19 @@ def test_rerun_with_other_sessions_leaves_no_orphans(
 # refusals
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"encoding": "jpg"}, "unknown WebDataset encoding"),
-    ({"name": "a/b"}, "shard name"),
-    ({"name": ""}, "shard name"),
-    ({"shard_size": 0}, "shard-size"),
-    ({"shard_count": 0}, "shard-count"),
-    ({"shuffle_buffer": 0}, "shuffle_buffer"),
-    ({"shuffle_streams": 0}, "shuffle_streams"),
-], ids=["encoding", "name-slash", "name-empty", "size", "count", "buffer", "streams"])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"encoding": "jpg"}, "unknown WebDataset encoding"),
+        ({"name": "a/b"}, "shard name"),
+        ({"name": ""}, "shard name"),
+        ({"shard_size": 0}, "shard-size"),
+        ({"shard_count": 0}, "shard-count"),
+        ({"shuffle_buffer": 0}, "shuffle_buffer"),
+        ({"shuffle_streams": 0}, "shuffle_streams"),
+    ],
+    ids=["encoding", "name-slash", "name-empty", "size", "count", "buffer", "streams"],
+)
 def test_bad_options_are_refused(kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         WdsOptions(**kwargs)
@@ -440,8 +463,12 @@ BAD_TARS = {
     "other-session": [("other/000000.json", b"{}"), ("other/000000.npy", NPY)],
     "png-not-npy": [("s/000000.json", b"{}"), ("s/000000.png", NPY)],
     "picture-first": [("s/000000.npy", NPY), ("s/000000.json", b"{}")],
-    "frame-gap": [("s/000000.json", b"{}"), ("s/000000.npy", NPY),
-                  ("s/000002.json", b"{}"), ("s/000002.npy", NPY)],
+    "frame-gap": [
+        ("s/000000.json", b"{}"),
+        ("s/000000.npy", NPY),
+        ("s/000002.json", b"{}"),
+        ("s/000002.npy", NPY),
+    ],
     "incomplete": [("s/000000.json", b"{}")],
     "stray-file": [("README", b"hi")],
 }
@@ -476,8 +503,9 @@ def test_tar_samples_group_members_by_key() -> None:
 
 def test_a_member_twice_in_a_sample_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "s.tar"
-    path.write_bytes(_tar([("s/000000.json", b"{}"), ("s/000000.json", b"[]"),
-                           ("s/000000.npy", NPY)]))
+    path.write_bytes(
+        _tar([("s/000000.json", b"{}"), ("s/000000.json", b"[]"), ("s/000000.npy", NPY)])
+    )
     with pytest.raises(OutputError, match="two .json members"):
         list(iter_tar_samples(io.BytesIO(path.read_bytes()), str(path)))
     out = Output(str(tmp_path / "out"))
@@ -527,8 +555,12 @@ def test_conformance_checker_accepts_the_shards(tmp_path: Path) -> None:
     write_shards(out, tars, WdsOptions(shard_size=3 * 2**20, shuffle_seed=11))
     rows = [{"session": t.session, "prefix": t.session, "status": "converted"} for t in tars]
     pq.write_table(pa.Table.from_pylist(rows), out.path("catalog.parquet"))
-    done = subprocess.run([sys.executable, str(CHECKER), out.root, str(root), "--formats", "wds"],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(CHECKER), out.root, str(root), "--formats", "wds"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"fidelity[wds]: {len(folders)}/{len(folders)} bundles exact" in done.stdout
 
@@ -539,8 +571,10 @@ def test_object_store_output_gives_the_same_bytes(
     """A non-local OUT (fsspec memory://) takes the copy path and writes the same shards."""
     import fsspec
 
-    folders = [make_bundle(name=f"m{k}", prefix=f"reacture_17956000001{k:02d}", seed=k,
-                           n_frames=6) for k in range(2)]
+    folders = [
+        make_bundle(name=f"m{k}", prefix=f"reacture_17956000001{k:02d}", seed=k, n_frames=6)
+        for k in range(2)
+    ]
     local, remote = Output(str(tmp_path / "out")), Output("memory://wds-test/out")
     opts = WdsOptions(shard_size=150_000, shuffle_seed=1)
     got = []

@@ -68,8 +68,13 @@ class WdsIndex:
             "sessions": [{"session": s.session, "samples": s.samples} for s in self.sessions],
             "total_samples": self.total_samples,
             "shards": [
-                {"url": s.url, "samples": s.samples, "bytes": s.bytes, "sha256": s.sha256,
-                 "sessions": list(s.sessions)}
+                {
+                    "url": s.url,
+                    "samples": s.samples,
+                    "bytes": s.bytes,
+                    "sha256": s.sha256,
+                    "sessions": list(s.sessions),
+                }
                 for s in self.shards
             ],
         }
@@ -82,14 +87,20 @@ class WdsIndex:
                 f"version {d.get('version')!r}); convert again with the wds format to rewrite it"
             )
         return cls(
-            name=d["name"], encoding=d["encoding"], tag=d["tag"],
-            shuffle_seed=d["shuffle_seed"], shuffle_buffer=d["shuffle_buffer"],
-            shuffle_streams=d["shuffle_streams"], shard_size=d["shard_size"],
+            name=d["name"],
+            encoding=d["encoding"],
+            tag=d["tag"],
+            shuffle_seed=d["shuffle_seed"],
+            shuffle_buffer=d["shuffle_buffer"],
+            shuffle_streams=d["shuffle_streams"],
+            shard_size=d["shard_size"],
             shard_count=d["shard_count"],
             sessions=tuple(WdsSession(s["session"], s["samples"]) for s in d["sessions"]),
             total_samples=d["total_samples"],
-            shards=tuple(WdsShard(s["url"], s["samples"], s["bytes"], s["sha256"],
-                                  tuple(s["sessions"])) for s in d["shards"]),
+            shards=tuple(
+                WdsShard(s["url"], s["samples"], s["bytes"], s["sha256"], tuple(s["sessions"]))
+                for s in d["shards"]
+            ),
         )
 
     def to_json(self) -> bytes:

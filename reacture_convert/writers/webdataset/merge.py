@@ -140,7 +140,9 @@ def _ordered(out: Output, tars: Sequence[SessionTar], options: WdsOptions) -> It
 
 def _dataset_tag(tars: Sequence[SessionTar], options: WdsOptions) -> str:
     doc = {
-        "format": FORMAT, "version": VERSION, "layout": LAYOUT,
+        "format": FORMAT,
+        "version": VERSION,
+        "layout": LAYOUT,
         "sessions": [[st.session, st.sha256] for st in tars],
         "options": options.effective(),
     }
@@ -184,8 +186,13 @@ class _ShardSink:
             os.fsync(self.file.fileno())
         self.file.close()
         assert self.writer.count == tar_size(self.content), "tar size accounting is off"
-        return WdsShard(url, self.samples, self.writer.count, self.writer.hash.hexdigest(),
-                        tuple(sorted(self.sessions)))
+        return WdsShard(
+            url,
+            self.samples,
+            self.writer.count,
+            self.writer.hash.hexdigest(),
+            tuple(sorted(self.sessions)),
+        )
 
     def abort(self) -> None:
         """Give up on this shard: close everything and delete the partial file."""
@@ -197,7 +204,11 @@ class _ShardSink:
 
 
 def _write_staged(
-    out: Output, stage: str, samples: Iterator[Sample], tag: str, options: WdsOptions,
+    out: Output,
+    stage: str,
+    samples: Iterator[Sample],
+    tag: str,
+    options: WdsOptions,
     total: int,
 ) -> list[WdsShard]:
     """Write the shards into ``stage``; each one rolls over by count plan or size target."""
@@ -211,8 +222,11 @@ def _write_staged(
     try:
         for sample in samples:
             if sink is not None:
-                full = (sink.samples >= plan[len(shards)] if plan is not None else
-                        tar_size(sink.content + sample.size) > options.shard_size)
+                full = (
+                    sink.samples >= plan[len(shards)]
+                    if plan is not None
+                    else tar_size(sink.content + sample.size) > options.shard_size
+                )
                 if full:
                     shards.append(sink.close(url(len(shards))))
                     sink = None
@@ -275,8 +289,10 @@ def _drop_stage(out: Output, stage: str) -> None:
 def _session_tars(
     out: Output, session_tars: Sequence[SessionTar | tuple[str, str]], encoding: str
 ) -> list[SessionTar]:
-    tars = [st if isinstance(st, SessionTar) else describe_session_tar(out, st[0], st[1], encoding)
-            for st in session_tars]
+    tars = [
+        st if isinstance(st, SessionTar) else describe_session_tar(out, st[0], st[1], encoding)
+        for st in session_tars
+    ]
     tars.sort(key=lambda st: st.session)
     for a, b in zip(tars, tars[1:], strict=False):
         if a.session == b.session:
@@ -314,12 +330,17 @@ def write_shards(
     _publish(out, stage, shards)
     eff = options.effective()
     index = WdsIndex(
-        name=options.name, encoding=options.encoding, tag=tag,
-        shuffle_seed=eff["shuffle_seed"], shuffle_buffer=eff["shuffle_buffer"],
-        shuffle_streams=eff["shuffle_streams"], shard_size=eff["shard_size"],
+        name=options.name,
+        encoding=options.encoding,
+        tag=tag,
+        shuffle_seed=eff["shuffle_seed"],
+        shuffle_buffer=eff["shuffle_buffer"],
+        shuffle_streams=eff["shuffle_streams"],
+        shard_size=eff["shard_size"],
         shard_count=eff["shard_count"],
         sessions=tuple(WdsSession(st.session, st.samples) for st in tars),
-        total_samples=total, shards=tuple(shards),
+        total_samples=total,
+        shards=tuple(shards),
     )
     out.write_bytes_atomic(INDEX, index.to_json())
     _remove_orphans(out, (s.url for s in shards))

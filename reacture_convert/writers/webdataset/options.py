@@ -26,8 +26,9 @@ ENCODINGS = ("npy", "png")
 def check_encoding(encoding: str) -> None:
     """Raise ConfigError unless ``encoding`` is one of ``ENCODINGS``."""
     if encoding not in ENCODINGS:
-        raise ConfigError(f"unknown WebDataset encoding {encoding!r}; choose one of "
-                          f"{', '.join(ENCODINGS)}")
+        raise ConfigError(
+            f"unknown WebDataset encoding {encoding!r}; choose one of {', '.join(ENCODINGS)}"
+        )
 
 
 @dataclass(frozen=True)
@@ -55,17 +56,24 @@ class WdsOptions:
                 f"shard name {self.name!r} must be 1-128 characters of A-Z, a-z, 0-9, '_' and '-'"
             )
         if self.shard_size < 1:
-            raise ConfigError(f"shard size {self.shard_size} is too small (--shard-size, [wds] "
-                              "shard_size): give at least 1 byte")
+            raise ConfigError(
+                f"shard size {self.shard_size} is too small (--shard-size, [wds] "
+                "shard_size): give at least 1 byte"
+            )
         if self.shard_count is not None and self.shard_count < 1:
-            raise ConfigError(f"shard count {self.shard_count} is too small (--shard-count, "
-                              "[wds] shard_count): give at least 1")
+            raise ConfigError(
+                f"shard count {self.shard_count} is too small (--shard-count, "
+                "[wds] shard_count): give at least 1"
+            )
         if self.shuffle_buffer < 1:
-            raise ConfigError(f"shuffle buffer {self.shuffle_buffer} is too small ([wds] "
-                              "shuffle_buffer): give at least 1 sample")
+            raise ConfigError(
+                f"shuffle buffer {self.shuffle_buffer} is too small ([wds] "
+                "shuffle_buffer): give at least 1 sample"
+            )
         if self.shuffle_streams < 1:
-            raise ConfigError(f"shuffle_streams {self.shuffle_streams} is too small: give at "
-                              "least 1 session")
+            raise ConfigError(
+                f"shuffle_streams {self.shuffle_streams} is too small: give at least 1 session"
+            )
 
     def effective(self) -> dict[str, Any]:
         """The options that shape the output (ignored ones as None): hashed into the tag and

@@ -175,18 +175,24 @@ def _json_bytes(session: str, s: _FrameSample, timestamp_ms: float) -> bytes:
 
 def _sample(session: str, s: _FrameSample, timestamp_ms: float, encoding: str) -> Sample:
     key = f"{session}/{s.frame_index:06d}"
-    return Sample(session, s.frame_index, (
-        (f"{key}.json", _json_bytes(session, s, timestamp_ms)),
-        (f"{key}.{encoding}", _image_bytes(s.frame, encoding)),
-    ))
+    return Sample(
+        session,
+        s.frame_index,
+        (
+            (f"{key}.json", _json_bytes(session, s, timestamp_ms)),
+            (f"{key}.{encoding}", _image_bytes(s.frame, encoding)),
+        ),
+    )
 
 
 def _check_session_args(report: Report, session: str, encoding: str) -> int:
     if not report.ok or report.n_frames is None:
         raise InputError(f"{report.bundle.prefix}: only a valid bundle can be written as samples")
     if not is_safe_name(session):
-        raise ConfigError(f"session name {session!r} is not safe in a WebDataset key: use 1-128 "
-                          "characters of A-Z, a-z, 0-9, '_' and '-'")
+        raise ConfigError(
+            f"session name {session!r} is not safe in a WebDataset key: use 1-128 "
+            "characters of A-Z, a-z, 0-9, '_' and '-'"
+        )
     check_encoding(encoding)
     return report.n_frames
 
@@ -250,8 +256,14 @@ def write_session_tar(
     out.fs.makedirs(parent, exist_ok=True)
     with out.fs.open(path, "wb") as f:
         writer = HashingWriter(f)
-        n = write_session_samples(bundle, report, session, cast(IO[bytes], writer),
-                                  encoding=encoding, input_options=input_options)
+        n = write_session_samples(
+            bundle,
+            report,
+            session,
+            cast(IO[bytes], writer),
+            encoding=encoding,
+            input_options=input_options,
+        )
     return SessionTar(session, path, n, writer.hash.hexdigest(), writer.count)
 
 
@@ -268,8 +280,10 @@ def _session_samples(
     exts = ["json", encoding]
 
     def bad(why: str) -> OutputError:
-        return OutputError(f"{label}: {why}; it is not a session sample tar of "
-                           f"{session!r} with {encoding!r} pictures (convert the session again)")
+        return OutputError(
+            f"{label}: {why}; it is not a session sample tar of "
+            f"{session!r} with {encoding!r} pictures (convert the session again)"
+        )
 
     for key, members in iter_tar_samples(stream, label):
         folder, _, frame = key.partition("/")

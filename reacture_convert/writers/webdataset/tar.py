@@ -78,8 +78,10 @@ def iter_tar_samples(stream: IO[bytes], label: str) -> Iterator[tuple[str, dict[
                     yield key, members
                 key, members = name, {}
             if ext in members:
-                raise OutputError(f"{label}: sample {name!r} has two .{ext} members; the tar is "
-                                  "damaged or not a WebDataset tar (write it again)")
+                raise OutputError(
+                    f"{label}: sample {name!r} has two .{ext} members; the tar is "
+                    "damaged or not a WebDataset tar (write it again)"
+                )
             member = tar.extractfile(info)
             assert member is not None  # a regular file
             members[ext] = member.read()
