@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_STAMP := $(VENV)/.torch
 
-.PHONY: install convert test lint bench docs clean
+.PHONY: install convert test lint bench docs clean browser
 
 install: $(STAMP)
 
@@ -31,7 +31,16 @@ $(TORCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	touch $(TORCH_STAMP)
 
-test: install $(TORCH_STAMP)
+# The report test looks at the HTML in a headless browser: Debian's chromium (apt-get, as root).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	{ if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium (for the report test)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "make test needs a chromium command for the report test: apt-get install chromium"; exit 1; fi; }
+
+test: install $(TORCH_STAMP) browser
 	$(BIN)/python -m pytest -q
 
 lint: install

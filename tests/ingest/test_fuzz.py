@@ -1,14 +1,15 @@
 """Fuzzing the three parsers that untrusted bytes reach first, and what they feed.
 
-Every example must end quickly (a time bound per example, besides Hypothesis's own deadline
-being off) in exactly one of two ways: accepted, or refused with registered findings. Never an
-exception, never a hang. What ``test_npy``, ``test_jsonl`` and ``test_archives`` already fuzz
-(random bytes into ``read_npy_header``, random lines into ``iter_jsonl``, damaged archives into
-``list_members``) is not repeated; here the inputs are *structured* (header dicts built from
-their grammar, real rows and metadata mutated token by token, real bundles inside mutated
-archives) and the property goes further down: the data reader after the header, every line
-accounted for, and discovery + validation + hashing of whatever bundle a damaged archive still
-yields.
+Every example must end in exactly one of two ways: accepted, or refused with registered
+findings. Never an exception; a hang fails the run through pytest-timeout (there is no
+wall-clock bound per example: this machine is shared, and speed is not what these tests claim).
+What ``test_npy``, ``test_jsonl`` and ``test_archives`` already fuzz (random bytes into
+``read_npy_header``, random lines into ``iter_jsonl``, damaged archives into ``list_members``)
+is not repeated; here the inputs are *structured* (header dicts built from their grammar, rows
+and metadata in the real exporter's format from ``testing.synth`` mutated token by token, such
+bundles inside mutated archives) and the property goes further down: the data reader after the
+header, every line accounted for, and discovery + validation + hashing of whatever bundle a
+damaged archive still yields.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import io
 import json
 import tarfile
 import tempfile
-import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,20 +44,8 @@ from reacture_convert.output.storage import Output
 from reacture_convert.run.convert import ConvertOptions, convert_session
 from reacture_convert.testing.synth import BundleSpec, write_bundle
 
-SECONDS = 5.0  # the most one example may take
 FUZZ = settings(deadline=None, max_examples=120, suppress_health_check=[HealthCheck.too_slow])
 PREFIX = "reacture_1795600000000"
-
-
-class Bounded:
-    """``with Bounded():`` fails the example when its body takes longer than ``SECONDS``."""
-
-    def __enter__(self) -> None:
-        self.start = time.perf_counter()
-
-    def __exit__(self, *exc: object) -> None:
-        took = time.perf_counter() - self.start
-        assert took < SECONDS, f"one example took {took:.1f} s"
 
 
 def assert_coded(findings: list[Finding]) -> None:
@@ -185,25 +173,24 @@ def npy_files(draw: st.DrawFn) -> bytes:
 def test_npy_header_and_data_never_raise(data: bytes, step: int) -> None:
     """A header is accepted exactly when the file holds what it declares, and then the whole
     array reads back from a forward-only stream with short reads, byte for byte."""
-    with Bounded():
-        stream: Any = ShortReads(data, step)
-        header, found = read_npy_header(stream, len(data), "x.npy")
-        assert_coded(found)
-        if header is None:
-            assert has_errors(found)
-            return
-        assert not has_errors(found)
-        assert header.data_offset + header.nbytes == len(data)
-        layout = check_layout(header, "x.npy", dtype="|u1", trailing_shape=(128, 128, 3), ndim=4)
-        assert_coded(layout)
-        payload = data[header.data_offset :]
-        if header.shape and not (header.fortran_order and len(header.shape) > 1):
-            stream = ShortReads(data, step)
-            chunks = list(iter_npy_chunks(stream, header, 3))
-            assert b"".join(c.tobytes() for c in chunks) == payload
-        small = read_npy_small(io.BytesIO(data), header)
-        assert small.shape == header.shape and small.dtype == header.dtype
-        assert small.tobytes(order="F" if header.fortran_order else "C") == payload
+    stream: Any = ShortReads(data, step)
+    header, found = read_npy_header(stream, len(data), "x.npy")
+    assert_coded(found)
+    if header is None:
+        assert has_errors(found)
+        return
+    assert not has_errors(found)
+    assert header.data_offset + header.nbytes == len(data)
+    layout = check_layout(header, "x.npy", dtype="|u1", trailing_shape=(128, 128, 3), ndim=4)
+    assert_coded(layout)
+    payload = data[header.data_offset :]
+    if header.shape and not (header.fortran_order and len(header.shape) > 1):
+        stream = ShortReads(data, step)
+        chunks = list(iter_npy_chunks(stream, header, 3))
+        assert b"".join(c.tobytes() for c in chunks) == payload
+    small = read_npy_small(io.BytesIO(data), header)
+    assert small.shape == header.shape and small.dtype == header.dtype
+    assert small.tobytes(order="F" if header.fortran_order else "C") == payload
 
 
 # --- data.jsonl: real rows mutated token by token ---------------------------------------------
@@ -298,9 +285,8 @@ def _check_jsonl(data: bytes, max_line_bytes: int = 1 << 20) -> None:
 @given(data=st.data())
 def test_mutated_real_rows_are_rows_or_located_findings(data: st.DataObject) -> None:
     text = data.draw(mutated_lines(sample()["data.jsonl"].split(b"\n")))
-    with Bounded():
-        _check_jsonl(text)
-        _check_jsonl(text, max_line_bytes=data.draw(st.integers(1, 2000)))
+    _check_jsonl(text)
+    _check_jsonl(text, max_line_bytes=data.draw(st.integers(1, 2000)))
 
 
 @settings(deadline=None, max_examples=60)
@@ -312,24 +298,22 @@ def test_mutated_real_rows_are_rows_or_located_findings(data: st.DataObject) -> 
 def test_deep_lines_never_recurse(depth: int, opener: bytes, cut: bool) -> None:
     closer = {b"[": b"]", b'{"a":': b"}", b'[{"a":': b"}]"}[opener] * depth
     line = opener * depth + b"1" + closer
-    with Bounded():
-        _check_jsonl(line[: len(line) // 2] if cut else line)
-        meta, raw, found = parse_metadata(line, "m.json")
-        assert_coded(found)
-        assert meta is None and has_errors(found)
+    _check_jsonl(line[: len(line) // 2] if cut else line)
+    meta, raw, found = parse_metadata(line, "m.json")
+    assert_coded(found)
+    assert meta is None and has_errors(found)
 
 
 @FUZZ
 @given(data=st.data())
 def test_mutated_metadata_is_accepted_or_refused(data: st.DataObject) -> None:
     text = data.draw(mutated_lines(sample()["metadata.json"].split(b"\n")))
-    with Bounded():
-        meta, raw, found = parse_metadata(text, "m.json")
-        assert_coded(found)
-        assert (meta is None) == has_errors(found)
-        assert raw is None or isinstance(raw, dict)
-        if meta is not None:
-            assert json.loads(text) == raw  # what is accepted is plain JSON, read the same
+    meta, raw, found = parse_metadata(text, "m.json")
+    assert_coded(found)
+    assert (meta is None) == has_errors(found)
+    assert raw is None or isinstance(raw, dict)
+    if meta is not None:
+        assert json.loads(text) == raw  # what is accepted is plain JSON, read the same
 
 
 @FUZZ
@@ -347,16 +331,15 @@ def test_mutated_legacy_frames_json_never_raises(data: st.DataObject) -> None:
     }
     line = json.dumps([obj, obj]).encode()
     text = data.draw(mutated_lines([line]))
-    with Bounded():
-        try:
-            objects = list(iter_frame_objects(io.BytesIO(text)))
-        except UnicodeDecodeError:
-            return  # as_five_file turns this into LEGACY_BAD_FRAMES
-        except Exception as e:  # noqa: BLE001
-            assert type(e).__name__ == "_Bad", repr(e)
-            assert getattr(e, "code", None) in CODES
-            return
-        assert all(isinstance(o, dict) for o in objects)
+    try:
+        objects = list(iter_frame_objects(io.BytesIO(text)))
+    except UnicodeDecodeError:
+        return  # as_five_file turns this into LEGACY_BAD_FRAMES
+    except Exception as e:  # noqa: BLE001
+        assert type(e).__name__ == "_Bad", repr(e)
+        assert getattr(e, "code", None) in CODES
+        return
+    assert all(isinstance(o, dict) for o in objects)
 
 
 # --- archives: real bundles inside mutated zip / tar / tar.gz ------------------------------------
@@ -461,8 +444,7 @@ def test_damaged_archives_give_bundles_or_findings(fuzz_dir: Path, data: st.Data
     suffix = {"zip-stored": "zip", "zip-bzip2": "zip"}.get(kind, kind)
     path = fuzz_dir / f"x.{suffix}"
     path.write_bytes(raw)
-    with Bounded():
-        _judge(path, Output(str(fuzz_dir / "out")))
+    _judge(path, Output(str(fuzz_dir / "out")))
 
 
 @settings(
@@ -482,8 +464,7 @@ def test_random_bytes_named_as_archives_give_findings(
 ) -> None:
     path = fuzz_dir / f"r.{kind}"
     path.write_bytes(head + raw)
-    with Bounded():
-        found = discover([str(path)])
+    found = discover([str(path)])
     assert_coded(list(found.findings))
     assert all(
         f.severity is not Severity.ERROR or f.file.startswith(str(path)) for f in found.findings

@@ -1262,6 +1262,25 @@ def snapshot(root: Path, skip: Path) -> dict[str, tuple[Any, ...]]:
     return state
 
 
+SYSTEM_TMP = Path(tempfile.gettempdir())  # the real one, before a test points tempfile elsewhere
+MARKERS = (BAD, "pwned")  # what the hostile inputs name the files they try to write
+
+
+def escapes(tmp_path: Path) -> set[str]:
+    """Entries named like a hostile input's target in the places a path escape reaches first:
+    the system temp folder (absolute ``/tmp/...`` members), the folders above this test's own
+    (``../..`` members) and ``/etc``. Only marker names count, so other processes writing there
+    meanwhile do not matter."""
+    found: set[str] = set()
+    for place in {SYSTEM_TMP, tmp_path.parent, tmp_path.parent.parent, Path("/etc")}:
+        try:
+            names = os.listdir(place)
+        except OSError:
+            continue
+        found |= {str(place / n) for n in names if any(m in n for m in MARKERS)}
+    return found
+
+
 def _run(case: Case, inp: Path, out: Path, env_tmp: Path) -> tuple[int, dict[str, Any]]:
     """Convert ``inp`` into ``out`` the way the case says; (exit code, the run's JSON summary)."""
     args = ["convert", str(inp), "--out", str(out), "--scheduler", "sync", "--json"]
@@ -1314,6 +1333,7 @@ def test_hostile_input(
     monkeypatch.setattr(tempfile, "tempdir", str(sys_tmp))
     monkeypatch.chdir(cwd)
     before = snapshot(tmp_path, skip=out)
+    outside = escapes(tmp_path)
 
     code, doc = _run(case, inp, out, sys_tmp)
 
@@ -1325,6 +1345,7 @@ def test_hostile_input(
     assert after == before
     assert list(sys_tmp.iterdir()) == []
     assert not (tmp_path / "pwned").exists()
+    assert escapes(tmp_path) == outside  # nor outside this test's folder
     assert code == case.exit_code, doc
 
     # the refusal, located

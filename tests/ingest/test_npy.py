@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import time
 import tracemalloc
 from pathlib import Path
 from typing import IO, Any, cast
@@ -498,10 +497,8 @@ def test_read_small_forward_only() -> None:
 REAL_TS_FILE = _REAL_TS.read_bytes()
 
 
-def _never_raises_quickly(data: bytes) -> None:
-    start = time.perf_counter()
+def _never_raises(data: bytes) -> None:
     header, found = parse(data)
-    assert time.perf_counter() - start < 0.5
     if header is None:
         assert found and has_errors(found)
     else:
@@ -513,14 +510,14 @@ def _never_raises_quickly(data: bytes) -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=400))
 def test_random_bytes_never_raise(data: bytes) -> None:
-    _never_raises_quickly(data)
+    _never_raises(data)
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=400))
 def test_random_bytes_after_magic_never_raise(tail: bytes) -> None:
-    _never_raises_quickly(MAGIC + tail)
-    _never_raises_quickly(b"\xc2" + MAGIC + b"\x01\x00" + tail)
+    _never_raises(MAGIC + tail)
+    _never_raises(b"\xc2" + MAGIC + b"\x01\x00" + tail)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -535,9 +532,9 @@ def test_mutated_real_file_never_raises(
     data = bytearray(REAL_TS_FILE)
     for pos, value in edits:
         data[pos] = value
-    _never_raises_quickly(bytes(data))
-    _never_raises_quickly(bytes(data[:cut]))
-    _never_raises_quickly(bytes(data[:cut] + insert + data[cut:]))
+    _never_raises(bytes(data))
+    _never_raises(bytes(data[:cut]))
+    _never_raises(bytes(data[:cut] + insert + data[cut:]))
 
 
 _HEADER_ALPHABET = st.sampled_from(list("{}()[],:'\" \t\n0123456789-.eETFtruefalsOdscrph_<|u14"))
@@ -546,8 +543,8 @@ _HEADER_ALPHABET = st.sampled_from(list("{}()[],:'\" \t\n0123456789-.eETFtruefal
 @settings(max_examples=300, deadline=None)
 @given(st.text(_HEADER_ALPHABET, max_size=120))
 def test_random_header_text_never_raises(text: str) -> None:
-    _never_raises_quickly(std_file(text, data=b""))
-    _never_raises_quickly(std_file(hdr(shape=text), data=b""))
+    _never_raises(std_file(text, data=b""))
+    _never_raises(std_file(hdr(shape=text), data=b""))
 
 
 SIMPLE_DTYPES = st.sampled_from(
