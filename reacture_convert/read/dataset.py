@@ -14,14 +14,24 @@ read on first access and kept:
     s.metadata, s.attrs, s.orientation # metadata.json, all Zarr group attributes, "bottom-up"
     s.labels                           # FrameLabels (read.labels): every frame's labels
 
-Nothing here imports torch; every handle is opened in the process that uses it.
+ReActure's own loader API works on the whole dataset and on one session:
+
+    for sample in ds:                  # or: for sample in s
+        sample["frame"]                # NumPy (128, 128, 3) HWC uint8, as stored (bottom-up)
+        sample["frame_timestamp_ms"], sample["battery"], sample["keys"], ...
+    ds.to_pytorch_dataloader(batch_size=32, shuffle=True)      # read.torch (torch extra)
+    ds.to_tensorflow_dataset(batch_size=32)                    # read.tensorflow (tf extra)
+
+Samples and batches have the same keys (``read.batch``); blank frames are skipped by default
+(``iter_samples(skip_blank=False)`` keeps them). Nothing here imports torch or TensorFlow; every
+handle is opened in the process that uses it.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,13 +127,39 @@ class SessionData:
     def n_frames(self) -> int:
         return int(self.frames.shape[0])
 
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        """This session's samples in frame order (see ``ConvertedDataset.__iter__``)."""
+        return self.iter_samples()
+
+    def iter_samples(self, **options: Any) -> Iterator[dict[str, Any]]:
+        """This session's samples with ``ReadOptions`` (``skip_blank``, ``flip``, ...)."""
+        return _iter_samples(self.out, [self.name], options)
+
+    def to_pytorch_dataloader(
+        self, batch_size: int = 32, shuffle: bool = False, **kwargs: Any
+    ) -> Any:
+        """``read.torch.to_pytorch_dataloader`` over this session."""
+        from reacture_convert.read.torch import to_pytorch_dataloader
+
+        return to_pytorch_dataloader(self.out, batch_size, shuffle, sessions=[self.name], **kwargs)
+
+    def to_tensorflow_dataset(
+        self, batch_size: int = 32, shuffle: bool = False, **kwargs: Any
+    ) -> Any:
+        """``read.tensorflow.to_tensorflow_dataset`` over this session."""
+        from reacture_convert.read.tensorflow import to_tensorflow_dataset
+
+        return to_tensorflow_dataset(self.out, batch_size, shuffle, sessions=[self.name], **kwargs)
+
 
 @dataclass(frozen=True)
-class ConvertedDataset(Mapping[str, SessionData]):
-    """A converted dataset: a mapping from session name to ``SessionData``.
+class ConvertedDataset:
+    """A converted dataset: its sessions by name (``ds[name]``, a ``SessionData``), and
+    ReActure's loader API over all of them (``for sample in ds``, ``to_pytorch_dataloader``,
+    ``to_tensorflow_dataset``).
 
-    Its keys are the sessions whose catalog state is ``converted`` or ``skipped`` (their outputs
-    are complete) with Zarr + Parquet outputs, sorted by name: a session converted with
+    ``sessions`` are the sessions whose catalog state is ``converted`` or ``skipped`` (their
+    outputs are complete) with Zarr + Parquet outputs, sorted by name: a session converted with
     ``--format wds`` only has nothing here to read (its samples are in the shards,
     ``wds_index``). ``catalog`` holds every catalog row, rejected bundles too."""
 
@@ -151,16 +187,53 @@ class ConvertedDataset(Mapping[str, SessionData]):
                 f"(sessions: {', '.join(self.sessions) or 'none'})"
             ) from None
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._sessions)
+    def __contains__(self, session: object) -> bool:
+        return session in self._sessions
 
-    def __len__(self) -> int:
-        return len(self._sessions)
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        """Every session's samples (sessions in name order, frames in order) as ReActure's
+        loader gave them: dicts with ``frame`` (NumPy (128, 128, 3) HWC uint8, as stored),
+        ``frame_timestamp_ms``, ``battery``, ``keys``, ... (the keys of a batch, ``read.batch``).
+        Blank frames are skipped; ``iter_samples(skip_blank=False)`` keeps them."""
+        return self.iter_samples()
+
+    def iter_samples(self, **options: Any) -> Iterator[dict[str, Any]]:
+        """The samples with ``ReadOptions`` (``skip_blank``, ``flip``, ``sessions``, ...)."""
+        return _iter_samples(self, options.pop("sessions", None), options)
+
+    def to_pytorch_dataloader(
+        self, batch_size: int = 32, shuffle: bool = False, **kwargs: Any
+    ) -> Any:
+        """``read.torch.to_pytorch_dataloader`` over this dataset (needs torch)."""
+        from reacture_convert.read.torch import to_pytorch_dataloader
+
+        return to_pytorch_dataloader(self.out, batch_size, shuffle, **kwargs)
+
+    def to_tensorflow_dataset(
+        self, batch_size: int = 32, shuffle: bool = False, **kwargs: Any
+    ) -> Any:
+        """``read.tensorflow.to_tensorflow_dataset`` over this dataset (needs tensorflow)."""
+        from reacture_convert.read.tensorflow import to_tensorflow_dataset
+
+        return to_tensorflow_dataset(self.out, batch_size, shuffle, **kwargs)
 
     @functools.cached_property
     def wds_index(self) -> WdsIndex | None:
         """``wds/index.json``, or None when the dataset has no WebDataset shards."""
         return read_index(self.out)
+
+
+def _iter_samples(
+    dataset: ConvertedDataset | Output, sessions: Sequence[str] | None, options: dict[str, Any]
+) -> Iterator[dict[str, Any]]:
+    """The samples of ``sessions`` of ``dataset``, in order, one NumPy dict each."""
+    from reacture_convert.read.batch import unbatch
+    from reacture_convert.read.core import FrameSource
+    from reacture_convert.read.options import read_options
+
+    source = FrameSource(dataset, read_options(sessions=sessions, **options), layout="HWC")
+    for batch in source.iter_batches(64):
+        yield from unbatch(batch)
 
 
 OutLike = str | os.PathLike[str] | Output

@@ -5,15 +5,18 @@
 *interval*: the rows after the previous periodic row up to this one (the WebDataset sample's
 ``events``). Rows before the first periodic row belong to frame 0; rows after the last one
 belong to no frame. ``FrameLabels.from_sample_json`` computes the same from a WebDataset
-sample's ``.json`` member.
+sample's ``.json`` member (``from_samples`` from several at once, parsed with
+``decode_sample_json``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
@@ -21,7 +24,14 @@ import pyarrow.compute as pc
 
 from reacture_convert.errors import OutputError
 
-__all__ = ["KEYS", "LABEL_COLUMNS", "MOMENTARY_ACTIONS", "FrameLabels"]
+__all__ = [
+    "KEYS",
+    "LABEL_COLUMNS",
+    "MOMENTARY_ACTIONS",
+    "FrameLabels",
+    "SampleJson",
+    "decode_sample_json",
+]
 
 KEYS: Final = ("W", "A", "S", "D", "inspect", "destroy")
 """The 6 entries of ``keys``, as ReActure's own loader ordered them."""
@@ -125,37 +135,130 @@ class FrameLabels:
     def from_sample_json(cls, meta: Mapping[str, Any]) -> FrameLabels:
         """The labels of one WebDataset sample (its ``.json`` member, parsed): the same values
         ``from_tables`` gives for that frame."""
-        row, events = meta["row"], meta["events"]
-        kp = row["key_presses"]
+        return cls.from_samples([_as_sample(meta)])
+
+    @classmethod
+    def from_samples(cls, samples: Sequence[SampleJson]) -> FrameLabels:
+        """The labels of several WebDataset samples (``decode_sample_json`` of their ``.json``
+        members), one row each, in the order given (``session`` is the first one's)."""
+        rows = [s.row for s in samples]
+        keys = [r.key_presses or _NO_KEYS for r in rows]
         actions = np.array(
-            [[any(_momentary(e, name) for e in events) for name in MOMENTARY_ACTIONS]], dtype=bool
-        )
-        held = np.array([[bool(kp[k]) for k in _HELD_KEYS]], dtype=bool)
+            [[any(_momentary(e, n) for e in s.events) for n in MOMENTARY_ACTIONS] for s in samples],
+            dtype=bool,
+        ).reshape(len(samples), len(MOMENTARY_ACTIONS))
+        held = np.array(
+            [[bool(getattr(kp, k)) for k in _HELD_KEYS] for kp in keys], dtype=bool
+        ).reshape(len(samples), len(_HELD_KEYS))
         destroy = actions[:, MOMENTARY_ACTIONS.index("destroy")]
 
-        def vec(*path: str) -> F64:
-            obj: Any = row
-            for p in path:
-                obj = obj[p]
-            return np.array([[float(obj[c]) for c in "xyz"]], dtype=np.float64)
+        def vec(pick: Callable[[_Row], _Xyz | None]) -> F64:
+            out = [_xyz(pick(r)) for r in rows]
+            return np.array(out, dtype=np.float64).reshape(len(rows), 3)
 
         return cls(
-            session=str(meta["session"]),
-            frame_index=np.array([meta["frame_index"]], dtype=np.int64),
-            row_index=np.array([meta["row_index"]], dtype=np.int64),
-            timestamp_ms=np.array([meta["timestamp_ms"]], dtype=np.float64),
+            session=samples[0].session if samples else "",
+            frame_index=np.array([int(s.frame_index) for s in samples], dtype=np.int64),
+            row_index=np.array([int(s.row_index) for s in samples], dtype=np.int64),
+            timestamp_ms=np.array([s.timestamp_ms for s in samples], dtype=np.float64),
             keys=np.concatenate([held, destroy[:, None]], axis=1),
             actions=actions,
-            **{name: np.array([float(row[name])], dtype=np.float64) for name in _SCALARS},
-            **{name: vec(*path) for name, path in _VECTORS.items()},
+            battery=np.array([_num(r.battery) for r in rows], dtype=np.float64),
+            damage=np.array([_num(r.damage) for r in rows], dtype=np.float64),
+            health=np.array([_num(r.health) for r in rows], dtype=np.float64),
+            position=vec(lambda r: r.robot.position if r.robot else None),
+            velocity=vec(lambda r: r.robot.velocity if r.robot else None),
+            accelerometer=vec(lambda r: r.accelerometer),
         )
 
 
-def _momentary(row: Mapping[str, Any], name: str) -> bool:
+# --- the WebDataset sample's .json member ---------------------------------------------------------
+# Only the fields the labels use; others are skipped unread. Absent and null fields are None
+# (NaN or False in the labels, as a null column gives in ``from_tables``); numbers may be
+# written as integers or floats.
+class _Xyz(msgspec.Struct):
+    x: float | None = None
+    y: float | None = None
+    z: float | None = None
+
+
+class _Keys(msgspec.Struct):
+    W: bool | None = None
+    A: bool | None = None
+    S: bool | None = None
+    D: bool | None = None
+    inspect: bool | None = None
+
+
+class _Robot(msgspec.Struct):
+    position: _Xyz | None = None
+    velocity: _Xyz | None = None
+
+
+class _Row(msgspec.Struct):
+    key_presses: _Keys | None = None
+    robot: _Robot | None = None
+    accelerometer: _Xyz | None = None
+    battery: float | None = None
+    damage: float | None = None
+    health: float | None = None
+
+
+class _Event(msgspec.Struct):
+    type: str | None = None
+    action: str | None = None
+    event: str | None = None
+
+
+class SampleJson(msgspec.Struct):
+    """What the labels need of a sample's ``.json`` member."""
+
+    session: str
+    frame_index: float
+    timestamp_ms: float
+    row_index: float
+    row: _Row
+    events: list[_Event] = msgspec.field(default_factory=list)
+
+
+_NO_KEYS: Final = _Keys()
+_DECODER: Final = msgspec.json.Decoder(SampleJson)
+
+
+def decode_sample_json(data: bytes, where: str) -> SampleJson:
+    """Parse a sample's ``.json`` member; ``where`` names it in the OutputError raised when it
+    is not a ReActure sample."""
+    try:
+        return _DECODER.decode(data)
+    except msgspec.DecodeError as e:
+        raise OutputError(
+            f"{where}: the .json member is not a ReActure sample ({e}); convert again "
+            "(or check the shard against index.json: reacture-convert verify)"
+        ) from None
+
+
+def _as_sample(meta: Mapping[str, Any]) -> SampleJson:
+    try:
+        return msgspec.convert(meta, SampleJson)
+    except msgspec.ValidationError as e:
+        raise OutputError(f"not a ReActure sample's .json ({e})") from None
+
+
+def _num(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _xyz(v: _Xyz | None) -> tuple[float, float, float]:
+    if v is None:
+        return (math.nan, math.nan, math.nan)
+    return (_num(v.x), _num(v.y), _num(v.z))
+
+
+def _momentary(row: _Event, name: str) -> bool:
     actions, events = _MOMENTARY_MATCH[name]
-    if row.get("type") == "player_action":
-        return row.get("action") in actions
-    return row.get("event") in events
+    if row.type == "player_action":
+        return row.action in actions
+    return row.event in events
 
 
 def _interval_actions(rows: pa.Table, periodic_rows: I64) -> Bools:

@@ -1,0 +1,349 @@
+"""The training readers' core over the Zarr sessions: ``FrameSource``, NumPy in, NumPy out.
+
+``FrameSource(OUT, options)`` decides once which frames are samples (``ReadOptions``: sessions
+and split, blank skipping, windows; ``windows.judge`` over each session's alignment table) and
+gathers every session's labels into one table. Then:
+
+- ``source[i]`` is sample i as a dict of NumPy values (``len(source)`` samples, sessions in name
+  order, frames in order): the random-access protocol of ``grain`` and similar loaders;
+- ``source.fetch(ids)`` builds a whole batch at once (``batch``): the frames it needs are read
+  chunk by chunk (each chunk decoded once per batch, and kept in a small per-process cache) and
+  copied once into the batch, the labels gathered with one ``np.take`` per key;
+- ``source.epoch_batches(...)`` / ``iter_batches(...)`` plan an epoch (``plan``: chunk-aware
+  shuffling, ranks, batches) and read it.
+
+The PyTorch and TensorFlow readers are thin adapters over this class (and ``shards`` for the
+WebDataset shards). Nothing here holds an open store across ``fork`` or pickling: each process
+opens its own on first use.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from reacture_convert.errors import OutputError
+from reacture_convert.output.layout import frames_table_path
+from reacture_convert.output.storage import Output
+from reacture_convert.read.batch import (
+    Batch,
+    LabelTable,
+    MakeBuffers,
+    batch_spec,
+    gather_labels,
+    label_table,
+    numpy_buffers,
+    put_frame,
+    unbatch,
+)
+from reacture_convert.read.dataset import ConvertedDataset, OutLike, open_dataset
+from reacture_convert.read.options import Layout, ReadOptions
+from reacture_convert.read.plan import batches, deal, epoch_order, rank_share
+from reacture_convert.read.session import open_session, read_table
+from reacture_convert.read.splits import select_sessions
+from reacture_convert.read.windows import Verdict, judge
+
+__all__ = [
+    "DEFAULT_CACHE_CHUNKS",
+    "SHUFFLE_WINDOW",
+    "FrameSource",
+    "log_skips",
+    "no_samples_error",
+    "no_zarr_error",
+]
+
+SHUFFLE_WINDOW: Final = 8
+"""Chunks whose samples are mixed by a shuffled epoch (``plan.epoch_order``)."""
+DEFAULT_CACHE_CHUNKS: Final = SHUFFLE_WINDOW + 2
+"""Decoded chunks a process keeps (a chunk is 64 frames, 3 MiB, by default)."""
+
+log = logging.getLogger("reacture_convert.read")
+I64 = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class _Part:
+    """What a FrameSource keeps of one session: picklable values only."""
+
+    name: str
+    flip: bool  # flip=True asked for and the session is stored bottom-up
+    chunk: int  # frames per Zarr chunk (the unit of a read)
+    first_chunk: int  # the session's first chunk's number among all sessions' chunks
+
+
+def log_skips(where: str, options: ReadOptions, skipped: int, dropped: int, total: int) -> None:
+    """Say once what blank skipping and windows left out (nothing when nothing was)."""
+    if skipped:
+        log.warning(
+            "%s: skipping %d blank (all-zero) frame(s) of %d; skip_blank=False keeps them",
+            where,
+            skipped,
+            total,
+        )
+    if dropped:
+        log.warning(
+            "%s: dropping %d sample(s) whose window (history=%d, horizon=%d, max_gap_ms=%s) "
+            "crosses a session's end, a pause or a blank frame",
+            where,
+            dropped,
+            options.history,
+            options.horizon,
+            options.max_gap_ms,
+        )
+
+
+def no_zarr_error(ds: ConvertedDataset) -> OutputError:
+    if ds.wds_index is not None:
+        return OutputError(
+            f"{ds.out.url}: this dataset has no Zarr sessions: convert with --format zarr "
+            "or use source='wds'"
+        )
+    return OutputError(
+        f"{ds.out.url}: no converted sessions here (the catalog lists none): convert "
+        "bundles into it first"
+    )
+
+
+def no_samples_error(out: object, frames: int) -> OutputError:
+    """What a loader says when the options leave nothing to read (an empty epoch would train
+    on nothing without a word)."""
+    return OutputError(
+        f"{out}: no samples to read: the options leave out all {frames} frame(s) of the "
+        "sessions read (blank frames are skipped by default: skip_blank=False keeps them; "
+        "the warnings above count what windows dropped)"
+    )
+
+
+class FrameSource:
+    """The samples of a converted dataset's Zarr sessions (see the module doc).
+
+    ``dataset``: an opened ``ConvertedDataset`` or its location (with ``storage_options``);
+    ``options``: which samples and how; ``layout``: ``"HWC"`` (NumPy, TensorFlow) or ``"CHW"``
+    (PyTorch) frames; ``cache_chunks``: decoded chunks kept per process.
+
+    ``skipped_blank`` and ``dropped_windows`` count what the options left out; ``total_frames``
+    is the frames of the sessions read. Not thread-safe: use processes."""
+
+    def __init__(
+        self,
+        dataset: ConvertedDataset | OutLike,
+        options: ReadOptions | None = None,
+        *,
+        storage_options: Any = None,
+        layout: Layout = "HWC",
+        cache_chunks: int = DEFAULT_CACHE_CHUNKS,
+    ) -> None:
+        options = options or ReadOptions()
+        ds = (
+            dataset
+            if isinstance(dataset, ConvertedDataset)
+            else open_dataset(dataset, storage_options)
+        )
+        if not ds.sessions:
+            raise no_zarr_error(ds)
+        if cache_chunks < 1:
+            raise ValueError(f"cache_chunks={cache_chunks}: keep at least 1 decoded chunk")
+        names = select_sessions(ds.sessions, options, ds.out.url)
+        self.out: Output = ds.out
+        self.options = options
+        self.layout: Layout = layout
+        self.cache_chunks = cache_chunks
+        parts: list[_Part] = []
+        tables: list[LabelTable] = []
+        verdicts: list[Verdict] = []
+        first_chunk = 0
+        for name in names:
+            session = ds[name]
+            labels = session.labels
+            chunk = int(session.frames.chunks[0])
+            parts.append(
+                _Part(name, options.flip and session.orientation == "bottom-up", chunk, first_chunk)
+            )
+            first_chunk += -(-session.n_frames // chunk)
+            tables.append(label_table(labels))
+            blank = _blank_frames(ds.out, name, session.n_frames)
+            verdicts.append(
+                judge(labels.frame_index, labels.timestamp_ms, blank[labels.frame_index], options)
+            )
+        self._parts = tuple(parts)
+        sizes = [t["frame_index"].shape[0] for t in tables]
+        self._label_session = np.repeat(np.arange(len(parts), dtype=np.int64), sizes)
+        self.labels: LabelTable = {
+            key: np.concatenate([t[key] for t in tables]) if tables else np.empty(0)
+            for key in (tables[0] if tables else {})
+        }
+        keep = np.concatenate([v.keep for v in verdicts]) if verdicts else np.zeros(0, bool)
+        self._rows: I64 = np.flatnonzero(keep).astype(np.int64)
+        self.total_frames = int(sum(sizes))
+        self.skipped_blank = int(sum(int(v.skipped.sum()) for v in verdicts))
+        self.dropped_windows = int(sum(int(v.dropped.sum()) for v in verdicts))
+        log_skips(
+            self.out.url, options, self.skipped_blank, self.dropped_windows, self.total_frames
+        )
+        self._local: _Local | None = None
+
+    # --- what there is ----------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self._rows.shape[0])
+
+    @property
+    def sessions(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self._parts)
+
+    def locate(self, index: int) -> tuple[str, int]:
+        """``(session, frame_index)`` of sample ``index`` (negative counts back)."""
+        row = int(self._rows[self._check(np.array([index]))[0]])
+        return self._parts[int(self._label_session[row])].name, int(self.labels["frame_index"][row])
+
+    def chunk_of(self) -> I64:
+        """Each sample's chunk (a number over all sessions' chunks): what shuffling groups."""
+        rows = self._rows
+        sessions = self._label_session[rows]
+        first = np.array([p.first_chunk for p in self._parts], dtype=np.int64)
+        size = np.array([p.chunk for p in self._parts], dtype=np.int64)
+        frame: I64 = self.labels["frame_index"][rows]
+        chunk: I64 = first[sessions] + frame // size[sessions]
+        return chunk
+
+    # --- reading ----------------------------------------------------------------------------------
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        """Sample ``index`` as NumPy values (the ``[j]`` of a one-sample batch)."""
+        return next(unbatch(self.fetch([index])))
+
+    def fetch(
+        self, ids: Sequence[int] | npt.NDArray[np.integer], buffers: MakeBuffers = numpy_buffers
+    ) -> Batch:
+        """The batch of samples ``ids`` (``batch`` describes it), written into ``buffers``."""
+        picked = self._check(np.asarray(ids, dtype=np.int64).reshape(-1))
+        rows = self._rows[picked]
+        sessions = self._label_session[rows]
+        k = self.options.history
+        out = buffers(batch_spec(rows.shape[0], self.options, self.layout))
+        frames = out("frame")
+        # every frame the batch needs: sample j's frames f - k .. f, read chunk by chunk
+        j = np.repeat(np.arange(rows.shape[0]), k + 1)
+        t = np.tile(np.arange(k + 1), rows.shape[0])
+        s = sessions[j]
+        f = self.labels["frame_index"][rows][j] - k + t
+        size = np.array([p.chunk for p in self._parts], dtype=np.int64)[s]
+        # chunk by chunk, in the order the batch first needs them: a batch that spans two
+        # shuffle windows leaves the later window's chunks last in the cache
+        _, first, which = np.unique(
+            np.stack([s, f // size]), axis=1, return_index=True, return_inverse=True
+        )
+        rank = np.empty(first.shape[0], dtype=np.int64)
+        rank[np.argsort(first)] = np.arange(first.shape[0])
+        order = np.lexsort((f, rank[which.reshape(-1)]))
+        local = self._state()
+        for jj, tt, ss, ff, cs in zip(
+            j[order].tolist(),
+            t[order].tolist(),
+            s[order].tolist(),
+            f[order].tolist(),
+            size[order].tolist(),
+            strict=True,
+        ):
+            block = local.chunk(self, ss, ff // cs)
+            put_frame(
+                frames[jj, tt] if k else frames[jj],
+                block[ff % cs],
+                self._parts[ss].flip,
+                self.layout,
+            )
+        names = [self._parts[x].name for x in sessions.tolist()]
+        batch = {"frame": frames}
+        batch.update(gather_labels(self.labels, rows, self.options.horizon, names, out))
+        return batch
+
+    def epoch_batches(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
+        epoch: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = False,
+        workers: int = 1,
+        window: int = SHUFFLE_WINDOW,
+    ) -> list[I64]:
+        """The sample ids of each batch of this rank's share of an epoch (``plan``), ordered
+        for ``workers`` DataLoader workers taking batches in turn."""
+        chunk_of = self.chunk_of()
+        order = epoch_order(chunk_of, shuffle, seed, epoch, window)
+        share = rank_share(order, rank, world_size, drop_last)
+        cut = batches(share, batch_size, drop_last)
+        if not shuffle:
+            return cut
+        # each worker takes runs of about 4 windows' batches: a window's chunks are then
+        # decoded by one worker (but the windows at the ends of a run)
+        chunks = max(1, np.unique(chunk_of).shape[0])
+        run = max(1, round(4 * len(self) / chunks * window / batch_size))
+        return deal(cut, workers, run)
+
+    def iter_batches(self, batch_size: int, **plan: Any) -> Iterator[Batch]:
+        """Read the batches of ``epoch_batches(batch_size, **plan)`` one after another."""
+        for ids in self.epoch_batches(batch_size, **plan):
+            yield self.fetch(ids)
+
+    # --- per process ------------------------------------------------------------------------------
+    def _check(self, ids: I64) -> I64:
+        n = len(self)
+        if ids.size and (ids.min() < -n or ids.max() >= n):
+            bad = ids[(ids < -n) | (ids >= n)][0]
+            raise IndexError(f"index {int(bad)} out of range for {n} samples")
+        return ids % n if n else ids
+
+    def _state(self) -> _Local:
+        """This process's open arrays and chunk cache (opened anew after fork or unpickling)."""
+        if self._local is None or self._local.pid != os.getpid():
+            self._local = _Local(os.getpid())
+        return self._local
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_local"] = None  # stores and caches stay in the process that opened them
+        return state
+
+
+class _Local:
+    """Per-process state of a FrameSource: open frame arrays and an LRU of decoded chunks."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.arrays: dict[int, Any] = {}
+        self.cache: OrderedDict[tuple[int, int], npt.NDArray[np.uint8]] = OrderedDict()
+
+    def chunk(self, source: FrameSource, session: int, chunk: int) -> npt.NDArray[np.uint8]:
+        key = (session, chunk)
+        block = self.cache.get(key)
+        if block is not None:
+            self.cache.move_to_end(key)
+            return block
+        frames = self.arrays.get(session)
+        if frames is None:
+            part = source._parts[session]
+            frames = self.arrays[session] = open_session(source.out, part.name).frames
+        size = source._parts[session].chunk
+        block = np.asarray(frames[chunk * size : (chunk + 1) * size], dtype=np.uint8)
+        self.cache[key] = block
+        while len(self.cache) > source.cache_chunks:
+            self.cache.popitem(last=False)
+        return block
+
+
+def _blank_frames(out: Output, session: str, n_frames: int) -> npt.NDArray[np.bool_]:
+    """The alignment table's ``blank`` column, by frame index."""
+    table = read_table(out, frames_table_path(session), ["frame_index", "blank"])
+    blank = np.zeros(n_frames, dtype=bool)
+    index = np.asarray(table["frame_index"].to_numpy(), dtype=np.int64)
+    blank[index] = np.asarray(table["blank"].to_numpy(zero_copy_only=False), dtype=bool)
+    return blank

@@ -1,0 +1,125 @@
+"""What a training reader hands out: ``ReadOptions``, shared by every reader (Zarr or shards,
+PyTorch, TensorFlow or plain NumPy), so that the same options give the same samples.
+
+- ``flip``: frames right way up (they are stored bottom-up, as WebGL wrote them).
+- ``dtype``: ``"uint8"`` frames as stored, or ``"float32"`` in [0, 1] (the value / 255).
+- ``skip_blank`` (default True): leave out samples whose frame is all zeros (the exporter's
+  known black-frame bug); ``False`` keeps them.
+- ``history=k``: each sample's ``frame`` holds the k previous frames of its session and then its
+  own (k + 1 frames, oldest first). ``horizon=h``: each label holds the sample's own value and
+  then those of the next h frames (h + 1 rows). A window never crosses a session boundary nor a
+  pause longer than ``max_gap_ms`` between two consecutive frames, and with ``skip_blank`` its
+  history holds no blank frame: a sample whose window does not fit is dropped (and counted).
+- ``sessions``: names to read (default all); ``split``: ``"train"``, ``"val"`` or ``"test"``
+  keeps the sessions that ``splits.split_of`` puts there (``split_fractions``, ``split_seed``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from reacture_convert.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_FRACTIONS",
+    "DTYPES",
+    "SPLITS",
+    "Dtype",
+    "Layout",
+    "ReadOptions",
+    "read_options",
+]
+
+DTYPES: Final = ("uint8", "float32")
+SPLITS: Final = ("train", "val", "test")
+DEFAULT_FRACTIONS: Final = (0.8, 0.1, 0.1)
+DEFAULT_MAX_GAP_MS: Final = 1000.0
+Dtype = Literal["uint8", "float32"]
+Layout = Literal["CHW", "HWC"]
+"""How a frame's axes are laid out: PyTorch's ``CHW`` or TensorFlow's and NumPy's ``HWC``."""
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """Which samples a reader hands out and how (see the module doc). Checked when built."""
+
+    flip: bool = False
+    dtype: Dtype = "uint8"
+    skip_blank: bool = True
+    history: int = 0
+    horizon: int = 0
+    max_gap_ms: float | None = DEFAULT_MAX_GAP_MS
+    sessions: tuple[str, ...] | None = None
+    split: str | None = None
+    split_fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
+    split_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ConfigError(
+                f"unknown frame dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}"
+            )
+        for name in ("history", "horizon"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{name}={value!r}: give a whole number of frames, 0 or more")
+        if self.max_gap_ms is not None and not self.max_gap_ms > 0:
+            raise ConfigError(
+                f"max_gap_ms={self.max_gap_ms!r}: give a positive number of milliseconds "
+                "(or None for no limit)"
+            )
+        if self.split is not None and self.split not in SPLITS:
+            raise ConfigError(f"unknown split {self.split!r}; choose one of {', '.join(SPLITS)}")
+        fractions = self.split_fractions
+        if (
+            len(fractions) != len(SPLITS)
+            or any(not (f >= 0) for f in fractions)
+            or not math.isclose(sum(fractions), 1.0, abs_tol=1e-9)
+        ):
+            raise ConfigError(
+                f"split_fractions={tuple(fractions)!r}: give three fractions (train, val, test), "
+                "each 0 or more, that add up to 1"
+            )
+
+    @property
+    def windowed(self) -> bool:
+        return self.history > 0 or self.horizon > 0
+
+
+def read_options(
+    *,
+    flip: bool = False,
+    dtype: str = "uint8",
+    skip_blank: bool = True,
+    history: int = 0,
+    horizon: int = 0,
+    max_gap_ms: float | None = DEFAULT_MAX_GAP_MS,
+    sessions: Sequence[str] | None = None,
+    split: str | None = None,
+    split_fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    split_seed: int = 0,
+) -> ReadOptions:
+    """``ReadOptions`` from the keyword arguments the readers take (sequences become tuples;
+    a single session name is refused, it would read as its letters)."""
+    if isinstance(sessions, str):
+        raise ConfigError(f"sessions={sessions!r}: give a list of session names, not one string")
+    fractions = tuple(float(f) for f in split_fractions)
+    if len(fractions) != len(SPLITS):
+        raise ConfigError(
+            f"split_fractions={tuple(split_fractions)!r}: give three fractions (train, val, test)"
+        )
+    return ReadOptions(
+        flip=flip,
+        dtype=dtype,  # type: ignore[arg-type]  # checked in __post_init__
+        skip_blank=skip_blank,
+        history=history,
+        horizon=horizon,
+        max_gap_ms=max_gap_ms,
+        sessions=None if sessions is None else tuple(sessions),
+        split=split,
+        split_fractions=(fractions[0], fractions[1], fractions[2]),
+        split_seed=split_seed,
+    )

@@ -1,0 +1,105 @@
+"""TensorFlow reader of a converted dataset (needs the ``tf`` extra: ``pip install .[tf]``): a
+``tf.data.Dataset`` of whole batches from the same core as the PyTorch readers.
+
+``to_tensorflow_dataset(OUT, batch_size, shuffle, ...)`` reads the Zarr sessions
+(``core.FrameSource``, chunk-aware shuffling) or the shards (``shards.ShardSource``) and hands out
+the batches ``batch`` describes, with TensorFlow's conventions: ``frame`` is HWC, (B, 128, 128,
+3), or (B, k + 1, 128, 128, 3) with ``history=k``; ``session`` is a ``tf.string`` vector. The
+keys, values and options are the PyTorch readers': the same options give the same batches, in
+the same order as a PyTorch DataLoader with ``num_workers=0`` (frames transposed).
+
+Each pass over the dataset is one epoch: a shuffled dataset is reshuffled, seeded by ``seed``
+and the number of the pass (0, 1, ...), as ``set_epoch`` does for PyTorch.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from reacture_convert.errors import ConfigError
+from reacture_convert.read.batch import Batch, batch_spec
+from reacture_convert.read.core import SHUFFLE_WINDOW, FrameSource, no_samples_error
+from reacture_convert.read.dataset import OutLike
+from reacture_convert.read.options import ReadOptions, read_options
+from reacture_convert.read.shards import ShardSource
+
+__all__ = ["to_tensorflow_dataset"]
+
+
+def to_tensorflow_dataset(
+    out: OutLike,
+    batch_size: int = 32,
+    shuffle: bool = False,
+    source: str = "zarr",
+    *,
+    seed: int = 0,
+    drop_remainder: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
+    shuffle_window: int = SHUFFLE_WINDOW,
+    shuffle_buffer: int = 256,
+    prefetch: int = 2,
+    **read: Any,
+) -> Any:
+    """A ``tf.data.Dataset`` of the batches of ``out`` (module doc).
+
+    ``source``: ``"zarr"`` or ``"wds"``; ``shuffle``, ``seed``, ``shuffle_window`` (Zarr) and
+    ``shuffle_buffer`` (shards) as for ``to_pytorch_dataloader``; ``drop_remainder`` drops a
+    last short batch; ``prefetch`` batches are read ahead. Sample options (``ReadOptions``):
+    ``flip``, ``dtype``, ``skip_blank`` (default True), ``history``, ``horizon``,
+    ``max_gap_ms``, ``sessions``, ``split``, ``split_fractions``, ``split_seed``."""
+    import tensorflow as tf
+
+    options = read_options(**read)
+    epochs = itertools.count()
+    if source == "zarr":
+        frames = FrameSource(out, options, storage_options=storage_options, layout="HWC")
+        if not len(frames):
+            raise no_samples_error(out, frames.total_frames)
+
+        def batches() -> Iterator[Batch]:
+            return frames.iter_batches(
+                batch_size,
+                shuffle=shuffle,
+                seed=seed,
+                epoch=next(epochs),
+                drop_last=drop_remainder,
+                window=shuffle_window,
+            )
+
+    elif source == "wds":
+        shards = ShardSource(out, options, storage_options=storage_options, layout="HWC")
+
+        def batches() -> Iterator[Batch]:
+            return shards.iter_batches(
+                batch_size,
+                drop_last=drop_remainder,
+                shuffle=shuffle,
+                seed=seed,
+                epoch=next(epochs),
+                buffer=shuffle_buffer,
+            )
+
+    else:
+        raise ConfigError(f"unknown source {source!r}; choose one of zarr, wds")
+
+    def generate() -> Iterator[dict[str, Any]]:
+        for batch in batches():
+            names = np.array([s.encode() for s in batch["session"]], dtype=object)
+            yield {**batch, "session": names}
+
+    dataset = tf.data.Dataset.from_generator(generate, output_signature=_signature(tf, options))
+    return dataset.prefetch(prefetch) if prefetch else dataset
+
+
+def _signature(tf: Any, options: ReadOptions) -> dict[str, Any]:
+    """The ``tf.TensorSpec`` of each key of a batch (any batch size)."""
+    spec = {
+        key: tf.TensorSpec((None, *shape[1:]), tf.as_dtype(dtype))
+        for key, (shape, dtype) in batch_spec(1, options, "HWC").items()
+    }
+    spec["session"] = tf.TensorSpec((None,), tf.string)
+    return spec
