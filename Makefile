@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_STAMP := $(VENV)/.torch
+TF_STAMP := $(VENV)/.tensorflow
 
 .PHONY: install convert test lint bench docs clean browser
 
@@ -31,6 +32,13 @@ $(TORCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	touch $(TORCH_STAMP)
 
+# The TensorFlow reader's tests need TensorFlow: the CPU build 2.21.0 (pinned). The torch and
+# numpy already installed are constraints, so the install fails rather than replace them.
+$(TF_STAMP): $(TORCH_STAMP)
+	$(BIN)/python -m pip freeze | grep -E '^(numpy|torch)==' > $(VENV)/.tf-constraints
+	$(BIN)/python -m pip install --quiet -c $(VENV)/.tf-constraints tensorflow-cpu==2.21.0
+	touch $(TF_STAMP)
+
 # The report test looks at the HTML in a headless browser: Debian's chromium (apt-get, as root).
 browser:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
@@ -40,7 +48,7 @@ browser:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "make test needs a chromium command for the report test: apt-get install chromium"; exit 1; fi; }
 
-test: install $(TORCH_STAMP) browser
+test: install $(TORCH_STAMP) $(TF_STAMP) browser
 	$(BIN)/python -m pytest -q
 
 lint: install

@@ -12,8 +12,8 @@ processes they run (``CHILD_MODES``); ``harness`` holds what they share:
   ``read_ndjson``, and what each keeps of the rows (every row round-tripped, types included);
 - ``memory``: 4. peak RSS of ``convert`` for 10-, 60- and 120-minute sessions;
 - ``scale``: 5. 8 sessions on 1 vs 2 local Dask worker processes: speedup;
-- ``readers``: 6. training read: frames/s through the PyTorch readers vs a memory map of the
-  source frames.npy, sequential and random access.
+- ``readers``: 6. training read: frames/s of ``to_pytorch_dataloader`` (Zarr, shards; in order
+  and shuffled) vs a plain PyTorch DataLoader over the source frames.npy memory-mapped.
 
 Bundles come from ``reacture_convert.testing.synth`` (the real exporter's file format; game-like
 frames whose zstd ratio is printed next to the real variant recording's), at 100 ms a frame,

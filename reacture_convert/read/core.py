@@ -43,10 +43,11 @@ from reacture_convert.read.batch import (
     put_frame,
     unbatch,
 )
+from reacture_convert.read.chunks import ChunkReader
 from reacture_convert.read.dataset import ConvertedDataset, OutLike, open_dataset
 from reacture_convert.read.options import Layout, ReadOptions
 from reacture_convert.read.plan import batches, deal, epoch_order, rank_share
-from reacture_convert.read.session import open_session, read_table
+from reacture_convert.read.session import read_table
 from reacture_convert.read.splits import select_sessions
 from reacture_convert.read.windows import Verdict, judge
 
@@ -315,11 +316,11 @@ class FrameSource:
 
 
 class _Local:
-    """Per-process state of a FrameSource: open frame arrays and an LRU of decoded chunks."""
+    """Per-process state of a FrameSource: chunk readers and an LRU of decoded chunks."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
-        self.arrays: dict[int, Any] = {}
+        self.readers: dict[int, ChunkReader] = {}
         self.cache: OrderedDict[tuple[int, int], npt.NDArray[np.uint8]] = OrderedDict()
 
     def chunk(self, source: FrameSource, session: int, chunk: int) -> npt.NDArray[np.uint8]:
@@ -328,13 +329,10 @@ class _Local:
         if block is not None:
             self.cache.move_to_end(key)
             return block
-        frames = self.arrays.get(session)
-        if frames is None:
-            part = source._parts[session]
-            frames = self.arrays[session] = open_session(source.out, part.name).frames
-        size = source._parts[session].chunk
-        block = np.asarray(frames[chunk * size : (chunk + 1) * size], dtype=np.uint8)
-        self.cache[key] = block
+        reader = self.readers.get(session)
+        if reader is None:
+            reader = self.readers[session] = ChunkReader(source.out, source._parts[session].name)
+        block = self.cache[key] = reader.read(chunk)
         while len(self.cache) > source.cache_chunks:
             self.cache.popitem(last=False)
         return block

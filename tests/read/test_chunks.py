@@ -1,0 +1,48 @@
+"""Chunk reading (issue 16): the default Zarr layout is read straight from the store (one zstd
+decode per chunk) and every other layout through zarr-python; either way each chunk holds the
+source's frames."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REAL_BUNDLES
+from test_dataset import read_source
+
+from reacture_convert.output.storage import Output
+from reacture_convert.read.chunks import ChunkReader
+from reacture_convert.read.core import FrameSource
+from reacture_convert.read.options import ReadOptions
+from reacture_convert.run.batch import run_convert
+from reacture_convert.run.convert import ConvertOptions
+from reacture_convert.writers.zarr import ZarrOptions
+
+VARIANT = next(p for p in REAL_BUNDLES if p.name == "reacture_1795637148842")
+
+
+@pytest.mark.parametrize(
+    ("zarr", "direct"),
+    [
+        (ZarrOptions(), True),
+        (ZarrOptions(chunk_frames=50), True),
+        (ZarrOptions(codec="lz4"), False),
+        (ZarrOptions(codec="none"), False),
+        (ZarrOptions(chunk_frames=32, shard_frames=96), False),
+    ],
+    ids=["default", "chunk-50", "lz4", "none", "sharded"],
+)
+def test_every_layout_reads_the_source_frames(
+    tmp_path: Path, zarr: ZarrOptions, direct: bool
+) -> None:
+    out = Output(str(tmp_path / "out"))
+    run_convert([str(VARIANT)], out, ConvertOptions(zarr=zarr), scheduler="sync")
+    frames = read_source(VARIANT).frames
+    reader = ChunkReader(out, VARIANT.name)
+    assert reader.direct is direct
+    chunks = [reader.read(c) for c in range(-(-len(frames) // reader.size))]
+    assert np.array_equal(np.concatenate(chunks), frames)  # the last chunk is cut to the end
+    source = FrameSource(out, ReadOptions(), layout="HWC")
+    batch = source.fetch(np.arange(len(source))[::-1])
+    assert np.array_equal(batch["frame"], frames[::-1])
