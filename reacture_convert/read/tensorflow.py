@@ -72,6 +72,8 @@ def to_tensorflow_dataset(
 
     elif source == "wds":
         shards = ShardSource(out, options, storage_options=storage_options, layout="HWC")
+        if shards.skipped_blank is not None and not len(shards):
+            raise no_samples_error(out, shards.total_frames)
 
         def batches() -> Iterator[Batch]:
             return shards.iter_batches(

@@ -353,7 +353,14 @@ class ShardDataset(IterableDataset[Sample]):
         _rank_world(self._rank, self._world)  # reject a bad pair now
 
     def __len__(self) -> int:
-        """The samples of one epoch over all consumers (TypeError when not known up front)."""
+        """The samples of one epoch over all consumers. TypeError when that is not known up
+        front, and with ``batch_size`` (each worker makes its own batches, so their number
+        depends on how the samples split)."""
+        if self.batch_size is not None:
+            raise TypeError(
+                "a ShardDataset that yields batches has no length: each worker batches its own "
+                "share (len(loader.dataset.source) is the number of samples)"
+            )
         return len(self.source)
 
     @property
@@ -472,7 +479,7 @@ def to_pytorch_dataloader(
             batch_size=batch_size,
             drop_last=drop_last,
         )
-        if shards.skipped_blank is not None and not len(shards):
+        if shards.skipped_blank is not None and not len(shards.source):
             raise no_samples_error(out, shards.source.total_frames)
         return DataLoader(shards, batch_size=None, collate_fn=_identity, **loader_kwargs)
     raise ConfigError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")

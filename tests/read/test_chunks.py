@@ -46,3 +46,21 @@ def test_every_layout_reads_the_source_frames(
     source = FrameSource(out, ReadOptions(), layout="HWC")
     batch = source.fetch(np.arange(len(source))[::-1])
     assert np.array_equal(batch["frame"], frames[::-1])
+
+
+def test_frame_source_is_a_random_access_source_of_numpy_samples(tmp_path: Path) -> None:
+    """The protocol of grain and similar loaders: ``len``, ``source[i]`` (negative counts back),
+    IndexError past the end; values are NumPy, frames HWC as stored."""
+    out = Output(str(tmp_path / "out"))
+    run_convert([str(VARIANT)], out, ConvertOptions(), scheduler="sync")
+    frames = read_source(VARIANT).frames
+    source = FrameSource(out)
+    assert len(source) == len(frames)
+    for i in (0, 100, -1):
+        sample = source[i]
+        assert isinstance(sample["frame"], np.ndarray) and sample["frame"].shape == (128, 128, 3)
+        assert np.array_equal(sample["frame"], frames[i])
+        assert sample["frame_index"] == i % len(frames) and sample["session"] == VARIANT.name
+        assert isinstance(sample["keys"], np.ndarray) and sample["keys"].shape == (6,)
+    with pytest.raises(IndexError, match="out of range"):
+        source[len(frames)]
