@@ -29,7 +29,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from reacture_convert.errors import OutputError
+from reacture_convert.errors import ConfigError, OutputError
 from reacture_convert.output.layout import frames_table_path
 from reacture_convert.output.storage import Output
 from reacture_convert.read.batch import (
@@ -150,7 +150,7 @@ class FrameSource:
         if not ds.sessions:
             raise no_zarr_error(ds)
         if cache_chunks < 1:
-            raise ValueError(f"cache_chunks={cache_chunks}: keep at least 1 decoded chunk")
+            raise ConfigError(f"cache_chunks={cache_chunks}: keep at least 1 decoded chunk")
         names = select_sessions(ds.sessions, options, ds.out.url)
         self.out: Output = ds.out
         self.options = options
