@@ -4,8 +4,9 @@ batches equal to ``FrameSource``'s for the same options.
 **Consumers.** Every reading process (a DataLoader worker on a rank) is one consumer of
 ``consumers``. The shards' samples, laid end to end in the epoch's shard order, are cut into
 ``consumers`` contiguous ranges of equal size (within one sample): each sample goes to exactly
-one consumer per epoch and consumers get equal shares however the shards are sized. A consumer
-streams the shards its range overlaps and decodes only its samples.
+one consumer per epoch and consumers get equal shares however the shards are sized (of the
+selected sessions' samples only as evenly as those spread over the shards: ranges are cut over
+all samples). A consumer streams the shards its range overlaps and decodes only its samples.
 
 **Decoding.** Members are grouped by the one tar reader (``writers.webdataset.tar``); a ``.npy``
 picture whose header is the one this project writes becomes a NumPy view of the member's bytes
