@@ -282,13 +282,7 @@ class FrameSource:
         order = epoch_order(chunk_of, shuffle, seed, epoch, window)
         share = rank_share(order, rank, world_size, drop_last)
         cut = batches(share, batch_size, drop_last)
-        if not shuffle:
-            return cut
-        # each worker takes runs of about 4 windows' batches: a window's chunks are then
-        # decoded by one worker (but the windows at the ends of a run)
-        chunks = max(1, np.unique(chunk_of).shape[0])
-        run = max(1, round(4 * len(self) / chunks * window / batch_size))
-        return deal(cut, workers, run)
+        return deal(cut, workers) if shuffle else cut
 
     def iter_batches(self, batch_size: int, **plan: Any) -> Iterator[Batch]:
         """Read the batches of ``epoch_batches(batch_size, **plan)`` one after another."""

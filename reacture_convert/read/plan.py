@@ -11,8 +11,9 @@ order is a function of ``seed`` and ``epoch`` only.
 ``DistributedSampler`` does (padded by repeating the first samples, or the tail dropped with
 ``drop_last``), so every rank agrees without talking. **Batches** (``batches``) are consecutive
 ``batch_size`` slices of a rank's share. **Workers**: ``deal`` orders the batches so that, when a
-DataLoader hands them to its workers in turn (batch t to worker t % workers), each worker gets
-whole runs of consecutive batches, which come from the same chunks.
+DataLoader hands them to its workers in turn (batch t to worker t % workers), each worker gets a
+contiguous part of them: consecutive batches come from the same chunks, so each chunk is decoded
+by one worker, about once per epoch.
 """
 
 from __future__ import annotations
@@ -70,18 +71,15 @@ def batches(ids: I64, batch_size: int, drop_last: bool = False) -> list[I64]:
     return [ids[a : a + batch_size] for a in range(0, stop, batch_size)]
 
 
-def deal(items: Sequence[I64], workers: int, run: int) -> list[I64]:
+def deal(items: Sequence[I64], workers: int) -> list[I64]:
     """``items`` reordered so that, handed to ``workers`` in turn (item t to worker
-    ``t % workers``), each worker gets runs of ``run`` consecutive items (until the shorter
-    queues run out). Only the order changes: nothing is lost or repeated."""
-    if workers <= 1 or run <= 1:
+    ``t % workers``), worker w gets the w-th of ``workers`` contiguous, equal parts (within
+    one item): consecutive batches share chunks. Only the order changes: nothing is lost or
+    repeated."""
+    if workers <= 1:
         return list(items)
-    queues: list[list[I64]] = [[] for _ in range(workers)]
-    for start in range(0, len(items), run):
-        queues[(start // run) % workers].extend(items[start : start + run])
-    out: list[I64] = []
-    depth = 0
-    while len(out) < len(items):
-        out.extend(q[depth] for q in queues if depth < len(q))
-        depth += 1
-    return out
+    # the longer parts first, so the last round (the shorter parts done) keeps t % workers
+    base, extra = divmod(len(items), workers)
+    cuts = [w * base + min(w, extra) for w in range(workers + 1)]
+    parts = [items[cuts[w] : cuts[w + 1]] for w in range(workers)]
+    return [part[depth] for depth in range(len(parts[0])) for part in parts if depth < len(part)]
