@@ -17,7 +17,7 @@ __all__ = ["FORMAT", "INDEX", "VERSION", "WdsIndex", "WdsSession", "WdsShard", "
 
 INDEX = WDS_INDEX
 FORMAT = "reacture-wds"
-VERSION = 1
+VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)

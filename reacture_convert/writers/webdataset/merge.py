@@ -52,7 +52,7 @@ from reacture_convert.writers.webdataset.tar import HashingWriter, open_tar_writ
 __all__ = ["shuffle_buffer", "write_shards"]
 
 # Bumped whenever the bytes written for the same inputs change; part of the shard-name tag.
-LAYOUT = 1
+LAYOUT = 2
 _STAGE = ".wds"  # session names never contain "." so this cannot clash
 DEFAULT_OPTIONS = WdsOptions()
 T = TypeVar("T")

@@ -27,7 +27,6 @@ against; NPY bytes do not.
 from __future__ import annotations
 
 import io
-import json
 import re
 import tarfile
 from collections.abc import Generator, Iterable, Iterator
@@ -47,6 +46,7 @@ from reacture_convert.ingest.validate import Report
 from reacture_convert.output.naming import is_safe_name
 from reacture_convert.output.storage import Output
 from reacture_convert.writers.webdataset.options import check_encoding
+from reacture_convert.writers.webdataset.sample_json import sample_json
 from reacture_convert.writers.webdataset.tar import (
     HashingReader,
     HashingWriter,
@@ -161,25 +161,13 @@ def _image_bytes(frame: npt.NDArray[np.uint8], encoding: str) -> bytes:
     return buf.getvalue()
 
 
-def _json_bytes(session: str, s: _FrameSample, timestamp_ms: float) -> bytes:
-    meta = {
-        "session": session,
-        "frame_index": s.frame_index,
-        "timestamp_ms": timestamp_ms,
-        "row_index": s.row.row_index,
-        "row": s.row.obj,
-        "events": [e.obj for e in s.events],
-    }
-    return json.dumps(meta, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
-
-
 def _sample(session: str, s: _FrameSample, timestamp_ms: float, encoding: str) -> Sample:
     key = f"{session}/{s.frame_index:06d}"
     return Sample(
         session,
         s.frame_index,
         (
-            (f"{key}.json", _json_bytes(session, s, timestamp_ms)),
+            (f"{key}.json", sample_json(session, s.frame_index, timestamp_ms, s.row, s.events)),
             (f"{key}.{encoding}", _image_bytes(s.frame, encoding)),
         ),
     )
