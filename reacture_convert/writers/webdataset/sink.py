@@ -1,0 +1,90 @@
+"""``HashedFile``: a file written forward in large blocks, hashed on the way, with the writing and
+hashing of one block overlapped with the filling of the next.
+
+Callers ``write`` small pieces (tar headers, JSON, pictures); they are gathered into a buffer of
+``BLOCK_BYTES`` and each full buffer goes to one background thread that writes it and feeds it
+to sha256 (both release the GIL), while the caller fills the other buffer. ``close`` waits for
+the last block, optionally fsyncs (a local file), and returns the size and sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import IO, Any, Final
+
+from reacture_convert.output.storage import Output
+
+__all__ = ["BLOCK_BYTES", "HashedFile"]
+
+BLOCK_BYTES: Final = 8 << 20
+
+
+class HashedFile:
+    """A new file at ``path`` on ``out.fs`` (see the module doc)."""
+
+    def __init__(self, out: Output, path: str) -> None:
+        self.path = path
+        self.local = out.is_local
+        self.fs = out.fs
+        self.file: IO[bytes] = (
+            open(path, "wb", buffering=0) if self.local else out.fs.open(path, "wb")
+        )
+        self.hash = hashlib.sha256()
+        self.count = 0
+        self._buf = bytearray()
+        self._spare = bytearray()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="wds-write")
+        self._pending: Future[None] | None = None
+
+    def write(self, data: Any) -> None:
+        self._buf += data
+        if len(self._buf) >= BLOCK_BYTES:
+            self._hand_off()
+
+    def _drain(self, block: bytearray) -> None:
+        view = memoryview(block)
+        while view:
+            done = self.file.write(view)
+            view = view[done if done is not None else len(view) :]
+        self.hash.update(block)
+
+    def _wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def _hand_off(self) -> None:
+        self._wait()  # the spare buffer is free again once its block is written
+        block, self._buf = self._buf, self._spare
+        self._buf.clear()
+        self._spare = block
+        self.count += len(block)
+        self._pending = self._pool.submit(self._drain, block)
+
+    def close(self, fsync: bool = False) -> tuple[int, str]:
+        """Write what is left; return ``(bytes written, sha256 hex)``. ``fsync``: make a
+        local file durable before returning."""
+        try:
+            if self._buf:
+                self._hand_off()
+            self._wait()
+            if fsync and self.local:
+                os.fsync(self.file.fileno())
+        finally:
+            self.file.close()
+            self._pool.shutdown()
+        return self.count, self.hash.hexdigest()
+
+    def abort(self) -> None:
+        """Give up: stop writing and delete the partial file."""
+        try:
+            self._wait()
+        except Exception:  # noqa: BLE001 - the file is being dropped anyway
+            pass
+        finally:
+            self.file.close()
+            self._pool.shutdown()
+            if self.fs.exists(self.path):
+                self.fs.rm(self.path)
