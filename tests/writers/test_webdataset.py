@@ -45,6 +45,7 @@ from reacture_convert.writers.webdataset import (
     write_shards,
 )
 from reacture_convert.writers.webdataset.plan import count_plan
+from reacture_convert.writers.webdataset.tar import iter_tar_members, member_header
 
 DATA_OFFSET = 129  # the game's .npy files: data starts at byte 129
 
@@ -615,3 +616,85 @@ def test_object_store_output_gives_the_same_bytes(
     assert remote.fs.cat_file(remote.path(INDEX)) == Path(local.path(INDEX)).read_bytes()
     assert not remote.fs.exists(remote.path(".staging", ".wds"))
     fsspec.filesystem("memory").rm("/wds-test", recursive=True)
+
+
+# --------------------------------------------------------------------------------------------
+# the tar bytes, by hand
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    session=st.from_regex(r"[A-Za-z0-9_-]{1,128}", fullmatch=True),
+    frame=st.integers(0, 10**7),
+    size=st.integers(0, 8**11 - 1),
+)
+def test_member_header_is_what_tarfile_writes(session: str, frame: int, size: int) -> None:
+    name = f"{session}/{frame:06d}.json"
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode, info.uid, info.gid = size, 0, 0o644, 0, 0
+    info.uname = info.gname = ""
+    assert member_header(name, size) == info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "strict")
+
+
+def _gnu_pax_tar() -> bytes:
+    sink = io.BytesIO()
+    for fmt in (tarfile.GNU_FORMAT, tarfile.PAX_FORMAT):
+        with tarfile.open(fileobj=sink, mode="w", format=fmt) as tf:
+            for name, data in [(f"{'x' * 120}/{'y' * 90}/0.json", b"j"), ("d/0.npy", b"n")]:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+        if fmt == tarfile.GNU_FORMAT:
+            gnu = sink.getvalue()
+            sink = io.BytesIO()
+    return gnu + b"|" + sink.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["gnu", "pax"])
+def test_tar_reader_takes_long_names(fmt: str) -> None:
+    gnu, pax = _gnu_pax_tar().split(b"|", 1)
+    got = list(iter_tar_members(io.BytesIO(gnu if fmt == "gnu" else pax), "t.tar"))
+    assert got == [(f"{'x' * 120}/{'y' * 90}/0.json", b"j"), ("d/0.npy", b"n")]
+
+
+@pytest.mark.parametrize(
+    "damage, match",
+    [
+        (lambda b: b[:100] + bytes([b[100] ^ 1]) + b[101:], "checksum"),
+        (lambda b: b[:700], "truncated"),
+        (lambda b: b[:300], "ends inside a tar header"),
+    ],
+    ids=["header-byte", "data-cut", "header-cut"],
+)
+def test_tar_reader_names_damage(damage: Callable[[bytes], bytes], match: str) -> None:
+    data = _tar([("s/000000.json", b"{}" * 300), ("s/000000.npy", NPY)])
+    with pytest.raises(OutputError, match=match):
+        list(iter_tar_samples(io.BytesIO(damage(data)), "t.tar"))
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd.json", "s/../../x.json"])
+def test_tar_reader_refuses_unsafe_names(name: str) -> None:
+    with pytest.raises(OutputError, match="climbs out"):
+        list(iter_tar_samples(io.BytesIO(_tar([(name, b"{}")])), "t.tar"))
+
+
+def test_moved_parts_and_copied_shards_are_the_same_bytes(
+    make_bundle: Callable[..., Path], tmp_path: Path
+) -> None:
+    """A run moves a session's parts into place where a part is a whole shard, and copies the
+    rest; shards copied from parts outside OUT's staging come out byte for byte the same."""
+    from reacture_convert.run.batch import run_convert
+    from reacture_convert.run.convert import ConvertOptions
+
+    folders = [
+        make_bundle(name=f"m{k}", prefix=f"reacture_17956000002{k:02d}", seed=k, n_frames=n)
+        for k, n in enumerate([23, 5])
+    ]
+    opts = WdsOptions(shard_size=250_000)
+    moved = Output(str(tmp_path / "moved"))
+    run = run_convert([str(f) for f in folders], moved, ConvertOptions(("wds",), wds=opts))
+    assert run.ok and len(tar_files(moved)) > 2
+    cache, copied = Output(str(tmp_path / "cache")), Output(str(tmp_path / "copied"))
+    index = write_shards(copied, [make_session_tar(cache, f, options=opts) for f in folders], opts)
+    assert index == read_index(moved)
+    assert tar_files(copied) == tar_files(moved)

@@ -48,7 +48,7 @@ from reacture_convert.output.naming import is_safe_name
 from reacture_convert.output.storage import Output
 from reacture_convert.writers.webdataset.options import WdsOptions, check_encoding
 from reacture_convert.writers.webdataset.sample_json import sample_json
-from reacture_convert.writers.webdataset.sink import HashedFile
+from reacture_convert.writers.webdataset.sink import HashedFile, HashingReader
 from reacture_convert.writers.webdataset.tar import (
     BLOCK,
     end_of_archive,
@@ -347,27 +347,6 @@ def write_session_tar(
 # a tar written elsewhere
 
 
-class _HashingReader(io.RawIOBase):
-    """Reads ``source`` forward and keeps the sha256 and byte count of what was read."""
-
-    def __init__(self, source: IO[bytes]) -> None:
-        super().__init__()
-        self.source = source
-        self.hash = hashlib.sha256()
-        self.count = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self.source.read(len(view))
-        view[: len(data)] = data
-        self.hash.update(data)
-        self.count += len(data)
-        return len(data)
-
-
 def describe_session_tar(out: Output, session: str, path: str, encoding: str = "npy") -> SessionTar:
     """Read a session tar written as ``write_session_samples`` writes one (a single part):
     its sample sizes and sha256, checking that it holds keys ``<session>/<frame>`` from frame 0
@@ -382,7 +361,7 @@ def describe_session_tar(out: Output, session: str, path: str, encoding: str = "
 
     sizes: list[int] = []
     with out.fs.open(path, "rb") as raw:
-        reader = _HashingReader(raw)
+        reader = HashingReader(raw)
         stream = io.BufferedReader(reader, 1 << 20)
         for key, members in iter_tar_samples(stream, path):
             folder, _, frame = key.partition("/")

@@ -1,5 +1,6 @@
-"""``HashedFile``: a file written forward in large blocks, hashed on the way, with the writing and
-hashing of one block overlapped with the filling of the next.
+"""Hashed I/O. ``HashedFile``: a file written forward in large blocks, hashed on the way, with the
+writing and hashing of one block overlapped with the filling of the next. ``HashingReader``: a
+forward reader that hashes what passes through it.
 
 Callers ``write`` small pieces (tar headers, JSON, pictures); they are gathered into a buffer of
 ``BLOCK_BYTES`` and each full buffer goes to one background thread that writes it and feeds it
@@ -10,13 +11,14 @@ the last block, optionally fsyncs (a local file), and returns the size and sha25
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Any, Final
 
 from reacture_convert.output.storage import Output
 
-__all__ = ["BLOCK_BYTES", "HashedFile"]
+__all__ = ["BLOCK_BYTES", "HashedFile", "HashingReader"]
 
 BLOCK_BYTES: Final = 8 << 20
 
@@ -88,3 +90,24 @@ class HashedFile:
             self._pool.shutdown()
             if self.fs.exists(self.path):
                 self.fs.rm(self.path)
+
+
+class HashingReader(io.RawIOBase):
+    """Reads ``source`` forward and keeps the sha256 and byte count of what was read."""
+
+    def __init__(self, source: IO[bytes]) -> None:
+        super().__init__()
+        self.source = source
+        self.hash = hashlib.sha256()
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.source.read(len(view))
+        view[: len(data)] = data
+        self.hash.update(data)
+        self.count += len(data)
+        return len(data)
