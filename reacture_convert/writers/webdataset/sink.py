@@ -3,8 +3,8 @@ writing and hashing of one block overlapped with the filling of the next. ``Hash
 forward reader that hashes what passes through it.
 
 Callers ``write`` small pieces (tar headers, JSON, pictures); they are gathered into a buffer of
-``BLOCK_BYTES`` and each full buffer goes to one background thread that writes it and feeds it
-to sha256 (both release the GIL), while the caller fills the other buffer. ``close`` waits for
+``BLOCK_BYTES`` and each full buffer goes to two background threads, one that writes it and one
+that feeds it to sha256 (both release the GIL), while the caller fills the other buffer. ``close`` waits for
 the last block, optionally fsyncs (a local file), and returns the size and sha256.
 """
 
@@ -37,8 +37,8 @@ class HashedFile:
         self.count = 0
         self._buf = bytearray()
         self._spare = bytearray()
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="wds-write")
-        self._pending: Future[None] | None = None
+        self._pool = ThreadPoolExecutor(2, thread_name_prefix="wds-write")
+        self._pending: tuple[Future[None], ...] = ()
 
     def write(self, data: Any) -> None:
         self._buf += data
@@ -50,12 +50,11 @@ class HashedFile:
         while view:
             done = self.file.write(view)
             view = view[done if done is not None else len(view) :]
-        self.hash.update(block)
 
     def _wait(self) -> None:
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            pending.result()
+        pending, self._pending = self._pending, ()
+        for job in pending:
+            job.result()
 
     def _hand_off(self) -> None:
         self._wait()  # the spare buffer is free again once its block is written
@@ -63,7 +62,10 @@ class HashedFile:
         self._buf.clear()
         self._spare = block
         self.count += len(block)
-        self._pending = self._pool.submit(self._drain, block)
+        self._pending = (
+            self._pool.submit(self._drain, block),
+            self._pool.submit(self.hash.update, block),
+        )
 
     def close(self, fsync: bool = False) -> tuple[int, str]:
         """Write what is left; return ``(bytes written, sha256 hex)``. ``fsync``: make a
