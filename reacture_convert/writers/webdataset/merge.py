@@ -30,6 +30,7 @@ from typing import IO
 from reacture_convert.errors import ConfigError, OutputError
 from reacture_convert.output.layout import WDS_DIR
 from reacture_convert.output.storage import STAGING, Output
+from reacture_convert.run.phases import reached
 from reacture_convert.writers.webdataset.index import (
     FORMAT,
     INDEX,
@@ -231,6 +232,7 @@ def _commit(
     _drop_stage(out, stage)
     out.fs.makedirs(stage, exist_ok=True)
     try:
+        reached("shard-merge")
         built = _build(out, stage, planned, urls)
         _publish(out, built)
     except BaseException:
@@ -256,6 +258,7 @@ def _commit(
         total_samples=sum(s.samples for s in old_sessions) + sum(st.samples for st in tars),
         shards=(*(before.shards if before is not None else ()), *(s for _, s in built)),
     )
+    reached("index")
     out.write_bytes_atomic(INDEX, index.to_json())
     _remove_orphans(out, (s.url for s in index.shards))
     _drop_stage(out, stage)

@@ -4,8 +4,9 @@ forward reader that hashes what passes through it.
 
 Callers ``write`` small pieces (tar headers, JSON, pictures); they are gathered into a buffer of
 ``BLOCK_BYTES`` and each full buffer goes to two background threads, one that writes it and one
-that feeds it to sha256 (both release the GIL), while the caller fills the other buffer. ``close`` waits for
-the last block, optionally fsyncs (a local file), and returns the size and sha256.
+that feeds it to sha256 (both release the GIL), while the caller fills the other buffer.
+``close`` waits for the last block, optionally fsyncs (a local file), and returns the size and
+sha256.
 """
 
 from __future__ import annotations
