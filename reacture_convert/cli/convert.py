@@ -90,6 +90,12 @@ ProgressFn = Callable[[CatalogEntry, int, int], None]
     show_default=True,
     help="WebDataset frame member: npy (exact) or png (lossless, smaller, slower).",
 )
+@click.option(
+    "--append",
+    is_flag=True,
+    help="Add the sessions that OUT's WebDataset shards lack as new shards, leaving the "
+    "old shards as they are (else the shard set is rewritten).",
+)
 @scheduler_options
 @click.option(
     "--on-error",
@@ -111,6 +117,7 @@ def convert(
     shard_count: int | None,
     shuffle_seed: int | None,
     frame_encoding: str,
+    append: bool,
     scheduler: str,
     workers: int | None,
     on_error: str,
@@ -135,6 +142,7 @@ def convert(
         "shard_count": shard_count,
         "shuffle": shuffle_seed,
         "encoding": frame_encoding,
+        "append": append,
     }
     run_and_report(
         list(paths),

@@ -37,7 +37,7 @@ STAGING = ".staging"
 TRASH = ".trash"
 LOCK = ".lock"
 # Files only the lock holder writes (with write_bytes_atomic): their stray temporaries are cleared.
-LOCKED_WRITES = ("catalog.parquet", "wds/index.json")
+LOCKED_WRITES = ("catalog.parquet", "wds/index.json", "README.md", "wds/README.md")
 
 
 @dataclass(frozen=True)

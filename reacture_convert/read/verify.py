@@ -6,15 +6,16 @@ recomputed from Zarr equals the alignment table's; the table's timestamps are th
 timestamps' exact bytes; rows are 0..n-1 and each frame's ``row_index`` points at a periodic row
 that names that frame (and vice versa); counts equal the catalog's. With sources: the five
 files' sha256 equal the catalog's, Zarr frames and timestamps equal the .npy data, and every row
-rebuilt from Parquet equals its JSONL line. WebDataset shards: size, sha256 and sample counts
-equal ``wds/index.json``.
+rebuilt from Parquet equals its JSONL line. WebDataset shards (the whole set, appended shards
+too): each shard listed by ``wds/index.json`` is there with its size, sha256, sample count and
+sessions, and the counts add up per session and in all.
 """
 
 from __future__ import annotations
 
-import hashlib
+import io
 import itertools
-import json
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -28,10 +29,13 @@ from reacture_convert.ingest.files import hash_files, iter_frame_blocks, read_ti
 from reacture_convert.ingest.jsonl import ParsedRow, iter_jsonl
 from reacture_convert.ingest.legacy import as_five_file
 from reacture_convert.output.catalog import CATALOG, CatalogEntry, read_catalog
+from reacture_convert.output.layout import WDS_DIR, WDS_INDEX
 from reacture_convert.output.storage import Output
 from reacture_convert.read.session import open_session, read_table
 from reacture_convert.writers.alignment import frame_digests
 from reacture_convert.writers.rows import rebuild_row
+from reacture_convert.writers.webdataset import iter_tar_samples, read_index
+from reacture_convert.writers.webdataset.sink import HashingReader
 
 __all__ = ["MAX_PROBLEMS", "Problem", "verify_dataset"]
 
@@ -152,25 +156,78 @@ def _compare_sources(
                     yield Problem(s, f"row {i} (line {i + 1}) is not rebuilt exactly from Parquet")
 
 
+def _read_shard(out: Output, url: str) -> tuple[int, str, Counter[str] | str]:
+    """A shard's size, sha256, and its samples per session (or why it cannot be read)."""
+    with out.fs.open(out.path(WDS_DIR, url), "rb") as raw:
+        reader = HashingReader(raw)
+        stream = io.BufferedReader(reader, 1 << 20)
+        counted: Counter[str] = Counter()
+        problem = None
+        try:
+            for key, _ in iter_tar_samples(stream, url):
+                counted[key.split("/", 1)[0]] += 1
+        except OutputError as e:
+            problem = str(e)
+        while stream.read(1 << 20):
+            pass
+    return reader.count, reader.hash.hexdigest(), counted if problem is None else problem
+
+
 def _verify_wds(out: Output) -> Iterator[Problem]:
-    rel = "wds/index.json"
-    if not out.exists(rel):
+    """``wds/index.json`` against the shards: each shard is there, with the size, sha256,
+    sample count and sessions the index gives, and the counts add up per session and in all."""
+    if not out.exists(WDS_INDEX):
         return
-    with out.fs.open(out.path(rel), "rb") as f:
-        index = json.load(f)
-    for shard in index.get("shards", []):
-        path = out.path("wds", shard["url"])
-        if not out.fs.exists(path):
-            yield Problem("wds", f"shard {shard['url']} listed in index.json is missing")
+    try:
+        index = read_index(out)
+    except (OutputError, ValueError, KeyError, TypeError) as e:
+        yield Problem("wds", f"index.json cannot be read ({type(e).__name__}: {e})")
+        return
+    assert index is not None
+    in_shards = sum(s.samples for s in index.shards)
+    if in_shards != index.total_samples:
+        yield Problem(
+            "wds",
+            f"index.json says total_samples {index.total_samples} but its shards list "
+            f"{in_shards} samples",
+        )
+    found: Counter[str] = Counter()
+    for shard in index.shards:
+        if not out.exists(WDS_DIR, shard.url):
+            yield Problem("wds", f"shard {shard.url} listed in index.json is missing")
             continue
-        h = hashlib.sha256()
-        size = 0
-        with out.fs.open(path, "rb") as f:
-            while block := f.read(1 << 20):
-                h.update(block)
-                size += len(block)
-        if size != shard["bytes"] or h.hexdigest() != shard["sha256"]:
-            yield Problem("wds", f"shard {shard['url']}: size or sha256 differs from index.json")
+        size, sha, held = _read_shard(out, shard.url)
+        if size != shard.bytes:
+            yield Problem(
+                "wds",
+                f"shard {shard.url} holds {size} bytes, index.json says {shard.bytes} "
+                "(truncated or grown)",
+            )
+        elif sha != shard.sha256:
+            yield Problem("wds", f"shard {shard.url}: sha256 differs from index.json (changed)")
+        if isinstance(held, str):
+            yield Problem("wds", f"shard {shard.url} cannot be read as a tar: {held}")
+            continue
+        found.update(held)
+        if held.total() != shard.samples:
+            yield Problem(
+                "wds",
+                f"shard {shard.url} holds {held.total()} samples, index.json says "
+                f"{shard.samples} (a sample was removed or added)",
+            )
+        if tuple(sorted(held)) != shard.sessions:
+            yield Problem(
+                "wds",
+                f"shard {shard.url} holds sessions {sorted(held)}, index.json says "
+                f"{list(shard.sessions)}",
+            )
+    for s in index.sessions:
+        if found[s.session] != s.samples:
+            yield Problem(
+                s.session,
+                f"wds: the shards hold {found[s.session]} samples of this session, index.json "
+                f"says {s.samples}",
+            )
 
 
 def _first(problems: Iterator[Problem], e: CatalogEntry) -> list[Problem]:

@@ -17,6 +17,7 @@ from typing import Any
 
 from reacture_convert.ingest.bundle import BundleRef
 from reacture_convert.ingest.discover import discover
+from reacture_convert.output.card import write_card
 from reacture_convert.output.catalog import Catalog, CatalogEntry
 from reacture_convert.output.naming import session_name
 from reacture_convert.output.status import Status
@@ -120,6 +121,7 @@ def run_convert(
         if session_tars and not stopped:  # the merged format (shards) was asked for
             tars = [session_tars[k] for k in sorted(session_tars)]
             wds_index = write_shards(out, tars, options.wds)
+        write_card(out, catalog.rows)
         out.clear_staging()
     frames = sum(e.n_frames or 0 for e in entries if e.status == Status.CONVERTED)
     extra: dict[str, Any] = {}

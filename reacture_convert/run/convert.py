@@ -428,7 +428,7 @@ def _convert(
                 session,
                 out,
                 session_tar_path(out, session, run_id),
-                encoding=options.wds.encoding,
+                options=options.wds,
                 input_options=opts,
             )
         if up_to_date is not None:

@@ -38,7 +38,7 @@ ON_ERROR = ("continue", "stop")  # what a run does after a bundle that is not co
 OPTION_KEYS: Mapping[str, tuple[str, ...]] = {
     "job": ("formats", "force"),
     "zarr": ("chunk_frames", "shard_frames", "codec", "level"),
-    "wds": ("shard_size", "shard_count", "shuffle", "encoding", "name", "shuffle_buffer"),
+    "wds": ("shard_size", "shard_count", "shuffle", "encoding", "name", "shuffle_buffer", "append"),
 }
 _TABLE = {key: table for table, keys in OPTION_KEYS.items() for key in keys}
 
@@ -184,6 +184,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "encoding": _text,
     "name": _text,
     "shuffle_buffer": _count,
+    "append": _flag,
 }
 _WDS_FIELDS = {"shuffle": "shuffle_seed"}  # option key -> WdsOptions field, where they differ
 

@@ -3,8 +3,10 @@ found, exits 1, and names the session and what differs."""
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from reacture_convert.output.storage import Output
 from reacture_convert.read.verify import MAX_PROBLEMS, verify_dataset
 from reacture_convert.run.batch import run_convert
 from reacture_convert.run.convert import ConvertOptions
+from reacture_convert.writers.webdataset import WdsOptions
 from reacture_convert.writers.zarr import ZarrOptions
 
 GOOD, OTHER = "reacture_1795600000001", "reacture_1795600000002"
@@ -265,3 +268,78 @@ def test_rejected_and_conflict_rows_are_not_verified(
     assert not run_convert([str(bad)], Output(str(out)), scheduler="sync").ok
     assert verify_dataset(Output(str(out)), sources=True) == (0, [])
     assert cli_verify(out).exit_code == 0
+
+
+# --- damage to the shards and their index -------------------------------------------------------
+@pytest.fixture
+def shards(make_bundle: Callable[..., Path], tmp_path: Path) -> Path:
+    """Two sessions (30 and 12 frames) converted to Zarr and to shards of about 10 samples."""
+    folders = [
+        make_bundle("good", n_frames=30, seed=1, prefix=GOOD),
+        make_bundle("other", n_frames=12, seed=2, prefix=OTHER),
+    ]
+    out = tmp_path / "out"
+    options = ConvertOptions(formats=("zarr", "wds"), wds=WdsOptions(shard_size=600_000))
+    assert run_convert([str(f) for f in folders], Output(str(out)), options, scheduler="sync").ok
+    assert len(list((out / "wds").glob("*.tar"))) >= 4
+    return out
+
+
+def shard(out: Path, k: int = 1) -> Path:
+    index = json.loads((out / "wds" / "index.json").read_text())
+    return out / "wds" / index["shards"][k]["url"]
+
+
+def flip_shard_byte(out: Path) -> None:
+    path = shard(out)
+    data = bytearray(path.read_bytes())
+    data[3000] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def truncate_shard(out: Path) -> None:
+    path = shard(out)
+    path.write_bytes(path.read_bytes()[:-20_000])
+
+
+def remove_a_sample(out: Path) -> None:
+    """Write the shard again (as tarfile does) without its second sample."""
+    path = shard(out)
+    with tarfile.open(path) as tf:
+        members = [(m, tf.extractfile(m).read()) for m in tf.getmembers()]  # type: ignore[union-attr]
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tf:
+        for m, data in members[:2] + members[4:]:
+            tf.addfile(m, io.BytesIO(data))
+
+
+def change_index_count(out: Path) -> None:
+    path = out / "wds" / "index.json"
+    doc = json.loads(path.read_text())
+    doc["shards"][1]["samples"] += 1
+    path.write_text(json.dumps(doc))
+
+
+SHARD_DAMAGE = [
+    (flip_shard_byte, "sha256 differs from index.json"),
+    (lambda out: shard(out).unlink(), "is missing"),
+    (truncate_shard, "(truncated or grown)"),
+    (remove_a_sample, "a sample was removed or added"),
+    (change_index_count, "its shards list"),
+]
+
+
+@pytest.mark.parametrize(
+    ("damage", "what"),
+    SHARD_DAMAGE,
+    ids=["byte-flipped", "shard-missing", "shard-truncated", "sample-removed", "index-count"],
+)
+def test_damaged_shards_are_found_and_named(
+    shards: Path, damage: Callable[[Path], None], what: str
+) -> None:
+    assert verify_dataset(Output(str(shards))) == (2, [])
+    damage(shards)
+    _, problems = verify_dataset(Output(str(shards)))
+    assert any(what in p.what for p in problems), problems
+    result = cli_verify(shards)
+    assert result.exit_code == 1, result.output
+    assert "MISMATCH wds: " in result.output and what in result.output

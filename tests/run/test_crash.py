@@ -156,6 +156,8 @@ def assert_nothing_half_written(out: Path, clean: Path) -> None:
     for entry in sorted((out / "wds").iterdir()) if (out / "wds").exists() else ():
         if ".tmp-" in entry.name and entry.name.startswith("index.json"):
             continue  # an index being written when the kill came: replaced by the re-run
+        if entry.name.startswith("README.md"):
+            continue  # the dataset card: rewritten at the end of every run
         assert tree(entry) == tree(clean / "wds" / entry.name), f"wds/{entry.name} differs"
     if (out / "catalog.parquet").exists():
         checked, problems = verify_dataset(Output(str(out)))
@@ -180,13 +182,16 @@ def assert_same_as_clean(out: Path, clean: Path, n_bundles: int) -> None:
     assert leftovers == []
     for hidden in (STAGING, TRASH):
         assert not (out / hidden).exists() or not any((out / hidden).iterdir()), hidden
-    assert {p.name for p in out.iterdir()} <= {*OUTPUT_DIRS, "catalog.parquet", LOCK, STAGING}
+    allowed = {*OUTPUT_DIRS, "catalog.parquet", "README.md", LOCK, STAGING}
+    assert {p.name for p in out.iterdir()} <= allowed
     for group in sorted((out / "zarr").iterdir()):
         opened = zarr.open_group(str(group), mode="r")
         assert {"frames", "timestamps"} <= set(opened.array_keys())
     index = read_index(Output(str(out)))
     shards = sorted(p.name for p in (out / "wds").glob("*")) if (out / "wds").exists() else []
     listed = [] if index is None else sorted([s.url for s in index.shards] + ["index.json"])
+    if index is not None and index.shards:
+        listed = sorted([*listed, "README.md"])  # the shards' dataset card
     assert shards == listed  # no orphan shard, none missing
     assert verify_dataset(Output(str(out)), sources=True) == (n_bundles, [])
 

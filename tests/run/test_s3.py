@@ -181,7 +181,7 @@ def test_verify_passes_and_no_staging_is_left(moto_s3: S3, s3_dataset: dict[str,
     root = OUT.removeprefix("s3://")
     assert moto_s3.fs.find(f"{root}/.staging") == []
     top = {p.rsplit("/", 1)[-1] for p in moto_s3.fs.ls(root)}
-    assert top == {"catalog.parquet", "zarr", "rows", "frames", "wds"}
+    assert top == {"catalog.parquet", "README.md", "zarr", "rows", "frames", "wds"}
 
 
 def test_a_rerun_skips_everything_and_changes_no_output(

@@ -44,7 +44,8 @@ from reacture_convert.writers.webdataset import (
     write_session_tar,
     write_shards,
 )
-from reacture_convert.writers.webdataset.merge import _count_plan
+from reacture_convert.writers.webdataset.plan import count_plan
+from reacture_convert.writers.webdataset.tar import iter_tar_members, member_header
 
 DATA_OFFSET = 129  # the game's .npy files: data starts at byte 129
 
@@ -63,12 +64,15 @@ def bundle_ref(folder: Path) -> BundleRef:
     return BundleRef(prefix, str(folder), files)
 
 
-def make_session_tar(out: Output, folder: Path, encoding: str = "npy") -> SessionTar:
+def make_session_tar(
+    out: Output, folder: Path, encoding: str = "npy", options: WdsOptions | None = None
+) -> SessionTar:
     bundle = bundle_ref(folder)
     report = validate_bundle(bundle)
     assert report.ok, report.findings
     path = out.path(".cache", f"{bundle.prefix}.tar")
-    return write_session_tar(bundle, report, bundle.prefix, out, path, encoding=encoding)
+    opts = options or WdsOptions(encoding=encoding)
+    return write_session_tar(bundle, report, bundle.prefix, out, path, options=opts)
 
 
 def load_source(folder: Path) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
@@ -78,6 +82,31 @@ def load_source(folder: Path) -> tuple[np.ndarray, np.ndarray, list[dict[str, An
     ts = np.fromfile(folder / f"{prefix}_timestamps.npy", "<f4", offset=DATA_OFFSET)
     lines = (folder / f"{prefix}_data.jsonl").read_bytes().split(b"\n")
     return frames.reshape(-1, 128, 128, 3), ts, [json.loads(x) for x in lines]
+
+
+def same_row(sample_row: dict[str, Any], source: dict[str, Any]) -> bool:
+    """The sample's row, its ``extra`` applied, holds every field of the source row, equal as
+    JSON numbers (``100.0 == 100``); every other field is null. A player_action's ``timestamp``
+    is also its ``timestamp_ms``."""
+    got = {k: v for k, v in sample_row.items() if k not in ("row_index", "kind", "frame_index")}
+    got.update(json.loads(got.pop("extra") or "{}"))
+    src = dict(source)
+    if src["type"] == "player_action":
+        src["timestamp_ms"] = src["timestamp"]
+
+    def equal(a: Any, b: Any) -> bool:
+        if isinstance(b, dict):
+            keys = {*a, *b} if isinstance(a, dict) else set()
+            return isinstance(a, dict) and all(
+                equal(a.get(k), b.get(k)) for k in keys if not (k not in b and a[k] is None)
+            )
+        if isinstance(b, list):
+            return isinstance(a, list) and len(a) == len(b) and all(map(equal, a, b))
+        if isinstance(b, bool) or isinstance(a, bool):
+            return a is b
+        return bool(a == b)
+
+    return equal(got, src)
 
 
 def read_samples(out: Output, index: WdsIndex) -> list[dict[str, Any]]:
@@ -136,12 +165,13 @@ def test_every_sample_is_its_source_frame_row_time_and_events(
         assert {k for k in s if not k.startswith("__")} == {"json", "npy"}
         assert np.array_equal(np.load(io.BytesIO(s["npy"]), allow_pickle=False), frames[i])
         assert meta["session"] == st.session and meta["frame_index"] == i
-        assert meta["row_index"] == j and meta["row"] == rows[j]
+        assert meta["row_index"] == j and same_row(meta["row"], rows[j])
         assert rows[j]["visual_frame_path"] == f"frames/frame_{i:06d}.npy"
         assert np.float32(meta["timestamp_ms"]).tobytes() == ts[i].tobytes()
         prev = periodic[i - 1] if i else -1
-        assert meta["events"] == rows[prev + 1 : j]
-        assert all("visual_frame_path" not in e for e in meta["events"])
+        assert [e["row_index"] for e in meta["events"]] == list(range(prev + 1, j))
+        assert all(same_row(e, rows[e["row_index"]]) for e in meta["events"])
+        assert all(e["visual_frame_path"] is None for e in meta["events"])
         covered += [*range(prev + 1, j), j]
     # every row up to the last periodic row is in exactly one sample; the rest (game_end, and
     # in the variant an inspect_end logged after it) in none
@@ -234,7 +264,7 @@ def test_two_runs_give_byte_identical_shards_and_index(
     assert tar_files(outs[0]) == tar_files(outs[1]) and len(tar_files(outs[0])) > 1
     assert Path(outs[0].path(INDEX)).read_bytes() == Path(outs[1].path(INDEX)).read_bytes()
     # and session tars given as bare (session, path) pairs are read for the same result
-    again = write_shards(outs[1], [(t.session, t.path) for t in reversed(tars)], options)
+    again = write_shards(outs[1], [(t.session, t.parts[0].path) for t in reversed(tars)], options)
     assert again == indexes[0] and tar_files(outs[1]) == tar_files(outs[0])
 
 
@@ -303,7 +333,7 @@ def test_index_agrees_with_the_tars(
     index = write_shards(out, sessions(3, frames=[5, 11, 8]), WdsOptions(shard_size=200_000))
     doc = json.loads(Path(out.path(INDEX)).read_text())
     assert doc == index.to_dict() and read_index(out) == index
-    assert doc["format"] == "reacture-wds" and doc["version"] == 1 and doc["total_samples"] == 24
+    assert doc["format"] == "reacture-wds" and doc["version"] == 2 and doc["total_samples"] == 24
     assert [(s["session"], s["samples"]) for s in doc["sessions"]] == [
         ("reacture_1795600000000", 5),
         ("reacture_1795600000001", 11),
@@ -385,9 +415,9 @@ def test_shuffle_buffer_is_a_permutation(n: int, size: int, seed: int) -> None:
 def test_count_plan_splits_evenly(total: int, count: int) -> None:
     if count > total:
         with pytest.raises(ConfigError):
-            _count_plan(total, count)
+            count_plan(total, count)
         return
-    plan = _count_plan(total, count)
+    plan = count_plan(total, count)
     assert len(plan) == count and sum(plan) == total and max(plan) - min(plan) <= 1
 
 
@@ -515,19 +545,20 @@ def test_a_member_twice_in_a_sample_is_refused(tmp_path: Path) -> None:
 
 
 def test_an_index_of_another_format_is_refused() -> None:
-    with pytest.raises(OutputError, match="not a reacture-wds version 1 index") as info:
+    with pytest.raises(OutputError, match="not a reacture-wds version 2 index") as info:
         WdsIndex.from_dict({"format": "other", "version": 1})
     assert "convert again with the wds format" in str(info.value)
 
 
-def test_session_tar_changed_after_description_is_refused(
+def test_session_part_changed_after_it_was_written_is_refused(
     sessions: Callable[..., list[SessionTar]], tmp_path: Path
 ) -> None:
     a, b = sessions(2, frames=3)
-    stale = SessionTar(a.session, a.path, a.samples, b.sha256, a.bytes)
+    part = Path(a.parts[0].path)
+    part.write_bytes(part.read_bytes()[:-512])
     out = Output(str(tmp_path / "out"))
     with pytest.raises(OutputError, match="changed while the shards were written"):
-        write_shards(out, [stale, b])
+        write_shards(out, [a, b])
     assert not Path(out.path("wds")).exists() and not Path(out.path(".staging", ".wds")).exists()
 
 
@@ -585,3 +616,85 @@ def test_object_store_output_gives_the_same_bytes(
     assert remote.fs.cat_file(remote.path(INDEX)) == Path(local.path(INDEX)).read_bytes()
     assert not remote.fs.exists(remote.path(".staging", ".wds"))
     fsspec.filesystem("memory").rm("/wds-test", recursive=True)
+
+
+# --------------------------------------------------------------------------------------------
+# the tar bytes, by hand
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    session=st.from_regex(r"[A-Za-z0-9_-]{1,128}", fullmatch=True),
+    frame=st.integers(0, 10**7),
+    size=st.integers(0, 8**11 - 1),
+)
+def test_member_header_is_what_tarfile_writes(session: str, frame: int, size: int) -> None:
+    name = f"{session}/{frame:06d}.json"
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode, info.uid, info.gid = size, 0, 0o644, 0, 0
+    info.uname = info.gname = ""
+    assert member_header(name, size) == info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "strict")
+
+
+def _gnu_pax_tar() -> bytes:
+    sink = io.BytesIO()
+    for fmt in (tarfile.GNU_FORMAT, tarfile.PAX_FORMAT):
+        with tarfile.open(fileobj=sink, mode="w", format=fmt) as tf:
+            for name, data in [(f"{'x' * 120}/{'y' * 90}/0.json", b"j"), ("d/0.npy", b"n")]:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+        if fmt == tarfile.GNU_FORMAT:
+            gnu = sink.getvalue()
+            sink = io.BytesIO()
+    return gnu + b"|" + sink.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["gnu", "pax"])
+def test_tar_reader_takes_long_names(fmt: str) -> None:
+    gnu, pax = _gnu_pax_tar().split(b"|", 1)
+    got = list(iter_tar_members(io.BytesIO(gnu if fmt == "gnu" else pax), "t.tar"))
+    assert got == [(f"{'x' * 120}/{'y' * 90}/0.json", b"j"), ("d/0.npy", b"n")]
+
+
+@pytest.mark.parametrize(
+    "damage, match",
+    [
+        (lambda b: b[:100] + bytes([b[100] ^ 1]) + b[101:], "checksum"),
+        (lambda b: b[:700], "truncated"),
+        (lambda b: b[:300], "ends inside a tar header"),
+    ],
+    ids=["header-byte", "data-cut", "header-cut"],
+)
+def test_tar_reader_names_damage(damage: Callable[[bytes], bytes], match: str) -> None:
+    data = _tar([("s/000000.json", b"{}" * 300), ("s/000000.npy", NPY)])
+    with pytest.raises(OutputError, match=match):
+        list(iter_tar_samples(io.BytesIO(damage(data)), "t.tar"))
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd.json", "s/../../x.json"])
+def test_tar_reader_refuses_unsafe_names(name: str) -> None:
+    with pytest.raises(OutputError, match="climbs out"):
+        list(iter_tar_samples(io.BytesIO(_tar([(name, b"{}")])), "t.tar"))
+
+
+def test_moved_parts_and_copied_shards_are_the_same_bytes(
+    make_bundle: Callable[..., Path], tmp_path: Path
+) -> None:
+    """A run moves a session's parts into place where a part is a whole shard, and copies the
+    rest; shards copied from parts outside OUT's staging come out byte for byte the same."""
+    from reacture_convert.run.batch import run_convert
+    from reacture_convert.run.convert import ConvertOptions
+
+    folders = [
+        make_bundle(name=f"m{k}", prefix=f"reacture_17956000002{k:02d}", seed=k, n_frames=n)
+        for k, n in enumerate([23, 5])
+    ]
+    opts = WdsOptions(shard_size=250_000)
+    moved = Output(str(tmp_path / "moved"))
+    run = run_convert([str(f) for f in folders], moved, ConvertOptions(("wds",), wds=opts))
+    assert run.ok and len(tar_files(moved)) > 2
+    cache, copied = Output(str(tmp_path / "cache")), Output(str(tmp_path / "copied"))
+    index = write_shards(copied, [make_session_tar(cache, f, options=opts) for f in folders], opts)
+    assert index == read_index(moved)
+    assert tar_files(copied) == tar_files(moved)

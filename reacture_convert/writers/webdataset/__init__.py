@@ -1,15 +1,18 @@
 """WebDataset shards for streaming training: one sample per frame, in two steps.
 
-1. **Per session** (a Dask task, in parallel): ``write_session_samples`` writes a *session
-   sample tar*, one sample per frame in frame order (``samples``: what a sample holds).
-2. **Merge** (the driver): ``write_shards`` reads the session tars sequentially and writes
-   ``wds/<name>-<tag>-NNNNNN.tar`` and ``wds/index.json`` (``merge``: order, shuffling,
-   rollover and visibility; ``index``: the index file).
+1. **Per session** (a task, in parallel): ``write_session_tar`` writes the session's samples as
+   *parts*, complete tars that roll over where shards would (``samples``: what a sample holds,
+   ``sample_json``: its ``.json`` member).
+2. **Shards** (the driver): ``write_shards`` plans the shards from the parts' sample sizes
+   (``plan``: order, shuffling, rollover), moves a part that is exactly a shard into
+   ``wds/<name>-<tag>-NNNNNN.tar`` and copies the others together, then writes
+   ``wds/index.json`` (``merge``: visibility; ``index``: the index file). ``append_shards`` adds
+   sessions to a set as new shards.
 
-``options`` holds ``WdsOptions`` (shard size or count, shuffling, picture encoding); ``tar`` the
-USTAR I/O both steps share, and the one reader that groups a tar's members into samples (the
-PyTorch ``ShardDataset`` uses it too). The same inputs and options give byte-identical session
-tars, shards and ``index.json``.
+``options`` holds ``WdsOptions`` (shard size or count, shuffling, picture encoding, append);
+``tar`` the USTAR bytes, and the one reader that groups a tar's members into samples (the
+PyTorch ``ShardDataset`` and ``verify`` use it too); ``sink`` the hashed block writer. The same
+inputs and options give byte-identical parts, shards and ``index.json``.
 """
 
 from reacture_convert.writers.webdataset.index import (
@@ -19,9 +22,11 @@ from reacture_convert.writers.webdataset.index import (
     WdsShard,
     read_index,
 )
-from reacture_convert.writers.webdataset.merge import shuffle_buffer, write_shards
+from reacture_convert.writers.webdataset.merge import append_shards, write_shards
 from reacture_convert.writers.webdataset.options import DEFAULT_SHARD_SIZE, ENCODINGS, WdsOptions
+from reacture_convert.writers.webdataset.plan import shuffle_buffer
 from reacture_convert.writers.webdataset.samples import (
+    SessionPart,
     SessionTar,
     describe_session_tar,
     write_session_samples,
@@ -33,11 +38,13 @@ __all__ = [
     "DEFAULT_SHARD_SIZE",
     "ENCODINGS",
     "INDEX",
+    "SessionPart",
     "SessionTar",
     "WdsOptions",
     "WdsShard",
     "WdsSession",
     "WdsIndex",
+    "append_shards",
     "write_session_samples",
     "write_session_tar",
     "describe_session_tar",

@@ -1,6 +1,7 @@
 """``wds/index.json``: what a dataset's shards hold. It records the options that shaped them,
-the sessions with their sample counts, and every shard's file name, sample count, size, sha256
-and sessions. It holds no clock time, so the same inputs and options give the same bytes."""
+the sessions with their sample counts and samples' sha256, and every shard's file name, sample
+count, size, sha256 and sessions, in shard order (an append adds shards at the end). It holds
+no clock time, so the same inputs and options give the same bytes."""
 
 from __future__ import annotations
 
@@ -17,13 +18,16 @@ __all__ = ["FORMAT", "INDEX", "VERSION", "WdsIndex", "WdsSession", "WdsShard", "
 
 INDEX = WDS_INDEX
 FORMAT = "reacture-wds"
-VERSION = 1
+VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)
 class WdsSession:
+    """A session in the set: its sample count and the sha256 of its samples as written."""
+
     session: str
     samples: int
+    sha256: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +69,10 @@ class WdsIndex:
             "shuffle_streams": self.shuffle_streams,
             "shard_size": self.shard_size,
             "shard_count": self.shard_count,
-            "sessions": [{"session": s.session, "samples": s.samples} for s in self.sessions],
+            "sessions": [
+                {"session": s.session, "samples": s.samples, "sha256": s.sha256}
+                for s in self.sessions
+            ],
             "total_samples": self.total_samples,
             "shards": [
                 {
@@ -95,7 +102,9 @@ class WdsIndex:
             shuffle_streams=d["shuffle_streams"],
             shard_size=d["shard_size"],
             shard_count=d["shard_count"],
-            sessions=tuple(WdsSession(s["session"], s["samples"]) for s in d["sessions"]),
+            sessions=tuple(
+                WdsSession(s["session"], s["samples"], s["sha256"]) for s in d["sessions"]
+            ),
             total_samples=d["total_samples"],
             shards=tuple(
                 WdsShard(s["url"], s["samples"], s["bytes"], s["sha256"], tuple(s["sessions"]))

@@ -1,23 +1,21 @@
-"""Step 2, the merge (the driver): session sample tars in, ``wds/<name>-<tag>-NNNNNN.tar`` out.
+"""The shard writer (the driver): session parts in, ``wds/<name>-<tag>-NNNNNN.tar`` out.
 
-``write_shards`` reads the session tars sequentially (tarfile stream mode). Shards span
-sessions. Without a shuffle seed samples come in session-name order, then frame order. With a
-seed, the sessions' streams are interleaved pseudo-randomly (the next sample comes from a
-session picked with a probability proportional to its remaining samples, at most
-``shuffle_streams`` sessions open at a time, in a seeded order) and then pass a shuffle buffer
-of ``shuffle_buffer`` samples. No session comes in a long run, and memory stays bounded. Shards
-roll over by ``shard_size`` or ``shard_count`` (see ``options``).
+``write_shards`` makes a new shard set of the sessions given; ``append_shards`` adds sessions
+to an existing set as new shards, leaving the old ones as they are. Both follow the ``plan``
+(order, shuffling, rollover). A planned shard that is exactly one session part is moved into
+place as it is; any other is copied together from the parts' byte ranges (read from the page
+cache, written in large blocks, hashed on the way). Tar members are never parsed or re-encoded.
 
-Reproducible bytes. Samples are copied member for member with fixed headers, and the order
-depends only on the session tars and the options, so the same inputs and options give
-byte-identical shards and ``index.json``. The ``<tag>`` in shard names is the first 8 hex
-digits of a sha256 over the sessions, their session tars' sha256s and the options, so another
-dataset never reuses a shard name.
+Reproducible bytes. The parts' bytes and the plan depend only on the bundles and the options,
+so the same inputs and options give byte-identical shards and ``index.json``, however the
+sessions were scheduled. The ``<tag>`` in shard names is the first 8 hex digits of a sha256 over
+the sessions, their samples' sha256 and the options (and, for an append, the tag before it), so
+another dataset never reuses a shard name.
 
-Visibility. Shards are written to ``OUT/.staging/.wds/shards/`` and moved into ``wds/`` only
-once every shard is complete (on a local disk: fsync, then ``os.replace``). ``wds/index.json``
-is written last, atomically. Then any ``wds/*.tar`` that the new index does not list is deleted,
-so a re-run leaves no orphans and no duplicates.
+Visibility. New shards are completed (on a local disk: fsynced) before any is moved into
+``wds/``; ``wds/index.json`` is written last, atomically. Then any ``wds/*.tar`` that the new
+index does not list is deleted, so a re-run leaves no orphans and no duplicates. An append
+deletes nothing a reader of the old index needs: the old shards stay, byte for byte.
 """
 
 from __future__ import annotations
@@ -25,13 +23,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
-from collections.abc import Iterable, Iterator, Sequence
-from typing import IO, TypeVar, cast
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from typing import IO
 
 from reacture_convert.errors import ConfigError, OutputError
 from reacture_convert.output.layout import WDS_DIR
-from reacture_convert.output.storage import Output
+from reacture_convert.output.storage import STAGING, Output
+from reacture_convert.run.phases import reached
 from reacture_convert.writers.webdataset.index import (
     FORMAT,
     INDEX,
@@ -39,229 +38,145 @@ from reacture_convert.writers.webdataset.index import (
     WdsIndex,
     WdsSession,
     WdsShard,
+    read_index,
 )
 from reacture_convert.writers.webdataset.options import WdsOptions
+from reacture_convert.writers.webdataset.plan import PlannedShard, plan_shards
 from reacture_convert.writers.webdataset.samples import (
-    Sample,
+    SessionPart,
     SessionTar,
     describe_session_tar,
-    read_session_tar,
 )
-from reacture_convert.writers.webdataset.tar import HashingWriter, open_tar_writer, tar_size
+from reacture_convert.writers.webdataset.sink import BLOCK_BYTES, HashedFile
+from reacture_convert.writers.webdataset.tar import end_of_archive
 
-__all__ = ["shuffle_buffer", "write_shards"]
+__all__ = ["append_shards", "write_shards"]
 
 # Bumped whenever the bytes written for the same inputs change; part of the shard-name tag.
-LAYOUT = 1
+LAYOUT = 2
 _STAGE = ".wds"  # session names never contain "." so this cannot clash
 DEFAULT_OPTIONS = WdsOptions()
-T = TypeVar("T")
 
 
-# --------------------------------------------------------------------------------------------
-# ordering
-
-
-def _iter_session(out: Output, st: SessionTar, encoding: str) -> Iterator[Sample]:
-    """Stream one session tar's samples; on exhaustion, check its count and sha256."""
-    got = yield from read_session_tar(out, st.session, st.path, encoding)
-    if got.samples != st.samples or got.sha256 != st.sha256:
-        raise OutputError(
-            f"{st.path}: holds {got.samples} samples with sha256 {got.sha256[:12]}..., expected "
-            f"{st.samples} with {st.sha256[:12]}...; it changed while the shards were written "
-            "(re-run)"
-        )
-
-
-def _sequential(out: Output, tars: Sequence[SessionTar], encoding: str) -> Iterator[Sample]:
-    for st in tars:
-        yield from _iter_session(out, st, encoding)
-
-
-def _interleave(
-    out: Output, tars: Sequence[SessionTar], encoding: str, rng: random.Random, streams: int
-) -> Iterator[Sample]:
-    """Seeded interleave: at most ``streams`` sessions open (joining in a seeded order); each
-    sample comes from an open session picked with probability proportional to its remaining
-    samples, so every session spreads over the whole stretch it is open for."""
-    waiting = [st for st in tars if st.samples > 0]
-    rng.shuffle(waiting)
-    waiting.reverse()  # pop() from the end takes them in the shuffled order
-    active: list[tuple[SessionTar, Iterator[Sample]]] = []
-    remaining: list[int] = []
-    while waiting or active:
-        while waiting and len(active) < streams:
-            st = waiting.pop()
-            active.append((st, _iter_session(out, st, encoding)))
-            remaining.append(st.samples)
-        pick = rng.randrange(sum(remaining))
-        k = 0
-        while pick >= remaining[k]:
-            pick -= remaining[k]
-            k += 1
-        st, it = active[k]
-        sample = next(it, None)
-        if sample is None:
-            raise OutputError(f"{st.path}: ended before its {st.samples} samples (re-run)")
-        yield sample
-        remaining[k] -= 1
-        if remaining[k] == 0:
-            # running the stream to its end runs its count and sha256 check
-            if next(it, None) is not None:
-                raise OutputError(f"{st.path}: holds more than {st.samples} samples (re-run)")
-            del active[k], remaining[k]
-
-
-def shuffle_buffer(samples: Iterable[T], size: int, rng: random.Random) -> Iterator[T]:
-    """A bounded shuffle: keep ``size`` samples, emit a random one as each new one arrives."""
-    buf: list[T] = []
-    for s in samples:
-        if len(buf) < size:
-            buf.append(s)
-            continue
-        k = rng.randrange(size)
-        buf[k], s = s, buf[k]
-        yield s
-    rng.shuffle(buf)
-    yield from buf
-
-
-def _ordered(out: Output, tars: Sequence[SessionTar], options: WdsOptions) -> Iterator[Sample]:
-    if options.shuffle_seed is None:
-        return _sequential(out, tars, options.encoding)
-    rng = random.Random(options.shuffle_seed)
-    mixed = _interleave(out, tars, options.encoding, rng, options.shuffle_streams)
-    return shuffle_buffer(mixed, options.shuffle_buffer, rng)
-
-
-# --------------------------------------------------------------------------------------------
-# writing shards
-
-
-def _dataset_tag(tars: Sequence[SessionTar], options: WdsOptions) -> str:
+def _dataset_tag(tars: Sequence[SessionTar], options: WdsOptions, previous: str | None) -> str:
     doc = {
         "format": FORMAT,
         "version": VERSION,
         "layout": LAYOUT,
         "sessions": [[st.session, st.sha256] for st in tars],
         "options": options.effective(),
+        **({"after": previous} if previous is not None else {}),
     }
     return hashlib.sha256(json.dumps(doc, separators=(",", ":")).encode()).hexdigest()[:8]
 
 
-def _count_plan(total: int, count: int) -> list[int]:
-    """Samples per shard for ``count`` shards: as even as possible, the larger ones first."""
-    if count > total:
-        raise ConfigError(
-            f"shard count {count} (--shard-count, [wds] shard_count) asks for more shards than "
-            f"there are samples ({total}); ask for at most that many shards"
-        )
-    base, extra = divmod(total, count)
-    return [base + (1 if k < extra else 0) for k in range(count)]
+# --------------------------------------------------------------------------------------------
+# building shards
 
 
-class _ShardSink:
-    """One staged shard being written: counts, hashes and knows which sessions it holds."""
+class _Parts:
+    """Open part files for reading, a few at a time."""
 
-    def __init__(self, out: Output, path: str) -> None:
-        self.out = out
-        self.path = path
-        self.file: IO[bytes] = open(path, "wb") if out.is_local else out.fs.open(path, "wb")
-        self.writer = HashingWriter(self.file)
-        self.tar = open_tar_writer(cast(IO[bytes], self.writer))
-        self.content = 0
-        self.samples = 0
-        self.sessions: set[str] = set()
+    def __init__(self, out: Output, keep: int = 32) -> None:
+        self.out, self.keep = out, keep
+        self.open: dict[str, IO[bytes]] = {}
 
-    def add(self, sample: Sample) -> None:
-        sample.write(self.tar)
-        self.content += sample.size
-        self.samples += 1
-        self.sessions.add(sample.session)
-
-    def close(self, url: str) -> WdsShard:
-        self.tar.close()
-        self.file.flush()
-        if self.out.is_local:
-            os.fsync(self.file.fileno())
-        self.file.close()
-        assert self.writer.count == tar_size(self.content), "tar size accounting is off"
-        return WdsShard(
-            url,
-            self.samples,
-            self.writer.count,
-            self.writer.hash.hexdigest(),
-            tuple(sorted(self.sessions)),
-        )
-
-    def abort(self) -> None:
-        """Give up on this shard: close everything and delete the partial file."""
-        try:
-            self.tar.close()
-        finally:
-            self.file.close()
-            self.out.fs.rm(self.path)
-
-
-def _write_staged(
-    out: Output,
-    stage: str,
-    samples: Iterator[Sample],
-    tag: str,
-    options: WdsOptions,
-    total: int,
-) -> list[WdsShard]:
-    """Write the shards into ``stage``; each one rolls over by count plan or size target."""
-    plan = _count_plan(total, options.shard_count) if options.shard_count is not None else None
-    shards: list[WdsShard] = []
-    sink: _ShardSink | None = None
-
-    def url(k: int) -> str:
-        return f"{options.name}-{tag}-{k:06d}.tar"
-
-    try:
-        for sample in samples:
-            if sink is not None:
-                full = (
-                    sink.samples >= plan[len(shards)]
-                    if plan is not None
-                    else tar_size(sink.content + sample.size) > options.shard_size
+    def read(self, part: SessionPart, offset: int, length: int, sink: HashedFile) -> None:
+        f = self.open.pop(part.path, None)
+        if f is None:
+            if len(self.open) >= self.keep:
+                self.open.pop(next(iter(self.open))).close()
+            f = open(part.path, "rb") if self.out.is_local else self.out.fs.open(part.path, "rb")
+        self.open[part.path] = f  # most recently used last
+        f.seek(offset)
+        while length > 0:
+            data = f.read(min(length, BLOCK_BYTES))
+            if not data:
+                raise OutputError(
+                    f"{part.path}: ends before byte {offset + length}; the session part changed "
+                    "while the shards were written (re-run)"
                 )
-                if full:
-                    shards.append(sink.close(url(len(shards))))
-                    sink = None
-            if sink is None:
-                sink = _ShardSink(out, f"{stage}/{url(len(shards))}")
-            sink.add(sample)
-        if sink is not None:
-            shards.append(sink.close(url(len(shards))))
-            sink = None
+            sink.write(data)
+            length -= len(data)
+
+    def close(self) -> None:
+        for f in self.open.values():
+            f.close()
+        self.open.clear()
+
+
+def _check_parts(out: Output, tars: Sequence[SessionTar]) -> None:
+    for st in tars:
+        for part in st.parts:
+            size = out.fs.size(part.path) if out.fs.exists(part.path) else None
+            if size != part.bytes:
+                raise OutputError(
+                    f"{part.path}: holds {size} bytes, expected {part.bytes}; the session part "
+                    "changed while the shards were written (re-run)"
+                )
+
+
+def _build(
+    out: Output, stage: str, planned: Sequence[PlannedShard], urls: Sequence[str]
+) -> list[tuple[str, WdsShard]]:
+    """Complete every planned shard; return (where it is now, what it is) for each. A shard that
+    is a whole part in OUT's staging stays where it is (made durable) to be moved; any other is
+    copied into ``stage`` (parts elsewhere are only read)."""
+    built: list[tuple[str, WdsShard]] = []
+    parts = _Parts(out)
+    staging = out.path(STAGING) + "/"
+    try:
+        for shard, url in zip(planned, urls, strict=True):
+            whole = shard.whole_part
+            if whole is not None and whole.path.startswith(staging):
+                if out.is_local:
+                    fd = os.open(whole.path, os.O_RDONLY)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+                where, nbytes, sha = whole.path, whole.bytes, whole.sha256
+            else:
+                where = f"{stage}/{url}"
+                sink = HashedFile(out, where)
+                try:
+                    for r in shard.ranges:
+                        parts.read(r.part, r.offset, r.length, sink)
+                    sink.write(end_of_archive(shard.content))
+                except BaseException:
+                    sink.abort()
+                    raise
+                nbytes, sha = sink.close(fsync=True)
+            built.append((where, WdsShard(url, shard.samples, nbytes, sha, shard.sessions)))
     finally:
-        if sink is not None:
-            sink.abort()
-    return shards
+        parts.close()
+    return built
 
 
 # --------------------------------------------------------------------------------------------
 # publishing
 
 
-def _publish(out: Output, stage: str, shards: Sequence[WdsShard]) -> None:
-    """Move every complete staged shard into ``wds/``."""
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _publish(out: Output, built: Sequence[tuple[str, WdsShard]]) -> None:
+    """Move every complete shard into ``wds/``."""
     final_dir = out.path(WDS_DIR)
     out.fs.makedirs(final_dir, exist_ok=True)
-    for shard in shards:
-        src, dst = f"{stage}/{shard.url}", f"{final_dir}/{shard.url}"
+    for where, shard in built:
+        dst = f"{final_dir}/{shard.url}"
         if out.is_local:
-            os.replace(src, dst)
+            os.replace(where, dst)
         else:
-            out.fs.mv(src, dst)
+            out.fs.mv(where, dst)
     if out.is_local:
-        fd = os.open(final_dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync_dir(final_dir)
 
 
 def _remove_orphans(out: Output, keep: Iterable[str]) -> None:
@@ -296,39 +211,35 @@ def _session_tars(
     tars.sort(key=lambda st: st.session)
     for a, b in zip(tars, tars[1:], strict=False):
         if a.session == b.session:
-            raise ConfigError(f"session {a.session!r} is given twice ({a.path}, {b.path})")
+            raise ConfigError(f"session {a.session!r} is given twice")
+    _check_parts(out, tars)
     return tars
 
 
-def write_shards(
+def _commit(
     out: Output,
-    session_tars: Sequence[SessionTar | tuple[str, str]],
-    options: WdsOptions = DEFAULT_OPTIONS,
+    tars: Sequence[SessionTar],
+    options: WdsOptions,
+    tag: str,
+    before: WdsIndex | None,
 ) -> WdsIndex:
-    """Merge session sample tars into the shards of ``out/wds/`` and write its index.
-
-    ``session_tars`` are ``(session, path on out.fs)`` pairs (read once more up front for their
-    counts and hashes) or ``SessionTar`` values from ``write_session_tar``; they are taken in
-    session-name order whatever order they come in. Returns the index that was written.
-    Raises ConfigError for options that cannot be met (more shards than samples) and
-    OutputError when a session tar is not what step 1 writes.
-    """
-    tars = _session_tars(out, session_tars, options.encoding)
-    tag = _dataset_tag(tars, options)
-    total = sum(st.samples for st in tars)
+    """Write the shards of ``tars`` (after ``before``'s, numbered on), publish them, then the
+    index of the whole set; delete what it does not list."""
+    planned = plan_shards(tars, options)
+    first = len(before.shards) if before is not None else 0
+    urls = [f"{options.name}-{tag}-{first + k:06d}.tar" for k in range(len(planned))]
     stage = f"{out.staging(_STAGE)}/shards"
     _drop_stage(out, stage)
     out.fs.makedirs(stage, exist_ok=True)
     try:
-        shards = _write_staged(out, stage, _ordered(out, tars, options), tag, options, total)
-        written = sum(s.samples for s in shards)
-        if written != total:
-            raise OutputError(f"wrote {written} samples but the session tars hold {total} (re-run)")
+        reached("shard-merge")
+        built = _build(out, stage, planned, urls)
+        _publish(out, built)
     except BaseException:
         _drop_stage(out, stage)
         raise
-    _publish(out, stage, shards)
     eff = options.effective()
+    old_sessions = before.sessions if before is not None else ()
     index = WdsIndex(
         name=options.name,
         encoding=options.encoding,
@@ -338,11 +249,92 @@ def write_shards(
         shuffle_streams=eff["shuffle_streams"],
         shard_size=eff["shard_size"],
         shard_count=eff["shard_count"],
-        sessions=tuple(WdsSession(st.session, st.samples) for st in tars),
-        total_samples=total,
-        shards=tuple(shards),
+        sessions=tuple(
+            sorted(
+                (*old_sessions, *(WdsSession(st.session, st.samples, st.sha256) for st in tars)),
+                key=lambda s: s.session,
+            )
+        ),
+        total_samples=sum(s.samples for s in old_sessions) + sum(st.samples for st in tars),
+        shards=(*(before.shards if before is not None else ()), *(s for _, s in built)),
     )
+    reached("index")
     out.write_bytes_atomic(INDEX, index.to_json())
-    _remove_orphans(out, (s.url for s in shards))
+    _remove_orphans(out, (s.url for s in index.shards))
     _drop_stage(out, stage)
     return index
+
+
+def write_shards(
+    out: Output,
+    session_tars: Sequence[SessionTar | tuple[str, str]],
+    options: WdsOptions = DEFAULT_OPTIONS,
+) -> WdsIndex:
+    """Make ``out/wds/`` hold exactly these sessions' samples, and write its index (with
+    ``options.append``: ``append_shards``).
+
+    ``session_tars`` are ``SessionTar`` values from ``write_session_tar`` or ``(session, path
+    on out.fs)`` pairs of tars as ``write_session_samples`` writes them (read once up front);
+    they are taken in session-name order whatever order they come in. Returns the index that
+    was written. Raises ConfigError for options that cannot be met (more shards than samples)
+    and OutputError when a session tar is not what the session step writes."""
+    if options.append:
+        return append_shards(out, session_tars, options)
+    tars = _session_tars(out, session_tars, options.encoding)
+    return _commit(out, tars, options, _dataset_tag(tars, options, None), None)
+
+
+def _check_appendable(before: WdsIndex, options: WdsOptions) -> None:
+    eff = options.effective()
+    had = {
+        "name": before.name,
+        "encoding": before.encoding,
+        "shuffle_seed": before.shuffle_seed,
+        "shuffle_buffer": before.shuffle_buffer,
+        "shuffle_streams": before.shuffle_streams,
+        "shard_size": before.shard_size,
+        "shard_count": before.shard_count,
+    }
+    if before.shard_count is not None or options.shard_count is not None:
+        raise ConfigError(
+            f"{INDEX}: a shard set split into an exact number of shards (--shard-count) cannot "
+            "grow; convert all sessions again without --append"
+        )
+    differ = [f"{k} {had[k]!r} (asked: {eff[k]!r})" for k in had if had[k] != eff[k]]
+    if differ:
+        raise ConfigError(
+            f"{INDEX}: the shard set was written with {', '.join(differ)}; append with the "
+            "options it was written with, or convert all sessions again without --append"
+        )
+
+
+def append_shards(
+    out: Output,
+    session_tars: Sequence[SessionTar | tuple[str, str]],
+    options: WdsOptions = DEFAULT_OPTIONS,
+) -> WdsIndex:
+    """Add the sessions that ``out/wds/index.json`` does not list yet as new shards after the
+    old ones, and commit the new index atomically; the old shards stay byte-identical, so a
+    reader of the old index keeps working. A session the set already holds with the same
+    samples is left as it is; with other samples it is refused (OutputError: convert all
+    sessions again without --append). Without an index this is ``write_shards``. The options
+    must be those the set was written with (ConfigError). Returns the index written (or the
+    old one when there is nothing to add)."""
+    before = read_index(out)
+    if before is None:
+        return write_shards(out, session_tars, replace(options, append=False))
+    _check_appendable(before, options)
+    held = {s.session: s for s in before.sessions}
+    tars = _session_tars(out, session_tars, options.encoding)
+    for st in tars:
+        old = held.get(st.session)
+        if old is not None and (old.sha256, old.samples) != (st.sha256, st.samples):
+            raise OutputError(
+                f"{INDEX}: session {st.session!r} is already in the shard set with other samples "
+                "(its bundle was converted again since); an append cannot replace shards: "
+                "convert all sessions again without --append"
+            )
+    new = [st for st in tars if st.session not in held]
+    if not new:
+        return before
+    return _commit(out, new, options, _dataset_tag(new, options, before.tag), before)

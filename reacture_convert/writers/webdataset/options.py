@@ -36,7 +36,9 @@ class WdsOptions:
     """How to shard. ``shard_size`` is a byte limit per shard file; ``shard_count`` (when set,
     it wins over ``shard_size``) asks for exactly that many shards. ``shuffle_seed`` turns on
     the seeded interleave plus a ``shuffle_buffer``-sample buffer; ``shuffle_streams`` bounds
-    how many session tars are open at once while interleaving.
+    how many sessions are open at once while interleaving. ``append``: add the sessions to the
+    shard set already in ``wds/`` as new shards (``append_shards``) instead of replacing it; it
+    does not shape the bytes, so ``effective`` leaves it out.
 
     Messages name an option as the CLI (``--shard-size``) and a job file's ``[wds]`` table
     (``shard_size``) spell it; ``shuffle_buffer`` is a job-file key only."""
@@ -48,6 +50,7 @@ class WdsOptions:
     name: str = "reacture"
     shuffle_buffer: int = 512
     shuffle_streams: int = 64
+    append: bool = False
 
     def __post_init__(self) -> None:
         check_encoding(self.encoding)

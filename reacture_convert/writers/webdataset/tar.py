@@ -1,62 +1,231 @@
-"""USTAR tar I/O for WebDataset samples: reproducible members, sizes known up front, hashing on
-the way, and the one reader that groups a tar stream's members into samples.
+"""USTAR tar bytes for WebDataset samples, built and parsed by hand: reproducible member headers
+from one template, archive sizes known up front, and the one reader that groups a tar stream's
+members into samples.
 
 Reproducible bytes. A member's header depends on nothing but its name and size: mtime 0,
-uid/gid 0, empty user and group names, mode 0o644, a regular file, USTAR format. Written in a
-fixed order, the same members therefore always give the same archive bytes, and the size of an
-archive is known before it is written (``member_size``, ``tar_size``).
+uid/gid 0, empty user and group names, mode 0o644, a regular file, USTAR format; these are the
+bytes Python's ``tarfile`` writes for such a member. An archive is its members followed by two
+zero blocks, padded with zeros to a whole 10 KiB record (as ``tarfile`` closes one), so the
+same members in the same order always give the same archive, and its size is known before it is
+written (``member_size``, ``tar_size``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import tarfile
+import struct
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO, Final
 
 from reacture_convert.errors import OutputError
 
 __all__ = [
-    "HashingReader",
-    "HashingWriter",
+    "BLOCK",
+    "end_of_archive",
+    "iter_tar_members",
     "iter_tar_samples",
+    "member_header",
     "member_size",
-    "open_tar_writer",
+    "padding",
     "tar_size",
-    "write_member",
 ]
 
-_BLOCK = tarfile.BLOCKSIZE  # 512
-_RECORD = tarfile.RECORDSIZE  # 10240: tarfile pads a closed archive to a multiple of this
+BLOCK: Final = 512
+RECORD: Final = 20 * BLOCK  # tarfile pads a closed archive to a multiple of this
+_ZEROS: Final = bytes(RECORD + 2 * BLOCK)
+_MAX_SIZE: Final = 8**11 - 1  # what 11 octal digits hold
+# name mode uid gid size mtime chksum type linkname magic version uname gname devmajor devminor
+# prefix, padded to one block
+_HEADER: Final = struct.Struct("100s8s8s8s12s12s8s1s100s6s2s32s32s8s8s155s12x")
+_FIXED: Final = dict(
+    mode=b"0000644\0", owner=b"0000000\0", mtime=b"00000000000\0", type=b"0", magic=b"ustar\0"
+)
+_FIXED_SUM: Final = sum(
+    _HEADER.pack(
+        b"",
+        _FIXED["mode"],
+        _FIXED["owner"],
+        _FIXED["owner"],
+        b"",
+        _FIXED["mtime"],
+        b" " * 8,
+        _FIXED["type"],
+        b"",
+        _FIXED["magic"],
+        b"00",
+        b"",
+        b"",
+        b"",
+        b"",
+        b"",
+    )
+)
+_NAME_MAX, _PREFIX_MAX = 100, 155
 
 
 def member_size(nbytes: int) -> int:
-    """Bytes a regular-file member takes in a USTAR archive: header plus padded data."""
-    return _BLOCK + -(-nbytes // _BLOCK) * _BLOCK
+    """Bytes a regular-file member of ``nbytes`` takes in a USTAR archive: header plus data
+    padded to whole blocks."""
+    return BLOCK + -(-nbytes // BLOCK) * BLOCK
 
 
 def tar_size(content: int) -> int:
-    """The size of a closed tarfile archive whose members take ``content`` bytes: two zero
-    blocks end it and tarfile pads to a whole record."""
-    return -(-(content + 2 * _BLOCK) // _RECORD) * _RECORD
+    """The size of a closed archive whose members take ``content`` bytes: two zero blocks end
+    it, and zeros pad it to a whole record."""
+    return -(-(content + 2 * BLOCK) // RECORD) * RECORD
 
 
-def open_tar_writer(sink: IO[bytes]) -> tarfile.TarFile:
-    """A forward-only USTAR writer on ``sink`` (left open when the archive is closed)."""
-    return tarfile.open(fileobj=sink, mode="w|", format=tarfile.USTAR_FORMAT)
+def padding(nbytes: int) -> bytes:
+    """The zeros that pad ``nbytes`` of member data to whole blocks."""
+    return _ZEROS[: -nbytes % BLOCK]
 
 
-def write_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    """Add ``data`` as the regular file ``name`` with a header that depends on nothing else."""
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mtime = 0
-    info.mode = 0o644
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    info.type = tarfile.REGTYPE
-    tar.addfile(info, io.BytesIO(data))
+def end_of_archive(content: int) -> bytes:
+    """The zeros that close an archive whose members take ``content`` bytes."""
+    return _ZEROS[: tar_size(content) - content]
+
+
+def _split_name(name: bytes) -> tuple[bytes, bytes]:
+    """``(prefix, name)`` as USTAR stores a long name: split at a ``/`` (tarfile's rule)."""
+    if len(name) <= _NAME_MAX:
+        return b"", name
+    parts = name.split(b"/")
+    for i in range(1, len(parts)):
+        prefix, rest = b"/".join(parts[:i]), b"/".join(parts[i:])
+        if len(prefix) <= _PREFIX_MAX and len(rest) <= _NAME_MAX:
+            return prefix, rest
+    raise ValueError(f"tar member name {name!r} is too long for a USTAR header")
+
+
+def member_header(name: str, size: int) -> bytes:
+    """The 512-byte header of the regular file ``name`` with ``size`` bytes (see the module
+    doc: byte for byte what ``tarfile`` writes for it)."""
+    if not 0 <= size <= _MAX_SIZE:
+        raise ValueError(f"tar member {name!r}: size {size} does not fit a USTAR header")
+    prefix, short = _split_name(name.encode("utf-8"))
+    size_field = b"%011o\0" % size
+    chksum = _FIXED_SUM + sum(short) + sum(size_field) + sum(prefix)
+    return _HEADER.pack(
+        short,
+        _FIXED["mode"],
+        _FIXED["owner"],
+        _FIXED["owner"],
+        size_field,
+        _FIXED["mtime"],
+        b"%06o\0 " % chksum,
+        _FIXED["type"],
+        b"",
+        _FIXED["magic"],
+        b"00",
+        b"",
+        b"",
+        b"",
+        b"",
+        prefix,
+    )
+
+
+# --- reading --------------------------------------------------------------------------------------
+def _field(raw: bytes) -> bytes:
+    return raw.split(b"\0", 1)[0]
+
+
+def _number(raw: bytes, label: str, at: int) -> int:
+    if raw and raw[0] & 0x80:  # GNU base-256
+        return int.from_bytes(raw[1:], "big") if raw[0] == 0x80 else -1
+    text = _field(raw).strip(b" ")
+    try:
+        return int(text, 8) if text else 0
+    except ValueError:
+        raise OutputError(
+            f"{label}: the tar header at byte {at} is damaged (a number field holds {raw!r}); "
+            "the tar is not readable (write it again)"
+        ) from None
+
+
+def _read_exact(stream: IO[bytes], n: int, label: str, what: str) -> bytes:
+    data = stream.read(n)
+    if len(data) != n:
+        raise OutputError(
+            f"{label}: ends inside {what} ({len(data)} of {n} bytes); the tar is truncated "
+            "(write it again)"
+        )
+    return data
+
+
+def _skip(stream: IO[bytes], n: int, label: str, what: str) -> None:
+    if n:
+        _read_exact(stream, n, label, what)
+
+
+def _pax_path(data: bytes) -> str | None:
+    """The ``path`` record of a pax extended header, if it has one."""
+    pos = 0
+    path = None
+    while pos < len(data):
+        space = data.find(b" ", pos)
+        if space < 0:
+            break
+        length = int(data[pos:space])
+        key, _, value = data[space + 1 : pos + length - 1].partition(b"=")
+        if key == b"path":
+            path = value.decode("utf-8", errors="surrogateescape")
+        pos += length
+    return path
+
+
+def _safe(name: str, label: str) -> str:
+    parts = name.split("/")
+    if name.startswith("/") or ".." in parts or "\0" in name or not name:
+        raise OutputError(
+            f"{label}: member name {name!r} is absolute or climbs out of the archive; it is not "
+            "a WebDataset tar (write it again)"
+        )
+    return name
+
+
+def iter_tar_members(stream: IO[bytes], label: str) -> Iterator[tuple[str, bytes]]:
+    """``(name, data)`` of each regular file of the tar on ``stream``, read forward once.
+
+    Headers are parsed by hand (checksums checked); GNU long names and pax ``path`` records
+    apply to the member after them; other members (folders, links) are skipped. The archive
+    ends at its first zero block or at the end of the stream. ``label`` names the tar in
+    errors (OutputError: a damaged header, an unsafe name, data cut short)."""
+    offset = 0
+    long_name: str | None = None
+    while True:
+        header = stream.read(BLOCK)
+        if not header or header == _ZEROS[:BLOCK]:
+            return
+        if len(header) != BLOCK:
+            raise OutputError(f"{label}: ends inside a tar header at byte {offset}")
+        stored = _number(header[148:156], label, offset)
+        if stored != sum(header[:148]) + 256 + sum(header[156:]):
+            raise OutputError(
+                f"{label}: the tar header at byte {offset} fails its checksum; the tar is "
+                "damaged (write it again)"
+            )
+        size = _number(header[124:136], label, offset)
+        kind = header[156:157]
+        name = _field(header[0:100])
+        if header[257:262] == b"ustar" and header[345:346] != b"\0":
+            name = _field(header[345:500]) + b"/" + name
+        offset += BLOCK
+        data_span = size + -size % BLOCK
+        if kind in (b"0", b"\0", b"7", b"L", b"x"):
+            data = _read_exact(stream, size, label, f"member {name!r}")
+            _skip(stream, data_span - size, label, f"member {name!r}")
+            if kind == b"L":
+                long_name = _field(data).decode("utf-8", errors="surrogateescape")
+            elif kind == b"x":
+                long_name = _pax_path(data) or long_name
+            else:
+                text = long_name or name.decode("utf-8", errors="surrogateescape")
+                long_name = None
+                yield _safe(text, label), data
+        else:
+            _skip(stream, data_span, label, f"member {name!r}")
+            long_name = None
+        offset += data_span
 
 
 def iter_tar_samples(stream: IO[bytes], label: str) -> Iterator[tuple[str, dict[str, bytes]]]:
@@ -65,74 +234,21 @@ def iter_tar_samples(stream: IO[bytes], label: str) -> Iterator[tuple[str, dict[
     The WebDataset convention: a member ``<key>.<extension>`` (split at the last ``.``) belongs
     to the sample ``key``, consecutive members with one key make one sample, and the extensions
     keep their member order. Members that are not regular files are skipped. ``label`` names
-    the tar in errors: an extension twice in one sample raises OutputError."""
+    the tar in errors: an extension twice in one sample raises OutputError, and so do the
+    damages ``iter_tar_members`` finds."""
     key: str | None = None
     members: dict[str, bytes] = {}
-    with tarfile.open(fileobj=stream, mode="r|") as tar:
-        for info in tar:
-            if not info.isreg():
-                continue
-            name, _, ext = info.name.rpartition(".")
-            if name != key:
-                if key is not None:
-                    yield key, members
-                key, members = name, {}
-            if ext in members:
-                raise OutputError(
-                    f"{label}: sample {name!r} has two .{ext} members; the tar is "
-                    "damaged or not a WebDataset tar (write it again)"
-                )
-            member = tar.extractfile(info)
-            assert member is not None  # a regular file
-            members[ext] = member.read()
+    for name, data in iter_tar_members(stream, label):
+        base, _, ext = name.rpartition(".")
+        if base != key:
+            if key is not None:
+                yield key, members
+            key, members = base, {}
+        if ext in members:
+            raise OutputError(
+                f"{label}: sample {base!r} has two .{ext} members; the tar is "
+                "damaged or not a WebDataset tar (write it again)"
+            )
+        members[ext] = data
     if key is not None:
         yield key, members
-
-
-class HashingWriter(io.RawIOBase):
-    """Passes writes through to ``sink`` and keeps their sha256 and byte count."""
-
-    def __init__(self, sink: IO[bytes]) -> None:
-        super().__init__()
-        self.sink = sink
-        self.hash = hashlib.sha256()
-        self.count = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        view = memoryview(data).cast("B")
-        self.sink.write(view)
-        self.hash.update(view)
-        self.count += len(view)
-        return len(view)
-
-
-class HashingReader(io.RawIOBase):
-    """Reads ``source`` forward and keeps the sha256 and byte count of what was read."""
-
-    def __init__(self, source: IO[bytes]) -> None:
-        super().__init__()
-        self.source = source
-        self.hash = hashlib.sha256()
-        self.count = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int | None = -1) -> bytes:
-        data = self.source.read(-1 if size is None else size)
-        self.hash.update(data)
-        self.count += len(data)
-        return data
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(memoryview(buffer)))
-        memoryview(buffer).cast("B")[: len(data)] = data
-        return len(data)
-
-    def drain(self) -> None:
-        """Read to the end (tarfile stops at the end-of-archive blocks, before the padding)."""
-        while self.read(1 << 20):
-            pass

@@ -1,0 +1,106 @@
+"""A sample's ``.json``: one structure whatever the rows hold; what does not fit is in ``extra``."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pyarrow as pa
+from test_webdataset import same_row
+
+from reacture_convert.ingest.jsonl import ParsedRow
+from reacture_convert.writers.webdataset.sample_json import SAMPLE_ROW, SAMPLE_TYPE, sample_json
+
+VEC = {"x": 1, "y": 2.5, "z": 0}
+SENSORS = {
+    "proximity": 3,
+    "proximitySensors": {"forward": 1, "left": 2, "right": 3, "back": 4},
+    "victimsDetected": 0,
+    "victims": [],
+    "fuelStationDistance": 9.5,
+    "zone": "safe",
+    "inYellowZone": False,
+    "inRedZone": False,
+}
+PERIODIC: dict[str, Any] = {
+    "timestamp": "2026-11-25T20:04:45.625Z",
+    "timestamp_ms": 1017,
+    "time_elapsed_s": 1.017,
+    "type": "robot_state",
+    "event": "periodic_update_10hz",
+    "key_presses": {
+        **{k: False for k in ("W", "A", "S", "D", "Space", "E", "R")},
+        "mouse_dx": 0,
+        "mouse_dy": 0,
+        "inspect": False,
+        "destroy": False,
+    },
+    "robot": {"position": {**VEC}, "rotation": {**VEC}, "velocity": {**VEC}, "isJumping": False},
+    "accelerometer": {**VEC},
+    "battery": 100,
+    "damage": 0,
+    "health": 99.5,
+    "fuel": 100,
+    "zone": "safe",
+    "camera": {"position": {**VEC}, "rotation": {**VEC}, "yaw": 0, "pitch": 0},
+    "sensors": SENSORS,
+    "visual_frame_path": "frames/frame_000003.npy",
+}
+ACTION: dict[str, Any] = {
+    "timestamp": 1010,
+    "type": "player_action",
+    "action": "refuel",
+    "robot": {"position": VEC, "rotation": VEC},
+    "sensors": SENSORS,
+    "fuelLevel": 40,
+}
+
+
+def parsed(obj: dict[str, Any], row_index: int, kind: str, frame: int | None = None) -> ParsedRow:
+    return ParsedRow(row_index, kind, None, frame, obj)
+
+
+def encode(periodic: dict[str, Any], *events: dict[str, Any]) -> dict[str, Any]:
+    rows = [parsed(e, k, "action" if "action" in e else "event") for k, e in enumerate(events)]
+    row = parsed(periodic, len(events), "periodic", 3)
+    doc: dict[str, Any] = json.loads(sample_json("s", 3, 1017.0, row, rows))
+    return doc
+
+
+def test_every_sample_has_every_field_numbers_as_floats() -> None:
+    doc = encode(PERIODIC, ACTION)
+    typed = pa.array([doc], type=SAMPLE_TYPE)
+    assert typed.to_pylist() == [doc]  # every key of SAMPLE_TYPE, each of its declared type
+    row, (action,) = doc["row"], doc["events"]
+    assert list(row) == list(action) == SAMPLE_ROW.names
+    assert row["battery"] == 100.0 and isinstance(row["battery"], float)
+    assert row["robot"]["position"] == {"x": 1.0, "y": 2.5, "z": 0.0}
+    assert (row["rubbleId"], row["extra"], row["frame_index"]) == (None, None, 3)
+    # a player_action's integer timestamp is its timestamp_ms (as in the rows table) and extra
+    assert (action["timestamp"], action["timestamp_ms"]) == (None, 1010)
+    assert json.loads(action["extra"]) == {"timestamp": 1010}
+    assert action["event"] is None and action["robot"]["velocity"] is None
+    assert same_row(row, PERIODIC) and same_row(action, ACTION)
+
+
+def test_what_does_not_fit_is_in_extra() -> None:
+    odd = copy.deepcopy(PERIODIC)
+    odd["battery"] = "full"  # another type
+    odd["robot"]["position"]["x"] = "left"  # another type, nested
+    odd["mood"] = {"happy": True}  # unknown
+    row = encode(odd)["row"]
+    assert row["battery"] is None and row["robot"]["position"] == {"x": None, "y": 2.5, "z": 0.0}
+    assert json.loads(row["extra"]) == {
+        "mood": {"happy": True},
+        "battery": "full",
+        "robot": odd["robot"],
+    }
+    assert same_row(row, odd)
+    assert pa.array([encode(odd)], type=SAMPLE_TYPE).to_pylist() == [encode(odd)]
+
+
+def test_same_rows_give_the_same_bytes() -> None:
+    row = parsed(PERIODIC, 1, "periodic", 3)
+    events = [parsed(ACTION, 0, "action")]
+    assert sample_json("s", 3, 1017.0, row, events) == sample_json("s", 3, 1017.0, row, events)
