@@ -59,7 +59,7 @@ INNER = "reacture_1795600000002"  # a good bundle inside the hostile archives, u
 BAD = "reacture_1795600000003"  # the bundle a case makes hostile
 N = 3  # frames of every bundle here
 FRAME = 128 * 128 * 3
-OUT_TOP = {".lock", "catalog.parquet", "zarr", "rows", "frames"}
+OUT_TOP = {".lock", "catalog.parquet", "zarr", "rows", "frames", "README.md"}
 
 
 # --- the bundles ----------------------------------------------------------------------------
