@@ -10,35 +10,104 @@ recognise what is reported.
 
 What is never done: following a symbolic link inside a given folder, descending into hidden
 folders (``.git``, our own ``.staging``), into an output dataset (a folder holding
-``catalog.parquet``) or a Zarr store, opening an archive found inside an archive, or writing
-anything to disk.
+``catalog.parquet`` or its log ``.catalog/``) or a Zarr store, opening an archive found inside
+an archive, or writing anything to disk.
+
+A watcher polls with a ``Listing``: ``discover`` fills in every file's stamp (size, modification
+time, ETag) from the listing it makes anyway, and does not open an archive again whose stamp
+is the one it had when it was last opened (its index is reused).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import posixpath
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
 from reacture_convert.findings import Finding, finding
-from reacture_convert.ingest.archives import Member, is_archive, list_members, normalize_member_name
+from reacture_convert.ingest.archives import (
+    Member,
+    is_archive,
+    list_members,
+    normalize_member_name,
+)
 from reacture_convert.ingest.bundle import ALL_ROLES, BundleRef, FileRef
 
-__all__ = ["Discovery", "discover", "split_role", "OUTPUT_MARKERS"]
+__all__ = [
+    "ArchiveIndex",
+    "Discovery",
+    "FileStamp",
+    "Listing",
+    "discover",
+    "file_stamp",
+    "mtime_of",
+    "split_role",
+    "OUTPUT_MARKERS",
+]
 
 # A folder holding one of these is a converted dataset (docs/output-layout.md): never read as input.
-OUTPUT_MARKERS = frozenset({"catalog.parquet"})
+OUTPUT_MARKERS = frozenset({"catalog.parquet", ".catalog"})
 # Folders that hold no bundles and may hold junk named like bundle files (macOS zip resource
 # forks are ``__MACOSX/._<name>``); hidden names (``.git``, ``._x``) are skipped as well.
 _SKIP_DIRS = frozenset({"__MACOSX"})
 _ROLES_LONGEST_FIRST = tuple(sorted(ALL_ROLES, key=len, reverse=True))
 _MAGIC = re.compile(r"[*?\[]")
+
+
+FileStamp = tuple[int, float | None, str | None]  # size, modification time, ETag
+
+
+def mtime_of(info: Mapping[str, Any]) -> float | None:
+    """A listing entry's modification time as epoch seconds: ``mtime`` (local), ``LastModified``
+    (S3), ``last_modified``/``updated`` (other stores); None when it has none."""
+    for key in ("mtime", "LastModified", "last_modified", "updated", "modified"):
+        value = info.get(key)
+        if isinstance(value, bool) or value is None:
+            continue
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+        if isinstance(value, dt.datetime):
+            return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).timestamp()
+    return None
+
+
+def file_stamp(info: Mapping[str, Any]) -> FileStamp:
+    """What says a file changed, from its listing entry: size, modification time, ETag."""
+    etag = info.get("ETag") or info.get("etag")
+    return (int(info.get("size") or 0), mtime_of(info), str(etag) if etag else None)
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveIndex:
+    """An archive's members and refusals as listed when it had ``stamp``."""
+
+    stamp: FileStamp
+    members: tuple[Member, ...]
+    findings: tuple[Finding, ...]
+
+
+@dataclass
+class Listing:
+    """A watcher's memory across ``discover`` calls. In: ``known`` archive indexes (reused
+    while an archive's stamp is unchanged). Out: ``stamps`` of every file listed, and
+    ``archives``: the index of every archive seen by this call."""
+
+    known: Mapping[str, ArchiveIndex] = field(default_factory=dict)
+    stamps: dict[str, FileStamp] = field(default_factory=dict)
+    archives: dict[str, ArchiveIndex] = field(default_factory=dict)
+    opened: int = 0  # archives whose index this call read
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,14 +119,19 @@ class Discovery:
     findings: tuple[Finding, ...]
 
 
-def discover(paths: Sequence[str], storage_options: Mapping[str, Any] | None = None) -> Discovery:
+def discover(
+    paths: Sequence[str],
+    storage_options: Mapping[str, Any] | None = None,
+    listing: Listing | None = None,
+) -> Discovery:
     """Find every bundle under ``paths`` (folders, files, archives, globs or fsspec URLs).
 
     Never raises for bad input: what cannot be used is reported in ``Discovery.findings``.
     A group of files missing some roles is still returned (``BundleRef.missing`` says which);
-    the same file reached through two overlapping paths is counted once.
+    the same file reached through two overlapping paths is counted once. ``listing``: see
+    ``Listing`` (a watcher's polls).
     """
-    found = _Collector(dict(storage_options or {}))
+    found = _Collector(dict(storage_options or {}), listing)
     for raw in paths:
         found.add_input(raw)
     return found.result()
@@ -157,8 +231,9 @@ def _resolve(raw: str, opts: Mapping[str, Any]) -> _Target:
 class _Collector:
     """Mutable state of one ``discover`` call: files seen, groups being built, findings."""
 
-    def __init__(self, opts: dict[str, Any]) -> None:
+    def __init__(self, opts: dict[str, Any], listing: Listing | None = None) -> None:
         self.opts = opts
+        self.listing = listing
         self.seen: set[str] = set()
         self.groups: dict[tuple[str, str], dict[str, FileRef]] = {}
         self.findings: list[Finding] = []
@@ -229,7 +304,7 @@ class _Collector:
         elif info.get("type") == "directory":
             self.walk(target, path)
         elif info.get("type") == "file":
-            self.add_file(target, path, int(info.get("size") or 0))
+            self.add_file(target, path, info)
         else:
             self.findings.append(
                 finding(
@@ -244,7 +319,7 @@ class _Collector:
         for _folder, dirs, files in target.fs.walk(
             root, detail=True, topdown=True, on_error=self.unlistable
         ):
-            if OUTPUT_MARKERS & set(files):
+            if OUTPUT_MARKERS & (set(files) | set(dirs)):
                 dirs.clear()
                 continue
             keep = {name: dirs[name] for name in sorted(dirs) if not _skipped_dir(name)}
@@ -278,7 +353,7 @@ class _Collector:
 
     # --- files ----------------------------------------------------------------------------
 
-    def add_file(self, target: _Target, path: str, size: int) -> None:
+    def add_file(self, target: _Target, path: str, info: Mapping[str, Any]) -> None:
         """A plain file: an archive to open, a bundle file to group, or a stray."""
         key = target.key(path)
         if key in self.seen:
@@ -286,19 +361,31 @@ class _Collector:
         self.seen.add(key)
         url = target.url(path)
         name = posixpath.basename(path)
+        stamp = file_stamp(info)
+        if self.listing is not None:
+            self.listing.stamps[url] = stamp
         if is_archive(name):
-            self.add_archive(url)
+            self.add_archive(url, stamp)
             return
         parts = split_role(name)
         if parts is None:
             self.stray(url)
             return
-        self.group(_parent(url), parts, FileRef(url=url, size=size))
+        self.group(_parent(url), parts, FileRef(url=url, size=stamp[0]))
 
-    def add_archive(self, url: str) -> None:
-        """The members of one archive, grouped by their folder inside it."""
-        members, findings = list_members(url, self.opts)
-        self.findings.extend(findings)
+    def add_archive(self, url: str, stamp: FileStamp) -> None:
+        """The members of one archive, grouped by their folder inside it (with a ``Listing``,
+        an archive unchanged since it was last opened is not opened again)."""
+        index = self.listing.known.get(url) if self.listing is not None else None
+        if index is None or index.stamp != stamp:
+            members, findings = list_members(url, self.opts)
+            index = ArchiveIndex(stamp, tuple(members), tuple(findings))
+            if self.listing is not None:
+                self.listing.opened += 1
+        if self.listing is not None:
+            self.listing.archives[url] = index
+        members = list(index.members)
+        self.findings.extend(index.findings)
         for member in members:
             self.add_member(url, member)
 

@@ -2,211 +2,71 @@
 
 A bundle is identified by where it was found and its prefix (``source``, ``prefix``); a re-run
 replaces that bundle's row. The catalog is the run's memory: a row with status ``converted`` (or
-``skipped``) means every output of that session is complete, because rows are only written after
+``skipped``) means every output of that session is complete, because rows are only recorded after
 the session's commit. ``merge_entries`` keeps that memory truthful: exactly one *live* row
 (converted or skipped) describes what a session's outputs hold, and a later state that wrote
 nothing (conflict, rejected, failed) is kept beside it rather than erasing it.
+
+A driver keeps the catalog in a ``Catalog``: rows in memory (``catalog_rows``), each recorded
+row appended to a log and folded into ``catalog.parquet`` from time to time (``catalog_log``), so
+recording a session costs the same in a catalog of 100 rows or of 100,000.
 """
 
 from __future__ import annotations
 
-import io
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from reacture_convert.findings import Finding, Severity, finding
-from reacture_convert.ingest.bundle import ROLES
+from reacture_convert.findings import finding
+from reacture_convert.output.catalog_entry import (
+    CATALOG_SCHEMA,
+    HASH_COLUMNS,
+    CatalogEntry,
+    entries_table,
+    table_entries,
+)
+from reacture_convert.output.catalog_log import (
+    CATALOG,
+    LOG_DIR,
+    Compacted,
+    delete_fragments,
+    encode_compacted,
+    list_log,
+    read_snapshot,
+    write_compacted,
+    write_fragment,
+)
+from reacture_convert.output.catalog_rows import STORE_SCHEMA, EntryView, RowStore, Slots
 from reacture_convert.output.status import Status
 from reacture_convert.output.storage import Output
 
 __all__ = [
     "CATALOG",
     "CATALOG_SCHEMA",
+    "HASH_COLUMNS",
+    "LOG_DIR",
+    "Catalog",
     "CatalogEntry",
+    "EntryView",
     "Status",
+    "merge_entries",
     "read_catalog",
     "write_catalog",
-    "merge_entries",
-    "Catalog",
 ]
 
-CATALOG = "catalog.parquet"
+GROUP_ROWS = 1000  # skipped rows logged together at most this many...
+GROUP_SECONDS = 1.0  # ...or this long after the first of them
+COMPACT_MIN_ROWS = 256  # compact after this many new rows, or as many as the file holds...
+COMPACT_SECONDS = 1.0  # ...or after this long (readers of catalog.parquet see progress),
+COMPACT_SHARE = 20  # but no sooner than 20 times what the last one took (<= 5 % of the time)
+_SLICE = 16_384  # rows taken from memory at a time while writing catalog.parquet
 
 
-HASH_COLUMNS = {
-    **{role: "sha256_" + role.split(".")[0] for role in ROLES},
-    "frames.json": "sha256_frames_json",  # legacy four-file exports only (extension)
-}
-
-FINDING_TYPE = pa.struct(
-    [
-        ("severity", pa.string()),
-        ("code", pa.string()),
-        ("file", pa.string()),
-        ("line", pa.int64()),
-        ("frame", pa.int64()),
-        ("message", pa.string()),
-    ]
-)
-
-CATALOG_SCHEMA = pa.schema(
-    [
-        ("session", pa.string()),
-        ("source", pa.string()),
-        ("prefix", pa.string()),
-        ("metadata_session_id", pa.string()),
-        ("status", pa.string()),
-        ("reason", pa.string()),
-        ("n_frames", pa.int64()),
-        ("n_rows", pa.int64()),
-        ("blank_frames", pa.int64()),
-        *[(col, pa.string()) for col in HASH_COLUMNS.values()],
-        ("findings", pa.list_(FINDING_TYPE)),
-        ("n_errors", pa.int64()),
-        ("n_warnings", pa.int64()),
-        ("outputs", pa.list_(pa.string())),
-        ("converter_version", pa.string()),
-        ("converted_at", pa.timestamp("ms", tz="UTC")),
-        ("run_id", pa.string()),
-    ]
-)
-
-
-@dataclass(frozen=True)
-class CatalogEntry:
-    """One catalog row. ``hashes`` maps a role (``frames.npy``...) to the file's sha256."""
-
-    session: str | None
-    source: str
-    prefix: str | None
-    status: Status
-    metadata_session_id: str | None = None
-    reason: str | None = None
-    n_frames: int | None = None
-    n_rows: int | None = None
-    blank_frames: int | None = None
-    hashes: Mapping[str, str] = field(default_factory=dict)
-    findings: tuple[Finding, ...] = ()
-    outputs: tuple[str, ...] = ()
-    converter_version: str = ""
-    converted_at: Any = None  # datetime (UTC) of this row's state
-    run_id: str | None = None
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "status", Status(self.status))  # "converted" is fine too
-
-    @property
-    def key(self) -> tuple[str, str | None]:
-        return (self.source, self.prefix)
-
-    def to_record(self) -> dict[str, Any]:
-        rec = {k: v for k, v in asdict(self).items() if k not in ("hashes", "findings", "outputs")}
-        for role, col in HASH_COLUMNS.items():
-            rec[col] = self.hashes.get(role)
-        rec["findings"] = [f.to_dict() for f in self.findings]
-        rec["n_errors"] = sum(f.severity is Severity.ERROR for f in self.findings)
-        rec["n_warnings"] = sum(f.severity is Severity.WARNING for f in self.findings)
-        rec["outputs"] = list(self.outputs)
-        return rec
-
-    @classmethod
-    def from_record(cls, rec: Mapping[str, Any]) -> CatalogEntry:
-        hashes = {role: rec[col] for role, col in HASH_COLUMNS.items() if rec.get(col)}
-        findings = tuple(
-            Finding(
-                Severity(f["severity"]),
-                f["code"],
-                f["file"],
-                f["message"],
-                line=f["line"],
-                frame=f["frame"],
-            )
-            for f in rec.get("findings") or []
-        )
-        return cls(
-            session=rec["session"],
-            source=rec["source"],
-            prefix=rec["prefix"],
-            status=Status(rec["status"]),
-            metadata_session_id=rec.get("metadata_session_id"),
-            reason=rec.get("reason"),
-            n_frames=rec.get("n_frames"),
-            n_rows=rec.get("n_rows"),
-            blank_frames=rec.get("blank_frames"),
-            hashes=hashes,
-            findings=findings,
-            outputs=tuple(rec.get("outputs") or ()),
-            converter_version=rec.get("converter_version") or "",
-            converted_at=rec.get("converted_at"),
-            run_id=rec.get("run_id"),
-        )
-
-
-def read_catalog(out: Output) -> list[CatalogEntry]:
-    """The catalog's rows, or [] when OUT has none yet."""
-    path = out.path(CATALOG)
-    if not out.fs.exists(path):
-        return []
-    with out.fs.open(path, "rb") as f:
-        table = pq.read_table(f)
-    return [CatalogEntry.from_record(r) for r in table.to_pylist()]
-
-
-def merge_entries(old: Iterable[CatalogEntry], new: Iterable[CatalogEntry]) -> list[CatalogEntry]:
-    """``old`` with every bundle of ``new`` replaced by its new state; sorted for stable output.
-
-    Two rules keep the catalog true to the outputs (the next run's ``done`` set comes from it):
-
-    - a new state that wrote nothing (conflict, rejected, failed) never erases the live row of
-      the same bundle: the session's outputs still hold those bytes, so that row stays and the
-      new state is kept beside it (otherwise the next run forgets the session and converts the
-      changed bundle without ``--force``); a later live state replaces both;
-    - a new live row for a session demotes every other bundle's converted, skipped or duplicate
-      row of that session whose bytes differ (``--force`` from another place replaced the
-      outputs): such a row becomes ``conflict`` with no outputs (or gives way to the newer
-      state kept beside it), so the live rows of a session all describe the bytes it holds.
-    """
-    rows: dict[tuple[str, str | None, bool], CatalogEntry] = {}
-    # live rows first, so that an old row kept beside one goes back beside it
-    for e in sorted(old, key=lambda e: not e.status.is_live):
-        _put(rows, e)
-    for e in new:
-        _put(rows, e)
-    return sorted(
-        rows.values(), key=lambda e: (e.session or "", e.source, e.prefix or "", e.status)
-    )
-
-
-def _put(rows: dict[tuple[str, str | None, bool], CatalogEntry], e: CatalogEntry) -> None:
-    """Record ``e`` in ``rows`` (slots: (source, prefix, beside-the-live-row))."""
-    main, beside = (*e.key, False), (*e.key, True)
-    if not e.status.is_live:
-        current = rows.get(main)
-        if current is not None and current.status.is_live:
-            rows[beside] = e
-        else:
-            rows[main] = e
-            rows.pop(beside, None)
-        return
-    rows[main] = e
-    rows.pop(beside, None)
-    if not e.session:
-        return
-    for slot, other in list(rows.items()):
-        if (
-            not slot[2]
-            and other.session == e.session
-            and other.key != e.key
-            and (other.status.is_live or other.status is Status.DUPLICATE)
-            and dict(other.hashes) != dict(e.hashes)
-        ):
-            # that bundle's newer state, if one was kept beside, is now its only state
-            newer = rows.pop((*other.key, True), None)
-            rows[slot] = newer if newer is not None else _superseded(other, e)
+def _order(e: CatalogEntry) -> tuple[str, str, str, str]:
+    return (e.session or "", e.source, e.prefix or "", e.status)
 
 
 def _superseded(row: CatalogEntry, by: CatalogEntry) -> CatalogEntry:
@@ -225,58 +85,255 @@ def _superseded(row: CatalogEntry, by: CatalogEntry) -> CatalogEntry:
     )
 
 
+def merge_entries(old: Iterable[CatalogEntry], new: Iterable[CatalogEntry]) -> list[CatalogEntry]:
+    """``old`` with every bundle of ``new`` replaced by its new state; sorted for stable output.
+
+    Two rules keep the catalog true to the outputs (the next run's live rows come from it):
+
+    - a new state that wrote nothing (conflict, rejected, failed) never erases the live row of
+      the same bundle: the session's outputs still hold those bytes, so that row stays and the
+      new state is kept beside it (otherwise the next run forgets the session and converts the
+      changed bundle without ``--force``); a later live state replaces both;
+    - a new live row for a session demotes every other bundle's converted, skipped or duplicate
+      row of that session whose bytes differ (``--force`` from another place replaced the
+      outputs): such a row becomes ``conflict`` with no outputs (or gives way to the newer
+      state kept beside it), so the live rows of a session all describe the bytes it holds.
+    """
+    catalog = Catalog(None)
+    # live rows first, so that an old row kept beside one goes back beside it
+    for e in sorted(old, key=lambda e: not e.status.is_live):
+        catalog.put(e)
+    for e in new:
+        catalog.put(e)
+    return catalog.rows()
+
+
+def read_catalog(out: Output) -> list[CatalogEntry]:
+    """The catalog's rows, or [] when OUT has none yet: ``catalog.parquet`` and what was
+    recorded since (a run in progress, or one that was killed)."""
+    compacted, fragments = read_snapshot(out)
+    if not fragments:
+        return table_entries(compacted.table)
+    return Catalog.read(out, compacted, fragments).rows()
+
+
 def write_catalog(out: Output, entries: Sequence[CatalogEntry]) -> None:
-    """Replace the catalog atomically (write-then-rename locally, one PUT on object stores)."""
-    table = pa.Table.from_pylist([e.to_record() for e in entries], schema=CATALOG_SCHEMA)
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
-    out.write_bytes_atomic(CATALOG, buf.getvalue())
-
-
-def _same_row(a: CatalogEntry, b: CatalogEntry) -> bool:
-    """Equal but for when and by which run: writing ``b`` over ``a`` would change nothing."""
-    return replace(a, converted_at=None, run_id=None) == replace(b, converted_at=None, run_id=None)
+    """Replace the catalog with ``entries`` (as they are, in their order) atomically; whatever
+    the log held is superseded."""
+    seq = max(list_log(out), default=0)
+    out.write_bytes_atomic(CATALOG, encode_compacted([entries_table(entries)], seq))
 
 
 class Catalog:
-    """The catalog a driver keeps while it runs: its rows in memory, merged as results come in
-    (``merge_entries``' rules) and written atomically by ``flush``. Only the lock holder keeps
-    one: it is the only writer of ``catalog.parquet``."""
+    """The catalog a driver keeps while it runs (only the lock holder keeps one: it is the only
+    writer of the catalog). Rows are recorded in memory with ``merge_entries``' rules, then:
 
-    def __init__(self, out: Output, rows: Sequence[CatalogEntry] = ()) -> None:
-        self.out = out
-        self.rows: list[CatalogEntry] = list(rows)
-        self.dirty = False  # rows not yet written
+    - logged: a session's row is appended to the log at once (``flush`` after a result), a
+      ``skipped`` row (losing it loses nothing: the row it repeats stays) in groups;
+    - compacted: ``catalog.parquet`` is rewritten when the rows recorded since reach as many as
+      it holds (at least ``COMPACT_MIN_ROWS``: O(1) a row, amortised), or after
+      ``COMPACT_SECONDS`` but no sooner than ``COMPACT_SHARE`` times the last compaction took
+      (so it never takes more than a twentieth of the time), and at the end of a run
+      (``flush(final=True)``).
+
+    ``guard()`` is called before every write (the S3 lease's check)."""
+
+    def __init__(self, out: Output | None, guard: Callable[[], None] | None = None) -> None:
+        self._out = out  # None: rows in memory only (merge_entries)
+        self.guard = guard or (lambda: None)
+        self.store = RowStore()
+        self.slots = Slots(self.store)
+        self.file = Compacted(STORE_SCHEMA.empty_table())  # catalog.parquet as last seen
+        self.file_rows = 0  # rows it holds
+        self.seq = 0  # the last log fragment written or read
+        self.folded: list[int] = []  # fragments that the next compaction makes redundant
+        self.unlogged: list[tuple[int, str | None]] = []  # (row, op) not in the log yet
+        self.unlogged_since = 0.0
+        self.durable_due = False  # an unlogged row must be logged at the next flush
+        self.since = 0  # rows recorded since catalog.parquet was written
+        self.compacted_at = time.monotonic()
+        self.compact_cost = 0.0
+
+    @property
+    def out(self) -> Output:
+        assert self._out is not None, "an in-memory catalog writes nothing"
+        return self._out
+
+    # --- loading ---------------------------------------------------------------------------------
 
     @classmethod
-    def load(cls, out: Output) -> Catalog:
-        return cls(out, read_catalog(out))
+    def read(
+        cls, out: Output, compacted: Compacted, fragments: Sequence[tuple[int, pa.Table]]
+    ) -> Catalog:
+        """The catalog that ``catalog.parquet`` and the log fragments after it describe."""
+        catalog = cls(out)
+        catalog.file = replace(compacted, table=STORE_SCHEMA.empty_table())
+        catalog.file_rows = compacted.table.num_rows
+        catalog.seq = compacted.seq
+        catalog._replay(compacted.table, [None] * compacted.table.num_rows, base=True)
+        for seq, fragment in fragments:
+            ops = fragment.column("op").to_pylist()
+            catalog._replay(fragment.drop_columns(["op"]), ops)
+            catalog.seq = seq
+            catalog.folded.append(seq)
+            catalog.since += fragment.num_rows
+        return catalog
 
-    def live(self) -> dict[str, CatalogEntry]:
-        """The live (converted or skipped) row of each session: what its outputs hold."""
-        return {e.session: e for e in self.rows if e.session and e.status.is_live}
+    @classmethod
+    def load(cls, out: Output, guard: Callable[[], None] | None = None) -> Catalog:
+        """The catalog of OUT for a run that holds its lock: what a killed run left in the log
+        is compacted at once, and the next fragments follow the last one."""
+        compacted, fragments = read_snapshot(out)
+        catalog = cls.read(out, compacted, fragments)
+        catalog.guard = guard or (lambda: None)
+        stale = [s for s in list_log(out) if s <= catalog.seq]
+        catalog.folded = sorted(set(catalog.folded) | set(stale))
+        if fragments:
+            catalog.compact()
+        elif stale:
+            delete_fragments(out, stale)
+            catalog.folded = []
+        return catalog
 
-    def record(self, entry: CatalogEntry, *, keep_skipped: bool = True) -> None:
-        """Merge ``entry`` into the rows. ``keep_skipped=False`` leaves the rows as they are
-        for a ``skipped`` result and for a row they already hold but for its time and run id
-        (a long-running watcher does not churn the catalog with them)."""
+    def _replay(self, table: pa.Table, ops: Sequence[str | None], *, base: bool = False) -> None:
+        rows = self.store.add_table(table)
+        status = [Status(s) for s in table.column("status").to_pylist()]
+        source = table.column("source").to_pylist()
+        prefix = table.column("prefix").to_pylist()
+        session = table.column("session").to_pylist()
+        order: Sequence[int] = range(len(rows))
+        if base:  # live rows first, so that a row kept beside one goes back beside it
+            order = [k for k in order if status[k].is_live] + [
+                k for k in order if not status[k].is_live
+            ]
+        for k in order:
+            key = (source[k], prefix[k])
+            if ops[k] == "drop":
+                self.slots.drop(key, status[k])
+                continue
+            self.slots.put(
+                rows[k], status[k], key, session[k], self._hashes_of(rows[k]), self._supersede
+            )
+
+    def _hashes_of(self, row: int) -> Callable[[], Mapping[str, str]]:
+        return lambda: self.store.hashes(row)
+
+    # --- recording ---------------------------------------------------------------------------
+
+    def _supersede(self, other: int, by: int) -> int:
+        return self.store.add(_superseded(self.store.entry(other), self.store.entry(by)))
+
+    def put(self, entry: CatalogEntry) -> int:
+        """Record ``entry`` in memory (``merge_entries``' rules); return its row id."""
+        row = None
+        if entry.status is Status.SKIPPED:  # most likely its live row again: store a reference
+            base = self.slots.main(entry.key)
+            if base is not None and self.store.status(base).is_live:
+                row = self.store.derive(base, entry)
+        if row is None:
+            row = self.store.add(entry)
+        self.slots.put(
+            row, entry.status, entry.key, entry.session, lambda: entry.hashes, self._supersede
+        )
+        return row
+
+    def record(self, entry: CatalogEntry, *, keep_skipped: bool = True) -> int:
+        """Record ``entry`` and log it (at the next ``flush``); return its row id (for
+        ``entries``). ``keep_skipped=False`` leaves the catalog as it is for a ``skipped``
+        result and for a row it already holds but for its time and run id (a long-running
+        watcher does not churn the catalog with them): the entry is only kept for ``entries``."""
         if not keep_skipped and (
-            entry.status is Status.SKIPPED
-            or any(e.key == entry.key and _same_row(e, entry) for e in self.rows)
+            entry.status is Status.SKIPPED or self.slots.same_row(entry.key, entry)
         ):
-            return
-        self.rows = merge_entries(self.rows, [entry])
-        self.dirty = True
+            return self.store.add(entry)
+        row = self.put(entry)
+        self._log(row, None, durable=entry.status is not Status.SKIPPED)
+        return row
 
     def drop(self, key: tuple[str, str | None], status: Status) -> None:
         """Forget the row of bundle ``key`` with ``status`` (an archive that reads again)."""
-        kept = [e for e in self.rows if not (e.key == key and e.status is status)]
-        if len(kept) != len(self.rows):
-            self.rows = kept
-            self.dirty = True
+        if self.slots.drop(key, status):
+            gone = CatalogEntry(session=None, source=key[0], prefix=key[1], status=status)
+            self._log(self.store.add(gone), "drop", durable=True)
 
-    def flush(self) -> None:
-        """Write the rows when they changed (raises ``OSError`` when the store refuses)."""
-        if self.dirty:
-            write_catalog(self.out, self.rows)
-            self.dirty = False
+    def _log(self, row: int, op: str | None, *, durable: bool) -> None:
+        if not self.unlogged:
+            self.unlogged_since = time.monotonic()
+        self.unlogged.append((row, op))
+        self.durable_due = self.durable_due or durable
+        self.since += 1
+
+    @property
+    def dirty(self) -> bool:
+        """Rows recorded that ``catalog.parquet`` does not hold yet."""
+        return self.since > 0
+
+    # --- writing -----------------------------------------------------------------------------
+
+    def flush(self, *, final: bool = False) -> None:
+        """Write what is due: a compaction (``final``: whenever anything changed), else the
+        unlogged rows as one log fragment. Raises ``OSError`` when the store refuses (the rows
+        stay, for the next ``flush``), ``LockedError`` when the lease was lost."""
+        if not self.dirty:
+            return
+        if final or self._compaction_due():
+            self.compact()
+        elif self.unlogged and (
+            self.durable_due
+            or len(self.unlogged) >= GROUP_ROWS
+            or time.monotonic() - self.unlogged_since >= GROUP_SECONDS
+        ):
+            self._write_fragment()
+
+    def _compaction_due(self) -> bool:
+        if not self.file.exists:  # a new catalog: catalog.parquet appears with its first rows
+            return True
+        if self.since >= max(COMPACT_MIN_ROWS, self.file_rows):
+            return True
+        wait = max(COMPACT_SECONDS, COMPACT_SHARE * self.compact_cost)
+        return time.monotonic() - self.compacted_at >= wait
+
+    def _write_fragment(self) -> None:
+        self.guard()
+        rows = [row for row, _ in self.unlogged]
+        table = self.store.table(rows).append_column(
+            "op", pa.array([op for _, op in self.unlogged], pa.string())
+        )
+        write_fragment(self.out, self.seq + 1, table)
+        self.seq += 1
+        self.folded.append(self.seq)
+        self.unlogged = []
+        self.durable_due = False
+
+    def compact(self) -> None:
+        """Write every row into ``catalog.parquet`` (with the log's position), then delete the
+        log fragments it makes redundant."""
+        self.guard()
+        started = time.monotonic()
+        order = self.store.order(self.slots.rows())
+        slices = (self.store.table(order[i : i + _SLICE]) for i in range(0, len(order), _SLICE))
+        self.file = write_compacted(self.out, slices, self.seq, self.file)
+        delete_fragments(self.out, self.folded)
+        self.folded = []
+        self.unlogged = []
+        self.durable_due = False
+        self.since = 0
+        self.file_rows = len(order)
+        self.compacted_at = time.monotonic()
+        self.compact_cost = self.compacted_at - started
+
+    # --- reading -----------------------------------------------------------------------------
+
+    def live(self, session: str) -> CatalogEntry | None:
+        """The live (converted or skipped) row of ``session``: what its outputs hold."""
+        row = self.slots.live(session)
+        return None if row is None else self.store.entry(row)
+
+    def rows(self) -> list[CatalogEntry]:
+        """Every row, in catalog order."""
+        return [self.store.entry(r) for r in self.store.order(self.slots.rows())]
+
+    def entries(self, rows: Sequence[int], *, ordered: bool = False) -> EntryView:
+        """The entries with these row ids (from ``record``), compactly; ``ordered``: in catalog
+        order rather than as given."""
+        return EntryView(self.store, self.store.order(rows) if ordered else rows)

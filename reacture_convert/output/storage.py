@@ -1,18 +1,19 @@
 """Where a converted dataset lives, and how a session becomes visible there only when complete.
 
 ``OUT`` is a local folder or any fsspec URL. Every session is written under
-``OUT/.staging/<session>/`` first and then *committed*:
+``OUT/.staging/<run>/<session>/`` first and then *committed*:
 
-- local filesystem: every staged file and folder is fsynced, then each output is moved into place
-  with ``rename`` (atomic), replacing an older copy via a trash folder, and the parent folders are
-  fsynced;
+- local filesystem: the task that wrote the session fsyncs every staged file and folder
+  (``sync_staged``, in the worker, so sessions are made durable in parallel); the driver then
+  moves each output into place with ``rename`` (atomic), replacing an older copy via a trash
+  folder, and fsyncs the parent folders;
 - object stores (no rename): each object is copied to its final key, a Zarr group's root
   ``zarr.json`` last (a reader sees no group until it exists); single-object Parquet files appear
   atomically.
 
-The catalog is written after the commit, so a session that is in the catalog is complete; outputs
-without a catalog row are leftovers that the next run replaces. ``lock_output`` keeps two runs off
-one local ``OUT``.
+The catalog row is written after the commit, so a session that is in the catalog is complete;
+outputs without a catalog row are leftovers that the next run replaces. ``lock_output`` keeps two
+runs off one OUT: ``flock`` locally, a lease made of conditional writes on S3 (``lease``).
 """
 
 from __future__ import annotations
@@ -30,14 +31,14 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from reacture_convert.errors import LockedError, OutputError
+from reacture_convert.output.lease import LOCK, Lease, is_s3, put_object
 
-__all__ = ["Output", "STAGING", "lock_output"]
+__all__ = ["Output", "LOCK", "STAGING", "TRASH", "Held", "lock_output"]
 
 STAGING = ".staging"
 TRASH = ".trash"
-LOCK = ".lock"
-# Files only the lock holder writes (with write_bytes_atomic): their stray temporaries are cleared.
-LOCKED_WRITES = ("catalog.parquet", "wds/index.json", "README.md", "wds/README.md")
+# Files only the lock holder writes (atomically): their stray temporaries are cleared.
+LOCKED_WRITES = ("catalog.parquet", "wds/index.json", "README.md", "wds/README.md", ".catalog/*")
 
 
 @dataclass(frozen=True)
@@ -84,17 +85,25 @@ class Output:
             self.fs.rm(target, recursive=True)
         if session is None and self.fs.exists(self.path(TRASH)):
             self.fs.rm(self.path(TRASH), recursive=True)
-        if session is None and self.is_local:  # temporaries of a run killed in write_bytes_atomic
+        if session is None and self.is_local:  # temporaries of a run killed in an atomic write
             for name in LOCKED_WRITES:
-                for tmp in glob.glob(glob.escape(self.path(name)) + ".tmp-*"):
+                folder, base = os.path.split(self.path(name))
+                for tmp in glob.glob(os.path.join(glob.escape(folder), base + ".tmp-*")):
                     os.remove(tmp)
 
-    def commit(self, session: str, parts: list[str]) -> None:
-        """Make the staged ``parts`` (paths relative to OUT) of ``session`` visible."""
-        staged = self.staging(session)
+    def sync_staged(self, session: str, parts: list[str]) -> None:
+        """Make the staged ``parts`` of ``session`` durable (fsync of every file and folder, on
+        a local OUT): done by the task that wrote them, before the driver's ``commit``."""
         if self.is_local:
+            staged = self.staging(session)
             for part in parts:
                 _fsync_tree(os.path.join(staged, part))
+
+    def commit(self, session: str, parts: list[str]) -> None:
+        """Make the staged ``parts`` (paths relative to OUT) of ``session`` visible; they were
+        made durable by ``sync_staged``."""
+        staged = self.staging(session)
+        if self.is_local:
             for part in parts:
                 _replace_local(os.path.join(staged, part), self.path(part), self.path(TRASH))
         else:
@@ -114,8 +123,14 @@ class Output:
         for f in [f for f in files if f != root_meta] + [f for f in files if f == root_meta]:
             fs.copy(f, dst + f[len(src) :])
 
-    def write_bytes_atomic(self, rel: str, data: bytes) -> None:
-        """Write a small file so that readers see the old or the new content, never a part."""
+    def write_bytes_atomic(
+        self, rel: str, data: bytes, *, create: bool = False, etag: str | None = None
+    ) -> str | None:
+        """Write a small file so that readers see the old or the new content, never a part, and
+        it survives a crash once this returns. On S3 the write can be conditional: ``create``
+        only if absent, ``etag`` only if still that version (``lease.PreconditionFailed``
+        otherwise); the new ETag is returned there (None elsewhere). Locally the lock holder is
+        the only writer, so conditions hold by construction."""
         final = self.path(rel)
         if self.is_local:
             os.makedirs(os.path.dirname(final), exist_ok=True)
@@ -126,9 +141,12 @@ class Output:
                 os.fsync(f.fileno())
             os.replace(tmp, final)
             _fsync_dir(os.path.dirname(final))
-        else:
-            with self.fs.open(final, "wb") as f:  # one PUT: atomic on object stores
-                f.write(data)
+            return None
+        if is_s3(self):
+            return put_object(self, rel, data, create=create, etag=etag)
+        with self.fs.open(final, "wb") as f:  # one PUT: atomic on object stores
+            f.write(data)
+        return None
 
 
 def _fsync_dir(path: str) -> None:
@@ -177,14 +195,35 @@ def _replace_local(src: str, dst: str, trash: str) -> None:
         _fsync_dir(parent)
 
 
+@dataclass(frozen=True)
+class Held:
+    """What ``lock_output`` yields: ``check()`` before a write raises ``LockedError`` when the
+    lock is no longer ours (an S3 lease that expired and was taken over; never locally)."""
+
+    lease: Lease | None = None
+
+    def check(self) -> None:
+        if self.lease is not None:
+            self.lease.check()
+
+
 @contextlib.contextmanager
-def lock_output(out: Output, wait: bool = False) -> Iterator[None]:
-    """Hold an exclusive lock on a local OUT for the whole run (no-op for object stores).
+def lock_output(out: Output, wait: bool = False) -> Iterator[Held]:
+    """Hold an exclusive lock on OUT for the whole run: ``flock`` on a local OUT, a lease on S3
+    (``lease.Lease``), nothing on other object stores.
 
     Raises ``LockedError`` when another run holds it (unless ``wait``), ``OutputError`` when OUT
     cannot be created or written."""
     if not out.is_local:
-        yield
+        if not is_s3(out):
+            yield Held()
+            return
+        lease = Lease(out)
+        lease.acquire(wait)
+        try:
+            yield Held(lease)
+        finally:
+            lease.release()
         return
     import fcntl
 
@@ -207,6 +246,6 @@ def lock_output(out: Output, wait: bool = False) -> Iterator[None]:
                     "wait for it to finish or pass --wait to queue behind it"
                 ) from None
             raise OutputError(f"{path}: cannot lock the output: {e}") from e
-        yield
+        yield Held()
     finally:
         os.close(fd)

@@ -1,9 +1,11 @@
 """Run a batch: discover bundles, convert each as a task, keep the catalog, summarise.
 
-The driver (this module, with ``run.driver``) is the only writer of ``catalog.parquet``; tasks
-write their own session's outputs to staging, and the driver commits them. The catalog is
-rewritten after every finished session, so a killed run loses at most the sessions that were in
-flight, and a re-run skips what is done (by source hashes) and redoes the rest.
+The driver (this module, with ``run.driver``) is the only writer of the catalog; tasks write
+their own session's outputs to staging, and the driver commits them. Each committed session's
+row is appended to the catalog's log at once (``output.catalog``), so a killed run loses at most
+the sessions that were in flight, and a re-run skips what is done (by source hashes) and redoes
+the rest. The driver's cost per session does not grow with the catalog: rows are kept compactly
+in memory, logged in O(1) and compacted into ``catalog.parquet`` on a geometric schedule.
 """
 
 from __future__ import annotations
@@ -62,28 +64,27 @@ def run_convert(
     started = time.perf_counter()
     run_id = uuid.uuid4().hex[:12]
     wds_index: WdsIndex | None = None
-    with lock_output(out, wait=wait_for_lock):
+    with lock_output(out, wait=wait_for_lock) as held:
         forget_listings(out, paths, options.input_options)
         found = discover(list(paths), options.input_options)
-        catalog = Catalog.load(out)
-        done = catalog.live()
+        catalog = Catalog.load(out, guard=held.check)
         out.clear_staging()
 
         groups: dict[str, list[BundleRef]] = defaultdict(list)
         for b in found.bundles:
             groups[session_name(b.prefix)].append(b)
-        # a name's later bundles wait for its first, which wins the name
+        # a name's later bundles wait for its first, which wins the name; a bundle's previous
+        # row is the session's live row when it starts (or the winner's entry, when live)
         waiting = {name: deque(sorted(bs, key=lambda b: b.source)) for name, bs in groups.items()}
-        ready = deque(
-            (waiting[name].popleft(), options, done.get(name)) for name in sorted(waiting)
+        ready: deque[tuple[BundleRef, ConvertOptions, CatalogEntry | None]] = deque(
+            (waiting[name].popleft(), options, None) for name in sorted(waiting)
         )
 
-        entries: list[CatalogEntry] = archive_entries(found.findings, run_id)
-        for entry in entries:
-            catalog.record(entry)
+        rows = [catalog.record(e) for e in archive_entries(found.findings, run_id)]
         session_tars: dict[str, SessionTar] = {}
         total = len(found.bundles)
         finished = 0
+        frames = 0
         stopped = False
         # Tasks are fed a few at a time (bounded in-flight work, and a stop policy that can
         # take effect: one at a time on ``sync``, so ``stop`` is exact there).
@@ -92,14 +93,17 @@ def run_convert(
 
             def feed() -> None:
                 while ready and len(runner) < sched.capacity and not stopped:
-                    bundle, opts, previous = ready.popleft()
+                    bundle, opts, peer = ready.popleft()
+                    previous = peer or catalog.live(session_name(bundle.prefix))
                     runner.start((bundle.source, bundle.prefix), bundle, opts, previous)
 
             feed()
             for key, value in sched.results():
-                run, entry = runner.finish(key, value)
+                run, entry, row = runner.finish(key, value)
                 catalog.flush()
-                entries.append(entry)
+                rows.append(row)
+                if entry.status is Status.CONVERTED:
+                    frames += entry.n_frames or 0
                 if (
                     isinstance(value, SessionResult)
                     and value.session_tar is not None
@@ -113,17 +117,16 @@ def run_convert(
                     stopped = True
                 if waiting.get(run.name):
                     # the rest of a name's bundles: duplicates of the winner, or conflicts
-                    peer = entry if entry.status.is_live else done.get(run.name)
+                    peer = entry if entry.status.is_live else None
                     nxt = waiting[run.name].popleft()
                     ready.appendleft((nxt, replace(options, force=False), peer))
                 feed()
-        catalog.flush()
+        catalog.flush(final=True)
         if session_tars and not stopped:  # the merged format (shards) was asked for
             tars = [session_tars[k] for k in sorted(session_tars)]
             wds_index = write_shards(out, tars, options.wds)
         write_card(out, catalog.rows)
         out.clear_staging()
-    frames = sum(e.n_frames or 0 for e in entries if e.status == Status.CONVERTED)
     extra: dict[str, Any] = {}
     if wds_index is not None:
         extra["wds"] = {
@@ -136,13 +139,9 @@ def run_convert(
     return RunSummary(
         out=out.url,
         run_id=run_id,
-        entries=tuple(sorted(entries, key=_order)),
+        entries=catalog.entries(rows, ordered=True),
         findings=found.findings,
         seconds=time.perf_counter() - started,
         frames=frames,
         extra=extra,
     )
-
-
-def _order(e: CatalogEntry) -> tuple[str, str, str]:
-    return (e.session or "", e.source, e.prefix or "")

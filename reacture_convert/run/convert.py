@@ -444,4 +444,5 @@ def _convert(
         run_id=run_id,
         **_from_report(report),
     )
+    out.sync_staged(key, outputs)  # durable here, in the worker: the driver only renames
     return SessionResult(entry, session_tar, tuple(outputs), key)

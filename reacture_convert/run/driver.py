@@ -1,7 +1,8 @@
 """The driver's half of a run, shared by ``batch`` and ``watch``.
 
-Sessions run as tasks (``session_task``, on any scheduler); the driver, the only holder of
-OUT's lock, starts them and commits what they staged, one result at a time, into the catalog.
+Sessions run as tasks (``session_task``, on any scheduler): each writes its session into
+staging and makes it durable there; the driver, the only holder of OUT's lock, starts them,
+renames what they staged into place (``commit_result``) and records each result in the catalog.
 ``SessionRunner`` keeps what is in flight: at most one task per session name (two bundles that
 would write one session never run at once: the later one becomes its duplicate or conflict),
 and turns each task's value, or the exception that replaced it, into a committed catalog entry.
@@ -174,11 +175,14 @@ class SessionRunner:
         self._names[run.name] += 1
         self.submit(key, session_task, bundle, self.out, options, previous, self.run_id)
 
-    def finish(self, key: Hashable, value: Any) -> tuple[Running, CatalogEntry]:
+    def finish(self, key: Hashable, value: Any) -> tuple[Running, CatalogEntry, int]:
         """Commit the result of ``key``'s task (or the exception that replaced it) and record
-        it in the catalog (in memory: the caller flushes)."""
+        it in the catalog (logged at the caller's ``flush``); return it with its catalog row
+        id. Raises ``LockedError`` when the lock (an S3 lease) is no longer this run's."""
         run = self.running.pop(key)
         self._names[run.name] -= 1
-        entry = commit_result(self.out, as_result(run.bundle, value, self.run_id))
-        self.catalog.record(entry, keep_skipped=self.keep_skipped)
-        return run, entry
+        result = as_result(run.bundle, value, self.run_id)
+        if result.staged:
+            self.catalog.guard()
+        entry = commit_result(self.out, result)
+        return run, entry, self.catalog.record(entry, keep_skipped=self.keep_skipped)

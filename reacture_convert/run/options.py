@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -25,6 +26,7 @@ from reacture_convert.writers.zarr import ZarrOptions
 __all__ = [
     "ON_ERROR",
     "OPTION_KEYS",
+    "WatchOptions",
     "convert_options",
     "parse_duration",
     "parse_formats",
@@ -220,3 +222,25 @@ def convert_options(
         wds=WdsOptions(**fields("wds", _WDS_FIELDS)),
         input_options=dict(input_options or {}),
     )
+
+
+@dataclass(frozen=True)
+class WatchOptions:
+    """A watcher's timing: when a bundle is ready, how often to look, whether to keep running.
+
+    ``settle``: seconds a bundle's files must stay unchanged; ``poll``: seconds between looks;
+    ``incomplete_timeout``: seconds an incomplete bundle or unreadable archive may stay so
+    (unchanged) before it gets a ``rejected`` catalog row; ``once``: look once, convert what is
+    ready then, and return (cron, tests).
+    """
+
+    settle: float = 5.0
+    poll: float = 1.0
+    incomplete_timeout: float = 600.0
+    once: bool = False
+
+    def __post_init__(self) -> None:
+        if self.settle < 0 or self.incomplete_timeout < 0:
+            raise ConfigError("settle and incomplete_timeout cannot be negative")
+        if self.poll <= 0:
+            raise ConfigError(f"poll must be more than 0 seconds, not {self.poll!r}")

@@ -3,29 +3,37 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from reacture_convert.findings import Finding
-from reacture_convert.output.catalog import CatalogEntry
+from reacture_convert.output.catalog import CatalogEntry, EntryView
 from reacture_convert.output.status import OK, Status
 
 __all__ = ["RunSummary", "StatusCounts", "WatchStatus", "WatchSummary"]
 
 
-class StatusCounts:
-    """``counts`` and ``ok`` of a run's catalog entries (shared by batch and watch summaries)."""
+def statuses(entries: Sequence[CatalogEntry]) -> Iterable[Status]:
+    """Each entry's status (without building the entries of a compact ``EntryView``)."""
+    if isinstance(entries, EntryView):
+        return entries.statuses()
+    return (e.status for e in entries)
 
-    entries: tuple[CatalogEntry, ...]
+
+class StatusCounts:
+    """``counts`` and ``ok`` of a run's catalog entries (shared by batch and watch summaries).
+    ``entries`` may be an ``EntryView``: 100,000 of them stay small."""
+
+    entries: Sequence[CatalogEntry]
 
     @property
     def counts(self) -> dict[str, int]:
-        return dict(Counter(e.status for e in self.entries))
+        return dict(Counter(statuses(self.entries)))
 
     @property
     def ok(self) -> bool:
-        return all(e.status.is_ok for e in self.entries)
+        return all(s.is_ok for s in statuses(self.entries))
 
 
 @dataclass(frozen=True)
@@ -34,7 +42,7 @@ class RunSummary(StatusCounts):
 
     out: str
     run_id: str
-    entries: tuple[CatalogEntry, ...]
+    entries: Sequence[CatalogEntry]
     findings: tuple[Finding, ...] = ()
     seconds: float = 0.0
     frames: int = 0
@@ -128,7 +136,7 @@ class WatchSummary(StatusCounts):
     out: str
     run_id: str
     stopped: str
-    entries: tuple[CatalogEntry, ...] = ()
+    entries: Sequence[CatalogEntry] = ()
     seconds: float = 0.0
     frames: int = 0
 

@@ -18,7 +18,8 @@ When a bundle is ready (never act on an upload in progress):
 at the latest from the moment this watcher saw the files change. A bundle that stays incomplete,
 or an archive that stays unreadable, for ``incomplete_timeout`` seconds without any change is
 recorded in the catalog as ``rejected`` with its ``BUNDLE_MISSING_FILE`` / ``ARCHIVE_UNREADABLE``
-findings; if it changes later it is watched again.
+findings; if it changes later it is watched again. What was seen, and when it is ready, is
+``settle.Incoming``'s: a poll lists INCOMING once and costs what changed since the last one.
 
 Restart-safe: the catalog is the memory. A restarted watcher hands every ready bundle to
 ``convert_session`` with the session's live catalog row as ``previous``, which skips unchanged
@@ -27,7 +28,8 @@ time and run id) is not written again. A killed watcher's staging is per run and
 start, so what it left in flight is simply converted again. A ``failed`` session (I/O error
 after retries, a worker that died) is tried again ``RETRY_FAILED`` seconds later; other results
 stand until the bundle changes. ``storage.lock_output`` is held for the watcher's lifetime: a
-second watcher (or batch) on the same local OUT refuses or waits (object stores have no lock).
+second watcher (or batch) on the same OUT (a local folder, or S3 through a lease) refuses or
+waits.
 
 Bounded: at most ``workers`` sessions in flight, ready bundles wait in a queue, two bundles
 that would write one session name never run at once. The first SIGINT/SIGTERM (or ``stop``)
@@ -45,30 +47,22 @@ import signal
 import threading
 import time
 import uuid
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
-from reacture_convert import __version__
-from reacture_convert.errors import ConfigError, OutputError
-from reacture_convert.findings import Finding, Severity, finding
-from reacture_convert.ingest.archives import is_archive
-from reacture_convert.ingest.bundle import BundleRef
-from reacture_convert.ingest.discover import Discovery, discover
+from reacture_convert.errors import ConfigError, LockedError, OutputError
+from reacture_convert.findings import Severity
 from reacture_convert.output.catalog import Catalog, CatalogEntry
 from reacture_convert.output.naming import session_name
 from reacture_convert.output.status import Status
 from reacture_convert.output.storage import Output, lock_output
 from reacture_convert.run.convert import ConvertOptions
-from reacture_convert.run.driver import (
-    SessionRunner,
-    archive_entries,
-    forget_listings,
-)
-from reacture_convert.run.options import parse_duration  # re-exported: parsed in run.options
+from reacture_convert.run.driver import SessionRunner, forget_listings
+from reacture_convert.run.options import WatchOptions, parse_duration  # re-exported
 from reacture_convert.run.scheduler import ResultPump, open_scheduler
-from reacture_convert.run.settle import Stamp, Track, quiet_since, stamp_of
+from reacture_convert.run.settle import Incoming, Key
 from reacture_convert.run.summary import WatchStatus, WatchSummary
 
 __all__ = [
@@ -83,35 +77,10 @@ __all__ = [
 
 EventFn = Callable[[dict[str, Any]], None]
 StatusFn = Callable[[WatchStatus], None]
-Key = tuple[str, str | None]  # (source, prefix); an archive's own rows have prefix None
 _DEFAULT_OPTIONS = ConvertOptions()
+_DEFAULT_WATCH = WatchOptions()
 TICK = 0.25  # longest the driver sleeps between looks at signals and results
 RETRY_FAILED = 60.0  # seconds before a failed session (I/O error, worker died) is tried again
-
-
-# --- options and what the watcher reports -----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class WatchOptions:
-    """When a bundle is ready, how often to look, and whether to keep running.
-
-    ``settle``: seconds a bundle's files must stay unchanged; ``poll``: seconds between looks;
-    ``incomplete_timeout``: seconds an incomplete bundle or unreadable archive may stay so
-    (unchanged) before it gets a ``rejected`` catalog row; ``once``: look once, convert what is
-    ready then, and return (cron, tests).
-    """
-
-    settle: float = 5.0
-    poll: float = 1.0
-    incomplete_timeout: float = 600.0
-    once: bool = False
-
-    def __post_init__(self) -> None:
-        if self.settle < 0 or self.incomplete_timeout < 0:
-            raise ConfigError("settle and incomplete_timeout cannot be negative")
-        if self.poll <= 0:
-            raise ConfigError(f"poll must be more than 0 seconds, not {self.poll!r}")
 
 
 # --- the driver ----------------------------------------------------------------------------------
@@ -121,12 +90,8 @@ def _now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _is_archive_url(source: str) -> bool:
-    return is_archive(source.rstrip("/").rsplit("/", 1)[-1])
-
-
 class _Watcher:
-    """State of one watcher: what it has seen, queued, running, and the catalog it keeps."""
+    """State of one watcher: what it has seen (``incoming``), running, and the catalog it keeps."""
 
     def __init__(
         self,
@@ -153,17 +118,13 @@ class _Watcher:
         self.stop_event = stop
         self.stop_on_error = stop_on_error
         self.started = time.monotonic()
-        self.tracks: dict[Key, Track] = {}
-        self.bundles: dict[Key, BundleRef] = {}
-        self.ready: deque[Key] = deque()
+        self.incoming = Incoming(
+            paths, self.opts, watch, run_id, self.emit, self.report, self.drop_rows
+        )
         self.pump: ResultPump | None = None  # set by loop(): where tasks go
         self.runner = SessionRunner(out, catalog, run_id, self._submit, keep_skipped=False)
-        self.announced: dict[Key, str] = {}  # what was last said about an incomplete one
-        # what was recorded for which stamps: survives a bundle missing from one listing (an
-        # object store's hiccup), so that it is not hashed again when it reappears unchanged
-        self.recorded: dict[Key, tuple[tuple[Stamp, ...], str]] = {}
-        self.told: set[tuple[str, str]] = set()  # loose findings already reported
-        self.entries: list[CatalogEntry] = []
+        self.rows: list[int] = []  # every result and report, as catalog row ids
+        self.counts: Counter[str] = Counter()
         self.frames = 0
         self.busy = 0.0
         self.signals = 0
@@ -185,12 +146,11 @@ class _Watcher:
             self.on_event({"event": kind, "time": _now_iso(), **fields})
 
     def status(self) -> WatchStatus:
-        waiting = sum(t.state == "waiting" for t in self.tracks.values())
         return WatchStatus(
-            waiting=waiting,
-            queued=len(self.ready),
+            waiting=self.incoming.waiting,
+            queued=len(self.incoming.ready),
             converting=len(self.running),
-            counts=dict(Counter(e.status for e in self.entries)),
+            counts=dict(self.counts),
             frames=self.frames,
             busy_seconds=self.busy,
             seconds=time.monotonic() - self.started,
@@ -215,185 +175,20 @@ class _Watcher:
 
     def stop_taking_work(self, why: str) -> None:
         self.stopped = why
-        for key in self.ready:
-            self.tracks[key].state = "waiting"
-        dropped = len(self.ready)
-        self.ready.clear()
+        dropped = self.incoming.unqueue()
         self.emit("stopping", reason=why, converting=len(self.running), dropped=dropped)
 
     # --- the catalog -------------------------------------------------------------------------
 
-    def record(self, entry: CatalogEntry) -> None:
-        """Keep ``entry`` (the catalog leaves out what would only churn it: a ``skipped``
-        result, a row it already holds but for its time and run id)."""
-        self.entries.append(entry)
-        self.catalog.record(entry, keep_skipped=False)
-        self.flush()
-
-    def drop_rows(self, key: Key) -> None:
-        """Forget an archive's own rejected row once the archive reads cleanly."""
-        self.catalog.drop(key, Status.REJECTED)
-        self.flush()
-
-    def flush(self, final: bool = False) -> None:
-        """Write the catalog; a failure (object store hiccup) is said and retried later."""
-        try:
-            self.catalog.flush()
-        except OSError as e:
-            if final:
-                raise OutputError(
-                    f"{self.out.url}: cannot write the catalog ({e}); the "
-                    "converted sessions are there, run the watcher again"
-                ) from e
-            self.emit(
-                "error", message=f"cannot write the catalog ({type(e).__name__}: {e}); retrying"
-            )
-
-    # --- looking at INCOMING -----------------------------------------------------------------
-
-    def stamps(self, urls: set[str]) -> tuple[Stamp, ...] | None:
-        try:
-            return tuple(sorted(stamp_of(u, self.opts) for u in urls))
-        except (OSError, ValueError):
-            return None  # gone between listing and look: the next poll decides
-
-    def observe(self, key: Key, stamps: tuple[Stamp, ...], now: float, wall: float) -> Track:
-        track = self.tracks.get(key)
-        if track is not None and track.stamps == stamps:
-            return track
-        if track is not None and track.state == "queued":
-            self.ready.remove(key)
-        track = Track(stamps, quiet_since(stamps, now, wall))
-        before = self.recorded.get(key)
-        if before is not None and before[0] == stamps:
-            track.state = before[1]
-        self.tracks[key] = track
-        return track
-
-    def mark(self, key: Key, track: Track, state: str) -> None:
-        """``track`` has its result (``handled``) or report (``reported``) recorded."""
-        track.state = state
-        self.recorded[key] = (track.stamps, state)
-
-    def poll(self) -> None:
-        now, wall = time.monotonic(), time.time()
-        forget_listings(self.out, self.paths, self.opts)
-        found = discover(self.paths, self.opts)
-        seen: set[Key] = set()
-        clean_archives: set[str] = set()
-        for bundle in found.bundles:
-            urls = {ref.url for ref in bundle.files.values()}
-            stamps = self.stamps(urls)
-            if stamps is None:
-                continue
-            key: Key = (bundle.source, bundle.prefix)
-            seen.add(key)
-            self.bundles[key] = bundle
-            clean_archives |= {ref.url for ref in bundle.files.values() if ref.member is not None}
-            self.judge_bundle(key, bundle, self.observe(key, stamps, now, wall), now)
-        for source, findings in self.archive_findings(found).items():
-            stamps = self.stamps({source})
-            if stamps is None:
-                continue
-            akey: Key = (source, None)
-            seen.add(akey)
-            clean_archives.discard(source)
-            self.judge_archive(akey, findings, self.observe(akey, stamps, now, wall), now)
-        for url in clean_archives:
-            self.drop_rows((url, None))
-        for key in [k for k in self.tracks if k not in seen and k not in self.running]:
-            if self.tracks.pop(key).state == "queued":
-                self.ready.remove(key)
-            self.bundles.pop(key, None)
-            self.announced.pop(key, None)
-
-    def archive_findings(self, found: Discovery) -> dict[str, list[Finding]]:
-        """Error findings by the archive they belong to; other loose findings (a missing input,
-        an unlistable folder) are said once each."""
-        by_archive: dict[str, list[Finding]] = {}
-        for f in found.findings:
-            if f.severity is not Severity.ERROR:
-                continue
-            source = f.file.split("!", 1)[0]
-            if _is_archive_url(source):
-                by_archive.setdefault(source, []).append(f)
-            elif (f.code, f.file) not in self.told:
-                self.told.add((f.code, f.file))
-                self.emit("finding", code=f.code, source=f.file, message=f.message)
-        return by_archive
-
-    def judge_bundle(self, key: Key, bundle: BundleRef, track: Track, now: float) -> None:
-        if track.state != "waiting":
-            return
-        quiet = now - track.quiet_since
-        in_archive = any(ref.member is not None for ref in bundle.files.values())
-        if bundle.missing and not in_archive:
-            missing = ", ".join(bundle.missing)
-            if self.announced.get(key) != missing:
-                self.announced[key] = missing
-                self.emit(
-                    "incomplete",
-                    session=session_name(bundle.prefix),
-                    source=bundle.source,
-                    prefix=bundle.prefix,
-                    missing=list(bundle.missing),
-                )
-            if quiet >= self.watch.incomplete_timeout:
-                self.mark(key, track, "reported")
-                self.report(self.incomplete_entry(bundle))
-            return
-        if quiet >= self.watch.settle and now >= track.retry_at:
-            track.state = "queued"
-            self.ready.append(key)
-            self.emit(
-                "ready",
-                session=session_name(bundle.prefix),
-                source=bundle.source,
-                prefix=bundle.prefix,
-            )
-
-    def judge_archive(self, key: Key, findings: list[Finding], track: Track, now: float) -> None:
-        """An archive that cannot be read yet waits like an incomplete bundle; one that reads
-        but refuses members gets its rows (as in a batch) once it has settled."""
-        if track.state != "waiting":
-            return
-        quiet = now - track.quiet_since
-        unreadable = any(f.code == "ARCHIVE_UNREADABLE" for f in findings)
-        if unreadable and self.announced.get(key) != "unreadable":
-            self.announced[key] = "unreadable"
-            self.emit(
-                "incomplete", session=None, source=key[0], prefix=None, reason=findings[0].message
-            )
-        if quiet >= (self.watch.incomplete_timeout if unreadable else self.watch.settle):
-            self.mark(key, track, "reported")
-            for entry in archive_entries(findings, self.run_id):
-                self.report(replace(entry, converted_at=dt.datetime.now(dt.UTC)))
-
-    def incomplete_entry(self, bundle: BundleRef) -> CatalogEntry:
-        findings = tuple(
-            finding(
-                "BUNDLE_MISSING_FILE",
-                f"{bundle.prefix}_{role}",
-                f"{role} of bundle {bundle.prefix!r} is missing in {bundle.source} and the "
-                "upload stopped changing (incomplete timeout); upload the missing file "
-                "(the bundle is then converted) or remove the bundle",
-            )
-            for role in bundle.missing
-        )
-        return CatalogEntry(
-            session=session_name(bundle.prefix),
-            source=bundle.source,
-            prefix=bundle.prefix,
-            status=Status.REJECTED,
-            reason=f"{findings[0].code} at {findings[0].location()}",
-            findings=findings,
-            converter_version=__version__,
-            converted_at=dt.datetime.now(dt.UTC),
-            run_id=self.run_id,
-        )
+    def keep(self, row: int, entry: CatalogEntry) -> None:
+        """Count a result or report (its row id stands for it in the summary)."""
+        self.rows.append(row)
+        self.counts[entry.status] += 1
 
     def report(self, entry: CatalogEntry) -> None:
-        self.record(entry)
+        """Record a row that needed no conversion, and say so."""
+        self.keep(self.catalog.record(entry, keep_skipped=False), entry)
+        self.flush()
         self.emit(
             entry.status,
             session=entry.session,
@@ -407,6 +202,33 @@ class _Watcher:
             ],
         )
 
+    def drop_rows(self, key: Key) -> None:
+        """Forget an archive's own rejected row once the archive reads cleanly."""
+        self.catalog.drop(key, Status.REJECTED)
+
+    def flush(self, final: bool = False) -> None:
+        """Write the catalog's log or compact it when due; a failure (object store hiccup) is
+        said and retried later. A lost lease (``LockedError``) ends the watcher."""
+        try:
+            self.catalog.flush(final=final)
+        except LockedError:
+            raise
+        except OSError as e:
+            if final:
+                raise OutputError(
+                    f"{self.out.url}: cannot write the catalog ({e}); the "
+                    "converted sessions are there, run the watcher again"
+                ) from e
+            self.emit(
+                "error", message=f"cannot write the catalog ({type(e).__name__}: {e}); retrying"
+            )
+
+    # --- looking at INCOMING -----------------------------------------------------------------
+
+    def poll(self) -> None:
+        forget_listings(self.out, self.paths, self.opts)
+        self.incoming.poll(time.monotonic(), time.time(), self.running)
+
     # --- converting --------------------------------------------------------------------------
 
     def feed(self, limit: int) -> None:
@@ -414,28 +236,29 @@ class _Watcher:
         being written waits for it (it becomes that session's duplicate or conflict)."""
         if self.stopped is not None:
             return
+        ready = self.incoming.ready
         later: list[Key] = []
-        while self.ready and len(self.running) < limit:
-            key = self.ready.popleft()
-            bundle = self.bundles[key]
+        while ready and len(self.running) < limit:
+            key = ready.popleft()
+            bundle = self.incoming.bundles[key]
             name = session_name(bundle.prefix)
             if self.runner.busy(name):
                 later.append(key)
                 continue
-            previous = self.catalog.live().get(name)
-            track = self.tracks[key]
+            previous = self.catalog.live(name)
+            track = self.incoming.tracks[key]
             track.state = "running"
             options = self.options
             if previous is not None and previous.source != bundle.source:
                 options = replace(options, force=False)  # --force replaces re-uploads only
             self.runner.start(key, bundle, options, previous, tag=track.stamps)
             self.emit("converting", session=name, source=bundle.source, prefix=bundle.prefix)
-        self.ready.extendleft(reversed(later))
+        ready.extendleft(reversed(later))
 
     def finish(self, key: Key, value: Any) -> None:
         """Commit one session's result, record it, say so."""
-        run, entry = self.runner.finish(key, value)
-        self.entries.append(entry)
+        run, entry, row = self.runner.finish(key, value)
+        self.keep(row, entry)
         self.flush()
         if entry.status == Status.CONVERTED:
             self.frames += entry.n_frames or 0
@@ -454,12 +277,12 @@ class _Watcher:
                 if f.severity is Severity.ERROR
             ]
         self.emit(entry.status, **fields)
-        track = self.tracks.get(key)
+        track = self.incoming.tracks.get(key)
         if track is not None and track.stamps == run.tag:
             if entry.status == Status.FAILED:  # not the bundle's fault: again, a while later
                 track.state, track.retry_at = "waiting", time.monotonic() + RETRY_FAILED
             else:
-                self.mark(key, track, "handled")
+                self.incoming.mark(key, track, "handled")
         if self.stop_on_error and not entry.status.is_ok and self.stopped is None:
             self.stop_taking_work("on_error")
 
@@ -487,11 +310,11 @@ class _Watcher:
                 self.poll()
                 polled = True
                 next_poll = time.monotonic() + self.watch.poll
-                self.flush()
+            self.flush()  # a fragment or a compaction, when due
             self.feed(limit)
             self.show()
             if not self.running and (
-                self.stopped is not None or (self.watch.once and polled and not self.ready)
+                self.stopped is not None or (self.watch.once and polled and not self.incoming.ready)
             ):
                 return
             wait = (
@@ -547,7 +370,7 @@ def run_watch(
     paths: Sequence[str],
     out: Output,
     options: ConvertOptions = _DEFAULT_OPTIONS,
-    watch: WatchOptions = WatchOptions(),
+    watch: WatchOptions = _DEFAULT_WATCH,
     *,
     scheduler: str = "auto",
     workers: int | None = None,
@@ -578,9 +401,9 @@ def run_watch(
         )
     run_id = uuid.uuid4().hex[:12]
     started = time.perf_counter()
-    with lock_output(out, wait=wait_for_lock):
+    with lock_output(out, wait=wait_for_lock) as held:
         forget_listings(out, paths, options.input_options)
-        catalog = Catalog.load(out)
+        catalog = Catalog.load(out, guard=held.check)
         out.clear_staging()  # a killed watcher's or batch's leftovers: never visible
         watcher = _Watcher(
             paths, out, options, watch, run_id, catalog, on_event, on_status, stop, stop_on_error
@@ -618,7 +441,7 @@ def run_watch(
         out=out.url,
         run_id=run_id,
         stopped=stopped,
-        entries=tuple(watcher.entries),
+        entries=catalog.entries(watcher.rows),
         seconds=time.perf_counter() - started,
         frames=watcher.frames,
     )

@@ -11,8 +11,13 @@
 - **Two runs at once**: the first run is frozen (SIGSTOP) while it holds the lock; the second
   either refuses (exit 3 and the lock message) or waits in ``flock`` (seen in /proc/locks)
   without touching OUT; then both finish and OUT equals the clean run's.
-- **Durable commits**: ``Output.commit`` fsyncs every staged file and folder before the rename
-  that makes it visible, and the destination folder after it.
+- **No recorded row is lost**: while a killed run works, the test reads its catalog as a
+  reader would (``read_catalog``: ``catalog.parquet`` plus the log in ``.catalog/``) again and
+  again; every live row it ever saw is still there after the kill, whether the kill came
+  during a log append or a compaction.
+- **Durable commits**: the task that wrote a session fsyncs every staged file and folder, and
+  the driver's commit renames them into place and fsyncs the destination folder after it (it
+  fsyncs no file itself: the driver only renames and records).
 """
 
 from __future__ import annotations
@@ -37,9 +42,11 @@ from click.testing import CliRunner
 from conftest import REPO
 
 from reacture_convert.cli import cli
-from reacture_convert.output.catalog import read_catalog
+from reacture_convert.ingest.discover import discover
+from reacture_convert.output.catalog import LOG_DIR, read_catalog
 from reacture_convert.output.storage import LOCK, STAGING, TRASH, Output
 from reacture_convert.read.verify import verify_dataset
+from reacture_convert.run.convert import ConvertOptions, commit_result, convert_session
 from reacture_convert.testing.synth import BundleSpec, write_bundle
 from reacture_convert.writers.webdataset import read_index
 
@@ -182,8 +189,9 @@ def assert_same_as_clean(out: Path, clean: Path, n_bundles: int) -> None:
     assert leftovers == []
     for hidden in (STAGING, TRASH):
         assert not (out / hidden).exists() or not any((out / hidden).iterdir()), hidden
-    allowed = {*OUTPUT_DIRS, "catalog.parquet", "README.md", LOCK, STAGING}
+    allowed = {*OUTPUT_DIRS, "catalog.parquet", "README.md", LOCK, STAGING, LOG_DIR}
     assert {p.name for p in out.iterdir()} <= allowed
+    assert not (out / LOG_DIR).exists() or not any((out / LOG_DIR).iterdir())  # all compacted
     for group in sorted((out / "zarr").iterdir()):
         opened = zarr.open_group(str(group), mode="r")
         assert {"frames", "timestamps"} <= set(opened.array_keys())
@@ -234,19 +242,35 @@ def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
         )
 
 
+def live_rows(out: Path) -> set[tuple[str, str | None, str]]:
+    """The live rows a reader sees now (catalog.parquet and the log), or none yet."""
+    try:
+        catalog = read_catalog(Output(str(out)))
+    except OSError:  # OUT itself not there yet
+        return set()
+    return {(e.source, e.prefix, e.status) for e in catalog if e.status.is_live}
+
+
 def killed_run(
     world: World, out: Path, fmt: str, scheduler: str, rng: random.Random, log: Path
 ) -> float:
     """Start a run and SIGKILL its group after a random delay; a run that finished first is
-    started again (into a fresh OUT) with a shorter delay. Returns the delay that killed it."""
+    started again (into a fresh OUT) with a shorter delay. Meanwhile its catalog is read again
+    and again: every live row seen before the kill must still be there after it. Returns the
+    delay that killed it."""
     length = world.run_length(fmt, scheduler)
     delay = rng.uniform(0.05, 0.9) * length
     for _ in range(6):
+        before = live_rows(out)
         proc = start(convert_args(world.inputs, out, fmt, scheduler), log)
-        try:
-            proc.wait(timeout=delay)
-        except subprocess.TimeoutExpired:
+        deadline = time.monotonic() + delay
+        seen = set(before)
+        while time.monotonic() < deadline and proc.poll() is None:
+            seen |= live_rows(out)
+        if proc.poll() is None:
             kill_group(proc)
+            lost = seen - live_rows(out)
+            assert not lost, f"rows recorded before the kill are gone: {sorted(lost)}"
             return delay
         assert proc.returncode == 0, log.read_text()[-3000:]
         kill_group(proc)  # its workers, if any were still exiting
@@ -289,11 +313,16 @@ def test_soak_killed_run_then_rerun_equals_a_clean_run(
 
 
 def test_temporaries_of_a_killed_atomic_write_are_cleared(world: World, tmp_path: Path) -> None:
-    """A kill inside ``write_bytes_atomic`` (catalog, wds index) leaves ``NAME.tmp-<hex>``;
-    the next run, holding the lock, removes it."""
+    """A kill inside ``write_bytes_atomic`` (catalog, its log, wds index) leaves
+    ``NAME.tmp-<hex>``; the next run, holding the lock, removes it."""
     out = tmp_path / "out"
     (out / "wds").mkdir(parents=True)
-    for name in ("catalog.parquet.tmp-0123abcd", "wds/index.json.tmp-0123abcd"):
+    (out / LOG_DIR).mkdir()
+    for name in (
+        "catalog.parquet.tmp-0123abcd",
+        "wds/index.json.tmp-0123abcd",
+        f"{LOG_DIR}/000000000001.arrow.tmp-0123abcd",
+    ):
         (out / name).write_bytes(b"half a file")
     result = CliRunner().invoke(
         cli, convert_args(world.inputs, out, "zarr,wds", "sync"), catch_exceptions=False
@@ -426,73 +455,73 @@ def test_two_runs_on_one_output_never_interleave(
 
 
 @pytest.mark.parametrize("replacing", [False, True], ids=["new", "replacing-an-older-copy"])
-def test_commit_fsyncs_every_file_and_folder_before_the_rename(
+def test_staged_files_are_fsynced_by_the_task_before_the_driver_renames_them(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     replacing: bool,
 ) -> None:
+    """The real split: ``convert_session`` (a worker's half) writes and fsyncs the staged
+    session; ``commit_result`` (the driver's half) renames each output into place, fsyncs the
+    folder it now sits in, and fsyncs no file itself."""
+    spec = BundleSpec(n_frames=40, seed=7, prefix="reacture_1795610009999")
+    (bundle,) = discover([str(write_bundle(tmp_path / "in" / "b", spec))]).bundles
     out = Output(str(tmp_path / "out"))
     root = Path(out.root).resolve()
-    parts = ["zarr/s.zarr", "rows/s.parquet", "frames/s.parquet"]
-    staged = Path(out.staging("run/s"))
-    for rel in (
-        "zarr/s.zarr/zarr.json",
-        "zarr/s.zarr/frames/zarr.json",
-        "zarr/s.zarr/frames/c/0/0/0/0",
-        "zarr/s.zarr/frames/c/1/0/0/0",
-        "zarr/s.zarr/timestamps/zarr.json",
-        "zarr/s.zarr/timestamps/c/0",
-        "rows/s.parquet",
-        "frames/s.parquet",
-    ):
-        (staged / rel).parent.mkdir(parents=True, exist_ok=True)
-        (staged / rel).write_bytes(rel.encode())
+    session = spec.prefix
     if replacing:
-        (root / "zarr" / "s.zarr" / "old").mkdir(parents=True)
+        (root / "zarr" / f"{session}.zarr" / "old").mkdir(parents=True)
         (root / "rows").mkdir()
-        (root / "rows" / "s.parquet").write_bytes(b"old")
-    staged = staged.resolve()
-    expected = {
-        part: [(p, p.is_file()) for p in [staged / part, *(staged / part).rglob("*")]]
-        for part in parts
-    }
+        (root / "rows" / f"{session}.parquet").write_bytes(b"old")
 
-    events: list[tuple[str, str, str]] = []
+    events: list[tuple[str, str, str, str]] = []  # (phase, kind, path, destination)
+    phase = "task"
     real_fsync, real_rename, real_replace = os.fsync, os.rename, os.replace
 
     def fsync(fd: int) -> None:
-        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"), ""))
+        events.append((phase, "fsync", os.readlink(f"/proc/self/fd/{fd}"), ""))
         real_fsync(fd)
 
     def rename(src: Any, dst: Any, *args: Any, **kw: Any) -> None:
-        events.append(("rename", os.path.realpath(src), os.path.realpath(dst)))
+        events.append((phase, "rename", os.path.realpath(src), os.path.realpath(dst)))
         real_rename(src, dst, *args, **kw)
 
     def replace(src: Any, dst: Any, *args: Any, **kw: Any) -> None:
-        events.append(("rename", os.path.realpath(src), os.path.realpath(dst)))
+        events.append((phase, "rename", os.path.realpath(src), os.path.realpath(dst)))
         real_replace(src, dst, *args, **kw)
 
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "rename", rename)
     monkeypatch.setattr(os, "replace", replace)
-    out.commit("run/s", parts)
+    result = convert_session(bundle, out, ConvertOptions(), None, "run")
+    staged = Path(out.staging(result.stage_key)).resolve()
+    parts = list(result.staged)
+    assert parts == [f"zarr/{session}.zarr", f"rows/{session}.parquet", f"frames/{session}.parquet"]
+    expected = {
+        part: {
+            p: p.read_bytes() if p.is_file() else None
+            for p in [staged / part, *(staged / part).rglob("*")]
+        }
+        for part in parts
+    }
+    phase = "commit"
+    entry = commit_result(out, result)
     monkeypatch.undo()
+    assert entry.status == "converted"
 
+    committing = [e for e in events if e[0] == "commit"]
+    for _, kind, path, _ in committing:
+        assert kind != "fsync" or os.path.isdir(path), f"the driver fsynced a file: {path}"
     for part in parts:
         src, dst = staged / part, root / part
-        [at] = [i for i, e in enumerate(events) if e == ("rename", str(src), str(dst))]
-        synced_before = {path for kind, path, _ in events[:at] if kind == "fsync"}
-        for path, _ in expected[part]:  # every file and folder of the part...
+        [at] = [i for i, e in enumerate(events) if e[1:] == ("rename", str(src), str(dst))]
+        synced_before = {path for _, kind, path, _ in events[:at] if kind == "fsync"}
+        for path in expected[part]:  # every file and folder of the part...
             assert str(path) in synced_before, f"{path} not fsynced before {part} is visible"
         assert str(src.parent) in synced_before  # the staging folder that held it
-        synced_after = {path for kind, path, _ in events[at:] if kind == "fsync"}
+        synced_after = {path for _, kind, path, _ in events[at:] if kind == "fsync"}
         assert str(dst.parent) in synced_after, f"{dst.parent} not fsynced after the rename"
-        for path, is_file in expected[part]:  # and what became visible is what was staged
-            if is_file:
+        for path, data in expected[part].items():  # and what became visible is what was staged
+            if data is not None:
                 shown = dst / path.relative_to(src) if path != src else dst
-                assert shown.read_bytes() == str(path.relative_to(staged)).encode()
-    assert (root / "zarr" / "s.zarr" / "frames" / "c" / "1" / "0" / "0" / "0").read_bytes() == (
-        b"zarr/s.zarr/frames/c/1/0/0/0"
-    )
-    assert not (root / "zarr" / "s.zarr" / "old").exists()
-    assert (root / "rows" / "s.parquet").read_bytes() == b"rows/s.parquet"
+                assert shown.read_bytes() == data
+    assert not (root / "zarr" / f"{session}.zarr" / "old").exists()

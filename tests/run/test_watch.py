@@ -38,6 +38,7 @@ from hypothesis import strategies as st
 
 from reacture_convert.cli import cli
 from reacture_convert.errors import ConfigError
+from reacture_convert.output.catalog import read_catalog
 from reacture_convert.output.storage import Output
 from reacture_convert.read.verify import verify_dataset
 from reacture_convert.run.jobs import load_job
@@ -172,8 +173,9 @@ def zip_bytes(folder: Path, inner: str) -> bytes:
 
 
 def catalog(out: Path) -> list[dict[str, Any]]:
-    path = out / "catalog.parquet"
-    return pq.read_table(path).to_pylist() if path.exists() else []
+    """The catalog as a reader sees it while the watcher runs: catalog.parquet and the rows
+    recorded since (read_catalog)."""
+    return [e.to_record() for e in read_catalog(Output(str(out)))]
 
 
 def is_converted(out: Path, session: str) -> bool:
@@ -324,7 +326,11 @@ def test_a_watcher_killed_mid_session_and_restarted_equals_a_plain_convert(
     first = start(*common, "--scheduler", "threads", "--workers", "1")
     first.wait_for("converted", session=SAMPLE_DIR.name)
     first.wait_for("converting", session=BIG.prefix)
-    time.sleep(0.5)
+    staged = out / ".staging"
+    deadline = time.monotonic() + 30
+    while not any(staged.glob(f"*/{BIG.prefix}/zarr/*/frames/c/*")):  # its first chunk
+        assert time.monotonic() < deadline, "the big session never started writing"
+        time.sleep(0.005)
     first.kill()
     assert [r["session"] for r in catalog(out)] == [SAMPLE_DIR.name]
     assert not (out / "zarr" / f"{BIG.prefix}.zarr").exists()  # nothing half-visible

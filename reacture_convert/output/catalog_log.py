@@ -1,0 +1,198 @@
+"""The catalog on disk: ``catalog.parquet`` and the log of what was recorded since it was written.
+
+```
+OUT/catalog.parquet          every row, sorted: what readers read (Parquet metadata
+                             ``reacture.catalog.seq``: the last log fragment folded into it)
+OUT/.catalog/<seq>.arrow     log fragments: the rows recorded after it, in order (Arrow IPC)
+```
+
+A driver appends a fragment (one small file, or one object created with ``If-None-Match``)
+when a session is committed, or for a group of skipped ones, and now and then *compacts*:
+writes every row into ``catalog.parquet`` (atomically; on S3 ``If-Match`` its last version), then
+deletes the fragments it folded in. The catalog is ``catalog.parquet`` plus the fragments after
+its ``seq``, replayed in order (``catalog.Catalog``); a kill -9 at any moment leaves one or the
+other. Fragment numbers have no holes, so a reader that meets one (a compaction between its
+read of ``catalog.parquet`` and its listing) reads again.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from reacture_convert.errors import LockedError, OutputError
+from reacture_convert.output.catalog_entry import CATALOG_SCHEMA
+from reacture_convert.output.catalog_rows import STORE_SCHEMA, conform
+from reacture_convert.output.lease import PreconditionFailed
+from reacture_convert.output.storage import Output
+
+__all__ = [
+    "CATALOG",
+    "FRAGMENT_SCHEMA",
+    "LOG_DIR",
+    "Compacted",
+    "delete_fragments",
+    "encode_compacted",
+    "list_log",
+    "read_compacted",
+    "read_fragment",
+    "read_snapshot",
+    "write_compacted",
+    "write_fragment",
+]
+
+CATALOG = "catalog.parquet"
+LOG_DIR = ".catalog"
+SEQ_KEY = b"reacture.catalog.seq"
+# ``op``: null for a recorded row; "drop" forgets the bundle's row with that status.
+FRAGMENT_SCHEMA = STORE_SCHEMA.append(pa.field("op", pa.string()))
+_FRAGMENT = re.compile(r"(\d{12})\.arrow")
+_ROW_GROUP = 65_536
+_SNAPSHOT_TRIES = 20
+
+
+def fragment_name(seq: int) -> str:
+    return f"{LOG_DIR}/{seq:012d}.arrow"
+
+
+@dataclass(frozen=True)
+class Compacted:
+    """What ``catalog.parquet`` holds: its rows (``STORE_SCHEMA``; empty when there is no
+    file), the last fragment folded in, and its version (S3 ETag) for a conditional replace."""
+
+    table: pa.Table
+    seq: int = 0
+    exists: bool = False
+    etag: str | None = None
+
+
+def read_compacted(out: Output) -> Compacted:
+    path = out.path(CATALOG)
+    fs = out.fs
+    try:
+        etag = fs.info(path).get("ETag") if not out.is_local else None
+        with fs.open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return Compacted(STORE_SCHEMA.empty_table())
+    table = pq.read_table(io.BytesIO(data))
+    seq = int((table.schema.metadata or {}).get(SEQ_KEY, b"0"))
+    return Compacted(conform(table), seq, True, str(etag) if etag else None)
+
+
+def list_log(out: Output) -> list[int]:
+    """The fragment numbers in OUT's log, in order."""
+    folder = out.path(LOG_DIR)
+    if out.is_local:
+        try:
+            names = os.listdir(folder)
+        except FileNotFoundError:
+            return []
+    else:
+        out.fs.invalidate_cache(folder)
+        try:
+            names = [p.rsplit("/", 1)[-1] for p in out.fs.ls(folder, detail=False)]
+        except FileNotFoundError:
+            return []
+    return sorted(int(m.group(1)) for n in names if (m := _FRAGMENT.fullmatch(n)))
+
+
+def _encode(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    with pa.ipc.new_file(sink, FRAGMENT_SCHEMA) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+def read_fragment(out: Output, seq: int) -> pa.Table:
+    """One fragment (``FRAGMENT_SCHEMA``); ``FileNotFoundError`` when it is gone (compacted)."""
+    data = out.fs.cat_file(out.path(fragment_name(seq)))
+    return pa.ipc.open_file(io.BytesIO(data)).read_all()
+
+
+def write_fragment(out: Output, seq: int, table: pa.Table) -> None:
+    """Append fragment ``seq`` to the log, durably; on S3 only if no other writer has (a run
+    that lost its lease gets ``LockedError``)."""
+    data = _encode(table)
+    try:
+        out.write_bytes_atomic(fragment_name(seq), data, create=True)
+    except PreconditionFailed as e:
+        try:  # our own earlier attempt, whose answer was lost on the way?
+            same = out.fs.cat_file(out.path(fragment_name(seq))) == data
+        except OSError:
+            same = False
+        if not same:
+            raise LockedError(
+                f"{out.url}: another run wrote the catalog log ({fragment_name(seq)} exists); "
+                "this run stops writing (run it again when the other is done)"
+            ) from e
+
+
+def encode_compacted(tables: Iterable[pa.Table], seq: int) -> bytes:
+    """``catalog.parquet``'s bytes: ``tables`` (catalog columns, in catalog order) with ``seq``."""
+    schema = CATALOG_SCHEMA.with_metadata({SEQ_KEY: str(seq).encode()})
+    buf = io.BytesIO()
+    with pq.ParquetWriter(buf, schema, compression="zstd") as writer:
+        for table in tables:
+            if table.num_rows:
+                writer.write_table(table.cast(schema, safe=False), row_group_size=_ROW_GROUP)
+    return buf.getvalue()
+
+
+def write_compacted(
+    out: Output, tables: Iterable[pa.Table], seq: int, previous: Compacted
+) -> Compacted:
+    """Write ``catalog.parquet`` from ``tables`` (``STORE_SCHEMA``, in catalog order) with
+    ``seq``, atomically; on S3 only over the version ``previous`` describes. Returns what the
+    file now is (without its rows)."""
+    data = encode_compacted(tables, seq)
+    try:
+        etag = out.write_bytes_atomic(CATALOG, data, create=not previous.exists, etag=previous.etag)
+    except PreconditionFailed as e:
+        raise LockedError(
+            f"{out.url}: another run replaced {CATALOG} meanwhile; this run stops writing "
+            "(run it again when the other is done)"
+        ) from e
+    return Compacted(STORE_SCHEMA.empty_table(), seq, True, etag)
+
+
+def delete_fragments(out: Output, seqs: Iterable[int]) -> None:
+    """Remove fragments already folded into ``catalog.parquet`` (best effort: one left behind
+    is ignored by readers and removed by the next compaction)."""
+    paths = [out.path(fragment_name(s)) for s in seqs]
+    if not paths:
+        return
+    try:
+        if out.is_local:
+            for p in paths:
+                os.remove(p)
+        else:
+            out.fs.rm(paths)
+            out.fs.invalidate_cache(out.path(LOG_DIR))
+    except OSError:
+        pass
+
+
+def read_snapshot(out: Output) -> tuple[Compacted, list[tuple[int, pa.Table]]]:
+    """``catalog.parquet`` and the fragments after it, as one consistent state: read again while
+    a compaction races the reading (a hole in the fragment numbers, a fragment gone)."""
+    for attempt in range(_SNAPSHOT_TRIES):
+        compacted = read_compacted(out)
+        seqs = [s for s in list_log(out) if s > compacted.seq]
+        last = attempt == _SNAPSHOT_TRIES - 1
+        if not last and seqs and seqs != list(range(compacted.seq + 1, seqs[-1] + 1)):
+            continue
+        try:
+            return compacted, [(s, read_fragment(out, s)) for s in seqs]
+        except FileNotFoundError:
+            continue
+    raise OutputError(
+        f"{out.url}: the catalog kept changing while it was read ({_SNAPSHOT_TRIES} tries); "
+        "read it again"
+    )
