@@ -76,6 +76,7 @@ class RowStore:
         self._metas: list[tuple[Status, str | None, str | None]] = []  # status, reason, run_id
         self._meta_ids: dict[tuple[Status, str | None, str | None], int] = {}
         self._recent: OrderedDict[int, CatalogEntry] = OrderedDict()
+        self._whole_table: pa.Table | None = None
 
     def __len__(self) -> int:
         return len(self._where)
@@ -135,6 +136,10 @@ class RowStore:
             self._pending = []
 
     # --- reading rows ---------------------------------------------------------------------------
+
+    def repeats(self, row: int) -> bool:
+        """Row ``row`` is kept as a reference to another (``derive``)."""
+        return self._where[row] < 0
 
     def _stored(self, row: int) -> int:
         where = self._where[row]
@@ -200,15 +205,34 @@ class RowStore:
         if len(self._recent) > _RECENT:
             self._recent.popitem(last=False)
 
+    def _whole(self) -> pa.Table:
+        """The sealed rows as one table (zero-copy over the batches; rebuilt when they grow)."""
+        if self._whole_table is None or self._whole_table.num_rows != self._sealed:
+            self._whole_table = pa.Table.from_batches(self._batches, schema=STORE_SCHEMA)
+        return self._whole_table
+
     def table(self, rows: Sequence[int], columns: Sequence[str] | None = None) -> pa.Table:
         """Rows ``rows`` as one table of ``STORE_SCHEMA`` (or of ``columns`` of it), in order."""
-        self._seal()
         names = list(columns or STORE_SCHEMA.names)
         schema = pa.schema([STORE_SCHEMA.field(n) for n in names])
         if not rows:
             return schema.empty_table()
-        whole = pa.Table.from_batches(self._batches, schema=STORE_SCHEMA).select(names)
-        taken = whole.take(pa.array([self._stored(r) for r in rows], pa.int64()))
+        positions = [self._stored(r) for r in rows]
+        sealed = [k for k, p in enumerate(positions) if p < self._sealed]
+        pending = [k for k, p in enumerate(positions) if p >= self._sealed]
+        parts = []
+        if sealed:
+            taken = self._whole().select(names).take(pa.array([positions[k] for k in sealed]))
+            parts.append(taken)
+        if pending:
+            entries = [self._pending[positions[k] - self._sealed] for k in pending]
+            parts.append(pa.Table.from_batches([_batch(entries)]).select(names))
+        taken = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+        if sealed and pending:  # back into the order asked for
+            where = [0] * len(rows)
+            for i, k in enumerate([*sealed, *pending]):
+                where[k] = i
+            taken = taken.take(pa.array(where))
         derived = [(k, -1 - self._where[r]) for k, r in enumerate(rows) if self._where[r] < 0]
         for name in set(names) & {"status", "reason", "run_id", "converted_at"}:
             if not derived:

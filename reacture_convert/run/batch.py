@@ -24,9 +24,10 @@ from reacture_convert.output.catalog import Catalog, CatalogEntry
 from reacture_convert.output.naming import session_name
 from reacture_convert.output.status import Status
 from reacture_convert.output.storage import Output, lock_output
-from reacture_convert.run.convert import ConvertOptions, SessionResult
+from reacture_convert.run.convert import ConvertOptions
 from reacture_convert.run.driver import (
     SessionRunner,
+    Task,
     archive_entries,
     forget_listings,
 )
@@ -38,6 +39,11 @@ __all__ = ["run_convert"]
 
 ProgressFn = Callable[[CatalogEntry, int, int], None]
 DEFAULT_OPTIONS: ConvertOptions = ConvertOptions()
+GROUP_BYTES = 64 * 2**20  # input bytes of likely-skipped sessions put in one task
+
+
+def _size(bundle: BundleRef) -> int:
+    return sum(ref.size for ref in bundle.files.values())
 
 
 def run_convert(
@@ -90,36 +96,48 @@ def run_convert(
         # take effect: one at a time on ``sync``, so ``stop`` is exact there).
         with open_scheduler(scheduler, workers, n_tasks=total) as sched:
             runner = SessionRunner(out, catalog, run_id, sched.submit)
+            grouping = sched.capacity > 1 and not stop_on_error
+
+            def task() -> tuple[tuple[str, str], Task]:
+                bundle, opts, peer = ready.popleft()
+                previous = peer or catalog.live(session_name(bundle.prefix))
+                return (bundle.source, bundle.prefix), (bundle, opts, previous)
 
             def feed() -> None:
-                while ready and len(runner) < sched.capacity and not stopped:
-                    bundle, opts, peer = ready.popleft()
-                    previous = peer or catalog.live(session_name(bundle.prefix))
-                    runner.start((bundle.source, bundle.prefix), bundle, opts, previous)
+                while ready and runner.tasks < sched.capacity and not stopped:
+                    group = [task()]
+                    # sessions with a live row to compare with are likely skipped: a hash each;
+                    # several go to one task (up to GROUP_BYTES of input) when the scheduler
+                    # is remote (a round trip per session would cost more than its hash)
+                    size = _size(group[0][1][0])
+                    while grouping and group[-1][1][2] is not None and ready and size < GROUP_BYTES:
+                        nxt = ready[0]
+                        if (nxt[2] or catalog.live(session_name(nxt[0].prefix))) is None:
+                            break
+                        group.append(task())
+                        size += _size(group[-1][1][0])
+                    runner.start_group(group)
 
             feed()
             for key, value in sched.results():
-                run, entry, row = runner.finish(key, value)
+                for done in runner.finish_task(key, value):
+                    entry, name = done.entry, done.run.name
+                    rows.append(done.row)
+                    if entry.status is Status.CONVERTED:
+                        frames += entry.n_frames or 0
+                    if done.session_tar is not None:
+                        session_tars[name] = done.session_tar
+                    finished += 1
+                    if progress is not None:
+                        progress(entry, finished, total)
+                    if stop_on_error and not entry.status.is_ok:
+                        stopped = True
+                    if waiting.get(name):
+                        # the rest of a name's bundles: duplicates of the winner, or conflicts
+                        peer = entry if entry.status.is_live else None
+                        nxt = waiting[name].popleft()
+                        ready.appendleft((nxt, replace(options, force=False), peer))
                 catalog.flush()
-                rows.append(row)
-                if entry.status is Status.CONVERTED:
-                    frames += entry.n_frames or 0
-                if (
-                    isinstance(value, SessionResult)
-                    and value.session_tar is not None
-                    and entry.status.is_live
-                ):
-                    session_tars[run.name] = value.session_tar
-                finished += 1
-                if progress is not None:
-                    progress(entry, finished, total)
-                if stop_on_error and not entry.status.is_ok:
-                    stopped = True
-                if waiting.get(run.name):
-                    # the rest of a name's bundles: duplicates of the winner, or conflicts
-                    peer = entry if entry.status.is_live else None
-                    nxt = waiting[run.name].popleft()
-                    ready.appendleft((nxt, replace(options, force=False), peer))
                 feed()
         catalog.flush(final=True)
         if session_tars and not stopped:  # the merged format (shards) was asked for

@@ -6,6 +6,9 @@ renames what they staged into place (``commit_result``) and records each result 
 ``SessionRunner`` keeps what is in flight: at most one task per session name (two bundles that
 would write one session never run at once: the later one becomes its duplicate or conflict),
 and turns each task's value, or the exception that replaced it, into a committed catalog entry.
+Sessions that are likely to be skipped (their session has a live row to compare with) can run
+several to a task (``start_group``): a skip costs a hash, and a scheduler's round trip per
+session would cost more than that.
 """
 
 from __future__ import annotations
@@ -32,13 +35,16 @@ from reacture_convert.run.convert import (
     commit_result,
     convert_session,
 )
+from reacture_convert.writers.webdataset import SessionTar
 
 __all__ = [
+    "Finished",
     "Running",
     "SessionRunner",
     "archive_entries",
     "as_result",
     "forget_listings",
+    "group_task",
     "session_task",
 ]
 
@@ -72,6 +78,21 @@ def session_task(
     """One session on a worker: with fresh listings, then ``convert_session``."""
     forget_listings(out, sorted({ref.url for ref in bundle.files.values()}), options.input_options)
     return convert_session(bundle, out, options, previous, run_id)
+
+
+Task = tuple[BundleRef, ConvertOptions, CatalogEntry | None]  # a bundle, how, its previous row
+
+
+def group_task(tasks: Sequence[Task], out: Output, run_id: str) -> list[Any]:
+    """Several sessions in one task, one after the other; each one's result, or the exception
+    that replaced it."""
+    values: list[Any] = []
+    for bundle, options, previous in tasks:
+        try:
+            values.append(session_task(bundle, out, options, previous, run_id))
+        except Exception as e:  # noqa: BLE001 - handed to the driver as that session's value
+            values.append(e)
+    return values
 
 
 def as_result(bundle: BundleRef, value: Any, run_id: str) -> SessionResult:
@@ -118,6 +139,17 @@ def archive_entries(findings: Sequence[Finding], run_id: str) -> list[CatalogEnt
 
 
 @dataclass(frozen=True)
+class Finished:
+    """A session's task, done: its run, committed entry, catalog row id, and its sample tar
+    waiting for the shard merge (when asked for)."""
+
+    run: Running
+    entry: CatalogEntry
+    row: int
+    session_tar: SessionTar | None = None
+
+
+@dataclass(frozen=True)
 class Running:
     """A session task in flight: its bundle, when it started, and the caller's ``tag``."""
 
@@ -152,6 +184,7 @@ class SessionRunner:
         self.submit = submit
         self.keep_skipped = keep_skipped
         self.running: dict[Hashable, Running] = {}
+        self.groups: dict[Hashable, list[Hashable]] = {}  # a group task's key -> its sessions'
         self._names: Counter[str] = Counter()
 
     def busy(self, name: str) -> bool:
@@ -159,7 +192,13 @@ class SessionRunner:
         return self._names[name] > 0
 
     def __len__(self) -> int:
+        """Sessions in flight."""
         return len(self.running)
+
+    @property
+    def tasks(self) -> int:
+        """Tasks in flight (a group counts once)."""
+        return len(self.running) - sum(len(keys) - 1 for keys in self.groups.values())
 
     def start(
         self,
@@ -170,19 +209,46 @@ class SessionRunner:
         tag: Any = None,
     ) -> None:
         """Submit ``bundle``'s task under ``key``; ``previous`` is its session's live row."""
+        self._add(key, bundle, tag)
+        self.submit(key, session_task, bundle, self.out, options, previous, self.run_id)
+
+    def start_group(self, keyed: Sequence[tuple[Hashable, Task]]) -> None:
+        """Submit several sessions as one task (``group_task``); ``finish_task`` hands back
+        each one's result."""
+        if len(keyed) == 1:
+            key, (bundle, options, previous) = keyed[0]
+            self.start(key, bundle, options, previous)
+            return
+        group = ("group", keyed[0][0])
+        for key, (bundle, _, _) in keyed:
+            self._add(key, bundle, None)
+        self.groups[group] = [key for key, _ in keyed]
+        self.submit(group, group_task, [task for _, task in keyed], self.out, self.run_id)
+
+    def _add(self, key: Hashable, bundle: BundleRef, tag: Any) -> None:
         run = Running(bundle, time.monotonic(), tag)
         self.running[key] = run
         self._names[run.name] += 1
-        self.submit(key, session_task, bundle, self.out, options, previous, self.run_id)
 
-    def finish(self, key: Hashable, value: Any) -> tuple[Running, CatalogEntry, int]:
-        """Commit the result of ``key``'s task (or the exception that replaced it) and record
-        it in the catalog (logged at the caller's ``flush``); return it with its catalog row
-        id. Raises ``LockedError`` when the lock (an S3 lease) is no longer this run's."""
+    def finish_task(self, key: Hashable, value: Any) -> list[Finished]:
+        """``finish`` every session of the task ``key`` (one, or a group's)."""
+        keys = self.groups.pop(key, None)
+        if keys is None:
+            return [self.finish(key, value)]
+        whole = isinstance(value, list) and len(value) == len(keys)
+        values = value if whole else [value] * len(keys)  # a dead worker fails them all
+        return [self.finish(k, v) for k, v in zip(keys, values, strict=True)]
+
+    def finish(self, key: Hashable, value: Any) -> Finished:
+        """Commit the result of ``key``'s session (or the exception that replaced it) and
+        record it in the catalog (logged at the caller's ``flush``). Raises ``LockedError``
+        when the lock (an S3 lease) is no longer this run's."""
         run = self.running.pop(key)
         self._names[run.name] -= 1
         result = as_result(run.bundle, value, self.run_id)
         if result.staged:
             self.catalog.guard()
         entry = commit_result(self.out, result)
-        return run, entry, self.catalog.record(entry, keep_skipped=self.keep_skipped)
+        row = self.catalog.record(entry, keep_skipped=self.keep_skipped)
+        tar = result.session_tar if entry.status.is_live else None
+        return Finished(run, entry, row, tar)

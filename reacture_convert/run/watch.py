@@ -257,8 +257,9 @@ class _Watcher:
 
     def finish(self, key: Key, value: Any) -> None:
         """Commit one session's result, record it, say so."""
-        run, entry, row = self.runner.finish(key, value)
-        self.keep(row, entry)
+        done = self.runner.finish(key, value)
+        run, entry = done.run, done.entry
+        self.keep(done.row, entry)
         self.flush()
         if entry.status == Status.CONVERTED:
             self.frames += entry.n_frames or 0
