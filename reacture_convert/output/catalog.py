@@ -7,15 +7,16 @@ the session's commit. ``merge_entries`` keeps that memory truthful: exactly one 
 (converted or skipped) describes what a session's outputs hold, and a later state that wrote
 nothing (conflict, rejected, failed) is kept beside it rather than erasing it.
 
-A driver keeps the catalog in a ``Catalog``: rows in memory (``catalog_rows``), each recorded
-row appended to a log and folded into ``catalog.parquet`` from time to time (``catalog_log``), so
+A driver keeps the catalog in a ``Catalog``: rows in memory, compactly (``catalog_store``), the
+live ones picked by ``merge_entries``' rules in O(1) (``catalog_slots``), each recorded row
+appended to a log and folded into ``catalog.parquet`` from time to time (``catalog_log``), so
 recording a session costs the same in a catalog of 100 rows or of 100,000.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 
 import pyarrow as pa
@@ -39,7 +40,15 @@ from reacture_convert.output.catalog_log import (
     write_compacted,
     write_fragment,
 )
-from reacture_convert.output.catalog_rows import STORE_SCHEMA, EntryView, RowStore, Slots
+from reacture_convert.output.catalog_slots import Slots
+from reacture_convert.output.catalog_store import (
+    CHUNK,
+    HOT,
+    EntryView,
+    RowStore,
+    release,
+    system_pool,
+)
 from reacture_convert.output.status import Status
 from reacture_convert.output.storage import Output
 
@@ -62,7 +71,7 @@ GROUP_SECONDS = 1.0  # ...or this long after the first of them
 COMPACT_MIN_ROWS = 256  # compact after this many new rows, or as many as the file holds...
 COMPACT_SECONDS = 1.0  # ...or after this long (readers of catalog.parquet see progress),
 COMPACT_SHARE = 20  # but no sooner than 20 times what the last one took (<= 5 % of the time)
-_SLICE = 16_384  # rows taken from memory at a time while writing catalog.parquet
+_SLICE = CHUNK  # rows taken from memory at a time while writing catalog.parquet
 
 
 def _order(e: CatalogEntry) -> tuple[str, str, str, str]:
@@ -113,7 +122,7 @@ def read_catalog(out: Output) -> list[CatalogEntry]:
     recorded since (a run in progress, or one that was killed)."""
     compacted, fragments = read_snapshot(out)
     if not fragments:
-        return table_entries(compacted.table)
+        return table_entries(compacted.table())
     return Catalog.read(out, compacted, fragments).rows()
 
 
@@ -121,7 +130,7 @@ def write_catalog(out: Output, entries: Sequence[CatalogEntry]) -> None:
     """Replace the catalog with ``entries`` (as they are, in their order) atomically; whatever
     the log held is superseded."""
     seq = max(list_log(out), default=0)
-    out.write_bytes_atomic(CATALOG, encode_compacted([entries_table(entries)], seq))
+    out.write_atomic(CATALOG, lambda f: encode_compacted([entries_table(entries)], seq, f))
 
 
 class Catalog:
@@ -143,7 +152,7 @@ class Catalog:
         self.guard = guard or (lambda: None)
         self.store = RowStore()
         self.slots = Slots(self.store)
-        self.file = Compacted(STORE_SCHEMA.empty_table())  # catalog.parquet as last seen
+        self.file = Compacted()  # catalog.parquet as last seen (without its bytes)
         self.file_rows = 0  # rows it holds
         self.seq = 0  # the last log fragment written or read
         self.folded: list[int] = []  # fragments that the next compaction makes redundant
@@ -167,13 +176,22 @@ class Catalog:
     ) -> Catalog:
         """The catalog that ``catalog.parquet`` and the log fragments after it describe."""
         catalog = cls(out)
-        catalog.file = replace(compacted, table=STORE_SCHEMA.empty_table())
-        catalog.file_rows = compacted.table.num_rows
+        first = len(catalog.store)
+        with system_pool():
+            for batch in compacted.batches():
+                catalog.store.add_batch(batch)
+                release()
+        base = range(first, len(catalog.store))
+        catalog.file = replace(compacted, data=None)
+        catalog.file_rows = len(base)
         catalog.seq = compacted.seq
-        catalog._replay(compacted.table, [None] * compacted.table.num_rows, base=True)
+        catalog._replay(base, None)
+        release()
         for seq, fragment in fragments:
-            ops = fragment.column("op").to_pylist()
-            catalog._replay(fragment.drop_columns(["op"]), ops)
+            first = len(catalog.store)
+            for batch in fragment.drop_columns(["op"]).to_batches():
+                catalog.store.add_batch(batch)
+            catalog._replay(range(first, len(catalog.store)), fragment.column("op").to_pylist())
             catalog.seq = seq
             catalog.folded.append(seq)
             catalog.since += fragment.num_rows
@@ -193,27 +211,30 @@ class Catalog:
         elif stale:
             delete_fragments(out, stale)
             catalog.folded = []
+        catalog.compacted_at = time.monotonic()  # the run's first compaction by time: later
         return catalog
 
-    def _replay(self, table: pa.Table, ops: Sequence[str | None], *, base: bool = False) -> None:
-        rows = self.store.add_table(table)
-        status = [Status(s) for s in table.column("status").to_pylist()]
-        source = table.column("source").to_pylist()
-        prefix = table.column("prefix").to_pylist()
-        session = table.column("session").to_pylist()
-        order: Sequence[int] = range(len(rows))
-        if base:  # live rows first, so that a row kept beside one goes back beside it
-            order = [k for k in order if status[k].is_live] + [
-                k for k in order if not status[k].is_live
-            ]
-        for k in order:
-            key = (source[k], prefix[k])
-            if ops[k] == "drop":
-                self.slots.drop(key, status[k])
-                continue
-            self.slots.put(
-                rows[k], status[k], key, session[k], self._hashes_of(rows[k]), self._supersede
-            )
+    def _replay(self, rows: range, ops: Sequence[str | None] | None) -> None:
+        """Put stored ``rows`` in their slots, in order, with their ``ops`` (a log fragment);
+        ``ops`` None: the rows of catalog.parquet, live ones first (so that a row kept beside
+        one goes back beside it)."""
+        passes = (True, False) if ops is None else (None,)
+        for live in passes:
+            for start in range(rows.start, rows.stop, CHUNK):
+                block = range(start, min(start + CHUNK, rows.stop))
+                hot = self.store.table(block, list(HOT))
+                session, source, prefix, status = (hot.column(n).to_pylist() for n in HOT)
+                for k, row in enumerate(block):
+                    state = Status(status[k])
+                    if live is not None and state.is_live is not live:
+                        continue
+                    key = (source[k], prefix[k])
+                    if ops is not None and ops[row - rows.start] == "drop":
+                        self.slots.drop(key, state)
+                        continue
+                    self.slots.put(
+                        row, state, key, session[k], self._hashes_of(row), self._supersede
+                    )
 
     def _hashes_of(self, row: int) -> Callable[[], Mapping[str, str]]:
         return lambda: self.store.hashes(row)
@@ -311,8 +332,15 @@ class Catalog:
         self.guard()
         started = time.monotonic()
         order = self.store.order(self.slots.rows())
-        slices = (self.store.table(order[i : i + _SLICE]) for i in range(0, len(order), _SLICE))
-        self.file = write_compacted(self.out, slices, self.seq, self.file)
+
+        def slices() -> Iterator[pa.Table]:
+            for i in range(0, len(order), _SLICE):
+                yield self.store.table(order[i : i + _SLICE])
+                release()
+
+        with system_pool():
+            self.file = write_compacted(self.out, slices(), self.seq, self.file)
+        release()
         delete_fragments(self.out, self.folded)
         self.folded = []
         self.unlogged = []

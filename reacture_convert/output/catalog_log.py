@@ -20,15 +20,16 @@ from __future__ import annotations
 import io
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from reacture_convert.errors import LockedError, OutputError
 from reacture_convert.output.catalog_entry import CATALOG_SCHEMA
-from reacture_convert.output.catalog_rows import STORE_SCHEMA, conform
+from reacture_convert.output.catalog_store import STORE_SCHEMA, conform
 from reacture_convert.output.lease import PreconditionFailed
 from reacture_convert.output.storage import Output
 
@@ -53,7 +54,7 @@ SEQ_KEY = b"reacture.catalog.seq"
 # ``op``: null for a recorded row; "drop" forgets the bundle's row with that status.
 FRAGMENT_SCHEMA = STORE_SCHEMA.append(pa.field("op", pa.string()))
 _FRAGMENT = re.compile(r"(\d{12})\.arrow")
-_ROW_GROUP = 65_536
+_ROW_GROUP = 4096  # rows: what a reader decodes at a time
 _SNAPSHOT_TRIES = 20
 
 
@@ -63,13 +64,24 @@ def fragment_name(seq: int) -> str:
 
 @dataclass(frozen=True)
 class Compacted:
-    """What ``catalog.parquet`` holds: its rows (``STORE_SCHEMA``; empty when there is no
-    file), the last fragment folded in, and its version (S3 ETag) for a conditional replace."""
+    """What ``catalog.parquet`` holds: its bytes (None when there is no file), the last log
+    fragment folded in, and its version (S3 ETag) for a conditional replace."""
 
-    table: pa.Table
+    data: bytes | None = None
     seq: int = 0
-    exists: bool = False
     etag: str | None = None
+    exists: bool = False
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        """The rows (``STORE_SCHEMA``), a row group at a time: decoding the whole file at
+        once would take twice its memory."""
+        if self.data is not None:
+            parquet = pq.ParquetFile(pa.BufferReader(self.data))
+            for batch in parquet.iter_batches(batch_size=_ROW_GROUP, use_threads=False):
+                yield conform(batch)
+
+    def table(self) -> pa.Table:
+        return pa.Table.from_batches(list(self.batches()), schema=STORE_SCHEMA)
 
 
 def read_compacted(out: Output) -> Compacted:
@@ -80,10 +92,9 @@ def read_compacted(out: Output) -> Compacted:
         with fs.open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError:
-        return Compacted(STORE_SCHEMA.empty_table())
-    table = pq.read_table(io.BytesIO(data))
-    seq = int((table.schema.metadata or {}).get(SEQ_KEY, b"0"))
-    return Compacted(conform(table), seq, True, str(etag) if etag else None)
+        return Compacted()
+    meta = pq.read_schema(pa.BufferReader(data)).metadata or {}
+    return Compacted(data, int(meta.get(SEQ_KEY, b"0")), str(etag) if etag else None, True)
 
 
 def list_log(out: Output) -> list[int]:
@@ -134,32 +145,35 @@ def write_fragment(out: Output, seq: int, table: pa.Table) -> None:
             ) from e
 
 
-def encode_compacted(tables: Iterable[pa.Table], seq: int) -> bytes:
-    """``catalog.parquet``'s bytes: ``tables`` (catalog columns, in catalog order) with ``seq``."""
+def encode_compacted(tables: Iterable[pa.Table], seq: int, sink: BinaryIO) -> None:
+    """Write ``catalog.parquet`` into ``sink``: ``tables`` (catalog columns, in catalog order),
+    with ``seq`` in its metadata."""
     schema = CATALOG_SCHEMA.with_metadata({SEQ_KEY: str(seq).encode()})
-    buf = io.BytesIO()
-    with pq.ParquetWriter(buf, schema, compression="zstd") as writer:
+    with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
         for table in tables:
             if table.num_rows:
                 writer.write_table(table.cast(schema, safe=False), row_group_size=_ROW_GROUP)
-    return buf.getvalue()
 
 
 def write_compacted(
     out: Output, tables: Iterable[pa.Table], seq: int, previous: Compacted
 ) -> Compacted:
     """Write ``catalog.parquet`` from ``tables`` (``STORE_SCHEMA``, in catalog order) with
-    ``seq``, atomically; on S3 only over the version ``previous`` describes. Returns what the
-    file now is (without its rows)."""
-    data = encode_compacted(tables, seq)
+    ``seq``, atomically, straight to its file (not through memory); on S3 only over the version
+    ``previous`` describes. Returns what the file now is (without its bytes)."""
     try:
-        etag = out.write_bytes_atomic(CATALOG, data, create=not previous.exists, etag=previous.etag)
+        etag = out.write_atomic(
+            CATALOG,
+            lambda f: encode_compacted(tables, seq, f),
+            create=not previous.exists,
+            etag=previous.etag,
+        )
     except PreconditionFailed as e:
         raise LockedError(
             f"{out.url}: another run replaced {CATALOG} meanwhile; this run stops writing "
             "(run it again when the other is done)"
         ) from e
-    return Compacted(STORE_SCHEMA.empty_table(), seq, True, etag)
+    return Compacted(None, seq, etag, True)
 
 
 def delete_fragments(out: Output, seqs: Iterable[int]) -> None:

@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from reacture_convert.errors import LockedError, OutputError
 
@@ -75,15 +75,15 @@ def _split(out: Any, rel: str) -> tuple[str, str]:
 def put_object(
     out: Any,
     rel: str,
-    data: bytes,
+    data: bytes | BinaryIO,
     *,
     create: bool = False,
     etag: str | None = None,
     metadata: dict[str, str] | None = None,
 ) -> str:
-    """PUT ``data`` at ``rel`` under OUT on S3; return the new ETag. ``create``: only if the key
-    is free; ``etag``: only if the object is still that version. Raises ``PreconditionFailed``
-    when the condition does not hold."""
+    """PUT ``data`` (bytes or a file) at ``rel`` under OUT on S3; return the new ETag.
+    ``create``: only if the key is free; ``etag``: only if the object is still that version.
+    Raises ``PreconditionFailed`` when the condition does not hold."""
     bucket, key = _split(out, rel)
     kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, "Body": data}
     if create:

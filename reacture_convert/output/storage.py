@@ -22,10 +22,11 @@ import contextlib
 import errno
 import glob
 import os
+import tempfile
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -126,26 +127,43 @@ class Output:
     def write_bytes_atomic(
         self, rel: str, data: bytes, *, create: bool = False, etag: str | None = None
     ) -> str | None:
-        """Write a small file so that readers see the old or the new content, never a part, and
-        it survives a crash once this returns. On S3 the write can be conditional: ``create``
-        only if absent, ``etag`` only if still that version (``lease.PreconditionFailed``
-        otherwise); the new ETag is returned there (None elsewhere). Locally the lock holder is
-        the only writer, so conditions hold by construction."""
+        """Write a small file so that readers see the old or the new content, never a part
+        (see ``write_atomic``)."""
+        return self.write_atomic(rel, lambda f: f.write(data), create=create, etag=etag)
+
+    def write_atomic(
+        self,
+        rel: str,
+        fill: Callable[[BinaryIO], object],
+        *,
+        create: bool = False,
+        etag: str | None = None,
+    ) -> str | None:
+        """Write the file ``fill(f)`` writes so that readers see the old or the new content,
+        never a part, and it survives a crash once this returns (locally: a temporary file,
+        fsynced, renamed; on object stores: one PUT). On S3 the write can be conditional:
+        ``create`` only if absent, ``etag`` only if still that version
+        (``lease.PreconditionFailed`` otherwise); the new ETag is returned there (None
+        elsewhere). Locally the lock holder is the only writer, so conditions hold by
+        construction."""
         final = self.path(rel)
         if self.is_local:
             os.makedirs(os.path.dirname(final), exist_ok=True)
             tmp = f"{final}.tmp-{uuid.uuid4().hex}"
             with open(tmp, "wb") as f:
-                f.write(data)
+                fill(f)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, final)
             _fsync_dir(os.path.dirname(final))
             return None
         if is_s3(self):
-            return put_object(self, rel, data, create=create, etag=etag)
+            with tempfile.TemporaryFile() as spool:
+                fill(spool)
+                spool.seek(0)
+                return put_object(self, rel, spool, create=create, etag=etag)
         with self.fs.open(final, "wb") as f:  # one PUT: atomic on object stores
-            f.write(data)
+            fill(f)
         return None
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from array import array
 from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -86,7 +87,7 @@ def run_convert(
             (waiting[name].popleft(), options, None) for name in sorted(waiting)
         )
 
-        rows = [catalog.record(e) for e in archive_entries(found.findings, run_id)]
+        rows = array("q", [catalog.record(e) for e in archive_entries(found.findings, run_id)])
         session_tars: dict[str, SessionTar] = {}
         total = len(found.bundles)
         finished = 0

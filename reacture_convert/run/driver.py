@@ -245,6 +245,8 @@ class SessionRunner:
         when the lock (an S3 lease) is no longer this run's."""
         run = self.running.pop(key)
         self._names[run.name] -= 1
+        if not self._names[run.name]:
+            del self._names[run.name]
         result = as_result(run.bundle, value, self.run_id)
         if result.staged:
             self.catalog.guard()

@@ -24,7 +24,7 @@ from reacture_convert.output.catalog import (
     read_catalog,
     write_catalog,
 )
-from reacture_convert.output.catalog_rows import EntryView, RowStore
+from reacture_convert.output.catalog_store import EntryView, RowStore
 from reacture_convert.output.status import Status
 from reacture_convert.output.storage import Output
 
