@@ -30,18 +30,34 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from reacture_convert.errors import LockedError, OutputError
+from reacture_convert.errors import ConfigError, LockedError, OutputError
 
 __all__ = [
+    "LEASE_ENV",
     "LEASE_SECONDS",
+    "LOCK",
     "Lease",
     "PreconditionFailed",
     "is_s3",
+    "lease_seconds",
     "put_object",
 ]
 
 LEASE_SECONDS = 60.0  # a lease not renewed for this long may be taken over
+LEASE_ENV = "REACTURE_LEASE_SECONDS"  # overrides it: how long a killed writer blocks OUT
 LOCK = ".lock"
+
+
+def lease_seconds() -> float:
+    """The lease's time to live: ``$REACTURE_LEASE_SECONDS``, else ``LEASE_SECONDS``."""
+    text = os.environ.get(LEASE_ENV)
+    try:
+        value = float(text) if text else LEASE_SECONDS
+    except ValueError:
+        raise ConfigError(f"{LEASE_ENV}={text!r}: give a number of seconds") from None
+    if value <= 0:
+        raise ConfigError(f"{LEASE_ENV}={text!r}: give a number of seconds above 0")
+    return value
 
 
 class PreconditionFailed(OutputError):
@@ -135,9 +151,9 @@ class Lease:
     """The writer's lease on an S3 ``OUT`` (see the module doc): ``acquire``, ``check`` before
     writes, ``release``."""
 
-    def __init__(self, out: Any, ttl: float = LEASE_SECONDS) -> None:
+    def __init__(self, out: Any, ttl: float | None = None) -> None:
         self.out = out
-        self.ttl = ttl
+        self.ttl = ttl if ttl is not None else lease_seconds()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.etag: str | None = None
         self.renewed = 0.0  # monotonic time of the last successful write of the lock

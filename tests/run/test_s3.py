@@ -4,12 +4,19 @@
 127.0.0.1; everything reaches it the way a user's code reaches S3: s3fs (botocore over HTTP),
 the CLI with ``--storage-option client_kwargs.endpoint_url=...``, zarr's FsspecStore, pyarrow
 through s3fs and webdataset through presigned HTTP URLs (curl). The converted dataset must
-equal the one a local conversion of the same bundles gives.
+equal the one a local conversion of the same bundles gives. One writer per bucket OUT: a lease
+made of conditional writes refuses (or queues) a second run or watcher, and a run that lost its
+lease stops before it changes anything.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -23,6 +30,8 @@ from click.testing import CliRunner
 from conftest import S3, SAMPLE_DIR
 
 from reacture_convert.cli import cli
+from reacture_convert.output.lease import LEASE_ENV, Lease, PreconditionFailed, put_object
+from reacture_convert.output.storage import Output
 from reacture_convert.testing.synth import BundleSpec, write_bundle
 
 SAMPLE = SAMPLE_DIR.name
@@ -299,3 +308,120 @@ def test_a_dask_cluster_reads_and_writes_the_bucket(
     want = s3_files(moto_s3, "")
     assert sorted(got) == sorted("/" + k for k in want)
     assert [k for k in want if k != "catalog.parquet" and got["/" + k] != want[k]] == []
+
+
+# --- one writer per bucket OUT: a lease made of conditional writes ----------------------------
+
+CLI = [sys.executable, "-m", "reacture_convert"]
+
+
+def start_cli(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [*CLI, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+    )
+
+
+def test_the_store_honours_conditional_writes(moto_s3: S3) -> None:
+    """What the lease and the catalog's log rely on: moto (5.2) honours If-None-Match: * and
+    If-Match on PutObject, as S3 does."""
+    out = Output("s3://datasets/conditional", moto_s3.options)
+    etag = put_object(out, "x", b"1", create=True)
+    with pytest.raises(PreconditionFailed):
+        put_object(out, "x", b"2", create=True)
+    with pytest.raises(PreconditionFailed):
+        put_object(out, "x", b"2", etag='"00000000000000000000000000000000"')
+    assert put_object(out, "x", b"3", etag=etag) != etag
+    assert moto_s3.fs.cat_file("datasets/conditional/x") == b"3"
+
+
+@pytest.mark.parametrize("wait", [False, True], ids=["refused", "waits"])
+def test_a_second_writer_on_a_bucket_output_is_refused_or_waits(
+    moto_s3: S3, bundles: Path, wait: bool
+) -> None:
+    url = f"s3://datasets/one-writer-{'wait' if wait else 'refuse'}"
+    held = Lease(Output(url, moto_s3.options))  # another run, holding OUT
+    held.acquire()
+    args = ["convert", str(bundles), "--out", url, "--scheduler", "sync", "--json"]
+    second = start_cli([*args, *(["--wait"] if wait else []), *moto_s3.cli_options])
+    try:
+        if not wait:
+            _, err = second.communicate(timeout=120)
+            assert second.returncode == 3, err
+            assert b"another reacture-convert run is writing to this output" in err
+            assert b"--wait" in err
+        else:
+            time.sleep(3)  # polling the lease, touching nothing
+            assert second.poll() is None
+        moto_s3.fs.invalidate_cache()
+        assert moto_s3.fs.find(url[5:]) == [f"{url[5:]}/.lock"]
+    finally:
+        held.release()
+    if wait:
+        out, err = second.communicate(timeout=120)
+        assert second.returncode == 0, err
+        assert json.loads(out)["counts"] == {"converted": 2}
+    moto_s3.fs.invalidate_cache()
+    assert not moto_s3.fs.exists(f"{url[5:]}/.lock")  # released by whoever held it last
+
+
+def test_a_watcher_on_a_held_bucket_output_is_refused(moto_s3: S3, bundles: Path) -> None:
+    url = "s3://datasets/one-watcher"
+    held = Lease(Output(url, moto_s3.options))
+    held.acquire()
+    try:
+        watcher = start_cli(["watch", str(bundles), "--out", url, "--once", *moto_s3.cli_options])
+        _, err = watcher.communicate(timeout=120)
+        assert watcher.returncode == 3, err
+        assert b"another reacture-convert run is writing to this output" in err
+    finally:
+        held.release()
+
+
+def test_an_expired_lease_is_taken_over_and_its_old_holder_stops(
+    moto_s3: S3, tmp_path: Path
+) -> None:
+    """A run frozen (SIGSTOP) longer than its lease: a second run takes OUT over and finishes;
+    the first, woken up, finds its lease gone and stops (exit 3) before committing anything."""
+    inputs = [
+        str(
+            write_bundle(
+                tmp_path / f"b{k}",
+                BundleSpec(prefix=f"reacture_17956200{k:05d}", seed=k, n_frames=150),
+            )
+        )
+        for k in range(6)
+    ]
+    url = "s3://datasets/taken-over"
+    short = {LEASE_ENV: "2"}
+    args = ["convert", *inputs, "--out", url, "--scheduler", "sync", "--json", *moto_s3.cli_options]
+    first = start_cli(args, short)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # the first run holds the lease: freeze it there
+            moto_s3.fs.invalidate_cache()
+            if moto_s3.fs.exists(f"{url[5:]}/.lock"):
+                os.killpg(first.pid, signal.SIGSTOP)
+                break
+            assert first.poll() is None and time.monotonic() < deadline, first.stderr
+            time.sleep(0.01)
+        time.sleep(4.5)  # more than the lease and the store's one-second time resolution
+        second = start_cli(args, short)
+        out, err = second.communicate(timeout=300)
+        assert second.returncode == 0, err
+        assert json.loads(out)["counts"] == {"converted": 6}
+        moto_s3.fs.invalidate_cache()
+        before = {p: moto_s3.fs.info(p)["ETag"] for p in moto_s3.fs.find(url[5:]) if "/." not in p}
+    finally:
+        os.killpg(first.pid, signal.SIGCONT)
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 3, err
+    assert b"lease" in err and b"took it over" in err
+    moto_s3.fs.invalidate_cache()
+    after = {p: moto_s3.fs.info(p)["ETag"] for p in moto_s3.fs.find(url[5:]) if "/." not in p}
+    assert after == before  # the old holder changed nothing visible
+    code, text = run_cli("verify", url, "--json", *moto_s3.cli_options)
+    assert code == 0 and json.loads(text)["sessions_checked"] == 6, text
