@@ -13,7 +13,10 @@ processes they run (``CHILD_MODES``); ``harness`` holds what they share:
 - ``memory``: 4. peak RSS of ``convert`` for 10-, 60- and 120-minute sessions;
 - ``scale``: 5. 8 sessions on 1 vs 2 local Dask worker processes: speedup;
 - ``readers``: 6. training read: frames/s of ``to_pytorch_dataloader`` (Zarr, shards; in order
-  and shuffled) vs a plain PyTorch DataLoader over the source frames.npy memory-mapped.
+  and shuffled) vs a plain PyTorch DataLoader over the source frames.npy memory-mapped;
+- ``batch_scale``: 7. cost per session of a batch of 1,000 small sessions vs 100, a re-run of
+  unchanged sessions vs their first conversion, and the catalog/driver path alone at 100,000
+  catalog rows (time and peak memory).
 
 Bundles come from ``reacture_convert.testing.synth`` (the real exporter's file format; game-like
 frames whose zstd ratio is printed next to the real variant recording's), at 100 ms a frame,
@@ -42,6 +45,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import batch_scale  # noqa: E402
 import convert  # noqa: E402
 import memory  # noqa: E402
 import readers  # noqa: E402
@@ -57,7 +61,7 @@ from harness import (  # noqa: E402
     render,
 )
 
-GROUPS = (convert, rows, memory, scale, readers)
+GROUPS = (convert, rows, memory, scale, readers, batch_scale)
 MEASUREMENTS: dict[str, Callable[[Bench], list[Row]]] = {
     key: fn for group in GROUPS for key, fn in group.MEASUREMENTS.items()
 }

@@ -19,7 +19,7 @@ from conftest import REPO
 
 from reacture_convert.testing.synth import iter_game_frames
 
-ROW_KEYS = ("1", "2", "3", "4", "5", "6a", "6b", "6c", "6d")
+ROW_KEYS = ("1", "2", "3", "4", "5", "6a", "6b", "6c", "6d", "7a", "7b", "7c", "7d")
 Run = tuple[subprocess.CompletedProcess[str], Path]
 
 

@@ -294,3 +294,42 @@ def test_missing_input_is_a_rejected_row_not_a_crash(tmp_path: Path) -> None:
     assert code == 1
     assert summary["counts"] == {"rejected": 1}
     assert summary["sessions"][0]["reason"].startswith("INPUT_NOT_FOUND at ")
+
+
+# --- re-runs ---------------------------------------------------------------------------------
+
+
+def test_a_rerun_on_workers_skips_what_is_unchanged_and_converts_what_changed(
+    tmp_path: Path,
+) -> None:
+    """A re-run on local workers (where sessions with a live row go several to a task): the
+    unchanged sessions are skipped, a changed one (with --force) converted, every session
+    reported once, and the dataset is the one a serial run of the same inputs gives."""
+    specs = [
+        BundleSpec(prefix=f"reacture_17956000070{k:02d}", seed=k, n_frames=10) for k in range(8)
+    ]
+    folders = [write_bundle(tmp_path / "in" / f"b{k}", spec) for k, spec in enumerate(specs)]
+    out = Output(str(tmp_path / "out"))
+    first = run_convert([str(tmp_path / "in")], out, scheduler="sync")
+    assert first.counts == {"converted": 8}
+    write_bundle(folders[3], BundleSpec(prefix=specs[3].prefix, seed=99, n_frames=14))
+
+    seen: list[tuple[str | None, int]] = []
+    again = run_convert(
+        [str(tmp_path / "in")],
+        out,
+        ConvertOptions(force=True),
+        scheduler="threads",
+        workers=2,
+        progress=lambda e, done, total: seen.append((e.session, total)),
+    )
+    assert again.counts == {"skipped": 7, "converted": 1}
+    assert [e.session for e in again.entries if e.status == "converted"] == [specs[3].prefix]
+    assert sorted(s for s, _ in seen) == [s.prefix for s in specs] and {t for _, t in seen} == {8}
+
+    serial = tmp_path / "serial"
+    assert run_convert([str(tmp_path / "in")], Output(str(serial)), scheduler="sync").ok
+    a, b = dataset_files(tmp_path / "out"), dataset_files(serial)
+    assert sorted(a) == sorted(b) and [k for k in a if a[k] != b[k]] == []
+    rows = [{**r, "status": "converted", "reason": None} for r in catalog_rows(tmp_path / "out")]
+    assert rows == catalog_rows(serial)

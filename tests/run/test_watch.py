@@ -41,6 +41,7 @@ from reacture_convert.errors import ConfigError
 from reacture_convert.output.catalog import read_catalog
 from reacture_convert.output.storage import Output
 from reacture_convert.read.verify import verify_dataset
+from reacture_convert.run import settle
 from reacture_convert.run.jobs import load_job
 from reacture_convert.run.settle import quiet_since
 from reacture_convert.run.watch import (
@@ -659,3 +660,44 @@ def test_the_library_api_runs_in_a_thread_and_stops_on_an_event(tmp_path: Path) 
     ]  # found first, wins the name
     assert statuses[-1].done == 2 and statuses[-1].line().startswith("0 waiting · 0 queued")
     assert sorted(r["status"] for r in catalog(out)) == ["converted", "duplicate"]
+
+
+def test_a_poll_costs_what_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stamps come from the poll's one listing (no request per file), and an archive is opened
+    again only when its stamp changed; bundles that were handled stay handled."""
+    incoming = tmp_path / "in"
+    link_tree(SAMPLE_DIR, incoming / SAMPLE_DIR.name)
+    (incoming / "upload.zip").write_bytes(
+        zip_bytes(write_bundle(tmp_path / "src" / "upload", ZIPPED), "upload")
+    )
+    asked: list[str] = []
+
+    def stamp_of(url: str, opts: Any) -> Any:
+        asked.append(url)
+        raise AssertionError("a stamp asked of the store, not read from the listing")
+
+    monkeypatch.setattr(settle, "stamp_of", stamp_of)
+    seen = settle.Incoming(
+        [str(incoming)],
+        {},
+        WatchOptions(settle=0.0),
+        "run",
+        emit=lambda kind, **fields: None,
+        report=lambda entry: None,
+        drop=lambda key: None,
+    )
+    now = time.monotonic()
+    seen.poll(now, time.time(), running=())
+    assert seen.opened == 1 and len(seen.ready) == 2 and asked == []
+    for key in list(seen.ready):  # converted: their results are recorded
+        seen.mark(key, seen.tracks[key], "handled")
+    seen.ready.clear()
+    for _ in range(3):
+        seen.poll(now, time.time(), running=())
+        assert seen.opened == 0 and not seen.ready  # nothing reopened, nothing to do
+    again = BundleSpec(prefix=ZIPPED.prefix, seed=9, n_frames=20)  # a new upload of the archive
+    (incoming / "upload.zip").write_bytes(
+        zip_bytes(write_bundle(tmp_path / "src2" / "upload", again), "upload")
+    )
+    seen.poll(now, time.time(), running=())
+    assert seen.opened == 1 and [k[0] for k in seen.ready] == [f"{incoming}/upload.zip!upload"]
