@@ -82,6 +82,7 @@ def measure_batch_scale(b: Bench) -> list[Row]:
     growth = paired_ratio(per_many, per_few)
     rerun = paired_ratio([x.seconds for x in again], [x.seconds for x in first])
     t_few, t_many, t_again = seconds(small), seconds(first), seconds(again)
+    marginal = (t_many.median - t_few.median) * 1000 / (many - few)  # without the start
     load = f"load average {os.getloadavg()[0]:.2f} at the end"
     return [
         Row(
@@ -94,7 +95,8 @@ def measure_batch_scale(b: Bench) -> list[Row]:
             growth.median <= 1.15,
             [
                 f"wall times {t_few.fmt('s')} and {t_many.fmt('s')}, each including the local "
-                f"Dask cluster's start; {reps} repetition(s); {load}"
+                f"Dask cluster's start; the sessions from the {few + 1}th to the {many:,}th "
+                f"cost {marginal:.1f} ms each; {reps} repetition(s); {load}"
             ],
             {"few_s": list(t_few.samples), "many_s": list(t_many.samples)},
         ),
