@@ -242,13 +242,14 @@ def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def live_rows(out: Path) -> set[tuple[str, str | None, str]]:
-    """The live rows a reader sees now (catalog.parquet and the log), or none yet."""
+def live_rows(out: Path) -> set[tuple[str, str | None]]:
+    """The bundles with a live row a reader sees now (catalog.parquet and the log). A live row
+    may turn from converted into skipped (a re-run), never into nothing."""
     try:
         catalog = read_catalog(Output(str(out)))
     except OSError:  # OUT itself not there yet
         return set()
-    return {(e.source, e.prefix, e.status) for e in catalog if e.status.is_live}
+    return {e.key for e in catalog if e.status.is_live}
 
 
 def killed_run(
