@@ -37,6 +37,7 @@ from reacture_convert.output.catalog_log import (
     encode_compacted,
     list_log,
     read_snapshot,
+    remove_log_dir,
     write_compacted,
     write_fragment,
 )
@@ -292,12 +293,11 @@ class Catalog:
     # --- writing -----------------------------------------------------------------------------
 
     def flush(self, *, final: bool = False) -> None:
-        """Write what is due: a compaction (``final``: whenever anything changed), else the
-        unlogged rows as one log fragment. Raises ``OSError`` when the store refuses (the rows
-        stay, for the next ``flush``), ``LockedError`` when the lease was lost."""
-        if not self.dirty:
-            return
-        if final or self._compaction_due():
+        """Write what is due: a compaction (``final``: whenever anything changed, and the
+        empty log folder removed), else the unlogged rows as one log fragment. Raises
+        ``OSError`` when the store refuses (the rows stay, for the next ``flush``),
+        ``LockedError`` when the lease was lost."""
+        if self.dirty and (final or self._compaction_due()):
             self.compact()
         elif self.unlogged and (
             self.durable_due
@@ -305,6 +305,8 @@ class Catalog:
             or time.monotonic() - self.unlogged_since >= GROUP_SECONDS
         ):
             self._write_fragment()
+        if final:  # OUT at rest has no log folder
+            remove_log_dir(self.out)
 
     def _compaction_due(self) -> bool:
         if not self.file.exists:  # a new catalog: catalog.parquet appears with its first rows

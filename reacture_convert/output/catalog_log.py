@@ -44,6 +44,7 @@ __all__ = [
     "read_compacted",
     "read_fragment",
     "read_snapshot",
+    "remove_log_dir",
     "write_compacted",
     "write_fragment",
 ]
@@ -191,6 +192,15 @@ def delete_fragments(out: Output, seqs: Iterable[int]) -> None:
             out.fs.invalidate_cache(out.path(LOG_DIR))
     except OSError:
         pass
+
+
+def remove_log_dir(out: Output) -> None:
+    """Remove the log's folder when it is empty (a run's end: OUT at rest has none)."""
+    if out.is_local:
+        try:
+            os.rmdir(out.path(LOG_DIR))
+        except OSError:
+            pass  # not there, or a fragment in it
 
 
 def read_snapshot(out: Output) -> tuple[Compacted, list[tuple[int, pa.Table]]]:

@@ -148,7 +148,10 @@ class Output:
         construction."""
         final = self.path(rel)
         if self.is_local:
-            os.makedirs(os.path.dirname(final), exist_ok=True)
+            folder = os.path.dirname(final)
+            if not os.path.isdir(folder):
+                os.makedirs(folder, exist_ok=True)
+                _fsync_dir(os.path.dirname(folder))  # the new folder's own entry is durable too
             tmp = f"{final}.tmp-{uuid.uuid4().hex}"
             with open(tmp, "wb") as f:
                 fill(f)
