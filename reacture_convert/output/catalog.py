@@ -361,7 +361,11 @@ class Catalog:
 
     def rows(self) -> list[CatalogEntry]:
         """Every row, in catalog order."""
-        return [self.store.entry(r) for r in self.store.order(self.slots.rows())]
+        return list(self.view())
+
+    def view(self) -> EntryView:
+        """Every row, in catalog order, compactly (entries built as they are read)."""
+        return EntryView(self.store, self.store.order(self.slots.rows()))
 
     def entries(self, rows: Sequence[int], *, ordered: bool = False) -> EntryView:
         """The entries with these row ids (from ``record``), compactly; ``ordered``: in catalog

@@ -144,7 +144,7 @@ def run_convert(
         if session_tars and not stopped:  # the merged format (shards) was asked for
             tars = [session_tars[k] for k in sorted(session_tars)]
             wds_index = write_shards(out, tars, options.wds)
-        write_card(out, catalog.rows)
+        write_card(out, catalog.view())
         out.clear_staging()
     extra: dict[str, Any] = {}
     if wds_index is not None:
