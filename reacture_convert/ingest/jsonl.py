@@ -40,8 +40,12 @@ __all__ = [
     "MAX_LINE_BYTES",
     "MAX_DEPTH",
     "FRAME_REF_RE",
+    "PERCENT_FIELDS",
+    "DAMAGE_AMOUNT_EVENTS",
     "ParsedRow",
     "iter_jsonl",
+    "iter_row_lines",
+    "line_items",
     "parse_metadata",
 ]
 
@@ -55,8 +59,8 @@ _BOM: Final = b"\xef\xbb\xbf"
 _INT32_MAX: Final = 2**31 - 1
 _MAX_LISTED: Final = 8  # problems named in one finding's message
 # Ranges the game promises. ``damage`` holds the damage *amount* in these events' rows.
-_PERCENT_FIELDS: Final = ("battery", "health", "fuel")
-_DAMAGE_AMOUNT_EVENTS: Final = frozenset({"collision_damage", "damage_from_zone"})
+PERCENT_FIELDS: Final = ("battery", "health", "fuel")
+DAMAGE_AMOUNT_EVENTS: Final = frozenset({"collision_damage", "damage_from_zone"})
 
 # A JSON string token (linear: each step consumes one char or one escape pair).
 _STRING_RE: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
@@ -269,13 +273,13 @@ def _shape_findings(obj: dict[str, Any], kind: str, file: str, line: int) -> lis
 def _range_findings(obj: dict[str, Any], file: str, line: int) -> list[Finding]:
     """battery/health/fuel within 0..100 and damage within 0..1 (robot_state rows)."""
     bad: list[str] = []
-    for name in _PERCENT_FIELDS:
+    for name in PERCENT_FIELDS:
         v = _number(obj.get(name))
         if v is not None and not 0 <= v <= 100:
             bad.append(f"$.{name} = {v} is outside 0..100")
     v = _number(obj.get("damage"))
     event = obj.get("event")
-    amount = isinstance(event, str) and event in _DAMAGE_AMOUNT_EVENTS
+    amount = isinstance(event, str) and event in DAMAGE_AMOUNT_EVENTS
     if v is not None and not 0 <= v <= 1 and not amount:
         bad.append(f"$.damage = {v} is outside 0..1")
     return [finding("ROW_OUT_OF_RANGE", file, _listed(bad), line=line)] if bad else []
@@ -298,8 +302,34 @@ def _row(
     return findings, ParsedRow(row_index, kind, timestamp_ms, frame_index, obj, line)
 
 
-def _line_items(
-    raw: bytes, row_index: int, file: str, line: int, max_depth: int
+def iter_row_lines(
+    stream: IO[bytes], file: str, *, max_line_bytes: int = MAX_LINE_BYTES
+) -> Iterator[Finding | tuple[int, int, bytes]]:
+    """The findings about whole lines (BOM, empty, too long, an empty file) and, for every other
+    line, ``(row_index, line number, content)``, in file order: what every row reader starts from.
+    """
+    n_rows = 0
+    for line, raw in _iter_lines(stream, max_line_bytes):
+        if line == 1 and raw is not None and raw.startswith(_BOM):
+            msg = "starts with a UTF-8 byte-order mark (EF BB BF); the game writes none"
+            yield finding("JSONL_BOM", file, msg, line=1)
+            raw = raw[len(_BOM) :]
+        if raw is not None and not raw.strip():
+            yield finding("JSONL_EMPTY_LINE", file, "empty line skipped", line=line)
+            continue
+        row_index = n_rows
+        n_rows += 1
+        if raw is None:
+            msg = f"longer than {max_line_bytes} bytes; skipped"
+            yield finding("JSONL_LINE_TOO_LONG", file, msg, line=line)
+            continue
+        yield row_index, line, raw
+    if n_rows == 0:
+        yield finding("JSONL_EMPTY", file, "no rows: the file is empty or holds only empty lines")
+
+
+def line_items(
+    raw: bytes, row_index: int, file: str, line: int, max_depth: int = MAX_DEPTH
 ) -> list[ParsedRow | Finding]:
     """The findings about one non-empty line, then its row when it has a usable type."""
     findings, obj = _decode(raw, file, line, max_depth)
@@ -331,25 +361,14 @@ def iter_jsonl(
 
     A row's findings come before the row itself. ``file`` names the file in findings.
     Empty lines are skipped with a warning; a file without any row gives ``JSONL_EMPTY``.
+    (``ingest.rowscan`` reads the same file into Arrow columns, with the same findings.)
     """
-    n_rows = 0
-    for line, raw in _iter_lines(stream, max_line_bytes):
-        if line == 1 and raw is not None and raw.startswith(_BOM):
-            msg = "starts with a UTF-8 byte-order mark (EF BB BF); the game writes none"
-            yield finding("JSONL_BOM", file, msg, line=1)
-            raw = raw[len(_BOM) :]
-        if raw is not None and not raw.strip():
-            yield finding("JSONL_EMPTY_LINE", file, "empty line skipped", line=line)
-            continue
-        row_index = n_rows
-        n_rows += 1
-        if raw is None:
-            msg = f"longer than {max_line_bytes} bytes; skipped"
-            yield finding("JSONL_LINE_TOO_LONG", file, msg, line=line)
-            continue
-        yield from _line_items(raw, row_index, file, line, max_depth)
-    if n_rows == 0:
-        yield finding("JSONL_EMPTY", file, "no rows: the file is empty or holds only empty lines")
+    for item in iter_row_lines(stream, file, max_line_bytes=max_line_bytes):
+        if isinstance(item, Finding):
+            yield item
+        else:
+            row_index, line, raw = item
+            yield from line_items(raw, row_index, file, line, max_depth)
 
 
 # --- metadata -----------------------------------------------------------------------------------

@@ -1,33 +1,42 @@
 """Judge one bundle: read its five files once, collect every finding, never stop at the first.
 
-``validate_bundle`` streams each file (frames chunk by chunk, rows line by line), so memory does
-not grow with the session's length beyond a few integers per frame. Its ``Report`` carries what
-conversion needs besides the verdict: counts, the frame→row alignment and the metadata.
+``validate_bundle`` streams each file (frames block by block on a helper thread, rows in blocks
+of Arrow columns on this one, both at once), so memory does not grow with the session's length
+beyond a few integers per frame. Its ``Report`` carries what conversion needs besides the
+verdict: counts, the frame→row alignment and the metadata. A converter takes the blocks as
+they are read (``ReadSink``) and may ask for the files' sha256 from the same read.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
-import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from reacture_convert.errors import InputError
 from reacture_convert.findings import Finding, finding, has_errors
 from reacture_convert.ingest.bundle import BundleRef, StorageOptions, is_damaged_member, open_file
-from reacture_convert.ingest.files import judge_array_header
-from reacture_convert.ingest.jsonl import ParsedRow, iter_jsonl, parse_metadata
-from reacture_convert.ingest.legacy import as_five_file
-from reacture_convert.ingest.npy import (
-    NpyHeader,
-    iter_npy_chunks,
-    read_npy_small,
+from reacture_convert.ingest.checks import (
+    FrameRows,
+    Periodic,
+    check_alignment,
+    check_counts,
+    check_session_id,
+    check_timestamps,
+    first_out_of_order,
+    unreferenced_frames,
 )
+from reacture_convert.ingest.files import HashingReader, judge_array_header
+from reacture_convert.ingest.jsonl import parse_metadata
+from reacture_convert.ingest.legacy import as_five_file
+from reacture_convert.ingest.npy import iter_npy_chunks, read_npy_small
+from reacture_convert.ingest.rowscan import KINDS, RowBlock, scan_rows
 
 __all__ = ["ReadSink", "Report", "ValidationLimits", "validate_bundle", "validate_bundle_safely"]
 
@@ -60,7 +69,7 @@ class Report:
     blank_frames: int | None = None
     metadata: Mapping[str, Any] | None = None
     # row_index of the periodic row that refers to each frame (-1: none), when known
-    frame_rows: tuple[int, ...] = field(default=(), repr=False)
+    frame_rows: FrameRows = field(default_factory=FrameRows, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -106,6 +115,13 @@ class _Collector:
         for f in fs:
             self.add(f)
 
+    def merge(self, other: _Collector) -> None:
+        """Add what ``other`` collected, as if it had been added here (findings of a part read
+        on another thread join the report in reading order)."""
+        self.extend(other.items)
+        for key, n in other.counts.items():
+            self.counts[key] += n - min(n, other.cap)
+
     def result(self) -> tuple[Finding, ...]:
         out = list(self.items)
         for (code, file), n in self.counts.items():
@@ -114,248 +130,16 @@ class _Collector:
         return tuple(out)
 
 
-def _read_header(
-    bundle: BundleRef, role: str, opts: StorageOptions | None, out: _Collector
-) -> NpyHeader | None:
-    header, findings = judge_array_header(bundle, role, opts)
-    out.extend(findings)
-    return header
-
-
 class ReadSink(Protocol):
     """Receives what validation reads, as it reads it, so a converter writes its outputs in the
-    same single pass (``convert``): frame blocks in order, and every parsed row."""
+    same single pass (``convert``): frame blocks in order with which of their frames are not
+    blank (on a helper thread), and every block of rows (on the calling thread)."""
 
     block_frames: int
 
-    def frames(self, start: int, block: np.ndarray) -> None: ...
+    def frames(self, start: int, block: np.ndarray, lit: npt.NDArray[np.bool_]) -> None: ...
 
-    def row(self, row: ParsedRow) -> None: ...
-
-
-def _scan_frames(
-    bundle: BundleRef,
-    header: NpyHeader,
-    opts: StorageOptions | None,
-    chunk: int,
-    sink: ReadSink | None = None,
-) -> int:
-    """Count all-zero frames, streaming (and hand every block to ``sink``)."""
-    blank = 0
-    start = 0
-    if sink is not None:
-        chunk = sink.block_frames
-    with open_file(bundle.files["frames.npy"], opts) as f:
-        for block in iter_npy_chunks(f, header, chunk, file=bundle.files["frames.npy"].name):
-            lit = block.reshape(block.shape[0], -1).any(axis=1)
-            blank += int(block.shape[0] - np.count_nonzero(lit))
-            if sink is not None:
-                sink.frames(start, block)
-            start += block.shape[0]
-    return blank
-
-
-_SID = re.compile(r"reacture_(\d+)(?:_([a-z0-9]+))?")
-
-
-def _check_session_id(bundle: BundleRef, metadata: Mapping[str, Any], out: _Collector) -> None:
-    sid = metadata.get("session_id")
-    file = bundle.file_label("metadata.json")
-    if not isinstance(sid, str) or sid == bundle.prefix:
-        return
-    m_sid, m_pre = _SID.fullmatch(sid), _SID.fullmatch(bundle.prefix)
-    if m_sid and m_pre and abs(int(m_sid.group(1)) - int(m_pre.group(1))) <= 60_000:
-        out.add(
-            finding(
-                "META_SESSION_ID",
-                file,
-                f"session_id {sid!r} differs from the file prefix {bundle.prefix!r} as "
-                "the exporter's always does; the session is named after the prefix, "
-                "both are kept",
-            )
-        )
-    else:
-        out.add(
-            finding(
-                "META_SESSION_ID_MISMATCH",
-                file,
-                f"session_id {sid!r} does not look like the session of prefix "
-                f"{bundle.prefix!r}; check that these files belong together",
-            )
-        )
-
-
-def _check_counts(
-    bundle: BundleRef,
-    metadata: Mapping[str, Any],
-    rows: _Rows,
-    n_frames: int | None,
-    out: _Collector,
-) -> None:
-    """data_stats against the files. Rows that did not parse may have been actions: a shortfall
-    of player_action rows they could explain is not reported twice."""
-    stats = metadata.get("data_stats")
-    if not isinstance(stats, Mapping):
-        return
-    file = bundle.file_label("metadata.json")
-    for key, have, slack, what in (
-        ("total_samples", rows.n_rows, 0, "rows in data.jsonl"),
-        ("total_frames", n_frames, 0, "frames in frames.npy"),
-        ("actions_logged", rows.kinds["action"], rows.n_unparsed, "player_action rows"),
-    ):
-        want = stats.get(key)
-        if (
-            have is not None
-            and isinstance(want, int | float)
-            and not isinstance(want, bool)
-            and not have <= want <= have + slack
-        ):
-            out.add(
-                finding(
-                    "META_COUNT_MISMATCH",
-                    file,
-                    f"data_stats.{key} is {want} but the bundle holds {have} {what}; "
-                    "the bundle may be truncated or its files mixed up",
-                )
-            )
-
-
-def _check_timestamps(
-    bundle: BundleRef,
-    ts: np.ndarray,
-    metadata: Mapping[str, Any] | None,
-    limits: ValidationLimits,
-    out: _Collector,
-) -> None:
-    file = bundle.file_label("timestamps.npy")
-    values = ts.astype(np.float64)
-    for i in np.flatnonzero(~np.isfinite(values)).tolist():
-        out.add(
-            finding("TS_NOT_FINITE", file, f"timestamp {values[i]} is not a finite number", frame=i)
-        )
-    finite = np.isfinite(values)
-    if values.size and np.nanmax(np.where(finite, np.abs(values), 0)) >= 2**24:
-        out.add(
-            finding(
-                "TS_FLOAT32_PRECISION",
-                file,
-                "timestamps reach 2^24 ms (~4.6 h): float32 no longer holds every whole ms",
-            )
-        )
-    diffs = np.diff(values)
-    for i in np.flatnonzero(diffs < 0).tolist():
-        out.add(
-            finding(
-                "TS_DECREASING",
-                file,
-                f"timestamp goes back from {values[i]:g} to {values[i + 1]:g} ms",
-                frame=i + 1,
-            )
-        )
-    good = diffs[np.isfinite(diffs) & (diffs >= 0)]
-    if good.size == 0:
-        return
-    median = float(np.median(good))
-    limit = max(limits.gap_factor * median, limits.gap_min_ms)
-    for i in np.flatnonzero(np.isfinite(diffs) & (diffs > limit)).tolist():
-        out.add(
-            finding(
-                "TS_GAP",
-                file,
-                f"{diffs[i]:.0f} ms between frames {i} and {i + 1} (median interval "
-                f"{median:.0f} ms): a pause or a stall, kept as it is",
-                frame=i + 1,
-            )
-        )
-    rate = (metadata or {}).get("sampling_rate_hz")
-    if isinstance(rate, int | float) and rate > 0 and median > 0:
-        measured = 1000.0 / median
-        if not (rate / limits.cadence_factor <= measured <= rate * limits.cadence_factor):
-            out.add(
-                finding(
-                    "TS_CADENCE",
-                    file,
-                    f"median frame interval {median:.1f} ms ({measured:.1f} Hz) while "
-                    f"metadata says {rate:g} Hz: the browser timer ran slow",
-                )
-            )
-
-
-def _check_alignment(
-    bundle: BundleRef,
-    periodic: list[tuple[int, int, int | None, int | None]],
-    n_frames: int,
-    ts: np.ndarray | None,
-    limits: ValidationLimits,
-    out: _Collector,
-) -> tuple[int, ...]:
-    """Each frame referenced exactly once, in order, and at the time of its row."""
-    jfile = bundle.file_label("data.jsonl")
-    frame_rows = [-1] * n_frames
-    line_of = {row_index: line for row_index, line, _, _ in periodic}
-    # Order is judged against the highest frame referenced so far, not the row's rank: a frame
-    # without a row is one FRAME_UNREFERENCED, not an order error for every row after it.
-    highest: tuple[int, int] | None = None  # (frame, line) of the highest reference so far
-    for row_index, line, frame_index, t_ms in periodic:
-        if frame_index is None:
-            continue  # FRAME_REF_BAD was reported by the row parser
-        if frame_index >= n_frames:
-            out.add(
-                finding(
-                    "FRAME_REF_OUT_OF_RANGE",
-                    jfile,
-                    f"visual_frame_path names frame {frame_index} but frames.npy holds "
-                    f"{n_frames} frames",
-                    line=line,
-                    frame=frame_index,
-                )
-            )
-            continue
-        if frame_rows[frame_index] != -1:
-            out.add(
-                finding(
-                    "FRAME_REF_DUPLICATE",
-                    jfile,
-                    f"frame {frame_index} is already referenced by line "
-                    f"{line_of[frame_rows[frame_index]]}",
-                    line=line,
-                    frame=frame_index,
-                )
-            )
-            continue
-        if highest is not None and frame_index < highest[0]:
-            out.add(
-                finding(
-                    "FRAME_REF_ORDER",
-                    jfile,
-                    f"refers to frame {frame_index} after line {highest[1]} referred to "
-                    f"frame {highest[0]}: periodic rows must name frames in order",
-                    line=line,
-                    frame=frame_index,
-                )
-            )
-        else:
-            highest = (frame_index, line)
-        frame_rows[frame_index] = row_index
-        if ts is not None and t_ms is not None and frame_index < ts.size:
-            t_frame = float(ts[frame_index])
-            if math.isfinite(t_frame) and abs(t_frame - t_ms) > limits.ts_tolerance_ms:
-                out.add(
-                    finding(
-                        "TS_ROW_MISMATCH",
-                        jfile,
-                        f"row timestamp_ms {t_ms} vs timestamps[{frame_index}] = "
-                        f"{t_frame:g} ms (tolerance {limits.ts_tolerance_ms:g} ms)",
-                        line=line,
-                        frame=frame_index,
-                    )
-                )
-    ffile = bundle.file_label("frames.npy")
-    for i in [i for i, r in enumerate(frame_rows) if r == -1]:
-        out.add(
-            finding("FRAME_UNREFERENCED", ffile, f"no periodic row refers to frame {i}", frame=i)
-        )
-    return tuple(frame_rows)
+    def rows(self, block: RowBlock) -> None: ...
 
 
 class _Unreadable(Exception):
@@ -391,8 +175,25 @@ def _reading(bundle: BundleRef, role: str, out: _Collector) -> Iterator[None]:
         raise _Unreadable from e
 
 
+@contextlib.contextmanager
+def _opened(
+    bundle: BundleRef, role: str, opts: StorageOptions | None, hashes: dict[str, str] | None
+) -> Iterator[IO[bytes]]:
+    """``role`` open for one read from its start; when ``hashes`` is given, the file's sha256
+    goes there if that read took in the whole file."""
+    with open_file(bundle.files[role], opts) as f:
+        if hashes is None:
+            yield f
+            return
+        reader = HashingReader(f)
+        yield reader  # type: ignore[misc]  # (a binary stream in all that validation uses)
+        digest = reader.finish()
+        if digest is not None:
+            hashes[role] = digest
+
+
 def _validate_metadata(
-    bundle: BundleRef, opts: StorageOptions | None, out: _Collector
+    bundle: BundleRef, opts: StorageOptions | None, out: _Collector, hashes: dict[str, str] | None
 ) -> dict[str, Any] | None:
     """The raw metadata object (None when unusable), with its findings collected."""
     ref = bundle.files["metadata.json"]
@@ -405,12 +206,15 @@ def _validate_metadata(
             )
         )
         return None
-    with _reading(bundle, "metadata.json", out), open_file(ref, opts) as f:
+    with (
+        _reading(bundle, "metadata.json", out),
+        _opened(bundle, "metadata.json", opts, hashes) as f,
+    ):
         data = f.read(MAX_METADATA_BYTES + 1)
     _, metadata, fs = parse_metadata(data, ref.name)
     out.extend(fs)
     if metadata is not None:
-        _check_session_id(bundle, metadata, out)
+        out.extend(check_session_id(bundle, metadata))
     return metadata
 
 
@@ -420,37 +224,72 @@ def _validate_timestamps(
     metadata: Mapping[str, Any] | None,
     limits: ValidationLimits,
     out: _Collector,
+    hashes: dict[str, str] | None,
 ) -> np.ndarray | None:
     """The timestamps array (None when unusable), with its findings collected."""
     ref = bundle.files["timestamps.npy"]
-    with _reading(bundle, "timestamps.npy", out):
-        header = _read_header(bundle, "timestamps.npy", opts, out)
+    with (
+        _reading(bundle, "timestamps.npy", out),
+        _opened(bundle, "timestamps.npy", opts, hashes) as f,
+    ):
+        header, findings = judge_array_header(bundle, "timestamps.npy", opts, f)
+        out.extend(findings)
         if header is None:
             return None
-        with open_file(ref, opts) as f:
-            ts = read_npy_small(f, header, file=ref.name)
-    _check_timestamps(bundle, ts, metadata, limits, out)
+        ts = read_npy_small(f, header, file=ref.name)
+    out.extend(
+        check_timestamps(
+            bundle,
+            ts,
+            metadata,
+            gap_factor=limits.gap_factor,
+            gap_min_ms=limits.gap_min_ms,
+            cadence_factor=limits.cadence_factor,
+        )
+    )
     return ts
+
+
+@dataclass(slots=True)
+class _Frames:
+    """What the pass over frames.npy learnt: N from the header, blank frames (None: unknown)."""
+
+    out: _Collector
+    n_frames: int | None = None
+    blank: int | None = None
 
 
 def _validate_frames(
     bundle: BundleRef,
     opts: StorageOptions | None,
     limits: ValidationLimits,
-    out: _Collector,
-    sink: ReadSink | None = None,
-) -> tuple[int | None, int | None]:
-    """(N from the header, blank frames) — None when unknown — with the findings collected."""
-    with _reading(bundle, "frames.npy", out):
-        header = _read_header(bundle, "frames.npy", opts, out)
-    if header is None:
-        return None, None
-    n_frames = header.shape[0]
+    sink: ReadSink | None,
+    hashes: dict[str, str] | None,
+) -> _Frames:
+    """Judge the header, then stream the frames: count blank ones (and hand every block to
+    ``sink``). Runs on a helper thread, with findings of its own."""
+    seen = _Frames(_Collector(limits.max_per_code))
+    out = seen.out
+    ref = bundle.files["frames.npy"]
     try:
-        with _reading(bundle, "frames.npy", out):
-            blank = _scan_frames(bundle, header, opts, limits.chunk_frames, sink)
+        with _reading(bundle, "frames.npy", out), _opened(bundle, "frames.npy", opts, hashes) as f:
+            header, findings = judge_array_header(bundle, "frames.npy", opts, f)
+            out.extend(findings)
+            if header is None:
+                return seen
+            seen.n_frames = header.shape[0]
+            chunk = sink.block_frames if sink is not None else limits.chunk_frames
+            blank = start = 0
+            for block in iter_npy_chunks(f, header, chunk, file=ref.name):
+                lit = np.asarray(block.reshape(block.shape[0], -1).any(axis=1), dtype=bool)
+                blank += int(block.shape[0] - np.count_nonzero(lit))
+                if sink is not None:
+                    sink.frames(start, block, lit)
+                start += block.shape[0]
     except _Unreadable:
-        return n_frames, None  # the header is sound: alignment can still be judged
+        return seen  # the header may be sound: alignment can still be judged
+    seen.blank = blank
+    n_frames = seen.n_frames
     ffile = bundle.file_label("frames.npy")
     if n_frames and blank == n_frames:
         out.add(
@@ -464,7 +303,7 @@ def _validate_frames(
         )
     elif blank:
         out.add(finding("FRAMES_BLANK", ffile, f"{blank} of {n_frames} frames are blank"))
-    return n_frames, blank
+    return seen
 
 
 @dataclass(slots=True)
@@ -474,11 +313,15 @@ class _Rows:
     n_rows: int = 0  # non-empty lines, parsed or not: what data_stats.total_samples counts
     n_unparsed: int = 0  # rows that gave no usable row (bad JSON, unknown type, ...)
     kinds: Counter[str] = field(default_factory=Counter)
-    periodic: list[tuple[int, int, int | None, int | None]] = field(default_factory=list)
+    periodic: Periodic = field(default_factory=Periodic)
 
 
 def _scan_rows(
-    bundle: BundleRef, opts: StorageOptions | None, out: _Collector, sink: ReadSink | None = None
+    bundle: BundleRef,
+    opts: StorageOptions | None,
+    out: _Collector,
+    sink: ReadSink | None,
+    hashes: dict[str, str] | None,
 ) -> _Rows:
     """Stream data.jsonl: counts, periodic references, and every row finding."""
     ref = bundle.files["data.jsonl"]
@@ -486,26 +329,33 @@ def _scan_rows(
     last_line = n_empty = n_parsed = 0
     last_t: int | None = None
     unordered_at: int | None = None
-    with _reading(bundle, "data.jsonl", out), open_file(ref, opts) as f:
-        for item in iter_jsonl(f, ref.name):
+    kinds = np.zeros(len(KINDS), dtype=np.int64)
+    with _reading(bundle, "data.jsonl", out), _opened(bundle, "data.jsonl", opts, hashes) as f:
+        for block in scan_rows(f, ref.name):
             # every line gives a row or a finding at its line: the last line seen, less the
             # empty ones, is the number of rows, even when the last ones do not parse
-            last_line = max(last_line, item.line or 0)
-            if isinstance(item, Finding):
+            last_line = max(last_line, block.last_line)
+            for item in block.findings:
                 n_empty += item.code == "JSONL_EMPTY_LINE"
                 out.add(item)
-                continue
-            row: ParsedRow = item
             if sink is not None:
-                sink.row(row)
-            n_parsed += 1
-            seen.kinds[row.kind] += 1
-            if row.kind == "periodic":
-                seen.periodic.append((row.row_index, last_line, row.frame_index, row.timestamp_ms))
-            if row.timestamp_ms is not None:
-                if last_t is not None and row.timestamp_ms < last_t and unordered_at is None:
-                    unordered_at = row.line
-                last_t = row.timestamp_ms if last_t is None else max(last_t, row.timestamp_ms)
+                sink.rows(block)
+            n_parsed += len(block)
+            kinds += np.bincount(block.kind, minlength=len(KINDS))
+            p = block.kind == KINDS.index("periodic")
+            seen.periodic.add(
+                block.row_index[p],
+                block.line[p],
+                block.frame_index[p],
+                block.timestamp_ms[p],
+                block.has_timestamp[p],
+            )
+            late, last_t = first_out_of_order(
+                block.timestamp_ms, block.has_timestamp, block.line, last_t
+            )
+            if unordered_at is None:
+                unordered_at = late
+    seen.kinds = Counter({name: int(n) for name, n in zip(KINDS, kinds, strict=True)})
     seen.n_rows = last_line - n_empty
     seen.n_unparsed = seen.n_rows - n_parsed
     if unordered_at is not None:
@@ -526,13 +376,16 @@ def validate_bundle(
     storage_options: StorageOptions | None = None,
     limits: ValidationLimits = ValidationLimits(),
     sink: ReadSink | None = None,
+    hashes: dict[str, str] | None = None,
 ) -> Report:
     """Read every file of ``bundle`` and return all findings.
 
-    ``sink`` (optional) receives every frame block and parsed row as they are read, so a
+    ``sink`` (optional) receives every frame block and block of rows as they are read, so a
     converter needs no second pass; what it wrote is worthless when the report is not ok.
-    Bad or corrupt input is always a finding; only I/O failures (network, permissions) raise.
-    A legacy four-file export is judged through its five-file view (``legacy.as_five_file``).
+    ``hashes`` (optional) receives the sha256 of each file this read took in whole (the
+    others, e.g. README.md, are not read here). Bad or corrupt input is always a finding; only
+    I/O failures (network, permissions) raise. A legacy four-file export is judged through its
+    five-file view (``legacy.as_five_file``; no hashes then: its files are not the view's).
     """
     if bundle.is_legacy:
         with as_five_file(bundle, storage_options) as (view, legacy_findings):
@@ -550,21 +403,31 @@ def validate_bundle(
             )
         )
     files = bundle.files
+    opts = storage_options
 
     metadata: dict[str, Any] | None = None
     ts: np.ndarray | None = None
-    n_frames: int | None = None
-    blank: int | None = None
     rows: _Rows | None = None
     with contextlib.suppress(_Unreadable):
         if "metadata.json" in files:
-            metadata = _validate_metadata(bundle, storage_options, out)
+            metadata = _validate_metadata(bundle, opts, out, hashes)
     with contextlib.suppress(_Unreadable):
         if "timestamps.npy" in files:
-            ts = _validate_timestamps(bundle, storage_options, metadata, limits, out)
-    with contextlib.suppress(_Unreadable):
-        if "frames.npy" in files:
-            n_frames, blank = _validate_frames(bundle, storage_options, limits, out, sink)
+            ts = _validate_timestamps(bundle, opts, metadata, limits, out, hashes)
+    rows_out = _Collector(limits.max_per_code)
+    with ThreadPoolExecutor(1, thread_name_prefix="reacture-frames") as helper:
+        frames_job = (
+            helper.submit(_validate_frames, bundle, opts, limits, sink, hashes)
+            if "frames.npy" in files
+            else None
+        )
+        with contextlib.suppress(_Unreadable):
+            if "data.jsonl" in files:
+                rows = _scan_rows(bundle, opts, rows_out, sink, hashes)
+        frames = frames_job.result() if frames_job is not None else _Frames(out)
+    if frames_job is not None:
+        out.merge(frames.out)
+    n_frames = frames.n_frames
     if ts is not None and n_frames is not None and ts.size != n_frames:
         out.add(
             finding(
@@ -573,15 +436,21 @@ def validate_bundle(
                 f"timestamps.npy holds {ts.size} entries but frames.npy {n_frames} frames",
             )
         )
-    with contextlib.suppress(_Unreadable):
-        if "data.jsonl" in files:
-            rows = _scan_rows(bundle, storage_options, out, sink)
+    out.merge(rows_out)
 
-    frame_rows: tuple[int, ...] = ()
+    frame_rows = FrameRows()
     if rows is not None and n_frames is not None:
-        frame_rows = _check_alignment(bundle, rows.periodic, n_frames, ts, limits, out)
+        frame_rows, found = check_alignment(
+            bundle, rows.periodic, n_frames, ts, limits.ts_tolerance_ms
+        )
+        out.extend(found)
+        out.extend(unreferenced_frames(bundle, frame_rows))
     if rows is not None and metadata is not None:
-        _check_counts(bundle, metadata, rows, n_frames, out)
+        out.extend(
+            check_counts(
+                bundle, metadata, rows.n_rows, rows.kinds["action"], rows.n_unparsed, n_frames
+            )
+        )
     kinds = rows.kinds if rows is not None else Counter[str]()
     return Report(
         bundle=bundle,
@@ -591,7 +460,7 @@ def validate_bundle(
         n_periodic=kinds["periodic"],
         n_events=kinds["event"],
         n_actions=kinds["action"],
-        blank_frames=blank,
+        blank_frames=frames.blank,
         metadata=metadata,
         frame_rows=frame_rows,
     )

@@ -14,16 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import numpy as np
-
 from reacture_convert import __version__
 from reacture_convert.errors import is_transient
 from reacture_convert.findings import Finding, finding
-from reacture_convert.ingest.bundle import BundleRef, StorageOptions, is_damaged_member, open_file
-from reacture_convert.ingest.files import hash_files, read_timestamps
-from reacture_convert.ingest.jsonl import ParsedRow
+from reacture_convert.ingest.bundle import BundleRef, StorageOptions, is_damaged_member
+from reacture_convert.ingest.files import hash_files
 from reacture_convert.ingest.legacy import as_five_file
-from reacture_convert.ingest.npy import read_npy_header
 from reacture_convert.ingest.validate import Report, ValidationLimits, validate_bundle
 from reacture_convert.output.catalog import CatalogEntry
 from reacture_convert.output.layout import session_parts
@@ -31,10 +27,9 @@ from reacture_convert.output.naming import session_name
 from reacture_convert.output.status import Status
 from reacture_convert.output.storage import Output
 from reacture_convert.writers import FORMATS, writer_specs
-from reacture_convert.writers.alignment import frame_digests, frames_table, write_frames_table
-from reacture_convert.writers.rows import RowsWriter
+from reacture_convert.writers.session import SessionWriter
 from reacture_convert.writers.webdataset import SessionTar, WdsOptions, write_session_tar
-from reacture_convert.writers.zarr import ZarrOptions, ZarrSessionWriter
+from reacture_convert.writers.zarr import ZarrOptions
 
 __all__ = [
     "ConvertOptions",
@@ -43,7 +38,6 @@ __all__ = [
     "convert_session",
     "commit_result",
     "session_parts",
-    "SessionWriter",
     "session_tar_path",
     "FORMATS",
 ]
@@ -140,98 +134,6 @@ def _from_report(report: Report) -> dict[str, Any]:
     }
 
 
-def zarr_attributes(
-    session: str, bundle: BundleRef, report: Report, hashes: Mapping[str, str]
-) -> dict[str, Any]:
-    """Group attributes: metadata, provenance and how the pictures are stored. No clock times,
-    so the same bundle always gives the same bytes."""
-    return {
-        "session": session,
-        "prefix": bundle.prefix,
-        "metadata_session_id": report.metadata_session_id,
-        "metadata": dict(report.metadata or {}),
-        "provenance": {
-            "source": bundle.source,
-            "files": {role: ref.name for role, ref in sorted(bundle.files.items())},
-            "sha256": dict(sorted(hashes.items())),
-            "converter": "reacture-convert",
-            "converter_version": __version__,
-        },
-        "frames": {
-            "layout": "N x height x width x RGB, uint8, exact bytes of frames.npy",
-            "orientation": "bottom-up",
-            "note": "WebGL readPixels order: row 0 is the bottom of the picture; "
-            "frames[:, ::-1] shows it right way up",
-            "blank_frames": report.blank_frames,
-        },
-        "timestamps": {
-            "unit": "ms since game start",
-            "dtype": "float32, exact bytes of timestamps.npy",
-        },
-    }
-
-
-class SessionWriter:
-    """Writes a session's ``zarr`` format outputs into ``OUT/.staging/<key>`` while validation
-    reads the bundle (it is the validator's ``ReadSink``): Zarr frames block by block with their
-    sha256s and blank flags, and the rows Parquet row by row. ``finish`` adds what needs the
-    whole report (timestamps, attributes, the alignment table); ``discard`` drops it all."""
-
-    def __init__(
-        self, bundle: BundleRef, session: str, out: Output, options: ConvertOptions, key: str
-    ) -> None:
-        self.bundle, self.session, self.out, self.options = bundle, session, out, options
-        self.opts = options.input_options
-        self.stage = out.staging(key)
-        self.block_frames = options.zarr.block_frames
-        self.digests: list[str] = []
-        self.blank: list[bool] = []
-        out.fs.makedirs(f"{self.stage}/rows", exist_ok=True)
-        ref = bundle.files.get("frames.npy")
-        header = None
-        if ref is not None:
-            with open_file(ref, self.opts) as f:
-                header, _ = read_npy_header(f, ref.size, ref.name)
-        n = header.shape[0] if header is not None and header.shape else 0
-        self.zarr = ZarrSessionWriter(
-            out.url_of(".staging", key, "zarr", f"{session}.zarr"),
-            n,
-            {},
-            options.zarr,
-            out.storage_options,
-        )
-        self._rows_file = out.fs.open(f"{self.stage}/rows/{session}.parquet", "wb")
-        self.rows = RowsWriter(self._rows_file, session)
-
-    def frames(self, start: int, block: np.ndarray) -> None:
-        self.zarr.write_frames(start, block)
-        self.digests.extend(frame_digests(block))
-        lit = np.asarray(block.reshape(block.shape[0], -1).any(axis=1))
-        self.blank.extend(not bool(v) for v in lit)
-
-    def row(self, row: ParsedRow) -> None:
-        self.rows.add(row)
-
-    def finish(self, report: Report, hashes: Mapping[str, str], provenance: BundleRef) -> list[str]:
-        """Complete the staged outputs of a valid bundle; return their parts."""
-        self.rows.close()
-        self._rows_file.close()
-        ts = read_timestamps(self.bundle, self.opts)
-        self.zarr.write_timestamps(ts)
-        self.zarr.group.attrs.put(zarr_attributes(self.session, provenance, report, hashes))
-        fs = self.out.fs
-        fs.makedirs(f"{self.stage}/frames", exist_ok=True)
-        table = frames_table(self.session, ts, report.frame_rows, self.digests, self.blank)
-        with fs.open(f"{self.stage}/frames/{self.session}.parquet", "wb") as sink:
-            write_frames_table(table, sink)
-        return session_parts(self.session)
-
-    def discard(self) -> None:
-        with contextlib.suppress(Exception):
-            self.rows.writer.close()
-            self._rows_file.close()
-
-
 def _drop_staging(out: Output, key: str) -> None:
     """Best effort after a failure: the next run clears what is left anyway."""
     with contextlib.suppress(Exception):
@@ -304,6 +206,79 @@ def commit_result(out: Output, result: SessionResult) -> CatalogEntry:
     return result.entry
 
 
+def _damaged(
+    bundle: BundleRef, damaged: list[Finding], options: ConvertOptions, run_id: str | None
+) -> SessionResult:
+    """Rejected: a member too damaged to read, with every other finding validation has."""
+    report = validate_bundle(bundle, options.input_options, options.limits)
+    seen = {(d.code, d.file) for d in damaged}
+    found = (*damaged, *(f for f in report.findings if (f.code, f.file) not in seen))
+    return SessionResult(
+        _entry(
+            bundle,
+            Status.REJECTED,
+            reason=f"{damaged[0].code} at {damaged[0].location()}",
+            run_id=run_id,
+            **{**_from_report(report), "findings": found},
+        )
+    )
+
+
+def _previous_outcome(
+    bundle: BundleRef,
+    session: str,
+    out: Output,
+    options: ConvertOptions,
+    previous: CatalogEntry,
+    hashes: Mapping[str, str],
+    parts: list[str],
+    run_id: str | None,
+) -> CatalogEntry | None:
+    """What the catalog's entry for this session decides, if anything: a duplicate, a conflict,
+    or up to date (``SKIPPED``); None: convert it."""
+    outputs_there = all(out.exists(p) for p in previous.outputs)
+    if dict(previous.hashes) == hashes and outputs_there:
+        if previous.source != bundle.source:
+            return replace(
+                previous,
+                source=bundle.source,
+                status=Status.DUPLICATE,
+                reason=f"same bytes as {previous.source}",
+                outputs=(),
+                findings=(
+                    finding(
+                        "DUPLICATE_BUNDLE",
+                        bundle.prefix,
+                        f"identical to the bundle in {previous.source}; converted once",
+                    ),
+                ),
+                converted_at=_now(),
+                run_id=run_id,
+            )
+        if set(parts) <= set(previous.outputs):
+            return replace(
+                previous,
+                status=Status.SKIPPED,
+                reason="unchanged since last run",
+                converted_at=_now(),
+                run_id=run_id,
+            )
+    elif dict(previous.hashes) != hashes and not options.force:
+        msg = (
+            f"session {session!r} is already converted from {previous.source} with "
+            "different file contents; pass --force to replace it"
+        )
+        return _entry(
+            bundle,
+            Status.CONFLICT,
+            reason=msg,
+            hashes=hashes,
+            run_id=run_id,
+            findings=(finding("CONFLICT", bundle.prefix, msg),),
+        )
+    return None
+
+
 def _convert(
     bundle: BundleRef,
     session: str,
@@ -316,68 +291,23 @@ def _convert(
     specs = writer_specs(options.formats)
     parts = [part for spec in specs for part in spec.session_outputs(session)]
     merged = any(spec.merged for spec in specs)  # a sample tar for the batch's merge
-    hashes, damaged = _hash_or_damage(bundle, opts) if not bundle.missing else ({}, [])
-    if damaged:  # rejected, with every other finding validation has about the bundle
-        report = validate_bundle(bundle, opts, options.limits)
-        seen = {(d.code, d.file) for d in damaged}
-        found = (*damaged, *(f for f in report.findings if (f.code, f.file) not in seen))
-        return SessionResult(
-            _entry(
-                bundle,
-                Status.REJECTED,
-                reason=f"{damaged[0].code} at {damaged[0].location()}",
-                run_id=run_id,
-                **{**_from_report(report), "findings": found},
-            )
-        )
+    # The files are hashed in the read that converts them, unless the hashes decide first
+    # (a session the catalog knows: skip, duplicate, conflict) or the read is of other files
+    # (a legacy export is read through a five-file view of it).
+    live = previous is not None and previous.status.is_live
+    hash_first = not bundle.missing and (live or bundle.is_legacy)
+    hashes: dict[str, str] = {}
+    if hash_first:
+        hashes, damaged = _hash_or_damage(bundle, opts)
+        if damaged:
+            return _damaged(bundle, damaged, options, run_id)
     up_to_date: CatalogEntry | None = None
-    if previous is not None and previous.status.is_live and hashes:
-        outputs_there = all(out.exists(p) for p in previous.outputs)
-        if dict(previous.hashes) == hashes and outputs_there:
-            if previous.source != bundle.source:
-                return SessionResult(
-                    replace(
-                        previous,
-                        source=bundle.source,
-                        status=Status.DUPLICATE,
-                        reason=f"same bytes as {previous.source}",
-                        outputs=(),
-                        findings=(
-                            finding(
-                                "DUPLICATE_BUNDLE",
-                                bundle.prefix,
-                                f"identical to the bundle in {previous.source}; converted once",
-                            ),
-                        ),
-                        converted_at=_now(),
-                        run_id=run_id,
-                    )
-                )
-            if set(parts) <= set(previous.outputs):
-                up_to_date = replace(
-                    previous,
-                    status=Status.SKIPPED,
-                    reason="unchanged since last run",
-                    converted_at=_now(),
-                    run_id=run_id,
-                )
-                if not merged:
-                    return SessionResult(up_to_date)
-        elif dict(previous.hashes) != hashes and not options.force:
-            msg = (
-                f"session {session!r} is already converted from {previous.source} with "
-                "different file contents; pass --force to replace it"
-            )
-            return SessionResult(
-                _entry(
-                    bundle,
-                    Status.CONFLICT,
-                    reason=msg,
-                    hashes=hashes,
-                    run_id=run_id,
-                    findings=(finding("CONFLICT", bundle.prefix, msg),),
-                )
-            )
+    if previous is not None and live and hashes:
+        decided = _previous_outcome(bundle, session, out, options, previous, hashes, parts, run_id)
+        if decided is not None and (decided.status is not Status.SKIPPED or not merged):
+            return SessionResult(decided)
+        up_to_date = decided
+    in_read: dict[str, str] | None = None if hash_first or bundle.missing else {}
     # A legacy four-file export is read through a five-file view of it (legacy.py); for a
     # current bundle the view is the bundle itself.
     with as_five_file(bundle, opts) as (view, legacy_findings):
@@ -401,10 +331,30 @@ def _convert(
             # (a bundle missing a file is rejected, and was not hashed: its members may be
             # damaged, which only validation may read)
             out.clear_staging(key)
-            writer = SessionWriter(view, session, out, options, key)
-        report = validate_bundle(view, opts, options.limits, sink=writer)
+            writer = SessionWriter(view, session, out, options.zarr, opts, key)
+        try:
+            report = validate_bundle(view, opts, options.limits, sink=writer, hashes=in_read)
+        except BaseException:
+            if writer is not None:
+                writer.discard()
+            raise
         if legacy_findings:
             report = replace(report, findings=(*legacy_findings, *report.findings))
+        if in_read is not None:
+            # what the read did not take in whole (README.md, and any file of a bundle that
+            # is not valid) is hashed apart, as before conversion: a damaged member rejects
+            rest = replace(
+                bundle, files={r: f for r, f in bundle.files.items() if r not in in_read}
+            )
+            if not report.ok:
+                rest = bundle
+            more, damaged = _hash_or_damage(rest, opts)
+            if damaged:
+                if writer is not None:
+                    writer.discard()
+                    out.clear_staging(key)
+                return _damaged(bundle, damaged, options, run_id)
+            hashes = {**in_read, **more} if report.ok else more
         if not report.ok:
             if writer is not None:
                 writer.discard()
@@ -439,7 +389,7 @@ def _convert(
     entry = _entry(
         bundle,
         Status.CONVERTED,
-        hashes=hashes,
+        hashes=dict(sorted(hashes.items())),
         outputs=tuple(outputs),
         run_id=run_id,
         **_from_report(report),

@@ -4,19 +4,28 @@ For frame ``i``: its time from timestamps.npy (float32, exact), the ``row_index`
 row whose ``visual_frame_path`` names it, and the sha256 of its 49,152 bytes as stored. The Zarr
 index, the Parquet row and the WebDataset key of one frame all meet here; ``verify`` recomputes
 every column from the outputs (and, with ``--sources``, from the bundle).
+
+A converter keeps the per-frame columns as numpy arrays while it reads (``FrameLedger``: 33
+bytes a frame, filled from any thread), so a long session costs no Python object per frame.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
 from typing import IO, Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["FRAMES_SCHEMA", "frame_digests", "frames_table", "write_frames_table"]
+__all__ = [
+    "FRAMES_SCHEMA",
+    "FrameLedger",
+    "frame_digests",
+    "frames_table",
+    "write_frames_table",
+]
 
 FRAMES_SCHEMA = pa.schema(
     [
@@ -28,6 +37,7 @@ FRAMES_SCHEMA = pa.schema(
         ("blank", pa.bool_()),  # extension: the frame is all zeros
     ]
 )
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
 
 def frame_digests(block: np.ndarray) -> list[str]:
@@ -36,14 +46,45 @@ def frame_digests(block: np.ndarray) -> list[str]:
     return [hashlib.sha256(block[i].data).hexdigest() for i in range(block.shape[0])]
 
 
+class FrameLedger:
+    """The per-frame columns of a session being converted: sha256 (raw, 32 bytes) and blank.
+
+    ``digest(start, block)`` and ``mark_blank(start, lit)`` fill disjoint slices and may run on
+    several threads at once (hashlib releases the GIL for a frame's 49,152 bytes)."""
+
+    def __init__(self, n_frames: int) -> None:
+        self.sha256 = np.zeros((n_frames, 32), dtype=np.uint8)
+        self.blank = np.zeros(n_frames, dtype=bool)
+
+    def digest(self, start: int, block: np.ndarray) -> None:
+        block = np.ascontiguousarray(block)
+        out = self.sha256[start : start + block.shape[0]]
+        for i in range(block.shape[0]):
+            out[i] = np.frombuffer(hashlib.sha256(block[i].data).digest(), dtype=np.uint8)
+
+    def mark_blank(self, start: int, lit: npt.NDArray[np.bool_]) -> None:
+        self.blank[start : start + lit.shape[0]] = ~lit
+
+
+def _hex_column(raw: npt.NDArray[np.uint8]) -> pa.Array:
+    """Hex digests as an Arrow string column, built from the raw digests without Python strings."""
+    n = raw.shape[0]
+    text = np.empty((n, raw.shape[1] * 2), dtype=np.uint8)
+    text[:, 0::2] = _HEX[raw >> 4]
+    text[:, 1::2] = _HEX[raw & 15]
+    offsets = np.arange(0, text.size + 1, text.shape[1], dtype=np.int32)
+    return pa.Array.from_buffers(
+        pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(text.reshape(-1))]
+    )
+
+
 def frames_table(
     session: str,
     timestamps: np.ndarray,
-    frame_rows: Sequence[int],
-    digests: Sequence[str],
-    blank: Sequence[bool],
+    frame_rows: npt.ArrayLike,
+    ledger: FrameLedger,
 ) -> pa.Table:
-    n = len(digests)
+    n = ledger.blank.shape[0]
     rows = np.asarray(frame_rows, dtype=np.int64)
     return pa.table(
         {
@@ -51,8 +92,8 @@ def frames_table(
             "frame_index": pa.array(np.arange(n, dtype=np.int32)),
             "timestamp_ms": pa.array(np.asarray(timestamps, dtype="<f4")),
             "row_index": pa.array(rows, mask=rows < 0),
-            "frame_sha256": pa.array(list(digests), pa.string()),
-            "blank": pa.array(list(blank), pa.bool_()),
+            "frame_sha256": _hex_column(ledger.sha256),
+            "blank": pa.array(ledger.blank, pa.bool_()),
         },
         schema=FRAMES_SCHEMA,
     )

@@ -26,14 +26,18 @@ beyond 2**53 in a float64 column: a batch it refuses is redone with the exact sp
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Any, Final
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from reacture_convert.ingest.jsonl import ParsedRow
+from reacture_convert.ingest.rowscan import KINDS, RowBlock
 from reacture_convert.ingest.schema import (
     ROW_FIELD_COLUMNS,
     ROW_TYPES,
@@ -42,7 +46,14 @@ from reacture_convert.ingest.schema import (
     is_exact_shape,
 )
 
-__all__ = ["ROWS_BATCH", "RowsWriter", "iter_record_batches", "write_rows", "rebuild_row"]
+__all__ = [
+    "ROWS_BATCH",
+    "RowsWriter",
+    "block_records",
+    "iter_record_batches",
+    "write_rows",
+    "rebuild_row",
+]
 
 ROWS_BATCH: Final = 4096
 
@@ -53,6 +64,8 @@ _INT64_MAX: Final = 2**63 - 1
 _INTEGRAL_FLOAT_MARKS: Final = (b".0,", b".0}", b".0]")
 
 _RECORD_TYPE: Final = pa.struct([f for f in ROWS_SCHEMA if f.name != "session"])
+_RECORDS_SCHEMA: Final = pa.schema(list(_RECORD_TYPE))
+_KIND_NAMES: Final = np.array(KINDS, dtype=object)
 _ROW_FIELDS: Final[dict[str, pa.DataType]] = {f.name: f.type for f in ROW_FIELD_COLUMNS}
 _STRING_LEADING: Final = ("type", "event", "action")
 # Rebuilt key order per row type: the Struct's field order (the game's), then any other column.
@@ -181,18 +194,52 @@ def _check_type(row: ParsedRow) -> None:
         raise ValueError(f"row {row.row_index}: type {row_type!r} is not a known row type")
 
 
-def _batch(rows: list[ParsedRow], session: str) -> pa.RecordBatch:
-    """One record batch: the fast records when pyarrow takes them all, else the exact split."""
+def _records(rows: Sequence[ParsedRow]) -> pa.Table:
+    """Records (``ROWS_SCHEMA`` without ``session``) of decoded rows: the fast records when
+    pyarrow takes them all, else the exact split (a row's record is the same either way)."""
     for row in rows:
         _check_type(row)
     records = [_record_exact(row) or _record_split(row) for row in rows]
     try:
         struct = pa.array(records, type=_RECORD_TYPE)
     except pa.ArrowInvalid:  # an integer beyond 2**53 in a float column, somewhere
-        records = [_record_split(row) for row in rows]
-        struct = pa.array(records, type=_RECORD_TYPE)
-    session_col = pa.array([session] * len(rows), type=pa.string())
-    return pa.RecordBatch.from_arrays([session_col, *struct.flatten()], schema=ROWS_SCHEMA)
+        struct = pa.array([_record_split(row) for row in rows], type=_RECORD_TYPE)
+    return pa.Table.from_batches([pa.RecordBatch.from_struct_array(struct)])
+
+
+def block_records(block: RowBlock) -> pa.Table:
+    """Records of a scanned block, in row order: the fast rows' columns as decoded (no
+    ``extra``), the other rows through the exact split."""
+    n_fast = len(block.fast_at)
+    parsed = block.parsed
+    computed = {
+        "row_index": pa.array(block.row_index[block.fast_at]),
+        "kind": pa.array(_KIND_NAMES[block.kind[block.fast_at]], pa.string()),
+        "frame_index": _frame_index_array(block.frame_index[block.fast_at]),
+        "extra": pa.nulls(n_fast, pa.string()),
+    }
+    fast = pa.table(
+        [computed[f.name] if f.name in computed else parsed.column(f.name) for f in _RECORD_TYPE],
+        schema=_RECORDS_SCHEMA,
+    )
+    if not block.slow:
+        return fast
+    slow = _records(block.slow)
+    if not n_fast:
+        return slow
+    order = np.argsort(np.concatenate([block.fast_at, block.slow_at]), kind="stable")
+    return pa.concat_tables([fast, slow]).take(pa.array(order))
+
+
+def _frame_index_array(frames: npt.NDArray[np.int64]) -> pa.Array:
+    return pa.array(frames.astype(np.int32), mask=frames < 0)
+
+
+def _record_batch(records: pa.Table, session: str) -> pa.RecordBatch:
+    records = records.combine_chunks()
+    session_col = pa.array([session] * records.num_rows, type=pa.string())
+    columns = [c.chunks[0] if c.num_chunks else pa.array([], c.type) for c in records.columns]
+    return pa.RecordBatch.from_arrays([session_col, *columns], schema=ROWS_SCHEMA)
 
 
 def iter_record_batches(
@@ -203,34 +250,40 @@ def iter_record_batches(
     for row in rows:
         pending.append(row)
         if len(pending) >= batch_rows:
-            yield _batch(pending, session)
+            yield _record_batch(_records(pending), session)
             pending = []
     if pending:
-        yield _batch(pending, session)
+        yield _record_batch(_records(pending), session)
 
 
 def write_rows(
-    rows: Iterable[ParsedRow],
+    rows: Iterable[ParsedRow | RowBlock],
     session: str,
     sink: str | IO[bytes],
     *,
     filesystem: Any = None,
 ) -> int:
-    """Stream ``rows`` into one Parquet file (zstd); returns the number of rows written.
+    """Stream ``rows`` (decoded rows, or blocks from ``ingest.rowscan.scan_rows``) into one
+    Parquet file (zstd); returns the number of rows written.
 
-    Memory is bounded by one batch. The same rows give byte-identical files: no timestamps are
-    written, and row groups follow the fixed batch size. ``filesystem`` is a pyarrow or fsspec
-    filesystem for a path ``sink``.
+    Memory is bounded by a batch or two. The same rows give byte-identical files: no
+    timestamps are written, and row groups follow the fixed batch size. ``filesystem`` is a
+    pyarrow or fsspec filesystem for a path ``sink``.
     """
     with RowsWriter(sink, session, filesystem=filesystem) as writer:
-        for row in rows:
-            writer.add(row)
+        for item in rows:
+            if isinstance(item, RowBlock):
+                writer.add_block(item)
+            else:
+                writer.add(item)
     return writer.count
 
 
 class RowsWriter:
-    """The push form of ``write_rows``: ``add`` rows one by one (as a validator reads them),
-    ``close`` at the end. Batches of ``batch_rows``; memory bounded by one batch."""
+    """The push form of ``write_rows``: ``add`` rows one by one or ``add_block`` scanned
+    blocks (as a validator reads them), ``close`` at the end. Row groups of ``batch_rows``
+    rows, encoded and written on a helper thread while the next rows are read (Parquet
+    encoding runs in C++ without the GIL); memory bounded by a batch or two."""
 
     def __init__(
         self,
@@ -242,28 +295,67 @@ class RowsWriter:
     ) -> None:
         self.session = session
         self.batch_rows = batch_rows
-        self.pending: list[ParsedRow] = []
+        self.rows: list[ParsedRow] = []  # added one by one, not yet records
+        self.records: list[pa.Table] = []
+        self.n_records = 0
         self.count = 0
         self.writer = pq.ParquetWriter(
             sink, ROWS_SCHEMA, filesystem=filesystem, compression="zstd", write_statistics=True
         )
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="reacture-parquet")
+        self._writing: Future[None] | None = None
 
     def add(self, row: ParsedRow) -> None:
-        self.pending.append(row)
-        if len(self.pending) >= self.batch_rows:
-            self._flush()
+        self.rows.append(row)
+        if len(self.rows) >= self.batch_rows:
+            self._take_rows()
+            self._flush(self.batch_rows)
 
-    def _flush(self) -> None:
-        if self.pending:
-            batch = _batch(self.pending, self.session)
-            self.writer.write_batch(batch)
-            self.count += batch.num_rows
-            self.pending = []
+    def add_block(self, block: RowBlock) -> None:
+        self._take_rows()
+        if len(block):
+            self.records.append(block_records(block))
+            self.n_records += len(block)
+        self._flush(self.batch_rows)
+
+    def _take_rows(self) -> None:
+        if self.rows:
+            self.records.append(_records(self.rows))
+            self.n_records += len(self.rows)
+            self.rows = []
+
+    def _flush(self, at_least: int) -> None:
+        """Write whole batches while ``at_least`` records wait (all of them when 1)."""
+        while self.n_records >= max(1, at_least):
+            table = pa.concat_tables(self.records)
+            n = min(self.batch_rows, table.num_rows)
+            batch = _record_batch(table.slice(0, n), self.session)
+            rest = table.slice(n)
+            self.records = [rest] if rest.num_rows else []
+            self.n_records -= n
+            self._wait()
+            self._writing = self._pool.submit(self.writer.write_batch, batch)
+            self.count += n
+
+    def _wait(self) -> None:
+        if self._writing is not None:
+            writing, self._writing = self._writing, None
+            writing.result()
 
     def close(self) -> int:
-        self._flush()
-        self.writer.close()
+        try:
+            self._take_rows()
+            self._flush(1)
+            self._wait()
+        finally:
+            self._pool.shutdown()
+            self.writer.close()
         return self.count
+
+    def abort(self) -> None:
+        """Stop without writing what is pending (the file is to be thrown away)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.writer.close()
 
     def __enter__(self) -> RowsWriter:
         return self
@@ -272,7 +364,7 @@ class RowsWriter:
         if exc[0] is None:
             self.close()
         else:
-            self.writer.close()
+            self.abort()
 
 
 # --- rebuilding ---------------------------------------------------------------------------------

@@ -4,25 +4,36 @@
 arrive chunk-aligned from a streaming reader, so memory is one block whatever N is. With
 ``shard_frames`` the sharding codec packs many chunks into one object, so a long session is a
 handful of objects in a bucket instead of thousands.
+
+The bytes are zarr-python's (3.x), written without it: the metadata documents as its
+``json.dumps(..., indent=2)`` writes them, each chunk padded with the fill value to the full
+chunk shape and encoded by the same numcodecs codecs, shards as the sharding codec lays them out
+(inner chunks in order, those wholly past the end left out, then the index of little-endian
+(offset, length) pairs and its crc32c). Tests compare every file with what zarr itself writes.
+Encoding a block (``encode_block``) holds no lock: blocks can be encoded and stored on several
+threads at once (zstd, blosc and the writes release the GIL).
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import zarr
-from zarr.abc.codec import BytesBytesCodec
-from zarr.codecs import BloscCodec, ZstdCodec
 
 from reacture_convert.errors import ConfigError
 
-__all__ = ["ZarrOptions", "ZarrSessionWriter", "CODECS", "open_store"]
+__all__ = ["ZarrOptions", "ZarrSessionWriter", "CODECS"]
 
 CODECS = ("zstd", "lz4", "none")
 FRAME_SHAPE = (128, 128, 3)
+_DIMENSIONS = ["frame", "y", "x", "channel"]
+_TIMESTAMP_CHUNK = 1 << 16
+_TIMESTAMP_LEVEL = 3
+_EMPTY = 2**64 - 1  # the sharding index's "no chunk here"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,23 +62,95 @@ class ZarrOptions:
         """Frames per write: one shard when sharding, else one chunk."""
         return self.shard_frames or self.chunk_frames
 
-    def compressors(self) -> list[BytesBytesCodec]:
+    def compressors(self) -> list[dict[str, Any]]:
+        """The compressor codecs of ``frames``, as its metadata names them."""
         if self.codec == "zstd":
-            return [ZstdCodec(level=self.level)]
+            return [{"name": "zstd", "configuration": {"level": self.level, "checksum": False}}]
         if self.codec == "lz4":
-            return [BloscCodec(cname="lz4", clevel=self.level, shuffle="noshuffle")]
+            config = {
+                "typesize": 1,
+                "cname": "lz4",
+                "clevel": self.level,
+                "shuffle": "noshuffle",
+                "blocksize": 0,
+            }
+            return [{"name": "blosc", "configuration": config}]
         return []
 
 
-def open_store(url: str, storage_options: Mapping[str, Any] | None = None) -> Any:
-    """A writable zarr store for a local path or an fsspec URL."""
-    if "://" not in url or url.startswith("file://"):
-        return zarr.storage.LocalStore(url.removeprefix("file://"))
-    return zarr.storage.FsspecStore.from_url(url, storage_options=dict(storage_options or {}))
+def _encoder(codecs: list[dict[str, Any]]) -> Any:
+    """The numcodecs codec that zarr's codec pipeline runs for ``codecs`` (None: no compressor)."""
+    if not codecs:
+        return None
+    config = codecs[0]["configuration"]
+    if codecs[0]["name"] == "zstd":
+        from numcodecs import Zstd
+
+        return Zstd(level=config["level"], checksum=config["checksum"])
+    from numcodecs import Blosc
+
+    return Blosc(
+        cname=config["cname"],
+        clevel=config["clevel"],
+        shuffle=Blosc.NOSHUFFLE,
+        blocksize=config["blocksize"],
+        typesize=config["typesize"],
+    )
+
+
+def _array_document(
+    shape: list[int],
+    dtype: str,
+    chunk_shape: list[int],
+    fill_value: Any,
+    codecs: list[dict[str, Any]],
+    dimensions: list[str],
+) -> dict[str, Any]:
+    return {
+        "shape": shape,
+        "data_type": dtype,
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": chunk_shape}},
+        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+        "fill_value": fill_value,
+        "codecs": codecs,
+        "attributes": {},
+        "dimension_names": dimensions,
+        "zarr_format": 3,
+        "node_type": "array",
+        "storage_transformers": [],
+    }
+
+
+def _json(document: Mapping[str, Any]) -> bytes:
+    return json.dumps(document, indent=2, allow_nan=True).encode()
+
+
+class _Store:
+    """Keys under one root: a local folder (plain file writes) or any fsspec URL."""
+
+    def __init__(self, url: str, storage_options: Mapping[str, Any] | None) -> None:
+        self.local = "://" not in url or url.startswith("file://")
+        if self.local:
+            self.root = url.removeprefix("file://")
+            self.fs: Any = None
+        else:
+            from fsspec.core import url_to_fs
+
+            self.fs, self.root = url_to_fs(url, **dict(storage_options or {}))
+
+    def put(self, key: str, data: bytes) -> None:
+        path = f"{self.root}/{key}"
+        if self.local:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(data)
+        else:
+            self.fs.pipe_file(path, data)
 
 
 class ZarrSessionWriter:
-    """Create the group, then ``write_frames`` block by block, then ``write_timestamps``."""
+    """Create the group, then ``write_frames`` block by block (or ``encode_block`` and ``put``
+    on helper threads), ``write_timestamps``, and ``write_attributes`` last."""
 
     def __init__(
         self,
@@ -78,41 +161,120 @@ class ZarrSessionWriter:
         storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.options = options
-        self.group = zarr.open_group(
-            open_store(url, storage_options), mode="w", zarr_format=3, attributes=dict(attributes)
-        )
-        chunk = max(1, min(options.chunk_frames, n_frames))
-        shards = None
+        self.n_frames = n_frames
+        self.store = _Store(url, storage_options)
+        self.chunk = max(1, min(options.chunk_frames, n_frames))
+        self.shard: int | None = None
         if options.shard_frames is not None:
-            shards = (max(chunk, min(options.shard_frames, n_frames)), *FRAME_SHAPE)
-            if shards[0] % chunk:
-                shards = (chunk * -(-shards[0] // chunk), *FRAME_SHAPE)
-        self.frames = self.group.create_array(
-            "frames",
-            shape=(n_frames, *FRAME_SHAPE),
-            chunks=(chunk, *FRAME_SHAPE),
-            shards=shards,
-            dtype="uint8",
-            compressors=options.compressors(),
-            fill_value=0,
-            dimension_names=["frame", "y", "x", "channel"],
-            # Write every chunk: checking whether a chunk is all fill value (zarr's default)
-            # costs more than writing it; an all-black chunk compresses to a few bytes anyway.
-            config={"write_empty_chunks": True},
+            shard = max(self.chunk, min(options.shard_frames, n_frames))
+            self.shard = self.chunk * -(-shard // self.chunk)
+        compressors = options.compressors()
+        self._codec = _encoder(compressors)
+        inner = [{"name": "bytes"}, *compressors]
+        codecs: list[dict[str, Any]] = inner
+        if self.shard is not None:
+            codecs = [
+                {
+                    "name": "sharding_indexed",
+                    "configuration": {
+                        "chunk_shape": [self.chunk, *FRAME_SHAPE],
+                        "codecs": inner,
+                        "index_codecs": [
+                            {"name": "bytes", "configuration": {"endian": "little"}},
+                            {"name": "crc32c"},
+                        ],
+                        "index_location": "end",
+                    },
+                }
+            ]
+        frames = _array_document(
+            [n_frames, *FRAME_SHAPE],
+            "uint8",
+            [self.shard or self.chunk, *FRAME_SHAPE],
+            0,
+            codecs,
+            _DIMENSIONS,
         )
-        self.timestamps = self.group.create_array(
-            "timestamps",
-            shape=(n_frames,),
-            chunks=(max(1, min(n_frames, 1 << 16)),),
-            dtype="float32",
-            compressors=[ZstdCodec(level=3)],
-            fill_value=0.0,
-            dimension_names=["frame"],
+        self.ts_chunk = max(1, min(n_frames, _TIMESTAMP_CHUNK))
+        timestamps = _array_document(
+            [n_frames],
+            "float32",
+            [self.ts_chunk],
+            0.0,
+            [
+                {"name": "bytes", "configuration": {"endian": "little"}},
+                {"name": "zstd", "configuration": {"level": _TIMESTAMP_LEVEL, "checksum": False}},
+            ],
+            ["frame"],
         )
+        self.write_attributes(attributes)
+        self.store.put("frames/zarr.json", _json(frames))
+        self.store.put("timestamps/zarr.json", _json(timestamps))
+
+    @property
+    def block_frames(self) -> int:
+        """Frames per block handed to ``encode_block`` (the last one may be shorter)."""
+        return self.shard or self.chunk
+
+    def _encode_chunk(self, frames: np.ndarray) -> bytes:
+        """One chunk, padded with zeros (the fill value) to the full chunk shape, encoded."""
+        if frames.shape[0] < self.chunk:
+            padded = np.zeros((self.chunk, *FRAME_SHAPE), dtype=np.uint8)
+            padded[: frames.shape[0]] = frames
+            frames = padded
+        frames = np.ascontiguousarray(frames)
+        return frames.tobytes() if self._codec is None else bytes(self._codec.encode(frames))
+
+    def encode_block(self, start: int, block: np.ndarray) -> list[tuple[str, bytes]]:
+        """The objects (key, bytes) of frames ``start`` .. ``start + len(block)``: a whole chunk
+        or shard (or what is left of the array at its end)."""
+        k = block.shape[0]
+        size = self.block_frames
+        if start % size or (k != size and start + k != self.n_frames) or k > size:
+            raise ValueError(
+                f"frames {start}..{start + k} are not one block of {size} frames of the array"
+            )
+        index = start // size
+        if self.shard is None:
+            return [(f"frames/c/{index}/0/0/0", self._encode_chunk(block))]
+        return [(f"frames/c/{index}/0/0/0", self._encode_shard(block))]
+
+    def _encode_shard(self, block: np.ndarray) -> bytes:
+        import google_crc32c
+
+        per_shard = (self.shard or 0) // self.chunk
+        parts: list[bytes] = []
+        index = np.full((per_shard, 2), _EMPTY, dtype="<u8")
+        offset = 0
+        for i, a in enumerate(range(0, block.shape[0], self.chunk)):
+            data = self._encode_chunk(block[a : a + self.chunk])
+            index[i] = (offset, len(data))
+            parts.append(data)
+            offset += len(data)
+        raw = index.tobytes()
+        crc = np.uint32(google_crc32c.value(raw)).astype("<u4").tobytes()
+        return b"".join([*parts, raw, crc])
+
+    def put(self, objects: list[tuple[str, bytes]]) -> None:
+        for key, data in objects:
+            self.store.put(key, data)
 
     def write_frames(self, start: int, block: np.ndarray) -> None:
-        self.frames[start : start + block.shape[0]] = block
+        self.put(self.encode_block(start, block))
 
     def write_timestamps(self, timestamps: np.ndarray) -> None:
-        if timestamps.size:
-            self.timestamps[:] = timestamps.astype("<f4", copy=False)
+        from numcodecs import Zstd
+
+        values = np.ascontiguousarray(timestamps, dtype="<f4")
+        codec = Zstd(level=_TIMESTAMP_LEVEL, checksum=False)
+        for i, a in enumerate(range(0, values.size, self.ts_chunk)):
+            chunk = values[a : a + self.ts_chunk]
+            if chunk.size < self.ts_chunk:
+                chunk = np.concatenate([chunk, np.zeros(self.ts_chunk - chunk.size, "<f4")])
+            if chunk.view(np.uint32).any():  # zarr leaves out chunks that are all +0.0 (fill)
+                self.store.put(f"timestamps/c/{i}", bytes(codec.encode(chunk)))
+
+    def write_attributes(self, attributes: Mapping[str, Any]) -> None:
+        """The group's attributes (its ``zarr.json`` is written again)."""
+        document = {"attributes": dict(attributes), "zarr_format": 3, "node_type": "group"}
+        self.store.put("zarr.json", _json(document))

@@ -1,0 +1,552 @@
+"""data.jsonl into Arrow columns: each line decoded once, in C++, and validated in that decode.
+
+``scan_rows`` reads the same stream as ``jsonl.iter_jsonl`` and reports the same findings, but
+hands rows over in blocks of Arrow columns instead of one dict per row. A line takes the fast
+path when it is shaped like the game's rows; every other line takes ``jsonl.line_items`` (the
+exact, slower path that names every problem), so findings never differ between the two readers.
+
+The fast path, per block of lines:
+
+1. cheap byte tests pick the candidates: a line that holds ``"type":"robot_state"`` or
+   ``"type":"player_action"`` (not both) and no backslash (escapes), ``null``, ``NaN`` or
+   ``Infinity``, no float written with an integral value (``1.0``, ``1.00``) and no exponent
+   (``1e2``): those are the numbers whose JSON type the rows table must keep in ``extra``;
+2. ``pyarrow.json`` decodes the candidates with an explicit schema (the rows table's columns; a
+   player_action's integer ``timestamp`` renamed to ``timestamp_ms`` first), refusing unknown
+   fields, repeated keys and values of the wrong JSON type; a refused block is split to find
+   the lines at fault;
+3. vectorised checks over the columns finish the proof of shape, by the row Structs of
+   ``ingest.schema`` (required fields present, fields of the other row type absent), and send
+   the rows that would have findings to the exact path: integers beyond 2**53 or ``-0`` in
+   float columns, a frame path that is not ``frames/frame_NNNNNN.npy``, values out of range, a
+   periodic event without its frame.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections import deque
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import IO, Final
+
+import msgspec
+import msgspec.inspect as mi
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from reacture_convert.findings import Finding
+from reacture_convert.ingest.jsonl import (
+    DAMAGE_AMOUNT_EVENTS,
+    MAX_DEPTH,
+    MAX_LINE_BYTES,
+    PERCENT_FIELDS,
+    ParsedRow,
+    iter_row_lines,
+    line_items,
+)
+from reacture_convert.ingest.schema import (
+    PERIODIC_EVENT,
+    ROW_TYPES,
+    ROWS_SCHEMA,
+    PlayerActionRow,
+    RobotStateRow,
+)
+
+__all__ = ["KINDS", "PARSED_SCHEMA", "RowBlock", "scan_rows"]
+
+KINDS: Final = ("periodic", "event", "action")  # RowBlock.kind codes index this
+_KIND_CODE: Final = {name: code for code, name in enumerate(KINDS)}
+# The rows table's columns that come straight from the JSON object (the rest are computed).
+PARSED_SCHEMA: Final = pa.schema(
+    [
+        f
+        for f in ROWS_SCHEMA
+        if f.name not in ("session", "row_index", "kind", "frame_index", "extra")
+    ]
+)
+BLOCK_ROWS: Final = 4096
+BLOCK_BYTES: Final = 8 << 20
+
+_RS: Final = b'"type":"robot_state"'
+_PA: Final = b'"type":"player_action"'
+_TS_NUMBER: Final = re.compile(rb'"timestamp":(?=[-0-9])')  # player_action's integer clock
+_PA_CLOCK: Final = b'{"timestamp":'
+_PA_CLOCK_AS: Final = b'{"timestamp_ms":'
+_REFUSED: Final = (b"\\", b"null")  # escapes; null (an explicit null is not an absent field)
+_INTEGRAL_FLOAT: Final = re.compile(rb"\.0+[,}\] \t\r]")  # 1.0, 1.00 as a JSON number
+_EXPONENT: Final = re.compile(rb"-?[0-9][0-9.]*[eE][-+]?[0-9]+")
+_EXACT_FLOAT: Final = 2.0**53
+_PERIODIC_MARK: Final = b'"event":"' + PERIODIC_EVENT.encode() + b'"'
+_AMOUNT_MARKS: Final = tuple(b'"event":"%s"' % e.encode() for e in sorted(DAMAGE_AMOUNT_EVENTS))
+_RANGES: Final = (*((name, 100.0) for name in PERCENT_FIELDS), ("damage", 1.0))
+_FRAME_PREFIX: Final = b"frames/frame_"
+_FRAME_SUFFIX: Final = b".npy"
+_INT32_MAX: Final = 2**31 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class RowBlock:
+    """Consecutive rows of data.jsonl, in file order, and the findings about their lines.
+
+    Per row (arrays of equal length): ``row_index`` (0-based among non-empty lines), ``line``
+    (1-based), ``kind`` (a code into ``KINDS``), ``timestamp_ms`` (robot_state ``timestamp_ms``
+    or player_action ``timestamp``; valid where ``has_timestamp``) and ``frame_index`` (-1:
+    none). The rows themselves: ``parsed`` holds the fast rows' columns (``PARSED_SCHEMA``) at
+    positions ``fast_at``; ``slow`` the decoded objects of the others, at ``slow_at``.
+    ``findings`` are in line order, complete (no cap); ``last_line`` is the last line read.
+    """
+
+    findings: tuple[Finding, ...]
+    row_index: npt.NDArray[np.int64]
+    line: npt.NDArray[np.int64]
+    kind: npt.NDArray[np.int8]
+    timestamp_ms: npt.NDArray[np.int64]
+    has_timestamp: npt.NDArray[np.bool_]
+    frame_index: npt.NDArray[np.int64]
+    parsed: pa.Table
+    fast_at: npt.NDArray[np.int64]
+    slow: tuple[ParsedRow, ...]
+    slow_at: npt.NDArray[np.int64]
+    last_line: int
+
+    def __len__(self) -> int:
+        return len(self.row_index)
+
+
+# --- the shape rules, from the row Structs --------------------------------------------------------
+def _struct_info(cls: type[msgspec.Struct]) -> mi.StructType:
+    info = mi.type_info(cls)
+    assert isinstance(info, mi.StructType)  # invariant: row types are Structs
+    return info
+
+
+# Column of each row field, per row type: a player_action's ``timestamp`` is ``timestamp_ms``.
+_TOP: Final[dict[bool, tuple[mi.StructType, dict[str, str]]]] = {
+    False: (_struct_info(RobotStateRow), {}),
+    True: (_struct_info(PlayerActionRow), {"timestamp": "timestamp_ms"}),
+}
+
+
+def _valid(arr: pa.Array) -> npt.NDArray[np.bool_]:
+    """Which elements of ``arr`` are not null (its own validity, not its parents')."""
+    n = len(arr)
+    if arr.null_count == 0:
+        return np.ones(n, dtype=bool)
+    if arr.null_count == n:
+        return np.zeros(n, dtype=bool)
+    bits = np.unpackbits(np.frombuffer(arr.buffers()[0], np.uint8), bitorder="little")
+    return bits[arr.offset : arr.offset + n].astype(bool)
+
+
+def _bad_struct(
+    children: Mapping[str, pa.Array],
+    n: int,
+    t: mi.StructType,
+    present: npt.NDArray[np.bool_],
+    column_of: Mapping[str, str],
+) -> npt.NDArray[np.bool_]:
+    """Elements (where ``present``) whose object differs from Struct ``t``: a required field
+    missing, a field ``t`` does not have, or a value that differs below."""
+    bad = np.zeros(n, dtype=bool)
+    fields = {column_of.get(f.encode_name, f.encode_name): f for f in t.fields}
+    for name, child in children.items():
+        there = _valid(child) & present
+        field = fields.get(name)
+        if field is None:
+            bad |= there  # the other row type's field (or a nested one this object lacks)
+            continue
+        if field.required:
+            bad |= present & ~there
+        bad |= _bad_value(child, field.type, there)
+    return bad
+
+
+def _bad_value(arr: pa.Array, t: mi.Type, present: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    """Elements (where ``present``) that differ from type ``t`` or need the exact path."""
+    if isinstance(t, mi.StructType):
+        children = {arr.type.field(i).name: arr.field(i) for i in range(arr.type.num_fields)}
+        return _bad_struct(children, len(arr), t, present, {})
+    if isinstance(t, mi.ListType):
+        offsets = np.frombuffer(arr.buffers()[1], np.int32)[arr.offset : arr.offset + len(arr) + 1]
+        owner = np.repeat(np.arange(len(arr)), np.diff(offsets))
+        items = arr.values.slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
+        item_there = _valid(items)
+        item_bad = (~item_there & present[owner]) | _bad_value(
+            items, t.item_type, item_there & present[owner]
+        )
+        return np.bincount(owner, weights=item_bad, minlength=len(arr)) > 0
+    if isinstance(t, mi.FloatType):
+        values = np.frombuffer(arr.buffers()[1], np.float64)[arr.offset : arr.offset + len(arr)]
+        # beyond 2**53 the JSON may have held an exact integer; -0 is an integer 0 in JSON;
+        # NaN and Infinity are not JSON at all
+        odd: npt.NDArray[np.bool_] = ~(np.abs(values) < _EXACT_FLOAT) | (
+            (values == 0) & np.signbit(values)
+        )
+        return present & odd
+    return np.zeros(len(arr), dtype=bool)
+
+
+def _shape_bad(table: pa.Table, is_action: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    """Rows of ``table`` that are not exactly their Struct's shape (or need the exact path)."""
+    columns = {name: table.column(name).combine_chunks() for name in table.column_names}
+    bad = np.zeros(table.num_rows, dtype=bool)
+    for action, (info, column_of) in _TOP.items():
+        rows = is_action if action else ~is_action
+        if rows.any():
+            bad |= rows & _bad_struct(columns, table.num_rows, info, rows, column_of)
+    return bad
+
+
+# --- checks that would give findings (those rows take the exact path) ---------------------------
+def _float_column(table: pa.Table, name: str) -> npt.NDArray[np.float64]:
+    arr = table.column(name).combine_chunks()
+    return np.frombuffer(arr.buffers()[1], np.float64)[arr.offset : arr.offset + len(arr)]
+
+
+def _frame_numbers(arr: pa.Array, rows: npt.NDArray[np.bool_]) -> npt.NDArray[np.int64]:
+    """The frame number of each ``frames/frame_NNNNNN.npy`` path at ``rows``; -1 elsewhere and
+    where the path is anything else (those rows take the exact path, which says why)."""
+    out = np.full(len(arr), -1, dtype=np.int64)
+    if not rows.any():
+        return out
+    offsets = np.frombuffer(arr.buffers()[1], np.int32)[arr.offset : arr.offset + len(arr) + 1]
+    data = np.frombuffer(arr.buffers()[2], np.uint8)
+    lengths = np.diff(offsets)
+    fixed = len(_FRAME_PREFIX) + len(_FRAME_SUFFIX)
+    for n_digits in range(6, 11):  # 10 digits hold INT32_MAX
+        at = np.flatnonzero(rows & (lengths == fixed + n_digits))
+        if at.size == 0:
+            continue
+        text = data[offsets[at][:, None] + np.arange(fixed + n_digits)]
+        digits = text[:, len(_FRAME_PREFIX) : len(_FRAME_PREFIX) + n_digits].astype(np.int64) - 48
+        ok = (
+            (text[:, : len(_FRAME_PREFIX)] == np.frombuffer(_FRAME_PREFIX, np.uint8)).all(axis=1)
+            & (text[:, -len(_FRAME_SUFFIX) :] == np.frombuffer(_FRAME_SUFFIX, np.uint8)).all(1)
+            & ((digits >= 0) & (digits <= 9)).all(axis=1)
+        )
+        numbers = digits @ (10 ** np.arange(n_digits - 1, -1, -1, dtype=np.int64))
+        ok &= numbers <= _INT32_MAX
+        out[at[ok]] = numbers[ok]
+    return out
+
+
+def _finding_rows(
+    table: pa.Table, is_action: npt.NDArray[np.bool_], raws: list[bytes]
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+    """(rows that would have findings, frame numbers, rows that are periodic)."""
+    path = table.column("visual_frame_path").combine_chunks()
+    periodic = _valid(path) & ~is_action
+    frames = _frame_numbers(path, periodic)
+    suspect = periodic & (frames < 0)
+    robot = ~is_action
+    for name, high in _RANGES:
+        values = _float_column(table, name)
+        out = robot & ((values < 0) | (values > high))
+        if name == "damage":  # these events put the damage amount there: no range
+            for i in np.flatnonzero(out):
+                out[i] = not any(mark in raws[i] for mark in _AMOUNT_MARKS)
+        suspect |= out
+    for i in np.flatnonzero(robot & ~periodic):
+        suspect[i] |= _PERIODIC_MARK in raws[i]  # a periodic row without its frame
+    return suspect, frames, periodic
+
+
+# --- candidates and decoding ----------------------------------------------------------------------
+def _line_of(starts: npt.NDArray[np.int64], positions: list[int]) -> npt.NDArray[np.int64]:
+    """The line (index into ``starts``, the lines' offsets in the joined block) of each byte."""
+    found: npt.NDArray[np.int64] = np.searchsorted(starts, np.asarray(positions), side="right") - 1
+    return found
+
+
+def _lines_holding(joined: bytes, starts: npt.NDArray[np.int64], mark: bytes) -> list[int]:
+    if mark not in joined:
+        return []
+    at = [m.start() for m in re.finditer(re.escape(mark), joined)]
+    lines: list[int] = _line_of(starts, at).tolist()
+    return lines
+
+
+def _integral_float_lines(
+    raws: list[bytes], joined: bytes, starts: npt.NDArray[np.int64]
+) -> set[int]:
+    """Lines holding a float with an integral value: ``1.0``, ``1.00`` or an exponent like
+    ``1e2`` (a non-integral exponent such as ``2.5e-05`` is fine)."""
+    found = set(_line_of(starts, [m.start() for m in _INTEGRAL_FLOAT.finditer(joined)]).tolist())
+    data = np.frombuffer(joined, np.uint8)
+    digit = (data - np.uint8(48)) < 10
+    exponents = np.flatnonzero(digit[:-1] & ((data[1:] | np.uint8(32)) == ord("e")))
+    if exponents.size:
+        for i in set(_line_of(starts, exponents.tolist()).tolist()) - found:
+            if any(float(token).is_integer() for token in _EXPONENT.findall(raws[i])):
+                found.add(i)
+    return found
+
+
+def _fast_lines(raws: list[bytes]) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """(lines worth decoding on the fast path, which of the lines are player_action)."""
+    n = len(raws)
+    joined = b"\n".join(raws)
+    lengths = np.fromiter(map(len, raws), np.int64, n)
+    starts = np.zeros(n, np.int64)
+    np.cumsum(lengths[:-1] + 1, out=starts[1:])
+    action = np.fromiter((_PA in raw for raw in raws), bool, n)
+    robot = np.fromiter((_RS in raw for raw in raws), bool, n)
+    fast = (action != robot) & (np.frombuffer(joined, np.uint8)[starts] == ord("{"))
+    for mark in _REFUSED:
+        fast[_lines_holding(joined, starts, mark)] = False
+    fast[list(_integral_float_lines(raws, joined, starts))] = False
+    return fast, action
+
+
+def _as_parsed(raw: bytes, action: bool) -> bytes:
+    """A line as ``PARSED_SCHEMA`` reads it: a player_action's ``timestamp`` renamed."""
+    if not action:
+        return raw
+    if raw.startswith(_PA_CLOCK):  # where the game writes it
+        return _PA_CLOCK_AS + raw[len(_PA_CLOCK) :]
+    return _TS_NUMBER.sub(b'"timestamp_ms":', raw, count=1)
+
+
+def _read_json(lines: list[bytes]) -> pa.Table | None:
+    """Lines (already ``_as_parsed``) decoded with ``PARSED_SCHEMA``; None when pyarrow refuses
+    any of them, or reads another number of rows (two objects on one line)."""
+    import pyarrow.json as pj
+
+    if not lines:
+        return None
+    data = b"\n".join(lines)
+    try:
+        table = pj.read_json(
+            pa.py_buffer(data),
+            read_options=pj.ReadOptions(use_threads=False, block_size=max(1 << 20, len(data) + 1)),
+            parse_options=pj.ParseOptions(
+                explicit_schema=PARSED_SCHEMA, unexpected_field_behavior="error"
+            ),
+        )
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+        return None
+    return table if table.num_rows == len(lines) else None
+
+
+_DECODERS: Final = {
+    action: msgspec.json.Decoder(cls)
+    for action, cls in ((False, ROW_TYPES["robot_state"]), (True, ROW_TYPES["player_action"]))
+}
+
+
+def _narrow(
+    raws: list[bytes], parsed: list[bytes], action: list[bool]
+) -> tuple[list[int], pa.Table | None]:
+    """After pyarrow refused a batch: (positions that decode, their table), found first by
+    msgspec against the row Structs, then by halves, down to the lines at fault."""
+    keep: list[int] = []
+    for i, raw in enumerate(raws):
+        try:
+            _DECODERS[action[i]].decode(raw)
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            continue
+        keep.append(i)
+    return _bisect(parsed, keep)
+
+
+def _bisect(parsed: list[bytes], keep: list[int]) -> tuple[list[int], pa.Table | None]:
+    if not keep:
+        return [], None
+    table = _read_json([parsed[i] for i in keep])
+    if table is not None:
+        return keep, table
+    if len(keep) == 1:
+        return [], None
+    half = len(keep) // 2
+    left, right = _bisect(parsed, keep[:half]), _bisect(parsed, keep[half:])
+    tables = [t for t in (left[1], right[1]) if t is not None]
+    if not tables:
+        return [], None
+    return left[0] + right[0], pa.concat_tables(tables)
+
+
+# --- blocks ---------------------------------------------------------------------------------------
+@dataclass(slots=True)
+class _Pending:
+    """Lines read for the next block: their row indices, line numbers and bytes."""
+
+    indices: list[int] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    raws: list[bytes] = field(default_factory=list)
+    findings: list[tuple[int, Finding]] = field(default_factory=list)  # about whole lines
+    n_bytes: int = 0
+    last_line: int = 0
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """A block's lines with its fast candidates picked, ready for the decoder."""
+
+    pending: _Pending
+    picked: npt.NDArray[np.int64]  # line positions of the candidates
+    action: npt.NDArray[np.bool_]  # per line: player_action
+    parsed: list[bytes]  # the candidates as PARSED_SCHEMA reads them
+
+
+def _prepare(pending: _Pending) -> _Prepared:
+    fast, action = _fast_lines(pending.raws)
+    picked = np.flatnonzero(fast)
+    acts = action[picked].tolist()
+    parsed = [_as_parsed(pending.raws[i], a) for i, a in zip(picked.tolist(), acts, strict=True)]
+    return _Prepared(pending, picked, action, parsed)
+
+
+def _finish(prep: _Prepared, table: pa.Table | None, file: str, max_depth: int) -> RowBlock:
+    """The block from its decoded candidates (``table``: None when pyarrow refused them)."""
+    raws, picked = prep.pending.raws, prep.picked
+    if table is None and len(picked):
+        decoded, table = _narrow(
+            [raws[i] for i in picked], prep.parsed, prep.action[picked].tolist()
+        )
+        picked = picked[np.asarray(decoded, dtype=np.int64)]
+    is_action = prep.action[picked]
+    frames = np.zeros(0, dtype=np.int64)
+    periodic = np.zeros(0, dtype=bool)
+    if table is None:
+        table, picked = PARSED_SCHEMA.empty_table(), picked[:0]
+    else:
+        bad = _shape_bad(table, is_action)
+        suspect, frames, periodic = _finding_rows(table, is_action, [raws[i] for i in picked])
+        good = ~(bad | suspect)
+        if not good.all():
+            table = table.filter(pa.array(good))
+            picked, is_action, frames, periodic = (
+                picked[good],
+                is_action[good],
+                frames[good],
+                periodic[good],
+            )
+    return _assemble(prep.pending, picked, table, is_action, frames, periodic, file, max_depth)
+
+
+def _assemble(
+    pending: _Pending,
+    picked: npt.NDArray[np.int64],
+    table: pa.Table,
+    is_action: npt.NDArray[np.bool_],
+    frames: npt.NDArray[np.int64],
+    periodic: npt.NDArray[np.bool_],
+    file: str,
+    max_depth: int,
+) -> RowBlock:
+    """Rows in line order: the fast ones from ``table``, the others through ``line_items``."""
+    n_lines = len(pending.raws)
+    slow_lines = np.ones(n_lines, dtype=bool)
+    slow_lines[picked] = False
+    found: list[tuple[int, int, Finding]] = [(ln, 0, f) for ln, f in pending.findings]
+    slow: list[ParsedRow] = []
+    slow_pos: list[int] = []
+    for i in np.flatnonzero(slow_lines).tolist():
+        at_line = pending.lines[i]
+        items = line_items(pending.raws[i], pending.indices[i], file, at_line, max_depth)
+        for item in items:
+            if isinstance(item, Finding):
+                found.append((at_line, 1, item))
+            else:
+                slow.append(item)
+                slow_pos.append(i)
+    found.sort(key=lambda x: (x[0], x[1]))
+    # positions among the block's rows (lines that gave no row are not rows)
+    is_row = ~slow_lines
+    is_row[slow_pos] = True
+    rank = np.cumsum(is_row) - 1
+    n = int(is_row.sum())
+    fast_at = rank[picked]
+    slow_at = rank[np.asarray(slow_pos, dtype=np.int64)]
+    row_index = np.empty(n, np.int64)
+    line = np.empty(n, np.int64)
+    row_index[fast_at] = np.asarray(pending.indices, np.int64)[picked]
+    line[fast_at] = np.asarray(pending.lines, np.int64)[picked]
+    kind = np.empty(n, np.int8)
+    kind[fast_at] = np.where(is_action, 2, np.where(periodic, 0, 1))
+    ts = np.zeros(n, np.int64)
+    has_ts = np.zeros(n, dtype=bool)
+    if len(picked):
+        ts_col = table.column("timestamp_ms").combine_chunks()
+        ts[fast_at] = np.frombuffer(ts_col.buffers()[1], np.int64)[
+            ts_col.offset : ts_col.offset + len(ts_col)
+        ]
+        has_ts[fast_at] = True
+    frame_index = np.full(n, -1, np.int64)
+    frame_index[fast_at] = frames
+    for at, row in zip(slow_at.tolist(), slow, strict=True):
+        row_index[at], line[at] = row.row_index, row.line or 0
+        kind[at] = _KIND_CODE[row.kind]
+        if row.timestamp_ms is not None:
+            ts[at], has_ts[at] = row.timestamp_ms, True
+        if row.frame_index is not None:
+            frame_index[at] = row.frame_index
+    return RowBlock(
+        findings=tuple(f for _, _, f in found),
+        row_index=row_index,
+        line=line,
+        kind=kind,
+        timestamp_ms=ts,
+        has_timestamp=has_ts,
+        frame_index=frame_index,
+        parsed=table,
+        fast_at=fast_at,
+        slow=tuple(slow),
+        slow_at=slow_at,
+        last_line=pending.last_line,
+    )
+
+
+def _pending_blocks(
+    stream: IO[bytes], file: str, max_line_bytes: int, block_rows: int
+) -> Iterator[_Pending]:
+    pending = _Pending()
+    for item in iter_row_lines(stream, file, max_line_bytes=max_line_bytes):
+        if isinstance(item, Finding):
+            if item.line is None:  # JSONL_EMPTY, the file's last word
+                pending.findings.append((sys.maxsize, item))
+            else:
+                pending.findings.append((item.line, item))
+                pending.last_line = item.line
+            continue
+        index, line, raw = item
+        pending.indices.append(index)
+        pending.lines.append(line)
+        pending.raws.append(raw)
+        pending.n_bytes += len(raw)
+        pending.last_line = line
+        if len(pending.raws) >= block_rows or pending.n_bytes >= BLOCK_BYTES:
+            yield pending
+            pending = _Pending(last_line=pending.last_line)
+    if pending.raws or pending.findings:
+        yield pending
+
+
+def scan_rows(
+    stream: IO[bytes],
+    file: str,
+    *,
+    max_line_bytes: int = MAX_LINE_BYTES,
+    max_depth: int = MAX_DEPTH,
+    block_rows: int = BLOCK_ROWS,
+) -> Iterator[RowBlock]:
+    """Blocks of rows of a data.jsonl stream, in file order, with exactly the findings
+    ``iter_jsonl`` gives (a file-level ``JSONL_EMPTY`` comes in a last, empty block).
+
+    Decoding (C++, without the GIL) runs on a helper thread one block behind the reading and
+    checking of the next block, so the two overlap on two cores."""
+    ahead: deque[tuple[_Prepared, Future[pa.Table | None]]] = deque()
+    with ThreadPoolExecutor(1, thread_name_prefix="reacture-rows") as decoder:
+        for pending in _pending_blocks(stream, file, max_line_bytes, block_rows):
+            prep = _prepare(pending)
+            ahead.append((prep, decoder.submit(_read_json, prep.parsed)))
+            if len(ahead) > 1:
+                done, table = ahead.popleft()
+                yield _finish(done, table.result(), file, max_depth)
+        while ahead:
+            done, table = ahead.popleft()
+            yield _finish(done, table.result(), file, max_depth)

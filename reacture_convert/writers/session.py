@@ -1,0 +1,179 @@
+"""The ``zarr`` format of one session, written during the pass that validates it.
+
+``SessionWriter`` is the validator's ``ReadSink``: it takes each block of frames (from the
+validator's frames thread) and each block of rows (from its main thread) as they are read and
+writes ``zarr/<session>.zarr``, ``rows/<session>.parquet`` and ``frames/<session>.parquet``
+into a staging folder. Per block of frames, the sha256 of every frame and the encoding and
+writing of its chunks run on a small thread pool (hashlib, zstd and file writes release the
+GIL), overlapped with reading the next block and with parsing the rows; at most a few blocks
+are in flight, so memory stays flat. ``finish`` adds what needs the whole report; ``discard``
+drops it all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import IO, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from reacture_convert import __version__
+from reacture_convert.ingest.bundle import BundleRef, StorageOptions, is_damaged_member, open_file
+from reacture_convert.ingest.files import read_timestamps
+from reacture_convert.ingest.npy import read_npy_header
+from reacture_convert.ingest.rowscan import RowBlock
+from reacture_convert.ingest.validate import Report
+from reacture_convert.output.layout import session_parts
+from reacture_convert.output.storage import Output
+from reacture_convert.writers.alignment import FrameLedger, frames_table, write_frames_table
+from reacture_convert.writers.rows import RowsWriter
+from reacture_convert.writers.zarr import ZarrOptions, ZarrSessionWriter
+
+__all__ = ["FRAME_THREADS", "SessionWriter", "zarr_attributes"]
+
+FRAME_THREADS = 2  # threads hashing and encoding frame blocks
+_IN_FLIGHT_BYTES = 32 << 20  # frame blocks queued or being encoded (at least two blocks)
+
+
+def zarr_attributes(
+    session: str, bundle: BundleRef, report: Report, hashes: Mapping[str, str]
+) -> dict[str, Any]:
+    """Group attributes: metadata, provenance and how the pictures are stored. No clock times,
+    so the same bundle always gives the same bytes."""
+    return {
+        "session": session,
+        "prefix": bundle.prefix,
+        "metadata_session_id": report.metadata_session_id,
+        "metadata": dict(report.metadata or {}),
+        "provenance": {
+            "source": bundle.source,
+            "files": {role: ref.name for role, ref in sorted(bundle.files.items())},
+            "sha256": dict(sorted(hashes.items())),
+            "converter": "reacture-convert",
+            "converter_version": __version__,
+        },
+        "frames": {
+            "layout": "N x height x width x RGB, uint8, exact bytes of frames.npy",
+            "orientation": "bottom-up",
+            "note": "WebGL readPixels order: row 0 is the bottom of the picture; "
+            "frames[:, ::-1] shows it right way up",
+            "blank_frames": report.blank_frames,
+        },
+        "timestamps": {
+            "unit": "ms since game start",
+            "dtype": "float32, exact bytes of timestamps.npy",
+        },
+    }
+
+
+def _n_frames(bundle: BundleRef, opts: StorageOptions | None) -> int:
+    """N from frames.npy's header (0 when it is unusable or unreadable: validation then rejects
+    the bundle)."""
+    ref = bundle.files.get("frames.npy")
+    if ref is None:
+        return 0
+    try:
+        with open_file(ref, opts) as f:
+            header, _ = read_npy_header(f, ref.size, ref.name)
+    except Exception as e:
+        if is_damaged_member(ref, e):
+            return 0  # a damaged archive member: validation says so
+        raise
+    return header.shape[0] if header is not None and header.shape else 0
+
+
+class SessionWriter:
+    """Writes a session's ``zarr`` format outputs into ``OUT/.staging/<key>`` while validation
+    reads the bundle (see the module doc)."""
+
+    def __init__(
+        self,
+        bundle: BundleRef,
+        session: str,
+        out: Output,
+        options: ZarrOptions,
+        input_options: StorageOptions | None,
+        key: str,
+    ) -> None:
+        self.bundle, self.session, self.out = bundle, session, out
+        self.opts = input_options
+        self.stage = out.staging(key)
+        n = _n_frames(bundle, input_options)
+        self.ledger = FrameLedger(n)
+        self.zarr = ZarrSessionWriter(
+            out.url_of(".staging", key, "zarr", f"{session}.zarr"),
+            n,
+            {},
+            options,
+            out.storage_options,
+        )
+        self.block_frames = self.zarr.block_frames
+        self._pool = ThreadPoolExecutor(FRAME_THREADS, thread_name_prefix="reacture-encode")
+        self._in_flight: deque[tuple[Future[None], int]] = deque()
+        self._in_flight_bytes = 0
+        out.fs.makedirs(f"{self.stage}/rows", exist_ok=True)
+        self._rows_file, rows_sink = self._sink(f"{self.stage}/rows/{session}.parquet")
+        self.rows_writer = RowsWriter(rows_sink, session)
+
+    def _sink(self, path: str) -> tuple[IO[bytes] | None, str | IO[bytes]]:
+        """A Parquet destination: the path itself when local (written from C++), else a file."""
+        if self.out.is_local:
+            return None, path
+        f = self.out.fs.open(path, "wb")
+        return f, f
+
+    # --- ReadSink -----------------------------------------------------------------------------
+    def frames(self, start: int, block: np.ndarray, lit: npt.NDArray[np.bool_]) -> None:
+        self.ledger.mark_blank(start, lit)
+        while self._in_flight and self._in_flight_bytes + block.nbytes > _IN_FLIGHT_BYTES:
+            self._settle_one()
+        task = self._pool.submit(self._encode, start, block)
+        self._in_flight.append((task, block.nbytes))
+        self._in_flight_bytes += block.nbytes
+
+    def _encode(self, start: int, block: np.ndarray) -> None:
+        self.ledger.digest(start, block)
+        self.zarr.put(self.zarr.encode_block(start, block))
+
+    def _settle_one(self) -> None:
+        task, nbytes = self._in_flight.popleft()
+        self._in_flight_bytes -= nbytes
+        task.result()
+
+    def rows(self, block: RowBlock) -> None:
+        self.rows_writer.add_block(block)
+
+    # --- end ----------------------------------------------------------------------------------
+    def finish(self, report: Report, hashes: Mapping[str, str], provenance: BundleRef) -> list[str]:
+        """Complete the staged outputs of a valid bundle; return their parts."""
+        while self._in_flight:
+            self._settle_one()
+        self._pool.shutdown()
+        self.rows_writer.close()
+        if self._rows_file is not None:
+            self._rows_file.close()
+        ts = read_timestamps(self.bundle, self.opts)
+        self.zarr.write_timestamps(ts)
+        self.zarr.write_attributes(zarr_attributes(self.session, provenance, report, hashes))
+        fs = self.out.fs
+        fs.makedirs(f"{self.stage}/frames", exist_ok=True)
+        table = frames_table(self.session, ts, report.frame_rows.array, self.ledger)
+        table_file, sink = self._sink(f"{self.stage}/frames/{self.session}.parquet")
+        try:
+            write_frames_table(table, sink)
+        finally:
+            if table_file is not None:
+                table_file.close()
+        return session_parts(self.session)
+
+    def discard(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        with contextlib.suppress(Exception):
+            self.rows_writer.abort()
+        if self._rows_file is not None:
+            with contextlib.suppress(Exception):
+                self._rows_file.close()
