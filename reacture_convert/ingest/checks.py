@@ -245,6 +245,16 @@ def first_out_of_order(
 
 
 # --- timestamps.npy -------------------------------------------------------------------------------
+def _median(values: npt.NDArray[np.float64]) -> float:
+    """``np.median`` of a non-empty array, to the bit (without the import of numpy.ma that
+    ``np.median`` makes on first use)."""
+    ordered = np.sort(values)
+    half = ordered.size // 2
+    if ordered.size % 2:
+        return float(ordered[half])
+    return float((ordered[half - 1] + ordered[half]) / 2)
+
+
 def check_timestamps(
     bundle: BundleRef,
     ts: npt.NDArray[np.float32],
@@ -278,7 +288,7 @@ def check_timestamps(
     good = diffs[np.isfinite(diffs) & (diffs >= 0)]
     if good.size == 0:
         return
-    median = float(np.median(good))
+    median = _median(good)
     limit = max(gap_factor * median, gap_min_ms)
     for i in np.flatnonzero(np.isfinite(diffs) & (diffs > limit)).tolist():
         yield finding(

@@ -38,6 +38,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from reacture_convert.arrow import bool_array, empty_table
 from reacture_convert.findings import Finding
 from reacture_convert.ingest.jsonl import (
     DAMAGE_AMOUNT_EVENTS,
@@ -412,13 +413,13 @@ def _finish(prep: _Prepared, table: pa.Table | None, file: str, max_depth: int) 
     frames = np.zeros(0, dtype=np.int64)
     periodic = np.zeros(0, dtype=bool)
     if table is None:
-        table, picked = PARSED_SCHEMA.empty_table(), picked[:0]
+        table, picked = empty_table(PARSED_SCHEMA), picked[:0]
     else:
         bad = _shape_bad(table, is_action)
         suspect, frames, periodic = _finding_rows(table, is_action, [raws[i] for i in picked])
         good = ~(bad | suspect)
         if not good.all():
-            table = table.filter(pa.array(good))
+            table = table.filter(bool_array(good))
             picked, is_action, frames, periodic = (
                 picked[good],
                 is_action[good],

@@ -19,6 +19,8 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from reacture_convert.arrow import bool_array, numeric_array, repeated_string
+
 __all__ = [
     "FRAMES_SCHEMA",
     "FrameLedger",
@@ -86,17 +88,15 @@ def frames_table(
 ) -> pa.Table:
     n = ledger.blank.shape[0]
     rows = np.asarray(frame_rows, dtype=np.int64)
-    return pa.table(
-        {
-            "session": pa.array([session] * n, pa.string()),
-            "frame_index": pa.array(np.arange(n, dtype=np.int32)),
-            "timestamp_ms": pa.array(np.asarray(timestamps, dtype="<f4")),
-            "row_index": pa.array(rows, mask=rows < 0),
-            "frame_sha256": _hex_column(ledger.sha256),
-            "blank": pa.array(ledger.blank, pa.bool_()),
-        },
-        schema=FRAMES_SCHEMA,
-    )
+    columns = [
+        repeated_string(session, n),
+        numeric_array(np.arange(n), pa.int32()),
+        numeric_array(np.asarray(timestamps), pa.float32()),
+        numeric_array(rows, pa.int64(), valid=rows >= 0),
+        _hex_column(ledger.sha256),
+        bool_array(ledger.blank),
+    ]
+    return pa.Table.from_arrays(columns, schema=FRAMES_SCHEMA)
 
 
 def write_frames_table(table: pa.Table, sink: str | IO[bytes], filesystem: Any = None) -> None:

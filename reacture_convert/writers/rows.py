@@ -16,12 +16,12 @@ type, event, action, timestamp_ms, frame_index), the row's own fields as nested 
 merged into the rebuilt typed row: objects merge key by key, a list of the same length merges
 element-wise (``{}`` meaning "this element as typed"), anything else replaces.
 
-Rows whose shape is exactly the schema's go straight to ``pa.array(list_of_dicts, type=struct)``;
-only the others are split field by field in Python. "Exactly" is proved at C speed:
-``msgspec.convert`` against the row's Struct (types, nulls, unknown fields), substring tests on
-the re-encoded row for integral floats (msgspec writes them ``X.0`` below 1e16; larger ones are
-beyond 2**53 and come back as floats anyway), and pyarrow itself, which refuses an integer
-beyond 2**53 in a float64 column: a batch it refuses is redone with the exact split.
+Rows come in two forms. Blocks scanned by ``ingest.rowscan`` carry their rows shaped like the
+game's as Arrow columns already decoded with this schema (no ``extra``: nothing is left over);
+only their other rows, and rows decoded one by one (``ParsedRow``), are split field by field in
+Python, and their records are encoded as JSON lines and decoded by ``pyarrow.json`` with the
+records' schema (the JSON numbers are the same doubles; ``pa.array`` would also do, but it
+imports pandas). Row groups hold ``ROWS_BATCH`` rows, encoded on a helper thread.
 """
 
 from __future__ import annotations
@@ -36,15 +36,10 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from reacture_convert.arrow import numeric_array, repeated_string, string_array
 from reacture_convert.ingest.jsonl import ParsedRow
 from reacture_convert.ingest.rowscan import KINDS, RowBlock
-from reacture_convert.ingest.schema import (
-    ROW_FIELD_COLUMNS,
-    ROW_TYPES,
-    ROWS_SCHEMA,
-    PlayerActionRow,
-    is_exact_shape,
-)
+from reacture_convert.ingest.schema import ROW_FIELD_COLUMNS, ROW_TYPES, ROWS_SCHEMA
 
 __all__ = [
     "ROWS_BATCH",
@@ -60,12 +55,10 @@ ROWS_BATCH: Final = 4096
 _EXACT_INT: Final = 2**53  # integral floats up to this come back as int (pyarrow's bound too)
 _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
-# How msgspec writes an integral float below 1e16 (or a string holding ".0", then: harmless).
-_INTEGRAL_FLOAT_MARKS: Final = (b".0,", b".0}", b".0]")
 
 _RECORD_TYPE: Final = pa.struct([f for f in ROWS_SCHEMA if f.name != "session"])
 _RECORDS_SCHEMA: Final = pa.schema(list(_RECORD_TYPE))
-_KIND_NAMES: Final = np.array(KINDS, dtype=object)
+_MAX_RUNS: Final = 64  # runs of fast and slow rows interleaved by slicing (else a take)
 _ROW_FIELDS: Final[dict[str, pa.DataType]] = {f.name: f.type for f in ROW_FIELD_COLUMNS}
 _STRING_LEADING: Final = ("type", "event", "action")
 # Rebuilt key order per row type: the Struct's field order (the game's), then any other column.
@@ -143,24 +136,6 @@ def _split(value: Any, t: pa.DataType) -> tuple[Any, Any]:
     return _split_scalar(value, t)
 
 
-def _record_exact(row: ParsedRow) -> dict[str, Any] | None:
-    """The record of a row whose shape is exactly the schema's, else None (C-speed checks)."""
-    obj = row.obj
-    cls = ROW_TYPES[obj["type"]]
-    if not is_exact_shape(obj, cls):
-        return None
-    encoded = msgspec.json.encode(obj)
-    if any(mark in encoded for mark in _INTEGRAL_FLOAT_MARKS):
-        return None
-    rec = dict(obj)
-    if cls is PlayerActionRow:
-        rec["timestamp_ms"] = rec.pop("timestamp")
-    rec["row_index"] = row.row_index
-    rec["kind"] = row.kind
-    rec["frame_index"] = row.frame_index
-    return rec
-
-
 def _record_split(row: ParsedRow) -> dict[str, Any]:
     """The record of any row: typed columns plus the ``extra`` patch."""
     is_action = row.obj["type"] == "player_action"
@@ -195,30 +170,42 @@ def _check_type(row: ParsedRow) -> None:
 
 
 def _records(rows: Sequence[ParsedRow]) -> pa.Table:
-    """Records (``ROWS_SCHEMA`` without ``session``) of decoded rows: the fast records when
-    pyarrow takes them all, else the exact split (a row's record is the same either way)."""
+    """Records (``ROWS_SCHEMA`` without ``session``) of decoded rows, split exactly."""
+    import pyarrow.json as pj
+
     for row in rows:
         _check_type(row)
-    records = [_record_exact(row) or _record_split(row) for row in rows]
+    records = [_record_split(row) for row in rows]
     try:
-        struct = pa.array(records, type=_RECORD_TYPE)
-    except pa.ArrowInvalid:  # an integer beyond 2**53 in a float column, somewhere
-        struct = pa.array([_record_split(row) for row in rows], type=_RECORD_TYPE)
-    return pa.Table.from_batches([pa.RecordBatch.from_struct_array(struct)])
+        data = b"\n".join(msgspec.json.encode(r) for r in records)
+        table = pj.read_json(
+            pa.py_buffer(data),
+            read_options=pj.ReadOptions(use_threads=False, block_size=max(1 << 20, len(data) + 1)),
+            parse_options=pj.ParseOptions(
+                explicit_schema=_RECORDS_SCHEMA, unexpected_field_behavior="error"
+            ),
+        )
+        return pa.Table.from_arrays(table.columns, schema=_RECORDS_SCHEMA)
+    except (msgspec.EncodeError, UnicodeEncodeError, pa.ArrowInvalid):  # e.g. a lone surrogate
+        return pa.Table.from_batches(
+            [pa.RecordBatch.from_struct_array(pa.array(records, type=_RECORD_TYPE))]
+        )
 
 
 def block_records(block: RowBlock) -> pa.Table:
     """Records of a scanned block, in row order: the fast rows' columns as decoded (no
     ``extra``), the other rows through the exact split."""
-    n_fast = len(block.fast_at)
+    fast_at = block.fast_at
+    n_fast = len(fast_at)
     parsed = block.parsed
+    frames = block.frame_index[fast_at]
     computed = {
-        "row_index": pa.array(block.row_index[block.fast_at]),
-        "kind": pa.array(_KIND_NAMES[block.kind[block.fast_at]], pa.string()),
-        "frame_index": _frame_index_array(block.frame_index[block.fast_at]),
+        "row_index": numeric_array(block.row_index[fast_at], pa.int64()),
+        "kind": string_array([KINDS[k] for k in block.kind[fast_at].tolist()]),
+        "frame_index": numeric_array(frames, pa.int32(), valid=frames >= 0),
         "extra": pa.nulls(n_fast, pa.string()),
     }
-    fast = pa.table(
+    fast = pa.Table.from_arrays(
         [computed[f.name] if f.name in computed else parsed.column(f.name) for f in _RECORD_TYPE],
         schema=_RECORDS_SCHEMA,
     )
@@ -227,18 +214,35 @@ def block_records(block: RowBlock) -> pa.Table:
     slow = _records(block.slow)
     if not n_fast:
         return slow
-    order = np.argsort(np.concatenate([block.fast_at, block.slow_at]), kind="stable")
-    return pa.concat_tables([fast, slow]).take(pa.array(order))
+    return _interleave(fast, fast_at, slow, block.slow_at)
 
 
-def _frame_index_array(frames: npt.NDArray[np.int64]) -> pa.Array:
-    return pa.array(frames.astype(np.int32), mask=frames < 0)
+def _interleave(
+    a: pa.Table, a_at: npt.NDArray[np.int64], b: pa.Table, b_at: npt.NDArray[np.int64]
+) -> pa.Table:
+    """The rows of ``a`` and ``b`` at their positions: slices of each in turn when they come in
+    a few runs (the common case: a few odd rows), else one ``take``."""
+    at = np.concatenate([a_at, b_at])
+    source = np.concatenate([np.zeros(len(a_at), np.int8), np.ones(len(b_at), np.int8)])
+    order = np.argsort(at, kind="stable")
+    source = source[order]
+    starts = np.flatnonzero(np.diff(source, prepend=-1))
+    if len(starts) > _MAX_RUNS:
+        return pa.concat_tables([a, b]).take(numeric_array(order, pa.int64()))
+    ends = np.append(starts[1:], len(source))
+    taken = [0, 0]
+    parts: list[pa.Table] = []
+    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+        which = int(source[start])
+        parts.append((a, b)[which].slice(taken[which], end - start))
+        taken[which] += end - start
+    return pa.concat_tables(parts)
 
 
 def _record_batch(records: pa.Table, session: str) -> pa.RecordBatch:
     records = records.combine_chunks()
-    session_col = pa.array([session] * records.num_rows, type=pa.string())
-    columns = [c.chunks[0] if c.num_chunks else pa.array([], c.type) for c in records.columns]
+    columns = [c.chunks[0] if c.num_chunks else pa.nulls(0, c.type) for c in records.columns]
+    session_col = repeated_string(session, records.num_rows)
     return pa.RecordBatch.from_arrays([session_col, *columns], schema=ROWS_SCHEMA)
 
 
