@@ -300,6 +300,13 @@ def _fast_lines(raws: list[bytes]) -> tuple[npt.NDArray[np.bool_], npt.NDArray[n
     for mark in _REFUSED:
         fast[_lines_holding(joined, starts, mark)] = False
     fast[list(_integral_float_lines(raws, joined, starts))] = False
+    if not joined.isascii():  # pyarrow.json takes strings as bytes: invalid UTF-8 gets through
+        for i, raw in enumerate(raws):
+            if fast[i] and not raw.isascii():
+                try:
+                    raw.decode()
+                except UnicodeDecodeError:
+                    fast[i] = False
     return fast, action
 
 
@@ -534,12 +541,18 @@ def scan_rows(
     max_line_bytes: int = MAX_LINE_BYTES,
     max_depth: int = MAX_DEPTH,
     block_rows: int = BLOCK_ROWS,
+    background: bool = True,
 ) -> Iterator[RowBlock]:
     """Blocks of rows of a data.jsonl stream, in file order, with exactly the findings
     ``iter_jsonl`` gives (a file-level ``JSONL_EMPTY`` comes in a last, empty block).
 
-    Decoding (C++, without the GIL) runs on a helper thread one block behind the reading and
-    checking of the next block, so the two overlap on two cores."""
+    With ``background``, decoding (C++, without the GIL) runs on a helper thread one block
+    behind the reading and checking of the next block, so the two overlap on two cores."""
+    if not background:
+        for pending in _pending_blocks(stream, file, max_line_bytes, block_rows):
+            prep = _prepare(pending)
+            yield _finish(prep, _read_json(prep.parsed), file, max_depth)
+        return
     ahead: deque[tuple[_Prepared, Future[pa.Table | None]]] = deque()
     with ThreadPoolExecutor(1, thread_name_prefix="reacture-rows") as decoder:
         for pending in _pending_blocks(stream, file, max_line_bytes, block_rows):

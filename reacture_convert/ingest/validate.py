@@ -12,13 +12,14 @@ from __future__ import annotations
 import contextlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import IO, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from reacture_convert.cores import task_threads
 from reacture_convert.errors import InputError
 from reacture_convert.findings import Finding, finding, has_errors
 from reacture_convert.ingest.bundle import BundleRef, StorageOptions, is_damaged_member, open_file
@@ -322,6 +323,7 @@ def _scan_rows(
     out: _Collector,
     sink: ReadSink | None,
     hashes: dict[str, str] | None,
+    background: bool,
 ) -> _Rows:
     """Stream data.jsonl: counts, periodic references, and every row finding."""
     ref = bundle.files["data.jsonl"]
@@ -331,7 +333,7 @@ def _scan_rows(
     unordered_at: int | None = None
     kinds = np.zeros(len(KINDS), dtype=np.int64)
     with _reading(bundle, "data.jsonl", out), _opened(bundle, "data.jsonl", opts, hashes) as f:
-        for block in scan_rows(f, ref.name):
+        for block in scan_rows(f, ref.name, background=background):
             # every line gives a row or a finding at its line: the last line seen, less the
             # empty ones, is the number of rows, even when the last ones do not parse
             last_line = max(last_line, block.last_line)
@@ -377,21 +379,24 @@ def validate_bundle(
     limits: ValidationLimits = ValidationLimits(),
     sink: ReadSink | None = None,
     hashes: dict[str, str] | None = None,
+    threads: int | None = None,
 ) -> Report:
     """Read every file of ``bundle`` and return all findings.
 
     ``sink`` (optional) receives every frame block and block of rows as they are read, so a
     converter needs no second pass; what it wrote is worthless when the report is not ok.
     ``hashes`` (optional) receives the sha256 of each file this read took in whole (the
-    others, e.g. README.md, are not read here). Bad or corrupt input is always a finding; only
-    I/O failures (network, permissions) raise. A legacy four-file export is judged through its
-    five-file view (``legacy.as_five_file``; no hashes then: its files are not the view's).
+    others, e.g. README.md, are not read here). ``threads``: how many this read may keep busy
+    (default ``cores.task_threads()``); with two or more, frames are read on a helper thread
+    while rows are parsed. Bad or corrupt input is always a finding; only I/O failures
+    (network, permissions) raise. A legacy four-file export is judged through its five-file
+    view (``legacy.as_five_file``; no hashes then: its files are not the view's).
     """
     if bundle.is_legacy:
         with as_five_file(bundle, storage_options) as (view, legacy_findings):
             if view is None:
                 return Report(bundle=bundle, findings=tuple(legacy_findings))
-            report = validate_bundle(view, storage_options, limits, sink)
+            report = validate_bundle(view, storage_options, limits, sink, threads=threads)
             return replace(report, bundle=bundle, findings=(*legacy_findings, *report.findings))
     out = _Collector(limits.max_per_code)
     for role in bundle.missing:
@@ -414,16 +419,17 @@ def validate_bundle(
     with contextlib.suppress(_Unreadable):
         if "timestamps.npy" in files:
             ts = _validate_timestamps(bundle, opts, metadata, limits, out, hashes)
+    parallel = (threads or task_threads()) >= 2
     rows_out = _Collector(limits.max_per_code)
     with ThreadPoolExecutor(1, thread_name_prefix="reacture-frames") as helper:
-        frames_job = (
-            helper.submit(_validate_frames, bundle, opts, limits, sink, hashes)
-            if "frames.npy" in files
-            else None
-        )
+        frames_job: Future[_Frames] | None = None
+        if "frames.npy" in files:
+            frames_job = helper.submit(_validate_frames, bundle, opts, limits, sink, hashes)
+            if not parallel:
+                frames_job.result()  # one after the other
         with contextlib.suppress(_Unreadable):
             if "data.jsonl" in files:
-                rows = _scan_rows(bundle, opts, rows_out, sink, hashes)
+                rows = _scan_rows(bundle, opts, rows_out, sink, hashes, parallel)
         frames = frames_job.result() if frames_job is not None else _Frames(out)
     if frames_job is not None:
         out.merge(frames.out)

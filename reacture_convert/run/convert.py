@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from reacture_convert import __version__
+from reacture_convert.cores import task_threads
 from reacture_convert.errors import is_transient
 from reacture_convert.findings import Finding, finding
 from reacture_convert.ingest.bundle import BundleRef, StorageOptions, is_damaged_member
@@ -308,6 +309,7 @@ def _convert(
             return SessionResult(decided)
         up_to_date = decided
     in_read: dict[str, str] | None = None if hash_first or bundle.missing else {}
+    threads = task_threads()  # every core here; the worker's one thread on a Dask worker
     # A legacy four-file export is read through a five-file view of it (legacy.py); for a
     # current bundle the view is the bundle itself.
     with as_five_file(bundle, opts) as (view, legacy_findings):
@@ -331,9 +333,11 @@ def _convert(
             # (a bundle missing a file is rejected, and was not hashed: its members may be
             # damaged, which only validation may read)
             out.clear_staging(key)
-            writer = SessionWriter(view, session, out, options.zarr, opts, key)
+            writer = SessionWriter(view, session, out, options.zarr, opts, key, threads)
         try:
-            report = validate_bundle(view, opts, options.limits, sink=writer, hashes=in_read)
+            report = validate_bundle(
+                view, opts, options.limits, sink=writer, hashes=in_read, threads=threads
+            )
         except BaseException:
             if writer is not None:
                 writer.discard()

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from reacture_convert.cores import available_cores
 from reacture_convert.errors import ConfigError
 
 __all__ = [
@@ -47,9 +47,7 @@ _REMOTE = ("tcp://", "tls://")
 
 def default_workers() -> int:
     """Local workers when none are asked for: one per CPU this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
+    return available_cores()
 
 
 def check_scheduler(spec: str) -> str:

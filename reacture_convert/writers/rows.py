@@ -286,8 +286,8 @@ def write_rows(
 class RowsWriter:
     """The push form of ``write_rows``: ``add`` rows one by one or ``add_block`` scanned
     blocks (as a validator reads them), ``close`` at the end. Row groups of ``batch_rows``
-    rows, encoded and written on a helper thread while the next rows are read (Parquet
-    encoding runs in C++ without the GIL); memory bounded by a batch or two."""
+    rows; with ``background``, encoded and written on a helper thread while the next rows are
+    read (Parquet encoding runs in C++ without the GIL). Memory bounded by a batch or two."""
 
     def __init__(
         self,
@@ -296,6 +296,7 @@ class RowsWriter:
         *,
         filesystem: Any = None,
         batch_rows: int = ROWS_BATCH,
+        background: bool = True,
     ) -> None:
         self.session = session
         self.batch_rows = batch_rows
@@ -306,7 +307,9 @@ class RowsWriter:
         self.writer = pq.ParquetWriter(
             sink, ROWS_SCHEMA, filesystem=filesystem, compression="zstd", write_statistics=True
         )
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="reacture-parquet")
+        self._pool = (
+            ThreadPoolExecutor(1, thread_name_prefix="reacture-parquet") if background else None
+        )
         self._writing: Future[None] | None = None
 
     def add(self, row: ParsedRow) -> None:
@@ -338,7 +341,10 @@ class RowsWriter:
             self.records = [rest] if rest.num_rows else []
             self.n_records -= n
             self._wait()
-            self._writing = self._pool.submit(self.writer.write_batch, batch)
+            if self._pool is None:
+                self.writer.write_batch(batch)
+            else:
+                self._writing = self._pool.submit(self.writer.write_batch, batch)
             self.count += n
 
     def _wait(self) -> None:
@@ -352,13 +358,15 @@ class RowsWriter:
             self._flush(1)
             self._wait()
         finally:
-            self._pool.shutdown()
+            if self._pool is not None:
+                self._pool.shutdown()
             self.writer.close()
         return self.count
 
     def abort(self) -> None:
         """Stop without writing what is pending (the file is to be thrown away)."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
         self.writer.close()
 
     def __enter__(self) -> RowsWriter:

@@ -33,9 +33,8 @@ from reacture_convert.writers.alignment import FrameLedger, frames_table, write_
 from reacture_convert.writers.rows import RowsWriter
 from reacture_convert.writers.zarr import ZarrOptions, ZarrSessionWriter
 
-__all__ = ["FRAME_THREADS", "SessionWriter", "zarr_attributes"]
+__all__ = ["SessionWriter", "zarr_attributes"]
 
-FRAME_THREADS = 2  # threads hashing and encoding frame blocks
 _IN_FLIGHT_BYTES = 32 << 20  # frame blocks queued or being encoded (at least two blocks)
 
 
@@ -88,7 +87,8 @@ def _n_frames(bundle: BundleRef, opts: StorageOptions | None) -> int:
 
 class SessionWriter:
     """Writes a session's ``zarr`` format outputs into ``OUT/.staging/<key>`` while validation
-    reads the bundle (see the module doc)."""
+    reads the bundle (see the module doc). ``threads``: the pool that hashes and encodes frame
+    blocks (1: on the reading thread itself, and Parquet written there too)."""
 
     def __init__(
         self,
@@ -98,6 +98,7 @@ class SessionWriter:
         options: ZarrOptions,
         input_options: StorageOptions | None,
         key: str,
+        threads: int = 2,
     ) -> None:
         self.bundle, self.session, self.out = bundle, session, out
         self.opts = input_options
@@ -112,12 +113,16 @@ class SessionWriter:
             out.storage_options,
         )
         self.block_frames = self.zarr.block_frames
-        self._pool = ThreadPoolExecutor(FRAME_THREADS, thread_name_prefix="reacture-encode")
+        self._pool = (
+            ThreadPoolExecutor(threads, thread_name_prefix="reacture-encode")
+            if threads >= 2
+            else None
+        )
         self._in_flight: deque[tuple[Future[None], int]] = deque()
         self._in_flight_bytes = 0
         out.fs.makedirs(f"{self.stage}/rows", exist_ok=True)
         self._rows_file, rows_sink = self._sink(f"{self.stage}/rows/{session}.parquet")
-        self.rows_writer = RowsWriter(rows_sink, session)
+        self.rows_writer = RowsWriter(rows_sink, session, background=threads >= 2)
 
     def _sink(self, path: str) -> tuple[IO[bytes] | None, str | IO[bytes]]:
         """A Parquet destination: the path itself when local (written from C++), else a file."""
@@ -129,6 +134,9 @@ class SessionWriter:
     # --- ReadSink -----------------------------------------------------------------------------
     def frames(self, start: int, block: np.ndarray, lit: npt.NDArray[np.bool_]) -> None:
         self.ledger.mark_blank(start, lit)
+        if self._pool is None:
+            self._encode(start, block)
+            return
         while self._in_flight and self._in_flight_bytes + block.nbytes > _IN_FLIGHT_BYTES:
             self._settle_one()
         task = self._pool.submit(self._encode, start, block)
@@ -152,7 +160,8 @@ class SessionWriter:
         """Complete the staged outputs of a valid bundle; return their parts."""
         while self._in_flight:
             self._settle_one()
-        self._pool.shutdown()
+        if self._pool is not None:
+            self._pool.shutdown()
         self.rows_writer.close()
         if self._rows_file is not None:
             self._rows_file.close()
@@ -171,7 +180,8 @@ class SessionWriter:
         return session_parts(self.session)
 
     def discard(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
         with contextlib.suppress(Exception):
             self.rows_writer.abort()
         if self._rows_file is not None:

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from reacture_convert.findings import CODES, Severity
 from reacture_convert.ingest.bundle import ROLES, BundleRef
 from reacture_convert.ingest.discover import discover
+from reacture_convert.ingest.files import hash_files
 from reacture_convert.ingest.validate import (
     Report,
     ValidationLimits,
@@ -743,3 +744,38 @@ def test_a_bundle_that_cannot_be_read_is_its_read_failed_finding(make_bundle: Ma
     assert [(f.code, f.file) for f in report.findings] == [("READ_FAILED", bundle.prefix)]
     assert "IsADirectoryError" in report.findings[0].message
     assert report.to_dict()["findings"] == [report.findings[0].to_dict()]
+
+
+# --- one read: hashes, threads ------------------------------------------------------------------
+def test_the_read_hashes_every_file_it_reads_whole(make_bundle: MakeBundle, tmp_path: Path) -> None:
+    folder = make_bundle()
+    for bundle in (the_bundle(folder), the_bundle(zip_folder(folder, tmp_path / "b.zip"))):
+        hashes: dict[str, str] = {}
+        assert validate_bundle(bundle, hashes=hashes).ok
+        expected = hash_files(bundle)
+        assert hashes == {role: h for role, h in expected.items() if role != "README.md"}
+
+
+def test_a_file_read_in_part_is_not_hashed(make_bundle: MakeBundle) -> None:
+    folder = make_bundle(n_frames=60)  # (a short rest, up to 1 MiB, is read to hash it whole)
+    frames = path(folder, "frames.npy")
+    frames.write_bytes(b"JUNK" + frames.read_bytes()[4:])  # NPY_BAD_MAGIC: nothing after it
+    hashes: dict[str, str] = {}
+    report = validate_folder(folder, hashes=hashes)
+    assert "NPY_BAD_MAGIC" in {f.code for f in report.findings}
+    assert "frames.npy" not in hashes
+    assert hashes == {r: h for r, h in hash_files(the_bundle(folder)).items() if r in hashes}
+
+
+@pytest.mark.parametrize("edit", ["none", "bad-rows", "unreferenced-frame"])
+def test_one_thread_or_several_give_the_same_report(make_bundle: MakeBundle, edit: str) -> None:
+    folder = make_bundle(n_frames=40)
+    rows = read_rows(folder)
+    if edit == "bad-rows":
+        rows[3]["battery"] = "full"
+        rows[7]["wheels"] = 4
+    elif edit == "unreferenced-frame":
+        del rows[periodic_index(rows, 5)]
+    write_rows(folder, rows)
+    one, two = (validate_folder(folder, threads=t) for t in (1, 2))
+    assert one == two
