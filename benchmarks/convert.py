@@ -85,13 +85,16 @@ def _vs_row(key: str, name: str, runs: dict[str, list[ChildRun]], src: Path, lim
         notes=[
             f"bundle {mb:,.0f} MB: product {mb / seconds(prod).median:,.0f} MB/s, "
             f"baseline {mb / seconds(base).median:,.0f} MB/s; product peak RSS "
-            f"{max(r.max_rss_mb for r in prod):,.0f} MB"
+            f"{max(r.max_rss_mb for r in prod):,.0f} MB, CPU "
+            f"{sum(r.cpu_s for r in prod) / sum(r.seconds for r in prod):.2f}× its wall time "
+            "(cores kept busy, interpreter start and imports included)"
         ],
         data={
             "bundle_mb": mb,
             "product_s": [r.seconds for r in prod],
             "baseline_s": [r.seconds for r in base],
             "product_rss_mb": [r.max_rss_mb for r in prod],
+            "product_cpu_s": [r.cpu_s for r in prod],
             "ratio": ratio.median,
         },
     )

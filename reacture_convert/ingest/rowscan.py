@@ -8,18 +8,17 @@ exact, slower path that names every problem), so findings never differ between t
 The fast path, per block of lines:
 
 1. cheap byte tests pick the candidates: a line that holds ``"type":"robot_state"`` or
-   ``"type":"player_action"`` (not both) and no backslash (escapes), ``null``, ``NaN`` or
-   ``Infinity``, no float written with an integral value (``1.0``, ``1.00``) and no exponent
-   (``1e2``): those are the numbers whose JSON type the rows table must keep in ``extra``;
+   ``"type":"player_action"`` (not both), no backslash (escapes) and no ``null`` (an explicit
+   null is not an absent field), is valid UTF-8, and holds no float written with an integral
+   value (``1.0``, ``1.00``, ``1e2``: the rows table keeps their JSON type in ``extra``);
 2. ``pyarrow.json`` decodes the candidates with an explicit schema (the rows table's columns; a
    player_action's integer ``timestamp`` renamed to ``timestamp_ms`` first), refusing unknown
-   fields, repeated keys and values of the wrong JSON type; a refused block is split to find
+   fields, repeated keys and values of the wrong JSON type; a refused block is narrowed down to
    the lines at fault;
-3. vectorised checks over the columns finish the proof of shape, by the row Structs of
-   ``ingest.schema`` (required fields present, fields of the other row type absent), and send
-   the rows that would have findings to the exact path: integers beyond 2**53 or ``-0`` in
-   float columns, a frame path that is not ``frames/frame_NNNNNN.npy``, values out of range, a
-   periodic event without its frame.
+3. ``rowshape`` finishes the proof of shape over the columns, by the row Structs, and sends the
+   rows that would have findings (or need ``extra``) to the exact path.
+
+Decoding runs in C++ without the GIL, on a helper thread, while the next block is read.
 """
 
 from __future__ import annotations
@@ -27,13 +26,12 @@ from __future__ import annotations
 import re
 import sys
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Final
 
 import msgspec
-import msgspec.inspect as mi
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
@@ -41,21 +39,14 @@ import pyarrow as pa
 from reacture_convert.arrow import bool_array, empty_table
 from reacture_convert.findings import Finding
 from reacture_convert.ingest.jsonl import (
-    DAMAGE_AMOUNT_EVENTS,
     MAX_DEPTH,
     MAX_LINE_BYTES,
-    PERCENT_FIELDS,
     ParsedRow,
     iter_row_lines,
     line_items,
 )
-from reacture_convert.ingest.schema import (
-    PERIODIC_EVENT,
-    ROW_TYPES,
-    ROWS_SCHEMA,
-    PlayerActionRow,
-    RobotStateRow,
-)
+from reacture_convert.ingest.rowshape import shape_differs, would_have_findings
+from reacture_convert.ingest.schema import ROW_TYPES, ROWS_SCHEMA
 
 __all__ = ["KINDS", "PARSED_SCHEMA", "RowBlock", "scan_rows"]
 
@@ -80,13 +71,6 @@ _PA_CLOCK_AS: Final = b'{"timestamp_ms":'
 _REFUSED: Final = (b"\\", b"null")  # escapes; null (an explicit null is not an absent field)
 _INTEGRAL_FLOAT: Final = re.compile(rb"\.0+[,}\] \t\r]")  # 1.0, 1.00 as a JSON number
 _EXPONENT: Final = re.compile(rb"-?[0-9][0-9.]*[eE][-+]?[0-9]+")
-_EXACT_FLOAT: Final = 2.0**53
-_PERIODIC_MARK: Final = b'"event":"' + PERIODIC_EVENT.encode() + b'"'
-_AMOUNT_MARKS: Final = tuple(b'"event":"%s"' % e.encode() for e in sorted(DAMAGE_AMOUNT_EVENTS))
-_RANGES: Final = (*((name, 100.0) for name in PERCENT_FIELDS), ("damage", 1.0))
-_FRAME_PREFIX: Final = b"frames/frame_"
-_FRAME_SUFFIX: Final = b".npy"
-_INT32_MAX: Final = 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,144 +100,6 @@ class RowBlock:
 
     def __len__(self) -> int:
         return len(self.row_index)
-
-
-# --- the shape rules, from the row Structs --------------------------------------------------------
-def _struct_info(cls: type[msgspec.Struct]) -> mi.StructType:
-    info = mi.type_info(cls)
-    assert isinstance(info, mi.StructType)  # invariant: row types are Structs
-    return info
-
-
-# Column of each row field, per row type: a player_action's ``timestamp`` is ``timestamp_ms``.
-_TOP: Final[dict[bool, tuple[mi.StructType, dict[str, str]]]] = {
-    False: (_struct_info(RobotStateRow), {}),
-    True: (_struct_info(PlayerActionRow), {"timestamp": "timestamp_ms"}),
-}
-
-
-def _valid(arr: pa.Array) -> npt.NDArray[np.bool_]:
-    """Which elements of ``arr`` are not null (its own validity, not its parents')."""
-    n = len(arr)
-    if arr.null_count == 0:
-        return np.ones(n, dtype=bool)
-    if arr.null_count == n:
-        return np.zeros(n, dtype=bool)
-    bits = np.unpackbits(np.frombuffer(arr.buffers()[0], np.uint8), bitorder="little")
-    return bits[arr.offset : arr.offset + n].astype(bool)
-
-
-def _bad_struct(
-    children: Mapping[str, pa.Array],
-    n: int,
-    t: mi.StructType,
-    present: npt.NDArray[np.bool_],
-    column_of: Mapping[str, str],
-) -> npt.NDArray[np.bool_]:
-    """Elements (where ``present``) whose object differs from Struct ``t``: a required field
-    missing, a field ``t`` does not have, or a value that differs below."""
-    bad = np.zeros(n, dtype=bool)
-    fields = {column_of.get(f.encode_name, f.encode_name): f for f in t.fields}
-    for name, child in children.items():
-        there = _valid(child) & present
-        field = fields.get(name)
-        if field is None:
-            bad |= there  # the other row type's field (or a nested one this object lacks)
-            continue
-        if field.required:
-            bad |= present & ~there
-        bad |= _bad_value(child, field.type, there)
-    return bad
-
-
-def _bad_value(arr: pa.Array, t: mi.Type, present: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
-    """Elements (where ``present``) that differ from type ``t`` or need the exact path."""
-    if isinstance(t, mi.StructType):
-        children = {arr.type.field(i).name: arr.field(i) for i in range(arr.type.num_fields)}
-        return _bad_struct(children, len(arr), t, present, {})
-    if isinstance(t, mi.ListType):
-        offsets = np.frombuffer(arr.buffers()[1], np.int32)[arr.offset : arr.offset + len(arr) + 1]
-        owner = np.repeat(np.arange(len(arr)), np.diff(offsets))
-        items = arr.values.slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
-        item_there = _valid(items)
-        item_bad = (~item_there & present[owner]) | _bad_value(
-            items, t.item_type, item_there & present[owner]
-        )
-        return np.bincount(owner, weights=item_bad, minlength=len(arr)) > 0
-    if isinstance(t, mi.FloatType):
-        values = np.frombuffer(arr.buffers()[1], np.float64)[arr.offset : arr.offset + len(arr)]
-        # beyond 2**53 the JSON may have held an exact integer; -0 is an integer 0 in JSON;
-        # NaN and Infinity are not JSON at all
-        odd: npt.NDArray[np.bool_] = ~(np.abs(values) < _EXACT_FLOAT) | (
-            (values == 0) & np.signbit(values)
-        )
-        return present & odd
-    return np.zeros(len(arr), dtype=bool)
-
-
-def _shape_bad(table: pa.Table, is_action: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
-    """Rows of ``table`` that are not exactly their Struct's shape (or need the exact path)."""
-    columns = {name: table.column(name).combine_chunks() for name in table.column_names}
-    bad = np.zeros(table.num_rows, dtype=bool)
-    for action, (info, column_of) in _TOP.items():
-        rows = is_action if action else ~is_action
-        if rows.any():
-            bad |= rows & _bad_struct(columns, table.num_rows, info, rows, column_of)
-    return bad
-
-
-# --- checks that would give findings (those rows take the exact path) ---------------------------
-def _float_column(table: pa.Table, name: str) -> npt.NDArray[np.float64]:
-    arr = table.column(name).combine_chunks()
-    return np.frombuffer(arr.buffers()[1], np.float64)[arr.offset : arr.offset + len(arr)]
-
-
-def _frame_numbers(arr: pa.Array, rows: npt.NDArray[np.bool_]) -> npt.NDArray[np.int64]:
-    """The frame number of each ``frames/frame_NNNNNN.npy`` path at ``rows``; -1 elsewhere and
-    where the path is anything else (those rows take the exact path, which says why)."""
-    out = np.full(len(arr), -1, dtype=np.int64)
-    if not rows.any():
-        return out
-    offsets = np.frombuffer(arr.buffers()[1], np.int32)[arr.offset : arr.offset + len(arr) + 1]
-    data = np.frombuffer(arr.buffers()[2], np.uint8)
-    lengths = np.diff(offsets)
-    fixed = len(_FRAME_PREFIX) + len(_FRAME_SUFFIX)
-    for n_digits in range(6, 11):  # 10 digits hold INT32_MAX
-        at = np.flatnonzero(rows & (lengths == fixed + n_digits))
-        if at.size == 0:
-            continue
-        text = data[offsets[at][:, None] + np.arange(fixed + n_digits)]
-        digits = text[:, len(_FRAME_PREFIX) : len(_FRAME_PREFIX) + n_digits].astype(np.int64) - 48
-        ok = (
-            (text[:, : len(_FRAME_PREFIX)] == np.frombuffer(_FRAME_PREFIX, np.uint8)).all(axis=1)
-            & (text[:, -len(_FRAME_SUFFIX) :] == np.frombuffer(_FRAME_SUFFIX, np.uint8)).all(1)
-            & ((digits >= 0) & (digits <= 9)).all(axis=1)
-        )
-        numbers = digits @ (10 ** np.arange(n_digits - 1, -1, -1, dtype=np.int64))
-        ok &= numbers <= _INT32_MAX
-        out[at[ok]] = numbers[ok]
-    return out
-
-
-def _finding_rows(
-    table: pa.Table, is_action: npt.NDArray[np.bool_], raws: list[bytes]
-) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
-    """(rows that would have findings, frame numbers, rows that are periodic)."""
-    path = table.column("visual_frame_path").combine_chunks()
-    periodic = _valid(path) & ~is_action
-    frames = _frame_numbers(path, periodic)
-    suspect = periodic & (frames < 0)
-    robot = ~is_action
-    for name, high in _RANGES:
-        values = _float_column(table, name)
-        out = robot & ((values < 0) | (values > high))
-        if name == "damage":  # these events put the damage amount there: no range
-            for i in np.flatnonzero(out):
-                out[i] = not any(mark in raws[i] for mark in _AMOUNT_MARKS)
-        suspect |= out
-    for i in np.flatnonzero(robot & ~periodic):
-        suspect[i] |= _PERIODIC_MARK in raws[i]  # a periodic row without its frame
-    return suspect, frames, periodic
 
 
 # --- candidates and decoding ----------------------------------------------------------------------
@@ -422,8 +268,8 @@ def _finish(prep: _Prepared, table: pa.Table | None, file: str, max_depth: int) 
     if table is None:
         table, picked = empty_table(PARSED_SCHEMA), picked[:0]
     else:
-        bad = _shape_bad(table, is_action)
-        suspect, frames, periodic = _finding_rows(table, is_action, [raws[i] for i in picked])
+        bad = shape_differs(table, is_action)
+        suspect, frames, periodic = would_have_findings(table, is_action, [raws[i] for i in picked])
         good = ~(bad | suspect)
         if not good.all():
             table = table.filter(bool_array(good))

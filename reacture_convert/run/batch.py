@@ -95,7 +95,8 @@ def run_convert(
         stopped = False
         # Tasks are fed a few at a time (bounded in-flight work, and a stop policy that can
         # take effect: one at a time on ``sync``, so ``stop`` is exact there).
-        with open_scheduler(scheduler, workers, n_tasks=total) as sched:
+        size = sum(f.size for b in found.bundles for f in b.files.values())
+        with open_scheduler(scheduler, workers, n_tasks=total, total_bytes=size) as sched:
             runner = SessionRunner(out, catalog, run_id, sched.submit)
             grouping = sched.capacity > 1 and not stop_on_error
 

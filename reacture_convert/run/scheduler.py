@@ -6,12 +6,13 @@ around a task (a worker that died: ``KilledWorker``) comes back as a value, neve
 ``capacity`` says how many tasks are worth keeping in flight, so a driver can feed tasks a few
 at a time and stop feeding when it must (``on_error = "stop"``).
 
-Specs: ``sync`` (this process, one at a time: debugging, a single bundle), ``threads`` (one
-local worker process with N threads), ``processes`` (N local worker processes, one thread
-each: the default for batches, since JSON parsing holds the GIL), ``tcp://HOST:PORT`` (an
-existing ``dask.distributed`` scheduler; OUT and the inputs must be reachable from its workers,
-e.g. an object store or a shared filesystem), ``auto`` (``sync`` for one bundle, else
-``processes``).
+Specs: ``sync`` (this process, one session at a time, each on every core: frames are hashed
+and encoded on a thread per core while the rows are parsed), ``threads`` (one local worker
+process with N threads, a session on each), ``processes`` (N local worker processes, one
+thread and one session each), ``tcp://HOST:PORT`` (an existing ``dask.distributed`` scheduler;
+OUT and the inputs must be reachable from its workers, e.g. an object store or a shared
+filesystem), ``auto`` (``auto_scheduler``: ``processes`` once the batch is big enough to pay for
+starting a local cluster, else ``sync``). Dask is imported only for a scheduler that needs it.
 
 A task whose worker process dies is retried on another worker by Dask up to
 ``distributed.scheduler.allowed-failures`` times (default 3) before it comes back as
@@ -33,7 +34,9 @@ from reacture_convert.cores import available_cores
 from reacture_convert.errors import ConfigError
 
 __all__ = [
+    "AUTO_PROCESSES_BYTES",
     "SCHEDULERS",
+    "auto_scheduler",
     "Scheduler",
     "check_scheduler",
     "default_workers",
@@ -43,6 +46,22 @@ __all__ = [
 
 SCHEDULERS = ("auto", "sync", "threads", "processes")
 _REMOTE = ("tcp://", "tls://")
+# Input bytes from which ``auto`` starts local worker processes (measured on 2 cores: below,
+# starting the cluster and its workers costs more than running sessions on every core here
+# saves; benchmarks/PROFILES.md, "Choosing the scheduler").
+AUTO_PROCESSES_BYTES = 4 * 10**9
+
+
+def auto_scheduler(n_tasks: int, total_bytes: int | None, workers: int | None = None) -> str:
+    """What ``auto`` runs: ``sync`` for one bundle, on one core, or for a batch smaller than
+    ``AUTO_PROCESSES_BYTES`` (its sessions use every core here, one after the other);
+    ``processes`` for a bigger batch, or when its size is unknown (``None``)."""
+    cores = workers or default_workers()
+    if n_tasks <= 1 or cores <= 1:
+        return "sync"
+    if total_bytes is not None and total_bytes < AUTO_PROCESSES_BYTES:
+        return "sync"
+    return "processes"
 
 
 def default_workers() -> int:
@@ -131,17 +150,18 @@ def open_scheduler(
     workers: int | None = None,
     n_tasks: int = 2,
     connect_timeout: float = 20.0,
+    total_bytes: int | None = None,
 ) -> Iterator[Scheduler]:
     """Start (or connect to) the scheduler named by ``spec`` for the duration of a run.
 
     ``workers``: local workers for ``threads``/``processes`` (default: one per CPU); ignored for
-    a cluster, which has its own. ``n_tasks`` lets ``auto`` pick ``sync`` for a single task.
-    Raises ConfigError for an unknown spec or a cluster that cannot be reached in
-    ``connect_timeout`` seconds.
+    a cluster, which has its own. ``n_tasks`` and ``total_bytes`` (the bundles' size, when
+    known) are what ``auto`` decides by (``auto_scheduler``). Raises ConfigError for an unknown
+    spec or a cluster that cannot be reached in ``connect_timeout`` seconds.
     """
     spec = check_scheduler(spec)
     if spec == "auto":
-        spec = "sync" if n_tasks <= 1 else "processes"
+        spec = auto_scheduler(n_tasks, total_bytes, workers)
     if spec == "sync":
         yield _Sync()
         return

@@ -18,7 +18,12 @@ from distributed import KilledWorker
 from reacture_convert.errors import ConfigError
 from reacture_convert.ingest.bundle import BundleRef
 from reacture_convert.run.driver import as_result
-from reacture_convert.run.scheduler import check_scheduler, open_scheduler
+from reacture_convert.run.scheduler import (
+    AUTO_PROCESSES_BYTES,
+    auto_scheduler,
+    check_scheduler,
+    open_scheduler,
+)
 
 
 def double(x: int) -> int:
@@ -64,12 +69,32 @@ def test_sync_runs_in_submission_order_one_at_a_time() -> None:
     assert keys == order == ["x", "y", "z"]
 
 
-def test_auto_is_sync_for_one_task_and_processes_for_many() -> None:
+def test_auto_is_sync_for_one_task_or_a_small_batch_and_processes_for_a_big_one() -> None:
     with open_scheduler("auto", n_tasks=1) as one:
         assert one.description.startswith("sync")
-    with open_scheduler("auto", workers=2, n_tasks=5) as many:
-        assert many.description == "local dask, 2 processes"
-        assert many.capacity == 4
+    with open_scheduler("auto", workers=2, n_tasks=5, total_bytes=10**6) as small:
+        assert small.description.startswith("sync")
+    with open_scheduler("auto", workers=2, n_tasks=5, total_bytes=AUTO_PROCESSES_BYTES) as big:
+        assert big.description == "local dask, 2 processes"
+        assert big.capacity == 4
+    with open_scheduler("auto", workers=2, n_tasks=5) as unknown_size:
+        assert unknown_size.description == "local dask, 2 processes"
+
+
+@pytest.mark.parametrize(
+    ("n_tasks", "size", "workers", "choice"),
+    [
+        (1, 10**12, 2, "sync"),  # one bundle: every core here
+        (8, AUTO_PROCESSES_BYTES - 1, 2, "sync"),  # a cluster's start costs more than it saves
+        (8, AUTO_PROCESSES_BYTES, 2, "processes"),
+        (8, AUTO_PROCESSES_BYTES, 1, "sync"),  # one core: nothing to share
+        (8, None, 2, "processes"),  # size unknown (a watcher): as before
+    ],
+)
+def test_auto_decides_by_the_work(
+    n_tasks: int, size: int | None, workers: int, choice: str
+) -> None:
+    assert auto_scheduler(n_tasks, size, workers) == choice
 
 
 def test_processes_use_separate_worker_processes() -> None:
