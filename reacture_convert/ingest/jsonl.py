@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import IO, Any, Final
+from typing import IO, Any, Final, cast
 
 import msgspec
 
@@ -45,6 +45,8 @@ __all__ = [
     "ParsedRow",
     "iter_jsonl",
     "iter_row_lines",
+    "iter_row_line_runs",
+    "RowLine",
     "line_items",
     "parse_metadata",
 ]
@@ -91,8 +93,11 @@ class ParsedRow:
 
 
 # --- lines --------------------------------------------------------------------------------------
-def _iter_lines(stream: IO[bytes], max_line_bytes: int) -> Iterator[tuple[int, bytes | None]]:
-    """``(1-based line number, content)`` for every line; content is None for an over-long line.
+def _iter_line_chunks(
+    stream: IO[bytes], max_line_bytes: int
+) -> Iterator[tuple[int, list[bytes | None]]]:
+    """The lines of each chunk read: ``(1-based number of the first, contents)``; content is None
+    for an over-long line.
 
     Memory stays bounded by ``max_line_bytes`` plus one chunk: the tail of an over-long line is
     dropped as it is read. A final line without ``\\n`` is a line; a final ``\\n`` ends the last
@@ -104,13 +109,19 @@ def _iter_lines(stream: IO[bytes], max_line_bytes: int) -> Iterator[tuple[int, b
     too_long = False
     while chunk := stream.read(_CHUNK):
         parts = chunk.split(b"\n")
-        for part in parts[:-1]:
-            lineno += 1
-            if too_long or pending_len + len(part) > max_line_bytes:
-                yield lineno, None
+        if len(parts) > 1:
+            first = parts[0]
+            if too_long or pending_len + len(first) > max_line_bytes:
+                done: list[bytes | None] = [None]
             else:
-                yield lineno, b"".join((*pending, part)) if pending else part
+                done = [b"".join((*pending, first)) if pending else first]
             pending, pending_len, too_long = [], 0, False
+            middle: list[bytes | None] = list(parts[1:-1])
+            if middle and max(map(len, parts[1:-1])) > max_line_bytes:
+                middle = [p if len(p) <= max_line_bytes else None for p in parts[1:-1]]
+            done += middle
+            yield lineno + 1, done
+            lineno += len(done)
         tail = parts[-1]
         if tail and not too_long:
             pending.append(tail)
@@ -118,7 +129,13 @@ def _iter_lines(stream: IO[bytes], max_line_bytes: int) -> Iterator[tuple[int, b
             if pending_len > max_line_bytes:
                 pending, too_long = [], True
     if pending_len or too_long:
-        yield lineno + 1, (None if too_long else b"".join(pending))
+        yield lineno + 1, [None if too_long else b"".join(pending)]
+
+
+def _iter_lines(stream: IO[bytes], max_line_bytes: int) -> Iterator[tuple[int, bytes | None]]:
+    """``(1-based line number, content)`` for every line (see ``_iter_line_chunks``)."""
+    for first, lines in _iter_line_chunks(stream, max_line_bytes):
+        yield from enumerate(lines, first)
 
 
 # --- decoding -----------------------------------------------------------------------------------
@@ -302,30 +319,52 @@ def _row(
     return findings, ParsedRow(row_index, kind, timestamp_ms, frame_index, obj, line)
 
 
+RowLine = tuple[int, int, bytes]
+"""``(row_index, 1-based line number, content)`` of a line that may hold a row."""
+
+
+def iter_row_line_runs(
+    stream: IO[bytes], file: str, *, max_line_bytes: int = MAX_LINE_BYTES
+) -> Iterator[Sequence[Finding | RowLine]]:
+    """``iter_row_lines`` a chunk at a time: the items of the lines of each chunk read."""
+    n_rows = 0
+    for first, lines in _iter_line_chunks(stream, max_line_bytes):
+        if first > 1 and all(raw is not None and raw[:1] == b"{" for raw in lines):
+            k = len(lines)  # the common case: every line a candidate row
+            whole = cast(list[bytes], lines)
+            yield list(zip(range(n_rows, n_rows + k), range(first, first + k), whole, strict=True))
+            n_rows += k
+            continue
+        items: list[Finding | RowLine] = []
+        for line, raw in enumerate(lines, first):
+            if line == 1 and raw is not None and raw.startswith(_BOM):
+                msg = "starts with a UTF-8 byte-order mark (EF BB BF); the game writes none"
+                items.append(finding("JSONL_BOM", file, msg, line=1))
+                raw = raw[len(_BOM) :]
+            if raw is not None and not raw.strip():
+                items.append(finding("JSONL_EMPTY_LINE", file, "empty line skipped", line=line))
+                continue
+            row_index = n_rows
+            n_rows += 1
+            if raw is None:
+                msg = f"longer than {max_line_bytes} bytes; skipped"
+                items.append(finding("JSONL_LINE_TOO_LONG", file, msg, line=line))
+                continue
+            items.append((row_index, line, raw))
+        yield items
+    if n_rows == 0:
+        msg = "no rows: the file is empty or holds only empty lines"
+        yield [finding("JSONL_EMPTY", file, msg)]
+
+
 def iter_row_lines(
     stream: IO[bytes], file: str, *, max_line_bytes: int = MAX_LINE_BYTES
-) -> Iterator[Finding | tuple[int, int, bytes]]:
+) -> Iterator[Finding | RowLine]:
     """The findings about whole lines (BOM, empty, too long, an empty file) and, for every other
     line, ``(row_index, line number, content)``, in file order: what every row reader starts from.
     """
-    n_rows = 0
-    for line, raw in _iter_lines(stream, max_line_bytes):
-        if line == 1 and raw is not None and raw.startswith(_BOM):
-            msg = "starts with a UTF-8 byte-order mark (EF BB BF); the game writes none"
-            yield finding("JSONL_BOM", file, msg, line=1)
-            raw = raw[len(_BOM) :]
-        if raw is not None and not raw.strip():
-            yield finding("JSONL_EMPTY_LINE", file, "empty line skipped", line=line)
-            continue
-        row_index = n_rows
-        n_rows += 1
-        if raw is None:
-            msg = f"longer than {max_line_bytes} bytes; skipped"
-            yield finding("JSONL_LINE_TOO_LONG", file, msg, line=line)
-            continue
-        yield row_index, line, raw
-    if n_rows == 0:
-        yield finding("JSONL_EMPTY", file, "no rows: the file is empty or holds only empty lines")
+    for items in iter_row_line_runs(stream, file, max_line_bytes=max_line_bytes):
+        yield from items
 
 
 def line_items(

@@ -7,8 +7,8 @@ exact, slower path that names every problem), so findings never differ between t
 
 The fast path, per block of lines:
 
-1. cheap byte tests pick the candidates: a line that holds ``"type":"robot_state"`` or
-   ``"type":"player_action"`` (not both), no backslash (escapes) and no ``null`` (an explicit
+1. cheap byte tests pick the candidates: a line whose first ``"type":"`` is ``robot_state`` or
+   ``player_action``, with no backslash (escapes) and no ``null`` (an explicit
    null is not an absent field), is valid UTF-8, and holds no float written with an integral
    value (``1.0``, ``1.00``, ``1e2``: the rows table keeps their JSON type in ``extra``);
 2. ``pyarrow.json`` decodes the candidates with an explicit schema (the rows table's columns; a
@@ -42,7 +42,7 @@ from reacture_convert.ingest.jsonl import (
     MAX_DEPTH,
     MAX_LINE_BYTES,
     ParsedRow,
-    iter_row_lines,
+    iter_row_line_runs,
     line_items,
 )
 from reacture_convert.ingest.rowshape import shape_differs, would_have_findings
@@ -63,8 +63,7 @@ PARSED_SCHEMA: Final = pa.schema(
 BLOCK_ROWS: Final = 4096
 BLOCK_BYTES: Final = 8 << 20
 
-_RS: Final = b'"type":"robot_state"'
-_PA: Final = b'"type":"player_action"'
+_TYPE_KEY: Final = b'"type":"'
 _TS_NUMBER: Final = re.compile(rb'"timestamp":(?=[-0-9])')  # player_action's integer clock
 _PA_CLOCK: Final = b'{"timestamp":'
 _PA_CLOCK_AS: Final = b'{"timestamp_ms":'
@@ -133,6 +132,19 @@ def _integral_float_lines(
     return found
 
 
+def _row_type(raw: bytes) -> int:
+    """1 for a robot_state line, 2 for a player_action line, 0 when unsure. The first ``"type":"``
+    decides: any other (a repeated key, a nested field) is refused by the decoder, and none can
+    sit in a string value without a backslash (such lines take the exact path)."""
+    at = raw.find(_TYPE_KEY)
+    if at < 0:
+        return 0
+    value = raw[at + len(_TYPE_KEY) : at + len(_TYPE_KEY) + 14]
+    if value.startswith(b'robot_state"'):
+        return 1
+    return 2 if value == b'player_action"' else 0
+
+
 def _fast_lines(raws: list[bytes]) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
     """(lines worth decoding on the fast path, which of the lines are player_action)."""
     n = len(raws)
@@ -140,9 +152,9 @@ def _fast_lines(raws: list[bytes]) -> tuple[npt.NDArray[np.bool_], npt.NDArray[n
     lengths = np.fromiter(map(len, raws), np.int64, n)
     starts = np.zeros(n, np.int64)
     np.cumsum(lengths[:-1] + 1, out=starts[1:])
-    action = np.fromiter((_PA in raw for raw in raws), bool, n)
-    robot = np.fromiter((_RS in raw for raw in raws), bool, n)
-    fast = (action != robot) & (np.frombuffer(joined, np.uint8)[starts] == ord("{"))
+    kind = np.fromiter(map(_row_type, raws), np.int8, n)
+    action = kind == 2
+    fast = (kind > 0) & (np.frombuffer(joined, np.uint8)[starts] == ord("{"))
     for mark in _REFUSED:
         fast[_lines_holding(joined, starts, mark)] = False
     fast[list(_integral_float_lines(raws, joined, starts))] = False
@@ -359,23 +371,24 @@ def _pending_blocks(
     stream: IO[bytes], file: str, max_line_bytes: int, block_rows: int
 ) -> Iterator[_Pending]:
     pending = _Pending()
-    for item in iter_row_lines(stream, file, max_line_bytes=max_line_bytes):
-        if isinstance(item, Finding):
-            if item.line is None:  # JSONL_EMPTY, the file's last word
-                pending.findings.append((sys.maxsize, item))
-            else:
-                pending.findings.append((item.line, item))
-                pending.last_line = item.line
-            continue
-        index, line, raw = item
-        pending.indices.append(index)
-        pending.lines.append(line)
-        pending.raws.append(raw)
-        pending.n_bytes += len(raw)
-        pending.last_line = line
-        if len(pending.raws) >= block_rows or pending.n_bytes >= BLOCK_BYTES:
-            yield pending
-            pending = _Pending(last_line=pending.last_line)
+    for run in iter_row_line_runs(stream, file, max_line_bytes=max_line_bytes):
+        for item in run:
+            if isinstance(item, Finding):
+                if item.line is None:  # JSONL_EMPTY, the file's last word
+                    pending.findings.append((sys.maxsize, item))
+                else:
+                    pending.findings.append((item.line, item))
+                    pending.last_line = item.line
+                continue
+            index, line, raw = item
+            pending.indices.append(index)
+            pending.lines.append(line)
+            pending.raws.append(raw)
+            pending.n_bytes += len(raw)
+            pending.last_line = line
+            if len(pending.raws) >= block_rows or pending.n_bytes >= BLOCK_BYTES:
+                yield pending
+                pending = _Pending(last_line=pending.last_line)
     if pending.raws or pending.findings:
         yield pending
 
