@@ -58,11 +58,11 @@ class Sizes:
 
     session: int  # the "10-minute" session of measurements 1, 2, 3, 6
     rss: tuple[int, ...]  # measurement 4: 10, 60, 120 minutes
-    batch: tuple[int, int]  # measurement 5: sessions, frames each
+    batch: tuple[int, int]  # measurement 5: sessions, frames each (10-minute sessions)
     random_reads: int  # measurement 6: random accesses per repetition
 
 
-FULL = Sizes(session=6_000, rss=(6_000, 36_000, 72_000), batch=(8, 1_500), random_reads=500)
+FULL = Sizes(session=6_000, rss=(6_000, 36_000, 72_000), batch=(8, 6_000), random_reads=500)
 QUICK = Sizes(session=40, rss=(40, 80, 120), batch=(8, 10), random_reads=20)
 
 
