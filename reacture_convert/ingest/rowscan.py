@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 import sys
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Final
@@ -42,6 +42,7 @@ from reacture_convert.ingest.jsonl import (
     MAX_DEPTH,
     MAX_LINE_BYTES,
     ParsedRow,
+    RowLine,
     iter_row_line_runs,
     line_items,
 )
@@ -247,6 +248,19 @@ class _Pending:
     n_bytes: int = 0
     last_line: int = 0
 
+    def add(self, rows: Sequence[RowLine]) -> None:
+        if not rows:
+            return
+        indices, lines, raws = zip(*rows, strict=True)
+        self.indices.extend(indices)
+        self.lines.extend(lines)
+        self.raws.extend(raws)
+        self.n_bytes += sum(map(len, raws))
+        self.last_line = lines[-1]
+
+    def full(self, block_rows: int) -> bool:
+        return len(self.raws) >= block_rows or self.n_bytes >= BLOCK_BYTES
+
 
 @dataclass(slots=True)
 class _Prepared:
@@ -372,21 +386,24 @@ def _pending_blocks(
 ) -> Iterator[_Pending]:
     pending = _Pending()
     for run in iter_row_line_runs(stream, file, max_line_bytes=max_line_bytes):
-        for item in run:
-            if isinstance(item, Finding):
-                if item.line is None:  # JSONL_EMPTY, the file's last word
-                    pending.findings.append((sys.maxsize, item))
+        rows = [item for item in run if type(item) is tuple]
+        if len(rows) < len(run):  # findings about whole lines among them: one by one
+            for item in run:
+                if isinstance(item, Finding):
+                    at = sys.maxsize if item.line is None else item.line  # JSONL_EMPTY: last
+                    pending.findings.append((at, item))
+                    pending.last_line = max(pending.last_line, item.line or 0)
                 else:
-                    pending.findings.append((item.line, item))
-                    pending.last_line = item.line
-                continue
-            index, line, raw = item
-            pending.indices.append(index)
-            pending.lines.append(line)
-            pending.raws.append(raw)
-            pending.n_bytes += len(raw)
-            pending.last_line = line
-            if len(pending.raws) >= block_rows or pending.n_bytes >= BLOCK_BYTES:
+                    pending.add([item])
+                    if pending.full(block_rows):
+                        yield pending
+                        pending = _Pending(last_line=pending.last_line)
+            continue
+        while rows:
+            room = block_rows - len(pending.raws)
+            pending.add(rows[:room])
+            rows = rows[room:]
+            if pending.full(block_rows):
                 yield pending
                 pending = _Pending(last_line=pending.last_line)
     if pending.raws or pending.findings:
