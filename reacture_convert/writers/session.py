@@ -13,7 +13,6 @@ drops it all.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections import deque
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -37,7 +36,6 @@ from reacture_convert.writers.zarr import ZarrOptions, ZarrSessionWriter
 __all__ = ["SessionWriter", "zarr_attributes"]
 
 _IN_FLIGHT_BYTES = 32 << 20  # frame blocks queued or being encoded (at least two blocks)
-_FSYNC_THREADS = 8  # fsyncs wait on the disk, not on a core
 
 
 def zarr_attributes(
@@ -69,14 +67,6 @@ def zarr_attributes(
             "dtype": "float32, exact bytes of timestamps.npy",
         },
     }
-
-
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if os.path.isdir(path) else 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _n_frames(bundle: BundleRef, opts: StorageOptions | None) -> int:
@@ -185,23 +175,9 @@ class SessionWriter:
         finally:
             if table_file is not None:
                 table_file.close()
-        if self.out.is_local:
-            self._flush_to_disk()
         if self._pool is not None:
             self._pool.shutdown()
         return session_parts(self.session)
-
-    def _flush_to_disk(self) -> None:
-        """fsync what is staged, here and many at once (the disk takes them in one journal
-        commit): on a Dask worker this runs beside the other workers, and the driver's commit
-        then finds nothing left to flush, only renames to make."""
-        paths = [
-            os.path.join(folder, name)
-            for folder, dirs, files in os.walk(self.stage)
-            for name in (*files, *dirs)
-        ]
-        with ThreadPoolExecutor(_FSYNC_THREADS, thread_name_prefix="reacture-fsync") as io:
-            list(io.map(_fsync, [*paths, self.stage]))
 
     def discard(self) -> None:
         if self._pool is not None:
