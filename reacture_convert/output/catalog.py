@@ -52,6 +52,7 @@ from reacture_convert.output.catalog_store import (
 )
 from reacture_convert.output.status import Status
 from reacture_convert.output.storage import Output
+from reacture_convert.phases import reached
 
 __all__ = [
     "CATALOG",
@@ -332,6 +333,7 @@ class Catalog:
         """Write every row into ``catalog.parquet`` (with the log's position), then delete the
         log fragments it makes redundant."""
         self.guard()
+        reached("catalog")
         started = time.monotonic()
         order = self.store.order(self.slots.rows())
 

@@ -33,6 +33,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from reacture_convert.errors import LockedError, OutputError
 from reacture_convert.output.lease import LOCK, Lease, is_s3, put_object
+from reacture_convert.phases import reached
 
 __all__ = ["Output", "LOCK", "STAGING", "TRASH", "Held", "lock_output"]
 
@@ -105,7 +106,9 @@ class Output:
         made durable by ``sync_staged``."""
         staged = self.staging(session)
         if self.is_local:
-            for part in parts:
+            for k, part in enumerate(parts):
+                if k == 1:  # one output visible, the others not yet
+                    reached("renaming", session.rsplit("/", 1)[-1])
                 _replace_local(os.path.join(staged, part), self.path(part), self.path(TRASH))
         else:
             for part in parts:

@@ -27,6 +27,7 @@ from reacture_convert.output.layout import session_parts
 from reacture_convert.output.naming import session_name
 from reacture_convert.output.status import Status
 from reacture_convert.output.storage import Output
+from reacture_convert.phases import reached
 from reacture_convert.writers import FORMATS, writer_specs
 from reacture_convert.writers.session import SessionWriter
 from reacture_convert.writers.webdataset import SessionTar, WdsOptions, write_session_tar
@@ -151,6 +152,7 @@ def convert_session(
     """Convert one bundle; never raises for bad input or I/O (a failure is a ``failed`` entry).
     Transient I/O errors are retried ``RETRIES`` times."""
     session = session_name(bundle.prefix)
+    reached("reading", session)
     for attempt in range(RETRIES + 1):
         try:
             return _convert(bundle, session, out, options, previous, run_id)

@@ -29,6 +29,7 @@ from reacture_convert.ingest.rowscan import RowBlock
 from reacture_convert.ingest.validate import Report
 from reacture_convert.output.layout import session_parts
 from reacture_convert.output.storage import Output
+from reacture_convert.phases import reached
 from reacture_convert.writers.alignment import FrameLedger, frames_table, write_frames_table
 from reacture_convert.writers.rows import RowsWriter
 from reacture_convert.writers.zarr import ZarrOptions, ZarrSessionWriter
@@ -133,6 +134,8 @@ class SessionWriter:
 
     # --- ReadSink -----------------------------------------------------------------------------
     def frames(self, start: int, block: np.ndarray, lit: npt.NDArray[np.bool_]) -> None:
+        if start == 0:
+            reached("staging", self.session)
         self.ledger.mark_blank(start, lit)
         if self._pool is None:
             self._encode(start, block)

@@ -70,12 +70,17 @@ class Watcher:
     """One ``reacture-convert watch ... --json`` process (its own process group); its JSON
     lines are read back as events."""
 
-    def __init__(self, args: list[str], logs: Path) -> None:
+    def __init__(self, args: list[str], logs: Path, env: dict[str, str] | None = None) -> None:
         n = len(list(logs.glob("watch-*.jsonl")))
         self.log, self.err = logs / f"watch-{n}.jsonl", logs / f"watch-{n}.err"
         with open(self.log, "wb") as out, open(self.err, "wb") as err:
             self.proc = subprocess.Popen(
-                [*WATCH, *args, "--json"], stdout=out, stderr=err, cwd=REPO, start_new_session=True
+                [*WATCH, *args, "--json"],
+                stdout=out,
+                stderr=err,
+                cwd=REPO,
+                start_new_session=True,
+                env={**os.environ, **(env or {})},
             )
 
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
@@ -109,6 +114,26 @@ class Watcher:
             self.proc.wait(timeout=10)
 
 
+def paused_in_staging(session: str, marker: Path, seconds: float | None = None) -> dict[str, str]:
+    """The environment that holds ``session``'s task at its first staged frames (its thread
+    sleeps there, for good or ``seconds``; ``reacture_convert.phases``) and says so in
+    ``marker``."""
+    return {
+        "REACTURE_PAUSE_AT": f"staging:{session}",
+        "REACTURE_PAUSE_HOW": "sleep" if seconds is None else f"sleep:{seconds}",
+        "REACTURE_PHASE_FILE": str(marker),
+    }
+
+
+def wait_for_file(path: Path, w: Watcher, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert w.proc.poll() is None, f"the watcher exited: {w.err.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"{path.name} never appeared"
+        time.sleep(0.02)
+    return path.read_text()
+
+
 @pytest.fixture
 def start(tmp_path: Path) -> Iterator[Callable[..., Watcher]]:
     """Start watchers; any still running at the end are killed."""
@@ -116,8 +141,8 @@ def start(tmp_path: Path) -> Iterator[Callable[..., Watcher]]:
     logs = tmp_path / "logs"
     logs.mkdir()
 
-    def run(*args: str) -> Watcher:
-        w = Watcher([*args], logs)
+    def run(*args: str, env: dict[str, str] | None = None) -> Watcher:
+        w = Watcher([*args], logs, env)
         started.append(w)
         return w
 
@@ -324,14 +349,17 @@ def test_a_watcher_killed_mid_session_and_restarted_equals_a_plain_convert(
     write_bundle(incoming / "zz-small", SMALL)
     common = [str(incoming), "--out", str(out), "--settle", "0.2s", "--poll", "0.2s"]
 
-    first = start(*common, "--scheduler", "threads", "--workers", "1")
+    marker = tmp_path / "phase"
+    first = start(
+        *common,
+        "--scheduler",
+        "threads",
+        "--workers",
+        "1",
+        env=paused_in_staging(BIG.prefix, marker),
+    )
     first.wait_for("converted", session=SAMPLE_DIR.name)
-    first.wait_for("converting", session=BIG.prefix)
-    staged = out / ".staging"
-    deadline = time.monotonic() + 30
-    while not any(staged.glob(f"*/{BIG.prefix}/zarr/*/frames/c/*")):  # its first chunk
-        assert time.monotonic() < deadline, "the big session never started writing"
-        time.sleep(0.005)
+    assert wait_for_file(marker, first).startswith("staging ")  # killed while writing it
     first.kill()
     assert [r["session"] for r in catalog(out)] == [SAMPLE_DIR.name]
     assert not (out / "zarr" / f"{BIG.prefix}.zarr").exists()  # nothing half-visible
@@ -388,9 +416,9 @@ def test_a_stop_signal_lets_the_session_in_flight_finish(
         scheduler,
         "--workers",
         "1",
+        env=paused_in_staging(BIG.prefix, tmp_path / "phase", seconds=2),
     )
-    w.wait_for("converting", session=BIG.prefix)
-    time.sleep(0.3)
+    wait_for_file(tmp_path / "phase", w)  # in flight for 2 s more: signalled while converting
     if ctrl_c:  # a terminal's Ctrl-C reaches the whole group: Dask's workers too
         os.killpg(w.proc.pid, signal.SIGINT)
     else:
@@ -409,8 +437,18 @@ def test_a_second_signal_aborts_leaving_nothing_half_visible(
 ) -> None:
     incoming, out = tmp_path / "in", tmp_path / "out"
     link_tree(big, incoming / "big")
-    w = start(str(incoming), "--out", str(out), "--settle", "0.2s", "--scheduler", "sync")
-    w.wait_for("converting", session=BIG.prefix)
+    marker = tmp_path / "phase"
+    w = start(
+        str(incoming),
+        "--out",
+        str(out),
+        "--settle",
+        "0.2s",
+        "--scheduler",
+        "sync",
+        env=paused_in_staging(BIG.prefix, marker),
+    )
+    wait_for_file(marker, w)  # the session is in flight, and stays so
     w.proc.send_signal(signal.SIGTERM)
     w.wait_for("stopping")
     w.proc.send_signal(signal.SIGTERM)

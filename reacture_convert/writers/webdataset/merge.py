@@ -30,7 +30,7 @@ from typing import IO
 from reacture_convert.errors import ConfigError, OutputError
 from reacture_convert.output.layout import WDS_DIR
 from reacture_convert.output.storage import STAGING, Output
-from reacture_convert.run.phases import reached
+from reacture_convert.phases import reached
 from reacture_convert.writers.webdataset.index import (
     FORMAT,
     INDEX,

@@ -4,16 +4,20 @@ A run passes these phases (``PHASES``): a session task *reading* its bundle and 
 *staging*; the driver *renaming* staged outputs into place, writing the *catalog*, and, with
 shards, the *shard-merge* and the *index*. ``reached(phase)`` does nothing unless the
 environment asks for it: with ``REACTURE_PAUSE_AT=<phase>`` (or ``<phase>:<detail>``, e.g. a
-session name) the process that reaches that phase appends a line to the file
+session name) the process that reaches that phase writes a line to the file
 ``REACTURE_PHASE_FILE`` and stops itself (SIGSTOP), so that a test can kill the run exactly
-there, knowing which phase it hit. Only the first process to reach the phase stops; meant for
-runs in a subprocess, never set in a process that must go on.
+there, knowing which phase it hit; with ``REACTURE_PAUSE_HOW=sleep`` only the thread that got
+there sleeps, for good or (``sleep:2.5``) for that many seconds: a session task held in flight
+while its driver goes on hearing signals. Only
+the first to reach the phase pauses; meant for runs in a subprocess, never set in a process
+that must go on.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 from typing import Final
 
 __all__ = ["PHASES", "reached"]
@@ -39,4 +43,11 @@ def reached(phase: str, detail: str = "") -> None:
             return
         with os.fdopen(fd, "w") as f:
             f.write(f"{phase} {os.getpid()} {detail}\n")
+    how, _, seconds = os.environ.get("REACTURE_PAUSE_HOW", "stop").partition(":")
+    if how == "sleep":  # this thread only: for ``seconds``, else for good
+        if seconds:
+            time.sleep(float(seconds))
+            return
+        while True:
+            time.sleep(3600)
     os.kill(os.getpid(), signal.SIGSTOP)
