@@ -1,5 +1,10 @@
 """Crash safety with real processes: kill -9 at random moments, two runs on one OUT, fsync order.
 
+- **Kill at each phase**: for every phase of a run (``reacture_convert.phases``: reading,
+  staging, renaming, catalog, and with shards shard-merge and index), both formats where the
+  phase exists, ``--scheduler sync`` and ``processes``: the run is started with
+  ``REACTURE_PAUSE_AT=<phase>``, the process that reaches the phase says so and stops itself,
+  the test checks the phase was reached and SIGKILLs the group there; then as below.
 - **Kill trials**: ``reacture-convert convert`` is started as a process group and SIGKILLed after
   a seeded random delay (formats ``zarr`` and ``zarr,wds`` in turn, ``--scheduler sync`` or
   ``processes --workers 2``; the group holds the Dask workers too). What the killed run left
@@ -45,6 +50,7 @@ from reacture_convert.cli import cli
 from reacture_convert.ingest.discover import discover
 from reacture_convert.output.catalog import LOG_DIR, read_catalog
 from reacture_convert.output.storage import LOCK, STAGING, TRASH, Output
+from reacture_convert.phases import PHASES
 from reacture_convert.read.verify import verify_dataset
 from reacture_convert.run.convert import ConvertOptions, commit_result, convert_session
 from reacture_convert.testing.synth import BundleSpec, write_bundle
@@ -293,6 +299,60 @@ def crash_trial(
     for _ in range(2 if trial % 3 == 0 else 1):
         killed_run(world, out, fmt, scheduler, rng, log)
         assert_nothing_half_written(out, world.clean[fmt])
+    result = CliRunner().invoke(
+        cli, convert_args(world.inputs, out, fmt, "sync"), catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    assert_same_as_clean(out, world.clean[fmt], len(world.inputs))
+
+
+# Every phase of a run (reacture_convert.phases), for each format it belongs to, in this process
+# (sync) and on local worker processes: the kill comes exactly there.
+PHASE_TRIALS = [
+    (phase, fmt, scheduler)
+    for fmt in ("zarr", "zarr,wds")
+    for phase in PHASES
+    if fmt == "zarr,wds" or phase not in ("shard-merge", "index")
+    for scheduler in ("sync", "processes")
+]
+
+
+def killed_at(world: World, out: Path, phase: str, fmt: str, scheduler: str, log: Path) -> str:
+    """Run until a process of the run reaches ``phase`` and stops there (SIGSTOP, by
+    ``REACTURE_PAUSE_AT``), then SIGKILL the whole group. Returns the marker line: which phase,
+    in which process, for what."""
+    marker = out.parent / f"{out.name}.phase"
+    env = {**os.environ, "REACTURE_PAUSE_AT": phase, "REACTURE_PHASE_FILE": str(marker)}
+    with open(log, "ab") as sink:
+        proc = subprocess.Popen(
+            [str(CONVERT), *convert_args(world.inputs, out, fmt, scheduler)],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+        )
+    deadline = time.monotonic() + 120
+    try:
+        while not marker.exists():
+            assert proc.poll() is None, f"the run ended before {phase}: {log.read_text()[-2000:]}"
+            assert time.monotonic() < deadline, f"{phase} was never reached"
+            time.sleep(0.01)
+        time.sleep(0.05)  # the marker is written just before the stop
+    finally:
+        kill_group(proc)
+    return marker.read_text()
+
+
+@pytest.mark.parametrize(
+    ("phase", "fmt", "scheduler"), PHASE_TRIALS, ids=["-".join(t) for t in PHASE_TRIALS]
+)
+def test_killed_at_each_phase_then_rerun_equals_a_clean_run(
+    world: World, tmp_path: Path, phase: str, fmt: str, scheduler: str
+) -> None:
+    out, log = tmp_path / "out", tmp_path / "run.log"
+    hit = killed_at(world, out, phase, fmt, scheduler, log)
+    assert hit.split()[0] == phase, hit
+    assert_nothing_half_written(out, world.clean[fmt])
     result = CliRunner().invoke(
         cli, convert_args(world.inputs, out, fmt, "sync"), catch_exceptions=False
     )
