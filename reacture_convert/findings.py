@@ -61,6 +61,10 @@ CODES: dict[str, tuple[Severity, str]] = {
     # --- discovery and bundles ---------------------------------------------------------------
     "INPUT_NOT_FOUND": (ERR, "A path or URL given on the command line does not exist."),
     "BUNDLE_MISSING_FILE": (ERR, "One of the five files of a bundle is missing."),
+    "INPUT_IS_DATASET": (
+        WARN,
+        "A folder holding a converted dataset was not read as input (keep bundles outside OUT).",
+    ),
     "STRAY_FILE": (INFO, "A file that belongs to no bundle was ignored."),
     "INPUT_LINK_SKIPPED": (WARN, "A symbolic link inside an input folder was not followed."),
     "DUPLICATE_BUNDLE": (WARN, "The same bundle (same bytes) was found twice; converted once."),

@@ -197,6 +197,12 @@ def print_findings(findings: Iterable[Finding]) -> None:
         click.echo(finding_line(f))
 
 
+NO_BUNDLE = (
+    "no bundle found (a bundle is <prefix>_metadata.json, _data.jsonl, _frames.npy, "
+    "_timestamps.npy, _README.md)"
+)
+
+
 def counts_line(counts: Mapping[str, int], empty: str) -> str:
     """``2 converted, 1 rejected`` (by status name), or ``empty``."""
     return ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or empty

@@ -15,6 +15,7 @@ import click
 from reacture_convert.cli.common import (
     BYTES,
     FORMATS,
+    NO_BUNDLE,
     SCHEDULER,
     build_options,
     counts_line,
@@ -31,11 +32,12 @@ from reacture_convert.cli.common import (
     zarr_options,
 )
 from reacture_convert.cli.watch import watch_and_report
+from reacture_convert.errors import ConfigError
 from reacture_convert.findings import Severity
 from reacture_convert.output.catalog import CatalogEntry
 from reacture_convert.output.status import Status
 from reacture_convert.output.storage import Output
-from reacture_convert.run.batch import run_convert
+from reacture_convert.run.batch import check_inputs, run_convert
 from reacture_convert.run.convert import ConvertOptions
 from reacture_convert.run.options import ON_ERROR
 from reacture_convert.run.summary import RunSummary
@@ -144,9 +146,14 @@ def convert(
         "encoding": frame_encoding,
         "append": append,
     }
+    output = Output(out, storage_options)
+    try:
+        check_inputs(paths, output)
+    except ConfigError as e:
+        raise click.BadParameter(str(e), param_hint="PATHS / --out") from None
     run_and_report(
         list(paths),
-        Output(out, storage_options),
+        output,
         build_options(values, storage_options),
         scheduler,
         workers,
@@ -323,12 +330,20 @@ def print_summary(summary: RunSummary) -> None:
             f"webdataset: {wds['samples']} samples in {wds['shards']} shard(s), "
             f"index {wds['index']}"
         )
+    shown = [f for f in summary.findings if f.severity is not Severity.INFO]
+    if shown:
+        click.echo("outside any bundle:")
+        for f in shown:
+            click.echo(finding_line(f))
     rate = (
         f", {summary.frames / summary.seconds:.0f} frames/s"
         if summary.seconds and summary.frames
         else ""
     )
-    counts = counts_line(summary.counts, "no bundle found")
+    if not summary.entries:
+        click.echo(f"{NO_BUNDLE}: nothing was written to {summary.out}")
+        return
+    counts = counts_line(summary.counts, NO_BUNDLE)
     click.echo(f"{counts} in {summary.seconds:.1f} s{rate} -> {summary.out}")
 
 

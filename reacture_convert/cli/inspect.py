@@ -27,13 +27,18 @@ def verify(out: str, sources: bool, as_json: bool, storage_options: dict[str, An
     Exit 0 when everything holds, 1 on any mismatch (each one named).
     """
     from reacture_convert.read.verify import verify_dataset
+    from reacture_convert.writers.webdataset import read_index
 
+    output = Output(out, storage_options)
     with exit_on_error():
-        checked, problems = verify_dataset(Output(out, storage_options), sources=sources)
+        checked, problems = verify_dataset(output, sources=sources)
+        index = read_index(output)
+    shards = {"shards": len(index.shards), "samples": index.total_samples} if index else None
     if as_json:
         doc = {
             "ok": not problems,
             "sessions_checked": checked,
+            "shards_checked": shards,
             "problems": [{"session": p.session, "problem": p.what} for p in problems],
         }
         click.echo(json.dumps(doc, indent=2))
@@ -41,8 +46,11 @@ def verify(out: str, sources: bool, as_json: bool, storage_options: dict[str, An
         for p in problems:
             click.echo(click.style("MISMATCH ", fg="red") + str(p))
         what = "outputs and sources" if sources else "outputs"
+        checked_what = f"{checked} session(s)"
+        if shards is not None:
+            checked_what += f" and {shards['shards']} shard(s) of {shards['samples']} samples"
         click.echo(
-            f"{checked} session(s) checked ({what}): "
+            f"{checked_what} checked ({what}): "
             + ("all exact" if not problems else f"{len(problems)} problem(s)")
         )
     exit_with(not problems)
@@ -81,9 +89,14 @@ def stats(out: str, no_frames: bool, as_json: bool, storage_options: dict[str, A
     type=click.Path(file_okay=False),
     help="Folder for the report: index.html, <session>.html and <session>_files/.",
 )
+@json_option
 @storage_option
 def show(
-    target: str, sessions: tuple[str, ...], report_dir: str, storage_options: dict[str, Any]
+    target: str,
+    sessions: tuple[str, ...],
+    report_dir: str,
+    as_json: bool,
+    storage_options: dict[str, Any],
 ) -> None:
     """Write a static HTML report (no server, no network) of a converted dataset TARGET or of
     unconverted bundles: per session a strip of frames shown right way up, timelines of
@@ -96,4 +109,12 @@ def show(
 
     with exit_on_error():
         result = write_report(target, report_dir, list(sessions) or None, storage_options)
-    click.echo(f"wrote {len(result.pages)} session page(s); open {result.index}")
+    if as_json:
+        doc = {
+            "index": str(result.index),
+            "pages": [{"session": p.session, "html": str(p.html)} for p in result.pages],
+            "files": [str(f) for f in result.files],
+        }
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        click.echo(f"wrote {len(result.pages)} session page(s); open {result.index}")

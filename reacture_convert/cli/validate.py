@@ -7,15 +7,16 @@ from typing import Any
 
 import click
 
-from reacture_convert.cli.common import exit_with, json_option, print_findings, storage_option
+from reacture_convert.cli.common import (
+    NO_BUNDLE,
+    exit_with,
+    json_option,
+    print_findings,
+    storage_option,
+)
 from reacture_convert.findings import Severity
 from reacture_convert.ingest.discover import discover
 from reacture_convert.ingest.validate import Report, validate_bundle_safely
-
-NO_BUNDLE = (
-    "no bundle found (a bundle is <prefix>_metadata.json, _data.jsonl, _frames.npy, "
-    "_timestamps.npy, _README.md)"
-)
 
 
 @click.command()

@@ -116,9 +116,14 @@ def watch_and_report(
         )
     printer.clear()
     if not (as_json or quiet):
-        counts = counts_line(summary.counts, "nothing")
+        said = [counts_line(summary.counts, "nothing converted")]
+        if summary.waiting:
+            said.append(f"{summary.waiting} upload(s) still incomplete or settling")
+        if summary.findings:
+            said.append(f"{len(summary.findings)} error(s) outside any bundle (above)")
         click.echo(
-            f"stopped ({summary.stopped}): {counts} in {summary.seconds:.1f} s -> {summary.out}"
+            f"stopped ({summary.stopped}): {'; '.join(said)} in {summary.seconds:.1f} s "
+            f"-> {summary.out}"
         )
     if summary.aborted:
         # A session task may still be running in a thread (sync and threads schedulers):
@@ -128,7 +133,7 @@ def watch_and_report(
         sys.stderr.flush()
         os._exit(EXIT_FAILED)
     # a service stopped on purpose exits 0; a cron run (--once) or on_error=stop says 1 when a
-    # bundle was rejected or failed, like `convert`
+    # bundle was rejected or failed, or an input is not there, like `convert`
     sys.exit(
         EXIT_INVALID if summary.stopped in ("once", "on_error") and not summary.ok else EXIT_OK
     )

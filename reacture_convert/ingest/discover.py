@@ -278,6 +278,8 @@ class _Collector:
         matches: dict[str, dict[str, Any]] = target.fs.glob(target.path, detail=True)
         base = target.path[: target.path.rfind("/", 0, _first_magic(target.path)) + 1]
         outputs = {_parent(p) for p in matches if posixpath.basename(p) in OUTPUT_MARKERS}
+        for folder in sorted(outputs):
+            self.dataset_skipped(target.url(folder))
         kept = 0
         for path, info in sorted(matches.items()):
             rel = path[len(base) :].split("/") if path.startswith(base) else []
@@ -321,6 +323,7 @@ class _Collector:
         ):
             if OUTPUT_MARKERS & (set(files) | set(dirs)):
                 dirs.clear()
+                self.dataset_skipped(target.url(_folder))
                 continue
             keep = {name: dirs[name] for name in sorted(dirs) if not _skipped_dir(name)}
             dirs.clear()
@@ -328,6 +331,16 @@ class _Collector:
             for name in sorted(files):
                 if not _skipped_name(name):
                     self.add_entry(target, files[name], top=False)
+
+    def dataset_skipped(self, url: str) -> None:
+        self.findings.append(
+            finding(
+                "INPUT_IS_DATASET",
+                url,
+                "holds a converted dataset (catalog.parquet): its folder is not read as input, "
+                "bundles in it are not seen; keep the bundles outside --out",
+            )
+        )
 
     def unlistable(self, exc: OSError) -> None:
         """A folder below an input that cannot be listed (permissions): say so, carry on."""

@@ -342,6 +342,12 @@ def compute_stats(
     ``frames=False``). Memory holds one session's rows and one chunk of frames."""
     ds = open_dataset(out, storage_options)
     names = ds.sessions if sessions is None else tuple(sessions)
+    if not names:
+        shards = " (it has WebDataset shards only)" if ds.wds_index is not None else ""
+        raise OutputError(
+            f"{ds.out.url}: no converted session with Zarr and rows to compute statistics "
+            f"over{shards}; convert with --format zarr first"
+        )
     acc = _Accumulator()
     for name in names:
         session = SessionData(name, ds[name].entry, ds.out)  # fresh: dropped after the loop

@@ -10,6 +10,7 @@ in memory, logged in O(1) and compacted into ``catalog.parquet`` on a geometric 
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from array import array
@@ -18,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
+from reacture_convert.errors import ConfigError
 from reacture_convert.ingest.bundle import BundleRef
 from reacture_convert.ingest.discover import discover
 from reacture_convert.output.card import write_card
@@ -47,6 +49,25 @@ def _size(bundle: BundleRef) -> int:
     return sum(ref.size for ref in bundle.files.values())
 
 
+def check_inputs(paths: Sequence[str], out: Output) -> None:
+    """``ConfigError`` when an input is OUT or lies inside it: a converted dataset's folder is
+    never read as input, so its bundles would convert once and then never be seen again."""
+
+    def norm(path: str) -> str:
+        if "://" in path and not path.startswith("file://"):
+            return path.rstrip("/")
+        return os.path.realpath(path.removeprefix("file://"))
+
+    root = norm(out.url)
+    for path in paths:
+        p = norm(path)
+        if p == root or p.startswith(root.rstrip("/") + "/"):
+            raise ConfigError(
+                f"input {path!r} is the output {out.url!r} or inside it: a converted dataset's "
+                "folder is never read as input; keep the bundles outside --out"
+            )
+
+
 def run_convert(
     paths: Sequence[str],
     out: Output,
@@ -71,9 +92,19 @@ def run_convert(
     started = time.perf_counter()
     run_id = uuid.uuid4().hex[:12]
     wds_index: WdsIndex | None = None
+    check_inputs(paths, out)
+    forget_listings(out, paths, options.input_options)
+    found = discover(list(paths), options.input_options)
+    if not found.bundles and not archive_entries(found.findings, run_id):
+        # nothing to convert and nothing to record: OUT is not created or touched
+        return RunSummary(
+            out=out.url,
+            run_id=run_id,
+            entries=(),
+            findings=found.findings,
+            seconds=time.perf_counter() - started,
+        )
     with lock_output(out, wait=wait_for_lock) as held:
-        forget_listings(out, paths, options.input_options)
-        found = discover(list(paths), options.input_options)
         catalog = Catalog.load(out, guard=held.check)
         out.clear_staging()
 

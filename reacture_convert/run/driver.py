@@ -120,7 +120,9 @@ def archive_entries(findings: Sequence[Finding], run_id: str) -> list[CatalogEnt
     missing input) become catalog rows of their own, one per archive or path."""
     by_source: dict[str, list[Finding]] = defaultdict(list)
     for f in findings:
-        if f.severity is Severity.ERROR:
+        # a path that is not there is the command line's problem, not a bundle's: said in the
+        # summary, never a catalog row (a typo must not stay in the catalog for ever)
+        if f.severity is Severity.ERROR and f.code != "INPUT_NOT_FOUND":
             by_source[f.file.split("!", 1)[0]].append(f)
     return [
         CatalogEntry(

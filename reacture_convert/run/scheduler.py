@@ -84,6 +84,7 @@ class Scheduler:
 
     description = ""
     capacity = 1  # tasks worth keeping in flight
+    workers = 1  # tasks that run at once (worker threads in all)
 
     def submit(self, key: Any, fn: Callable[..., Any], *args: Any) -> None:
         raise NotImplementedError
@@ -124,6 +125,7 @@ class _Distributed(Scheduler):
         self.description = description
         threads = sum(client.nthreads().values())  # 0 while a cluster's workers connect
         self.capacity = max(2, 2 * threads)
+        self.workers = max(1, threads)
         self.keys: dict[str, Any] = {}
         self.queue = as_completed([], with_results=False)  # type: ignore[no-untyped-call]
 

@@ -111,6 +111,7 @@ class Incoming:
         # object store's hiccup), so that it is not hashed again when it reappears unchanged
         self.recorded: dict[Key, tuple[tuple[Stamp, ...], str]] = {}
         self.told: set[tuple[str, str]] = set()  # loose findings already reported
+        self.loose_errors: list[Finding] = []  # those findings (a missing input...)
         self.archives: Mapping[str, ArchiveIndex] = {}  # indexes of the last poll, by URL
         self.opened = 0  # archive indexes read by the last poll
 
@@ -199,6 +200,7 @@ class Incoming:
                 by_archive.setdefault(source, []).append(f)
             elif (f.code, f.file) not in self.told:
                 self.told.add((f.code, f.file))
+                self.loose_errors.append(f)
                 self.emit("finding", code=f.code, source=f.file, message=f.message)
         return by_archive
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from reacture_convert.findings import Finding
+from reacture_convert.findings import Finding, Severity
 from reacture_convert.output.catalog import CatalogEntry, EntryView
 from reacture_convert.output.status import OK, Status
 
@@ -47,6 +47,16 @@ class RunSummary(StatusCounts):
     seconds: float = 0.0
     frames: int = 0
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """Every bundle converted, skipped or a duplicate; at least one bundle found; no error
+        outside any bundle (an input that does not exist)."""
+        return (
+            len(self.entries) > 0
+            and super().ok
+            and not any(f.severity is Severity.ERROR for f in self.findings)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -139,10 +149,17 @@ class WatchSummary(StatusCounts):
     entries: Sequence[CatalogEntry] = ()
     seconds: float = 0.0
     frames: int = 0
+    waiting: int = 0  # uploads seen but not ready when it stopped (incomplete or settling)
+    findings: tuple[Finding, ...] = ()  # errors outside any bundle (an input that is not there)
 
     @property
     def aborted(self) -> bool:
         return self.stopped == "abort"
+
+    @property
+    def ok(self) -> bool:
+        """Every result converted, skipped or a duplicate, and no error outside any bundle."""
+        return super().ok and not self.findings
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -153,4 +170,6 @@ class WatchSummary(StatusCounts):
             "counts": self.counts,
             "frames": self.frames,
             "seconds": round(self.seconds, 3),
+            "waiting": self.waiting,
+            "findings": [f.to_dict() for f in self.findings],
         }

@@ -419,7 +419,8 @@ def run_watch(
                     out=out.url,
                     run_id=run_id,
                     scheduler=sched.description,
-                    workers=limit,
+                    workers=sched.workers,
+                    in_flight=limit,
                     settle=watch.settle,
                     poll=watch.poll,
                     incomplete_timeout=watch.incomplete_timeout,
@@ -445,6 +446,8 @@ def run_watch(
         entries=catalog.entries(watcher.rows),
         seconds=time.perf_counter() - started,
         frames=watcher.frames,
+        waiting=watcher.status().waiting,
+        findings=tuple(watcher.incoming.loose_errors),
     )
     watcher.emit(
         "stopped",
@@ -453,6 +456,6 @@ def run_watch(
         frames=summary.frames,
         seconds=round(summary.seconds, 3),
         dropped=len(watcher.running),
-        waiting=watcher.status().waiting,
+        waiting=summary.waiting,
     )
     return summary

@@ -128,6 +128,7 @@ def test_tree_at_several_depths_skips_hidden_outputs_and_links(
     assert got == {(str(tree / sub) if sub else str(tree), p) for sub, p in depths.items()}
     assert all(b.missing == () for b in found.bundles)
     assert codes(found) == [
+        ("INPUT_IS_DATASET", str(tree / "out")),  # skipped, and said so
         ("INPUT_LINK_SKIPPED", str(tree / "a" / "reacture_11_frames.npy")),
         ("INPUT_LINK_SKIPPED", str(tree / "linked_dir")),
     ]

@@ -59,7 +59,7 @@ def test_clean_dataset_verifies(dataset: tuple[Path, dict[str, Path]]) -> None:
         assert result.exit_code == 0, result.output
         assert "2 session(s) checked" in result.output and "all exact" in result.output
     doc = json.loads(cli_verify(out, "--json").output)
-    assert doc == {"ok": True, "sessions_checked": 2, "problems": []}
+    assert doc == {"ok": True, "sessions_checked": 2, "shards_checked": None, "problems": []}
 
 
 # --- damage to the outputs ----------------------------------------------------------------------

@@ -288,12 +288,18 @@ def test_only_transient_io_errors_are_retried(error: BaseException, transient: b
     assert is_transient(error) is transient
 
 
-def test_missing_input_is_a_rejected_row_not_a_crash(tmp_path: Path) -> None:
+def test_a_missing_input_beside_a_good_one_is_said_not_recorded(
+    tmp_path: Path, sample_dir: Path
+) -> None:
+    """The good input converts; the missing one is an error finding of the run (exit 1), not a
+    catalog row: a typo must not stay in the catalog for ever."""
     out = tmp_path / "out"
-    code, summary = convert_cli(str(tmp_path / "nowhere"), "--out", str(out), "--scheduler", "sync")
-    assert code == 1
-    assert summary["counts"] == {"rejected": 1}
-    assert summary["sessions"][0]["reason"].startswith("INPUT_NOT_FOUND at ")
+    missing = str(tmp_path / "nowhere")
+    code, summary = convert_cli(str(sample_dir), missing, "--out", str(out), "--scheduler", "sync")
+    assert code == 1 and not summary["ok"]
+    assert summary["counts"] == {"converted": 1}
+    assert [(f["code"], f["file"]) for f in summary["findings"]] == [("INPUT_NOT_FOUND", missing)]
+    assert [e.source for e in read_catalog(Output(str(out)))] == [str(sample_dir)]
 
 
 # --- re-runs ---------------------------------------------------------------------------------

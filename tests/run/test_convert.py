@@ -661,9 +661,35 @@ def test_forced_bundle_from_another_place_leaves_one_live_row(
     assert again == {"old": "conflict", "new": "skipped"}
 
 
-def test_cli_convert_without_bundles_or_with_a_missing_path(tmp_path: Path) -> None:
-    result = cli_convert(tmp_path / "nowhere", "--out", tmp_path / "out")
+@pytest.mark.parametrize("given", ["missing", "empty", "dataset"])
+def test_cli_convert_without_bundles_exits_1_and_writes_nothing(
+    tmp_path: Path, sample_dir: Path, given: str
+) -> None:
+    """A mistyped path, an empty folder, or a folder that is itself a converted dataset: no
+    bundle found, exit 1 (as `validate`), the reason said, and OUT neither created nor given a
+    catalog row that would stay for ever."""
+    source = tmp_path / "in"
+    if given == "empty":
+        source.mkdir()
+    elif given == "dataset":
+        assert cli_convert(sample_dir, "--out", source).exit_code == 0
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    result = CliRunner().invoke(cli, ["convert", str(source), "--out", str(tmp_path / "out")])
     assert result.exit_code == 1, result.output
-    (entry,) = read_catalog(Output(str(tmp_path / "out")))
-    assert entry.status == "rejected" and entry.session is None
-    assert [f.code for f in entry.findings] == ["INPUT_NOT_FOUND"]
+    assert "no bundle found" in result.output
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    code = {"missing": "INPUT_NOT_FOUND", "empty": None, "dataset": "INPUT_IS_DATASET"}[given]
+    if code is not None:
+        assert code in result.output
+
+
+def test_cli_convert_refuses_an_input_inside_the_output(tmp_path: Path, sample_dir: Path) -> None:
+    """Converting a folder into itself works once and never again (a dataset's folder is not
+    read as input): refused up front as a usage error, before anything is written."""
+    folder = tmp_path / "both"
+    shutil.copytree(sample_dir, folder)
+    for out in (folder, tmp_path):
+        result = cli_convert(folder, "--out", out)
+        assert result.exit_code == 2, result.output
+        assert "keep the bundles outside --out" in result.output
+    assert not (folder / "catalog.parquet").exists()

@@ -185,7 +185,14 @@ def test_shards_read_back_with_webdataset_over_http(
 def test_verify_passes_and_no_staging_is_left(moto_s3: S3, s3_dataset: dict[str, Any]) -> None:
     code, text = run_cli("verify", OUT, "--json", *moto_s3.cli_options)
     assert code == 0, text
-    assert json.loads(text) == {"ok": True, "sessions_checked": 2, "problems": []}
+    doc = json.loads(text)
+    samples = s3_dataset["wds"]["samples"]
+    assert doc == {
+        "ok": True,
+        "sessions_checked": 2,
+        "shards_checked": {"shards": s3_dataset["wds"]["shards"], "samples": samples},
+        "problems": [],
+    }
     moto_s3.fs.invalidate_cache()
     root = OUT.removeprefix("s3://")
     assert moto_s3.fs.find(f"{root}/.staging") == []
