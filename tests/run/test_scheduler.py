@@ -165,10 +165,8 @@ def test_unreachable_cluster_is_a_config_error(tmp_path: Path) -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    started = time.monotonic()
     with pytest.raises(
         ConfigError, match=rf"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}"
     ):
         with open_scheduler(f"tcp://127.0.0.1:{port}", connect_timeout=1):
-            pass
-    assert time.monotonic() - started < 10
+            pass  # (a hang would fail the test through pytest-timeout)
