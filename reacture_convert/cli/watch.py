@@ -15,6 +15,7 @@ from reacture_convert.cli.common import (
     EXIT_FAILED,
     EXIT_INVALID,
     EXIT_OK,
+    FORMATS,
     build_options,
     counts_line,
     exit_on_error,
@@ -167,6 +168,16 @@ def watch_and_report(
 )
 @click.option("--once", is_flag=True, help="Convert what is ready now, then exit (for cron).")
 @click.option(
+    "--format",
+    "formats",
+    type=FORMATS,
+    default="zarr",
+    show_default=True,
+    metavar="FORMATS",
+    help="Comma-separated: zarr (Zarr + rows + alignment table), wds (WebDataset shards: "
+    "converted sessions are appended to the shard set as new shards).",
+)
+@click.option(
     "--force",
     is_flag=True,
     help="Replace a converted session when its upload is replaced with other bytes.",
@@ -191,6 +202,7 @@ def watch(
     poll: float,
     incomplete_timeout: float,
     once: bool,
+    formats: str,
     force: bool,
     chunk_frames: int,
     shard_frames: int | None,
@@ -215,7 +227,8 @@ def watch(
     from reacture_convert.run.watch import WatchOptions
 
     values = {
-        "formats": "zarr",  # a watcher writes Zarr + Parquet only
+        "formats": formats,
+        "append": "wds" in formats,  # shards grow as sessions arrive
         "force": force,
         "chunk_frames": chunk_frames,
         "shard_frames": shard_frames,

@@ -183,18 +183,13 @@ def _load(path: Path, overrides: Mapping[str, Any]) -> Job:
 def _watch(
     job: Mapping[str, Any], o: Mapping[str, Any], formats: tuple[str, ...]
 ) -> dict[str, Any]:
-    """``watch`` and its durations; they only mean something together, and only for zarr."""
+    """``watch`` and its durations; they only mean something together."""
     on = o.get("watch", job.get("watch", False))
     if not isinstance(on, bool):
         raise ConfigError(f"[job] watch must be true or false, not {on!r}")
     given = {k: o.get(k, job.get(k)) for k in _WATCH_KEYS if o.get(k, job.get(k)) is not None}
     if given and not on:
         raise ConfigError(f"[job] {', '.join(sorted(given))} only apply with watch = true")
-    if on and formats != ("zarr",):
-        raise ConfigError(
-            '[job] a watcher (watch = true) writes formats = ["zarr"] only; '
-            "build WebDataset shards with a batch job"
-        )
     durations: dict[str, Any] = {}  # WatchOptions fields
     for key, value in given.items():
         try:

@@ -54,6 +54,7 @@ from typing import Any
 
 from reacture_convert.errors import ConfigError, LockedError, OutputError
 from reacture_convert.findings import Severity
+from reacture_convert.output.card import write_card
 from reacture_convert.output.catalog import Catalog, CatalogEntry
 from reacture_convert.output.naming import session_name
 from reacture_convert.output.status import Status
@@ -64,6 +65,7 @@ from reacture_convert.run.options import WatchOptions, parse_duration  # re-expo
 from reacture_convert.run.scheduler import ResultPump, open_scheduler
 from reacture_convert.run.settle import Incoming, Key
 from reacture_convert.run.summary import WatchStatus, WatchSummary
+from reacture_convert.writers.webdataset import SessionTar, append_shards, read_index
 
 __all__ = [
     "WatchOptions",
@@ -79,6 +81,7 @@ EventFn = Callable[[dict[str, Any]], None]
 StatusFn = Callable[[WatchStatus], None]
 _DEFAULT_OPTIONS = ConvertOptions()
 _DEFAULT_WATCH = WatchOptions()
+SHARDS_EVERY = 60.0  # seconds: the longest converted sessions wait for their shards
 TICK = 0.25  # longest the driver sleeps between looks at signals and results
 RETRY_FAILED = 60.0  # seconds before a failed session (I/O error, worker died) is tried again
 
@@ -126,6 +129,8 @@ class _Watcher:
         self.rows: list[int] = []  # every result and report, as catalog row ids
         self.counts: Counter[str] = Counter()
         self.frames = 0
+        self.pending_tars: dict[str, SessionTar] = {}  # converted, not in the shards yet
+        self.pending_since = 0.0
         self.busy = 0.0
         self.signals = 0
         self.stopped: str | None = None  # why no new work is taken
@@ -259,6 +264,9 @@ class _Watcher:
         """Commit one session's result, record it, say so."""
         done = self.runner.finish(key, value)
         run, entry = done.run, done.entry
+        if done.session_tar is not None:
+            self.pending_tars[run.name] = done.session_tar
+            self.pending_since = self.pending_since or time.monotonic()
         self.keep(done.row, entry)
         self.flush()
         if entry.status == Status.CONVERTED:
@@ -287,6 +295,43 @@ class _Watcher:
         if self.stop_on_error and not entry.status.is_ok and self.stopped is None:
             self.stop_taking_work("on_error")
 
+    def publish_shards(self, final: bool = False) -> None:
+        """Append the sessions converted since the last time to the shard set as new shards
+        (old shards untouched, a new index.json committed atomically), then rewrite the dataset
+        card. Done when no session is in flight, or every ``SHARDS_EVERY`` seconds while they
+        keep coming, so that a stream of uploads does not make a shard of each."""
+        if not self.pending_tars:
+            return
+        due = final or not self.running
+        due = due or time.monotonic() - self.pending_since >= SHARDS_EVERY
+        if not due:
+            return
+        tars = [self.pending_tars[k] for k in sorted(self.pending_tars)]
+        self.pending_tars, self.pending_since = {}, 0.0
+        try:
+            before = read_index(self.out)
+            held = {s.session for s in before.sessions} if before is not None else set()
+            index = append_shards(self.out, tars, self.options.wds)
+        except (ConfigError, OutputError, OSError) as e:
+            self.emit("error", message=f"cannot add {len(tars)} session(s) to the shards: {e}")
+            return
+        finally:
+            for part in (p for st in tars for p in st.parts):
+                with contextlib.suppress(OSError):
+                    self.out.fs.rm(part.path)
+        added = [s.session for s in index.sessions if s.session not in held]
+        if not added:  # sessions the set holds already (a restarted watcher's skips)
+            return
+        self.emit(
+            "shards",
+            sessions=added,
+            shards=len(index.shards),
+            samples=index.total_samples,
+            index=self.out.url_of("wds", "index.json"),
+        )
+        self.flush()
+        write_card(self.out, self.catalog.view())
+
     def lost(self, error: BaseException) -> None:
         """The scheduler died: every running session failed (a later run retries them)."""
         for key in list(self.running):
@@ -312,6 +357,7 @@ class _Watcher:
                 polled = True
                 next_poll = time.monotonic() + self.watch.poll
             self.flush()  # a fragment or a compaction, when due
+            self.publish_shards()
             self.feed(limit)
             self.show()
             if not self.running and (
@@ -392,14 +438,10 @@ def run_watch(
     ``stopped``); ``on_status(WatchStatus)`` is called a few times a second for a live line.
     ``stop`` (an Event) or SIGINT/SIGTERM (``handle_signals``, main thread) stop it gracefully;
     a second signal aborts. Raises LockedError when another run holds a local OUT (unless
-    ``wait_for_lock``), ConfigError for options a watcher cannot honour (WebDataset shards).
+    ``wait_for_lock``). With ``wds`` in the formats, the sessions converted are appended to the
+    shard set as new shards (``append_shards``) whenever no session is in flight (at most every
+    ``SHARDS_EVERY`` seconds while sessions keep coming) and when it stops (event ``shards``).
     """
-    if "wds" in options.formats or "zarr" not in options.formats:
-        raise ConfigError(
-            "a watcher writes the zarr format only (sessions appear one by one, while WebDataset "
-            "shards are cut across all sessions of a batch); use formats = zarr and build shards "
-            "with `reacture-convert convert INCOMING --out OUT --format zarr,wds` when needed"
-        )
     run_id = uuid.uuid4().hex[:12]
     started = time.perf_counter()
     with lock_output(out, wait=wait_for_lock) as held:
@@ -435,8 +477,11 @@ def run_watch(
                 # cannot be interrupted (a thread) may still write: the next start clears it
                 with contextlib.suppress(OSError):
                     out.clear_staging(run_id)
+            if not watcher.aborted:
+                watcher.publish_shards(final=True)
             watcher.flush(final=True)
             if not watcher.aborted:
+                write_card(out, catalog.view())
                 out.clear_staging()
     stopped = "abort" if watcher.aborted else (watcher.stopped or "once")
     summary = WatchSummary(

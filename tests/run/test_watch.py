@@ -620,11 +620,10 @@ def test_job_files_can_watch(tmp_path: Path) -> None:
     [
         ('settle = "2s"\n', "settle only apply with watch = true"),
         ('watch = "yes"\n', "watch must be true or false"),
-        ('watch = true\nformats = ["zarr", "wds"]\n', 'writes formats = ["zarr"] only'),
         ('watch = true\npoll = "0s"\n', "poll must be more than 0 seconds"),
         ('watch = true\nsettle = "soon"\n', "is not a duration"),
     ],
-    ids=["settle-without-watch", "not-a-bool", "wds", "zero-poll", "bad-duration"],
+    ids=["settle-without-watch", "not-a-bool", "zero-poll", "bad-duration"],
 )
 def test_bad_watch_jobs_say_what_is_wrong(tmp_path: Path, extra: str, message: str) -> None:
     job = tmp_path / "job.toml"
@@ -739,3 +738,38 @@ def test_a_poll_costs_what_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     )
     seen.poll(now, time.time(), running=())
     assert seen.opened == 1 and [k[0] for k in seen.ready] == [f"{incoming}/upload.zip!upload"]
+
+
+def test_a_watcher_with_shards_appends_each_new_upload_as_new_shards(tmp_path: Path) -> None:
+    """formats zarr,wds: what a watcher converts is added to the shard set as new shards, the
+    old ones byte for byte as they were, one index.json committed; the set verifies and
+    webdataset's own reader streams every sample of it once."""
+    import webdataset
+
+    from reacture_convert.writers.webdataset import read_index
+
+    incoming, out = tmp_path / "in", tmp_path / "out"
+    link_tree(SAMPLE_DIR, incoming / "first")
+    once = [*WATCH, str(incoming), "--out", str(out), "--once", "--settle", "0", "--json"]
+    once += ["--format", "zarr,wds", "--scheduler", "sync"]
+    done = subprocess.run(once, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    first = read_index(Output(str(out)))
+    assert first is not None and [s.session for s in first.sessions] == [SAMPLE_DIR.name]
+    old = {s.url: (out / "wds" / s.url).read_bytes() for s in first.shards}
+
+    write_bundle(incoming / "second", SMALL)
+    done = subprocess.run(once, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [e["sessions"] for e in events if e["event"] == "shards"] == [[SMALL.prefix]]
+    index = read_index(Output(str(out)))
+    assert index is not None
+    assert sorted(s.session for s in index.sessions) == sorted([SAMPLE_DIR.name, SMALL.prefix])
+    assert {url: (out / "wds" / url).read_bytes() for url in old} == old  # untouched
+    assert len(index.shards) > len(first.shards)
+    assert verify_dataset(Output(str(out))) == (2, [])
+
+    urls = [str(out / "wds" / s.url) for s in index.shards]
+    keys = [s["__key__"] for s in webdataset.WebDataset(urls, shardshuffle=False)]
+    assert len(keys) == len(set(keys)) == index.total_samples == 92 + SMALL.n_frames
