@@ -21,6 +21,7 @@ from dataclasses import replace
 
 import pyarrow as pa
 
+from reacture_convert.arrow import string_array
 from reacture_convert.findings import finding
 from reacture_convert.output.catalog_entry import (
     CATALOG_SCHEMA,
@@ -321,7 +322,7 @@ class Catalog:
         self.guard()
         rows = [row for row, _ in self.unlogged]
         table = self.store.table(rows).append_column(
-            "op", pa.array([op for _, op in self.unlogged], pa.string())
+            "op", string_array([op for _, op in self.unlogged])
         )
         write_fragment(self.out, self.seq + 1, table)
         self.seq += 1

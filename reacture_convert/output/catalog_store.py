@@ -27,6 +27,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from reacture_convert.arrow import (
+    array_of,
+    bool_array,
+    numeric_array,
+    numeric_values,
+    string_array,
+)
 from reacture_convert.findings import Finding, Severity
 from reacture_convert.output.catalog_entry import CATALOG_SCHEMA, HASH_COLUMNS, CatalogEntry
 from reacture_convert.output.status import Status
@@ -114,7 +121,7 @@ def conform(batch: pa.RecordBatch) -> pa.RecordBatch:
 def _batch(entries: Sequence[CatalogEntry]) -> pa.RecordBatch:
     records = [e.to_record() for e in entries]
     return pa.RecordBatch.from_arrays(
-        [pa.array([r[f.name] for r in records], f.type) for f in STORE_SCHEMA],
+        [array_of([r[f.name] for r in records], f.type) for f in STORE_SCHEMA],
         schema=STORE_SCHEMA,
     )
 
@@ -340,11 +347,12 @@ class RowStore:
         for c in np.unique(chunks).tolist():
             mine = sealed[chunks == c]
             source = self._chunks[c].hot if set(names) <= set(HOT) else self._full(c)
-            local = pa.array(pos[mine] - self._starts[c])
+            local = numeric_array(pos[mine] - self._starts[c], pa.int64())
             parts.append((mine, pa.Table.from_batches([source.select(names).take(local)])))
         taken = pa.concat_tables([t for _, t in parts]) if len(parts) > 1 else parts[0][1]
         if len(parts) > 1:  # back into the order asked for
-            taken = taken.take(pa.array(np.argsort(np.concatenate([i for i, _ in parts]))))
+            back = np.argsort(np.concatenate([i for i, _ in parts]))
+            taken = taken.take(numeric_array(back, pa.int64()))
         if len(d):
             taken = self._override(taken, names, refs, d)
         return taken
@@ -355,17 +363,17 @@ class RowStore:
         """Reference rows (``refs``, their indices ``d``) with their own status, reason, run
         and time."""
         meta = np.frombuffer(self._d_meta, np.int64)[d]
-        mask = pa.array(refs)
+        mask = bool_array(refs)
         for name in set(names) & set(_OVERRIDES):
             if name == "converted_at":
                 us = np.frombuffer(self._d_time, np.int64)[d]
-                values = pa.array(us, pa.int64(), mask=us == _NO_TIME).cast(
+                values = numeric_array(us, pa.int64(), valid=us != _NO_TIME).cast(
                     STORE_SCHEMA.field(name).type
                 )
             else:
                 k = _OVERRIDES.index(name)  # status, reason, run_id: positions in a meta
-                words = pa.array([None if m[k] is None else str(m[k]) for m in self._metas])
-                values = words.take(pa.array(meta)).cast(pa.string())
+                words = string_array([None if m[k] is None else str(m[k]) for m in self._metas])
+                values = words.take(numeric_array(meta, pa.int64()))
             i = names.index(name)
             column = pc.replace_with_mask(taken.column(i).combine_chunks(), mask, values)
             taken = taken.set_column(i, STORE_SCHEMA.field(name), column)
@@ -377,15 +385,16 @@ class RowStore:
         if not len(rows):
             return array("q")
         keys = self.table(rows, list(HOT))
+        empty = string_array([""])[0]  # (a Python "" would make pyarrow import pandas)
         keys = pa.table(
             {
-                "session": pc.fill_null(keys.column("session"), ""),
+                "session": pc.fill_null(keys.column("session"), empty),
                 "source": keys.column("source"),
-                "prefix": pc.fill_null(keys.column("prefix"), ""),
+                "prefix": pc.fill_null(keys.column("prefix"), empty),
                 "status": keys.column("status"),
             }
         )
-        order = pc.sort_indices(keys, sort_keys=[(n, "ascending") for n in HOT]).to_numpy()
+        order = numeric_values(pc.sort_indices(keys, sort_keys=[(n, "ascending") for n in HOT]))
         del keys
         release()
         return array("q", np.asarray(rows, np.int64)[order].tobytes())
@@ -397,6 +406,10 @@ def _from_batch(batch: pa.RecordBatch, i: int) -> CatalogEntry:
 
     def get(name: str) -> Any:
         return batch.column(name)[i].as_py()
+
+    # (a zoned timestamp's ``as_py`` imports pandas: the time is made here, in UTC)
+    at = batch.column("converted_at")[i]
+    converted_at = None if not at.is_valid else _EPOCH + dt.timedelta(microseconds=at.value)
 
     hashes = {role: v for role, col in HASH_COLUMNS.items() if (v := get(col))}
     findings = tuple(
@@ -424,7 +437,7 @@ def _from_batch(batch: pa.RecordBatch, i: int) -> CatalogEntry:
         findings=findings,
         outputs=tuple(get("outputs") or ()),
         converter_version=get("converter_version") or "",
-        converted_at=get("converted_at"),
+        converted_at=converted_at,
         run_id=get("run_id"),
     )
 
