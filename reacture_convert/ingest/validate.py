@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import IO, Any, Protocol
 
@@ -39,7 +39,14 @@ from reacture_convert.ingest.legacy import as_five_file
 from reacture_convert.ingest.npy import iter_npy_chunks, read_npy_small
 from reacture_convert.ingest.rowscan import KINDS, RowBlock, scan_rows
 
-__all__ = ["ReadSink", "Report", "ValidationLimits", "validate_bundle", "validate_bundle_safely"]
+__all__ = [
+    "ReadSink",
+    "ReadSinks",
+    "Report",
+    "ValidationLimits",
+    "validate_bundle",
+    "validate_bundle_safely",
+]
 
 MAX_METADATA_BYTES = 1 << 20
 
@@ -133,14 +140,47 @@ class _Collector:
 
 class ReadSink(Protocol):
     """Receives what validation reads, as it reads it, so a converter writes its outputs in the
-    same single pass (``convert``): frame blocks in order with which of their frames are not
-    blank (on a helper thread), and every block of rows (on the calling thread)."""
+    same single pass (``convert``): first ``start`` (timestamps.npy, None when it is unusable,
+    and whether frames and rows are read at once, on two threads, or in turns on one); then
+    frame blocks in order with which of their frames are not blank (on the frames' thread), and
+    every block of rows (on the calling thread); ``end(part)`` once the ``"frames"`` or
+    ``"rows"`` pass is over, whatever its outcome (a sink that waits for one part while it
+    reads the other stops waiting then)."""
 
     block_frames: int
+
+    def start(self, timestamps: npt.NDArray[np.float32] | None, concurrent: bool) -> None: ...
 
     def frames(self, start: int, block: np.ndarray, lit: npt.NDArray[np.bool_]) -> None: ...
 
     def rows(self, block: RowBlock) -> None: ...
+
+    def end(self, part: str) -> None: ...
+
+
+class ReadSinks:
+    """Several sinks fed by one read, each call in the order given; the first sink's
+    ``block_frames`` is the size of the frame blocks (the others must take any size)."""
+
+    def __init__(self, sinks: Sequence[ReadSink]) -> None:
+        self.sinks = tuple(sinks)
+        self.block_frames = self.sinks[0].block_frames
+
+    def start(self, timestamps: npt.NDArray[np.float32] | None, concurrent: bool) -> None:
+        for sink in self.sinks:
+            sink.start(timestamps, concurrent)
+
+    def frames(self, start: int, block: np.ndarray, lit: npt.NDArray[np.bool_]) -> None:
+        for sink in self.sinks:
+            sink.frames(start, block, lit)
+
+    def rows(self, block: RowBlock) -> None:
+        for sink in self.sinks:
+            sink.rows(block)
+
+    def end(self, part: str) -> None:
+        for sink in self.sinks:
+            sink.end(part)
 
 
 class _Unreadable(Exception):
@@ -260,15 +300,16 @@ class _Frames:
     blank: int | None = None
 
 
-def _validate_frames(
+def _frames_pass(
     bundle: BundleRef,
     opts: StorageOptions | None,
     limits: ValidationLimits,
     sink: ReadSink | None,
     hashes: dict[str, str] | None,
-) -> _Frames:
+) -> Generator[int, None, _Frames]:
     """Judge the header, then stream the frames: count blank ones (and hand every block to
-    ``sink``). Runs on a helper thread, with findings of its own."""
+    ``sink``), yielding the number of frames read after each block. Findings of its own (it
+    may run on a helper thread)."""
     seen = _Frames(_Collector(limits.max_per_code))
     out = seen.out
     ref = bundle.files["frames.npy"]
@@ -287,6 +328,7 @@ def _validate_frames(
                 if sink is not None:
                     sink.frames(start, block, lit)
                 start += block.shape[0]
+                yield start
     except _Unreadable:
         return seen  # the header may be sound: alignment can still be judged
     seen.blank = blank
@@ -317,21 +359,23 @@ class _Rows:
     periodic: Periodic = field(default_factory=Periodic)
 
 
-def _scan_rows(
+def _rows_pass(
     bundle: BundleRef,
     opts: StorageOptions | None,
     out: _Collector,
     sink: ReadSink | None,
     hashes: dict[str, str] | None,
     background: bool,
-) -> _Rows:
-    """Stream data.jsonl: counts, periodic references, and every row finding."""
+) -> Generator[int, None, _Rows]:
+    """Stream data.jsonl: counts, periodic references, and every row finding; yields after
+    each block how many frames the periodic rows named so far (the highest index, plus 1)."""
     ref = bundle.files["data.jsonl"]
     seen = _Rows()
     last_line = n_empty = n_parsed = 0
     last_t: int | None = None
     unordered_at: int | None = None
     kinds = np.zeros(len(KINDS), dtype=np.int64)
+    named = 0
     with _reading(bundle, "data.jsonl", out), _opened(bundle, "data.jsonl", opts, hashes) as f:
         for block in scan_rows(f, ref.name, background=background):
             # every line gives a row or a finding at its line: the last line seen, less the
@@ -357,6 +401,9 @@ def _scan_rows(
             )
             if unordered_at is None:
                 unordered_at = late
+            if p.any():
+                named = max(named, int(block.frame_index[p].max()) + 1)
+            yield named
     seen.kinds = Counter({name: int(n) for name, n in zip(KINDS, kinds, strict=True)})
     seen.n_rows = last_line - n_empty
     seen.n_unparsed = seen.n_rows - n_parsed
@@ -371,6 +418,60 @@ def _scan_rows(
             )
         )
     return seen
+
+
+def _finish(job: Generator[int, None, Any] | None, sink: ReadSink | None, part: str) -> Any:
+    """Run a pass to its end; its result (None: unreadable, or absent). The sink hears that
+    the part is over in any case."""
+    try:
+        if job is None:
+            return None
+        while True:
+            try:
+                next(job)
+            except StopIteration as done:
+                return done.value
+    except _Unreadable:
+        return None
+    finally:
+        if sink is not None:
+            sink.end(part)
+
+
+def _in_turns(
+    frames_job: Generator[int, None, _Frames] | None,
+    rows_job: Generator[int, None, _Rows] | None,
+    sink: ReadSink | None,
+) -> tuple[_Frames | None, _Rows | None]:
+    """Both passes on this thread, in turns: a block of rows while the frames read have caught
+    up with those the rows named, else a block of frames; so a sink that pairs frames with
+    rows holds about a block of each."""
+    jobs: dict[str, Generator[int, None, Any] | None] = {"frames": frames_job, "rows": rows_job}
+    results: dict[str, Any] = {"frames": None, "rows": None}
+    progress = {"frames": 0, "rows": 0}
+    try:
+        while jobs["frames"] is not None or jobs["rows"] is not None:
+            rows_turn = jobs["frames"] is None or progress["rows"] <= progress["frames"]
+            part = "rows" if jobs["rows"] is not None and rows_turn else "frames"
+            job = jobs[part]
+            assert job is not None
+            try:
+                progress[part] = next(job)
+                continue
+            except StopIteration as done:
+                results[part] = done.value
+            except _Unreadable:
+                pass
+            jobs[part] = None
+            if sink is not None:
+                sink.end(part)
+    finally:
+        for part, job in jobs.items():
+            if job is not None:
+                job.close()
+                if sink is not None:
+                    sink.end(part)
+    return results["frames"], results["rows"]
 
 
 def validate_bundle(
@@ -420,17 +521,23 @@ def validate_bundle(
         if "timestamps.npy" in files:
             ts = _validate_timestamps(bundle, opts, metadata, limits, out, hashes)
     parallel = (threads or task_threads()) >= 2
+    if sink is not None:
+        sink.start(ts, parallel)
     rows_out = _Collector(limits.max_per_code)
-    with ThreadPoolExecutor(1, thread_name_prefix="reacture-frames") as helper:
-        frames_job: Future[_Frames] | None = None
-        if "frames.npy" in files:
-            frames_job = helper.submit(_validate_frames, bundle, opts, limits, sink, hashes)
-            if not parallel:
-                frames_job.result()  # one after the other
-        with contextlib.suppress(_Unreadable):
-            if "data.jsonl" in files:
-                rows = _scan_rows(bundle, opts, rows_out, sink, hashes, parallel)
-        frames = frames_job.result() if frames_job is not None else _Frames(out)
+    frames_job = _frames_pass(bundle, opts, limits, sink, hashes) if "frames.npy" in files else None
+    rows_job = (
+        _rows_pass(bundle, opts, rows_out, sink, hashes, parallel)
+        if "data.jsonl" in files
+        else None
+    )
+    if parallel:  # frames on a helper thread while the rows are parsed here
+        with ThreadPoolExecutor(1, thread_name_prefix="reacture-frames") as helper:
+            frames_done = helper.submit(_finish, frames_job, sink, "frames")
+            rows = _finish(rows_job, sink, "rows")
+            seen = frames_done.result()
+    else:
+        seen, rows = _in_turns(frames_job, rows_job, sink)
+    frames = seen if seen is not None else _Frames(out)
     if frames_job is not None:
         out.merge(frames.out)
     n_frames = frames.n_frames

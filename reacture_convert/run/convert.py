@@ -21,7 +21,7 @@ from reacture_convert.findings import Finding, finding
 from reacture_convert.ingest.bundle import BundleRef, StorageOptions, is_damaged_member
 from reacture_convert.ingest.files import hash_files
 from reacture_convert.ingest.legacy import as_five_file
-from reacture_convert.ingest.validate import Report, ValidationLimits, validate_bundle
+from reacture_convert.ingest.validate import ReadSinks, Report, ValidationLimits, validate_bundle
 from reacture_convert.output.catalog import CatalogEntry
 from reacture_convert.output.layout import session_parts
 from reacture_convert.output.naming import session_name
@@ -30,7 +30,7 @@ from reacture_convert.output.storage import Output
 from reacture_convert.phases import reached
 from reacture_convert.writers import FORMATS, writer_specs
 from reacture_convert.writers.session import SessionWriter
-from reacture_convert.writers.webdataset import SessionTar, WdsOptions, write_session_tar
+from reacture_convert.writers.webdataset import SessionSamples, SessionTar, WdsOptions
 from reacture_convert.writers.zarr import ZarrOptions
 
 __all__ = [
@@ -327,22 +327,40 @@ def _convert(
                     findings=tuple(legacy_findings),
                 )
             )
-        # One pass: validation reads the bundle and the writer (when there are per-session
-        # outputs, not already up to date) writes them into staging as it goes.
+        # One pass: validation reads the bundle, and the writers (the per-session outputs,
+        # unless up to date; the samples for the shard merge) write into staging as it goes.
         key = stage_key(session, run_id)
-        writer = None
-        if parts and up_to_date is None and not view.missing:
+        writer: SessionWriter | None = None
+        samples: SessionSamples | None = None
+        if not view.missing:
             # (a bundle missing a file is rejected, and was not hashed: its members may be
             # damaged, which only validation may read)
-            out.clear_staging(key)
-            writer = SessionWriter(view, session, out, options.zarr, opts, key, threads)
-        try:
-            report = validate_bundle(
-                view, opts, options.limits, sink=writer, hashes=in_read, threads=threads
-            )
-        except BaseException:
+            if parts and up_to_date is None:
+                out.clear_staging(key)
+                writer = SessionWriter(view, session, out, options.zarr, opts, key, threads)
+            if merged:
+                tar_path = session_tar_path(out, session, run_id)
+                samples = SessionSamples(session, out, tar_path, options.wds)
+        sinks = [s for s in (writer, samples) if s is not None]
+
+        def discard() -> None:
             if writer is not None:
                 writer.discard()
+                out.clear_staging(key)
+            if samples is not None:
+                samples.discard()
+
+        try:
+            report = validate_bundle(
+                view,
+                opts,
+                options.limits,
+                sink=ReadSinks(sinks) if sinks else None,
+                hashes=in_read,
+                threads=threads,
+            )
+        except BaseException:
+            discard()
             raise
         if legacy_findings:
             report = replace(report, findings=(*legacy_findings, *report.findings))
@@ -356,15 +374,11 @@ def _convert(
                 rest = bundle
             more, damaged = _hash_or_damage(rest, opts)
             if damaged:
-                if writer is not None:
-                    writer.discard()
-                    out.clear_staging(key)
+                discard()
                 return _damaged(bundle, damaged, options, run_id)
             hashes = {**in_read, **more} if report.ok else more
         if not report.ok:
-            if writer is not None:
-                writer.discard()
-                out.clear_staging(key)
+            discard()
             first = next(f for f in report.findings if f.severity == "error")
             return SessionResult(
                 _entry(
@@ -376,22 +390,16 @@ def _convert(
                     **_from_report(report),
                 )
             )
-        session_tar = None
-        if merged:
-            session_tar = write_session_tar(
-                view,
-                report,
-                session,
-                out,
-                session_tar_path(out, session, run_id),
-                options=options.wds,
-                input_options=opts,
-            )
+        try:
+            session_tar = samples.finish(report) if samples is not None else None
+            outputs: list[str] = []
+            if up_to_date is None and writer is not None:
+                outputs = writer.finish(report, hashes, provenance=bundle)
+        except BaseException:
+            discard()
+            raise
         if up_to_date is not None:
             return SessionResult(up_to_date, session_tar)
-        outputs: list[str] = []
-        if writer is not None:
-            outputs = writer.finish(report, hashes, provenance=bundle)
     entry = _entry(
         bundle,
         Status.CONVERTED,

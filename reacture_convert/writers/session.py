@@ -22,8 +22,8 @@ import numpy as np
 import numpy.typing as npt
 
 from reacture_convert import __version__
+from reacture_convert.errors import InputError
 from reacture_convert.ingest.bundle import BundleRef, StorageOptions, is_damaged_member, open_file
-from reacture_convert.ingest.files import read_timestamps
 from reacture_convert.ingest.npy import read_npy_header
 from reacture_convert.ingest.rowscan import RowBlock
 from reacture_convert.ingest.validate import Report
@@ -121,6 +121,7 @@ class SessionWriter:
         )
         self._in_flight: deque[tuple[Future[None], int]] = deque()
         self._in_flight_bytes = 0
+        self._timestamps: npt.NDArray[np.float32] | None = None  # as validation read them
         out.fs.makedirs(f"{self.stage}/rows", exist_ok=True)
         self._rows_file, rows_sink = self._sink(f"{self.stage}/rows/{session}.parquet")
         self.rows_writer = RowsWriter(rows_sink, session, background=threads >= 2)
@@ -133,6 +134,9 @@ class SessionWriter:
         return f, f
 
     # --- ReadSink -----------------------------------------------------------------------------
+    def start(self, timestamps: npt.NDArray[np.float32] | None, concurrent: bool) -> None:
+        self._timestamps = timestamps
+
     def frames(self, start: int, block: np.ndarray, lit: npt.NDArray[np.bool_]) -> None:
         if start == 0:
             reached("staging", self.session)
@@ -158,6 +162,9 @@ class SessionWriter:
     def rows(self, block: RowBlock) -> None:
         self.rows_writer.add_block(block)
 
+    def end(self, part: str) -> None:
+        pass
+
     # --- end ----------------------------------------------------------------------------------
     def finish(self, report: Report, hashes: Mapping[str, str], provenance: BundleRef) -> list[str]:
         """Complete the staged outputs of a valid bundle; return their parts."""
@@ -166,7 +173,9 @@ class SessionWriter:
         self.rows_writer.close()
         if self._rows_file is not None:
             self._rows_file.close()
-        ts = read_timestamps(self.bundle, self.opts)
+        ts = self._timestamps
+        if ts is None or report.n_frames is None or ts.shape != (report.n_frames,):
+            raise InputError(f"{self.session}: finish() is for a valid bundle's complete read")
         self.zarr.write_timestamps(ts)
         self.zarr.write_attributes(zarr_attributes(self.session, provenance, report, hashes))
         fs = self.out.fs

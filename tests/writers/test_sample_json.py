@@ -1,16 +1,31 @@
-"""A sample's ``.json``: one structure whatever the rows hold; what does not fit is in ``extra``."""
+"""A sample's ``.json``: one structure whatever the rows hold; what does not fit is in ``extra``;
+the same bytes from scanned blocks of rows as from rows decoded one by one."""
 
 from __future__ import annotations
 
 import copy
+import io
 import json
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from ingest.test_jsonl import BAD_CASES
+from ingest.test_rowscan import spelled
 from test_webdataset import same_row
 
-from reacture_convert.ingest.jsonl import ParsedRow
-from reacture_convert.writers.webdataset.sample_json import SAMPLE_ROW, SAMPLE_TYPE, sample_json
+from reacture_convert.ingest.jsonl import ParsedRow, iter_jsonl
+from reacture_convert.ingest.rowscan import scan_rows
+from reacture_convert.writers.webdataset.sample_json import (
+    SAMPLE_ROW,
+    SAMPLE_TYPE,
+    row_documents,
+    sample_document,
+    sample_json,
+)
 
 VEC = {"x": 1, "y": 2.5, "z": 0}
 SENSORS = {
@@ -104,3 +119,32 @@ def test_same_rows_give_the_same_bytes() -> None:
     row = parsed(PERIODIC, 1, "periodic", 3)
     events = [parsed(ACTION, 0, "action")]
     assert sample_json("s", 3, 1017.0, row, events) == sample_json("s", 3, 1017.0, row, events)
+
+
+# --- from scanned blocks: the bytes of rows decoded one by one ------------------------------------
+def assert_documents_are_the_rows(data: bytes, block_rows: int = 4096) -> None:
+    """Each row's document from the scanned blocks (its rows-table columns) is what ``_row``
+    makes of the row decoded on its own: compared as the samples they give."""
+    rows = [r for r in iter_jsonl(io.BytesIO(data), "data.jsonl") if isinstance(r, ParsedRow)]
+    blocks = scan_rows(io.BytesIO(data), "data.jsonl", block_rows=block_rows)
+    documents = [d for block in blocks for d in row_documents(block)]
+    assert len(documents) == len(rows)
+    for row, doc in zip(rows, documents, strict=True):
+        want = sample_json("s", 7, 1017.5, row, [row])
+        assert sample_document("s", 7, 1017.5, row.row_index, doc, [doc]) == want
+
+
+def test_documents_of_the_real_rows(real_bundle: Path) -> None:
+    assert_documents_are_the_rows(next(real_bundle.glob("*_data.jsonl")).read_bytes())
+
+
+@pytest.mark.parametrize("lines", [c[1] for c in BAD_CASES], ids=[c[0] for c in BAD_CASES])
+def test_documents_of_bad_lines(lines: list[bytes]) -> None:
+    assert_documents_are_the_rows(b"\n".join(lines))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(spelled(), min_size=1, max_size=6), st.integers(1, 4))
+def test_documents_of_any_rows(lines: list[bytes], block_rows: int) -> None:
+    """Mutated and re-spelled rows: fast and exact paths mixed within blocks."""
+    assert_documents_are_the_rows(b"\n".join(lines), block_rows)

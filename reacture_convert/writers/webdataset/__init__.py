@@ -1,8 +1,9 @@
 """WebDataset shards for streaming training: one sample per frame, in two steps.
 
-1. **Per session** (a task, in parallel): ``write_session_tar`` writes the session's samples as
-   *parts*, complete tars that roll over where shards would (``samples``: what a sample holds,
-   ``sample_json``: its ``.json`` member).
+1. **Per session** (a task, in parallel): ``SessionSamples`` writes the session's samples as
+   *parts*, complete tars that roll over where shards would, from the frames and rows that
+   validation reads (``samples``: what a sample holds; ``sample_sink``: the pairing of rows
+   with frames; ``sample_json``: the ``.json`` member).
 2. **Shards** (the driver): ``write_shards`` plans the shards from the parts' sample sizes
    (``plan``: order, shuffling, rollover), moves a part that is exactly a shard into
    ``wds/<name>-<tag>-NNNNNN.tar`` and copies the others together, then writes
@@ -27,6 +28,7 @@ from reacture_convert.writers.webdataset.options import DEFAULT_SHARD_SIZE, ENCO
 from reacture_convert.writers.webdataset.plan import shuffle_buffer
 from reacture_convert.writers.webdataset.samples import (
     SessionPart,
+    SessionSamples,
     SessionTar,
     describe_session_tar,
     write_session_samples,
@@ -39,6 +41,7 @@ __all__ = [
     "ENCODINGS",
     "INDEX",
     "SessionPart",
+    "SessionSamples",
     "SessionTar",
     "WdsOptions",
     "WdsShard",

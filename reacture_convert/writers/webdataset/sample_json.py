@@ -21,7 +21,10 @@ schema from the samples (Hugging Face ``datasets``, Arrow, DuckDB) can unify the
   The struct's fields updated by ``extra`` give the source row's values; the exact row
   (key order, ints) is rebuilt from ``rows/<session>.parquet`` at ``row_index``.
 
-The bytes are deterministic: fixed field order and msgspec's number formatting.
+The bytes are deterministic: fixed field order and msgspec's number formatting. A converter
+builds them from the blocks of rows that validation scans (``row_documents``: the rows table's
+columns of each row, encoded once), not from rows decoded one by one (``sample_json``); both give
+the same bytes.
 """
 
 from __future__ import annotations
@@ -32,10 +35,13 @@ from typing import Any, Final
 import msgspec
 import pyarrow as pa
 
+from reacture_convert.arrow import numeric_array
 from reacture_convert.ingest.jsonl import ParsedRow
+from reacture_convert.ingest.rowscan import RowBlock
 from reacture_convert.ingest.schema import LEADING_COLUMNS, ROW_FIELD_COLUMNS
+from reacture_convert.writers.rows import block_records
 
-__all__ = ["SAMPLE_ROW", "SAMPLE_TYPE", "sample_json"]
+__all__ = ["SAMPLE_ROW", "SAMPLE_TYPE", "row_documents", "sample_document", "sample_json"]
 
 _JSON_INT: Final = pa.int64()
 
@@ -180,6 +186,48 @@ def _row(row: ParsedRow) -> Any:
     return typed
 
 
+def row_documents(block: RowBlock) -> list[bytes]:
+    """Every row of a scanned block as the sample struct, encoded, in block order: the rows
+    shaped like the game's from their columns in the rows table (``writers.rows.block_records``;
+    a player_action's integer ``timestamp`` goes to ``extra`` too, as ``_row`` puts it), the
+    others through ``_row``. Each is the ``row`` or an ``events`` entry of a sample."""
+    out = [b""] * len(block)
+    fast_at = block.fast_at.tolist()
+    if fast_at:
+        records = block_records(block)
+        if block.slow:
+            records = records.take(numeric_array(block.fast_at, pa.int64()))
+        for at, rec in zip(fast_at, records.to_pylist(), strict=True):
+            if rec["kind"] == "action":
+                rec["extra"] = _ENCODER.encode({"timestamp": rec["timestamp_ms"]}).decode()
+            out[at] = _ENCODER.encode(rec)
+    for at, row in zip(block.slow_at.tolist(), block.slow, strict=True):
+        out[at] = _ENCODER.encode(_row(row))
+    return out
+
+
+def sample_document(
+    session: str,
+    frame_index: int,
+    timestamp_ms: float,
+    row_index: int,
+    row: bytes,
+    events: Sequence[bytes],
+) -> bytes:
+    """The ``.json`` member of frame ``frame_index`` from its periodic row and the events
+    logged since the previous periodic row, each already encoded (``row_documents``)."""
+    return _ENCODER.encode(
+        _Sample(
+            session=session,
+            frame_index=frame_index,
+            timestamp_ms=timestamp_ms,
+            row_index=row_index,
+            row=msgspec.Raw(row),
+            events=[msgspec.Raw(e) for e in events],
+        )
+    )
+
+
 def sample_json(
     session: str,
     frame_index: int,
@@ -188,14 +236,12 @@ def sample_json(
     events: Sequence[ParsedRow],
 ) -> bytes:
     """The ``.json`` member of frame ``frame_index``: its periodic ``row`` and the ``events``
-    logged since the previous periodic row (see the module doc)."""
-    return _ENCODER.encode(
-        _Sample(
-            session=session,
-            frame_index=frame_index,
-            timestamp_ms=timestamp_ms,
-            row_index=row.row_index,
-            row=_row(row),
-            events=[_row(e) for e in events],
-        )
+    logged since the previous periodic row, decoded rows (see the module doc)."""
+    return sample_document(
+        session,
+        frame_index,
+        timestamp_ms,
+        row.row_index,
+        _ENCODER.encode(_row(row)),
+        [_ENCODER.encode(_row(e)) for e in events],
     )

@@ -11,13 +11,17 @@ Rows before the first periodic row (``game_start`` ...) belong to frame 0. **Row
 last periodic row (``game_end`` and whatever came with it) belong to no frame and are in no
 sample**; the Parquet rows table keeps them.
 
+One read. The samples are built by ``SessionSamples``, a validation ``ReadSink``
+(``sample_sink``): a conversion reads the bundle once, and the frames and rows that validation
+reads become the samples as they come (beside the Zarr outputs, when those are asked for too).
+``write_session_tar`` and ``write_session_samples`` do the same for a bundle on its own (a read
+of their own, which must find the bundle as its report describes it).
+
 Parts. The samples go into complete tar files, the session's *parts*, that roll over where the
 shards would if the session began a shard (``shard_size``; one part when shards are counted or
 shuffled). A part that becomes a shard exactly is moved into place (no copy; it is hashed as it
 is written); the others are copied from by the sample sizes recorded in ``SessionTar``, so the
-shards are never parsed. Frames (``iter_npy_chunks``) and rows (``iter_jsonl``) are read in one
-lockstep sequential pass, so memory is one chunk of frames plus the rows between two frames,
-and an archive member (a forward-only stream) is read once.
+shards are never parsed.
 
 Reproducible bytes. Members come in a fixed order with fixed headers (``tar``), and the JSON
 has a fixed structure, so the same bundle always gives the same parts. PNG bytes also depend on
@@ -26,28 +30,19 @@ the zlib that Pillow links against; NPY bytes do not.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import io
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, Final
 
-import numpy as np
-import numpy.typing as npt
-
-from reacture_convert.errors import ConfigError, InputError, OutputError
-from reacture_convert.findings import Finding
-from reacture_convert.ingest.bundle import BundleRef, StorageOptions, open_file
-from reacture_convert.ingest.files import read_timestamps
-from reacture_convert.ingest.jsonl import ParsedRow, iter_jsonl
-from reacture_convert.ingest.npy import iter_npy_chunks, npy_bytes, read_npy_header
-from reacture_convert.ingest.validate import Report
-from reacture_convert.output.naming import is_safe_name
+from reacture_convert.errors import InputError, OutputError
+from reacture_convert.ingest.bundle import BundleRef, StorageOptions
+from reacture_convert.ingest.validate import Report, validate_bundle
 from reacture_convert.output.storage import Output
-from reacture_convert.writers.webdataset.options import WdsOptions, check_encoding
-from reacture_convert.writers.webdataset.sample_json import sample_json
+from reacture_convert.writers.webdataset.options import WdsOptions
+from reacture_convert.writers.webdataset.sample_sink import Member, SampleSink
 from reacture_convert.writers.webdataset.sink import HashedFile, HashingReader
 from reacture_convert.writers.webdataset.tar import (
     BLOCK,
@@ -61,14 +56,13 @@ from reacture_convert.writers.webdataset.tar import (
 
 __all__ = [
     "SessionPart",
+    "SessionSamples",
     "SessionTar",
     "describe_session_tar",
     "write_session_samples",
     "write_session_tar",
 ]
 
-_CHUNK_FRAMES: Final = 64  # frames read at once: 3 MiB
-_PNG_LEVEL: Final = 6
 _FRAME_KEY: Final = re.compile(r"[0-9]{6,}")
 
 
@@ -104,87 +98,6 @@ def _session_digest(parts: Sequence[SessionPart]) -> str:
     return hashlib.sha256("\n".join(p.sha256 for p in parts).encode()).hexdigest()
 
 
-# --------------------------------------------------------------------------------------------
-# the samples of a bundle
-
-
-@dataclass(frozen=True, slots=True)
-class _FrameSample:
-    """A frame with its periodic row and the rows logged since the previous periodic row."""
-
-    frame_index: int
-    row: ParsedRow
-    events: tuple[ParsedRow, ...]
-    frame: npt.NDArray[np.uint8]
-
-
-def _iter_frames(chunks: Iterable[npt.NDArray[Any]]) -> Iterator[npt.NDArray[np.uint8]]:
-    for chunk in chunks:
-        yield from chunk
-
-
-def _pair_rows(
-    rows: Iterable[ParsedRow | Finding], frames: Iterator[npt.NDArray[np.uint8]], file: str
-) -> Iterator[_FrameSample]:
-    """Walk rows and frames in lockstep: each periodic row takes the next frame, and the
-    non-periodic rows since the previous periodic row become its events. Rows after the last
-    periodic row are dropped (they belong to no frame). Findings were judged by validation."""
-    pending: list[ParsedRow] = []
-    expected = 0
-    for item in rows:
-        if isinstance(item, Finding):
-            continue
-        if item.kind != "periodic":
-            pending.append(item)
-            continue
-        if item.frame_index != expected:
-            raise InputError(
-                f"{file}:{item.row_index + 1}: periodic row refers to frame {item.frame_index}, "
-                f"expected {expected}; the bundle changed since it was validated (re-run)"
-            )
-        frame = next(frames, None)
-        if frame is None:
-            raise InputError(
-                f"{file}:{item.row_index + 1}: refers to frame {expected} but frames.npy ends "
-                "before it; the bundle changed since it was validated (re-run)"
-            )
-        yield _FrameSample(expected, item, tuple(pending), frame)
-        pending = []
-        expected += 1
-
-
-@functools.lru_cache(maxsize=8)
-def _npy_header(shape: tuple[int, ...], dtype: str) -> bytes:
-    """The NPY header ``np.save`` writes for an array of this shape and dtype."""
-    probe = npy_bytes(np.zeros(shape, dtype=dtype))
-    return probe[: len(probe) - int(np.prod(shape)) * np.dtype(dtype).itemsize]
-
-
-def _picture(frame: npt.NDArray[np.uint8], encoding: str) -> tuple[Any, ...]:
-    """The picture member's data, in pieces (NPY: the header, then the frame's own bytes)."""
-    if encoding == "npy":
-        pixels: Any = np.ascontiguousarray(frame)
-        return _npy_header(frame.shape, frame.dtype.str), memoryview(pixels).cast("B")
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(frame)).save(
-        buf, format="PNG", compress_level=_PNG_LEVEL, optimize=False
-    )
-    return (buf.getvalue(),)
-
-
-Member = tuple[str, Sequence[Any]]  # name, data in pieces
-
-
-def _sample_members(
-    session: str, s: _FrameSample, timestamp_ms: float, encoding: str
-) -> tuple[Member, Member]:
-    key = f"{session}/{s.frame_index:06d}"
-    meta = sample_json(session, s.frame_index, timestamp_ms, s.row, s.events)
-    return (f"{key}.json", (meta,)), (f"{key}.{encoding}", _picture(s.frame, encoding))
-
-
 def _write_members(write: Any, members: Iterable[Member]) -> int:
     """Write members through ``write``; return the bytes they take."""
     total = 0
@@ -196,73 +109,6 @@ def _write_members(write: Any, members: Iterable[Member]) -> int:
         write(padding(size))
         total += member_size(size)
     return total
-
-
-def _check_session_args(report: Report, session: str, encoding: str) -> int:
-    if not report.ok or report.n_frames is None:
-        raise InputError(f"{report.bundle.prefix}: only a valid bundle can be written as samples")
-    if not is_safe_name(session):
-        raise ConfigError(
-            f"session name {session!r} is not safe in a WebDataset key: use 1-128 "
-            "characters of A-Z, a-z, 0-9, '_' and '-'"
-        )
-    check_encoding(encoding)
-    return report.n_frames
-
-
-def _iter_samples(
-    bundle: BundleRef,
-    report: Report,
-    session: str,
-    encoding: str,
-    input_options: StorageOptions | None,
-) -> Iterator[tuple[Member, Member]]:
-    """The members of every sample of a validated bundle, in frame order. Raises InputError
-    when the files no longer match the report."""
-    n = _check_session_args(report, session, encoding)
-    ts = read_timestamps(bundle, input_options)
-    fref, jref = bundle.files["frames.npy"], bundle.files["data.jsonl"]
-    count = 0
-    with open_file(fref, input_options) as ff, open_file(jref, input_options) as jf:
-        header, _ = read_npy_header(ff, fref.size, fref.name)
-        if header is None or header.shape[0] != n or ts.shape != (n,):
-            raise InputError(f"{fref.label()}: the frames changed since validation (re-run)")
-        frames = _iter_frames(iter_npy_chunks(ff, header, _CHUNK_FRAMES, file=fref.name))
-        for s in _pair_rows(iter_jsonl(jf, jref.name), frames, jref.name):
-            if report.frame_rows and report.frame_rows[s.frame_index] != s.row.row_index:
-                raise InputError(
-                    f"{jref.label()}: frame {s.frame_index} is named by line "
-                    f"{s.row.row_index + 1}, validation saw line "
-                    f"{report.frame_rows[s.frame_index] + 1}; the bundle changed (re-run)"
-                )
-            yield _sample_members(session, s, float(ts[s.frame_index]), encoding)
-            count += 1
-    if count != n:
-        raise InputError(
-            f"{jref.label()}: periodic rows name {count} frames but frames.npy holds {n}; the "
-            "bundle changed since validation (re-run)"
-        )
-
-
-def write_session_samples(
-    bundle: BundleRef,
-    report: Report,
-    session: str,
-    sink: IO[bytes],
-    *,
-    encoding: str = "npy",
-    input_options: StorageOptions | None = None,
-) -> int:
-    """Write the samples of a validated bundle to ``sink`` as one complete tar; return their
-    count. ``report`` is the bundle's validation report; it must be ok, and its
-    ``frame_rows`` are checked against the rows read. ``sink`` is written forward only and left
-    open. Raises InputError when the files no longer match the report."""
-    content = count = 0
-    for members in _iter_samples(bundle, report, session, encoding, input_options):
-        content += _write_members(sink.write, members)
-        count += 1
-    sink.write(end_of_archive(content))
-    return count
 
 
 class _Parts:
@@ -317,6 +163,54 @@ class _Parts:
                 self.out.fs.rm(part.path)
 
 
+class SessionSamples(SampleSink):
+    """A session's samples written into its parts next to ``path`` on ``out.fs`` (``<path
+    stem>-NNNN.tar``) as validation reads the bundle (a ``ReadSink``): hashed on the way,
+    rolled over at ``options.shard_size`` unless shards are counted or shuffled (see the module
+    doc). ``finish(report)`` gives what ``write_shards`` takes; ``discard`` deletes the parts."""
+
+    def __init__(self, session: str, out: Output, path: str, options: WdsOptions) -> None:
+        parent = path.rsplit("/", 1)[0]
+        out.fs.makedirs(parent, exist_ok=True)
+        one_part = options.shard_count is not None or options.shuffle_seed is not None
+        self.parts = _Parts(out, path, None if one_part else options.shard_size)
+        super().__init__(session, options.encoding, self.parts.add)
+
+    def finish(self, report: Report) -> SessionTar:
+        """The parts of a valid bundle's samples, complete. Raises InputError when the report
+        is not ok or the samples written are not the bundle's."""
+        _check_written(self, report)
+        return self.parts.finish(self.session)
+
+    def discard(self) -> None:
+        self.parts.abort()
+
+
+def _check_written(sink: SampleSink, report: Report) -> None:
+    if not report.ok or report.n_frames is None:
+        raise InputError(f"{report.bundle.prefix}: only a valid bundle can be written as samples")
+    why = sink.check(report.n_frames)
+    if why is not None:
+        raise InputError(
+            f"{report.bundle.prefix}: {why}; the bundle changed since it was validated (re-run)"
+        )
+
+
+def _read_again(
+    bundle: BundleRef, report: Report, sink: SampleSink, input_options: StorageOptions | None
+) -> None:
+    """Validate ``bundle`` again with ``sink`` taking its samples; InputError unless it is
+    still the valid bundle that ``report`` describes."""
+    if not report.ok or report.n_frames is None:
+        raise InputError(f"{report.bundle.prefix}: only a valid bundle can be written as samples")
+    again = validate_bundle(bundle, input_options, sink=sink)
+    if (again.n_frames, again.frame_rows) != (report.n_frames, report.frame_rows):
+        raise InputError(
+            f"{bundle.prefix}: the frames or their rows changed since validation (re-run)"
+        )
+    _check_written(sink, again)
+
+
 def write_session_tar(
     bundle: BundleRef,
     report: Report,
@@ -327,20 +221,40 @@ def write_session_tar(
     options: WdsOptions,
     input_options: StorageOptions | None = None,
 ) -> SessionTar:
-    """Write the session's parts next to ``path`` on ``out.fs`` (``<path stem>-NNNN.tar``),
-    hashing on the way, rolled over at ``options.shard_size`` unless shards are counted or
-    shuffled (see the module doc); the result is what ``write_shards`` takes."""
-    parent = path.rsplit("/", 1)[0]
-    out.fs.makedirs(parent, exist_ok=True)
-    one_part = options.shard_count is not None or options.shuffle_seed is not None
-    parts = _Parts(out, path, None if one_part else options.shard_size)
+    """The parts of a validated bundle's samples (``SessionSamples``), from a read of its
+    own: what ``write_shards`` takes. ``report`` is the bundle's validation report; it must be
+    ok, and the bundle must still be as it describes (InputError)."""
+    samples = SessionSamples(session, out, path, options)
     try:
-        for members in _iter_samples(bundle, report, session, options.encoding, input_options):
-            parts.add(members)
-        return parts.finish(session)
+        _read_again(bundle, report, samples, input_options)
+        return samples.finish(report)
     except BaseException:
-        parts.abort()
+        samples.discard()
         raise
+
+
+def write_session_samples(
+    bundle: BundleRef,
+    report: Report,
+    session: str,
+    sink: IO[bytes],
+    *,
+    encoding: str = "npy",
+    input_options: StorageOptions | None = None,
+) -> int:
+    """Write the samples of a validated bundle to ``sink`` as one complete tar; return their
+    count. ``report`` is the bundle's validation report; it must be ok, and the bundle must
+    still be as it describes (InputError). ``sink`` is written forward only and left open."""
+    content = 0
+
+    def add(members: Sequence[Member]) -> None:
+        nonlocal content
+        content += _write_members(sink.write, members)
+
+    samples = SampleSink(session, encoding, add)
+    _read_again(bundle, report, samples, input_options)
+    sink.write(end_of_archive(content))
+    return samples.written
 
 
 # --------------------------------------------------------------------------------------------

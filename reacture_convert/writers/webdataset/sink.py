@@ -2,9 +2,11 @@
 writing and hashing of one block overlapped with the filling of the next. ``HashingReader``: a
 forward reader that hashes what passes through it.
 
-Callers ``write`` small pieces (tar headers, JSON, pictures); they are gathered into a buffer of
-``BLOCK_BYTES`` and each full buffer goes to two background threads, one that writes it and one
-that feeds it to sha256 (both release the GIL), while the caller fills the other buffer.
+Callers ``write`` pieces (tar headers, JSON, pictures). Small ones are gathered into a buffer;
+large ones (a frame's pixels) are kept by reference, not copied: the caller must not change
+them afterwards. Once ``BLOCK_BYTES`` are gathered, the block's pieces go to two background
+threads, one that writes them (``os.writev`` on a local file: the kernel's copy is the only
+one) and one that feeds them to sha256 (both release the GIL), while the caller fills the next.
 ``close`` waits for the last block, optionally fsyncs (a local file), and returns the size and
 sha256.
 """
@@ -22,6 +24,23 @@ from reacture_convert.output.storage import Output
 __all__ = ["BLOCK_BYTES", "HashedFile", "HashingReader"]
 
 BLOCK_BYTES: Final = 8 << 20
+_BY_REFERENCE: Final = 16 << 10  # pieces from this size are kept, not copied
+_IOV_MAX: Final = 1024  # pieces per writev (Linux's IOV_MAX)
+
+
+def _writev(fd: int, pieces: list[memoryview]) -> None:
+    """Write ``pieces`` (non-empty byte views) to ``fd`` in order, however the kernel splits
+    the writes."""
+    i = 0
+    while i < len(pieces):
+        done = os.writev(fd, pieces[i : i + _IOV_MAX])
+        while done:
+            if done >= len(pieces[i]):
+                done -= len(pieces[i])
+                i += 1
+            else:
+                pieces[i] = pieces[i][done:]
+                done = 0
 
 
 class HashedFile:
@@ -36,21 +55,39 @@ class HashedFile:
         )
         self.hash = hashlib.sha256()
         self.count = 0
-        self._buf = bytearray()
-        self._spare = bytearray()
+        self._pieces: list[memoryview] = []
+        self._small = bytearray()  # small pieces, gathered
+        self._size = 0  # bytes in the block being filled
         self._pool = ThreadPoolExecutor(2, thread_name_prefix="wds-write")
         self._pending: tuple[Future[None], ...] = ()
 
     def write(self, data: Any) -> None:
-        self._buf += data
-        if len(self._buf) >= BLOCK_BYTES:
+        view = memoryview(data).cast("B")
+        n = len(view)
+        if n >= _BY_REFERENCE:
+            self._take_small()
+            self._pieces.append(view)
+        else:
+            self._small += view
+        self._size += n
+        if self._size >= BLOCK_BYTES:
             self._hand_off()
 
-    def _drain(self, block: bytearray) -> None:
-        view = memoryview(block)
-        while view:
-            done = self.file.write(view)
-            view = view[done if done is not None else len(view) :]
+    def _take_small(self) -> None:
+        if self._small:
+            self._pieces.append(memoryview(self._small))
+            self._small = bytearray()
+
+    def _drain(self, pieces: list[memoryview]) -> None:
+        if self.local:
+            _writev(self.file.fileno(), list(pieces))
+            return
+        for piece in pieces:
+            self.file.write(piece)
+
+    def _hash(self, pieces: list[memoryview]) -> None:
+        for piece in pieces:
+            self.hash.update(piece)
 
     def _wait(self) -> None:
         pending, self._pending = self._pending, ()
@@ -58,21 +95,21 @@ class HashedFile:
             job.result()
 
     def _hand_off(self) -> None:
-        self._wait()  # the spare buffer is free again once its block is written
-        block, self._buf = self._buf, self._spare
-        self._buf.clear()
-        self._spare = block
-        self.count += len(block)
+        self._take_small()
+        self._wait()  # one block in flight at a time: the hash takes blocks in order
+        pieces, self._pieces = self._pieces, []
+        self.count += self._size
+        self._size = 0
         self._pending = (
-            self._pool.submit(self._drain, block),
-            self._pool.submit(self.hash.update, block),
+            self._pool.submit(self._drain, pieces),
+            self._pool.submit(self._hash, pieces),
         )
 
     def close(self, fsync: bool = False) -> tuple[int, str]:
         """Write what is left; return ``(bytes written, sha256 hex)``. ``fsync``: make a
         local file durable before returning."""
         try:
-            if self._buf:
+            if self._size:
                 self._hand_off()
             self._wait()
             if fsync and self.local:
