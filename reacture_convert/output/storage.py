@@ -25,6 +25,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -40,6 +41,7 @@ __all__ = ["Output", "LOCK", "STAGING", "TRASH", "Held", "lock_output"]
 STAGING = ".staging"
 TRASH = ".trash"
 # Files only the lock holder writes (atomically): their stray temporaries are cleared.
+_FSYNC_THREADS = 8  # fsyncs at once (sync_staged)
 LOCKED_WRITES = ("catalog.parquet", "wds/index.json", "README.md", "wds/README.md", ".catalog/*")
 
 
@@ -98,8 +100,7 @@ class Output:
         a local OUT): done by the task that wrote them, before the driver's ``commit``."""
         if self.is_local:
             staged = self.staging(session)
-            for part in parts:
-                _fsync_tree(os.path.join(staged, part))
+            _fsync_all([p for part in parts for p in _tree(os.path.join(staged, part))])
 
     def commit(self, session: str, parts: list[str]) -> None:
         """Make the staged ``parts`` (paths relative to OUT) of ``session`` visible; they were
@@ -181,23 +182,32 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def _fsync_tree(path: str) -> None:
-    if os.path.isdir(path):
-        for dirpath, _, files in os.walk(path):
-            for name in files:
-                fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            _fsync_dir(dirpath)
-    else:
-        fd = os.open(path, os.O_RDONLY)
+def _tree(path: str) -> list[tuple[str, bool]]:
+    """``(path, is a folder)`` of every file and folder under ``path``, ``path`` itself and the
+    folder that holds it."""
+    found = [(path, os.path.isdir(path))]
+    if found[0][1]:
+        for dirpath, folders, files in os.walk(path):
+            found += [(os.path.join(dirpath, name), False) for name in files]
+            found += [(os.path.join(dirpath, name), True) for name in folders]
+    return [*found, (os.path.dirname(path), True)]
+
+
+def _fsync_all(paths: list[tuple[str, bool]]) -> None:
+    """fsync each ``(path, is a folder)``, several at once (a Zarr group is hundreds of
+    files and folders: their waits for the disk overlap)."""
+
+    def sync(item: tuple[str, bool]) -> None:
+        path, folder = item
+        fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if folder else 0))
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
-    _fsync_dir(os.path.dirname(path))
+
+    with ThreadPoolExecutor(_FSYNC_THREADS, thread_name_prefix="reacture-fsync") as pool:
+        for _ in pool.map(sync, dict.fromkeys(paths)):
+            pass
 
 
 def _replace_local(src: str, dst: str, trash: str) -> None:

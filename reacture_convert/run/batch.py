@@ -105,29 +105,33 @@ def run_convert(
             seconds=time.perf_counter() - started,
         )
     with lock_output(out, wait=wait_for_lock) as held:
-        catalog = Catalog.load(out, guard=held.check)
-        out.clear_staging()
-
-        groups: dict[str, list[BundleRef]] = defaultdict(list)
-        for b in found.bundles:
-            groups[session_name(b.prefix)].append(b)
-        # a name's later bundles wait for its first, which wins the name; a bundle's previous
-        # row is the session's live row when it starts (or the winner's entry, when live)
-        waiting = {name: deque(sorted(bs, key=lambda b: b.source)) for name, bs in groups.items()}
-        ready: deque[tuple[BundleRef, ConvertOptions, CatalogEntry | None]] = deque(
-            (waiting[name].popleft(), options, None) for name in sorted(waiting)
-        )
-
-        rows = array("q", [catalog.record(e) for e in archive_entries(found.findings, run_id)])
-        session_tars: dict[str, SessionTar] = {}
         total = len(found.bundles)
-        finished = 0
-        frames = 0
-        stopped = False
-        # Tasks are fed a few at a time (bounded in-flight work, and a stop policy that can
-        # take effect: one at a time on ``sync``, so ``stop`` is exact there).
         size = sum(f.size for b in found.bundles for f in b.files.values())
+        # A local cluster starts on a thread from here, while the catalog loads; the
+        # scheduler's first use waits for it.
         with open_scheduler(scheduler, workers, n_tasks=total, total_bytes=size) as sched:
+            catalog = Catalog.load(out, guard=held.check)
+            out.clear_staging()
+
+            groups: dict[str, list[BundleRef]] = defaultdict(list)
+            for b in found.bundles:
+                groups[session_name(b.prefix)].append(b)
+            # a name's later bundles wait for its first, which wins the name; a bundle's previous
+            # row is the session's live row when it starts (or the winner's entry, when live)
+            waiting = {
+                name: deque(sorted(bs, key=lambda b: b.source)) for name, bs in groups.items()
+            }
+            ready: deque[tuple[BundleRef, ConvertOptions, CatalogEntry | None]] = deque(
+                (waiting[name].popleft(), options, None) for name in sorted(waiting)
+            )
+
+            rows = array("q", [catalog.record(e) for e in archive_entries(found.findings, run_id)])
+            session_tars: dict[str, SessionTar] = {}
+            finished = 0
+            frames = 0
+            stopped = False
+            # Tasks are fed a few at a time (bounded in-flight work, and a stop policy that can
+            # take effect: one at a time on ``sync``, so ``stop`` is exact there).
             runner = SessionRunner(out, catalog, run_id, sched.submit)
             grouping = sched.capacity > 1 and not stop_on_error
 

@@ -28,6 +28,7 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from reacture_convert.cores import available_cores
@@ -116,26 +117,46 @@ class _Sync(Scheduler):
 
 
 class _Distributed(Scheduler):
-    """Tasks as ``dask.distributed`` futures, handed back in the order they finish."""
+    """Tasks as ``dask.distributed`` futures, handed back in the order they finish. ``client``
+    may still be starting (a future of it, from a background thread): the first use of the
+    scheduler waits for it."""
 
     def __init__(self, client: Any, description: str) -> None:
-        from distributed import as_completed
-
-        self.client = client
+        self._client = client
         self.description = description
-        threads = sum(client.nthreads().values())  # 0 while a cluster's workers connect
-        self.capacity = max(2, 2 * threads)
-        self.workers = max(1, threads)
         self.keys: dict[str, Any] = {}
-        self.queue = as_completed([], with_results=False)  # type: ignore[no-untyped-call]
+        self._queue: Any = None
+        self._workers: int | None = None
+
+    def _ready(self) -> Any:
+        """The client, once started; its ``as_completed`` queue made."""
+        if isinstance(self._client, Future):
+            self._client = self._client.result()[1]
+        if self._queue is None:
+            from distributed import as_completed
+
+            self._queue = as_completed([], with_results=False)  # type: ignore[no-untyped-call]
+        return self._client
+
+    @property
+    def workers(self) -> int:  # type: ignore[override]
+        if self._workers is None:
+            threads = sum(self._ready().nthreads().values())  # 0 while workers connect
+            self._workers = max(1, threads)
+        return self._workers
+
+    @property
+    def capacity(self) -> int:  # type: ignore[override]
+        return max(2, 2 * self.workers)
 
     def submit(self, key: Any, fn: Callable[..., Any], *args: Any) -> None:
-        future = self.client.submit(fn, *args, pure=False)
+        future = self._ready().submit(fn, *args, pure=False)
         self.keys[future.key] = key
-        self.queue.add(future)  # type: ignore[no-untyped-call]
+        self._queue.add(future)
 
     def results(self) -> Iterator[tuple[Any, Any]]:
-        for future in self.queue:
+        self._ready()
+        for future in self._queue:
             key = self.keys.pop(future.key)
             try:
                 value = future.result()
@@ -144,6 +165,40 @@ class _Distributed(Scheduler):
             finally:
                 future.release()
             yield key, value
+
+
+def _start_local(n: int, processes: bool) -> tuple[contextlib.ExitStack, Any]:
+    """A local cluster of ``n`` workers (processes, one thread each; or one process with ``n``
+    threads) and its client; the stack closes both."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    stack = contextlib.ExitStack()
+    try:
+        # Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 in its workers; with our large
+        # short-lived buffers that costs ~45 % more CPU per session (benchmarks/PROFILES.md).
+        stack.enter_context(
+            dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})
+        )
+        cluster = stack.enter_context(
+            LocalCluster(  # type: ignore[no-untyped-call]
+                n_workers=n if processes else 1,
+                threads_per_worker=1 if processes else n,
+                processes=processes,
+                # no dashboard; the scheduler's HTTP server (health, metrics) only on a free
+                # local port, never 0.0.0.0:8787 (a second run would clash, and it is not for
+                # the network)
+                dashboard_address=None,
+                scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
+                silence_logs=logging.ERROR,
+            )
+        )
+        client = Client(cluster)  # type: ignore[no-untyped-call]
+        stack.callback(client.close)  # (not its context: that is this thread's)
+    except BaseException:
+        stack.close()
+        raise
+    return stack, client
 
 
 @contextlib.contextmanager
@@ -158,8 +213,10 @@ def open_scheduler(
 
     ``workers``: local workers for ``threads``/``processes`` (default: one per CPU); ignored for
     a cluster, which has its own. ``n_tasks`` and ``total_bytes`` (the bundles' size, when
-    known) are what ``auto`` decides by (``auto_scheduler``). Raises ConfigError for an unknown
-    spec or a cluster that cannot be reached in ``connect_timeout`` seconds.
+    known) are what ``auto`` decides by (``auto_scheduler``). A local cluster starts on a
+    background thread: the caller goes on (loading the catalog, say) and the scheduler's first
+    use waits for it. Raises ConfigError for an unknown spec or a cluster that cannot be
+    reached in ``connect_timeout`` seconds.
     """
     spec = check_scheduler(spec)
     if spec == "auto":
@@ -167,9 +224,9 @@ def open_scheduler(
     if spec == "sync":
         yield _Sync()
         return
-    from distributed import Client, LocalCluster
-
     if spec.startswith(_REMOTE):
+        from distributed import Client
+
         try:
             client = Client(spec, timeout=connect_timeout)  # type: ignore[no-untyped-call]
         except OSError as e:
@@ -182,25 +239,16 @@ def open_scheduler(
         return
     n = workers or default_workers()
     processes = spec == "processes"
-    import dask
-
-    # Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 in its workers; with our large short-lived
-    # buffers that costs ~45 % more CPU per session (measured: benchmarks/PROFILES.md).
-    with (
-        dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}),
-        LocalCluster(  # type: ignore[no-untyped-call]
-            n_workers=n if processes else 1,
-            threads_per_worker=1 if processes else n,
-            processes=processes,
-            # no dashboard; the scheduler's HTTP server (health, metrics) only on a free local
-            # port, never 0.0.0.0:8787 (a second run would clash, and it is not for the network)
-            dashboard_address=None,
-            scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
-            silence_logs=logging.ERROR,
-        ) as cluster,
-        Client(cluster) as client,  # type: ignore[no-untyped-call]
-    ):
-        yield _Distributed(client, f"local dask, {n} {'processes' if processes else 'threads'}")
+    with ThreadPoolExecutor(1, thread_name_prefix="reacture-cluster") as starter:
+        started = starter.submit(_start_local, n, processes)
+        try:
+            yield _Distributed(
+                started, f"local dask, {n} {'processes' if processes else 'threads'}"
+            )
+        finally:
+            # (a start that failed said so where the scheduler was used, if it was)
+            if started.exception() is None:
+                started.result()[0].close()
 
 
 class ResultPump:
