@@ -41,8 +41,8 @@ from reacture_convert.writers.webdataset.sample_json import row_documents, sampl
 
 __all__ = ["FRAME_BYTES", "SAMPLES_AHEAD", "Member", "SampleSink"]
 
-FRAME_BYTES: Final = 32 << 20  # frames held, waiting for their rows
-SAMPLES_AHEAD: Final = 8192  # samples' JSON held, waiting for their frames
+FRAME_BYTES: Final = 16 << 20  # frames held, waiting for their rows
+SAMPLES_AHEAD: Final = 4096  # samples' JSON held, waiting for their frames
 _PNG_LEVEL: Final = 6
 _PERIODIC: Final = KINDS.index("periodic")
 
