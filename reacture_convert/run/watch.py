@@ -453,6 +453,9 @@ def run_watch(
         )
         with _signals(watcher, handle_signals) as arm:
             with open_scheduler(scheduler, workers, n_tasks=2) as sched:
+                # a local cluster starts on a thread: armed once its workers exist (they
+                # inherit SIGINT ignored)
+                sched.workers  # noqa: B018 - waits for the scheduler
                 arm()
                 limit = max(1, min(workers or sched.capacity, sched.capacity))
                 watcher.emit(
