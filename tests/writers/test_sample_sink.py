@@ -9,6 +9,7 @@ conversion wrote before the one-read rework is checked by comparing whole output
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -147,3 +148,46 @@ def test_a_failed_read_of_the_rows_leaves_no_thread_waiting(
     assert result.entry.status is Status.FAILED
     assert "IsADirectoryError" in (result.entry.reason or "")
     assert not [p for p in Path(out.path(".staging")).rglob("*") if p.is_file()]
+
+
+class _Recording(sample_sink.SampleSink):
+    """Records what it holds each time a side is let go on (after ``frames``/``rows``)."""
+
+    most_frame_bytes = 0
+    most_documents = 0
+
+    def frames(self, start: int, block: np.ndarray, lit: np.ndarray) -> None:
+        super().frames(start, block, lit)
+        self.most_frame_bytes = max(self.most_frame_bytes, self._frame_bytes)
+
+    def rows(self, block: object) -> None:
+        super().rows(block)  # type: ignore[arg-type]
+        self.most_documents = max(self.most_documents, len(self._json))
+
+
+@pytest.mark.timeout(300)
+def test_the_side_ahead_waits_while_the_other_writes(
+    make_bundle: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writing a sample can be slow (a disk, a bucket). While one thread writes, the other's
+    side must not keep reading: what the sink holds stays within its limits (a long session's
+    frames would otherwise pile up in memory)."""
+    frame_bytes = 128 * 128 * 3
+    monkeypatch.setattr(sample_sink, "FRAME_BYTES", 4 * frame_bytes)
+    monkeypatch.setattr(sample_sink, "SAMPLES_AHEAD", 4)
+    folder = make_bundle(n_frames=600, seed=6)
+    release = threading.Event()
+    written: list[str] = []
+
+    def add(members: object) -> None:
+        if not written:  # the first write stalls: the other thread reads on meanwhile
+            release.wait(timeout=1.0)
+        written.append("sample")
+
+    sink = _Recording(SESSION, "npy", add)
+    report = validate_bundle(bundle_ref(folder), sink=sink, threads=2)
+    assert report.ok, report.findings
+    assert sink.check(report.n_frames) is None and len(written) == 600
+    block = sink.block_frames * frame_bytes  # a side hands over whole blocks
+    assert sink.most_frame_bytes <= 4 * frame_bytes + block
+    assert sink.most_documents <= 4 + 4096  # a block of rows is up to 4,096 lines

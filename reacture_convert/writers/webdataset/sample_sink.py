@@ -114,9 +114,7 @@ class SampleSink:
             self._frames.extend(block)
             self._frame_bytes += block.nbytes
         self._pair()
-        with self._cond:
-            while self._wait and self._frame_bytes > FRAME_BYTES and self._stalled("rows"):
-                self._cond.wait()
+        self._hold(lambda: self._frame_bytes > FRAME_BYTES, "rows")
 
     def rows(self, block: RowBlock) -> None:
         if self._broken is not None:
@@ -150,9 +148,7 @@ class SampleSink:
                 return
             self._json.extend(samples)
         self._pair()
-        with self._cond:
-            while self._wait and len(self._json) > SAMPLES_AHEAD and self._stalled("frames"):
-                self._cond.wait()
+        self._hold(lambda: len(self._json) > SAMPLES_AHEAD, "frames")
 
     def end(self, part: str) -> None:
         with self._cond:
@@ -163,10 +159,20 @@ class SampleSink:
             self._cond.notify_all()
 
     # --- pairing ------------------------------------------------------------------------------
-    def _stalled(self, other: str) -> bool:
-        """Waiting is worth it: nothing can be paired now, and ``other`` may still come."""
-        pairing = self._writing or (self._json and self._frames)
-        return not pairing and other not in self._ended and self._broken is None
+    def _hold(self, over: Callable[[], bool], other: str) -> None:
+        """The side that ran ahead waits while it holds too much (``over``) and ``other`` may
+        still come; it pairs what can be paired when no thread is at it, and waits while the
+        other thread pairs (whichever thread pairs, the held frames or documents go down)."""
+        while True:
+            with self._cond:
+                if not (self._wait and over() and other not in self._ended):
+                    return
+                if self._broken is not None:
+                    return
+                if self._writing or not (self._json and self._frames):
+                    self._cond.wait()
+                    continue
+            self._pair()
 
     def _pair(self) -> None:
         """Hand over every sample whose document and frame are both here, in frame order; one
