@@ -27,50 +27,69 @@ def measure_rss(b: Bench) -> list[Row]:
         )
         print("  NOTE: " + notes[-1], flush=True)
         sizes = sizes[:-1]
-    rss: dict[int, float] = {}
-    secs: dict[int, float] = {}
+    formats = ("zarr", "wds")
+
+    def label(n: int) -> str:
+        return f"{n // FRAMES_PER_MINUTE} min" if not b.quick else f"{n} fr"
+
+    rss: dict[tuple[str, int], float] = {}
+    secs: dict[tuple[str, int], float] = {}
     for n in sizes:
         src = b.bundle(n, seed=4, group=f"rss-{n}")
-        run = b.child(b.convert_cmd(src, b.fresh("m4-out"), "zarr", "--scheduler", "sync"))
-        rss[n], secs[n] = run.max_rss_mb, run.seconds
-        print(
-            f"    {n:,} frames: peak RSS {run.max_rss_mb:,.0f} MB, {run.seconds:.1f} s", flush=True
-        )
+        for fmt in formats:
+            cmd = b.convert_cmd(src, b.fresh("m4-out"), fmt, "--scheduler", "sync")
+            run = b.child(cmd)
+            rss[fmt, n], secs[fmt, n] = run.max_rss_mb, run.seconds
+            print(
+                f"    {n:,} frames, {fmt}: peak RSS {run.max_rss_mb:,.0f} MB, {run.seconds:.1f} s",
+                flush=True,
+            )
         if n != b.sizes.session:
             b.drop_bundle(src)
-    growth = rss[sizes[-1]] - rss[sizes[0]]
-    per_k = 1000 * growth / max(1, sizes[-1] - sizes[0])  # MB per 1,000 frames
+    # growth is judged between the two longest sessions: the shortest ends before the
+    # buffers of a session's read (frame blocks, rows, samples ahead) have all filled once
+    first, last = sizes[-2] if len(sizes) > 2 else sizes[0], sizes[-1]
     notes.append(
-        "one run per size (peak RSS varies by a few MB between runs); convert speed: "
-        + ", ".join(f"{n:,} frames {n / secs[n]:,.0f} frames/s" for n in sizes)
-    )
-    if per_k > 0.01:
-        frames_at_300 = sizes[0] + (300 - rss[sizes[0]]) / per_k * 1000
-        notes.append(
-            f"growth {per_k:.2f} MB per 1,000 frames: at that slope a session "
-            f"reaches 300 MB at ~{frames_at_300 / FRAMES_PER_MINUTE / 60:,.1f} h"
+        "one run per size and format (peak RSS varies by tens of MB between runs: how far "
+        "the frames' and the rows' threads run ahead of each other); convert speed: "
+        + "; ".join(
+            f"{fmt} " + ", ".join(f"{n:,} frames {n / secs[fmt, n]:,.0f}/s" for n in sizes)
+            for fmt in formats
         )
-    else:
-        notes.append("no growth with N")
-    largest = sizes[-1] == b.sizes.rss[-1]
+    )
+    growth = {fmt: rss[fmt, last] - rss[fmt, first] for fmt in formats}
+    for fmt in formats:
+        per_k = 1000 * growth[fmt] / max(1, last - first)  # MB per 1,000 frames
+        if per_k > 0.01:
+            frames_at_300 = first + (300 - rss[fmt, first]) / per_k * 1000
+            notes.append(
+                f"{fmt}: growth {per_k:.2f} MB per 1,000 frames from {label(first)} to "
+                f"{label(last)}: at "
+                f"that slope a session reaches 300 MB at ~"
+                f"{frames_at_300 / FRAMES_PER_MINUTE / 60:,.1f} h"
+            )
+        else:
+            notes.append(f"{fmt}: no growth with N")
+    largest = last == b.sizes.rss[-1]
+
     return [
         Row(
             "4",
-            "peak RSS of convert --format zarr (sync)",
-            ", ".join(
-                f"{n // FRAMES_PER_MINUTE if not b.quick else n} "
-                f"{'min' if not b.quick else 'fr'}: {rss[n]:,.0f} MB"
-                for n in sizes
+            "peak RSS of convert --format zarr, wds (sync)",
+            "; ".join(
+                f"{fmt}: " + ", ".join(f"{label(n)} {rss[fmt, n]:,.0f}" for n in sizes) + " MB"
+                for fmt in formats
             ),
             "–",
-            f"{growth:+,.0f} MB from shortest to longest ({per_k:+.2f} MB per 1,000 frames)",
+            ", ".join(f"{fmt} {growth[fmt]:+,.0f} MB" for fmt in formats)
+            + f" from {label(first)} to {label(last)}",
             TARGETS["4"],
-            rss[sizes[-1]] <= 300 if largest else None,
+            max(rss[fmt, last] for fmt in formats) <= 300 if largest else None,
             notes,
             {
                 "frames": sizes,
-                "max_rss_mb": [rss[n] for n in sizes],
-                "seconds": [secs[n] for n in sizes],
+                **{f"{fmt}_max_rss_mb": [rss[fmt, n] for n in sizes] for fmt in formats},
+                **{f"{fmt}_seconds": [secs[fmt, n] for n in sizes] for fmt in formats},
             },
         )
     ]
