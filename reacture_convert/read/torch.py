@@ -61,6 +61,7 @@ __all__ = [
     "DTYPES",
     "SOURCES",
     "ChunkBatchSampler",
+    "EpochLoader",
     "FrameDataset",
     "ShardDataset",
     "consumer_range",
@@ -412,6 +413,26 @@ def _build_tensors(source: ShardSource) -> Callable[[Sequence[Window]], Sample]:
 
 
 # --- convenience ----------------------------------------------------------------------------------
+class EpochLoader(DataLoader[Sample]):
+    """The DataLoader ``to_pytorch_dataloader`` gives: ``set_epoch(e)`` before each epoch
+    reshuffles whichever the source (the Zarr sampler's order, or the shards' order and buffer),
+    as ``DistributedSampler.set_epoch`` does."""
+
+    def set_epoch(self, epoch: int) -> None:
+        dataset = self.dataset
+        if isinstance(dataset, ShardDataset):
+            # an iterable dataset's epoch lives in each worker's copy of it: persistent
+            # workers made for an earlier epoch would never see the new one
+            if self.persistent_workers and self._iterator is not None and epoch != dataset.epoch:
+                raise ConfigError(
+                    "set_epoch cannot reach persistent workers over shards: they keep the "
+                    "epoch they started with; pass persistent_workers=False (or source='zarr')"
+                )
+            dataset.set_epoch(epoch)
+        else:
+            self.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
+
+
 def to_pytorch_dataloader(
     out: OutLike,
     batch_size: int = 32,
@@ -427,13 +448,14 @@ def to_pytorch_dataloader(
     shuffle_window: int = SHUFFLE_WINDOW,
     shuffle_buffer: int = 256,
     **kwargs: Any,
-) -> DataLoader[Sample]:
-    """A DataLoader over ``out`` whose batches are whole batches built in the workers.
+) -> EpochLoader:
+    """A DataLoader over ``out`` whose batches are whole batches built in the workers; call its
+    ``set_epoch(e)`` before each epoch for a new shuffle (either source).
 
     ``source="zarr"``: a ``FrameDataset`` with a ``ChunkBatchSampler`` (``shuffle`` mixes the
-    samples of ``shuffle_window`` chunks at a time; call ``loader.sampler.set_epoch(e)`` each
-    epoch). ``source="wds"``: a ``ShardDataset`` yielding batches (``shuffle`` shuffles shards
-    and a ``shuffle_buffer``-sample buffer; ``loader.dataset.set_epoch(e)``). Either way each
+    samples of ``shuffle_window`` chunks at a time). ``source="wds"``: a ``ShardDataset``
+    yielding batches (``shuffle`` shuffles shards and a ``shuffle_buffer``-sample buffer; its
+    epoch cannot reach ``persistent_workers``, so ``set_epoch`` refuses them). Either way each
     rank (``rank``/``world_size``, else ``torch.distributed``'s) reads its share.
 
     Sample options (``ReadOptions``): ``flip``, ``dtype``, ``skip_blank`` (default True),
@@ -463,7 +485,7 @@ def to_pytorch_dataloader(
             world_size=world_size,
             window=shuffle_window,
         )
-        return DataLoader(
+        return EpochLoader(
             ds, batch_size=None, sampler=sampler, collate_fn=_identity, **loader_kwargs
         )
     if source == "wds":
@@ -481,5 +503,5 @@ def to_pytorch_dataloader(
         )
         if shards.skipped_blank is not None and not len(shards.source):
             raise no_samples_error(out, shards.source.total_frames)
-        return DataLoader(shards, batch_size=None, collate_fn=_identity, **loader_kwargs)
+        return EpochLoader(shards, batch_size=None, collate_fn=_identity, **loader_kwargs)
     raise ConfigError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")

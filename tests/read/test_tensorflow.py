@@ -79,7 +79,7 @@ def test_tf_batches_equal_the_torch_batches_from_zarr(
     dataset = to_tensorflow_dataset(converted, 32, shuffle, seed=4, **want.kwargs())
     loader = to_pytorch_dataloader(converted, 32, shuffle, seed=4, **want.kwargs())
     for epoch in range(2):
-        loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
+        loader.set_epoch(epoch)
         tf_side = tf_batches(dataset)  # each pass is the next epoch
         assert_same_batches(tf_side, torch_batches(loader))
         seen: list[Key] = []

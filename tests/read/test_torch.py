@@ -305,6 +305,34 @@ def test_shuffled_shards_change_order_with_the_epoch_and_lose_nothing(converted:
     assert len(set(first)) == len(first) == len(ds)
 
 
+@pytest.mark.parametrize("source", ["zarr", "wds"])
+def test_the_loaders_set_epoch_reshuffles_either_source(converted: Path, source: str) -> None:
+    """``loader.set_epoch(e)``, as the README's training loop calls it, whatever the source."""
+    loader = to_pytorch_dataloader(converted, batch_size=8, shuffle=True, source=source)
+
+    def epoch(e: int) -> list[tuple[str, int]]:
+        loader.set_epoch(e)
+        return [
+            (s, int(i))
+            for batch in loader
+            for s, i in zip(batch["session"], batch["frame_index"].tolist(), strict=True)
+        ]
+
+    first, second, again = epoch(0), epoch(1), epoch(0)
+    assert first != second and sorted(first) == sorted(second)
+    assert again == first  # the epoch, not the call count, decides the order
+
+
+def test_set_epoch_refuses_persistent_workers_over_shards(converted: Path) -> None:
+    loader = to_pytorch_dataloader(
+        converted, batch_size=8, shuffle=True, source="wds", num_workers=1, persistent_workers=True
+    )
+    loader.set_epoch(0)
+    next(iter(loader))  # the worker starts, with epoch 0
+    with pytest.raises(ConfigError, match="persistent_workers=False"):
+        loader.set_epoch(1)
+
+
 def test_shards_from_an_index_url_and_png_shards(
     converted: Path, tmp_path: Path, expected: Expected
 ) -> None:
