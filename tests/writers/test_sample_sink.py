@@ -9,7 +9,7 @@ conversion wrote before the one-read rework is checked by comparing whole output
 from __future__ import annotations
 
 import json
-import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -176,12 +176,11 @@ def test_the_side_ahead_waits_while_the_other_writes(
     monkeypatch.setattr(sample_sink, "FRAME_BYTES", 4 * frame_bytes)
     monkeypatch.setattr(sample_sink, "SAMPLES_AHEAD", 4)
     folder = make_bundle(n_frames=600, seed=6)
-    release = threading.Event()
     written: list[str] = []
 
     def add(members: object) -> None:
-        if not written:  # the first write stalls: the other thread reads on meanwhile
-            release.wait(timeout=1.0)
+        if not written:  # the first write stalls for a second: the other side reads on
+            time.sleep(1.0)
         written.append("sample")
 
     sink = _Recording(SESSION, "npy", add)
