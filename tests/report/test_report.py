@@ -40,10 +40,9 @@ from reacture_convert.report import (
 )
 
 CLI = Path(sys.executable).with_name("reacture-convert")
-# The fixture whose frames hold pictures (../shared); only the sample when that is absent.
-VARIANT = next(
-    (p.name for p in REAL_BUNDLES if p.name == "reacture_1795637148842"), REAL_BUNDLES[0].name
-)
+# The real recording whose frames hold pictures (the preserve-drawing-buffer variant, shipped
+# in tests/data/real.tar.gz); the others' frames are all black.
+VARIANT = "reacture_1795637148842"
 PLOT_SIZES = {"timeline.png": TIMELINE_SIZE, "cadence.png": CADENCE_SIZE}
 VOID = {
     "area",
