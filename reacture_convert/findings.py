@@ -8,9 +8,10 @@ test keeps the two in step.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 __all__ = ["Severity", "Finding", "CODES", "has_errors", "finding", "codes_markdown"]
 
@@ -49,6 +50,18 @@ class Finding:
             "frame": self.frame,
             "message": self.message,
         }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Finding:
+        """The finding ``to_dict`` gave (as stored in the catalog's ``findings`` column)."""
+        return cls(
+            Severity(d["severity"]),
+            d["code"],
+            d["file"],
+            d["message"],
+            line=d["line"],
+            frame=d["frame"],
+        )
 
     def __str__(self) -> str:
         return f"{self.severity}: {self.code} at {self.location()}: {self.message}"

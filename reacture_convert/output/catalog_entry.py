@@ -112,17 +112,7 @@ class CatalogEntry:
     @classmethod
     def from_record(cls, rec: Mapping[str, Any]) -> CatalogEntry:
         hashes = {role: rec[col] for role, col in HASH_COLUMNS.items() if rec.get(col)}
-        findings = tuple(
-            Finding(
-                Severity(f["severity"]),
-                f["code"],
-                f["file"],
-                f["message"],
-                line=f["line"],
-                frame=f["frame"],
-            )
-            for f in rec.get("findings") or []
-        )
+        findings = tuple(Finding.from_dict(f) for f in rec.get("findings") or [])
         return cls(
             session=rec["session"],
             source=rec["source"],

@@ -34,7 +34,7 @@ from reacture_convert.arrow import (
     numeric_values,
     string_array,
 )
-from reacture_convert.findings import Finding, Severity
+from reacture_convert.findings import Finding
 from reacture_convert.output.catalog_entry import CATALOG_SCHEMA, HASH_COLUMNS, CatalogEntry
 from reacture_convert.output.status import Status
 
@@ -412,17 +412,7 @@ def _from_batch(batch: pa.RecordBatch, i: int) -> CatalogEntry:
     converted_at = None if not at.is_valid else _EPOCH + dt.timedelta(microseconds=at.value)
 
     hashes = {role: v for role, col in HASH_COLUMNS.items() if (v := get(col))}
-    findings = tuple(
-        Finding(
-            Severity(f["severity"]),
-            f["code"],
-            f["file"],
-            f["message"],
-            line=f["line"],
-            frame=f["frame"],
-        )
-        for f in get("findings") or ()
-    )
+    findings = tuple(Finding.from_dict(f) for f in get("findings") or ())
     return CatalogEntry(
         session=get("session"),
         source=get("source"),

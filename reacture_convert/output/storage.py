@@ -36,7 +36,7 @@ from reacture_convert.errors import LockedError, OutputError
 from reacture_convert.output.lease import LOCK, Lease, is_s3, put_object
 from reacture_convert.phases import reached
 
-__all__ = ["Output", "LOCK", "STAGING", "TRASH", "Held", "lock_output"]
+__all__ = ["Output", "LOCK", "STAGING", "TRASH", "Held", "fsync_dir", "fsync_path", "lock_output"]
 
 STAGING = ".staging"
 TRASH = ".trash"
@@ -155,14 +155,14 @@ class Output:
             folder = os.path.dirname(final)
             if not os.path.isdir(folder):
                 os.makedirs(folder, exist_ok=True)
-                _fsync_dir(os.path.dirname(folder))  # the new folder's own entry is durable too
+                fsync_dir(os.path.dirname(folder))  # the new folder's own entry is durable too
             tmp = f"{final}.tmp-{uuid.uuid4().hex}"
             with open(tmp, "wb") as f:
                 fill(f)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, final)
-            _fsync_dir(os.path.dirname(final))
+            fsync_dir(os.path.dirname(final))
             return None
         if is_s3(self):
             with tempfile.TemporaryFile() as spool:
@@ -174,12 +174,17 @@ class Output:
         return None
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+def fsync_path(path: str, folder: bool = False) -> None:
+    """fsync a local file, or a folder (its entries: renames and new names in it)."""
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if folder else 0))
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_dir(path: str) -> None:
+    fsync_path(path, folder=True)
 
 
 def _tree(path: str) -> list[tuple[str, bool]]:
@@ -197,16 +202,8 @@ def _fsync_all(paths: list[tuple[str, bool]]) -> None:
     """fsync each ``(path, is a folder)``, several at once (a Zarr group is hundreds of
     files and folders: their waits for the disk overlap)."""
 
-    def sync(item: tuple[str, bool]) -> None:
-        path, folder = item
-        fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if folder else 0))
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
     with ThreadPoolExecutor(_FSYNC_THREADS, thread_name_prefix="reacture-fsync") as pool:
-        for _ in pool.map(sync, dict.fromkeys(paths)):
+        for _ in pool.map(lambda item: fsync_path(*item), dict.fromkeys(paths)):
             pass
 
 
@@ -214,19 +211,19 @@ def _replace_local(src: str, dst: str, trash: str) -> None:
     parent = os.path.dirname(dst)
     if not os.path.isdir(parent):
         os.makedirs(parent, exist_ok=True)
-        _fsync_dir(os.path.dirname(parent))  # the new folder's own entry is durable too
+        fsync_dir(os.path.dirname(parent))  # the new folder's own entry is durable too
     if os.path.isdir(dst) and not os.path.islink(dst):
         os.makedirs(trash, exist_ok=True)
         old = os.path.join(trash, uuid.uuid4().hex)
         os.rename(dst, old)
         os.rename(src, dst)
-        _fsync_dir(parent)
+        fsync_dir(parent)
         import shutil
 
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(src, dst)
-        _fsync_dir(parent)
+        fsync_dir(parent)
 
 
 @dataclass(frozen=True)

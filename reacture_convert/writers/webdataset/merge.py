@@ -29,7 +29,7 @@ from typing import IO
 
 from reacture_convert.errors import ConfigError, OutputError
 from reacture_convert.output.layout import WDS_DIR
-from reacture_convert.output.storage import STAGING, Output
+from reacture_convert.output.storage import STAGING, Output, fsync_dir, fsync_path
 from reacture_convert.phases import reached
 from reacture_convert.writers.webdataset.index import (
     FORMAT,
@@ -130,11 +130,7 @@ def _build(
             whole = shard.whole_part
             if whole is not None and whole.path.startswith(staging):
                 if out.is_local:
-                    fd = os.open(whole.path, os.O_RDONLY)
-                    try:
-                        os.fsync(fd)
-                    finally:
-                        os.close(fd)
+                    fsync_path(whole.path)
                 where, nbytes, sha = whole.path, whole.bytes, whole.sha256
             else:
                 where = f"{stage}/{url}"
@@ -157,14 +153,6 @@ def _build(
 # publishing
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _publish(out: Output, built: Sequence[tuple[str, WdsShard]]) -> None:
     """Move every complete shard into ``wds/``."""
     final_dir = out.path(WDS_DIR)
@@ -176,7 +164,7 @@ def _publish(out: Output, built: Sequence[tuple[str, WdsShard]]) -> None:
         else:
             out.fs.mv(where, dst)
     if out.is_local:
-        _fsync_dir(final_dir)
+        fsync_dir(final_dir)
 
 
 def _remove_orphans(out: Output, keep: Iterable[str]) -> None:
