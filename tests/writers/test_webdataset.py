@@ -33,6 +33,7 @@ from reacture_convert.ingest.validate import validate_bundle
 from reacture_convert.output.storage import Output
 from reacture_convert.writers.webdataset import (
     INDEX,
+    SessionSamples,
     SessionTar,
     WdsIndex,
     WdsOptions,
@@ -41,7 +42,6 @@ from reacture_convert.writers.webdataset import (
     shuffle_buffer,
     tar_size,
     write_session_samples,
-    write_session_tar,
     write_shards,
 )
 from reacture_convert.writers.webdataset.plan import count_plan
@@ -67,12 +67,13 @@ def bundle_ref(folder: Path) -> BundleRef:
 def make_session_tar(
     out: Output, folder: Path, encoding: str = "npy", options: WdsOptions | None = None
 ) -> SessionTar:
+    """A bundle's samples as a conversion writes them: taken from its validating read."""
     bundle = bundle_ref(folder)
-    report = validate_bundle(bundle)
-    assert report.ok, report.findings
     path = out.path(".cache", f"{bundle.prefix}.tar")
-    opts = options or WdsOptions(encoding=encoding)
-    return write_session_tar(bundle, report, bundle.prefix, out, path, options=opts)
+    samples = SessionSamples(bundle.prefix, out, path, options or WdsOptions(encoding=encoding))
+    report = validate_bundle(bundle, sink=samples)
+    assert report.ok, report.findings
+    return samples.finish(report)
 
 
 def load_source(folder: Path) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:

@@ -32,7 +32,6 @@ from reacture_convert.writers.webdataset.samples import (
     SessionTar,
     describe_session_tar,
     write_session_samples,
-    write_session_tar,
 )
 from reacture_convert.writers.webdataset.tar import iter_tar_samples, tar_size
 
@@ -49,7 +48,6 @@ __all__ = [
     "WdsIndex",
     "append_shards",
     "write_session_samples",
-    "write_session_tar",
     "describe_session_tar",
     "write_shards",
     "read_index",

@@ -261,7 +261,7 @@ def write_shards(
     """Make ``out/wds/`` hold exactly these sessions' samples, and write its index (with
     ``options.append``: ``append_shards``).
 
-    ``session_tars`` are ``SessionTar`` values from ``write_session_tar`` or ``(session, path
+    ``session_tars`` are ``SessionTar`` values from ``SessionSamples.finish`` or ``(session, path
     on out.fs)`` pairs of tars as ``write_session_samples`` writes them (read once up front);
     they are taken in session-name order whatever order they come in. Returns the index that
     was written. Raises ConfigError for options that cannot be met (more shards than samples)

@@ -14,8 +14,8 @@ sample**; the Parquet rows table keeps them.
 One read. The samples are built by ``SessionSamples``, a validation ``ReadSink``
 (``sample_sink``): a conversion reads the bundle once, and the frames and rows that validation
 reads become the samples as they come (beside the Zarr outputs, when those are asked for too).
-``write_session_tar`` and ``write_session_samples`` do the same for a bundle on its own (a read
-of their own, which must find the bundle as its report describes it).
+``write_session_samples`` does the same for a bundle on its own, into one tar written forward
+(a read of its own, which must find the bundle as its report describes it).
 
 Parts. The samples go into complete tar files, the session's *parts*, that roll over where the
 shards would if the session began a shard (``shard_size``; one part when shards are counted or
@@ -60,7 +60,6 @@ __all__ = [
     "SessionTar",
     "describe_session_tar",
     "write_session_samples",
-    "write_session_tar",
 ]
 
 _FRAME_KEY: Final = re.compile(r"[0-9]{6,}")
@@ -209,28 +208,6 @@ def _read_again(
             f"{bundle.prefix}: the frames or their rows changed since validation (re-run)"
         )
     _check_written(sink, again)
-
-
-def write_session_tar(
-    bundle: BundleRef,
-    report: Report,
-    session: str,
-    out: Output,
-    path: str,
-    *,
-    options: WdsOptions,
-    input_options: StorageOptions | None = None,
-) -> SessionTar:
-    """The parts of a validated bundle's samples (``SessionSamples``), from a read of its
-    own: what ``write_shards`` takes. ``report`` is the bundle's validation report; it must be
-    ok, and the bundle must still be as it describes (InputError)."""
-    samples = SessionSamples(session, out, path, options)
-    try:
-        _read_again(bundle, report, samples, input_options)
-        return samples.finish(report)
-    except BaseException:
-        samples.discard()
-        raise
 
 
 def write_session_samples(
