@@ -150,8 +150,8 @@ def _row(i: int, run: str) -> Any:
 def _write_catalog(out: Path, n: int) -> None:
     """A catalog of ``n`` converted rows, as a run leaves it (written here, untimed)."""
     from reacture_convert.output.catalog import CATALOG
-    from reacture_convert.output.catalog_entry import entries_table
-    from reacture_convert.output.catalog_log import encode_compacted
+    from reacture_convert.output.catalog.entry import entries_table
+    from reacture_convert.output.catalog.log import encode_compacted
     from reacture_convert.output.storage import Output
 
     out.mkdir(parents=True)

@@ -19,8 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reacture_convert.arrow import array_of, numeric_array, numeric_values
-from reacture_convert.output.catalog_entry import FINDING_TYPE
-from reacture_convert.output.catalog_store import STORE_SCHEMA
+from reacture_convert.output.catalog.entry import FINDING_TYPE
+from reacture_convert.output.catalog.store import STORE_SCHEMA
 
 TYPES = [
     pa.string(),

@@ -23,14 +23,14 @@ import pyarrow as pa
 
 from reacture_convert.arrow import string_array
 from reacture_convert.findings import finding
-from reacture_convert.output.catalog_entry import (
+from reacture_convert.output.catalog.entry import (
     CATALOG_SCHEMA,
     HASH_COLUMNS,
     CatalogEntry,
     entries_table,
     table_entries,
 )
-from reacture_convert.output.catalog_log import (
+from reacture_convert.output.catalog.log import (
     CATALOG,
     LOG_DIR,
     Compacted,
@@ -42,8 +42,8 @@ from reacture_convert.output.catalog_log import (
     write_compacted,
     write_fragment,
 )
-from reacture_convert.output.catalog_slots import Slots
-from reacture_convert.output.catalog_store import (
+from reacture_convert.output.catalog.slots import Slots
+from reacture_convert.output.catalog.store import (
     CHUNK,
     HOT,
     EntryView,

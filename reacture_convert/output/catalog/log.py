@@ -28,8 +28,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from reacture_convert.errors import LockedError, OutputError
-from reacture_convert.output.catalog_entry import CATALOG_SCHEMA
-from reacture_convert.output.catalog_store import STORE_SCHEMA, conform
+from reacture_convert.output.catalog.entry import CATALOG_SCHEMA
+from reacture_convert.output.catalog.store import STORE_SCHEMA, conform
 from reacture_convert.output.lease import PreconditionFailed
 from reacture_convert.output.storage import Output
 

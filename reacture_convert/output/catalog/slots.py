@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 
-from reacture_convert.output.catalog_entry import CatalogEntry
-from reacture_convert.output.catalog_store import RowStore
+from reacture_convert.output.catalog.entry import CatalogEntry
+from reacture_convert.output.catalog.store import RowStore
 from reacture_convert.output.status import Status
 
 __all__ = ["Slots"]

@@ -35,7 +35,7 @@ from reacture_convert.arrow import (
     string_array,
 )
 from reacture_convert.findings import Finding
-from reacture_convert.output.catalog_entry import CATALOG_SCHEMA, HASH_COLUMNS, CatalogEntry
+from reacture_convert.output.catalog.entry import CATALOG_SCHEMA, HASH_COLUMNS, CatalogEntry
 from reacture_convert.output.status import Status
 
 __all__ = [
