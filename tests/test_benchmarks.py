@@ -15,9 +15,9 @@ from types import ModuleType
 
 import numpy as np
 import pytest
-from conftest import REPO
 
 from reacture_convert.testing.synth import iter_game_frames
+from tests.helpers.paths import REPO
 
 ROW_KEYS = ("1", "2", "3", "4", "5", "6a", "6b", "6c", "6d", "7a", "7b", "7c", "7d")
 Run = tuple[subprocess.CompletedProcess[str], Path]

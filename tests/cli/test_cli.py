@@ -8,10 +8,10 @@ from importlib.metadata import entry_points
 
 import pytest
 from click.testing import CliRunner
-from conftest import REPO
 
 from reacture_convert import __version__
 from reacture_convert.cli import cli, main
+from tests.helpers.paths import REPO
 
 COMMANDS = {"validate", "convert", "run", "watch", "verify", "stats", "show"}
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import SAMPLE_DIR
 
 from reacture_convert.cli import cli
 from reacture_convert.errors import ConfigError
 from reacture_convert.run.options import parse_duration, parse_size
+from tests.helpers.paths import SAMPLE_DIR
 
 # (as written, what the message says)
 BAD_SIZES = [

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 from click.testing import CliRunner
-from conftest import REPO, SAMPLE_DIR
 
 from reacture_convert.cli import cli
+from tests.helpers.paths import REPO, SAMPLE_DIR
 
 CLI = [sys.executable, "-m", "reacture_convert"]
 

@@ -8,11 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from click.testing import CliRunner, Result
-from conftest import REAL
 
 from reacture_convert.cli import cli
 from reacture_convert.ingest.discover import discover
 from reacture_convert.ingest.validate import validate_bundle
+from tests.helpers.real import REAL
 
 MakeBundle = Callable[..., Path]
 REAL_PREFIXES = ["reacture_1795637238001", "reacture_1795637693305", "reacture_1795637148842"]

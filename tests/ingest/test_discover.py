@@ -12,13 +12,13 @@ from pathlib import Path
 
 import fsspec
 import pytest
-from conftest import REAL
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reacture_convert.findings import CODES
 from reacture_convert.ingest.bundle import ROLES, BundleRef, open_file
 from reacture_convert.ingest.discover import Discovery, discover, split_role
+from tests.helpers.real import REAL
 
 REAL_PREFIXES = {"reacture_1795637238001", "reacture_1795637693305", "reacture_1795637148842"}
 ARCHIVE_KINDS = ["zip", "tar", "tar.gz", "tgz"]

@@ -42,7 +42,6 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import REPO
 
 from reacture_convert.cli import cli
 from reacture_convert.ingest.bundle import ROLES
@@ -51,6 +50,7 @@ from reacture_convert.output.storage import Output
 from reacture_convert.read.verify import verify_dataset
 from reacture_convert.run.batch import run_convert
 from reacture_convert.testing.synth import BundleSpec, write_bundle, write_legacy_bundle
+from tests.helpers.paths import REPO
 
 CONVERT = REPO / ".venv" / "bin" / "reacture-convert"
 

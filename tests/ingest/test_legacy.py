@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from conftest import LEGACY_ARCHIVE
 
 from reacture_convert.ingest.discover import discover
 from reacture_convert.ingest.legacy import MAX_OBJECT_BYTES
@@ -23,6 +22,7 @@ from reacture_convert.read.verify import verify_dataset
 from reacture_convert.run.batch import run_convert
 from reacture_convert.run.convert import ConvertOptions
 from reacture_convert.testing.synth import write_legacy_bundle
+from tests.helpers.paths import LEGACY_ARCHIVE
 
 BOTH = ConvertOptions(formats=("zarr", "wds"))
 

@@ -10,7 +10,6 @@ from typing import IO, Any, cast
 import numpy as np
 import numpy.typing as npt
 import pytest
-from conftest import SAMPLE_DIR
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -27,6 +26,7 @@ from reacture_convert.ingest.npy import (
     read_npy_small,
 )
 from reacture_convert.testing.synth import game_npy_header
+from tests.helpers.paths import SAMPLE_DIR
 
 MAGIC = b"\x93NUMPY"
 FRAME = (128, 128, 3)

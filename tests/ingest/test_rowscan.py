@@ -2,28 +2,26 @@
 
 Same findings (codes, messages, lines, order), same rows with the same facts (row_index, line,
 kind, clock, frame), and the same rows Parquet bytes, on the real fixtures, on every bad line of
-test_jsonl's table and on random files built from mutated and re-spelled real rows. Rows shaped
-like the game's take the fast path.
+the table in tests/helpers/jsonl.py and on random files built from mutated and re-spelled real
+rows. Rows shaped like the game's take the fast path.
 """
 
 from __future__ import annotations
 
 import io
-import json
-import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ingest.test_jsonl import BAD_CASES
-from writers.test_rows import BASES, mutated_rows
 
 from reacture_convert.findings import Finding
 from reacture_convert.ingest.jsonl import ParsedRow, iter_jsonl
 from reacture_convert.ingest.rowscan import KINDS, RowBlock, scan_rows
 from reacture_convert.writers.rows import write_rows
+from tests.helpers.jsonl import BAD_CASES
+from tests.helpers.rows import spelled
 
 RowFacts = tuple[int, int, str, int | None, int | None]
 
@@ -94,50 +92,6 @@ def test_blocks_and_threads_do_not_change_anything(
 def test_files_without_rows() -> None:
     for data in (b"", b"\n", b"\n\n  \n", b"\xef\xbb\xbf"):
         assert_same(data)
-
-
-# --- random files: mutated rows, spelled in every way JSON allows ---------------------------------
-def _respell_number(m: re.Match[bytes], choice: int) -> bytes:
-    """Another spelling of a JSON number (some change its type: that is the point)."""
-    text = m.group(0)
-    if b"." in text or b"e" in text or b"E" in text:
-        return [text, text + b"0", text.upper(), text][choice % 4]
-    return [text, text + b".0", text + b"e0", text + b".00", b"-0" if text == b"0" else text][
-        choice % 5
-    ]
-
-
-_NUMBER = re.compile(rb"(?<=[:\[,])-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
-
-
-@st.composite
-def spelled(draw: st.DrawFn) -> bytes:
-    row = draw(st.one_of(mutated_rows(), st.sampled_from(BASES)))
-    compact = draw(st.booleans())
-    text = json.dumps(
-        row,
-        ensure_ascii=draw(st.booleans()),
-        separators=(",", ":") if compact else (", ", ": "),
-    ).encode()
-    if draw(st.booleans()):
-        choices = iter(draw(st.lists(st.integers(0, 9), min_size=1, max_size=64)))
-        text = _NUMBER.sub(lambda m: _respell_number(m, next(choices, 0)), text)
-    trick = draw(
-        st.sampled_from(["none", "dup-type", "nan", "null", "escape", "two-objects", "space"])
-    )
-    if trick == "dup-type" and text.startswith(b"{"):
-        text = b'{"type":"robot_state",' + text[1:]
-    elif trick == "nan":
-        text = text.replace(b'"battery":100', b'"battery":NaN', 1)
-    elif trick == "null":
-        text = text.replace(b'"speed":', b'"speed":null,"s0":', 1)
-    elif trick == "escape":
-        text = text.replace(b'"zone":"', b'"zone":"\\u0041', 1)
-    elif trick == "two-objects":
-        text = text + b'{"type":"robot_state"}'
-    elif trick == "space":
-        text = text.replace(b":", b" : ", 2)
-    return text
 
 
 @settings(max_examples=150, deadline=None)

@@ -11,7 +11,6 @@ import msgspec
 import msgspec.inspect as mi
 import pyarrow as pa
 import pytest
-from conftest import REPO
 
 from reacture_convert.ingest.schema import (
     ROW_TYPES,
@@ -23,6 +22,7 @@ from reacture_convert.ingest.schema import (
     check_shape,
     is_exact_shape,
 )
+from tests.helpers.paths import REPO
 
 SAMPLE_JSONL = REPO / "sample" / "reacture_1795637238001" / "reacture_1795637238001_data.jsonl"
 SAMPLE_ROWS = [json.loads(line) for line in SAMPLE_JSONL.read_bytes().split(b"\n")]

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import REAL
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -34,6 +33,7 @@ from reacture_convert.ingest.validate import (
     validate_bundle_safely,
 )
 from reacture_convert.testing.synth import BundleSpec, game_npy_header, write_bundle
+from tests.helpers.real import REAL
 
 MakeBundle = Callable[..., Path]
 PREFIX = BundleSpec().prefix

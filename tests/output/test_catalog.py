@@ -21,9 +21,10 @@ from reacture_convert.output.catalog import (
     read_catalog,
     write_catalog,
 )
-from reacture_convert.output.status import LIVE, Status
+from reacture_convert.output.status import LIVE
 from reacture_convert.output.storage import Output
 from reacture_convert.run.batch import run_convert
+from tests.helpers.catalog import entries_strategy, entry
 
 LAYOUT_COLUMNS = {
     "session",
@@ -44,22 +45,6 @@ LAYOUT_COLUMNS = {
     "converted_at",
 }
 T0 = dt.datetime(2026, 11, 25, 20, 0, tzinfo=dt.UTC)
-
-
-def entry(
-    source: str, status: str, hashes: str = "h1", prefix: str = "reacture_1", **kw: object
-) -> CatalogEntry:
-    """A catalog row; ``hashes`` stands for the five sha256 values (one letter per content)."""
-    outputs = (f"zarr/{prefix}.zarr",) if status in LIVE else ()
-    return CatalogEntry(
-        session=prefix,
-        source=source,
-        prefix=prefix,
-        status=status,
-        hashes={"frames.npy": hashes},
-        outputs=outputs,
-        **kw,
-    )  # type: ignore[arg-type]
 
 
 def states(rows: list[CatalogEntry]) -> list[tuple[str, str, str]]:
@@ -260,15 +245,6 @@ def test_merged_catalog_survives_write_and_read(tmp_path: Path) -> None:
     rows = merge_entries([entry("a", "converted")], [entry("a", "conflict", "h2")])
     write_catalog(out, rows)
     assert merge_entries(read_catalog(out), []) == rows
-
-
-entries_strategy = st.builds(
-    entry,
-    source=st.sampled_from(["a", "b", "c"]),
-    status=st.sampled_from(list(Status)),
-    hashes=st.sampled_from(["h1", "h2", "h3"]),
-    prefix=st.sampled_from(["reacture_1", "reacture_2"]),
-)
 
 
 @settings(max_examples=200, deadline=None)

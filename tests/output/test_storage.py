@@ -16,7 +16,6 @@ from typing import Any
 import fsspec
 import pytest
 from click.testing import CliRunner
-from conftest import REPO
 
 from reacture_convert.cli import cli
 from reacture_convert.errors import LockedError
@@ -25,6 +24,7 @@ from reacture_convert.output.storage import STAGING, Output, lock_output
 from reacture_convert.read.verify import verify_dataset
 from reacture_convert.run.batch import run_convert
 from reacture_convert.testing.synth import BundleSpec, write_bundle
+from tests.helpers.paths import REPO
 
 CONVERT = REPO / ".venv" / "bin" / "reacture-convert"
 OUTPUT_DIRS = ("zarr", "rows", "frames")

@@ -8,8 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REAL_BUNDLES
-from test_dataset import read_source
 
 from reacture_convert.output.storage import Output
 from reacture_convert.read.chunks import ChunkReader
@@ -18,6 +16,8 @@ from reacture_convert.read.options import ReadOptions
 from reacture_convert.run.batch import run_convert
 from reacture_convert.run.convert import ConvertOptions
 from reacture_convert.writers.zarr import ZarrOptions
+from tests.helpers.real import REAL_BUNDLES
+from tests.helpers.sources import read_source
 
 VARIANT = next(p for p in REAL_BUNDLES if p.name == "reacture_1795637148842")
 

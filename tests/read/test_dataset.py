@@ -6,12 +6,10 @@ straight from the sources."""
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import tarfile
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,6 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from conftest import REAL_BUNDLES, convert_real_bundles
 
 from reacture_convert.errors import OutputError
 from reacture_convert.output.storage import Output
@@ -28,72 +25,10 @@ from reacture_convert.read.dataset import open_dataset
 from reacture_convert.read.labels import KEYS, MOMENTARY_ACTIONS, FrameLabels
 from reacture_convert.run.batch import run_convert
 from reacture_convert.run.convert import ConvertOptions
+from tests.helpers.real import REAL_BUNDLES, convert_real_bundles
+from tests.helpers.sources import Source, expected_labels, read_source
 
-NPY_DATA_OFFSET = 129  # where the game's .npy data starts (docs/bundle-format.md)
-FRAME_REF = re.compile(r"frame_(\d+)\.npy$")
 SESSIONS = sorted(p.name for p in REAL_BUNDLES)
-
-
-# --- the sources, parsed independently of the package ------------------------------------------
-@dataclass(frozen=True)
-class Source:
-    frames: np.ndarray
-    timestamps: np.ndarray
-    rows: list[dict[str, Any]]
-    metadata: dict[str, Any]
-
-
-def one(folder: Path, role: str) -> Path:
-    (path,) = folder.glob(f"*_{role}")
-    return path
-
-
-def read_source(folder: Path) -> Source:
-    frames = np.fromfile(one(folder, "frames.npy"), np.uint8, offset=NPY_DATA_OFFSET)
-    ts = np.fromfile(one(folder, "timestamps.npy"), "<f4", offset=NPY_DATA_OFFSET)
-    lines = one(folder, "data.jsonl").read_bytes().split(b"\n")
-    return Source(
-        frames.reshape(-1, 128, 128, 3),
-        ts,
-        [json.loads(line) for line in lines],
-        json.loads(one(folder, "metadata.json").read_text()),
-    )
-
-
-def expected_labels(src: Source) -> dict[int, dict[str, Any]]:
-    """frame index -> labels, walking the JSON rows: a frame's events are the rows since the
-    previous periodic row."""
-    out: dict[int, dict[str, Any]] = {}
-    pending: list[dict[str, Any]] = []
-    for line, row in enumerate(src.rows):
-        m = FRAME_REF.search(row.get("visual_frame_path", ""))
-        if m is None:
-            pending.append(row)
-            continue
-        i = int(m.group(1))
-        acts = {e["action"] for e in pending if e["type"] == "player_action"}
-        evs = {e["event"] for e in pending if e["type"] == "robot_state"}
-        destroy = "destroy_rubble" in acts or "destroy_rubble" in evs
-        kp = row["key_presses"]
-        out[i] = {
-            "row_index": line,
-            "keys": [kp["W"], kp["A"], kp["S"], kp["D"], kp["inspect"], destroy],
-            "actions": [
-                "jump" in acts,
-                destroy,
-                "refuel" in acts,
-                "rescue_victim" in acts or "rescue" in evs,
-            ],
-            "battery": row["battery"],
-            "damage": row["damage"],
-            "health": row["health"],
-            "position": [row["robot"]["position"][c] for c in "xyz"],
-            "velocity": [row["robot"]["velocity"][c] for c in "xyz"],
-            "accelerometer": [row["accelerometer"][c] for c in "xyz"],
-            "timestamp_ms": float(src.timestamps[i]),
-        }
-        pending = []
-    return out
 
 
 def assert_labels(labels: FrameLabels, expected: dict[int, dict[str, Any]]) -> None:

@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+
+from tests.helpers.paths import REPO
 
 SECTION = "### Training readers"
 NEXT = "### Training on WebDataset shards"

@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import REAL_BUNDLES, convert_real_bundles
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -19,6 +18,7 @@ from reacture_convert.read.shards import ShardSource
 from reacture_convert.read.splits import split_of
 from reacture_convert.run.batch import run_convert
 from reacture_convert.run.convert import ConvertOptions
+from tests.helpers.real import REAL_BUNDLES, convert_real_bundles
 
 NAMES = sorted(p.name for p in REAL_BUNDLES)
 THIRDS = (1 / 3, 1 / 3, 1 / 3)

@@ -11,10 +11,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import REAL_BUNDLES, convert_real_bundles
 from hypothesis import given
 from hypothesis import strategies as st
-from test_dataset import Source, expected_labels, read_source
 
 from reacture_convert.errors import OutputError
 from reacture_convert.read.labels import KEYS, MOMENTARY_ACTIONS
@@ -27,6 +25,8 @@ from reacture_convert.read.stats import (
     read_stats,
     write_stats,
 )
+from tests.helpers.real import REAL_BUNDLES, convert_real_bundles
+from tests.helpers.sources import Source, expected_labels, read_source
 
 APPROX = {"rel": 1e-9, "abs": 1e-12}
 

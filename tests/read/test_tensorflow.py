@@ -15,9 +15,6 @@ import numpy as np
 import pytest
 import tensorflow  # noqa: F401  (these tests need it: they fail, not skip, without it)
 import torch
-from conftest import REAL_BUNDLES, convert_real_bundles
-from expect import Expected, Key, Want, sample_keys, unbatch
-from test_dataset import read_source
 from torch.utils.data import DataLoader
 
 import reacture_convert
@@ -25,6 +22,9 @@ from reacture_convert.read.tensorflow import to_tensorflow_dataset
 from reacture_convert.read.torch import ShardDataset, to_pytorch_dataloader
 from reacture_convert.run.convert import ConvertOptions
 from reacture_convert.writers.webdataset import WdsOptions
+from tests.helpers.expect import Expected, Key, Want, sample_keys, unbatch
+from tests.helpers.real import REAL_BUNDLES, convert_real_bundles
+from tests.helpers.sources import read_source
 
 VARIANT = "reacture_1795637148842"
 

@@ -19,21 +19,8 @@ import fsspec
 import numpy as np
 import pytest
 import torch
-from conftest import REAL_BUNDLES, convert_real_bundles
-from expect import (
-    DEFAULT,
-    SCALARS,
-    VECTORS,
-    Expected,
-    Key,
-    Want,
-    keys_of,
-    sample_keys,
-    unbatch,
-)
 from hypothesis import given
 from hypothesis import strategies as st
-from test_dataset import Source, read_source
 from torch.utils.data import DataLoader
 
 from reacture_convert.errors import ConfigError, OutputError
@@ -48,6 +35,19 @@ from reacture_convert.read.torch import (
 from reacture_convert.run.batch import run_convert
 from reacture_convert.run.convert import ConvertOptions
 from reacture_convert.writers.webdataset import WdsOptions
+from tests.helpers.expect import (
+    DEFAULT,
+    SCALARS,
+    VECTORS,
+    Expected,
+    Key,
+    Want,
+    keys_of,
+    sample_keys,
+    unbatch,
+)
+from tests.helpers.real import REAL_BUNDLES, convert_real_bundles
+from tests.helpers.sources import Source, read_source
 
 SHARDS = 5
 VARIANT = "reacture_1795637148842"  # the only real recording whose frames are not all black

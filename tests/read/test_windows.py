@@ -13,11 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import REAL_BUNDLES, convert_real_bundles
-from expect import Expected, Key, Want, sample_keys, unbatch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_dataset import read_source
 
 from reacture_convert.errors import ConfigError
 from reacture_convert.read.core import FrameSource
@@ -27,6 +24,9 @@ from reacture_convert.read.torch import to_pytorch_dataloader
 from reacture_convert.read.windows import Item, StreamJudge, judge
 from reacture_convert.run.convert import ConvertOptions
 from reacture_convert.writers.webdataset import WdsOptions
+from tests.helpers.expect import Expected, Key, Want, sample_keys, unbatch
+from tests.helpers.real import REAL_BUNDLES, convert_real_bundles
+from tests.helpers.sources import read_source
 
 WINDOWS = [
     Want(history=2, horizon=3),

@@ -21,7 +21,6 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 import pytest
 import zarr
-from conftest import REAL_BUNDLES
 from PIL import Image
 
 import reacture_convert.report.bundles as bundles_mod
@@ -38,6 +37,7 @@ from reacture_convert.report import (
     ReportResult,
     write_report,
 )
+from tests.helpers.real import REAL_BUNDLES
 
 CLI = Path(sys.executable).with_name("reacture-convert")
 # The real recording whose frames hold pictures (the preserve-drawing-buffer variant, shipped

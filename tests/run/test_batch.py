@@ -18,7 +18,6 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from conftest import SAMPLE_DIR
 
 from reacture_convert.cli import cli
 from reacture_convert.errors import ConfigError, InputError, InputNotFoundError, is_transient
@@ -29,6 +28,7 @@ from reacture_convert.run.batch import run_convert
 from reacture_convert.run.convert import ConvertOptions
 from reacture_convert.testing.synth import BundleSpec, write_bundle
 from reacture_convert.writers.webdataset import read_index
+from tests.helpers.paths import SAMPLE_DIR
 
 OPTIONS = ["--format", "zarr,wds", "--shard-size", "1MB", "--chunk-frames", "16"]
 OUTPUT_DIRS = ("zarr", "rows", "frames", "wds")

@@ -19,7 +19,6 @@ import pyarrow.parquet as pq
 import pytest
 import zarr
 from click.testing import CliRunner
-from conftest import CHECKER, REPO, needs_checker
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -37,6 +36,7 @@ from reacture_convert.run.summary import RunSummary
 from reacture_convert.testing.synth import BundleSpec, write_bundle
 from reacture_convert.writers.rows import rebuild_row
 from reacture_convert.writers.zarr import ZarrOptions
+from tests.helpers.paths import CHECKER, REPO, needs_checker
 
 PYTHON = REPO / ".venv" / "bin" / "python"
 NPY_DATA_OFFSET = 129  # where the game's .npy data starts (docs/bundle-format.md)

@@ -44,7 +44,6 @@ import pyarrow.parquet as pq
 import pytest
 import zarr
 from click.testing import CliRunner
-from conftest import REPO
 
 from reacture_convert.cli import cli
 from reacture_convert.ingest.discover import discover
@@ -55,6 +54,7 @@ from reacture_convert.read.verify import verify_dataset
 from reacture_convert.run.convert import ConvertOptions, commit_result, convert_session
 from reacture_convert.testing.synth import BundleSpec, write_bundle
 from reacture_convert.writers.webdataset import read_index
+from tests.helpers.paths import REPO
 
 CONVERT = REPO / ".venv" / "bin" / "reacture-convert"
 FRAMES = (60, 100, 140, 80, 120)  # five small bundles: ~500 frames, a run of about a second

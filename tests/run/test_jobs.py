@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import REPO, SAMPLE_DIR
 
 from reacture_convert.cli import cli
 from reacture_convert.errors import ConfigError
 from reacture_convert.run.jobs import Job, load_job
+from tests.helpers.paths import REPO, SAMPLE_DIR
 
 PIPELINES = sorted((REPO / "pipelines").glob("*.toml"))
 

@@ -27,12 +27,13 @@ import pytest
 import webdataset as wds
 import zarr
 from click.testing import CliRunner
-from conftest import S3, SAMPLE_DIR
 
 from reacture_convert.cli import cli
 from reacture_convert.output.lease import LEASE_ENV, Lease, PreconditionFailed, put_object
 from reacture_convert.output.storage import Output
 from reacture_convert.testing.synth import BundleSpec, write_bundle
+from tests.helpers.paths import SAMPLE_DIR
+from tests.helpers.s3 import S3
 
 SAMPLE = SAMPLE_DIR.name
 SYNTH = BundleSpec(prefix="reacture_1795600000044", seed=44, n_frames=40)

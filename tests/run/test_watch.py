@@ -32,7 +32,6 @@ import pyarrow.parquet as pq
 import pytest
 import zarr
 from click.testing import CliRunner
-from conftest import REAL_BUNDLES, REPO, S3, SAMPLE_DIR
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -51,6 +50,9 @@ from reacture_convert.run.watch import (
     run_watch,
 )
 from reacture_convert.testing.synth import BundleSpec, write_bundle
+from tests.helpers.paths import REPO, SAMPLE_DIR
+from tests.helpers.real import REAL_BUNDLES
+from tests.helpers.s3 import S3
 
 CLI = [sys.executable, "-m", "reacture_convert"]
 WATCH = [*CLI, "watch"]

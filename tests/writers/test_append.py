@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from reacture_convert.cli import cli
 from reacture_convert.errors import ConfigError, OutputError
+from reacture_convert.ingest.validate import validate_bundle
 from reacture_convert.output.storage import Output
 from reacture_convert.read.verify import verify_dataset
 from reacture_convert.run.batch import run_convert
@@ -25,6 +26,7 @@ from reacture_convert.writers.webdataset import (
     read_index,
     write_session_samples,
 )
+from tests.helpers.bundles import bundle_ref
 
 NAMES = [f"reacture_17956000000{k:02d}" for k in range(4)]
 FRAMES = [9, 14, 6, 11]
@@ -115,10 +117,6 @@ def test_append_refuses_other_options_and_changed_sessions(
         with pytest.raises(ConfigError, match="--append"):
             append_shards(Output(str(out)), [], other)
     # a session the set holds, with other samples (its bundle converted again)
-    from test_webdataset import bundle_ref
-
-    from reacture_convert.ingest.validate import validate_bundle
-
     bundle = bundle_ref(folders[2])
     path = tmp_path / "changed.tar"
     with open(path, "wb") as f:

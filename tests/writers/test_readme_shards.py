@@ -8,7 +8,9 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import REPO, convert_real_bundles
+
+from tests.helpers.paths import REPO
+from tests.helpers.real import convert_real_bundles
 
 os.environ["HF_DATASETS_OFFLINE"] = "1"  # read by datasets when it is imported
 os.environ["HF_HUB_OFFLINE"] = "1"

@@ -13,16 +13,14 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-from conftest import SAMPLE_DIR
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reacture_convert.ingest.jsonl import ParsedRow, iter_jsonl
 from reacture_convert.ingest.schema import ROWS_SCHEMA
 from reacture_convert.writers.rows import iter_record_batches, rebuild_row, write_rows
-
-SAMPLE = SAMPLE_DIR
-SAMPLE_LINES = (SAMPLE / "reacture_1795637238001_data.jsonl").read_bytes().split(b"\n")
+from tests.helpers.jsonl import SAMPLE_LINES
+from tests.helpers.rows import ACTION, EVENT, PERIODIC, mutated_rows
 
 
 def same(a: Any, b: Any) -> bool:
@@ -161,16 +159,6 @@ def test_rows_without_a_known_type_are_refused() -> None:
 
 
 # --- edge cases, one by one ---------------------------------------------------------------------
-def _line(pred: Any) -> dict[str, Any]:
-    obj: dict[str, Any] = json.loads(next(x for x in SAMPLE_LINES if pred(json.loads(x))))
-    return obj
-
-
-PERIODIC = _line(lambda r: r.get("event") == "periodic_update_10hz" and r["sensors"]["victims"])
-EVENT = _line(lambda r: r.get("event") == "game_end")
-ACTION = _line(lambda r: r["type"] == "player_action" and r["action"] == "destroy_rubble")
-
-
 def changed(base: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     """A deep copy of ``base`` with ``value`` at a dotted path (list indices are numbers)."""
     obj: dict[str, Any] = json.loads(json.dumps(base))
@@ -267,82 +255,6 @@ def test_big_int_in_one_row_keeps_the_other_rows_typed() -> None:
 
 
 # --- Hypothesis: any mutation of a real row survives ---------------------------------------------
-SCALARS = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(2**70), max_value=2**70),
-    st.integers(min_value=-(2**54), max_value=2**54),
-    st.floats(allow_nan=False, allow_infinity=False),
-    st.sampled_from([0, -0.0, 1.0, 100.0, 1.2e-7, 2**53, 2**53 + 1, float(2**53), 1e21, 1e16]),
-    st.text(max_size=8),
-)
-JSON = st.recursive(
-    SCALARS,
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
-    ),
-    max_leaves=8,
-)
-TRICKY_KEYS = [
-    "session",
-    "row_index",
-    "kind",
-    "frame_index",
-    "extra",
-    "timestamp_ms",
-    "timestamp",
-    "velocity",
-    "visual_frame_path",
-    "rubbleId",
-    "x",
-    "victims",
-    "event",
-]
-BASES = [json.loads(x) for x in SAMPLE_LINES[::9]] + [PERIODIC, EVENT, ACTION]
-
-
-def _containers(value: Any) -> Iterator[dict[str, Any] | list[Any]]:
-    if isinstance(value, dict | list):
-        yield value
-        for v in value.values() if isinstance(value, dict) else value:
-            yield from _containers(v)
-
-
-@st.composite
-def mutated_rows(draw: st.DrawFn) -> dict[str, Any]:
-    row: dict[str, Any] = json.loads(json.dumps(draw(st.sampled_from(BASES))))
-    for _ in range(draw(st.integers(0, 4))):
-        targets = list(_containers(row))
-        target = targets[draw(st.integers(0, len(targets) - 1))]
-        op = draw(st.sampled_from(["set", "add", "delete", "victims"]))
-        if op == "victims":
-            victim = st.fixed_dictionaries(
-                {"distance": st.floats(0, 20), "angle": st.floats(-4, 4), "health": SCALARS},
-                optional={"id": JSON},
-            )
-            sensors = row.get("sensors")  # an earlier step may have set it to any JSON value
-            row["sensors"] = {
-                **(sensors if isinstance(sensors, dict) else {}),
-                "victims": draw(st.lists(st.none() | victim, max_size=3)),
-            }
-        elif isinstance(target, list):
-            if target and op != "add":
-                target[draw(st.integers(0, len(target) - 1))] = draw(JSON)
-            else:
-                target.append(draw(JSON))
-        elif op == "add":
-            target[draw(st.sampled_from(TRICKY_KEYS) | st.text(max_size=6))] = draw(JSON)
-        else:
-            keys = [k for k in target if not (target is row and k == "type")]
-            if keys:
-                key = draw(st.sampled_from(keys))
-                if op == "delete":
-                    del target[key]
-                else:
-                    target[key] = draw(JSON)
-    return row
-
-
 @settings(max_examples=100, deadline=None)
 @given(st.lists(mutated_rows(), min_size=1, max_size=4), st.booleans())
 def test_any_mutated_row_round_trips(rows: list[dict[str, Any]], ascii_only: bool) -> None:

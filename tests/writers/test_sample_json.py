@@ -13,9 +13,6 @@ import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ingest.test_jsonl import BAD_CASES
-from ingest.test_rowscan import spelled
-from test_webdataset import same_row
 
 from reacture_convert.ingest.jsonl import ParsedRow, iter_jsonl
 from reacture_convert.ingest.rowscan import scan_rows
@@ -26,6 +23,9 @@ from reacture_convert.writers.webdataset.sample_json import (
     sample_document,
     sample_json,
 )
+from tests.helpers.jsonl import BAD_CASES
+from tests.helpers.rows import spelled
+from tests.helpers.sources import same_row
 
 VEC = {"x": 1, "y": 2.5, "z": 0}
 SENSORS = {

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_webdataset import bundle_ref
 
 from reacture_convert.ingest.bundle import FileRef
 from reacture_convert.ingest.validate import validate_bundle
@@ -25,6 +24,7 @@ from reacture_convert.output.storage import Output
 from reacture_convert.run.convert import ConvertOptions, convert_session
 from reacture_convert.testing.synth import game_npy_header
 from reacture_convert.writers.webdataset import SessionSamples, SessionTar, WdsOptions, sample_sink
+from tests.helpers.bundles import bundle_ref
 
 SESSION = "sess"
 

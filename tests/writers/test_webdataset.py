@@ -23,12 +23,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import webdataset
-from conftest import CHECKER, REAL, needs_checker
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reacture_convert.errors import ConfigError, InputError, OutputError
-from reacture_convert.ingest.bundle import ROLES, BundleRef, FileRef
+from reacture_convert.ingest.bundle import BundleRef, FileRef
 from reacture_convert.ingest.validate import validate_bundle
 from reacture_convert.output.storage import Output
 from reacture_convert.writers.webdataset import (
@@ -46,22 +45,16 @@ from reacture_convert.writers.webdataset import (
 )
 from reacture_convert.writers.webdataset.plan import count_plan
 from reacture_convert.writers.webdataset.tar import iter_tar_members, member_header
+from tests.helpers.bundles import bundle_ref
+from tests.helpers.paths import CHECKER, needs_checker
+from tests.helpers.real import REAL
+from tests.helpers.sources import same_row
 
 DATA_OFFSET = 129  # the game's .npy files: data starts at byte 129
 
 
 # --------------------------------------------------------------------------------------------
 # helpers
-
-
-def bundle_ref(folder: Path) -> BundleRef:
-    meta = next(folder.glob("*_metadata.json"))
-    prefix = meta.name[: -len("_metadata.json")]
-    files = {}
-    for role in ROLES:
-        path = folder / f"{prefix}_{role}"
-        files[role] = FileRef(str(path), path.stat().st_size)
-    return BundleRef(prefix, str(folder), files)
 
 
 def make_session_tar(
@@ -83,31 +76,6 @@ def load_source(folder: Path) -> tuple[np.ndarray, np.ndarray, list[dict[str, An
     ts = np.fromfile(folder / f"{prefix}_timestamps.npy", "<f4", offset=DATA_OFFSET)
     lines = (folder / f"{prefix}_data.jsonl").read_bytes().split(b"\n")
     return frames.reshape(-1, 128, 128, 3), ts, [json.loads(x) for x in lines]
-
-
-def same_row(sample_row: dict[str, Any], source: dict[str, Any]) -> bool:
-    """The sample's row, its ``extra`` applied, holds every field of the source row, equal as
-    JSON numbers (``100.0 == 100``); every other field is null. A player_action's ``timestamp``
-    is also its ``timestamp_ms``."""
-    got = {k: v for k, v in sample_row.items() if k not in ("row_index", "kind", "frame_index")}
-    got.update(json.loads(got.pop("extra") or "{}"))
-    src = dict(source)
-    if src["type"] == "player_action":
-        src["timestamp_ms"] = src["timestamp"]
-
-    def equal(a: Any, b: Any) -> bool:
-        if isinstance(b, dict):
-            keys = {*a, *b} if isinstance(a, dict) else set()
-            return isinstance(a, dict) and all(
-                equal(a.get(k), b.get(k)) for k in keys if not (k not in b and a[k] is None)
-            )
-        if isinstance(b, list):
-            return isinstance(a, list) and len(a) == len(b) and all(map(equal, a, b))
-        if isinstance(b, bool) or isinstance(a, bool):
-            return a is b
-        return bool(a == b)
-
-    return equal(got, src)
 
 
 def read_samples(out: Output, index: WdsIndex) -> list[dict[str, Any]]:

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from test_dataset import Source, expected_labels
+
+from .sources import Source, expected_labels
 
 Key = tuple[str, int]
 VECTORS = ("position", "velocity", "accelerometer")
