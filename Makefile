@@ -5,8 +5,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_STAMP := $(VENV)/.torch
 TF_STAMP := $(VENV)/.tensorflow
+# The oldest zarr pyproject.toml allows (its "zarr>=X" bound), in a second small venv.
+ZARR_OLDEST := $(shell sed -n 's/^ *"zarr>=\([0-9.]*\).*/\1/p' pyproject.toml)
+OLD_VENV := .venv-zarr-oldest
+OLD_STAMP := $(OLD_VENV)/.installed
+ZARR_COMPAT_TESTS = $(shell grep -rl --include='test_*.py' 'mark.zarr_compat' tests)
 
-.PHONY: install convert test lint bench docs clean browser
+.PHONY: install convert test test-zarr-oldest lint bench docs clean browser
 
 install: $(STAMP)
 
@@ -48,7 +53,24 @@ browser:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "make test needs a chromium command for the report test: apt-get install chromium"; exit 1; fi; }
 
-test: install $(TORCH_STAMP) $(TF_STAMP) browser
+# The package, zarr==$(ZARR_OLDEST) and pytest, everything else pinned to what .venv holds (the
+# main venv has the newest zarr allowed): only zarr differs between the two runs.
+$(OLD_STAMP): $(STAMP)
+	rm -rf $(OLD_VENV)
+	$(BIN)/python -m venv $(OLD_VENV)
+	$(BIN)/python -m pip freeze --exclude-editable | grep -iv '^zarr==' > $(OLD_VENV)/constraints.txt
+	$(OLD_VENV)/bin/python -m pip install --quiet -c $(OLD_VENV)/constraints.txt \
+	  -e . 'zarr==$(ZARR_OLDEST)' pytest pytest-timeout hypothesis
+	touch $(OLD_STAMP)
+
+## The tests marked zarr_compat (Zarr bytes compared with zarr-python's, Zarr read by it) with
+## the oldest zarr allowed; the full suite runs them with the newest.
+test-zarr-oldest: $(OLD_STAMP)
+	$(OLD_VENV)/bin/python -c "import zarr; from packaging.version import Version as V; \
+	  assert V(zarr.__version__) == V('$(ZARR_OLDEST)'), zarr.__version__"
+	$(OLD_VENV)/bin/python -m pytest -q -p no:cacheprovider -m zarr_compat $(ZARR_COMPAT_TESTS)
+
+test: install $(TORCH_STAMP) $(TF_STAMP) browser test-zarr-oldest
 	$(BIN)/python -m pytest -q
 
 lint: install
@@ -64,4 +86,4 @@ bench: install $(TORCH_STAMP)
 	$(BIN)/python benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) data .pytest_cache .mypy_cache .hypothesis
+	rm -rf $(VENV) $(OLD_VENV) data .pytest_cache .mypy_cache .hypothesis

@@ -19,6 +19,8 @@ from reacture_convert.writers.zarr import ZarrOptions
 from tests.helpers.real import REAL_BUNDLES
 from tests.helpers.sources import read_source
 
+pytestmark = pytest.mark.zarr_compat  # every layout read, directly and by zarr-python
+
 VARIANT = next(p for p in REAL_BUNDLES if p.name == "reacture_1795637148842")
 
 

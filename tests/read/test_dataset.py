@@ -28,6 +28,8 @@ from reacture_convert.run.convert import ConvertOptions
 from tests.helpers.real import REAL_BUNDLES, convert_real_bundles
 from tests.helpers.sources import Source, expected_labels, read_source
 
+pytestmark = pytest.mark.zarr_compat  # sessions opened with zarr-python, folder and URL
+
 SESSIONS = sorted(p.name for p in REAL_BUNDLES)
 
 

@@ -25,6 +25,8 @@ from reacture_convert.run.convert import ConvertOptions
 from reacture_convert.writers.webdataset import WdsOptions
 from reacture_convert.writers.zarr import ZarrOptions
 
+pytestmark = pytest.mark.zarr_compat  # verify reads every Zarr chunk back
+
 GOOD, OTHER = "reacture_1795600000001", "reacture_1795600000002"
 FRAME_BYTES = 128 * 128 * 3
 CHUNK = 8

@@ -377,6 +377,7 @@ def test_xarray_opens_each_session(dataset: tuple[Path, dict[str, Path]]) -> Non
         assert ds.attrs["metadata"] == json.loads(one(folder, "metadata.json").read_text())
 
 
+@pytest.mark.zarr_compat
 def test_zarr_python_opens_each_session(dataset: tuple[Path, dict[str, Path]]) -> None:
     out, folders = dataset
     for prefix, folder in folders.items():
@@ -397,6 +398,7 @@ def test_zarr_python_opens_each_session(dataset: tuple[Path, dict[str, Path]]) -
 
 
 # --- Zarr options -------------------------------------------------------------------------------
+@pytest.mark.zarr_compat
 @pytest.mark.parametrize("codec", ["none", "lz4", "zstd"])
 def test_every_codec_round_trips(
     make_bundle: Callable[..., Path], tmp_path: Path, codec: str
@@ -414,6 +416,7 @@ def test_every_codec_round_trips(
     assert verify_dataset(Output(str(out)), sources=True) == (1, [])
 
 
+@pytest.mark.zarr_compat
 @pytest.mark.parametrize(
     ("chunk", "n_frames", "want"),
     [(8, 23, 8), (1, 5, 1), (64, 10, 10)],
@@ -436,6 +439,7 @@ def test_frames_are_chunked_along_time_as_asked(
     assert_round_trip(folder, out, "reacture_1795600000000")
 
 
+@pytest.mark.zarr_compat
 def test_sharded_frames_are_few_objects_and_round_trip(
     make_bundle: Callable[..., Path], tmp_path: Path
 ) -> None:

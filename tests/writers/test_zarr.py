@@ -13,6 +13,8 @@ from zarr.codecs import BloscCodec, ZstdCodec
 
 from reacture_convert.writers.zarr import FRAME_SHAPE, ZarrOptions, ZarrSessionWriter
 
+pytestmark = pytest.mark.zarr_compat  # writer bytes == zarr-python's; zarr reads them
+
 ATTRIBUTES: dict[str, Any] = {
     "session": "s",
     "metadata": {"name": "Zoë ☃", "big": 2**70, "tiny": 1.5e-7, "none": None, "list": [1, 2.5]},
