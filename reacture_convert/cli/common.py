@@ -172,7 +172,6 @@ scheduler_options = with_options(
         help="Sessions converted at once on local Dask workers (default: one per core).",
     ),
 )
-on_error_help = "continue: record bad bundles and go on; stop: start nothing new after one."
 wait_option = click.option(
     "--wait", is_flag=True, help="Wait for another run on OUT instead of failing (exit 3)."
 )

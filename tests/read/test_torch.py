@@ -458,3 +458,12 @@ def test_a_wds_only_dataset_says_to_use_the_shards(wds_only: Path) -> None:
         to_pytorch_dataloader(wds_only, source="zarr")
     loader = to_pytorch_dataloader(wds_only, source="wds", batch_size=8, skip_blank=False)
     assert sum(len(b["session"]) for b in loader) == len(read_source(REAL_BUNDLES[0]).timestamps)
+
+
+def test_torch_data_is_the_old_name_of_read_torch() -> None:
+    """README: ``reacture_convert.torch_data`` is the old name of ``read.torch``."""
+    import reacture_convert.read.torch as new
+    import reacture_convert.torch_data as old
+
+    assert old.__all__ == new.__all__
+    assert all(getattr(old, name) is getattr(new, name) for name in new.__all__)

@@ -77,10 +77,6 @@ COMPACT_SHARE = 20  # but no sooner than 20 times what the last one took (<= 5 %
 _SLICE = CHUNK  # rows taken from memory at a time while writing catalog.parquet
 
 
-def _order(e: CatalogEntry) -> tuple[str, str, str, str]:
-    return (e.session or "", e.source, e.prefix or "", e.status)
-
-
 def _superseded(row: CatalogEntry, by: CatalogEntry) -> CatalogEntry:
     msg = (
         f"session {row.session!r} now holds the bundle from {by.source}, whose files differ "
