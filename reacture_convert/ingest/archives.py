@@ -15,7 +15,6 @@ characters (a leading ``./``, as ``tar -C dir .`` writes, is kept).
 
 from __future__ import annotations
 
-import re
 import stat
 import tarfile
 import zipfile
@@ -28,6 +27,7 @@ from typing import IO, Any
 from fsspec.core import url_to_fs
 
 from reacture_convert.findings import Finding, finding
+from reacture_convert.ingest.members import archive_kind, member_name_problem
 
 __all__ = [
     "MAX_MEMBER_BYTES",
@@ -35,7 +35,6 @@ __all__ = [
     "MAX_MEMBERS",
     "MAX_RATIO",
     "RATIO_MIN_BYTES",
-    "ARCHIVE_SUFFIXES",
     "Member",
     "is_archive",
     "list_members",
@@ -51,14 +50,11 @@ MAX_RATIO = 1000  # zip: uncompressed/compressed above this is a bomb...
 # hundred MB at most. Below this size a high ratio costs nothing worth refusing a real export.
 RATIO_MIN_BYTES = 2**30
 
-ARCHIVE_SUFFIXES: tuple[str, ...] = (".zip", ".tar", ".tar.gz", ".tgz")
-
 # zip compression methods we can read: stored, deflated, bzip2, lzma.
 _ZIP_METHODS = frozenset(
     {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
 )
 _ZIP_LOCAL_HEADER_MIN = 30  # fixed part of a zip local file header, before name and extra
-_DRIVE = re.compile(r"^[A-Za-z]:")
 
 # What a corrupt archive makes zipfile, tarfile, gzip and the codecs raise while listing.
 _READ_ERRORS: tuple[type[BaseException], ...] = (
@@ -98,7 +94,7 @@ class _Entry:
 
 def is_archive(name: str) -> bool:
     """True for the archive kinds we open: .zip, .tar, .tar.gz, .tgz (any case)."""
-    return name.lower().endswith(ARCHIVE_SUFFIXES)
+    return archive_kind(name) is not None
 
 
 def normalize_member_name(name: str) -> str:
@@ -115,7 +111,7 @@ def list_members(
     refused. Never raises for a bad archive: a corrupt, truncated or unreadable one gives a
     single ``ARCHIVE_UNREADABLE`` finding (file = ``url``) and no members.
     """
-    kind = _kind(url)
+    kind = archive_kind(url)
     if kind is None:
         return [], [
             finding(
@@ -151,17 +147,6 @@ def list_members(
     if findings:  # archive-level refusal (too many members, too large, corrupt tail)
         return [], findings
     return _check_entries(entries, url)
-
-
-def _kind(url: str) -> str | None:
-    low = url.lower()
-    if low.endswith(".zip"):
-        return "zip"
-    if low.endswith((".tar.gz", ".tgz")):
-        return "tar.gz"
-    if low.endswith(".tar"):
-        return "tar"
-    return None
 
 
 def _where(label: str, name: str) -> str:
@@ -339,23 +324,6 @@ def _clean_tar_end(tf: tarfile.TarFile) -> bool:
 # --- the checks every member passes -----------------------------------------------------------
 
 
-def _path_problem(name: str) -> str | None:
-    """Why ``name`` is unsafe as a path inside a folder, or None when it is safe."""
-    if not name:
-        return "empty name"
-    if any(not ch.isprintable() or "\ud800" <= ch <= "\udfff" for ch in name):
-        return "name holds a NUL, control character or undecodable byte"
-    if "\\" in name:
-        return "name holds a backslash"
-    if name.startswith("/"):
-        return "name is an absolute path"
-    if _DRIVE.match(name):
-        return "name starts with a drive letter"
-    if ".." in name.split("/"):
-        return "name has a '..' component"
-    return None
-
-
 _KIND_REFUSALS: dict[str, tuple[str, str]] = {
     "link": ("ARCHIVE_LINK", "member is a symbolic or hard link; links are never followed"),
     "special": (
@@ -367,7 +335,7 @@ _KIND_REFUSALS: dict[str, tuple[str, str]] = {
 
 def _entry_problem(entry: _Entry) -> tuple[str, str] | None:
     """The first check ``entry`` fails, as (code, message), or None."""
-    unsafe = _path_problem(entry.shown)
+    unsafe = member_name_problem(entry.shown)
     if unsafe is not None:
         return (
             "ARCHIVE_UNSAFE_PATH",
@@ -403,7 +371,7 @@ def _duplicates(entries: Iterable[_Entry]) -> set[str]:
     counts = Counter(
         normalize_member_name(e.name)
         for e in entries
-        if e.kind != "dir" and _path_problem(e.shown) is None
+        if e.kind != "dir" and member_name_problem(e.shown) is None
     )
     return {name for name, n in counts.items() if n > 1}
 
