@@ -15,17 +15,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from ingest.test_jsonl import BAD_CASES
 from ingest.test_rowscan import spelled
-from test_webdataset import same_row
+from writers.test_webdataset import same_row
 
-from reacture_convert.ingest.jsonl import ParsedRow, iter_jsonl
-from reacture_convert.ingest.rowscan import scan_rows
-from reacture_convert.writers.webdataset.sample_json import (
+from reacture_convert.formats.wds.sample_json import (
     SAMPLE_ROW,
     SAMPLE_TYPE,
-    row_documents,
     sample_document,
     sample_json,
 )
+from reacture_convert.ingest.jsonl import ParsedRow, iter_jsonl
+from reacture_convert.ingest.rowscan import scan_rows
+from reacture_convert.writers.webdataset.sample_sink import row_documents
 
 VEC = {"x": 1, "y": 2.5, "z": 0}
 SENSORS = {

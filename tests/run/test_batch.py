@@ -22,13 +22,13 @@ from conftest import SAMPLE_DIR
 
 from reacture_convert.cli import cli
 from reacture_convert.errors import ConfigError, InputError, InputNotFoundError, is_transient
+from reacture_convert.formats.wds.index import read_index
 from reacture_convert.output.catalog import read_catalog
 from reacture_convert.output.storage import Output
 from reacture_convert.read.verify import verify_dataset
 from reacture_convert.run.batch import run_convert
 from reacture_convert.run.convert import ConvertOptions
 from reacture_convert.testing.synth import BundleSpec, write_bundle
-from reacture_convert.writers.webdataset import read_index
 
 OPTIONS = ["--format", "zarr,wds", "--shard-size", "1MB", "--chunk-frames", "16"]
 OUTPUT_DIRS = ("zarr", "rows", "frames", "wds")

@@ -25,8 +25,8 @@ import pytest  # noqa: E402
 from conftest import REAL_BUNDLES, convert_real_bundles  # noqa: E402
 from test_webdataset import same_row  # noqa: E402
 
+from reacture_convert.formats.wds.sample_json import SAMPLE_TYPE  # noqa: E402
 from reacture_convert.read.labels import FrameLabels  # noqa: E402
-from reacture_convert.writers.webdataset.sample_json import SAMPLE_TYPE  # noqa: E402
 
 DATA_OFFSET = 129
 

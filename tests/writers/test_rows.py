@@ -17,9 +17,10 @@ from conftest import SAMPLE_DIR
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reacture_convert.formats.rows import rebuild_row
 from reacture_convert.ingest.jsonl import ParsedRow, iter_jsonl
 from reacture_convert.ingest.schema import ROWS_SCHEMA
-from reacture_convert.writers.rows import iter_record_batches, rebuild_row, write_rows
+from reacture_convert.writers.rows import iter_record_batches, write_rows
 
 SAMPLE = SAMPLE_DIR
 SAMPLE_LINES = (SAMPLE / "reacture_1795637238001_data.jsonl").read_bytes().split(b"\n")
