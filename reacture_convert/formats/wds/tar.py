@@ -230,7 +230,8 @@ def iter_tar_members(stream: IO[bytes], label: str) -> Iterator[tuple[str, bytes
         at = offset
         offset += BLOCK
         data_span = size + -size % BLOCK
-        what = f"member {name!r} (header at byte {at})"
+        shown = name.decode("utf-8", errors="backslashreplace")
+        what = f"member {shown!r} (header at byte {at})"
         if kind in (b"0", b"\0", b"7", b"L", b"x"):
             data = _read_exact(stream, size, label, what)
             _skip(stream, data_span - size, label, what)
