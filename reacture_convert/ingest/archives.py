@@ -15,6 +15,7 @@ characters (a leading ``./``, as ``tar -C dir .`` writes, is kept).
 
 from __future__ import annotations
 
+import gzip
 import stat
 import tarfile
 import zipfile
@@ -27,7 +28,7 @@ from typing import IO, Any
 from fsspec.core import url_to_fs
 
 from reacture_convert.findings import Finding, finding
-from reacture_convert.ingest.members import archive_kind, member_name_problem
+from reacture_convert.ingest.members import BoundedReader, archive_kind, member_name_problem
 
 __all__ = [
     "MAX_MEMBER_BYTES",
@@ -60,6 +61,7 @@ _ZIP_LOCAL_HEADER_MIN = 30  # fixed part of a zip local file header, before name
 _READ_ERRORS: tuple[type[BaseException], ...] = (
     OSError,  # includes gzip.BadGzipFile, FileNotFoundError, PermissionError
     EOFError,
+    OverflowError,  # an offset or size beyond what a C integer holds, from a damaged header
     ValueError,  # includes UnicodeDecodeError
     zipfile.BadZipFile,
     zipfile.LargeZipFile,
@@ -275,7 +277,7 @@ def _read_tar(raw: IO[bytes], label: str, *, gz: bool) -> tuple[list[_Entry], li
     """
     entries: list[_Entry] = []
     total = 0
-    with tarfile.open(fileobj=raw, mode="r:gz" if gz else "r:") as tf:
+    with _open_tar(raw, gz) as tf:
         while (info := tf.next()) is not None:
             entries.append(_tar_entry(info))
             total += info.size if info.isreg() else 0
@@ -293,6 +295,28 @@ def _read_tar(raw: IO[bytes], label: str, *, gz: bool) -> tuple[list[_Entry], li
                 )
             ]
     return entries, []
+
+
+def _open_tar(raw: IO[bytes], gz: bool) -> tarfile.TarFile:
+    """``tarfile`` over ``raw`` (gunzipped for .tar.gz) through a ``BoundedReader``: the sizes
+    that headers declare never make it read or seek beyond the data (the member policy)."""
+    if not gz:
+        return tarfile.open(fileobj=BoundedReader(raw, _size(raw)), mode="r:")
+    unzipped = gzip.GzipFile(fileobj=raw, mode="rb")
+    try:
+        return tarfile.open(fileobj=BoundedReader(unzipped), mode="r:")
+    except (OSError, EOFError) as e:  # as tarfile's own "r:gz" says it
+        unzipped.close()
+        raise tarfile.ReadError("not a gzip file") from e
+
+
+def _size(raw: IO[bytes]) -> int | None:
+    """The size of a seekable ``raw`` (left at its start), else None."""
+    if not raw.seekable():
+        return None
+    size = raw.seek(0, 2)
+    raw.seek(0)
+    return size
 
 
 def _tar_entry(info: tarfile.TarInfo) -> _Entry:

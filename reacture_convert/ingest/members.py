@@ -8,15 +8,17 @@
 - Kinds: only regular files are ever read; links are never followed and devices never opened
   (the listing refuses them with a finding, the shard reader skips them).
 - Sizes: a size a header declares is only a claim. ``read_bounded`` reads in pieces, so what it
-  holds at any time is bounded by the bytes the file really has, not by the claim.
+  holds at any time is bounded by the bytes the file really has, not by the claim;
+  ``BoundedReader`` gives a stream to ``tarfile`` that reads so, and never seeks past the end.
 """
 
 from __future__ import annotations
 
+import io
 import re
-from typing import IO, Final, Protocol
+from typing import IO, Any, Final, Protocol
 
-__all__ = ["READ_PIECE", "archive_kind", "member_name_problem", "read_bounded"]
+__all__ = ["READ_PIECE", "BoundedReader", "archive_kind", "member_name_problem", "read_bounded"]
 
 READ_PIECE: Final = 1 << 20  # the most a bounded read asks for at once
 _DRIVE: Final = re.compile(r"^[A-Za-z]:")
@@ -67,3 +69,42 @@ def read_bounded(stream: IO[bytes] | _Readable, n: int) -> bytes:
         pieces.append(piece)
         left -= len(piece)
     return b"".join(pieces)
+
+
+class BoundedReader(io.RawIOBase):
+    """``stream`` for a parser that trusts declared sizes (``tarfile``): every read is
+    ``read_bounded``, and with the stream's ``size`` known, a seek lands at most at its end (a
+    huge offset from a damaged header reads as the end of the data, not an OverflowError)."""
+
+    def __init__(self, stream: IO[bytes] | Any, size: int | None = None) -> None:
+        super().__init__()
+        self._stream = stream
+        self._size = size
+
+    def read(self, n: int | None = -1) -> bytes:
+        if n is None or n < 0:
+            return bytes(self._stream.read())
+        return read_bounded(self._stream, n)
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if self._size is not None:
+            if whence == io.SEEK_CUR:
+                offset, whence = self.tell() + offset, io.SEEK_SET
+            if whence == io.SEEK_SET:
+                offset = min(max(offset, 0), self._size)
+        return int(self._stream.seek(offset, whence))
+
+    def tell(self) -> int:
+        return int(self._stream.tell())
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return bool(self._stream.seekable())
