@@ -140,7 +140,7 @@ def compare_rows(jsonl: Path, parquet: Path, rebuild: bool) -> dict[str, Any]:
     """Round-trip every row of ``jsonl`` through ``parquet`` and say what differs."""
     import pyarrow.parquet as pq
 
-    from reacture_convert.writers.rows import rebuild_row
+    from reacture_convert.formats.rows import rebuild_row
 
     originals = [json.loads(line) for line in jsonl.read_bytes().split(b"\n") if line.strip()]
     records = pq.read_table(parquet).to_pylist()

@@ -50,7 +50,8 @@ class ConfigError(ReactureError, ValueError):
 
 
 # What reading a damaged archive member raises (bad CRC, broken deflate/lzma/gzip stream, data
-# cut short; zipfile's NotImplementedError for a zip feature it cannot read; our InputError for
+# cut short; zipfile's NotImplementedError for a zip feature it cannot read, and its
+# UnicodeDecodeError for a damaged local header name; our InputError for
 # a stream that ends early). bz2 raises a bare ``OSError("Invalid data stream")``: a real I/O
 # error (disk, network, object store) always carries an errno, so an OSError without one is
 # the codec's.
@@ -62,6 +63,7 @@ _DAMAGED: tuple[type[BaseException], ...] = (
     tarfile.TarError,
     NotImplementedError,
     InputError,
+    UnicodeDecodeError,  # zipfile: a local header's name that is not the UTF-8 its flag says
 )
 _NOT_TRANSIENT = (
     FileNotFoundError,

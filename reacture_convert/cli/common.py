@@ -17,6 +17,7 @@ import click
 
 from reacture_convert.errors import ConfigError, ReactureError
 from reacture_convert.findings import Finding, Severity
+from reacture_convert.formats.zarr import CODECS
 from reacture_convert.run.convert import ConvertOptions
 from reacture_convert.run.options import (
     convert_options,
@@ -26,7 +27,7 @@ from reacture_convert.run.options import (
     parse_storage_options,
 )
 from reacture_convert.run.scheduler import check_scheduler
-from reacture_convert.writers.zarr import CODECS, ZarrOptions
+from reacture_convert.writers.zarr import ZarrOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -149,7 +150,7 @@ zarr_options = with_options(
     ),
     click.option(
         "--codec",
-        type=click.Choice(CODECS),
+        type=click.Choice(tuple(CODECS)),
         default=ZarrOptions().codec,
         show_default=True,
         help="Compression of Zarr frame chunks.",

@@ -34,6 +34,7 @@ from reacture_convert.cli.common import (
 from reacture_convert.cli.watch import watch_and_report
 from reacture_convert.errors import ConfigError
 from reacture_convert.findings import Severity
+from reacture_convert.formats.wds.encodings import ENCODINGS
 from reacture_convert.output.catalog import CatalogEntry
 from reacture_convert.output.status import Status
 from reacture_convert.output.storage import Output
@@ -41,7 +42,6 @@ from reacture_convert.run.batch import check_inputs, run_convert
 from reacture_convert.run.convert import ConvertOptions
 from reacture_convert.run.options import ON_ERROR
 from reacture_convert.run.summary import RunSummary
-from reacture_convert.writers.webdataset import ENCODINGS
 
 ON_ERROR_HELP = "continue: record bad bundles and go on; stop: start nothing new after one."
 

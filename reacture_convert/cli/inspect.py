@@ -26,8 +26,8 @@ def verify(out: str, sources: bool, as_json: bool, storage_options: dict[str, An
 
     Exit 0 when everything holds, 1 on any mismatch (each one named).
     """
+    from reacture_convert.formats.wds.index import read_index
     from reacture_convert.read.verify import verify_dataset
-    from reacture_convert.writers.webdataset import read_index
 
     output = Output(out, storage_options)
     with exit_on_error():

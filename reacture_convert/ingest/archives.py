@@ -15,7 +15,7 @@ characters (a leading ``./``, as ``tar -C dir .`` writes, is kept).
 
 from __future__ import annotations
 
-import re
+import gzip
 import stat
 import tarfile
 import zipfile
@@ -28,6 +28,7 @@ from typing import IO, Any
 from fsspec.core import url_to_fs
 
 from reacture_convert.findings import Finding, finding
+from reacture_convert.ingest.members import BoundedReader, archive_kind, member_name_problem
 
 __all__ = [
     "MAX_MEMBER_BYTES",
@@ -35,7 +36,6 @@ __all__ = [
     "MAX_MEMBERS",
     "MAX_RATIO",
     "RATIO_MIN_BYTES",
-    "ARCHIVE_SUFFIXES",
     "Member",
     "is_archive",
     "list_members",
@@ -51,19 +51,17 @@ MAX_RATIO = 1000  # zip: uncompressed/compressed above this is a bomb...
 # hundred MB at most. Below this size a high ratio costs nothing worth refusing a real export.
 RATIO_MIN_BYTES = 2**30
 
-ARCHIVE_SUFFIXES: tuple[str, ...] = (".zip", ".tar", ".tar.gz", ".tgz")
-
 # zip compression methods we can read: stored, deflated, bzip2, lzma.
 _ZIP_METHODS = frozenset(
     {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
 )
 _ZIP_LOCAL_HEADER_MIN = 30  # fixed part of a zip local file header, before name and extra
-_DRIVE = re.compile(r"^[A-Za-z]:")
 
 # What a corrupt archive makes zipfile, tarfile, gzip and the codecs raise while listing.
 _READ_ERRORS: tuple[type[BaseException], ...] = (
     OSError,  # includes gzip.BadGzipFile, FileNotFoundError, PermissionError
     EOFError,
+    OverflowError,  # an offset or size beyond what a C integer holds, from a damaged header
     ValueError,  # includes UnicodeDecodeError
     zipfile.BadZipFile,
     zipfile.LargeZipFile,
@@ -98,7 +96,7 @@ class _Entry:
 
 def is_archive(name: str) -> bool:
     """True for the archive kinds we open: .zip, .tar, .tar.gz, .tgz (any case)."""
-    return name.lower().endswith(ARCHIVE_SUFFIXES)
+    return archive_kind(name) is not None
 
 
 def normalize_member_name(name: str) -> str:
@@ -115,7 +113,7 @@ def list_members(
     refused. Never raises for a bad archive: a corrupt, truncated or unreadable one gives a
     single ``ARCHIVE_UNREADABLE`` finding (file = ``url``) and no members.
     """
-    kind = _kind(url)
+    kind = archive_kind(url)
     if kind is None:
         return [], [
             finding(
@@ -151,17 +149,6 @@ def list_members(
     if findings:  # archive-level refusal (too many members, too large, corrupt tail)
         return [], findings
     return _check_entries(entries, url)
-
-
-def _kind(url: str) -> str | None:
-    low = url.lower()
-    if low.endswith(".zip"):
-        return "zip"
-    if low.endswith((".tar.gz", ".tgz")):
-        return "tar.gz"
-    if low.endswith(".tar"):
-        return "tar"
-    return None
 
 
 def _where(label: str, name: str) -> str:
@@ -290,7 +277,7 @@ def _read_tar(raw: IO[bytes], label: str, *, gz: bool) -> tuple[list[_Entry], li
     """
     entries: list[_Entry] = []
     total = 0
-    with tarfile.open(fileobj=raw, mode="r:gz" if gz else "r:") as tf:
+    with _open_tar(raw, gz) as tf:
         while (info := tf.next()) is not None:
             entries.append(_tar_entry(info))
             total += info.size if info.isreg() else 0
@@ -308,6 +295,28 @@ def _read_tar(raw: IO[bytes], label: str, *, gz: bool) -> tuple[list[_Entry], li
                 )
             ]
     return entries, []
+
+
+def _open_tar(raw: IO[bytes], gz: bool) -> tarfile.TarFile:
+    """``tarfile`` over ``raw`` (gunzipped for .tar.gz) through a ``BoundedReader``: the sizes
+    that headers declare never make it read or seek beyond the data (the member policy)."""
+    if not gz:
+        return tarfile.open(fileobj=BoundedReader(raw, _size(raw)), mode="r:")
+    unzipped = gzip.GzipFile(fileobj=raw, mode="rb")
+    try:
+        return tarfile.open(fileobj=BoundedReader(unzipped), mode="r:")
+    except (OSError, EOFError) as e:  # as tarfile's own "r:gz" says it
+        unzipped.close()
+        raise tarfile.ReadError("not a gzip file") from e
+
+
+def _size(raw: IO[bytes]) -> int | None:
+    """The size of a seekable ``raw`` (left at its start), else None."""
+    if not raw.seekable():
+        return None
+    size = raw.seek(0, 2)
+    raw.seek(0)
+    return size
 
 
 def _tar_entry(info: tarfile.TarInfo) -> _Entry:
@@ -339,23 +348,6 @@ def _clean_tar_end(tf: tarfile.TarFile) -> bool:
 # --- the checks every member passes -----------------------------------------------------------
 
 
-def _path_problem(name: str) -> str | None:
-    """Why ``name`` is unsafe as a path inside a folder, or None when it is safe."""
-    if not name:
-        return "empty name"
-    if any(not ch.isprintable() or "\ud800" <= ch <= "\udfff" for ch in name):
-        return "name holds a NUL, control character or undecodable byte"
-    if "\\" in name:
-        return "name holds a backslash"
-    if name.startswith("/"):
-        return "name is an absolute path"
-    if _DRIVE.match(name):
-        return "name starts with a drive letter"
-    if ".." in name.split("/"):
-        return "name has a '..' component"
-    return None
-
-
 _KIND_REFUSALS: dict[str, tuple[str, str]] = {
     "link": ("ARCHIVE_LINK", "member is a symbolic or hard link; links are never followed"),
     "special": (
@@ -367,7 +359,7 @@ _KIND_REFUSALS: dict[str, tuple[str, str]] = {
 
 def _entry_problem(entry: _Entry) -> tuple[str, str] | None:
     """The first check ``entry`` fails, as (code, message), or None."""
-    unsafe = _path_problem(entry.shown)
+    unsafe = member_name_problem(entry.shown)
     if unsafe is not None:
         return (
             "ARCHIVE_UNSAFE_PATH",
@@ -403,7 +395,7 @@ def _duplicates(entries: Iterable[_Entry]) -> set[str]:
     counts = Counter(
         normalize_member_name(e.name)
         for e in entries
-        if e.kind != "dir" and _path_problem(e.shown) is None
+        if e.kind != "dir" and member_name_problem(e.shown) is None
     )
     return {name for name, n in counts.items() if n > 1}
 

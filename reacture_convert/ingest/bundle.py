@@ -18,6 +18,7 @@ from typing import IO, Any
 import fsspec
 
 from reacture_convert.errors import is_damaged_read
+from reacture_convert.ingest.members import archive_kind
 
 __all__ = [
     "ROLES",
@@ -96,17 +97,6 @@ def is_damaged_member(ref: FileRef, exc: BaseException) -> bool:
     return is_damaged_read(exc, in_archive=ref.member is not None)
 
 
-def _archive_kind(url: str) -> str:
-    low = url.lower()
-    if low.endswith(".zip"):
-        return "zip"
-    if low.endswith((".tar.gz", ".tgz")):
-        return "tar.gz"
-    if low.endswith(".tar"):
-        return "tar"
-    raise ValueError(f"{url}: not a supported archive (.zip, .tar, .tar.gz, .tgz)")
-
-
 @contextlib.contextmanager
 def open_file(ref: FileRef, storage_options: StorageOptions | None = None) -> Iterator[IO[bytes]]:
     """Open ``ref`` for binary reading (seekable for plain files, forward-only inside archives).
@@ -118,7 +108,9 @@ def open_file(ref: FileRef, storage_options: StorageOptions | None = None) -> It
         if ref.member is None:
             yield raw
             return
-        kind = _archive_kind(ref.url)
+        kind = archive_kind(ref.url)
+        if kind is None:
+            raise ValueError(f"{ref.url}: not a supported archive (.zip, .tar, .tar.gz, .tgz)")
         if kind == "zip":
             with zipfile.ZipFile(raw) as zf:
                 info = zf.getinfo(ref.member)

@@ -8,6 +8,7 @@ when a file no longer is what validation saw (changed since)."""
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Iterator
 from typing import IO, Any
 
@@ -106,20 +107,30 @@ def hash_files(bundle: BundleRef, storage_options: StorageOptions | None = None)
     return out
 
 
-class HashingReader:
+class HashingReader(io.RawIOBase):
     """A binary stream that hashes (sha256) what is read through it, from its first byte on.
 
     Reads may skip back (``seek``) and forth: only bytes beyond those already hashed are added,
     so a file read from start to end once is hashed once, in the same pass. ``finish`` reads
     what is left (up to ``drain`` bytes) and gives the digest when the whole file went through,
-    else None (the caller hashes it apart)."""
+    else None (the caller hashes it apart). A raw stream: ``io.BufferedReader`` may wrap it.
+    ``count`` and ``hexdigest()``: the bytes hashed so far (a prefix of the file) and their
+    sha256."""
 
     def __init__(self, stream: IO[bytes]) -> None:
+        super().__init__()
         self._stream = stream
         self._hash = hashlib.sha256()
         self._pos = 0  # position of the stream
         self._done = 0  # bytes hashed: always a prefix of the file
         self._gap = False  # a read started beyond the hashed prefix
+
+    @property
+    def count(self) -> int:
+        return self._done
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
 
     def _seen(self, data: Any, n: int) -> None:
         end = self._pos + n
@@ -130,8 +141,8 @@ class HashingReader:
             self._done = end
         self._pos = end
 
-    def read(self, n: int = -1) -> bytes:
-        data = self._stream.read(n)
+    def read(self, n: int | None = -1) -> bytes:
+        data = self._stream.read(-1 if n is None else n)
         self._seen(data, len(data))
         return data
 

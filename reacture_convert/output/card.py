@@ -27,11 +27,11 @@ from typing import Any, Final
 import pyarrow as pa
 
 from reacture_convert import __version__
+from reacture_convert.formats.wds.index import WdsIndex, read_index
+from reacture_convert.formats.wds.sample_json import SAMPLE_TYPE
 from reacture_convert.output.catalog import CatalogEntry
 from reacture_convert.output.layout import WDS_DIR, frames_table_path, rows_path
 from reacture_convert.output.storage import Output
-from reacture_convert.writers.webdataset.index import WdsIndex, read_index
-from reacture_convert.writers.webdataset.sample_json import SAMPLE_TYPE
 
 __all__ = [
     "CARD",

@@ -1,10 +1,10 @@
 """Whole chunks of a session's frames, the unit the training readers decode.
 
 The converter's default layout (docs/output-layout.md: chunks of 64 frames, the ``bytes`` codec
-then ``zstd``, no sharding) is read straight from the store: the chunk's object by its key, one
-zstd decode. zarr-python reads the same bytes the same way, but its asynchronous machinery costs
-about as much again per chunk. Any other layout (lz4, no compression, the sharding codec, a
-checksum) is read through zarr-python.
+then ``zstd``, no sharding; ``formats.zarr`` marks which codecs are read so) is read straight
+from the store: the chunk's object by its key, one zstd decode. zarr-python reads the same bytes
+the same way, but its asynchronous machinery costs about as much again per chunk. Any other
+layout (lz4, no compression, the sharding codec, a checksum) is read through zarr-python.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from numcodecs import Zstd
-from zarr.codecs import BytesCodec, ZstdCodec
 
+from reacture_convert.formats.zarr import direct_decoder
 from reacture_convert.output.layout import zarr_path
 from reacture_convert.output.storage import Output
 from reacture_convert.read.session import open_session
@@ -34,23 +33,17 @@ class ChunkReader:
         self.size = int(frames.chunks[0])
         self.n_frames = int(frames.shape[0])
         meta: Any = frames.metadata
-        codecs = tuple(meta.codecs)
-        self.direct = (
-            frames.shards is None
-            and len(codecs) == 2
-            and isinstance(codecs[0], BytesCodec)
-            and isinstance(codecs[1], ZstdCodec)
-            and not codecs[1].checksum
-        )
+        documents = [codec.to_dict() for codec in meta.codecs]
+        self._decoder = None if frames.shards is not None else direct_decoder(documents)
+        self.direct = self._decoder is not None
         self._meta = meta
         self._fs = out.fs
         self._folder = out.path(zarr_path(session), "frames")
-        self._zstd = Zstd()
 
     def read(self, c: int) -> npt.NDArray[np.uint8]:
         start = c * self.size
         stop = min(start + self.size, self.n_frames)
-        if not self.direct:
+        if self._decoder is None:
             return np.asarray(self.frames[start:stop], dtype=np.uint8)
         key = self._meta.encode_chunk_key((c, 0, 0, 0))
         shape = (self.size, *self.frames.shape[1:])
@@ -58,5 +51,5 @@ class ChunkReader:
             raw = self._fs.cat_file(f"{self._folder}/{key}")
         except FileNotFoundError:  # a chunk never written holds the fill value
             return np.full((stop - start, *shape[1:]), self._meta.fill_value, np.uint8)
-        block = np.frombuffer(self._zstd.decode(raw), np.uint8).reshape(shape)
+        block = np.frombuffer(self._decoder.decode(raw), np.uint8).reshape(shape)
         return block[: stop - start]

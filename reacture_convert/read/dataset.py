@@ -40,12 +40,12 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from reacture_convert.errors import OutputError
+from reacture_convert.formats.wds.index import WdsIndex, read_index
 from reacture_convert.output.catalog import CATALOG, CatalogEntry, read_catalog
 from reacture_convert.output.layout import frames_table_path, rows_path
 from reacture_convert.output.storage import Output
 from reacture_convert.read.labels import LABEL_COLUMNS, FrameLabels
 from reacture_convert.read.session import SessionArrays, open_session, read_table
-from reacture_convert.writers.webdataset import WdsIndex, read_index
 
 __all__ = [
     "ConvertedDataset",

@@ -38,6 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from reacture_convert.errors import ConfigError, OutputError
+from reacture_convert.formats.wds import INDEX, WdsIndex, iter_tar_samples, shuffle_buffer
 from reacture_convert.ingest.npy import npy_bytes
 from reacture_convert.output.catalog import CATALOG
 from reacture_convert.output.layout import frames_table_path
@@ -59,7 +60,6 @@ from reacture_convert.read.options import Layout, ReadOptions
 from reacture_convert.read.session import read_table
 from reacture_convert.read.splits import select_sessions
 from reacture_convert.read.windows import Item, StreamJudge, judge
-from reacture_convert.writers.webdataset import INDEX, WdsIndex, iter_tar_samples, shuffle_buffer
 
 __all__ = ["ShardSource", "consumer_range", "decode_frame", "read_index_at"]
 

@@ -23,19 +23,24 @@ from typing import Any
 import numpy as np
 
 from reacture_convert.errors import OutputError
+from reacture_convert.formats.alignment import frame_digests
+from reacture_convert.formats.rows import rebuild_row
+from reacture_convert.formats.wds.index import read_index
+from reacture_convert.formats.wds.tar import iter_tar_samples
 from reacture_convert.ingest.bundle import BundleRef, StorageOptions, open_file
 from reacture_convert.ingest.discover import discover
-from reacture_convert.ingest.files import hash_files, iter_frame_blocks, read_timestamps
+from reacture_convert.ingest.files import (
+    HashingReader,
+    hash_files,
+    iter_frame_blocks,
+    read_timestamps,
+)
 from reacture_convert.ingest.jsonl import ParsedRow, iter_jsonl
 from reacture_convert.ingest.legacy import as_five_file
 from reacture_convert.output.catalog import CATALOG, CatalogEntry, read_catalog
 from reacture_convert.output.layout import WDS_DIR, WDS_INDEX
 from reacture_convert.output.storage import Output
 from reacture_convert.read.session import open_session, read_table
-from reacture_convert.writers.alignment import frame_digests
-from reacture_convert.writers.rows import rebuild_row
-from reacture_convert.writers.webdataset import iter_tar_samples, read_index
-from reacture_convert.writers.webdataset.sink import HashingReader
 
 __all__ = ["MAX_PROBLEMS", "Problem", "verify_dataset"]
 
@@ -170,7 +175,7 @@ def _read_shard(out: Output, url: str) -> tuple[int, str, Counter[str] | str]:
             problem = str(e)
         while stream.read(1 << 20):
             pass
-    return reader.count, reader.hash.hexdigest(), counted if problem is None else problem
+    return reader.count, reader.hexdigest(), counted if problem is None else problem
 
 
 def _verify_wds(out: Output) -> Iterator[Problem]:

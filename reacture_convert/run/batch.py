@@ -20,6 +20,7 @@ from dataclasses import replace
 from typing import Any
 
 from reacture_convert.errors import ConfigError
+from reacture_convert.formats.wds.index import WdsIndex
 from reacture_convert.ingest.bundle import BundleRef
 from reacture_convert.ingest.discover import discover
 from reacture_convert.output.card import write_card
@@ -36,7 +37,7 @@ from reacture_convert.run.driver import (
 )
 from reacture_convert.run.scheduler import open_scheduler
 from reacture_convert.run.summary import RunSummary
-from reacture_convert.writers.webdataset import SessionTar, WdsIndex, write_shards
+from reacture_convert.writers.webdataset import SessionTar, write_shards
 
 __all__ = ["run_convert"]
 

@@ -1,9 +1,6 @@
-"""The alignment table ``frames/<session>.parquet``: one row per frame, the proof of alignment.
-
-For frame ``i``: its time from timestamps.npy (float32, exact), the ``row_index`` of the periodic
-row whose ``visual_frame_path`` names it, and the sha256 of its 49,152 bytes as stored. The Zarr
-index, the Parquet row and the WebDataset key of one frame all meet here; ``verify`` recomputes
-every column from the outputs (and, with ``--sources``, from the bundle).
+"""Writing the alignment table ``frames/<session>.parquet``: one row per frame, the proof of
+alignment (its columns: ``formats.alignment``). ``verify`` recomputes every column from the
+outputs (and, with ``--sources``, from the bundle).
 
 A converter keeps the per-frame columns as numpy arrays while it reads (``FrameLedger``: 33
 bytes a frame, filled from any thread), so a long session costs no Python object per frame.
@@ -20,32 +17,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from reacture_convert.arrow import bool_array, numeric_array, repeated_string
+from reacture_convert.formats.alignment import FRAMES_SCHEMA
 
-__all__ = [
-    "FRAMES_SCHEMA",
-    "FrameLedger",
-    "frame_digests",
-    "frames_table",
-    "write_frames_table",
-]
+__all__ = ["FrameLedger", "frames_table", "write_frames_table"]
 
-FRAMES_SCHEMA = pa.schema(
-    [
-        ("session", pa.string()),
-        ("frame_index", pa.int32()),
-        ("timestamp_ms", pa.float32()),
-        ("row_index", pa.int64()),
-        ("frame_sha256", pa.string()),
-        ("blank", pa.bool_()),  # extension: the frame is all zeros
-    ]
-)
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
-
-
-def frame_digests(block: np.ndarray) -> list[str]:
-    """sha256 hex digest of each frame of a (k, 128, 128, 3) uint8 block, as stored (C order)."""
-    block = np.ascontiguousarray(block)
-    return [hashlib.sha256(block[i].data).hexdigest() for i in range(block.shape[0])]
 
 
 class FrameLedger:

@@ -1,20 +1,7 @@
-"""data.jsonl rows -> ``rows/<session>.parquet``, losslessly, and back.
+"""data.jsonl rows -> ``rows/<session>.parquet``, losslessly.
 
-Each row becomes one record of ``ROWS_SCHEMA``: leading columns (session, row_index, kind,
-type, event, action, timestamp_ms, frame_index), the row's own fields as nested columns, and
-``extra``: a JSON deep-merge patch holding whatever the typed columns cannot represent exactly:
-
-- fields the schema does not know, at any depth;
-- values of the wrong type for their column (a string where a number belongs, a float in an
-  integer column), including whole lists when an element does not fit;
-- explicit JSON nulls (a null column means "absent");
-- numbers whose JSON type would not survive: an integer beyond 2**53 in a float column, or a
-  float with an integral value (rebuilding gives back ``int`` for integral floats up to 2**53,
-  which is what ``JSON.stringify`` wrote; an override in ``extra`` restores the exceptions).
-
-``extra`` is null when nothing is left over, which is every row the game writes. The patch is
-merged into the rebuilt typed row: objects merge key by key, a list of the same length merges
-element-wise (``{}`` meaning "this element as typed"), anything else replaces.
+Each row becomes one record of ``ROWS_SCHEMA``, and what the typed columns cannot represent
+exactly goes to ``extra`` (the rules, and ``rebuild_row``, the way back: ``formats.rows``).
 
 Rows come in two forms. Blocks scanned by ``ingest.rowscan`` carry their rows shaped like the
 game's as Arrow columns already decoded with this schema (no ``extra``: nothing is left over);
@@ -26,7 +13,7 @@ imports pandas). Row groups hold ``ROWS_BATCH`` rows, encoded on a helper thread
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Any, Final
 
@@ -37,9 +24,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from reacture_convert.arrow import numeric_array, repeated_string, string_array
+from reacture_convert.formats.rows import EXACT_INT, ROW_FIELDS, STRING_LEADING
 from reacture_convert.ingest.jsonl import ParsedRow
 from reacture_convert.ingest.rowscan import KINDS, RowBlock
-from reacture_convert.ingest.schema import ROW_FIELD_COLUMNS, ROW_TYPES, ROWS_SCHEMA
+from reacture_convert.ingest.schema import ROW_TYPES, ROWS_SCHEMA
 
 __all__ = [
     "ROWS_BATCH",
@@ -47,26 +35,16 @@ __all__ = [
     "block_records",
     "iter_record_batches",
     "write_rows",
-    "rebuild_row",
 ]
 
 ROWS_BATCH: Final = 4096
 
-_EXACT_INT: Final = 2**53  # integral floats up to this come back as int (pyarrow's bound too)
 _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
 
 _RECORD_TYPE: Final = pa.struct([f for f in ROWS_SCHEMA if f.name != "session"])
 _RECORDS_SCHEMA: Final = pa.schema(list(_RECORD_TYPE))
 _MAX_RUNS: Final = 64  # runs of fast and slow rows interleaved by slicing (else a take)
-_ROW_FIELDS: Final[dict[str, pa.DataType]] = {f.name: f.type for f in ROW_FIELD_COLUMNS}
-_STRING_LEADING: Final = ("type", "event", "action")
-# Rebuilt key order per row type: the Struct's field order (the game's), then any other column.
-_KEY_ORDER: Final[dict[str, tuple[str, ...]]] = {
-    type_name: tuple(cls.__struct_fields__)
-    + tuple(n for n in (*_STRING_LEADING, *_ROW_FIELDS) if n not in cls.__struct_fields__)
-    for type_name, cls in ROW_TYPES.items()
-}
 _NO_PATCH: Final = object()
 
 
@@ -77,9 +55,9 @@ def _split_scalar(value: Any, t: pa.DataType) -> tuple[Any, Any]:
         if isinstance(value, bool) or not isinstance(value, int | float):
             return None, value
         if isinstance(value, float):
-            integral = value.is_integer() and abs(value) <= _EXACT_INT
+            integral = value.is_integer() and abs(value) <= EXACT_INT
             return value, (value if integral else _NO_PATCH)  # keep a float a float
-        if abs(value) <= _EXACT_INT:
+        if abs(value) <= EXACT_INT:
             return value, _NO_PATCH
         return None, value  # beyond 2**53: kept exactly in extra
     if pa.types.is_int64(t):
@@ -149,10 +127,10 @@ def _record_split(row: ParsedRow) -> dict[str, Any]:
     for key, value in row.obj.items():
         if key == clock:
             col, t = "timestamp_ms", pa.int64()
-        elif key in _STRING_LEADING:
+        elif key in STRING_LEADING:
             col, t = key, pa.string()
-        elif key in _ROW_FIELDS and not (is_action and key == "timestamp"):
-            col, t = key, _ROW_FIELDS[key]
+        elif key in ROW_FIELDS and not (is_action and key == "timestamp"):
+            col, t = key, ROW_FIELDS[key]
         else:  # unknown, or a name the leading columns use for something else
             patch[key] = value
             continue
@@ -377,45 +355,3 @@ class RowsWriter:
             self.close()
         else:
             self.abort()
-
-
-# --- rebuilding ---------------------------------------------------------------------------------
-def _plain(value: Any) -> Any:
-    """A typed column value as JSON: absent (None) struct fields dropped, integral floats int."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, float) and value.is_integer() and abs(value) <= _EXACT_INT:
-        return int(value)
-    return value
-
-
-def _merge(base: Any, patch: Any) -> Any:
-    """Apply an ``extra`` patch (see the module docstring for the rules)."""
-    if isinstance(patch, dict) and isinstance(base, dict):
-        for key, sub in patch.items():
-            base[key] = _merge(base[key], sub) if key in base else sub
-        return base
-    if isinstance(patch, list) and isinstance(base, list) and len(patch) == len(base):
-        return [b if p == {} else _merge(b, p) for b, p in zip(base, patch, strict=True)]
-    return patch
-
-
-def rebuild_row(record: Mapping[str, Any]) -> dict[str, Any]:
-    """One record of ``table.to_pylist()`` -> the original JSON object, equal as parsed JSON."""
-    is_action = record.get("kind") == "action"
-    out: dict[str, Any] = {}
-    for key in _KEY_ORDER["player_action" if is_action else "robot_state"]:
-        if key == "timestamp" and is_action:
-            value = record.get("timestamp_ms")
-        elif key == "timestamp_ms" and is_action:
-            continue
-        else:
-            value = record.get(key)
-        if value is not None:
-            out[key] = _plain(value)
-    extra = record.get("extra")
-    if extra is not None:
-        out = _merge(out, msgspec.json.decode(extra))
-    return out

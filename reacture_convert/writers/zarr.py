@@ -25,14 +25,14 @@ from typing import Any
 import numpy as np
 
 from reacture_convert.errors import ConfigError
+from reacture_convert.formats.zarr import CODECS, numcodec
 
-__all__ = ["ZarrOptions", "ZarrSessionWriter", "CODECS"]
+__all__ = ["FRAME_SHAPE", "ZarrOptions", "ZarrSessionWriter"]
 
-CODECS = ("zstd", "lz4", "none")
 FRAME_SHAPE = (128, 128, 3)
 _DIMENSIONS = ["frame", "y", "x", "channel"]
 _TIMESTAMP_CHUNK = 1 << 16
-_TIMESTAMP_LEVEL = 3
+_TIMESTAMP_CODEC = CODECS["zstd"].compressors(3)  # timestamps: zstd at level 3
 _EMPTY = 2**64 - 1  # the sharding index's "no chunk here"
 
 
@@ -64,38 +64,12 @@ class ZarrOptions:
 
     def compressors(self) -> list[dict[str, Any]]:
         """The compressor codecs of ``frames``, as its metadata names them."""
-        if self.codec == "zstd":
-            return [{"name": "zstd", "configuration": {"level": self.level, "checksum": False}}]
-        if self.codec == "lz4":
-            config = {
-                "typesize": 1,
-                "cname": "lz4",
-                "clevel": self.level,
-                "shuffle": "noshuffle",
-                "blocksize": 0,
-            }
-            return [{"name": "blosc", "configuration": config}]
-        return []
+        return CODECS[self.codec].compressors(self.level)
 
 
 def _encoder(codecs: list[dict[str, Any]]) -> Any:
     """The numcodecs codec that zarr's codec pipeline runs for ``codecs`` (None: no compressor)."""
-    if not codecs:
-        return None
-    config = codecs[0]["configuration"]
-    if codecs[0]["name"] == "zstd":
-        from numcodecs import Zstd
-
-        return Zstd(level=config["level"], checksum=config["checksum"])
-    from numcodecs import Blosc
-
-    return Blosc(
-        cname=config["cname"],
-        clevel=config["clevel"],
-        shuffle=Blosc.NOSHUFFLE,
-        blocksize=config["blocksize"],
-        typesize=config["typesize"],
-    )
+    return numcodec(codecs[0]) if codecs else None
 
 
 def _array_document(
@@ -201,10 +175,7 @@ class ZarrSessionWriter:
             "float32",
             [self.ts_chunk],
             0.0,
-            [
-                {"name": "bytes", "configuration": {"endian": "little"}},
-                {"name": "zstd", "configuration": {"level": _TIMESTAMP_LEVEL, "checksum": False}},
-            ],
+            [{"name": "bytes", "configuration": {"endian": "little"}}, *_TIMESTAMP_CODEC],
             ["frame"],
         )
         self.write_attributes(attributes)
@@ -263,10 +234,8 @@ class ZarrSessionWriter:
         self.put(self.encode_block(start, block))
 
     def write_timestamps(self, timestamps: np.ndarray) -> None:
-        from numcodecs import Zstd
-
         values = np.ascontiguousarray(timestamps, dtype="<f4")
-        codec = Zstd(level=_TIMESTAMP_LEVEL, checksum=False)
+        codec = _encoder(_TIMESTAMP_CODEC)
         for i, a in enumerate(range(0, values.size, self.ts_chunk)):
             chunk = values[a : a + self.ts_chunk]
             if chunk.size < self.ts_chunk:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import stat
 import struct
 import tarfile
+import tracemalloc
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -19,6 +21,10 @@ from hypothesis import strategies as st
 from reacture_convert.findings import CODES
 from reacture_convert.ingest import archives
 from reacture_convert.ingest.archives import Member, is_archive, list_members, normalize_member_name
+from reacture_convert.ingest.members import READ_PIECE
+from tests.helpers.tars import FIELDS, HEADERS, MEMBERS, fix_checksum, pax_member, pax_records
+from tests.helpers.tars import VALID as SHARD
+from tests.helpers.tars import shard as shard_tar
 
 GOOD = ("good.txt", b"good bytes")
 
@@ -460,3 +466,61 @@ def test_damaged_archives_never_raise(
     members, findings = list_members(str(path))
     assert all(f.code in CODES for f in findings)
     assert all(m.size >= 0 and normalize_member_name(m.name) for m in members)
+
+
+def _listed_within_bounds(path: Path, size: int) -> tuple[list[Member], list[str]]:
+    """``list_members`` of ``path``: never an exception, and the listing holds no more than
+    the data and a bounded read's piece, whatever sizes the headers declare."""
+    tracemalloc.start()
+    try:
+        members, findings = list_members(str(path))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= 3 * size + READ_PIECE + (256 << 10), (peak, size)
+    assert all(f.code in CODES for f in findings)
+    assert all(m.size >= 0 and normalize_member_name(m.name) for m in members)
+    return members, [f.code for f in findings]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    gz=st.booleans(),
+    header=st.sampled_from(HEADERS),
+    field=st.sampled_from(sorted(FIELDS)),
+    value=st.binary(max_size=12)
+    | st.sampled_from([b"-1", b"\x80" + b"\xff" * 11, b"\x80" + bytes(3) + b"\xff" * 8, b"7" * 11]),
+    pax=pax_records,
+)
+def test_damaged_tar_headers_give_findings(
+    tmp_path_factory: pytest.TempPathFactory,
+    gz: bool,
+    header: int,
+    field: str,
+    value: bytes,
+    pax: list[bytes],
+) -> None:
+    """Header fields rewritten with their checksum made right (huge, negative and garbage
+    sizes reach tarfile's parsers), and pax records with random lengths and keys: findings,
+    never an exception (an OverflowError from a size beyond a C integer included), and no
+    read as large as a size claims. (The shard reader's side: tests/formats.)"""
+    start, width = FIELDS[field]
+    raw = bytearray(SHARD if not pax else pax_member(b"".join(pax)) + shard_tar(MEMBERS))
+    raw[header + start : header + start + width] = value[:width].ljust(width, b"\0")
+    raw[header : header + 512] = fix_checksum(bytes(raw[header : header + 512]))
+    data = gzip.compress(bytes(raw), mtime=0) if gz else bytes(raw)
+    path = tmp_path_factory.getbasetemp() / ("damaged.tar.gz" if gz else "damaged.tar")
+    path.write_bytes(data)
+    _listed_within_bounds(path, len(raw))
+
+
+def test_a_pax_size_beyond_the_file_is_unreadable_not_a_huge_read(tmp_path: Path) -> None:
+    """A pax header that claims 8 GiB (or more than a C integer holds) in a 4 KiB file."""
+    for size in (b"%011o\0" % (8**11 - 1), b"\x80" + b"\xff" * 11):
+        raw = bytearray(SHARD)
+        raw[124:136] = size
+        raw[0:512] = fix_checksum(bytes(raw[0:512]))
+        for name, data in [("p.tar", bytes(raw)), ("p.tgz", gzip.compress(bytes(raw)))]:
+            (tmp_path / name).write_bytes(data)
+            members, codes = _listed_within_bounds(tmp_path / name, len(raw))
+            assert members == [] and codes == ["ARCHIVE_UNREADABLE"]

@@ -433,6 +433,21 @@ def _judge(path: Path, out: Output) -> None:
             assert "ARCHIVE_UNREADABLE" in {f.code for f in entry.findings}
 
 
+def test_a_zip_local_name_that_is_not_its_utf8_is_unreadable(tmp_path: Path) -> None:
+    """A local header whose name bytes are not the UTF-8 its flag says: zipfile raises
+    UnicodeDecodeError when the member is opened; that is a damaged archive (a finding)."""
+    raw = bytearray(_archive("zip", sample()))
+    at = raw.find(b"PK\x03\x04")
+    raw[at + 6 : at + 8] = (0x800).to_bytes(2, "little")  # flag: names are UTF-8
+    raw[at + 30] = 0x80  # the first byte of the local name: not UTF-8
+    path = tmp_path / "x.zip"
+    path.write_bytes(bytes(raw))
+    out = Output(str(tmp_path / "out"))
+    _judge(path, out)
+    (bundle,) = discover([str(path)]).bundles
+    assert "ARCHIVE_UNREADABLE" in {f.code for f in validate_bundle(bundle).findings}
+
+
 @settings(
     deadline=None,
     max_examples=150,

@@ -21,13 +21,13 @@ from click.testing import CliRunner
 
 from reacture_convert.cli import cli
 from reacture_convert.errors import ConfigError, InputError, InputNotFoundError, is_transient
+from reacture_convert.formats.wds.index import read_index
 from reacture_convert.output.catalog import read_catalog
 from reacture_convert.output.storage import Output
 from reacture_convert.read.verify import verify_dataset
 from reacture_convert.run.batch import run_convert
 from reacture_convert.run.convert import ConvertOptions
 from reacture_convert.testing.synth import BundleSpec, write_bundle
-from reacture_convert.writers.webdataset import read_index
 from tests.helpers.paths import SAMPLE_DIR
 
 OPTIONS = ["--format", "zarr,wds", "--shard-size", "1MB", "--chunk-frames", "16"]

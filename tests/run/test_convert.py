@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from reacture_convert import __version__
 from reacture_convert.cli import cli
+from reacture_convert.formats.rows import rebuild_row
 from reacture_convert.ingest.bundle import ROLES
 from reacture_convert.ingest.discover import discover
 from reacture_convert.ingest.validate import validate_bundle
@@ -34,7 +35,6 @@ from reacture_convert.run.batch import run_convert
 from reacture_convert.run.convert import ConvertOptions
 from reacture_convert.run.summary import RunSummary
 from reacture_convert.testing.synth import BundleSpec, write_bundle
-from reacture_convert.writers.rows import rebuild_row
 from reacture_convert.writers.zarr import ZarrOptions
 from tests.helpers.paths import CHECKER, REPO, needs_checker
 

@@ -46,6 +46,7 @@ import zarr
 from click.testing import CliRunner
 
 from reacture_convert.cli import cli
+from reacture_convert.formats.wds.index import read_index
 from reacture_convert.ingest.discover import discover
 from reacture_convert.output.catalog import LOG_DIR, read_catalog
 from reacture_convert.output.storage import LOCK, STAGING, TRASH, Output
@@ -53,7 +54,6 @@ from reacture_convert.phases import PHASES
 from reacture_convert.read.verify import verify_dataset
 from reacture_convert.run.convert import ConvertOptions, commit_result, convert_session
 from reacture_convert.testing.synth import BundleSpec, write_bundle
-from reacture_convert.writers.webdataset import read_index
 from tests.helpers.paths import REPO
 
 CONVERT = REPO / ".venv" / "bin" / "reacture-convert"

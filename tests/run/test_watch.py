@@ -748,7 +748,7 @@ def test_a_watcher_with_shards_appends_each_new_upload_as_new_shards(tmp_path: P
     webdataset's own reader streams every sample of it once."""
     import webdataset
 
-    from reacture_convert.writers.webdataset import read_index
+    from reacture_convert.formats.wds.index import read_index
 
     incoming, out = tmp_path / "in", tmp_path / "out"
     link_tree(SAMPLE_DIR, incoming / "first")

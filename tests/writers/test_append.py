@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from reacture_convert.cli import cli
 from reacture_convert.errors import ConfigError, OutputError
+from reacture_convert.formats.wds.index import read_index
 from reacture_convert.ingest.validate import validate_bundle
 from reacture_convert.output.storage import Output
 from reacture_convert.read.verify import verify_dataset
@@ -23,7 +24,6 @@ from reacture_convert.writers.webdataset import (
     WdsOptions,
     append_shards,
     describe_session_tar,
-    read_index,
     write_session_samples,
 )
 from tests.helpers.bundles import bundle_ref

@@ -23,8 +23,8 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import pytest  # noqa: E402
 
+from reacture_convert.formats.wds.sample_json import SAMPLE_TYPE  # noqa: E402
 from reacture_convert.read.labels import FrameLabels  # noqa: E402
-from reacture_convert.writers.webdataset.sample_json import SAMPLE_TYPE  # noqa: E402
 from tests.helpers.real import REAL_BUNDLES, convert_real_bundles  # noqa: E402
 from tests.helpers.sources import same_row  # noqa: E402
 

@@ -16,9 +16,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reacture_convert.formats.rows import rebuild_row
 from reacture_convert.ingest.jsonl import ParsedRow, iter_jsonl
 from reacture_convert.ingest.schema import ROWS_SCHEMA
-from reacture_convert.writers.rows import iter_record_batches, rebuild_row, write_rows
+from reacture_convert.writers.rows import iter_record_batches, write_rows
 from tests.helpers.jsonl import SAMPLE_LINES
 from tests.helpers.rows import ACTION, EVENT, PERIODIC, mutated_rows
 

@@ -23,28 +23,28 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import webdataset
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from reacture_convert.errors import ConfigError, InputError, OutputError
+from reacture_convert.formats.wds import (
+    INDEX,
+    WdsIndex,
+    iter_tar_samples,
+    read_index,
+    tar_size,
+)
 from reacture_convert.ingest.bundle import BundleRef, FileRef
 from reacture_convert.ingest.validate import validate_bundle
 from reacture_convert.output.storage import Output
 from reacture_convert.writers.webdataset import (
-    INDEX,
     SessionSamples,
     SessionTar,
-    WdsIndex,
     WdsOptions,
-    iter_tar_samples,
-    read_index,
-    shuffle_buffer,
-    tar_size,
     write_session_samples,
     write_shards,
 )
 from reacture_convert.writers.webdataset.plan import count_plan
-from reacture_convert.writers.webdataset.tar import iter_tar_members, member_header
 from tests.helpers.bundles import bundle_ref
 from tests.helpers.paths import CHECKER, needs_checker
 from tests.helpers.real import REAL
@@ -371,15 +371,6 @@ def test_shuffle_opens_at_most_shuffle_streams_sessions(
         assert [k for k in got if k.startswith(n)] == sorted(k for k in got if k.startswith(n))
 
 
-@settings(max_examples=60, deadline=None)
-@given(n=st.integers(0, 60), size=st.integers(1, 20), seed=st.integers(0, 2**32))
-def test_shuffle_buffer_is_a_permutation(n: int, size: int, seed: int) -> None:
-    import random
-
-    got = list(shuffle_buffer(iter(range(n)), size, random.Random(seed)))
-    assert sorted(got) == list(range(n))
-
-
 @given(total=st.integers(1, 10_000), count=st.integers(1, 500))
 def test_count_plan_splits_evenly(total: int, count: int) -> None:
     if count > total:
@@ -388,18 +379,6 @@ def test_count_plan_splits_evenly(total: int, count: int) -> None:
         return
     plan = count_plan(total, count)
     assert len(plan) == count and sum(plan) == total and max(plan) - min(plan) <= 1
-
-
-@settings(max_examples=30, deadline=None)
-@given(sizes=st.lists(st.integers(0, 3000), max_size=12))
-def test_tar_size_predicts_tarfile(sizes: list[int]) -> None:
-    sink = io.BytesIO()
-    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.USTAR_FORMAT) as tf:
-        for k, n in enumerate(sizes):
-            info = tarfile.TarInfo(f"s/{k:06d}.npy")
-            info.size = n
-            tf.addfile(info, io.BytesIO(bytes(n)))
-    assert len(sink.getvalue()) == tar_size(sum(512 + -(-n // 512) * 512 for n in sizes))
 
 
 # --------------------------------------------------------------------------------------------
@@ -483,23 +462,6 @@ def test_foreign_session_tars_are_refused(tmp_path: Path, members: list[tuple[st
     assert not Path(out.path("wds")).exists()
 
 
-def test_tar_samples_group_members_by_key() -> None:
-    """The one reader of a tar's samples (merge and ShardDataset): consecutive members with one
-    key make a sample, extensions in member order; directories are skipped."""
-    sink = io.BytesIO()
-    with tarfile.open(fileobj=sink, mode="w", format=tarfile.USTAR_FORMAT) as tf:
-        folder = tarfile.TarInfo("s")
-        folder.type = tarfile.DIRTYPE
-        tf.addfile(folder)
-        for name, data in [("s/0.json", b"j0"), ("s/0.npy", b"n0"), ("s/1.json", b"j1")]:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    got = list(iter_tar_samples(io.BytesIO(sink.getvalue()), "t.tar"))
-    assert got == [("s/0", {"json": b"j0", "npy": b"n0"}), ("s/1", {"json": b"j1"})]
-    assert [list(m) for _, m in got] == [["json", "npy"], ["json"]]
-
-
 def test_a_member_twice_in_a_sample_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "s.tar"
     path.write_bytes(
@@ -511,12 +473,6 @@ def test_a_member_twice_in_a_sample_is_refused(tmp_path: Path) -> None:
     with pytest.raises(OutputError, match="two .json members"):
         write_shards(out, [("s", str(path))])
     assert not Path(out.path("wds")).exists()
-
-
-def test_an_index_of_another_format_is_refused() -> None:
-    with pytest.raises(OutputError, match="not a reacture-wds version 2 index") as info:
-        WdsIndex.from_dict({"format": "other", "version": 1})
-    assert "convert again with the wds format" in str(info.value)
 
 
 def test_session_part_changed_after_it_was_written_is_refused(
@@ -589,62 +545,6 @@ def test_object_store_output_gives_the_same_bytes(
 
 # --------------------------------------------------------------------------------------------
 # the tar bytes, by hand
-
-
-@settings(max_examples=60, deadline=None)
-@given(
-    session=st.from_regex(r"[A-Za-z0-9_-]{1,128}", fullmatch=True),
-    frame=st.integers(0, 10**7),
-    size=st.integers(0, 8**11 - 1),
-)
-def test_member_header_is_what_tarfile_writes(session: str, frame: int, size: int) -> None:
-    name = f"{session}/{frame:06d}.json"
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode, info.uid, info.gid = size, 0, 0o644, 0, 0
-    info.uname = info.gname = ""
-    assert member_header(name, size) == info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "strict")
-
-
-def _gnu_pax_tar() -> bytes:
-    sink = io.BytesIO()
-    for fmt in (tarfile.GNU_FORMAT, tarfile.PAX_FORMAT):
-        with tarfile.open(fileobj=sink, mode="w", format=fmt) as tf:
-            for name, data in [(f"{'x' * 120}/{'y' * 90}/0.json", b"j"), ("d/0.npy", b"n")]:
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                tf.addfile(info, io.BytesIO(data))
-        if fmt == tarfile.GNU_FORMAT:
-            gnu = sink.getvalue()
-            sink = io.BytesIO()
-    return gnu + b"|" + sink.getvalue()
-
-
-@pytest.mark.parametrize("fmt", ["gnu", "pax"])
-def test_tar_reader_takes_long_names(fmt: str) -> None:
-    gnu, pax = _gnu_pax_tar().split(b"|", 1)
-    got = list(iter_tar_members(io.BytesIO(gnu if fmt == "gnu" else pax), "t.tar"))
-    assert got == [(f"{'x' * 120}/{'y' * 90}/0.json", b"j"), ("d/0.npy", b"n")]
-
-
-@pytest.mark.parametrize(
-    "damage, match",
-    [
-        (lambda b: b[:100] + bytes([b[100] ^ 1]) + b[101:], "checksum"),
-        (lambda b: b[:700], "truncated"),
-        (lambda b: b[:300], "ends inside a tar header"),
-    ],
-    ids=["header-byte", "data-cut", "header-cut"],
-)
-def test_tar_reader_names_damage(damage: Callable[[bytes], bytes], match: str) -> None:
-    data = _tar([("s/000000.json", b"{}" * 300), ("s/000000.npy", NPY)])
-    with pytest.raises(OutputError, match=match):
-        list(iter_tar_samples(io.BytesIO(damage(data)), "t.tar"))
-
-
-@pytest.mark.parametrize("name", ["/etc/passwd.json", "s/../../x.json"])
-def test_tar_reader_refuses_unsafe_names(name: str) -> None:
-    with pytest.raises(OutputError, match="climbs out"):
-        list(iter_tar_samples(io.BytesIO(_tar([(name, b"{}")])), "t.tar"))
 
 
 def test_moved_parts_and_copied_shards_are_the_same_bytes(

@@ -28,10 +28,7 @@ from dataclasses import replace
 from typing import IO
 
 from reacture_convert.errors import ConfigError, OutputError
-from reacture_convert.output.layout import WDS_DIR
-from reacture_convert.output.storage import STAGING, Output, fsync_dir, fsync_path
-from reacture_convert.phases import reached
-from reacture_convert.writers.webdataset.index import (
+from reacture_convert.formats.wds.index import (
     FORMAT,
     INDEX,
     VERSION,
@@ -40,6 +37,10 @@ from reacture_convert.writers.webdataset.index import (
     WdsShard,
     read_index,
 )
+from reacture_convert.formats.wds.tar import end_of_archive
+from reacture_convert.output.layout import WDS_DIR
+from reacture_convert.output.storage import STAGING, Output, fsync_dir, fsync_path
+from reacture_convert.phases import reached
 from reacture_convert.writers.webdataset.options import WdsOptions
 from reacture_convert.writers.webdataset.plan import PlannedShard, plan_shards
 from reacture_convert.writers.webdataset.samples import (
@@ -48,7 +49,6 @@ from reacture_convert.writers.webdataset.samples import (
     describe_session_tar,
 )
 from reacture_convert.writers.webdataset.sink import BLOCK_BYTES, HashedFile
-from reacture_convert.writers.webdataset.tar import end_of_archive
 
 __all__ = ["append_shards", "write_shards"]
 

@@ -15,20 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from reacture_convert.errors import ConfigError
+from reacture_convert.formats.wds.encodings import check_encoding
 from reacture_convert.output.naming import is_safe_name
 
-__all__ = ["DEFAULT_SHARD_SIZE", "ENCODINGS", "WdsOptions", "check_encoding"]
+__all__ = ["DEFAULT_SHARD_SIZE", "WdsOptions"]
 
 DEFAULT_SHARD_SIZE = 256 * 2**20
-ENCODINGS = ("npy", "png")
-
-
-def check_encoding(encoding: str) -> None:
-    """Raise ConfigError unless ``encoding`` is one of ``ENCODINGS``."""
-    if encoding not in ENCODINGS:
-        raise ConfigError(
-            f"unknown WebDataset encoding {encoding!r}; choose one of {', '.join(ENCODINGS)}"
-        )
 
 
 @dataclass(frozen=True)

@@ -18,19 +18,17 @@ not copied).
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import TypeVar
 
 from reacture_convert.errors import ConfigError
+from reacture_convert.formats.wds.shuffle import shuffle_buffer
+from reacture_convert.formats.wds.tar import tar_size
 from reacture_convert.writers.webdataset.options import WdsOptions
 from reacture_convert.writers.webdataset.samples import SessionPart, SessionTar
-from reacture_convert.writers.webdataset.tar import tar_size
 
-__all__ = ["PlannedShard", "Range", "count_plan", "plan_shards", "shuffle_buffer"]
-
-T = TypeVar("T")
+__all__ = ["PlannedShard", "Range", "count_plan", "plan_shards"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,20 +98,6 @@ def _interleave(tars: Sequence[SessionTar], rng: random.Random, streams: int) ->
         remaining[k] -= 1
         if remaining[k] == 0:
             del active[k], remaining[k]
-
-
-def shuffle_buffer(samples: Iterable[T], size: int, rng: random.Random) -> Iterator[T]:
-    """A bounded shuffle: keep ``size`` samples, emit a random one as each new one arrives."""
-    buf: list[T] = []
-    for s in samples:
-        if len(buf) < size:
-            buf.append(s)
-            continue
-        k = rng.randrange(size)
-        buf[k], s = s, buf[k]
-        yield s
-    rng.shuffle(buf)
-    yield from buf
 
 
 def _ordered(tars: Sequence[SessionTar], options: WdsOptions) -> Iterator[_Sample]:

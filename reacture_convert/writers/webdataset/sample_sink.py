@@ -2,7 +2,7 @@
 
 Validation hands over the frames in blocks (on its frames thread) and the rows in blocks (on its
 own thread). The sink turns each block of rows into the ``.json`` members of the frames its
-periodic rows name (``sample_json.row_documents``: each row encoded once, from the rows table's
+periodic rows name (``row_documents``: each row encoded once, from the rows table's
 columns), and pairs them, in frame order, with the frames as they come: each complete sample
 (``.json`` then ``.npy`` or ``.png``) goes to ``add``, one sample at a time, from whichever
 thread completed it. So the frames are read once, for validation, the Zarr chunks and the
@@ -31,15 +31,22 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
 
+from reacture_convert.arrow import numeric_array
 from reacture_convert.errors import ConfigError
+from reacture_convert.formats.wds.encodings import check_encoding
+from reacture_convert.formats.wds.sample_json import (
+    record_document,
+    row_document,
+    sample_document,
+)
 from reacture_convert.ingest.npy import npy_bytes
 from reacture_convert.ingest.rowscan import KINDS, RowBlock
 from reacture_convert.output.naming import is_safe_name
-from reacture_convert.writers.webdataset.options import check_encoding
-from reacture_convert.writers.webdataset.sample_json import row_documents, sample_document
+from reacture_convert.writers.rows import block_records
 
-__all__ = ["FRAME_BYTES", "SAMPLES_AHEAD", "Member", "SampleSink"]
+__all__ = ["FRAME_BYTES", "SAMPLES_AHEAD", "Member", "SampleSink", "row_documents"]
 
 FRAME_BYTES: Final = 16 << 20  # frames held, waiting for their rows
 SAMPLES_AHEAD: Final = 4096  # samples' JSON held, waiting for their frames
@@ -47,6 +54,24 @@ _PNG_LEVEL: Final = 6
 _PERIODIC: Final = KINDS.index("periodic")
 
 Member = tuple[str, Sequence[Any]]  # name, data in pieces
+
+
+def row_documents(block: RowBlock) -> list[bytes]:
+    """Every row of a scanned block as the sample struct, encoded, in block order: the rows
+    shaped like the game's from their columns in the rows table (``writers.rows.block_records``
+    then ``record_document``), the others through ``row_document``. Each is the ``row`` or an
+    ``events`` entry of a sample."""
+    out = [b""] * len(block)
+    fast_at = block.fast_at.tolist()
+    if fast_at:
+        records = block_records(block)
+        if block.slow:
+            records = records.take(numeric_array(block.fast_at, pa.int64()))
+        for at, rec in zip(fast_at, records.to_pylist(), strict=True):
+            out[at] = record_document(rec)
+    for at, row in zip(block.slow_at.tolist(), block.slow, strict=True):
+        out[at] = row_document(row)
+    return out
 
 
 @functools.lru_cache(maxsize=8)

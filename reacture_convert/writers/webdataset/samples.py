@@ -38,13 +38,7 @@ from dataclasses import dataclass
 from typing import IO, Any, Final
 
 from reacture_convert.errors import InputError, OutputError
-from reacture_convert.ingest.bundle import BundleRef, StorageOptions
-from reacture_convert.ingest.validate import Report, validate_bundle
-from reacture_convert.output.storage import Output
-from reacture_convert.writers.webdataset.options import WdsOptions
-from reacture_convert.writers.webdataset.sample_sink import Member, SampleSink
-from reacture_convert.writers.webdataset.sink import HashedFile, HashingReader
-from reacture_convert.writers.webdataset.tar import (
+from reacture_convert.formats.wds.tar import (
     BLOCK,
     end_of_archive,
     iter_tar_samples,
@@ -53,6 +47,13 @@ from reacture_convert.writers.webdataset.tar import (
     padding,
     tar_size,
 )
+from reacture_convert.ingest.bundle import BundleRef, StorageOptions
+from reacture_convert.ingest.files import HashingReader
+from reacture_convert.ingest.validate import Report, validate_bundle
+from reacture_convert.output.storage import Output
+from reacture_convert.writers.webdataset.options import WdsOptions
+from reacture_convert.writers.webdataset.sample_sink import Member, SampleSink
+from reacture_convert.writers.webdataset.sink import HashedFile
 
 __all__ = [
     "SessionPart",
@@ -268,5 +269,5 @@ def describe_session_tar(out: Output, session: str, path: str, encoding: str = "
     content = sum(sizes)
     if reader.count != tar_size(content) or rest.count(0) != len(rest) or len(rest) < BLOCK:
         raise bad(f"it ends with {len(rest)} bytes after its members, not as a closed tar")
-    part = SessionPart(path, 0, len(sizes), reader.count, reader.hash.hexdigest())
+    part = SessionPart(path, 0, len(sizes), reader.count, reader.hexdigest())
     return SessionTar(session, len(sizes), _session_digest([part]), (part,), tuple(sizes))

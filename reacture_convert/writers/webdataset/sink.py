@@ -1,6 +1,6 @@
-"""Hashed I/O. ``HashedFile``: a file written forward in large blocks, hashed on the way, with the
-writing and hashing of one block overlapped with the filling of the next. ``HashingReader``: a
-forward reader that hashes what passes through it.
+"""Hashed writes: ``HashedFile``, a file written forward in large blocks, hashed on the way,
+with the writing and hashing of one block overlapped with the filling of the next (the reading
+counterpart is ``ingest.files.HashingReader``).
 
 Callers ``write`` pieces (tar headers, JSON, pictures). Small ones are gathered into a buffer;
 large ones (a frame's pixels) are kept by reference, not copied: the caller must not change
@@ -14,14 +14,13 @@ sha256.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Any, Final
 
 from reacture_convert.output.storage import Output
 
-__all__ = ["BLOCK_BYTES", "HashedFile", "HashingReader"]
+__all__ = ["BLOCK_BYTES", "HashedFile"]
 
 BLOCK_BYTES: Final = 8 << 20
 _BY_REFERENCE: Final = 16 << 10  # pieces from this size are kept, not copied
@@ -130,24 +129,3 @@ class HashedFile:
             self._pool.shutdown()
             if self.fs.exists(self.path):
                 self.fs.rm(self.path)
-
-
-class HashingReader(io.RawIOBase):
-    """Reads ``source`` forward and keeps the sha256 and byte count of what was read."""
-
-    def __init__(self, source: IO[bytes]) -> None:
-        super().__init__()
-        self.source = source
-        self.hash = hashlib.sha256()
-        self.count = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self.source.read(len(view))
-        view[: len(data)] = data
-        self.hash.update(data)
-        self.count += len(data)
-        return len(data)

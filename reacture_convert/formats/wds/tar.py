@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import IO, Final
 
 from reacture_convert.errors import OutputError
+from reacture_convert.ingest.members import member_name_problem, read_bounded
 
 __all__ = [
     "BLOCK",
@@ -143,7 +144,7 @@ def _number(raw: bytes, label: str, at: int) -> int:
 
 
 def _read_exact(stream: IO[bytes], n: int, label: str, what: str) -> bytes:
-    data = stream.read(n)
+    data = read_bounded(stream, n)
     if len(data) != n:
         raise OutputError(
             f"{label}: ends inside {what} ({len(data)} of {n} bytes); the tar is truncated "
@@ -157,28 +158,37 @@ def _skip(stream: IO[bytes], n: int, label: str, what: str) -> None:
         _read_exact(stream, n, label, what)
 
 
-def _pax_path(data: bytes) -> str | None:
-    """The ``path`` record of a pax extended header, if it has one."""
+def _pax_path(data: bytes, where: str) -> str | None:
+    """The ``path`` record of a pax extended header, if it has one. Each record is
+    ``<length> <key>=<value>`` and a newline, ``length`` counting the whole record in decimal;
+    a record that breaks this raises OutputError naming ``where``."""
     pos = 0
     path = None
     while pos < len(data):
-        space = data.find(b" ", pos)
-        if space < 0:
-            break
-        length = int(data[pos:space])
-        key, _, value = data[space + 1 : pos + length - 1].partition(b"=")
+        space = data.find(b" ", pos, pos + 21)
+        digits = data[pos:space] if space > pos else b""
+        length = int(digits) if digits.isdigit() and len(digits) < 20 else -1
+        end = pos + length
+        record = data[space + 1 : end - 1] if space > pos and space < end <= len(data) else None
+        if record is None or data[end - 1 : end] != b"\n" or b"=" not in record:
+            raise OutputError(
+                f"{where}: its pax record at byte {pos} of the extended header is damaged "
+                f"({bytes(data[pos : pos + 32])!r}); the tar is damaged (write it again)"
+            )
+        key, _, value = record.partition(b"=")
         if key == b"path":
             path = value.decode("utf-8", errors="surrogateescape")
-        pos += length
+        pos = end
     return path
 
 
-def _safe(name: str, label: str) -> str:
-    parts = name.split("/")
-    if name.startswith("/") or ".." in parts or "\0" in name or not name:
+def _safe(name: str, label: str, at: int) -> str:
+    problem = member_name_problem(name)
+    if problem is not None:
         raise OutputError(
-            f"{label}: member name {name!r} is absolute or climbs out of the archive; it is not "
-            "a WebDataset tar (write it again)"
+            f"{label}: the member at byte {at} is named {name!r} ({problem}): a name that is "
+            "absolute or climbs out of the archive is refused; it is not a WebDataset tar "
+            "(write it again)"
         )
     return name
 
@@ -187,9 +197,12 @@ def iter_tar_members(stream: IO[bytes], label: str) -> Iterator[tuple[str, bytes
     """``(name, data)`` of each regular file of the tar on ``stream``, read forward once.
 
     Headers are parsed by hand (checksums checked); GNU long names and pax ``path`` records
-    apply to the member after them; other members (folders, links) are skipped. The archive
-    ends at its first zero block or at the end of the stream. ``label`` names the tar in
-    errors (OutputError: a damaged header, an unsafe name, data cut short)."""
+    apply to the member after them; other members (folders, links, devices) are skipped, never
+    followed. The archive ends at its first zero block or at the end of the stream. Names obey
+    the archive policy (``ingest.members``), and sizes are read in bounded pieces (a damaged
+    size cannot make the reader hold more than the stream has). ``label`` names the tar in
+    errors: a damaged header, an unsafe name or data cut short raise OutputError (and nothing
+    else does), naming the member or byte offset."""
     offset = 0
     long_name: str | None = None
     while True:
@@ -205,25 +218,33 @@ def iter_tar_members(stream: IO[bytes], label: str) -> Iterator[tuple[str, bytes
                 "damaged (write it again)"
             )
         size = _number(header[124:136], label, offset)
+        if size < 0:
+            raise OutputError(
+                f"{label}: the tar header at byte {offset} declares a negative size; the tar "
+                "is damaged (write it again)"
+            )
         kind = header[156:157]
         name = _field(header[0:100])
         if header[257:262] == b"ustar" and header[345:346] != b"\0":
             name = _field(header[345:500]) + b"/" + name
+        at = offset
         offset += BLOCK
         data_span = size + -size % BLOCK
+        shown = name.decode("utf-8", errors="backslashreplace")
+        what = f"member {shown!r} (header at byte {at})"
         if kind in (b"0", b"\0", b"7", b"L", b"x"):
-            data = _read_exact(stream, size, label, f"member {name!r}")
-            _skip(stream, data_span - size, label, f"member {name!r}")
+            data = _read_exact(stream, size, label, what)
+            _skip(stream, data_span - size, label, what)
             if kind == b"L":
                 long_name = _field(data).decode("utf-8", errors="surrogateescape")
             elif kind == b"x":
-                long_name = _pax_path(data) or long_name
+                long_name = _pax_path(data, f"{label}: {what}") or long_name
             else:
                 text = long_name or name.decode("utf-8", errors="surrogateescape")
                 long_name = None
-                yield _safe(text, label), data
+                yield _safe(text, label, at), data
         else:
-            _skip(stream, data_span, label, f"member {name!r}")
+            _skip(stream, data_span, label, what)
             long_name = None
         offset += data_span
 

@@ -14,15 +14,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reacture_convert.ingest.jsonl import ParsedRow, iter_jsonl
-from reacture_convert.ingest.rowscan import scan_rows
-from reacture_convert.writers.webdataset.sample_json import (
+from reacture_convert.formats.wds.sample_json import (
     SAMPLE_ROW,
     SAMPLE_TYPE,
-    row_documents,
     sample_document,
     sample_json,
 )
+from reacture_convert.ingest.jsonl import ParsedRow, iter_jsonl
+from reacture_convert.ingest.rowscan import scan_rows
+from reacture_convert.writers.webdataset.sample_sink import row_documents
 from tests.helpers.jsonl import BAD_CASES
 from tests.helpers.rows import spelled
 from tests.helpers.sources import same_row

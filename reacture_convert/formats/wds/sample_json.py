@@ -22,9 +22,9 @@ schema from the samples (Hugging Face ``datasets``, Arrow, DuckDB) can unify the
   (key order, ints) is rebuilt from ``rows/<session>.parquet`` at ``row_index``.
 
 The bytes are deterministic: fixed field order and msgspec's number formatting. A converter
-builds them from the blocks of rows that validation scans (``row_documents``: the rows table's
-columns of each row, encoded once), not from rows decoded one by one (``sample_json``); both give
-the same bytes.
+builds them from the blocks of rows that validation scans (``record_document``: the rows table's
+columns of each row, encoded once; ``writers.webdataset.sample_sink.row_documents``), not from
+rows decoded one by one (``row_document``, ``sample_json``); both give the same bytes.
 """
 
 from __future__ import annotations
@@ -35,13 +35,17 @@ from typing import Any, Final
 import msgspec
 import pyarrow as pa
 
-from reacture_convert.arrow import numeric_array
 from reacture_convert.ingest.jsonl import ParsedRow
-from reacture_convert.ingest.rowscan import RowBlock
 from reacture_convert.ingest.schema import LEADING_COLUMNS, ROW_FIELD_COLUMNS
-from reacture_convert.writers.rows import block_records
 
-__all__ = ["SAMPLE_ROW", "SAMPLE_TYPE", "row_documents", "sample_document", "sample_json"]
+__all__ = [
+    "SAMPLE_ROW",
+    "SAMPLE_TYPE",
+    "record_document",
+    "row_document",
+    "sample_document",
+    "sample_json",
+]
 
 _JSON_INT: Final = pa.int64()
 
@@ -186,24 +190,20 @@ def _row(row: ParsedRow) -> Any:
     return typed
 
 
-def row_documents(block: RowBlock) -> list[bytes]:
-    """Every row of a scanned block as the sample struct, encoded, in block order: the rows
-    shaped like the game's from their columns in the rows table (``writers.rows.block_records``;
-    a player_action's integer ``timestamp`` goes to ``extra`` too, as ``_row`` puts it), the
-    others through ``_row``. Each is the ``row`` or an ``events`` entry of a sample."""
-    out = [b""] * len(block)
-    fast_at = block.fast_at.tolist()
-    if fast_at:
-        records = block_records(block)
-        if block.slow:
-            records = records.take(numeric_array(block.fast_at, pa.int64()))
-        for at, rec in zip(fast_at, records.to_pylist(), strict=True):
-            if rec["kind"] == "action":
-                rec["extra"] = _ENCODER.encode({"timestamp": rec["timestamp_ms"]}).decode()
-            out[at] = _ENCODER.encode(rec)
-    for at, row in zip(block.slow_at.tolist(), block.slow, strict=True):
-        out[at] = _ENCODER.encode(_row(row))
-    return out
+def row_document(row: ParsedRow) -> bytes:
+    """A row decoded one by one as the sample struct, encoded: the ``row`` or an ``events``
+    entry of a sample."""
+    return _ENCODER.encode(_row(row))
+
+
+def record_document(record: dict[str, Any]) -> bytes:
+    """A row shaped like the game's, as its record in the rows table (the columns of
+    ``writers.rows.block_records``, key order included), as the sample struct, encoded: the
+    same bytes as ``row_document`` of that row (a player_action's integer ``timestamp`` goes to
+    ``extra`` too, as ``_row`` puts it). ``record`` is changed."""
+    if record["kind"] == "action":
+        record["extra"] = _ENCODER.encode({"timestamp": record["timestamp_ms"]}).decode()
+    return _ENCODER.encode(record)
 
 
 def sample_document(
@@ -242,6 +242,6 @@ def sample_json(
         frame_index,
         timestamp_ms,
         row.row_index,
-        _ENCODER.encode(_row(row)),
-        [_ENCODER.encode(_row(e)) for e in events],
+        row_document(row),
+        [row_document(e) for e in events],
     )

@@ -1,0 +1,117 @@
+"""The shard tar bytes: headers as tarfile writes them, sizes known up front, and the one
+reader that groups members into samples (long names, damage, unsafe names)."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from collections.abc import Callable, Sequence
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reacture_convert.errors import OutputError
+from reacture_convert.formats.wds.tar import (
+    iter_tar_members,
+    iter_tar_samples,
+    member_header,
+    tar_size,
+)
+
+NPY = b"x"
+
+
+def _tar(members: Sequence[tuple[str, bytes]]) -> bytes:
+    sink = io.BytesIO()
+    with tarfile.open(fileobj=sink, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return sink.getvalue()
+
+
+@settings(max_examples=30, deadline=None)
+@given(sizes=st.lists(st.integers(0, 3000), max_size=12))
+def test_tar_size_predicts_tarfile(sizes: list[int]) -> None:
+    sink = io.BytesIO()
+    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.USTAR_FORMAT) as tf:
+        for k, n in enumerate(sizes):
+            info = tarfile.TarInfo(f"s/{k:06d}.npy")
+            info.size = n
+            tf.addfile(info, io.BytesIO(bytes(n)))
+    assert len(sink.getvalue()) == tar_size(sum(512 + -(-n // 512) * 512 for n in sizes))
+
+
+def test_tar_samples_group_members_by_key() -> None:
+    """The one reader of a tar's samples (merge and ShardDataset): consecutive members with one
+    key make a sample, extensions in member order; directories are skipped."""
+    sink = io.BytesIO()
+    with tarfile.open(fileobj=sink, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+        folder = tarfile.TarInfo("s")
+        folder.type = tarfile.DIRTYPE
+        tf.addfile(folder)
+        for name, data in [("s/0.json", b"j0"), ("s/0.npy", b"n0"), ("s/1.json", b"j1")]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    got = list(iter_tar_samples(io.BytesIO(sink.getvalue()), "t.tar"))
+    assert got == [("s/0", {"json": b"j0", "npy": b"n0"}), ("s/1", {"json": b"j1"})]
+    assert [list(m) for _, m in got] == [["json", "npy"], ["json"]]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    session=st.from_regex(r"[A-Za-z0-9_-]{1,128}", fullmatch=True),
+    frame=st.integers(0, 10**7),
+    size=st.integers(0, 8**11 - 1),
+)
+def test_member_header_is_what_tarfile_writes(session: str, frame: int, size: int) -> None:
+    name = f"{session}/{frame:06d}.json"
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode, info.uid, info.gid = size, 0, 0o644, 0, 0
+    info.uname = info.gname = ""
+    assert member_header(name, size) == info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "strict")
+
+
+def _gnu_pax_tar() -> bytes:
+    sink = io.BytesIO()
+    for fmt in (tarfile.GNU_FORMAT, tarfile.PAX_FORMAT):
+        with tarfile.open(fileobj=sink, mode="w", format=fmt) as tf:
+            for name, data in [(f"{'x' * 120}/{'y' * 90}/0.json", b"j"), ("d/0.npy", b"n")]:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+        if fmt == tarfile.GNU_FORMAT:
+            gnu = sink.getvalue()
+            sink = io.BytesIO()
+    return gnu + b"|" + sink.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["gnu", "pax"])
+def test_tar_reader_takes_long_names(fmt: str) -> None:
+    gnu, pax = _gnu_pax_tar().split(b"|", 1)
+    got = list(iter_tar_members(io.BytesIO(gnu if fmt == "gnu" else pax), "t.tar"))
+    assert got == [(f"{'x' * 120}/{'y' * 90}/0.json", b"j"), ("d/0.npy", b"n")]
+
+
+@pytest.mark.parametrize(
+    "damage, match",
+    [
+        (lambda b: b[:100] + bytes([b[100] ^ 1]) + b[101:], "checksum"),
+        (lambda b: b[:700], "truncated"),
+        (lambda b: b[:300], "ends inside a tar header"),
+    ],
+    ids=["header-byte", "data-cut", "header-cut"],
+)
+def test_tar_reader_names_damage(damage: Callable[[bytes], bytes], match: str) -> None:
+    data = _tar([("s/000000.json", b"{}" * 300), ("s/000000.npy", NPY)])
+    with pytest.raises(OutputError, match=match):
+        list(iter_tar_samples(io.BytesIO(damage(data)), "t.tar"))
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd.json", "s/../../x.json"])
+def test_tar_reader_refuses_unsafe_names(name: str) -> None:
+    with pytest.raises(OutputError, match="climbs out"):
+        list(iter_tar_samples(io.BytesIO(_tar([(name, b"{}")])), "t.tar"))
