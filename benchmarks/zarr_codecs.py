@@ -22,6 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from reacture_convert.output.storage import Output  # noqa: E402
 from reacture_convert.testing.synth import iter_game_frames  # noqa: E402
 from reacture_convert.writers.zarr import ZarrOptions, ZarrSessionWriter  # noqa: E402
 
@@ -48,7 +49,7 @@ def measure(frames: np.ndarray, opts: ZarrOptions, tmp: str) -> tuple[float, flo
     path = os.path.join(tmp, "s.zarr")
     shutil.rmtree(path, ignore_errors=True)
     t0 = time.perf_counter()
-    w = ZarrSessionWriter(path, len(frames), {}, opts)
+    w = ZarrSessionWriter(Output(tmp).keys(path), len(frames), {}, opts)
     step = opts.block_frames
     for a in range(0, len(frames), step):
         w.write_frames(a, frames[a : a + step])

@@ -30,7 +30,7 @@ from reacture_convert import __version__
 from reacture_convert.formats.wds.index import WdsIndex, read_index
 from reacture_convert.formats.wds.sample_json import SAMPLE_TYPE
 from reacture_convert.output.catalog import CatalogEntry
-from reacture_convert.output.layout import WDS_DIR, frames_table_path, rows_path
+from reacture_convert.output.layout import CARD, WDS_CARD, WDS_DIR, frames_table_path, rows_path
 from reacture_convert.output.storage import Output
 
 __all__ = [
@@ -43,8 +43,6 @@ __all__ = [
     "write_card",
 ]
 
-CARD: Final = "README.md"
-WDS_CARD: Final = f"{WDS_DIR}/README.md"
 LICENCE_TO_FILL: Final = "unknown"
 _LICENCE_LINE: Final = re.compile(r"^license:[ \t]*(\S[^\n#]*?)[ \t]*(?:#.*)?$", re.MULTILINE)
 _SCALARS: Final = {

@@ -6,20 +6,45 @@ from __future__ import annotations
 from typing import Final
 
 __all__ = [
+    "CARD",
     "CATALOG",
+    "LOCK",
+    "LOCKED_WRITES",
+    "LOG_DIR",
+    "STAGING",
     "STATS",
+    "TRASH",
+    "WDS_CARD",
     "WDS_DIR",
     "WDS_INDEX",
+    "WDS_STAGE",
+    "fragment_name",
     "frames_table_path",
     "rows_path",
     "session_parts",
+    "staged_session_tar",
+    "shard_name",
     "zarr_path",
 ]
 
 CATALOG: Final = "catalog.parquet"
+LOG_DIR: Final = ".catalog"  # the catalog's log: fragments recorded since catalog.parquet
 STATS: Final = "stats.json"
+CARD: Final = "README.md"
 WDS_DIR: Final = "wds"
-WDS_INDEX: Final = "wds/index.json"
+WDS_INDEX: Final = f"{WDS_DIR}/index.json"
+WDS_CARD: Final = f"{WDS_DIR}/README.md"
+STAGING: Final = ".staging"  # work in progress: OUT/.staging/<run>/<session>/...
+TRASH: Final = ".trash"  # replaced copies, on their way out
+LOCK: Final = ".lock"  # the run lock (on S3: the lease object)
+WDS_STAGE: Final = ".wds"  # the shard merge's folder in staging (session names hold no ".")
+# Files only the lock holder writes (atomically): their stray temporaries are cleared.
+LOCKED_WRITES: Final = (CATALOG, WDS_INDEX, CARD, WDS_CARD, f"{LOG_DIR}/*")
+
+
+def fragment_name(seq: int) -> str:
+    """``.catalog/<seq>.arrow``: a fragment of the catalog's log (12 digits)."""
+    return f"{LOG_DIR}/{seq:012d}.arrow"
 
 
 def zarr_path(session: str) -> str:
@@ -40,3 +65,14 @@ def frames_table_path(session: str) -> str:
 def session_parts(session: str) -> list[str]:
     """The per-session outputs of the ``zarr`` format, in the order they are committed."""
     return [zarr_path(session), rows_path(session), frames_table_path(session)]
+
+
+def shard_name(name: str, tag: str, number: int) -> str:
+    """``<name>-<tag>-NNNNNN.tar``: a WebDataset shard in ``wds/``."""
+    return f"{name}-{tag}-{number:06d}.tar"
+
+
+def staged_session_tar(run_id: str | None, session: str) -> str:
+    """``.staging/<run>/.wds-sessions/<session>.tar``: a session's sample tar waiting for the
+    shard merge (inside staging: never visible)."""
+    return f"{STAGING}/{run_id or 'direct'}/.wds-sessions/{session}.tar"

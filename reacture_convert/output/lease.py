@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from reacture_convert.errors import ConfigError, LockedError, OutputError
+from reacture_convert.output.layout import LOCK
 
 __all__ = [
     "LEASE_ENV",
@@ -45,7 +46,6 @@ __all__ = [
 
 LEASE_SECONDS = 60.0  # a lease not renewed for this long may be taken over
 LEASE_ENV = "REACTURE_LEASE_SECONDS"  # overrides it: how long a killed writer blocks OUT
-LOCK = ".lock"
 
 
 def lease_seconds() -> float:

@@ -27,22 +27,31 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from reacture_convert.errors import LockedError, OutputError
+from reacture_convert.output.layout import LOCKED_WRITES, STAGING, TRASH
 from reacture_convert.output.lease import LOCK, Lease, is_s3, put_object
 from reacture_convert.phases import reached
 
-__all__ = ["Output", "LOCK", "STAGING", "TRASH", "Held", "fsync_dir", "fsync_path", "lock_output"]
+__all__ = [
+    "Output",
+    "LOCK",
+    "STAGING",
+    "TRASH",
+    "Held",
+    "Keys",
+    "NewFile",
+    "fsync_dir",
+    "fsync_path",
+    "lock_output",
+]
 
-STAGING = ".staging"
-TRASH = ".trash"
-# Files only the lock holder writes (atomically): their stray temporaries are cleared.
 _FSYNC_THREADS = 8  # fsyncs at once (sync_staged)
-LOCKED_WRITES = ("catalog.parquet", "wds/index.json", "README.md", "wds/README.md", ".catalog/*")
+_IOV_MAX = 1024  # pieces per writev (Linux's IOV_MAX)
 
 
 @dataclass(frozen=True)
@@ -73,8 +82,94 @@ class Output:
 
     def url_of(self, *parts: str) -> str:
         """A URL (or plain local path) that zarr, pyarrow and fsspec accept for ``parts``."""
-        p = self.path(*parts)
-        return p if self.is_local else str(self.fs.unstrip_protocol(p))
+        return self.url_for(self.path(*parts))
+
+    def url_for(self, path: str) -> str:
+        """The URL (or plain local path) of ``path``, a path on ``fs``."""
+        return path if self.is_local else str(self.fs.unstrip_protocol(path))
+
+    # --- files: ``path`` arguments are paths on ``fs`` (``path(...)``) -----------------------
+
+    def open_read(self, path: str) -> IO[bytes]:
+        """``path`` opened for reading (locally a plain file: page cache, no fsspec layer)."""
+        return open(path, "rb") if self.is_local else self.fs.open(path, "rb")
+
+    def create(self, path: str) -> NewFile:
+        """A new file at ``path``, written forward in pieces (see ``NewFile``)."""
+        return NewFile(path, None if self.is_local else self.fs.open(path, "wb"))
+
+    def parquet_sink(self, path: str) -> tuple[IO[bytes] | None, str | IO[bytes]]:
+        """Where a Parquet writer writes ``path``: ``(file to close after, destination)``;
+        locally the path itself (pyarrow writes it from C++), elsewhere an open file."""
+        if self.is_local:
+            return None, path
+        f = self.fs.open(path, "wb")
+        return f, f
+
+    def makedirs(self, path: str) -> None:
+        self.fs.makedirs(path, exist_ok=True)
+
+    def move(self, src: str, dst: str) -> None:
+        """Rename ``src`` to ``dst`` (replacing it); on object stores a copy and a delete."""
+        if self.is_local:
+            os.replace(src, dst)
+        else:
+            self.fs.mv(src, dst)
+
+    def fsync(self, path: str, folder: bool = False) -> None:
+        """Make a local file (or a folder's entries) durable; nothing on object stores (an
+        object is durable once written)."""
+        if self.is_local:
+            fsync_path(path, folder)
+
+    def version(self, path: str) -> str | None:
+        """The version (ETag) of an object, for a conditional replace; None locally.
+        Raises ``FileNotFoundError`` when it is not there (object stores)."""
+        if self.is_local:
+            return None
+        etag = self.fs.info(path).get("ETag")
+        return str(etag) if etag else None
+
+    def list_names(self, path: str) -> list[str]:
+        """The names in folder ``path`` as they are now (no cached listing); [] when there
+        is no such folder."""
+        try:
+            if self.is_local:
+                return os.listdir(path)
+            self.fs.invalidate_cache(path)
+            return [p.rsplit("/", 1)[-1] for p in self.fs.ls(path, detail=False)]
+        except FileNotFoundError:
+            return []
+
+    def remove_files(self, paths: list[str]) -> None:
+        """Delete the files ``paths`` (``OSError`` when one cannot be)."""
+        if self.is_local:
+            for p in paths:
+                os.remove(p)
+            return
+        self.fs.rm(paths)
+        for folder in sorted({p.rsplit("/", 1)[0] for p in paths}):
+            self.fs.invalidate_cache(folder)
+
+    def remove_empty_dir(self, path: str) -> None:
+        """Remove folder ``path`` if it is there and empty (object stores have no folders)."""
+        if self.is_local:
+            with contextlib.suppress(OSError):  # not there, or not empty
+                os.rmdir(path)
+
+    def keys(self, path: str) -> Keys:
+        """The store of a Zarr group being written at ``path``: objects put by key."""
+        return Keys(path, None if self.is_local else self.fs)
+
+    def zarr_store(self, rel: str, read_only: bool = True) -> Any:
+        """A zarr-python store of the Zarr group ``rel`` (relative to OUT)."""
+        import zarr
+
+        if self.is_local:
+            return zarr.storage.LocalStore(self.path(rel), read_only=read_only)
+        return zarr.storage.FsspecStore.from_url(
+            self.url_of(rel), storage_options=dict(self.storage_options), read_only=read_only
+        )
 
     def staging(self, session: str) -> str:
         return self.path(STAGING, session)
@@ -172,6 +267,58 @@ class Output:
         with self.fs.open(final, "wb") as f:  # one PUT: atomic on object stores
             fill(f)
         return None
+
+
+class Keys:
+    """Objects put by key under ``root``: a local folder (plain file writes) or a path on the
+    object store ``fs``. Keys can be put from several threads at once."""
+
+    def __init__(self, root: str, fs: fsspec.AbstractFileSystem | None) -> None:
+        self.root, self.fs = root, fs
+
+    def put(self, key: str, data: bytes) -> None:
+        path = f"{self.root}/{key}"
+        if self.fs is None:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(data)
+        else:
+            self.fs.pipe_file(path, data)
+
+
+class NewFile:
+    """A new file written forward in pieces: locally with ``os.writev`` on an unbuffered file
+    (the kernel's copy is the only one), elsewhere through ``remote`` (an fsspec file)."""
+
+    def __init__(self, path: str, remote: IO[bytes] | None) -> None:
+        self.path = path
+        self.remote = remote
+        self.file: IO[bytes] = open(path, "wb", buffering=0) if remote is None else remote
+
+    def write_pieces(self, pieces: list[memoryview]) -> None:
+        """Write ``pieces`` (non-empty byte views) in order."""
+        if self.remote is not None:
+            for piece in pieces:
+                self.remote.write(piece)
+            return
+        fd, pieces, i = self.file.fileno(), list(pieces), 0
+        while i < len(pieces):  # however the kernel splits the writes
+            done = os.writev(fd, pieces[i : i + _IOV_MAX])
+            while done:
+                if done >= len(pieces[i]):
+                    done -= len(pieces[i])
+                    i += 1
+                else:
+                    pieces[i] = pieces[i][done:]
+                    done = 0
+
+    def sync(self) -> None:
+        """Make a local file durable (an object is, once closed)."""
+        if self.remote is None:
+            os.fsync(self.file.fileno())
+
+    def close(self) -> None:
+        self.file.close()
 
 
 def fsync_path(path: str, folder: bool = False) -> None:

@@ -47,12 +47,7 @@ def open_session(out: Output, session: str) -> SessionArrays:
     do not survive ``fork``. Raises ``OutputError`` when the group or its arrays are missing."""
     rel = zarr_path(session)
     url = out.url_of(rel)
-    if out.is_local:
-        store: Any = zarr.storage.LocalStore(out.path(rel), read_only=True)
-    else:
-        store = zarr.storage.FsspecStore.from_url(
-            url, storage_options=dict(out.storage_options), read_only=True
-        )
+    store = out.zarr_store(rel, read_only=True)
     try:
         group = zarr.open_group(store, mode="r")
     except FileNotFoundError as e:

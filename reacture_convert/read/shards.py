@@ -82,7 +82,7 @@ def read_index_at(out: Output) -> tuple[WdsIndex, str]:
     with out.fs.open(path, "rb") as f:
         index = WdsIndex.from_dict(json.loads(f.read()))
     folder = path.rsplit("/", 1)[0]
-    base = folder if out.is_local else str(out.fs.unstrip_protocol(folder))
+    base = out.url_for(folder)
     return index, base
 
 

@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from reacture_convert.errors import OutputError
+from reacture_convert.output.layout import STATS
 from reacture_convert.read.dataset import OutLike, SessionData, as_output, open_dataset
 from reacture_convert.read.labels import KEYS, MOMENTARY_ACTIONS
 
@@ -55,7 +56,6 @@ __all__ = [
     "write_stats",
 ]
 
-STATS: Final = "stats.json"
 FORMAT: Final = "reacture-stats"
 VERSION: Final = 1
 CHANNELS: Final = ("R", "G", "B")

@@ -38,7 +38,7 @@ from reacture_convert.ingest.files import (
 from reacture_convert.ingest.jsonl import ParsedRow, iter_jsonl
 from reacture_convert.ingest.legacy import as_five_file
 from reacture_convert.output.catalog import CATALOG, CatalogEntry, read_catalog
-from reacture_convert.output.layout import WDS_DIR, WDS_INDEX
+from reacture_convert.output.layout import WDS_DIR, WDS_INDEX, frames_table_path, rows_path
 from reacture_convert.output.storage import Output
 from reacture_convert.read.session import open_session, read_table
 
@@ -75,7 +75,7 @@ def _verify_session(out: Output, e: CatalogEntry) -> Iterator[Problem]:
     recorded = provenance.get("sha256") if isinstance(provenance, dict) else None
     if recorded is not None and recorded != dict(e.hashes):
         yield Problem(s, "zarr provenance sha256 differs from the catalog's source hashes")
-    table = _read_parquet(out, f"frames/{s}.parquet")
+    table = _read_parquet(out, frames_table_path(s))
     if [r["frame_index"] for r in table] != list(range(n)):
         yield Problem(s, "alignment table frame_index is not 0..N-1")
         return
@@ -89,7 +89,7 @@ def _verify_session(out: Output, e: CatalogEntry) -> Iterator[Problem]:
                 yield Problem(
                     s, f"frame {a + k}: zarr bytes do not match the sha256 in the alignment table"
                 )
-    rows = _read_parquet(out, f"rows/{s}.parquet")
+    rows = _read_parquet(out, rows_path(s))
     if any(r["session"] != s for r in rows) or any(r["session"] != s for r in table):
         yield Problem(s, "rows or alignment table hold rows of another session")
         return
@@ -152,7 +152,7 @@ def _compare_sources(
     src_ts = read_timestamps(bundle, opts)
     if src_ts.tobytes() != np.asarray(arrays.timestamps[:]).astype("<f4").tobytes():
         yield Problem(s, "zarr timestamps differ from the source")
-    rows = _read_parquet(out, f"rows/{s}.parquet")
+    rows = _read_parquet(out, rows_path(s))
     with open_file(bundle.files["data.jsonl"], opts) as f:
         for item in iter_jsonl(f, "data.jsonl"):
             if isinstance(item, ParsedRow):

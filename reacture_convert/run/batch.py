@@ -25,6 +25,7 @@ from reacture_convert.ingest.bundle import BundleRef
 from reacture_convert.ingest.discover import discover
 from reacture_convert.output.card import write_card
 from reacture_convert.output.catalog import Catalog, CatalogEntry
+from reacture_convert.output.layout import WDS_INDEX
 from reacture_convert.output.naming import session_name
 from reacture_convert.output.status import Status
 from reacture_convert.output.storage import Output, lock_output
@@ -188,7 +189,7 @@ def run_convert(
         extra["wds"] = {
             "shards": len(wds_index.shards),
             "samples": wds_index.total_samples,
-            "index": out.url_of("wds", "index.json"),
+            "index": out.url_of(WDS_INDEX),
         }
     if stopped:
         extra["stopped"] = f"on_error=stop: {total - finished} bundle(s) not started"

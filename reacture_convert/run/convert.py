@@ -23,7 +23,7 @@ from reacture_convert.ingest.files import hash_files
 from reacture_convert.ingest.legacy import as_five_file
 from reacture_convert.ingest.validate import ReadSinks, Report, ValidationLimits, validate_bundle
 from reacture_convert.output.catalog import CatalogEntry
-from reacture_convert.output.layout import session_parts
+from reacture_convert.output.layout import session_parts, staged_session_tar
 from reacture_convert.output.naming import session_name
 from reacture_convert.output.status import Status
 from reacture_convert.output.storage import Output
@@ -82,7 +82,7 @@ def stage_key(session: str, run_id: str | None) -> str:
 
 def session_tar_path(out: Output, session: str, run_id: str | None = None) -> str:
     """Where a session's sample tar waits for the shard merge (inside staging: never visible)."""
-    return out.path(".staging", run_id or "direct", ".wds-sessions", f"{session}.tar")
+    return out.path(staged_session_tar(run_id, session))
 
 
 def _hash_or_damage(

@@ -125,17 +125,7 @@ def archive_entries(findings: Sequence[Finding], run_id: str) -> list[CatalogEnt
         if f.severity is Severity.ERROR and f.code != "INPUT_NOT_FOUND":
             by_source[f.file.split("!", 1)[0]].append(f)
     return [
-        CatalogEntry(
-            session=None,
-            source=src,
-            prefix=None,
-            status=Status.REJECTED,
-            reason=f"{fs[0].code} at {fs[0].location()}",
-            findings=tuple(fs),
-            converter_version=__version__,
-            converted_at=None,
-            run_id=run_id,
-        )
+        CatalogEntry.rejected(src, None, fs, session=None, converted_at=None, run_id=run_id)
         for src, fs in sorted(by_source.items())
     ]
 

@@ -22,7 +22,6 @@ from typing import Any
 
 from fsspec.core import url_to_fs
 
-from reacture_convert import __version__
 from reacture_convert.findings import Finding, Severity, finding
 from reacture_convert.ingest.archives import is_archive
 from reacture_convert.ingest.bundle import BundleRef
@@ -36,7 +35,6 @@ from reacture_convert.ingest.discover import (
 )
 from reacture_convert.output.catalog import CatalogEntry
 from reacture_convert.output.naming import session_name
-from reacture_convert.output.status import Status
 from reacture_convert.run.driver import archive_entries
 from reacture_convert.run.options import WatchOptions
 
@@ -262,14 +260,11 @@ class Incoming:
             )
             for role in bundle.missing
         )
-        return CatalogEntry(
+        return CatalogEntry.rejected(
+            bundle.source,
+            bundle.prefix,
+            findings,
             session=session_name(bundle.prefix),
-            source=bundle.source,
-            prefix=bundle.prefix,
-            status=Status.REJECTED,
-            reason=f"{findings[0].code} at {findings[0].location()}",
-            findings=findings,
-            converter_version=__version__,
             converted_at=dt.datetime.now(dt.UTC),
             run_id=self.run_id,
         )

@@ -57,6 +57,7 @@ from reacture_convert.findings import Severity
 from reacture_convert.formats.wds.index import read_index
 from reacture_convert.output.card import write_card
 from reacture_convert.output.catalog import Catalog, CatalogEntry
+from reacture_convert.output.layout import WDS_INDEX
 from reacture_convert.output.naming import session_name
 from reacture_convert.output.status import Status
 from reacture_convert.output.storage import Output, lock_output
@@ -328,7 +329,7 @@ class _Watcher:
             sessions=added,
             shards=len(index.shards),
             samples=index.total_samples,
-            index=self.out.url_of("wds", "index.json"),
+            index=self.out.url_of(WDS_INDEX),
         )
         self.flush()
         write_card(self.out, self.catalog.view())

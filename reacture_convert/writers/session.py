@@ -16,7 +16,7 @@ import contextlib
 from collections import deque
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -27,7 +27,7 @@ from reacture_convert.ingest.bundle import BundleRef, StorageOptions, is_damaged
 from reacture_convert.ingest.npy import read_npy_header
 from reacture_convert.ingest.rowscan import RowBlock
 from reacture_convert.ingest.validate import Report
-from reacture_convert.output.layout import session_parts
+from reacture_convert.output.layout import frames_table_path, rows_path, session_parts, zarr_path
 from reacture_convert.output.storage import Output
 from reacture_convert.phases import reached
 from reacture_convert.writers.alignment import FrameLedger, frames_table, write_frames_table
@@ -107,11 +107,7 @@ class SessionWriter:
         n = _n_frames(bundle, input_options)
         self.ledger = FrameLedger(n)
         self.zarr = ZarrSessionWriter(
-            out.url_of(".staging", key, "zarr", f"{session}.zarr"),
-            n,
-            {},
-            options,
-            out.storage_options,
+            out.keys(f"{self.stage}/{zarr_path(session)}"), n, {}, options
         )
         self.block_frames = self.zarr.block_frames
         self._pool = (
@@ -122,16 +118,10 @@ class SessionWriter:
         self._in_flight: deque[tuple[Future[None], int]] = deque()
         self._in_flight_bytes = 0
         self._timestamps: npt.NDArray[np.float32] | None = None  # as validation read them
-        out.fs.makedirs(f"{self.stage}/rows", exist_ok=True)
-        self._rows_file, rows_sink = self._sink(f"{self.stage}/rows/{session}.parquet")
+        rows = f"{self.stage}/{rows_path(session)}"
+        out.makedirs(rows.rsplit("/", 1)[0])
+        self._rows_file, rows_sink = out.parquet_sink(rows)
         self.rows_writer = RowsWriter(rows_sink, session, background=threads >= 2)
-
-    def _sink(self, path: str) -> tuple[IO[bytes] | None, str | IO[bytes]]:
-        """A Parquet destination: the path itself when local (written from C++), else a file."""
-        if self.out.is_local:
-            return None, path
-        f = self.out.fs.open(path, "wb")
-        return f, f
 
     # --- ReadSink -----------------------------------------------------------------------------
     def start(self, timestamps: npt.NDArray[np.float32] | None, concurrent: bool) -> None:
@@ -178,10 +168,10 @@ class SessionWriter:
             raise InputError(f"{self.session}: finish() is for a valid bundle's complete read")
         self.zarr.write_timestamps(ts)
         self.zarr.write_attributes(zarr_attributes(self.session, provenance, report, hashes))
-        fs = self.out.fs
-        fs.makedirs(f"{self.stage}/frames", exist_ok=True)
+        path = f"{self.stage}/{frames_table_path(self.session)}"
+        self.out.makedirs(path.rsplit("/", 1)[0])
         table = frames_table(self.session, ts, report.frame_rows.array, self.ledger)
-        table_file, sink = self._sink(f"{self.stage}/frames/{self.session}.parquet")
+        table_file, sink = self.out.parquet_sink(path)
         try:
             write_frames_table(table, sink)
         finally:

@@ -17,7 +17,6 @@ threads at once (zstd, blosc and the writes release the GIL).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +25,7 @@ import numpy as np
 
 from reacture_convert.errors import ConfigError
 from reacture_convert.formats.zarr import CODECS, numcodec
+from reacture_convert.output.storage import Keys
 
 __all__ = ["FRAME_SHAPE", "ZarrOptions", "ZarrSessionWriter"]
 
@@ -99,44 +99,21 @@ def _json(document: Mapping[str, Any]) -> bytes:
     return json.dumps(document, indent=2, allow_nan=True).encode()
 
 
-class _Store:
-    """Keys under one root: a local folder (plain file writes) or any fsspec URL."""
-
-    def __init__(self, url: str, storage_options: Mapping[str, Any] | None) -> None:
-        self.local = "://" not in url or url.startswith("file://")
-        if self.local:
-            self.root = url.removeprefix("file://")
-            self.fs: Any = None
-        else:
-            from fsspec.core import url_to_fs
-
-            self.fs, self.root = url_to_fs(url, **dict(storage_options or {}))
-
-    def put(self, key: str, data: bytes) -> None:
-        path = f"{self.root}/{key}"
-        if self.local:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "wb") as f:
-                f.write(data)
-        else:
-            self.fs.pipe_file(path, data)
-
-
 class ZarrSessionWriter:
-    """Create the group, then ``write_frames`` block by block (or ``encode_block`` and ``put``
-    on helper threads), ``write_timestamps``, and ``write_attributes`` last."""
+    """Create the group in ``store`` (``Output.keys``: the group's folder), then
+    ``write_frames`` block by block (or ``encode_block`` and ``put`` on helper threads),
+    ``write_timestamps``, and ``write_attributes`` last."""
 
     def __init__(
         self,
-        url: str,
+        store: Keys,
         n_frames: int,
         attributes: Mapping[str, Any],
         options: ZarrOptions = ZarrOptions(),
-        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.options = options
         self.n_frames = n_frames
-        self.store = _Store(url, storage_options)
+        self.store = store
         self.chunk = max(1, min(options.chunk_frames, n_frames))
         self.shard: int | None = None
         if options.shard_frames is not None:

@@ -11,6 +11,7 @@ import pytest
 import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
 
+from reacture_convert.output.storage import Output
 from reacture_convert.writers.zarr import FRAME_SHAPE, ZarrOptions, ZarrSessionWriter
 
 pytestmark = pytest.mark.zarr_compat  # writer bytes == zarr-python's; zarr reads them
@@ -63,7 +64,7 @@ def by_zarr(path: Path, frames: np.ndarray, ts: np.ndarray, o: ZarrOptions) -> N
 
 
 def by_writer(path: Path, frames: np.ndarray, ts: np.ndarray, o: ZarrOptions) -> None:
-    w = ZarrSessionWriter(str(path), len(ts), {}, o)
+    w = ZarrSessionWriter(Output(str(path)).keys(str(path)), len(ts), {}, o)
     for a in range(0, len(frames), w.block_frames):
         w.write_frames(a, frames[a : a + w.block_frames])
     w.write_timestamps(ts)
@@ -126,6 +127,6 @@ def test_timestamps_equal_zarrs(tmp_path: Path, ts: np.ndarray) -> None:
 
 
 def test_a_block_that_is_not_a_chunk_is_refused(tmp_path: Path) -> None:
-    w = ZarrSessionWriter(str(tmp_path / "z"), 100, {}, ZarrOptions())
+    w = ZarrSessionWriter(Output(str(tmp_path)).keys(str(tmp_path / "z")), 100, {}, ZarrOptions())
     with pytest.raises(ValueError, match="not one block"):
         w.write_frames(10, np.zeros((64, *FRAME_SHAPE), np.uint8))

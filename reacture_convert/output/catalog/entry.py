@@ -9,6 +9,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from reacture_convert import __version__
 from reacture_convert.findings import Finding, Severity
 from reacture_convert.ingest.bundle import ROLES
 from reacture_convert.output.status import Status
@@ -82,6 +83,35 @@ class CatalogEntry:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "status", Status(self.status))  # "converted" is fine too
+
+    @classmethod
+    def rejected(
+        cls,
+        source: str,
+        prefix: str | None,
+        findings: Iterable[Finding],
+        *,
+        session: str | None,
+        converted_at: Any,
+        run_id: str | None,
+        **fields: Any,
+    ) -> CatalogEntry:
+        """A ``rejected`` row of this converter: ``findings`` hold at least one error, and
+        the first error is the reason (``CODE at where``)."""
+        found = tuple(findings)
+        first = next(f for f in found if f.severity == Severity.ERROR)
+        return cls(
+            session=session,
+            source=source,
+            prefix=prefix,
+            status=Status.REJECTED,
+            reason=f"{first.code} at {first.location()}",
+            findings=found,
+            converter_version=__version__,
+            converted_at=converted_at,
+            run_id=run_id,
+            **fields,
+        )
 
     @property
     def key(self) -> tuple[str, str | None]:

@@ -18,7 +18,6 @@ read of ``catalog.parquet`` and its listing) reads again.
 from __future__ import annotations
 
 import io
-import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ import pyarrow.parquet as pq
 from reacture_convert.errors import LockedError, OutputError
 from reacture_convert.output.catalog.entry import CATALOG_SCHEMA
 from reacture_convert.output.catalog.store import STORE_SCHEMA, conform
+from reacture_convert.output.layout import CATALOG, LOG_DIR, fragment_name
 from reacture_convert.output.lease import PreconditionFailed
 from reacture_convert.output.storage import Output
 
@@ -49,18 +49,12 @@ __all__ = [
     "write_fragment",
 ]
 
-CATALOG = "catalog.parquet"
-LOG_DIR = ".catalog"
 SEQ_KEY = b"reacture.catalog.seq"
 # ``op``: null for a recorded row; "drop" forgets the bundle's row with that status.
 FRAGMENT_SCHEMA = STORE_SCHEMA.append(pa.field("op", pa.string()))
 _FRAGMENT = re.compile(r"(\d{12})\.arrow")
 _ROW_GROUP = 4096  # rows: what a reader decodes at a time
 _SNAPSHOT_TRIES = 20
-
-
-def fragment_name(seq: int) -> str:
-    return f"{LOG_DIR}/{seq:012d}.arrow"
 
 
 @dataclass(frozen=True)
@@ -87,31 +81,19 @@ class Compacted:
 
 def read_compacted(out: Output) -> Compacted:
     path = out.path(CATALOG)
-    fs = out.fs
     try:
-        etag = fs.info(path).get("ETag") if not out.is_local else None
-        with fs.open(path, "rb") as f:
+        etag = out.version(path)
+        with out.fs.open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError:
         return Compacted()
     meta = pq.read_schema(pa.BufferReader(data)).metadata or {}
-    return Compacted(data, int(meta.get(SEQ_KEY, b"0")), str(etag) if etag else None, True)
+    return Compacted(data, int(meta.get(SEQ_KEY, b"0")), etag, True)
 
 
 def list_log(out: Output) -> list[int]:
     """The fragment numbers in OUT's log, in order."""
-    folder = out.path(LOG_DIR)
-    if out.is_local:
-        try:
-            names = os.listdir(folder)
-        except FileNotFoundError:
-            return []
-    else:
-        out.fs.invalidate_cache(folder)
-        try:
-            names = [p.rsplit("/", 1)[-1] for p in out.fs.ls(folder, detail=False)]
-        except FileNotFoundError:
-            return []
+    names = out.list_names(out.path(LOG_DIR))
     return sorted(int(m.group(1)) for n in names if (m := _FRAGMENT.fullmatch(n)))
 
 
@@ -184,23 +166,14 @@ def delete_fragments(out: Output, seqs: Iterable[int]) -> None:
     if not paths:
         return
     try:
-        if out.is_local:
-            for p in paths:
-                os.remove(p)
-        else:
-            out.fs.rm(paths)
-            out.fs.invalidate_cache(out.path(LOG_DIR))
+        out.remove_files(paths)
     except OSError:
         pass
 
 
 def remove_log_dir(out: Output) -> None:
     """Remove the log's folder when it is empty (a run's end: OUT at rest has none)."""
-    if out.is_local:
-        try:
-            os.rmdir(out.path(LOG_DIR))
-        except OSError:
-            pass  # not there, or a fragment in it
+    out.remove_empty_dir(out.path(LOG_DIR))
 
 
 def read_snapshot(out: Output) -> tuple[Compacted, list[tuple[int, pa.Table]]]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import IO
@@ -38,8 +37,8 @@ from reacture_convert.formats.wds.index import (
     read_index,
 )
 from reacture_convert.formats.wds.tar import end_of_archive
-from reacture_convert.output.layout import WDS_DIR
-from reacture_convert.output.storage import STAGING, Output, fsync_dir, fsync_path
+from reacture_convert.output.layout import STAGING, WDS_DIR, WDS_STAGE, shard_name
+from reacture_convert.output.storage import Output
 from reacture_convert.phases import reached
 from reacture_convert.writers.webdataset.options import WdsOptions
 from reacture_convert.writers.webdataset.plan import PlannedShard, plan_shards
@@ -54,7 +53,6 @@ __all__ = ["append_shards", "write_shards"]
 
 # Bumped whenever the bytes written for the same inputs change; part of the shard-name tag.
 LAYOUT = 2
-_STAGE = ".wds"  # session names never contain "." so this cannot clash
 DEFAULT_OPTIONS = WdsOptions()
 
 
@@ -86,7 +84,7 @@ class _Parts:
         if f is None:
             if len(self.open) >= self.keep:
                 self.open.pop(next(iter(self.open))).close()
-            f = open(part.path, "rb") if self.out.is_local else self.out.fs.open(part.path, "rb")
+            f = self.out.open_read(part.path)
         self.open[part.path] = f  # most recently used last
         f.seek(offset)
         while length > 0:
@@ -129,8 +127,7 @@ def _build(
         for shard, url in zip(planned, urls, strict=True):
             whole = shard.whole_part
             if whole is not None and whole.path.startswith(staging):
-                if out.is_local:
-                    fsync_path(whole.path)
+                out.fsync(whole.path)
                 where, nbytes, sha = whole.path, whole.bytes, whole.sha256
             else:
                 where = f"{stage}/{url}"
@@ -156,15 +153,10 @@ def _build(
 def _publish(out: Output, built: Sequence[tuple[str, WdsShard]]) -> None:
     """Move every complete shard into ``wds/``."""
     final_dir = out.path(WDS_DIR)
-    out.fs.makedirs(final_dir, exist_ok=True)
+    out.makedirs(final_dir)
     for where, shard in built:
-        dst = f"{final_dir}/{shard.url}"
-        if out.is_local:
-            os.replace(where, dst)
-        else:
-            out.fs.mv(where, dst)
-    if out.is_local:
-        fsync_dir(final_dir)
+        out.move(where, f"{final_dir}/{shard.url}")
+    out.fsync(final_dir, folder=True)
 
 
 def _remove_orphans(out: Output, keep: Iterable[str]) -> None:
@@ -184,7 +176,7 @@ def _drop_stage(out: Output, stage: str) -> None:
     fs = out.fs
     if fs.exists(stage):
         fs.rm(stage, recursive=True)
-    parent = out.staging(_STAGE)
+    parent = out.staging(WDS_STAGE)
     if fs.exists(parent) and not fs.ls(parent):
         fs.rmdir(parent)
 
@@ -215,8 +207,8 @@ def _commit(
     index of the whole set; delete what it does not list."""
     planned = plan_shards(tars, options)
     first = len(before.shards) if before is not None else 0
-    urls = [f"{options.name}-{tag}-{first + k:06d}.tar" for k in range(len(planned))]
-    stage = f"{out.staging(_STAGE)}/shards"
+    urls = [shard_name(options.name, tag, first + k) for k in range(len(planned))]
+    stage = f"{out.staging(WDS_STAGE)}/shards"
     _drop_stage(out, stage)
     out.fs.makedirs(stage, exist_ok=True)
     try:

@@ -14,9 +14,8 @@ sha256.
 from __future__ import annotations
 
 import hashlib
-import os
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import IO, Any, Final
+from typing import Any, Final
 
 from reacture_convert.output.storage import Output
 
@@ -24,22 +23,6 @@ __all__ = ["BLOCK_BYTES", "HashedFile"]
 
 BLOCK_BYTES: Final = 8 << 20
 _BY_REFERENCE: Final = 16 << 10  # pieces from this size are kept, not copied
-_IOV_MAX: Final = 1024  # pieces per writev (Linux's IOV_MAX)
-
-
-def _writev(fd: int, pieces: list[memoryview]) -> None:
-    """Write ``pieces`` (non-empty byte views) to ``fd`` in order, however the kernel splits
-    the writes."""
-    i = 0
-    while i < len(pieces):
-        done = os.writev(fd, pieces[i : i + _IOV_MAX])
-        while done:
-            if done >= len(pieces[i]):
-                done -= len(pieces[i])
-                i += 1
-            else:
-                pieces[i] = pieces[i][done:]
-                done = 0
 
 
 class HashedFile:
@@ -47,11 +30,8 @@ class HashedFile:
 
     def __init__(self, out: Output, path: str) -> None:
         self.path = path
-        self.local = out.is_local
-        self.fs = out.fs
-        self.file: IO[bytes] = (
-            open(path, "wb", buffering=0) if self.local else out.fs.open(path, "wb")
-        )
+        self.out = out
+        self.file = out.create(path)
         self.hash = hashlib.sha256()
         self.count = 0
         self._pieces: list[memoryview] = []
@@ -78,11 +58,7 @@ class HashedFile:
             self._small = bytearray()
 
     def _drain(self, pieces: list[memoryview]) -> None:
-        if self.local:
-            _writev(self.file.fileno(), list(pieces))
-            return
-        for piece in pieces:
-            self.file.write(piece)
+        self.file.write_pieces(pieces)
 
     def _hash(self, pieces: list[memoryview]) -> None:
         for piece in pieces:
@@ -111,8 +87,8 @@ class HashedFile:
             if self._size:
                 self._hand_off()
             self._wait()
-            if fsync and self.local:
-                os.fsync(self.file.fileno())
+            if fsync:
+                self.file.sync()
         finally:
             self.file.close()
             self._pool.shutdown()
@@ -127,5 +103,5 @@ class HashedFile:
         finally:
             self.file.close()
             self._pool.shutdown()
-            if self.fs.exists(self.path):
-                self.fs.rm(self.path)
+            if self.out.fs.exists(self.path):
+                self.out.fs.rm(self.path)
