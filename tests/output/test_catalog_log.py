@@ -14,8 +14,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_catalog import entries_strategy, entry
 
-from reacture_convert.output.catalog import core as catalog_module
-from reacture_convert.output.catalog import log as catalog_log
 from reacture_convert.output.catalog import (
     LOG_DIR,
     Catalog,
@@ -24,6 +22,8 @@ from reacture_convert.output.catalog import (
     read_catalog,
     write_catalog,
 )
+from reacture_convert.output.catalog import core as catalog_module
+from reacture_convert.output.catalog import log as catalog_log
 from reacture_convert.output.catalog.store import EntryView, RowStore
 from reacture_convert.output.status import Status
 from reacture_convert.output.storage import Output
