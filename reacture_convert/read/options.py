@@ -17,9 +17,8 @@ PyTorch, TensorFlow or plain NumPy), so that the same options give the same samp
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from reacture_convert.errors import ConfigError
 
@@ -29,7 +28,10 @@ __all__ = [
     "SPLITS",
     "Dtype",
     "Layout",
+    "OPTION_NAMES",
+    "SHUFFLE_WINDOW",
     "ReadOptions",
+    "ShuffleOptions",
     "read_options",
 ]
 
@@ -37,6 +39,8 @@ DTYPES: Final = ("uint8", "float32")
 SPLITS: Final = ("train", "val", "test")
 DEFAULT_FRACTIONS: Final = (0.8, 0.1, 0.1)
 DEFAULT_MAX_GAP_MS: Final = 1000.0
+SHUFFLE_WINDOW: Final = 8
+"""Chunks whose samples a shuffled epoch over the Zarr sessions mixes (``plan.epoch_order``)."""
 Dtype = Literal["uint8", "float32"]
 Layout = Literal["CHW", "HWC"]
 """How a frame's axes are laid out: PyTorch's ``CHW`` or TensorFlow's and NumPy's ``HWC``."""
@@ -89,37 +93,45 @@ class ReadOptions:
         return self.history > 0 or self.horizon > 0
 
 
-def read_options(
-    *,
-    flip: bool = False,
-    dtype: str = "uint8",
-    skip_blank: bool = True,
-    history: int = 0,
-    horizon: int = 0,
-    max_gap_ms: float | None = DEFAULT_MAX_GAP_MS,
-    sessions: Sequence[str] | None = None,
-    split: str | None = None,
-    split_fractions: Sequence[float] = DEFAULT_FRACTIONS,
-    split_seed: int = 0,
-) -> ReadOptions:
-    """``ReadOptions`` from the keyword arguments the readers take (sequences become tuples;
-    a single session name is refused, it would read as its letters)."""
+OPTION_NAMES: Final = tuple(ReadOptions.__dataclass_fields__)
+"""The sample options every reader takes as keyword arguments (``ReadOptions``' fields)."""
+
+
+def read_options(**given: Any) -> ReadOptions:
+    """``ReadOptions`` from the keyword arguments the readers take (``OPTION_NAMES``; sequences
+    become tuples; a single session name is refused, it would read as its letters)."""
+    unknown = sorted(set(given) - set(OPTION_NAMES))
+    if unknown:
+        raise ConfigError(
+            f"unknown read option(s) {', '.join(unknown)}; the options are "
+            f"{', '.join(OPTION_NAMES)}"
+        )
+    sessions = given.get("sessions")
     if isinstance(sessions, str):
         raise ConfigError(f"sessions={sessions!r}: give a list of session names, not one string")
-    fractions = tuple(float(f) for f in split_fractions)
-    if len(fractions) != len(SPLITS):
-        raise ConfigError(
-            f"split_fractions={tuple(split_fractions)!r}: give three fractions (train, val, test)"
-        )
-    return ReadOptions(
-        flip=flip,
-        dtype=dtype,  # type: ignore[arg-type]  # checked in __post_init__
-        skip_blank=skip_blank,
-        history=history,
-        horizon=horizon,
-        max_gap_ms=max_gap_ms,
-        sessions=None if sessions is None else tuple(sessions),
-        split=split,
-        split_fractions=(fractions[0], fractions[1], fractions[2]),
-        split_seed=split_seed,
-    )
+    if sessions is not None:
+        given["sessions"] = tuple(sessions)
+    if "split_fractions" in given:
+        fractions = tuple(float(f) for f in given["split_fractions"])
+        if len(fractions) != len(SPLITS):
+            raise ConfigError(
+                f"split_fractions={tuple(given['split_fractions'])!r}: give three fractions "
+                "(train, val, test)"
+            )
+        given["split_fractions"] = fractions
+    return ReadOptions(**given)
+
+
+@dataclass(frozen=True)
+class ShuffleOptions:
+    """How a shuffled epoch mixes samples: ``window`` Zarr chunks at a time (``plan``), or a
+    ``buffer``-sample shuffle buffer over the shards' stream."""
+
+    window: int = SHUFFLE_WINDOW
+    buffer: int = 256
+
+    def __post_init__(self) -> None:
+        if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 1:
+            raise ConfigError(f"shuffle window of {self.window} chunks: give at least 1")
+        if isinstance(self.buffer, bool) or not isinstance(self.buffer, int) or self.buffer < 1:
+            raise ConfigError("shuffle_buffer must be at least 1 sample")

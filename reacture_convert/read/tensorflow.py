@@ -2,7 +2,8 @@
 ``tf.data.Dataset`` of whole batches from the same core as the PyTorch readers.
 
 ``to_tensorflow_dataset(OUT, batch_size, shuffle, ...)`` reads the Zarr sessions
-(``core.FrameSource``, chunk-aware shuffling) or the shards (``shards.ShardSource``) and hands out
+(``sources.ZarrSource``, chunk-aware shuffling) or the shards (``sources.ShardSource``), built
+from the ``sources.SOURCES`` registry, and hands out
 the batches ``batch`` describes, with TensorFlow's conventions: ``frame`` is HWC, (B, 128, 128,
 3), or (B, k + 1, 128, 128, 3) with ``history=k``; ``session`` is a ``tf.string`` vector. The
 keys, values and options are the PyTorch readers': the same options give the same batches, in
@@ -20,12 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from reacture_convert.errors import ConfigError
 from reacture_convert.read.batch import Batch, batch_spec
-from reacture_convert.read.core import SHUFFLE_WINDOW, FrameSource, no_samples_error
-from reacture_convert.read.dataset import OutLike
-from reacture_convert.read.options import ReadOptions, read_options
-from reacture_convert.read.shards import ShardSource
+from reacture_convert.read.options import SHUFFLE_WINDOW, ReadOptions, ShuffleOptions, read_options
+from reacture_convert.read.session import OutLike
+from reacture_convert.read.sources import refuse_empty, source_class
 
 __all__ = ["to_tensorflow_dataset"]
 
@@ -54,39 +53,24 @@ def to_tensorflow_dataset(
     import tensorflow as tf
 
     options = read_options(**read)
+    reader = source_class(source)(
+        out,
+        options,
+        storage_options=storage_options,
+        layout="HWC",
+        shuffling=ShuffleOptions(shuffle_window, shuffle_buffer),
+    )
+    refuse_empty(reader, out)
     epochs = itertools.count()
-    if source == "zarr":
-        frames = FrameSource(out, options, storage_options=storage_options, layout="HWC")
-        if not len(frames):
-            raise no_samples_error(out, frames.total_frames)
 
-        def batches() -> Iterator[Batch]:
-            return frames.iter_batches(
-                batch_size,
-                shuffle=shuffle,
-                seed=seed,
-                epoch=next(epochs),
-                drop_last=drop_remainder,
-                window=shuffle_window,
-            )
-
-    elif source == "wds":
-        shards = ShardSource(out, options, storage_options=storage_options, layout="HWC")
-        if shards.skipped_blank is not None and not len(shards):
-            raise no_samples_error(out, shards.total_frames)
-
-        def batches() -> Iterator[Batch]:
-            return shards.iter_batches(
-                batch_size,
-                drop_last=drop_remainder,
-                shuffle=shuffle,
-                seed=seed,
-                epoch=next(epochs),
-                buffer=shuffle_buffer,
-            )
-
-    else:
-        raise ConfigError(f"unknown source {source!r}; choose one of zarr, wds")
+    def batches() -> Iterator[Batch]:
+        return reader.iter_batches(
+            batch_size,
+            shuffle=shuffle,
+            seed=seed,
+            epoch=next(epochs),
+            drop_last=drop_remainder,
+        )
 
     def generate() -> Iterator[dict[str, Any]]:
         for batch in batches():

@@ -1,5 +1,5 @@
 """PyTorch readers of a converted dataset (needs the ``torch`` extra: ``pip install .[torch]``):
-thin adapters over the NumPy core (``core.FrameSource``, ``shards.ShardSource``).
+thin adapters over the NumPy sample sources (``sources.ZarrSource``, ``sources.ShardSource``).
 
 - ``to_pytorch_dataloader(OUT, batch_size, shuffle, ...)``: the fast way. Whole batches are
   built at once in the workers, straight into shared memory (frames copied once).
@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
@@ -47,19 +48,21 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, get_
 
 from reacture_convert.errors import ConfigError
 from reacture_convert.read.batch import Batch, Buffers, MakeBuffers, Spec, unbatch
-from reacture_convert.read.core import (
-    DEFAULT_CACHE_CHUNKS,
+from reacture_convert.read.options import (
+    DTYPES,
+    OPTION_NAMES,
     SHUFFLE_WINDOW,
-    FrameSource,
-    no_samples_error,
+    ReadOptions,
+    ShuffleOptions,
+    read_options,
 )
-from reacture_convert.read.dataset import OutLike
-from reacture_convert.read.options import DTYPES, ReadOptions, read_options
-from reacture_convert.read.shards import ShardSource, Window, consumer_range
+from reacture_convert.read.session import OutLike
+from reacture_convert.read.sources import SOURCES, ShardSource, ZarrSource, refuse_empty
+from reacture_convert.read.sources.shards import Window, consumer_range
+from reacture_convert.read.sources.zarr import DEFAULT_CACHE_CHUNKS
 
 __all__ = [
     "DTYPES",
-    "SOURCES",
     "ChunkBatchSampler",
     "EpochLoader",
     "FrameDataset",
@@ -68,7 +71,6 @@ __all__ = [
     "to_pytorch_dataloader",
 ]
 
-SOURCES: Final = ("zarr", "wds")
 Sample = dict[str, Any]
 
 
@@ -211,7 +213,7 @@ class FrameDataset(Dataset[Sample]):
         **read: Any,
     ) -> None:
         opts = _options(options, sessions, read)
-        self.source = FrameSource(
+        self.source = ZarrSource(
             out, opts, storage_options=storage_options, layout="CHW", cache_chunks=cache_chunks
         )
 
@@ -339,13 +341,17 @@ class ShardDataset(IterableDataset[Sample]):
         **read: Any,
     ) -> None:
         super().__init__()
-        if shuffle_buffer < 1:
-            raise ConfigError("shuffle_buffer must be at least 1 sample")
         if batch_size is not None and batch_size < 1:
             raise ConfigError(f"batch_size={batch_size}: give at least 1")
         opts = _options(options, sessions, read)
-        self.source = ShardSource(source, opts, storage_options=storage_options, layout="CHW")
-        self.shuffle, self.seed, self.shuffle_buffer = shuffle, seed, shuffle_buffer
+        self.source = ShardSource(
+            source,
+            opts,
+            storage_options=storage_options,
+            layout="CHW",
+            shuffling=ShuffleOptions(buffer=shuffle_buffer),
+        )
+        self.shuffle, self.seed = shuffle, seed
         self.batch_size, self.drop_last = batch_size, drop_last
         self.epoch = 0
         self._rank, self._world = rank, world_size
@@ -390,7 +396,6 @@ class ShardDataset(IterableDataset[Sample]):
             "shuffle": self.shuffle,
             "seed": self.seed,
             "epoch": self.epoch,
-            "buffer": self.shuffle_buffer,
         }
         batches = self.source.iter_batches(
             self.batch_size or 64,
@@ -462,46 +467,85 @@ def to_pytorch_dataloader(
     ``history``, ``horizon``, ``max_gap_ms``, ``sessions``, ``split``, ``split_fractions``,
     ``split_seed``. Other keyword arguments go to ``DataLoader`` (``pin_memory``,
     ``persistent_workers``, ``prefetch_factor``, ...)."""
-    names = set(ReadOptions.__dataclass_fields__)
-    opts = read_options(**{k: kwargs.pop(k) for k in list(kwargs) if k in names})
+    opts = read_options(**{k: kwargs.pop(k) for k in list(kwargs) if k in OPTION_NAMES})
     if {"sampler", "batch_sampler", "collate_fn"} & set(kwargs):
         raise ConfigError(
             "to_pytorch_dataloader makes its own sampler and whole batches; build a "
             "DataLoader over FrameDataset or ShardDataset yourself to use others"
         )
-    loader_kwargs = {"num_workers": num_workers, **kwargs}
-    if source == "zarr":
-        ds = FrameDataset(out, options=opts, storage_options=storage_options)
-        if not len(ds):
-            raise no_samples_error(out, ds.source.total_frames)
-        sampler = ChunkBatchSampler(
-            ds,
-            batch_size,
-            shuffle=shuffle,
-            seed=seed,
-            drop_last=drop_last,
-            num_workers=num_workers,
-            rank=rank,
-            world_size=world_size,
-            window=shuffle_window,
-        )
-        return EpochLoader(
-            ds, batch_size=None, sampler=sampler, collate_fn=_identity, **loader_kwargs
-        )
-    if source == "wds":
-        shards = ShardDataset(
-            out,
-            options=opts,
-            storage_options=storage_options,
-            rank=rank,
-            world_size=world_size,
-            shuffle=shuffle,
-            seed=seed,
-            shuffle_buffer=shuffle_buffer,
-            batch_size=batch_size,
-            drop_last=drop_last,
-        )
-        if shards.skipped_blank is not None and not len(shards.source):
-            raise no_samples_error(out, shards.source.total_frames)
-        return EpochLoader(shards, batch_size=None, collate_fn=_identity, **loader_kwargs)
-    raise ConfigError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
+    if source not in SOURCES:
+        raise ConfigError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
+    plan = _Plan(
+        out,
+        opts,
+        batch_size,
+        shuffle,
+        num_workers,
+        seed,
+        drop_last,
+        storage_options,
+        rank,
+        world_size,
+        ShuffleOptions(shuffle_window, shuffle_buffer),
+    )
+    return _LOADERS[source](plan, {"num_workers": num_workers, **kwargs})
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What ``to_pytorch_dataloader`` was asked for, whichever the source."""
+
+    out: OutLike
+    options: ReadOptions
+    batch_size: int
+    shuffle: bool
+    num_workers: int
+    seed: int
+    drop_last: bool
+    storage_options: Mapping[str, Any] | None
+    rank: int | None
+    world_size: int | None
+    shuffling: ShuffleOptions
+
+
+def _zarr_loader(plan: _Plan, loader_kwargs: dict[str, Any]) -> EpochLoader:
+    """A ``FrameDataset`` read in whole batches by a ``ChunkBatchSampler``."""
+    ds = FrameDataset(plan.out, options=plan.options, storage_options=plan.storage_options)
+    refuse_empty(ds.source, plan.out)
+    sampler = ChunkBatchSampler(
+        ds,
+        plan.batch_size,
+        shuffle=plan.shuffle,
+        seed=plan.seed,
+        drop_last=plan.drop_last,
+        num_workers=plan.num_workers,
+        rank=plan.rank,
+        world_size=plan.world_size,
+        window=plan.shuffling.window,
+    )
+    return EpochLoader(ds, batch_size=None, sampler=sampler, collate_fn=_identity, **loader_kwargs)
+
+
+def _shard_loader(plan: _Plan, loader_kwargs: dict[str, Any]) -> EpochLoader:
+    """A ``ShardDataset`` that yields whole batches."""
+    shards = ShardDataset(
+        plan.out,
+        options=plan.options,
+        storage_options=plan.storage_options,
+        rank=plan.rank,
+        world_size=plan.world_size,
+        shuffle=plan.shuffle,
+        seed=plan.seed,
+        shuffle_buffer=plan.shuffling.buffer,
+        batch_size=plan.batch_size,
+        drop_last=plan.drop_last,
+    )
+    refuse_empty(shards.source, plan.out)
+    return EpochLoader(shards, batch_size=None, collate_fn=_identity, **loader_kwargs)
+
+
+_LOADERS: Final[dict[str, Callable[[_Plan, dict[str, Any]], EpochLoader]]] = {
+    "zarr": _zarr_loader,
+    "wds": _shard_loader,
+}
+"""How ``to_pytorch_dataloader`` reads each of ``sources.SOURCES``."""

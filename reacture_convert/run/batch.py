@@ -23,7 +23,6 @@ from reacture_convert.errors import ConfigError
 from reacture_convert.formats.wds.index import WdsIndex
 from reacture_convert.ingest.bundle import BundleRef
 from reacture_convert.ingest.discover import discover
-from reacture_convert.output.card import write_card
 from reacture_convert.output.catalog import Catalog, CatalogEntry
 from reacture_convert.output.layout import WDS_INDEX
 from reacture_convert.output.naming import session_name
@@ -38,6 +37,7 @@ from reacture_convert.run.driver import (
 )
 from reacture_convert.run.scheduler import open_scheduler
 from reacture_convert.run.summary import RunSummary
+from reacture_convert.writers.card import write_card
 from reacture_convert.writers.webdataset import SessionTar, write_shards
 
 __all__ = ["run_convert"]

@@ -55,7 +55,6 @@ from typing import Any
 from reacture_convert.errors import ConfigError, LockedError, OutputError
 from reacture_convert.findings import Severity
 from reacture_convert.formats.wds.index import read_index
-from reacture_convert.output.card import write_card
 from reacture_convert.output.catalog import Catalog, CatalogEntry
 from reacture_convert.output.layout import WDS_INDEX
 from reacture_convert.output.naming import session_name
@@ -67,6 +66,7 @@ from reacture_convert.run.options import WatchOptions, parse_duration  # re-expo
 from reacture_convert.run.scheduler import ResultPump, open_scheduler
 from reacture_convert.run.settle import Incoming, Key
 from reacture_convert.run.summary import WatchStatus, WatchSummary
+from reacture_convert.writers.card import write_card
 from reacture_convert.writers.webdataset import SessionTar, append_shards
 
 __all__ = [

@@ -11,8 +11,8 @@ import pytest
 
 from reacture_convert.output.storage import Output
 from reacture_convert.read.chunks import ChunkReader
-from reacture_convert.read.core import FrameSource
 from reacture_convert.read.options import ReadOptions
+from reacture_convert.read.sources.zarr import ZarrSource
 from reacture_convert.run.batch import run_convert
 from reacture_convert.run.convert import ConvertOptions
 from reacture_convert.writers.zarr import ZarrOptions
@@ -45,7 +45,7 @@ def test_every_layout_reads_the_source_frames(
     assert reader.direct is direct
     chunks = [reader.read(c) for c in range(-(-len(frames) // reader.size))]
     assert np.array_equal(np.concatenate(chunks), frames)  # the last chunk is cut to the end
-    source = FrameSource(out, ReadOptions(), layout="HWC")
+    source = ZarrSource(out, ReadOptions(), layout="HWC")
     batch = source.fetch(np.arange(len(source))[::-1])
     assert np.array_equal(batch["frame"], frames[::-1])
 
@@ -56,7 +56,7 @@ def test_frame_source_is_a_random_access_source_of_numpy_samples(tmp_path: Path)
     out = Output(str(tmp_path / "out"))
     run_convert([str(VARIANT)], out, ConvertOptions(), scheduler="sync")
     frames = read_source(VARIANT).frames
-    source = FrameSource(out)
+    source = ZarrSource(out)
     assert len(source) == len(frames)
     for i in (0, 100, -1):
         sample = source[i]

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 from reacture_convert.errors import ConfigError
 from reacture_convert.output.storage import Output
-from reacture_convert.read.core import FrameSource
 from reacture_convert.read.options import SPLITS, ReadOptions
-from reacture_convert.read.shards import ShardSource
+from reacture_convert.read.sources.shards import ShardSource
+from reacture_convert.read.sources.zarr import ZarrSource
 from reacture_convert.read.splits import split_of
 from reacture_convert.run.batch import run_convert
 from reacture_convert.run.convert import ConvertOptions
@@ -71,7 +71,7 @@ def test_each_split_reads_exactly_its_sessions_in_both_readers(converted: Path) 
         options = ReadOptions(
             split=split, split_fractions=THIRDS, split_seed=SEED, skip_blank=False
         )
-        zarr = FrameSource(converted, options)
+        zarr = ZarrSource(converted, options)
         shards = ShardSource(converted, options)
         (session,) = zarr.sessions
         assert shards.sessions == zarr.sessions and split_of(session, THIRDS, SEED) == split
@@ -91,12 +91,12 @@ def test_a_new_session_leaves_the_others_where_they_were(converted: Path, tmp_pa
     for split in SPLITS:
         options = ReadOptions(split=split, split_fractions=THIRDS, split_seed=SEED)
         try:
-            before = set(FrameSource(fewer, options).sessions)
+            before = set(ZarrSource(fewer, options).sessions)
         except ConfigError:
             before = set()  # this split held none of the two
-        assert before <= set(FrameSource(converted, options).sessions)
+        assert before <= set(ZarrSource(converted, options).sessions)
 
 
 def test_an_empty_split_says_what_to_change(converted: Path) -> None:
     with pytest.raises(ConfigError, match="holds none of the 3 session"):
-        FrameSource(converted, ReadOptions(split="val", split_fractions=(1.0, 0.0, 0.0)))
+        ZarrSource(converted, ReadOptions(split="val", split_fractions=(1.0, 0.0, 0.0)))

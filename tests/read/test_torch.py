@@ -386,7 +386,7 @@ def test_the_package_imports_without_torch() -> None:
     code = (
         "import sys; sys.modules['torch'] = None; sys.modules['tensorflow'] = None\n"
         "import reacture_convert, reacture_convert.read.dataset, reacture_convert.read.stats\n"
-        "import reacture_convert.read.core, reacture_convert.read.shards\n"
+        "import reacture_convert.read.sources.zarr, reacture_convert.read.sources.shards\n"
         "try:\n    import reacture_convert.read.torch\nexcept ImportError:\n    print('ok')\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

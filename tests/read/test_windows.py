@@ -17,9 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reacture_convert.errors import ConfigError
-from reacture_convert.read.core import FrameSource
 from reacture_convert.read.options import ReadOptions
-from reacture_convert.read.shards import ShardSource
+from reacture_convert.read.sources.shards import ShardSource
+from reacture_convert.read.sources.zarr import ZarrSource
 from reacture_convert.read.torch import to_pytorch_dataloader
 from reacture_convert.read.windows import Item, StreamJudge, judge
 from reacture_convert.run.convert import ConvertOptions
@@ -70,7 +70,7 @@ def test_both_readers_give_the_windows_of_the_sources(
 ) -> None:
     options = options_of(want)
     keys = sample_keys(expected.sources, want)
-    zarr = FrameSource(converted, options)
+    zarr = ZarrSource(converted, options)
     from_zarr = samples_of(zarr.iter_batches(16))
     assert list(from_zarr) == keys  # in order, each once
     for sample in from_zarr.values():
@@ -133,10 +133,10 @@ def test_no_window_crosses_a_session_boundary_or_a_long_pause(
         assert f - 3 >= 0 and f + 3 < len(ts)
         assert np.all(np.diff(ts[f - 3 : f + 4]) <= 1000.0)
     # the real recordings have pauses over 1 s: they cost samples, and no limit keeps them
-    no_limit = FrameSource(
+    no_limit = ZarrSource(
         converted, options_of(Want(history=3, horizon=3, skip_blank=False, max_gap_ms=None))
     )
-    limited = FrameSource(converted, options_of(want))
+    limited = ZarrSource(converted, options_of(want))
     assert len(limited) == len(keys) < len(no_limit)
     assert limited.dropped_windows - no_limit.dropped_windows == len(no_limit) - len(limited)
 

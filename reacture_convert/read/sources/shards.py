@@ -1,5 +1,5 @@
-"""The training readers' core over the WebDataset shards: ``ShardSource``, streaming NumPy
-batches equal to ``FrameSource``'s for the same options.
+"""The sample source over the WebDataset shards: ``ShardSource``, streaming NumPy batches equal
+to ``ZarrSource``'s for the same options.
 
 **Consumers.** Every reading process (a DataLoader worker on a rank) is one consumer of
 ``consumers``. The shards' samples, laid end to end in the epoch's shard order, are cut into
@@ -8,7 +8,7 @@ one consumer per epoch and consumers get equal shares however the shards are siz
 selected sessions' samples only as evenly as those spread over the shards: ranges are cut over
 all samples). A consumer streams the shards its range overlaps and decodes only its samples.
 
-**Decoding.** Members are grouped by the one tar reader (``writers.webdataset.tar``); a ``.npy``
+**Decoding.** Members are grouped by the one tar reader (``formats.wds.tar``); a ``.npy``
 picture whose header is the one this project writes becomes a NumPy view of the member's bytes
 (``np.frombuffer``, no parsing: other headers go through ``np.load``), a ``.png`` is decoded by
 Pillow; the ``.json`` is parsed by ``labels.decode_sample_json`` (only the fields the labels use).
@@ -53,11 +53,10 @@ from reacture_convert.read.batch import (
     numpy_buffers,
     put_frame,
 )
-from reacture_convert.read.core import log_skips
-from reacture_convert.read.dataset import OutLike, as_output
 from reacture_convert.read.labels import FrameLabels, SampleJson, decode_sample_json
-from reacture_convert.read.options import Layout, ReadOptions
-from reacture_convert.read.session import read_table
+from reacture_convert.read.options import Layout, ReadOptions, ShuffleOptions
+from reacture_convert.read.session import OutLike, as_output, read_table
+from reacture_convert.read.sources.base import log_skips
 from reacture_convert.read.splits import select_sessions
 from reacture_convert.read.windows import Item, StreamJudge, judge
 
@@ -124,7 +123,7 @@ class ShardSource:
     """The samples of a dataset's WebDataset shards, streamed (see the module doc).
 
     ``source``: the converted dataset (its ``wds/index.json`` is read) or the URL of an
-    ``index.json``; ``options`` as for ``FrameSource``. Shards are bottom-up: ``flip`` turns
+    ``index.json``; ``options`` as for ``ZarrSource``. Shards are bottom-up: ``flip`` turns
     every frame right way up.
 
     ``skipped_blank`` / ``dropped_windows``: what the options leave out over all consumers,
@@ -138,8 +137,10 @@ class ShardSource:
         *,
         storage_options: Any = None,
         layout: Layout = "HWC",
+        shuffling: ShuffleOptions | None = None,
     ) -> None:
         self.options = options = options or ReadOptions()
+        self.shuffling = shuffling or ShuffleOptions()
         out = as_output(source, storage_options)
         self.index, base = read_index_at(out)
         self.urls = tuple(f"{base}/{s.url}" for s in self.index.shards)
@@ -186,11 +187,9 @@ class ShardSource:
         shuffle: bool = False,
         seed: int = 0,
         epoch: int = 0,
-        buffer: int = 256,
     ) -> Iterator[Window]:
-        """Consumer ``consumer``'s kept samples, each as ``(history, horizon)`` items."""
-        if buffer < 1:
-            raise ConfigError("shuffle_buffer must be at least 1 sample")
+        """Consumer ``consumer``'s kept samples, each as ``(history, horizon)`` items (shuffled
+        through a ``shuffling.buffer``-sample buffer with ``shuffle``)."""
         total = sum(s.samples for s in self.index.shards)
         lo, hi = consumer_range(total, consumer, consumers)
         k, h = self.options.history, self.options.horizon
@@ -209,7 +208,7 @@ class ShardSource:
         if not shuffle:
             return windows()
         rng = random.Random(f"samples-{seed}-{epoch}-{consumer}")
-        return shuffle_buffer(windows(), buffer, rng)
+        return shuffle_buffer(windows(), self.shuffling.buffer, rng)
 
     def iter_batches(
         self,

@@ -1,6 +1,6 @@
-"""The training readers' core over the Zarr sessions: ``FrameSource``, NumPy in, NumPy out.
+"""The sample source over the Zarr sessions: ``ZarrSource``, NumPy in, NumPy out.
 
-``FrameSource(OUT, options)`` decides once which frames are samples (``ReadOptions``: sessions
+``ZarrSource(OUT, options)`` decides once which frames are samples (``ReadOptions``: sessions
 and split, blank skipping, windows; ``windows.judge`` over each session's alignment table) and
 gathers every session's labels into one table. Then:
 
@@ -12,14 +12,13 @@ gathers every session's labels into one table. Then:
 - ``source.epoch_batches(...)`` / ``iter_batches(...)`` plan an epoch (``plan``: chunk-aware
   shuffling, ranks, batches) and read it.
 
-The PyTorch and TensorFlow readers are thin adapters over this class (and ``shards`` for the
-WebDataset shards). Nothing here holds an open store across ``fork`` or pickling: each process
-opens its own on first use.
+The PyTorch and TensorFlow readers are thin adapters over this class (and ``sources.shards`` for
+the WebDataset shards), both behind ``sources.base.SampleSource``. Nothing here holds an open
+store across ``fork`` or pickling: each process opens its own on first use.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -30,7 +29,6 @@ import numpy as np
 import numpy.typing as npt
 
 from reacture_convert.errors import ConfigError, OutputError
-from reacture_convert.output.layout import frames_table_path
 from reacture_convert.output.storage import Output
 from reacture_convert.read.batch import (
     Batch,
@@ -44,34 +42,33 @@ from reacture_convert.read.batch import (
     unbatch,
 )
 from reacture_convert.read.chunks import ChunkReader
-from reacture_convert.read.dataset import ConvertedDataset, OutLike, open_dataset
-from reacture_convert.read.options import Layout, ReadOptions
+from reacture_convert.read.options import (
+    SHUFFLE_WINDOW,
+    Layout,
+    ReadOptions,
+    ShuffleOptions,
+)
 from reacture_convert.read.plan import batches, deal, epoch_order, rank_share
-from reacture_convert.read.session import read_table
+from reacture_convert.read.session import OutLike, StoredDataset, open_stored
+from reacture_convert.read.sources.base import log_skips
 from reacture_convert.read.splits import select_sessions
 from reacture_convert.read.windows import Verdict, judge
 
 __all__ = [
     "DEFAULT_CACHE_CHUNKS",
-    "SHUFFLE_WINDOW",
-    "FrameSource",
-    "log_skips",
-    "no_samples_error",
+    "ZarrSource",
     "no_zarr_error",
 ]
 
-SHUFFLE_WINDOW: Final = 8
-"""Chunks whose samples are mixed by a shuffled epoch (``plan.epoch_order``)."""
 DEFAULT_CACHE_CHUNKS: Final = SHUFFLE_WINDOW + 2
 """Decoded chunks a process keeps (a chunk is 64 frames, 3 MiB, by default)."""
 
-log = logging.getLogger("reacture_convert.read")
 I64 = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True)
 class _Part:
-    """What a FrameSource keeps of one session: picklable values only."""
+    """What a ZarrSource keeps of one session: picklable values only."""
 
     name: str
     flip: bool  # flip=True asked for and the session is stored bottom-up
@@ -79,28 +76,7 @@ class _Part:
     first_chunk: int  # the session's first chunk's number among all sessions' chunks
 
 
-def log_skips(where: str, options: ReadOptions, skipped: int, dropped: int, total: int) -> None:
-    """Say once what blank skipping and windows left out (nothing when nothing was)."""
-    if skipped:
-        log.warning(
-            "%s: skipping %d blank (all-zero) frame(s) of %d; skip_blank=False keeps them",
-            where,
-            skipped,
-            total,
-        )
-    if dropped:
-        log.warning(
-            "%s: dropping %d sample(s) whose window (history=%d, horizon=%d, max_gap_ms=%s) "
-            "crosses a session's end, a pause or a blank frame",
-            where,
-            dropped,
-            options.history,
-            options.horizon,
-            options.max_gap_ms,
-        )
-
-
-def no_zarr_error(ds: ConvertedDataset) -> OutputError:
+def no_zarr_error(ds: StoredDataset[Any]) -> OutputError:
     if ds.wds_index is not None:
         return OutputError(
             f"{ds.out.url}: this dataset has no Zarr sessions: convert with --format zarr "
@@ -112,41 +88,29 @@ def no_zarr_error(ds: ConvertedDataset) -> OutputError:
     )
 
 
-def no_samples_error(out: object, frames: int) -> OutputError:
-    """What a loader says when the options leave nothing to read (an empty epoch would train
-    on nothing without a word)."""
-    return OutputError(
-        f"{out}: no samples to read: the options leave out all {frames} frame(s) of the "
-        "sessions read (blank frames are skipped by default: skip_blank=False keeps them; "
-        "the warnings above count what windows dropped)"
-    )
-
-
-class FrameSource:
+class ZarrSource:
     """The samples of a converted dataset's Zarr sessions (see the module doc).
 
-    ``dataset``: an opened ``ConvertedDataset`` or its location (with ``storage_options``);
-    ``options``: which samples and how; ``layout``: ``"HWC"`` (NumPy, TensorFlow) or ``"CHW"``
-    (PyTorch) frames; ``cache_chunks``: decoded chunks kept per process.
+    ``dataset``: an opened dataset (``read.session.StoredDataset``) or its location (with
+    ``storage_options``); ``options``: which samples and how; ``shuffling``: how a shuffled
+    epoch mixes; ``layout``: ``"HWC"`` (NumPy, TensorFlow) or ``"CHW"`` (PyTorch) frames;
+    ``cache_chunks``: decoded chunks kept per process.
 
     ``skipped_blank`` and ``dropped_windows`` count what the options left out; ``total_frames``
     is the frames of the sessions read. Not thread-safe: use processes."""
 
     def __init__(
         self,
-        dataset: ConvertedDataset | OutLike,
+        dataset: StoredDataset[Any] | OutLike,
         options: ReadOptions | None = None,
         *,
         storage_options: Any = None,
         layout: Layout = "HWC",
+        shuffling: ShuffleOptions | None = None,
         cache_chunks: int = DEFAULT_CACHE_CHUNKS,
     ) -> None:
         options = options or ReadOptions()
-        ds = (
-            dataset
-            if isinstance(dataset, ConvertedDataset)
-            else open_dataset(dataset, storage_options)
-        )
+        ds = open_stored(dataset, storage_options)
         if not ds.sessions:
             raise no_zarr_error(ds)
         if cache_chunks < 1:
@@ -155,6 +119,7 @@ class FrameSource:
         self.out: Output = ds.out
         self.options = options
         self.layout: Layout = layout
+        self.shuffling = shuffling or ShuffleOptions()
         self.cache_chunks = cache_chunks
         parts: list[_Part] = []
         tables: list[LabelTable] = []
@@ -169,9 +134,13 @@ class FrameSource:
             )
             first_chunk += -(-session.n_frames // chunk)
             tables.append(label_table(labels))
-            blank = _blank_frames(ds.out, name, session.n_frames)
             verdicts.append(
-                judge(labels.frame_index, labels.timestamp_ms, blank[labels.frame_index], options)
+                judge(
+                    labels.frame_index,
+                    labels.timestamp_ms,
+                    session.blank[labels.frame_index],
+                    options,
+                )
             )
         self._parts = tuple(parts)
         sizes = [t["frame_index"].shape[0] for t in tables]
@@ -274,12 +243,14 @@ class FrameSource:
         world_size: int = 1,
         drop_last: bool = False,
         workers: int = 1,
-        window: int = SHUFFLE_WINDOW,
+        window: int | None = None,
     ) -> list[I64]:
         """The sample ids of each batch of this rank's share of an epoch (``plan``), ordered
-        for ``workers`` DataLoader workers taking batches in turn."""
+        for ``workers`` DataLoader workers taking batches in turn; ``window`` chunks mixed
+        (default ``shuffling.window``)."""
         chunk_of = self.chunk_of()
-        order = epoch_order(chunk_of, shuffle, seed, epoch, window)
+        mix = self.shuffling.window if window is None else window
+        order = epoch_order(chunk_of, shuffle, seed, epoch, mix)
         share = rank_share(order, rank, world_size, drop_last)
         cut = batches(share, batch_size, drop_last)
         return deal(cut, workers) if shuffle else cut
@@ -310,14 +281,14 @@ class FrameSource:
 
 
 class _Local:
-    """Per-process state of a FrameSource: chunk readers and an LRU of decoded chunks."""
+    """Per-process state of a ZarrSource: chunk readers and an LRU of decoded chunks."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.readers: dict[int, ChunkReader] = {}
         self.cache: OrderedDict[tuple[int, int], npt.NDArray[np.uint8]] = OrderedDict()
 
-    def chunk(self, source: FrameSource, session: int, chunk: int) -> npt.NDArray[np.uint8]:
+    def chunk(self, source: ZarrSource, session: int, chunk: int) -> npt.NDArray[np.uint8]:
         key = (session, chunk)
         block = self.cache.get(key)
         if block is not None:
@@ -330,12 +301,3 @@ class _Local:
         while len(self.cache) > source.cache_chunks:
             self.cache.popitem(last=False)
         return block
-
-
-def _blank_frames(out: Output, session: str, n_frames: int) -> npt.NDArray[np.bool_]:
-    """The alignment table's ``blank`` column, by frame index."""
-    table = read_table(out, frames_table_path(session), ["frame_index", "blank"])
-    blank = np.zeros(n_frames, dtype=bool)
-    index = np.asarray(table["frame_index"].to_numpy(), dtype=np.int64)
-    blank[index] = np.asarray(table["blank"].to_numpy(zero_copy_only=False), dtype=bool)
-    return blank

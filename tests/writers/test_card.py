@@ -15,11 +15,11 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import datasets  # noqa: E402
 import yaml  # noqa: E402
 
-from reacture_convert.output.card import LICENCE_TO_FILL, write_card  # noqa: E402
 from reacture_convert.output.catalog import read_catalog  # noqa: E402
 from reacture_convert.output.storage import Output  # noqa: E402
 from reacture_convert.run.batch import run_convert  # noqa: E402
 from reacture_convert.run.convert import ConvertOptions  # noqa: E402
+from reacture_convert.writers.card import LICENCE_TO_FILL, write_card  # noqa: E402
 
 A, B = "reacture_1795600000001", "reacture_1795600000002"
 
