@@ -30,7 +30,9 @@ LAYERS: tuple[frozenset[str], ...] = (
 # inside read/: the stored dataset and its helpers, the sources, the framework adapters, the
 # facade, the tools over the facade (one rank's modules may import each other)
 READ_LAYERS: tuple[frozenset[str], ...] = (
-    frozenset({"options", "labels", "batch", "windows", "plan", "splits", "chunks", "session"}),
+    frozenset(
+        {"options", "labels", "batch", "windows", "plan", "splits", "chunks", "session", "resume"}
+    ),
     frozenset({"sources"}),
     frozenset({"torch", "tensorflow"}),
     frozenset({"dataset"}),
@@ -90,6 +92,12 @@ def edges() -> list[tuple[str, str]]:
 def test_every_top_level_module_has_a_layer() -> None:
     unplaced = {m.split(".")[1] for m in modules() if m != NAME and rank(m, LAYERS, 1) is None}
     assert not unplaced, f"place these in LAYERS (and docs/architecture.md): {sorted(unplaced)}"
+
+
+def test_every_read_module_has_a_rank() -> None:
+    inside = {m.split(".")[2] for m in modules() if m.startswith(f"{NAME}.read.")}
+    unplaced = {key for key in inside if not any(key in layer for layer in READ_LAYERS)}
+    assert not unplaced, f"place these in READ_LAYERS (and docs/architecture.md): {unplaced}"
 
 
 def upward(
