@@ -168,3 +168,30 @@ def test_the_reading_the_data_example_runs_as_written(clone: Path) -> None:
     finally:
         os.chdir(cwd)
     assert scope["frames"] is not None
+
+
+def test_the_resume_example_runs_as_written(clone: Path) -> None:
+    """The "Resuming after preemption" block, on the real recordings converted as the README's
+    commands convert them."""
+    if not (clone / "data" / "real" / "catalog.parquet").exists():
+        subprocess.run(
+            [
+                str(Path(sys.executable).parent / "reacture-convert"),
+                *"convert tests/data/real.tar.gz --out data/real --format zarr,wds".split(),
+            ],
+            cwd=clone,
+            check=True,
+            capture_output=True,
+        )
+    start = README.index("\n### Resuming after preemption\n")
+    (code,) = re.findall(
+        r"```python\n(.*?)```", README[start : README.index("\n###", start + 1)], re.S
+    )
+    cwd = os.getcwd()
+    try:
+        os.chdir(clone)
+        scope: dict[str, object] = {"__name__": "__readme__"}
+        exec(compile(code, "README: Resuming after preemption", "exec"), scope)
+    finally:
+        os.chdir(cwd)
+    assert (clone / "checkpoint.pt").is_file()

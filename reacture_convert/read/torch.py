@@ -35,6 +35,7 @@ its own Zarr store (or shard stream) on first use, so ``num_workers > 0`` is saf
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -56,6 +57,8 @@ from reacture_convert.read.options import (
     ShuffleOptions,
     read_options,
 )
+from reacture_convert.read.plan import deal
+from reacture_convert.read.resume import ResumeState, old_streams, remaining_batches
 from reacture_convert.read.session import OutLike
 from reacture_convert.read.sources import SOURCES, ShardSource, ZarrSource, refuse_empty
 from reacture_convert.read.sources.shards import Window, consumer_range
@@ -138,6 +141,7 @@ def _unpack(
 
 
 _ALIGN: Final = 64
+_STREAM: Final = "__stream__"  # the stream a shard batch came from (EpochLoader takes it out)
 _TORCH_DTYPES: Final = {
     np.dtype(np.uint8): torch.uint8,
     np.dtype(np.float32): torch.float32,
@@ -254,6 +258,9 @@ class FrameDataset(Dataset[Sample]):
         return _tensor_batch(lambda buffers: self.source.fetch(indices, buffers))
 
 
+Plan = Callable[[int, int, int], list[npt.NDArray[np.int64]]]
+
+
 class ChunkBatchSampler(Sampler[list[int]]):
     """Batches of sample indices of a ``FrameDataset`` for one epoch (``plan``): in order, or
     shuffled chunk-aware (``window`` chunks mixed) with ``seed`` and the epoch; this rank's
@@ -279,29 +286,41 @@ class ChunkBatchSampler(Sampler[list[int]]):
         self.drop_last, self.workers, self.window = drop_last, max(1, num_workers), window
         self.rank, self.world_size = _rank_world(rank, world_size)
         self.epoch = 0
+        self.reading: ResumeState | None = None  # the state this epoch resumes (EpochLoader)
         self._plan()  # refuse bad arguments now
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def _plan(self) -> list[npt.NDArray[np.int64]]:
-        return self.source.epoch_batches(
-            self.batch_size,
-            shuffle=self.shuffle,
-            seed=self.seed,
-            epoch=self.epoch,
-            rank=self.rank,
-            world_size=self.world_size,
-            drop_last=self.drop_last,
-            workers=self.workers,
-            window=self.window,
+        return self._plan_of(self.reading)(self.rank, self.world_size, self.workers)
+
+    def _plan_of(self, state: ResumeState | None) -> Plan:
+        """A rank's batches (``plan(rank, world_size, workers)``) of this epoch, or of what is
+        left of it after ``state`` (``resume.remaining_batches``)."""
+        if state is None:
+            return lambda rank, world, workers: self.source.epoch_batches(
+                self.batch_size,
+                shuffle=self.shuffle,
+                seed=self.seed,
+                epoch=self.epoch,
+                rank=rank,
+                world_size=world,
+                drop_last=self.drop_last,
+                workers=workers,
+                window=self.window,
+            )
+        before = self._plan_of(state.resumed)
+        return lambda rank, world, workers: remaining_batches(
+            before, state, rank, world, workers, deal
         )
 
     def __iter__(self) -> Iterator[list[int]]:
-        for ids in self._plan():
-            yield ids.tolist()
+        return iter([ids.tolist() for ids in self._plan()])
 
     def __len__(self) -> int:
+        if self.reading is not None:
+            return len(self._plan())
         n = len(self.source)
         per = n // self.world_size if self.drop_last else -(-n // self.world_size)
         return per // self.batch_size if self.drop_last else -(-per // self.batch_size)
@@ -354,6 +373,8 @@ class ShardDataset(IterableDataset[Sample]):
         self.shuffle, self.seed = shuffle, seed
         self.batch_size, self.drop_last = batch_size, drop_last
         self.epoch = 0
+        self.reading: ResumeState | None = None  # the state this epoch resumes (EpochLoader)
+        self.tag_streams = False  # mark each batch with its stream (EpochLoader counts them)
         self._rank, self._world = rank, world_size
         if rank is None and world_size is None and dist.is_available() and dist.is_initialized():
             self._rank, self._world = _rank_world(None, None)
@@ -389,25 +410,39 @@ class ShardDataset(IterableDataset[Sample]):
 
     def __iter__(self) -> Iterator[Sample]:
         info = get_worker_info()
-        consumer, consumers = self.consumer(*((info.id, info.num_workers) if info else (0, 1)))
-        stream = {
-            "consumer": consumer,
-            "consumers": consumers,
-            "shuffle": self.shuffle,
-            "seed": self.seed,
-            "epoch": self.epoch,
-        }
-        batches = self.source.iter_batches(
-            self.batch_size or 64,
-            drop_last=self.drop_last and self.batch_size is not None,
-            build=_build_tensors(self.source),
-            **stream,
-        )
-        for batch in batches:
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        build = _build_tensors(self.source)
+        for windows in self._stream(self.reading, worker, workers):
+            batch = build(windows)
+            if self.tag_streams:
+                batch[_STREAM] = worker
             if self.batch_size is None:
                 yield from unbatch(batch)
             else:
                 yield batch
+
+    def _stream(
+        self, state: ResumeState | None, worker: int, workers: int
+    ) -> Iterator[list[Window]]:
+        """The samples of each batch worker ``worker`` of ``workers`` makes this epoch: its
+        consumer's stream, or what is left of the old workers' streams it continues after
+        ``state`` (``resume.old_streams``)."""
+        if state is not None:
+            return itertools.chain.from_iterable(
+                itertools.islice(self._stream(state.resumed, old, state.workers), made, None)
+                for old, made in old_streams(state, worker, workers)
+            )
+        consumer, consumers = self.consumer(worker, workers)
+        return self.source.iter_batches(
+            self.batch_size or 64,
+            drop_last=self.drop_last and self.batch_size is not None,
+            build=list,
+            consumer=consumer,
+            consumers=consumers,
+            shuffle=self.shuffle,
+            seed=self.seed,
+            epoch=self.epoch,
+        )
 
 
 def _build_tensors(source: ShardSource) -> Callable[[Sequence[Window]], Sample]:
@@ -421,9 +456,21 @@ def _build_tensors(source: ShardSource) -> Callable[[Sequence[Window]], Sample]:
 class EpochLoader(DataLoader[Sample]):
     """The DataLoader ``to_pytorch_dataloader`` gives: ``set_epoch(e)`` before each epoch
     reshuffles whichever the source (the Zarr sampler's order, or the shards' order and buffer),
-    as ``DistributedSampler.set_epoch`` does."""
+    as ``DistributedSampler.set_epoch`` does.
+
+    ``state_dict()`` says where the epoch is (after the batches handed out so far); a new
+    loader made with the same arguments and given it by ``load_state_dict`` delivers the rest
+    of that epoch on its next iteration: none of the samples already handed out, none missing
+    (``read.resume`` says how, and with other numbers of workers or ranks)."""
+
+    _pending: ResumeState | None = None  # a state loaded, for the next iteration
+    _reading: ResumeState | None = None  # the state the current iteration resumed
+    _batches = 0  # batches handed out by the current iteration
+    _made: list[int]  # of those, per stream (shards)
 
     def set_epoch(self, epoch: int) -> None:
+        if self._pending is not None and self._pending.epoch != epoch:
+            self._pending = None  # another epoch than the one the state interrupted
         dataset = self.dataset
         if isinstance(dataset, ShardDataset):
             # an iterable dataset's epoch lives in each worker's copy of it: persistent
@@ -436,6 +483,63 @@ class EpochLoader(DataLoader[Sample]):
             dataset.set_epoch(epoch)
         else:
             self.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
+
+    def __iter__(self) -> Iterator[Sample]:  # type: ignore[override]
+        self._reading, self._pending = self._pending, None
+        self._batches, self._made = 0, [0] * max(1, self.num_workers)
+        reader = self.dataset if isinstance(self.dataset, ShardDataset) else self.sampler
+        reader.reading = self._reading  # type: ignore[union-attr]
+        for batch in super().__iter__():
+            if isinstance(batch, dict) and _STREAM in batch:
+                self._made[batch.pop(_STREAM)] += 1
+            self._batches += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where this rank's loader is in its epoch (plain values: ``torch.save`` it with the
+        model's checkpoint)."""
+        return (self._pending or self._state()).to_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume the epoch of ``state`` (``state_dict()``) on the next iteration; refuses a
+        state taken from another dataset or another batching (ConfigError)."""
+        resume = ResumeState.from_dict(state)
+        resume.check_reading(self._state())
+        if isinstance(self.dataset, ShardDataset) and self.persistent_workers:
+            raise ConfigError(
+                "a shard epoch cannot resume in persistent workers (they keep the stream they "
+                "started with); pass persistent_workers=False (or source='zarr')"
+            )
+        self.set_epoch(resume.epoch)
+        self._pending = resume
+
+    def _state(self) -> ResumeState:
+        """This loader's reading, at the current iteration's place."""
+        dataset = self.dataset
+        if isinstance(dataset, ShardDataset):
+            source: Any = dataset.source
+            rank, world = _rank_world(dataset._rank, dataset._world)
+            sampler: Any = dataset
+            made = tuple(getattr(self, "_made", ()))
+        else:
+            sampler = self.sampler
+            source, rank, world, made = sampler.source, sampler.rank, sampler.world_size, ()
+        known = getattr(source, "skipped_blank", None) is not None
+        return ResumeState(
+            source="wds" if isinstance(dataset, ShardDataset) else "zarr",
+            epoch=sampler.epoch,
+            batches=self._batches,
+            seed=sampler.seed,
+            shuffle=sampler.shuffle,
+            batch_size=sampler.batch_size or 0,
+            drop_last=sampler.drop_last,
+            samples=len(source) if known else source.total_frames,
+            workers=max(1, self.num_workers),
+            rank=rank,
+            world_size=world,
+            worker_batches=made if isinstance(dataset, ShardDataset) else (),
+            resumed=self._reading,
+        )
 
 
 def to_pytorch_dataloader(
@@ -541,6 +645,7 @@ def _shard_loader(plan: _Plan, loader_kwargs: dict[str, Any]) -> EpochLoader:
         drop_last=plan.drop_last,
     )
     refuse_empty(shards.source, plan.out)
+    shards.tag_streams = True
     return EpochLoader(shards, batch_size=None, collate_fn=_identity, **loader_kwargs)
 
 
