@@ -14,11 +14,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 from reacture_convert.errors import ConfigError
 from reacture_convert.run.convert import ConvertOptions
+from reacture_convert.units import parse_size
 from reacture_convert.writers import writer_specs
 from reacture_convert.writers.webdataset import WdsOptions
 from reacture_convert.writers.zarr import ZarrOptions
@@ -46,38 +46,6 @@ _TABLE = {key: table for table, keys in OPTION_KEYS.items() for key in keys}
 
 
 # --- one value each -------------------------------------------------------------------------
-
-_SIZE = re.compile(r"([-+]?(?:\d+(?:\.\d*)?|\.\d+))(b|kb|mb|gb|kib|mib|gib)?")
-_SIZE_UNITS = {
-    "": 1,
-    "b": 1,
-    "kb": 10**3,
-    "mb": 10**6,
-    "gb": 10**9,
-    "kib": 2**10,
-    "mib": 2**20,
-    "gib": 2**30,
-}
-
-
-def parse_size(value: int | str) -> int:
-    """``256MiB``, ``500MB``, ``1.5GB``, ``64kib``, ``1000000`` (bytes) -> bytes.
-
-    ConfigError for anything else, and for less than 1 byte."""
-    expected = f"{value!r} is not a size like 256MiB, 500MB or 1000000"
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ConfigError(expected)
-    if isinstance(value, int):
-        n = value
-    else:
-        match = _SIZE.fullmatch(value.strip().lower().replace(" ", ""))
-        if match is None:
-            raise ConfigError(expected)
-        n = int(Decimal(match.group(1)) * _SIZE_UNITS[match.group(2) or ""])  # exact
-    if n < 1:
-        raise ConfigError(f"{value!r} is too small: a size must be at least 1 byte")
-    return n
-
 
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|min|h)?")
 _DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
