@@ -17,7 +17,8 @@ NAME = "reacture_convert"
 
 # bottom to top; one rank may hold siblings, which must not import each other
 LAYERS: tuple[frozenset[str], ...] = (
-    frozenset({"errors", "findings", "phases", "cores", "arrow"}),
+    frozenset({"errors"}),
+    frozenset({"findings", "phases", "cores", "arrow", "units"}),
     frozenset({"ingest"}),
     frozenset({"output"}),
     frozenset({"formats"}),
@@ -31,7 +32,18 @@ LAYERS: tuple[frozenset[str], ...] = (
 # facade, the tools over the facade (one rank's modules may import each other)
 READ_LAYERS: tuple[frozenset[str], ...] = (
     frozenset(
-        {"options", "labels", "batch", "windows", "plan", "splits", "chunks", "session", "resume"}
+        {
+            "options",
+            "labels",
+            "batch",
+            "windows",
+            "plan",
+            "splits",
+            "chunks",
+            "session",
+            "resume",
+            "cache",
+        }
     ),
     frozenset({"sources"}),
     frozenset({"torch", "tensorflow"}),

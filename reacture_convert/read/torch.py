@@ -49,6 +49,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, get_
 
 from reacture_convert.errors import ConfigError
 from reacture_convert.read.batch import Batch, Buffers, MakeBuffers, Spec, unbatch
+from reacture_convert.read.cache import cache_options
 from reacture_convert.read.options import (
     DTYPES,
     OPTION_NAMES,
@@ -214,11 +215,18 @@ class FrameDataset(Dataset[Sample]):
         options: ReadOptions | None = None,
         storage_options: Mapping[str, Any] | None = None,
         cache_chunks: int = DEFAULT_CACHE_CHUNKS,
+        cache_dir: str | None = None,
+        cache_limit: int | str | None = None,
         **read: Any,
     ) -> None:
         opts = _options(options, sessions, read)
         self.source = ZarrSource(
-            out, opts, storage_options=storage_options, layout="CHW", cache_chunks=cache_chunks
+            out,
+            opts,
+            storage_options=storage_options,
+            layout="CHW",
+            cache_chunks=cache_chunks,
+            cache=cache_options(cache_dir, cache_limit),
         )
 
     def __len__(self) -> int:
@@ -357,6 +365,8 @@ class ShardDataset(IterableDataset[Sample]):
         batch_size: int | None = None,
         drop_last: bool = False,
         options: ReadOptions | None = None,
+        cache_dir: str | None = None,
+        cache_limit: int | str | None = None,
         **read: Any,
     ) -> None:
         super().__init__()
@@ -369,6 +379,7 @@ class ShardDataset(IterableDataset[Sample]):
             storage_options=storage_options,
             layout="CHW",
             shuffling=ShuffleOptions(buffer=shuffle_buffer),
+            cache=cache_options(cache_dir, cache_limit),
         )
         self.shuffle, self.seed = shuffle, seed
         self.batch_size, self.drop_last = batch_size, drop_last
@@ -556,6 +567,8 @@ def to_pytorch_dataloader(
     world_size: int | None = None,
     shuffle_window: int = SHUFFLE_WINDOW,
     shuffle_buffer: int = 256,
+    cache_dir: str | None = None,
+    cache_limit: int | str | None = None,
     **kwargs: Any,
 ) -> EpochLoader:
     """A DataLoader over ``out`` whose batches are whole batches built in the workers; call its
@@ -569,8 +582,9 @@ def to_pytorch_dataloader(
 
     Sample options (``ReadOptions``): ``flip``, ``dtype``, ``skip_blank`` (default True),
     ``history``, ``horizon``, ``max_gap_ms``, ``sessions``, ``split``, ``split_fractions``,
-    ``split_seed``. Other keyword arguments go to ``DataLoader`` (``pin_memory``,
-    ``persistent_workers``, ``prefetch_factor``, ...)."""
+    ``split_seed``. ``cache_dir``/``cache_limit`` (``"20GiB"``): keep what is read from an
+    object store on local disk (``read.cache``). Other keyword arguments go to ``DataLoader``
+    (``pin_memory``, ``persistent_workers``, ``prefetch_factor``, ...)."""
     opts = read_options(**{k: kwargs.pop(k) for k in list(kwargs) if k in OPTION_NAMES})
     if {"sampler", "batch_sampler", "collate_fn"} & set(kwargs):
         raise ConfigError(
@@ -591,6 +605,8 @@ def to_pytorch_dataloader(
         rank,
         world_size,
         ShuffleOptions(shuffle_window, shuffle_buffer),
+        cache_dir,
+        cache_limit,
     )
     return _LOADERS[source](plan, {"num_workers": num_workers, **kwargs})
 
@@ -610,11 +626,19 @@ class _Plan:
     rank: int | None
     world_size: int | None
     shuffling: ShuffleOptions
+    cache_dir: str | None
+    cache_limit: int | str | None
 
 
 def _zarr_loader(plan: _Plan, loader_kwargs: dict[str, Any]) -> EpochLoader:
     """A ``FrameDataset`` read in whole batches by a ``ChunkBatchSampler``."""
-    ds = FrameDataset(plan.out, options=plan.options, storage_options=plan.storage_options)
+    ds = FrameDataset(
+        plan.out,
+        options=plan.options,
+        storage_options=plan.storage_options,
+        cache_dir=plan.cache_dir,
+        cache_limit=plan.cache_limit,
+    )
     refuse_empty(ds.source, plan.out)
     sampler = ChunkBatchSampler(
         ds,
@@ -643,6 +667,8 @@ def _shard_loader(plan: _Plan, loader_kwargs: dict[str, Any]) -> EpochLoader:
         shuffle_buffer=plan.shuffling.buffer,
         batch_size=plan.batch_size,
         drop_last=plan.drop_last,
+        cache_dir=plan.cache_dir,
+        cache_limit=plan.cache_limit,
     )
     refuse_empty(shards.source, plan.out)
     shards.tag_streams = True

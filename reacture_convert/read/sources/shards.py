@@ -30,8 +30,9 @@ from __future__ import annotations
 import io
 import json
 import random
+import shutil
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Final, TypeVar, cast
+from typing import IO, Any, Final, TypeVar, cast
 
 import fsspec
 import numpy as np
@@ -53,6 +54,7 @@ from reacture_convert.read.batch import (
     numpy_buffers,
     put_frame,
 )
+from reacture_convert.read.cache import ByteCache, CacheOptions
 from reacture_convert.read.labels import FrameLabels, SampleJson, decode_sample_json
 from reacture_convert.read.options import Layout, ReadOptions, ShuffleOptions
 from reacture_convert.read.session import OutLike, as_output, read_table
@@ -128,7 +130,8 @@ class ShardSource:
 
     ``skipped_blank`` / ``dropped_windows``: what the options leave out over all consumers,
     known up front when the dataset also has its alignment tables (``--format zarr,wds``);
-    else None (each consumer logs its own counts at the end of its pass)."""
+    else None (each consumer logs its own counts at the end of its pass). ``cache``: keep
+    whole shards in a local disk cache (``read.cache``) and read them from there."""
 
     def __init__(
         self,
@@ -138,9 +141,11 @@ class ShardSource:
         storage_options: Any = None,
         layout: Layout = "HWC",
         shuffling: ShuffleOptions | None = None,
+        cache: CacheOptions | None = None,
     ) -> None:
         self.options = options = options or ReadOptions()
         self.shuffling = shuffling or ShuffleOptions()
+        self.cache = None if cache is None else ByteCache(cache)
         out = as_output(source, storage_options)
         self.index, base = read_index_at(out)
         self.urls = tuple(f"{base}/{s.url}" for s in self.index.shards)
@@ -265,7 +270,7 @@ class ShardSource:
                 at += n
                 continue
             url = self.urls[shard]
-            with fsspec.open(url, "rb", **self.storage_options) as f:
+            with self._open(shard) as f:
                 for j, (key, members) in enumerate(iter_tar_samples(f, url)):
                     p = at + j
                     if p >= stop:
@@ -289,6 +294,21 @@ class ShardSource:
                         (frame, meta),
                     )
             at += n
+
+    def _open(self, shard: int) -> IO[bytes]:
+        """Shard ``shard`` to read, from the cache when there is one (filled first)."""
+        url = self.urls[shard]
+        if self.cache is None:
+            return cast(IO[bytes], fsspec.open(url, "rb", **self.storage_options).open())
+
+        def fill(f: IO[bytes]) -> None:
+            with fsspec.open(url, "rb", **self.storage_options) as src:
+                shutil.copyfileobj(src, f, _COPY_PIECE)
+
+        return open(self.cache.file(f"wds-shard|{self.index.shards[shard].sha256}", fill), "rb")
+
+
+_COPY_PIECE: Final = 16 << 20
 
 
 def _counts_from_tables(

@@ -41,7 +41,8 @@ from reacture_convert.read.batch import (
     put_frame,
     unbatch,
 )
-from reacture_convert.read.chunks import ChunkReader
+from reacture_convert.read.cache import ByteCache, CacheOptions
+from reacture_convert.read.chunks import ChunkReader, read_chunks
 from reacture_convert.read.options import (
     SHUFFLE_WINDOW,
     Layout,
@@ -74,6 +75,7 @@ class _Part:
     flip: bool  # flip=True asked for and the session is stored bottom-up
     chunk: int  # frames per Zarr chunk (the unit of a read)
     first_chunk: int  # the session's first chunk's number among all sessions' chunks
+    identity: str  # the session's content, from its catalog row (the cache's keys)
 
 
 def no_zarr_error(ds: StoredDataset[Any]) -> OutputError:
@@ -94,7 +96,8 @@ class ZarrSource:
     ``dataset``: an opened dataset (``read.session.StoredDataset``) or its location (with
     ``storage_options``); ``options``: which samples and how; ``shuffling``: how a shuffled
     epoch mixes; ``layout``: ``"HWC"`` (NumPy, TensorFlow) or ``"CHW"`` (PyTorch) frames;
-    ``cache_chunks``: decoded chunks kept per process.
+    ``cache_chunks``: decoded chunks kept per process; ``cache``: a local disk cache of the
+    chunks' objects (``read.cache``), for a dataset in an object store.
 
     ``skipped_blank`` and ``dropped_windows`` count what the options left out; ``total_frames``
     is the frames of the sessions read. Not thread-safe: use processes."""
@@ -108,6 +111,7 @@ class ZarrSource:
         layout: Layout = "HWC",
         shuffling: ShuffleOptions | None = None,
         cache_chunks: int = DEFAULT_CACHE_CHUNKS,
+        cache: CacheOptions | None = None,
     ) -> None:
         options = options or ReadOptions()
         ds = open_stored(dataset, storage_options)
@@ -121,6 +125,12 @@ class ZarrSource:
         self.layout: Layout = layout
         self.shuffling = shuffling or ShuffleOptions()
         self.cache_chunks = cache_chunks
+        self.cache = cache
+        identity = {
+            e.session: f"{e.hashes.get('frames.npy')}|{e.converted_at}|{e.run_id}"
+            for e in ds.catalog
+            if e.session
+        }
         parts: list[_Part] = []
         tables: list[LabelTable] = []
         verdicts: list[Verdict] = []
@@ -129,9 +139,8 @@ class ZarrSource:
             session = ds[name]
             labels = session.labels
             chunk = int(session.frames.chunks[0])
-            parts.append(
-                _Part(name, options.flip and session.orientation == "bottom-up", chunk, first_chunk)
-            )
+            flip = options.flip and session.orientation == "bottom-up"
+            parts.append(_Part(name, flip, chunk, first_chunk, identity.get(name, "")))
             first_chunk += -(-session.n_frames // chunk)
             tables.append(label_table(labels))
             verdicts.append(
@@ -212,6 +221,9 @@ class ZarrSource:
         rank[np.argsort(first)] = np.arange(first.shape[0])
         order = np.lexsort((f, rank[which.reshape(-1)]))
         local = self._state()
+        # the chunks, first needed first, requested together (as many as the cache holds)
+        needed = np.stack([s, f // size])[:, np.sort(first)[: self.cache_chunks]]
+        local.prefetch(self, [(int(a), int(b)) for a, b in needed.T])
         for jj, tt, ss, ff, cs in zip(
             j[order].tolist(),
             t[order].tolist(),
@@ -281,12 +293,32 @@ class ZarrSource:
 
 
 class _Local:
-    """Per-process state of a ZarrSource: chunk readers and an LRU of decoded chunks."""
+    """Per-process state of a ZarrSource: chunk readers, an LRU of decoded chunks and the disk
+    cache."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.readers: dict[int, ChunkReader] = {}
         self.cache: OrderedDict[tuple[int, int], npt.NDArray[np.uint8]] = OrderedDict()
+        self.disk: ByteCache | None = None
+
+    def reader(self, source: ZarrSource, session: int) -> ChunkReader:
+        reader = self.readers.get(session)
+        if reader is None:
+            part = source._parts[session]
+            reader = self.readers[session] = ChunkReader(source.out, part.name, part.identity)
+        if source.cache is not None and self.disk is None:
+            self.disk = ByteCache(source.cache)
+        return reader
+
+    def prefetch(self, source: ZarrSource, keys: Sequence[tuple[int, int]]) -> None:
+        """Read the chunks ``keys`` (``(session, chunk)``) not held yet, together."""
+        missing = [key for key in keys if key not in self.cache]
+        if not missing:
+            return
+        wanted = [(self.reader(source, s), c) for s, c in missing]
+        for key, block in zip(missing, read_chunks(wanted, self.disk), strict=True):
+            self._keep(source, key, block)
 
     def chunk(self, source: ZarrSource, session: int, chunk: int) -> npt.NDArray[np.uint8]:
         key = (session, chunk)
@@ -294,10 +326,13 @@ class _Local:
         if block is not None:
             self.cache.move_to_end(key)
             return block
-        reader = self.readers.get(session)
-        if reader is None:
-            reader = self.readers[session] = ChunkReader(source.out, source._parts[session].name)
-        block = self.cache[key] = reader.read(chunk)
+        (block,) = read_chunks([(self.reader(source, session), chunk)], self.disk)
+        return self._keep(source, key, block)
+
+    def _keep(
+        self, source: ZarrSource, key: tuple[int, int], block: npt.NDArray[np.uint8]
+    ) -> npt.NDArray[np.uint8]:
+        self.cache[key] = block
         while len(self.cache) > source.cache_chunks:
             self.cache.popitem(last=False)
         return block

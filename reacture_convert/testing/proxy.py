@@ -1,0 +1,117 @@
+"""A small HTTP proxy in front of an object store, for tests and benchmarks: it adds a fixed
+latency to every request (as a cloud bucket's round trip does) and counts the requests and the
+response bytes by method and path, so that a test can say what a reader fetched.
+
+    with LatencyProxy("http://127.0.0.1:5000", delay=0.03) as proxy:
+        fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": proxy.url})
+
+Plain HTTP/1.1 (what s3fs speaks to a local S3-compatible server); one thread per connection.
+"""
+
+from __future__ import annotations
+
+import http.client
+import threading
+import time
+import urllib.parse
+from collections import Counter
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+
+__all__ = ["LatencyProxy", "Traffic"]
+
+_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade"}
+
+
+@dataclass
+class Traffic:
+    """What went through the proxy: requests per (method, path) and response body bytes."""
+
+    requests: Counter[tuple[str, str]] = field(default_factory=Counter)
+    bytes: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def count(self, method: str, path: str, size: int) -> None:
+        with self.lock:
+            self.requests[(method, path)] += 1
+            self.bytes += size
+
+    def gets(self, contains: str = "") -> int:
+        """GET requests whose path contains ``contains``."""
+        with self.lock:
+            return sum(n for (m, p), n in self.requests.items() if m == "GET" and contains in p)
+
+    def reset(self) -> None:
+        with self.lock:
+            self.requests.clear()
+            self.bytes = 0
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up (a reader done with a stream) is no error here."""
+
+
+class LatencyProxy:
+    """A proxy on 127.0.0.1 (a free port) to ``upstream``, adding ``delay`` seconds to every
+    request; ``url`` is its endpoint, ``traffic`` what passed. A context manager."""
+
+    def __init__(self, upstream: str, delay: float = 0.0) -> None:
+        self.upstream = urllib.parse.urlsplit(upstream)
+        self.delay = delay
+        self.traffic = Traffic()
+        self._server = _Server(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> LatencyProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                time.sleep(proxy.delay)
+                up = http.client.HTTPConnection(
+                    proxy.upstream.hostname or "127.0.0.1", proxy.upstream.port, timeout=60
+                )
+                try:
+                    headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
+                    up.request(self.command, self.path, body=body, headers=headers)
+                    reply = up.getresponse()
+                    data = reply.read()
+                finally:
+                    up.close()
+                proxy.traffic.count(self.command, self.path.split("?", 1)[0], len(data))
+                self.send_response(reply.status, reply.reason)
+                head = self.command == "HEAD"  # its Content-Length is the object's
+                for key, value in reply.getheaders():
+                    if key.lower() not in _HOP and (head or key.lower() != "content-length"):
+                        self.send_header(key, value)
+                if not head:
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if not head:
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward  # noqa: N815
+
+        return Handler
