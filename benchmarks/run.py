@@ -16,7 +16,10 @@ processes they run (``CHILD_MODES``); ``harness`` holds what they share:
   and shuffled) vs a plain PyTorch DataLoader over the source frames.npy memory-mapped;
 - ``batch_scale``: 7. cost per session of a batch of 1,000 small sessions vs 100, a re-run of
   unchanged sessions vs their first conversion, and the catalog/driver path alone at 100,000
-  catalog rows (time and peak memory).
+  catalog rows (time and peak memory);
+- ``cloud``: 8. training read from an object store (moto's S3 server behind a proxy adding 30 ms
+  per request): frames/s against the same reader on local disk, without and with the local
+  cache, and the requests and bytes of an epoch.
 
 Bundles come from ``reacture_convert.testing.synth`` (the real exporter's file format; game-like
 frames whose zstd ratio is printed next to the real variant recording's), at 100 ms a frame,
@@ -46,6 +49,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import batch_scale  # noqa: E402
+import cloud  # noqa: E402
 import convert  # noqa: E402
 import memory  # noqa: E402
 import readers  # noqa: E402
@@ -61,7 +65,7 @@ from harness import (  # noqa: E402
     render,
 )
 
-GROUPS = (convert, rows, memory, scale, readers, batch_scale)
+GROUPS = (convert, rows, memory, scale, readers, batch_scale, cloud)
 MEASUREMENTS: dict[str, Callable[[Bench], list[Row]]] = {
     key: fn for group in GROUPS for key, fn in group.MEASUREMENTS.items()
 }

@@ -1,0 +1,128 @@
+"""8: training reads from an object store against the same reader on local disk, same run.
+
+The converted session of measurement 6 is uploaded to a local S3-compatible server (moto's
+server mode, started here) and read through ``reacture_convert.testing.proxy.LatencyProxy``,
+which adds 30 ms to every request (a cloud bucket's round trip) and counts requests and bytes.
+Each reader, shuffled, 2 workers, batch 64, persistent workers: frames/s of the second epoch on
+local disk (the baseline), of the second epoch from the store without a cache, and of the first
+and second epochs with ``cache_dir`` (a fresh cache). Requests and bytes are those of one epoch.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from harness import Bench, Row, Stat, paired_ratio
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.helpers.s3 (moto)
+
+WORKERS = 2
+BATCH = 64
+DELAY = 0.030
+CASES = (  # key, source, reading
+    ("8a", "zarr", "s3"),
+    ("8b", "zarr", "s3_cached"),
+    ("8c", "wds", "s3"),
+    ("8d", "wds", "s3_cached"),
+)
+TARGETS = {"s3": 0.80, "s3_cached": 0.95}
+
+
+def measure_cloud(b: Bench) -> list[Row]:
+    out = b.converted()
+    runs: list[dict[str, Any]] = []
+    for r in range(b.reps):
+        runs.append(b.child(b.child_cmd("cloud", out, r)).result())
+        print(f"    cloud #{r + 1}: " + ", ".join(f"{k} {v:,.0f}" for k, v in runs[-1].items()))
+    stats = {k: Stat.of(run[k] for run in runs) for k in runs[0]}
+    stored = {s: runs[0][f"{s}_stored_bytes"] for s in ("zarr", "wds")}
+    rows = []
+    for key, source, reading in CASES:
+        product, baseline = f"{source}_{reading}", f"{source}_local"
+        share = paired_ratio(stats[product].samples, stats[baseline].samples)
+        fetched = runs[0][f"{product}_bytes"]
+        notes = [
+            f"frames/s, {WORKERS} workers, batch {BATCH}, shuffled; moto S3 behind a proxy "
+            f"adding {DELAY * 1000:.0f} ms per request; baseline: the same reader on local disk",
+            f"one epoch: {runs[0][f'{product}_requests']:,.0f} GET requests, "
+            f"{fetched / 1e6:,.1f} MB fetched ({fetched / stored[source]:.2f}x the "
+            f"{stored[source] / 1e6:,.1f} MB stored)",
+        ]
+        if reading == "s3_cached":
+            notes.append(
+                f"second epoch with cache_dir (first epoch, filling the cache: "
+                f"{stats[f'{source}_s3_cold'].fmt('fr/s', 0)})"
+            )
+        rows.append(
+            Row(
+                key,
+                f"read from S3: source={source!r}"
+                + (", cached (2nd epoch)" if reading == "s3_cached" else ", no cache"),
+                stats[product].fmt("fr/s", 0),
+                f"same reader, local disk: {stats[baseline].fmt('fr/s', 0)}",
+                f"{100 * share.median:.1f} %",
+                f">= {100 * TARGETS[reading]:.0f} % of local disk",
+                share.median >= TARGETS[reading],
+                notes,
+                {"share": share.median, "product_fps": list(stats[product].samples)},
+            )
+        )
+    return rows
+
+
+def child_cloud(out: str, seed: int) -> dict[str, float]:
+    from reacture_convert.read.torch import to_pytorch_dataloader
+    from reacture_convert.testing.proxy import LatencyProxy
+    from tests.helpers.s3 import moto_server
+
+    common: dict[str, Any] = {"num_workers": WORKERS, "persistent_workers": True, "seed": seed}
+    result: dict[str, float] = {}
+
+    def epoch(loader: Iterable[dict[str, Any]]) -> float:
+        t0 = time.perf_counter()
+        count = sum(len(batch["frame"]) for batch in loader)
+        return count / (time.perf_counter() - t0)
+
+    with tempfile.TemporaryDirectory() as tmp, moto_server(Path(tmp)) as s3:
+        s3.fs.put(out, "datasets/bench", recursive=True)
+        for source in ("zarr", "wds"):
+            folder = "zarr" if source == "zarr" else "wds"
+            result[f"{source}_stored_bytes"] = sum(
+                p.stat().st_size for p in (Path(out) / folder).rglob("*") if p.is_file()
+            )
+        with LatencyProxy(s3.endpoint, DELAY) as proxy:
+            remote = {"client_kwargs": {"endpoint_url": proxy.url}}
+            url = "s3://datasets/bench"
+            for source in ("zarr", "wds"):
+
+                def make(where: str, source: str = source, **kw: Any) -> Any:
+                    return to_pytorch_dataloader(where, BATCH, True, source=source, **common, **kw)
+
+                local = make(out)
+                epoch(local)
+                result[f"{source}_local"] = epoch(local)
+                plain = make(url, storage_options=remote)
+                epoch(plain)
+                proxy.traffic.reset()
+                result[f"{source}_s3"] = epoch(plain)
+                result[f"{source}_s3_requests"] = proxy.traffic.gets()
+                result[f"{source}_s3_bytes"] = proxy.traffic.bytes
+                cached = make(url, storage_options=remote, cache_dir=f"{tmp}/cache-{source}")
+                result[f"{source}_s3_cold"] = epoch(cached)
+                proxy.traffic.reset()
+                result[f"{source}_s3_cached"] = epoch(cached)
+                result[f"{source}_s3_cached_requests"] = proxy.traffic.gets()
+                result[f"{source}_s3_cached_bytes"] = proxy.traffic.bytes
+                del local, plain, cached
+    return result
+
+
+MEASUREMENTS: dict[str, Callable[[Bench], list[Row]]] = {"8": measure_cloud}
+CHILD_MODES: dict[str, Callable[..., dict[str, Any]]] = {
+    "cloud": lambda out, seed: child_cloud(out, int(seed)),
+}
