@@ -54,7 +54,8 @@ def cache_options(
         if cache_limit is not None:
             raise ConfigError("cache_limit needs cache_dir (the folder to keep the cache in)")
         return None
-    return CacheOptions(os.fspath(cache_dir), parse_size("20GiB" if cache_limit is None else cache_limit))
+    limit = parse_size("20GiB" if cache_limit is None else cache_limit)
+    return CacheOptions(os.fspath(cache_dir), limit)
 
 
 class ByteCache:

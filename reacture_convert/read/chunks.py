@@ -7,17 +7,15 @@ the same way, but its asynchronous machinery costs about as much again per chunk
 layout (lz4, no compression, the sharding codec, a checksum) is read through zarr-python.
 
 ``read_chunks`` reads the chunks a batch needs at once: their objects are requested together
-(on an object store, up to ``FETCH_THREADS`` at a time: a batch drawn from eight chunks waits
+(on an object store, up to ``fetch.FETCH_THREADS`` at a time: a batch drawn from eight chunks waits
 for one round trip, not eight) and, with a ``cache.ByteCache``, kept on local disk.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Final
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -26,11 +24,10 @@ from reacture_convert.formats.zarr import direct_decoder
 from reacture_convert.output.layout import zarr_path
 from reacture_convert.output.storage import Output
 from reacture_convert.read.cache import ByteCache
+from reacture_convert.read.fetch import pool
 from reacture_convert.read.session import open_session
 
-__all__ = ["FETCH_THREADS", "ChunkReader", "read_chunks"]
-
-FETCH_THREADS: Final = 16
+__all__ = ["ChunkReader", "read_chunks"]
 
 
 class ChunkReader:
@@ -79,18 +76,6 @@ class ChunkReader:
         return np.asarray(self.frames[start : min(start + self.size, self.n_frames)], np.uint8)
 
 
-_POOL: dict[int, ThreadPoolExecutor] = {}
-
-
-def _pool() -> ThreadPoolExecutor:
-    """This process's fetch threads (made anew in a forked worker)."""
-    pid = os.getpid()
-    if pid not in _POOL:
-        _POOL.clear()
-        _POOL[pid] = ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="chunk-fetch")
-    return _POOL[pid]
-
-
 def read_chunks(
     wanted: Sequence[tuple[ChunkReader, int]], cache: ByteCache | None = None
 ) -> list[npt.NDArray[np.uint8]]:
@@ -112,7 +97,7 @@ def read_chunks(
 
     direct = [i for i, (reader, _) in enumerate(wanted) if reader.direct]
     if len(direct) > 1:
-        got = dict(zip(direct, _pool().map(load, direct), strict=True))
+        got = dict(zip(direct, pool().map(load, direct), strict=True))
     else:
         got = {i: load(i) for i in direct}
     return [got[i] if i in got else r.read_zarr(c) for i, (r, c) in enumerate(wanted)]

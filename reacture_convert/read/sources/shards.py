@@ -34,9 +34,9 @@ import shutil
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any, Final, TypeVar, cast
 
-import fsspec
 import numpy as np
 import numpy.typing as npt
+from fsspec.core import url_to_fs
 
 from reacture_convert.errors import ConfigError, OutputError
 from reacture_convert.formats.wds import INDEX, WdsIndex, iter_tar_samples, shuffle_buffer
@@ -55,6 +55,7 @@ from reacture_convert.read.batch import (
     put_frame,
 )
 from reacture_convert.read.cache import ByteCache, CacheOptions
+from reacture_convert.read.fetch import ReadAhead
 from reacture_convert.read.labels import FrameLabels, SampleJson, decode_sample_json
 from reacture_convert.read.options import Layout, ReadOptions, ShuffleOptions
 from reacture_convert.read.session import OutLike, as_output, read_table
@@ -296,16 +297,21 @@ class ShardSource:
             at += n
 
     def _open(self, shard: int) -> IO[bytes]:
-        """Shard ``shard`` to read, from the cache when there is one (filled first)."""
-        url = self.urls[shard]
+        """Shard ``shard`` to read forward: from the cache when there is one (filled first),
+        else from its store with several large requests in flight (``fetch.ReadAhead``)."""
         if self.cache is None:
-            return cast(IO[bytes], fsspec.open(url, "rb", **self.storage_options).open())
+            return self._fetch(shard)
 
         def fill(f: IO[bytes]) -> None:
-            with fsspec.open(url, "rb", **self.storage_options) as src:
+            with self._fetch(shard) as src:
                 shutil.copyfileobj(src, f, _COPY_PIECE)
 
-        return open(self.cache.file(f"wds-shard|{self.index.shards[shard].sha256}", fill), "rb")
+        key = f"wds-shard|{self.index.shards[shard].sha256}"
+        return open(self.cache.file(key, fill), "rb")
+
+    def _fetch(self, shard: int) -> IO[bytes]:
+        fs, path = url_to_fs(self.urls[shard], **self.storage_options)
+        return io.BufferedReader(ReadAhead(fs, path, self.index.shards[shard].bytes), 1 << 20)
 
 
 _COPY_PIECE: Final = 16 << 20
