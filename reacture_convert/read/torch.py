@@ -39,7 +39,7 @@ import itertools
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -62,6 +62,7 @@ from reacture_convert.read.plan import deal
 from reacture_convert.read.resume import ResumeState, old_streams, remaining_batches
 from reacture_convert.read.session import OutLike
 from reacture_convert.read.sources import SOURCES, ShardSource, ZarrSource, refuse_empty
+from reacture_convert.read.sources.mixed import MixedSource
 from reacture_convert.read.sources.shards import Window, consumer_range
 from reacture_convert.read.sources.zarr import DEFAULT_CACHE_CHUNKS
 
@@ -199,9 +200,11 @@ def _options(
 class FrameDataset(Dataset[Sample]):
     """Map-style dataset over the samples of the converted Zarr sessions (module doc).
 
-    ``out``: the converted dataset (folder or fsspec URL, with ``storage_options``);
-    ``sessions``: names to use (default all, in name order); the other options are
-    ``ReadOptions``'. ``cache_chunks``: decoded Zarr chunks kept per process.
+    ``out``: the converted dataset (folder or fsspec URL, with ``storage_options``), or a list
+    of them mixed in proportions ``weights`` (``sources.mixed``: an epoch draws ``weights[i]``
+    of its samples from dataset i); ``sessions``: names to use (default all, in name order);
+    the other options are ``ReadOptions``'. ``cache_chunks``: decoded Zarr chunks kept per
+    process.
 
     Item ``i`` is the i-th sample, sessions laid end to end; ``locate(i)`` gives
     ``(session, frame_index)``. ``skipped_blank`` and ``dropped_windows`` count what the options
@@ -209,7 +212,7 @@ class FrameDataset(Dataset[Sample]):
 
     def __init__(
         self,
-        out: OutLike,
+        out: OutLike | Sequence[OutLike],
         sessions: Sequence[str] | None = None,
         *,
         options: ReadOptions | None = None,
@@ -217,17 +220,26 @@ class FrameDataset(Dataset[Sample]):
         cache_chunks: int = DEFAULT_CACHE_CHUNKS,
         cache_dir: str | None = None,
         cache_limit: int | str | None = None,
+        weights: Sequence[float] | None = None,
         **read: Any,
     ) -> None:
         opts = _options(options, sessions, read)
-        self.source = ZarrSource(
-            out,
-            opts,
-            storage_options=storage_options,
-            layout="CHW",
-            cache_chunks=cache_chunks,
-            cache=cache_options(cache_dir, cache_limit),
-        )
+        outs = list(out) if isinstance(out, list | tuple) else [cast(OutLike, out)]
+        parts = [
+            ZarrSource(
+                one,
+                opts,
+                storage_options=storage_options,
+                layout="CHW",
+                cache_chunks=cache_chunks,
+                cache=cache_options(cache_dir, cache_limit),
+            )
+            for one in outs
+        ]
+        if weights is not None and not isinstance(out, list | tuple):
+            raise ConfigError("weights mix several datasets: give a list of them")
+        mixed = isinstance(out, list | tuple)
+        self.source: ZarrSource | MixedSource = MixedSource(parts, weights) if mixed else parts[0]
 
     def __len__(self) -> int:
         return len(self.source)
@@ -554,7 +566,7 @@ class EpochLoader(DataLoader[Sample]):
 
 
 def to_pytorch_dataloader(
-    out: OutLike,
+    out: OutLike | Sequence[OutLike],
     batch_size: int = 32,
     shuffle: bool = False,
     num_workers: int = 0,
@@ -569,6 +581,7 @@ def to_pytorch_dataloader(
     shuffle_buffer: int = 256,
     cache_dir: str | None = None,
     cache_limit: int | str | None = None,
+    weights: Sequence[float] | None = None,
     **kwargs: Any,
 ) -> EpochLoader:
     """A DataLoader over ``out`` whose batches are whole batches built in the workers; call its
@@ -583,7 +596,9 @@ def to_pytorch_dataloader(
     Sample options (``ReadOptions``): ``flip``, ``dtype``, ``skip_blank`` (default True),
     ``history``, ``horizon``, ``max_gap_ms``, ``sessions``, ``split``, ``split_fractions``,
     ``split_seed``. ``cache_dir``/``cache_limit`` (``"20GiB"``): keep what is read from an
-    object store on local disk (``read.cache``). Other keyword arguments go to ``DataLoader``
+    object store on local disk (``read.cache``). ``out`` a list of datasets: one loader over
+    all of them, ``weights`` the share of each in an epoch (``source="zarr"``; see
+    ``sources.mixed``). Other keyword arguments go to ``DataLoader``
     (``pin_memory``, ``persistent_workers``, ``prefetch_factor``, ...)."""
     opts = read_options(**{k: kwargs.pop(k) for k in list(kwargs) if k in OPTION_NAMES})
     if {"sampler", "batch_sampler", "collate_fn"} & set(kwargs):
@@ -593,6 +608,11 @@ def to_pytorch_dataloader(
         )
     if source not in SOURCES:
         raise ConfigError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
+    if isinstance(out, list | tuple) and source != "zarr":
+        raise ConfigError(
+            "several datasets are mixed by the Zarr reader only: pass source='zarr' (the "
+            "shards of several datasets stream one after another with source='wds' per dataset)"
+        )
     plan = _Plan(
         out,
         opts,
@@ -607,6 +627,7 @@ def to_pytorch_dataloader(
         ShuffleOptions(shuffle_window, shuffle_buffer),
         cache_dir,
         cache_limit,
+        weights,
     )
     return _LOADERS[source](plan, {"num_workers": num_workers, **kwargs})
 
@@ -615,7 +636,7 @@ def to_pytorch_dataloader(
 class _Plan:
     """What ``to_pytorch_dataloader`` was asked for, whichever the source."""
 
-    out: OutLike
+    out: OutLike | Sequence[OutLike]
     options: ReadOptions
     batch_size: int
     shuffle: bool
@@ -628,6 +649,7 @@ class _Plan:
     shuffling: ShuffleOptions
     cache_dir: str | None
     cache_limit: int | str | None
+    weights: Sequence[float] | None
 
 
 def _zarr_loader(plan: _Plan, loader_kwargs: dict[str, Any]) -> EpochLoader:
@@ -638,6 +660,7 @@ def _zarr_loader(plan: _Plan, loader_kwargs: dict[str, Any]) -> EpochLoader:
         storage_options=plan.storage_options,
         cache_dir=plan.cache_dir,
         cache_limit=plan.cache_limit,
+        weights=plan.weights,
     )
     refuse_empty(ds.source, plan.out)
     sampler = ChunkBatchSampler(
@@ -657,7 +680,7 @@ def _zarr_loader(plan: _Plan, loader_kwargs: dict[str, Any]) -> EpochLoader:
 def _shard_loader(plan: _Plan, loader_kwargs: dict[str, Any]) -> EpochLoader:
     """A ``ShardDataset`` that yields whole batches."""
     shards = ShardDataset(
-        plan.out,
+        cast(OutLike, plan.out),  # one dataset: to_pytorch_dataloader refuses a list here
         options=plan.options,
         storage_options=plan.storage_options,
         rank=plan.rank,
