@@ -182,3 +182,44 @@ def test_every_figure_is_a_positive_finite_number(quick_run: Run) -> None:
             if k.endswith(("_s", "_fps", "_mb", "mb_per_s", "ratio", "speedup", "share"))
         ]
         assert timed and all(v > 0 for _, v in timed), (row["key"], timed)
+
+
+def test_shard_encodings_script_measures_every_candidate(tmp_path: Path) -> None:
+    """``benchmarks/shard_encodings.py --quick`` (no reader part: that is ``make bench``'s
+    kind of run) prints its table, and every candidate the writer has round-trips: the foreign
+    readers open npy, png, webp and npy.gz exactly (and shards gzip'ed whole); neither opens
+    npy.zst without a package."""
+    rows_json = tmp_path / "rows.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "shard_encodings.py"),
+            "--quick",
+            "--no-reader",
+            "--json",
+            str(rows_json),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "| dataset | encoding | picture B/fr |" in proc.stdout
+    rows = json.loads(rows_json.read_text())
+    found = {(r["dataset"], r["candidate"].split()[0]): r for r in rows}
+    assert {d for d, _ in found} == {"real", "real variant", "variant tiled", "generated"}
+    webdataset_opens = {"npy", "png", "webp", "npy.gz"}  # its gz pre-handler, then npy
+    hf_opens = webdataset_opens | {"npy.xz"}  # fsspec's decompressors (.zst: with zstandard)
+    if importlib.util.find_spec("zstandard") is not None:
+        hf_opens.add("npy.zst")
+    for (_, name), r in found.items():
+        if "whole shard" in r["candidate"]:  # .tar.gz: both open compressed tar streams
+            assert r["webdataset"] == r["hf"] == "exact", r
+            continue
+        assert r["webdataset"] == ("exact" if name in webdataset_opens else "no (bytes)"), r
+        assert r["hf"] == ("exact" if name in hf_opens else "no (bytes)"), r
+        assert math.isfinite(r["decode_us"]) and r["picture_bytes"] > 0
+    # the real pictures: webp is within 1.5x of the Zarr frames, raw npy ~60x
+    assert found[("real variant", "webp")]["vs_zarr_frames"] < 1.5
+    assert found[("real variant", "npy")]["vs_zarr_frames"] > 30

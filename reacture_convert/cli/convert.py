@@ -90,7 +90,8 @@ ProgressFn = Callable[[CatalogEntry, int, int], None]
     type=click.Choice(ENCODINGS),
     default="npy",
     show_default=True,
-    help="WebDataset frame member: npy (exact) or png (lossless, smaller, slower).",
+    help="WebDataset frame member: npy (exact, raw), webp or png (lossless and compressed: "
+    "webp ~70x smaller than npy on game frames, png ~30x; both slower to read).",
 )
 @click.option(
     "--append",

@@ -8,15 +8,19 @@ that names that frame (and vice versa); counts equal the catalog's. With sources
 files' sha256 equal the catalog's, Zarr frames and timestamps equal the .npy data, and every row
 rebuilt from Parquet equals its JSONL line. WebDataset shards (the whole set, appended shards
 too): each shard listed by ``wds/index.json`` is there with its size, sha256, sample count and
-sessions, and the counts add up per session and in all.
+sessions, and the counts add up per session and in all; every sample's picture decodes (``npy``,
+``png`` or ``webp``, as the shard reader decodes it) to pixels whose sha256 is the alignment
+table's for that frame, and with sources the source frame's (so a lossless encoding is proved
+exact, not assumed).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +45,7 @@ from reacture_convert.output.catalog import CATALOG, CatalogEntry, read_catalog
 from reacture_convert.output.layout import WDS_DIR, WDS_INDEX, frames_table_path, rows_path
 from reacture_convert.output.storage import Output
 from reacture_convert.read.session import open_session, read_table
+from reacture_convert.read.sources.shards import decode_frame
 
 __all__ = ["MAX_PROBLEMS", "Problem", "verify_dataset"]
 
@@ -161,16 +166,24 @@ def _compare_sources(
                     yield Problem(s, f"row {i} (line {i + 1}) is not rebuilt exactly from Parquet")
 
 
-def _read_shard(out: Output, url: str) -> tuple[int, str, Counter[str] | str]:
-    """A shard's size, sha256, and its samples per session (or why it cannot be read)."""
+CheckSample = Callable[[str, dict[str, bytes]], None]
+
+
+def _read_shard(
+    out: Output, url: str, check: CheckSample | None = None
+) -> tuple[int, str, Counter[str] | str]:
+    """A shard's size, sha256, and its samples per session (or why it cannot be read); each
+    sample also goes to ``check`` (key, members)."""
     with out.fs.open(out.path(WDS_DIR, url), "rb") as raw:
         reader = HashingReader(raw)
         stream = io.BufferedReader(reader, 1 << 20)
         counted: Counter[str] = Counter()
         problem = None
         try:
-            for key, _ in iter_tar_samples(stream, url):
+            for key, members in iter_tar_samples(stream, url):
                 counted[key.split("/", 1)[0]] += 1
+                if check is not None:
+                    check(key, members)
         except OutputError as e:
             problem = str(e)
         while stream.read(1 << 20):
@@ -178,9 +191,86 @@ def _read_shard(out: Output, url: str) -> tuple[int, str, Counter[str] | str]:
     return reader.count, reader.hexdigest(), counted if problem is None else problem
 
 
-def _verify_wds(out: Output) -> Iterator[Problem]:
+def _source_digests(out: Output, e: CatalogEntry) -> list[str] | str:
+    """The sha256 of every frame of a session's source bundle, or why they cannot be had."""
+    opts = out.storage_options
+    bundle = _find_source(e, opts)
+    if bundle is None:
+        return f"source bundle {e.prefix} not found at {e.source}"
+    digests: list[str] = []
+    with as_five_file(bundle, opts) as (view, _):
+        if view is None:
+            return "the legacy source's frames.json cannot be read any more"
+        for block in iter_frame_blocks(view, opts, BLOCK):
+            digests.extend(frame_digests(block))
+    return digests
+
+
+def _expected_digests(
+    out: Output, sessions: Sequence[str], sources: bool
+) -> tuple[dict[str, list[str]], list[Problem]]:
+    """Per session of the shards, the sha256 its frames must have: the source frames' with
+    ``sources``, else the alignment table's (sessions with neither are only decoded)."""
+    expected: dict[str, list[str]] = {}
+    problems: list[Problem] = []
+    entries = {e.session: e for e in read_catalog(out) if e.status.is_live} if sources else {}
+    for s in sessions:
+        entry = entries.get(s)
+        if entry is not None:
+            found = _source_digests(out, entry)
+            if isinstance(found, str):
+                problems.append(Problem(s, f"wds: {found}"))
+            else:
+                expected[s] = found
+        elif out.exists(frames_table_path(s)):
+            table = read_table(out, frames_table_path(s), ["frame_sha256"])
+            expected[s] = [str(d) for d in table["frame_sha256"].to_pylist()]
+    return expected, problems
+
+
+class _PictureCheck:
+    """Decodes every sample's picture as the shard reader does and compares the pixels' sha256
+    with ``expected`` (by the key's session and frame number); keeps the first ``MAX_PROBLEMS``
+    problems of each session."""
+
+    def __init__(self, encoding: str, expected: Mapping[str, Sequence[str]], url: str) -> None:
+        self.encoding, self.expected, self.url = encoding, expected, url
+        self.problems: list[Problem] = []
+        self._found: Counter[str] = Counter()
+
+    def __call__(self, key: str, members: dict[str, bytes]) -> None:
+        session, _, number = key.partition("/")
+        if self._found[session] >= MAX_PROBLEMS:
+            return
+        where = f"{self.url}: sample {key!r}"
+        try:
+            frame = decode_frame(members, self.encoding, where)
+        except OutputError as e:
+            self._add(Problem(session, f"wds: {e}"))
+            return
+        digests = self.expected.get(session)
+        if digests is None:
+            return
+        i = int(number) if number.isdigit() else -1
+        got = hashlib.sha256(np.ascontiguousarray(frame).data).hexdigest()
+        if not 0 <= i < len(digests) or got != digests[i]:
+            self._add(
+                Problem(
+                    session,
+                    f"wds: {where}: the .{self.encoding} picture's pixels differ from frame "
+                    f"{number} of the source",
+                )
+            )
+
+    def _add(self, problem: Problem) -> None:
+        self.problems.append(problem)
+        self._found[problem.session] += 1
+
+
+def _verify_wds(out: Output, sources: bool = False) -> Iterator[Problem]:
     """``wds/index.json`` against the shards: each shard is there, with the size, sha256,
-    sample count and sessions the index gives, and the counts add up per session and in all."""
+    sample count and sessions the index gives, and the counts add up per session and in all;
+    every picture decodes to its source frame's exact pixels (see the module doc)."""
     if not out.exists(WDS_INDEX):
         return
     try:
@@ -196,12 +286,16 @@ def _verify_wds(out: Output) -> Iterator[Problem]:
             f"index.json says total_samples {index.total_samples} but its shards list "
             f"{in_shards} samples",
         )
+    expected, missing = _expected_digests(out, [s.session for s in index.sessions], sources)
+    yield from missing
     found: Counter[str] = Counter()
     for shard in index.shards:
         if not out.exists(WDS_DIR, shard.url):
             yield Problem("wds", f"shard {shard.url} listed in index.json is missing")
             continue
-        size, sha, held = _read_shard(out, shard.url)
+        check = _PictureCheck(index.encoding, expected, shard.url)
+        size, sha, held = _read_shard(out, shard.url, check)
+        yield from check.problems
         if size != shard.bytes:
             yield Problem(
                 "wds",
@@ -268,5 +362,5 @@ def verify_dataset(out: Output, sources: bool = False) -> tuple[int, list[Proble
         except Exception as exc:  # noqa: BLE001 - a missing or corrupt output is a finding here
             found = [Problem(e.session or "?", f"cannot read outputs: {type(exc).__name__}: {exc}")]
         problems.extend(found)
-    problems.extend(_verify_wds(out))
+    problems.extend(_verify_wds(out, sources))
     return checked, problems

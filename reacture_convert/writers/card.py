@@ -67,8 +67,8 @@ def _feature(t: pa.DataType) -> dict[str, Any]:
 
 def shard_features(encoding: str) -> list[dict[str, Any]]:
     """The features of a shard sample as ``datasets``' webdataset builder yields it: ``json``
-    (the sample structure), the picture (``npy``: a (128, 128, 3) uint8 array; ``png``: an
-    image), ``__key__`` and ``__url__``."""
+    (the sample structure), the picture (``npy``: a (128, 128, 3) uint8 array; ``png`` and
+    ``webp``: an image), ``__key__`` and ``__url__``."""
     picture: dict[str, Any] = (
         {"dtype": {"array3_d": {"shape": [128, 128, 3], "dtype": "uint8"}}}
         if encoding == "npy"

@@ -333,8 +333,9 @@ def test_set_epoch_refuses_persistent_workers_over_shards(converted: Path) -> No
         loader.set_epoch(1)
 
 
-def test_shards_from_an_index_url_and_png_shards(
-    converted: Path, tmp_path: Path, expected: Expected
+@pytest.mark.parametrize("encoding", ["png", "webp"])
+def test_shards_from_an_index_url_and_image_shards(
+    converted: Path, tmp_path: Path, expected: Expected, encoding: str
 ) -> None:
     fs = fsspec.filesystem("memory")
     root = f"/wds-{uuid.uuid4().hex}"
@@ -349,10 +350,12 @@ def test_shards_from_an_index_url_and_png_shards(
     run_convert(
         [str(variant)],
         Output(str(tmp_path)),
-        ConvertOptions(formats=("wds",), wds=WdsOptions(encoding="png")),
+        ConvertOptions(formats=("wds",), wds=WdsOptions(encoding=encoding)),
         scheduler="sync",
     )
-    loader = DataLoader(ShardDataset(tmp_path / "wds" / "index.json"), batch_size=None)
+    index = ShardDataset(tmp_path / "wds" / "index.json")
+    assert index.source.index.encoding == encoding
+    loader = DataLoader(index, batch_size=None)
     seen = [expected.check(s, Want(), chw=True) for s in loader]
     assert seen == sample_keys({VARIANT: expected.sources[VARIANT]})
 

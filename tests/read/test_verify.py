@@ -345,3 +345,64 @@ def test_damaged_shards_are_found_and_named(
     result = cli_verify(shards)
     assert result.exit_code == 1, result.output
     assert "MISMATCH wds: " in result.output and what in result.output
+
+
+def lossy_webp(frame: Any, encoding: str) -> bytes:
+    """A writer that is not lossless: the WebP of the frame with one pixel changed."""
+    from reacture_convert.formats.wds.encodings import encode_image
+
+    changed = frame.copy()
+    changed[5, 7, 1] ^= 0x10
+    return encode_image(changed, encoding)
+
+
+@pytest.mark.parametrize(
+    ("formats", "sources"),
+    [(("wds",), True), (("zarr", "wds"), False), (("zarr", "wds"), True)],
+    ids=["wds-against-sources", "against-alignment-table", "zarr-wds-against-sources"],
+)
+def test_webp_pictures_are_proved_exact(
+    make_bundle: Callable[..., Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    formats: tuple[str, ...],
+    sources: bool,
+) -> None:
+    """Shards of lossless WebP pictures verify (every picture decoded and its pixels' sha256
+    compared with the source frame's); a writer that changes one pixel is caught and named,
+    against the sources and against the alignment table."""
+    folders = [
+        make_bundle("good", n_frames=30, seed=1, prefix=GOOD),
+        make_bundle("other", n_frames=12, seed=2, prefix=OTHER),
+    ]
+    options = ConvertOptions(formats=formats, wds=WdsOptions(encoding="webp"))
+    exact, lossy = tmp_path / "exact", tmp_path / "lossy"
+    assert run_convert([str(f) for f in folders], Output(str(exact)), options, scheduler="sync").ok
+    assert json.loads((exact / "wds" / "index.json").read_text())["encoding"] == "webp"
+    assert verify_dataset(Output(str(exact)), sources=sources)[1] == []
+    import reacture_convert.writers.webdataset.sample_sink as sink
+
+    monkeypatch.setattr(sink, "encode_image", lossy_webp)
+    assert run_convert([str(f) for f in folders], Output(str(lossy)), options, scheduler="sync").ok
+    _, problems = verify_dataset(Output(str(lossy)), sources=sources)
+    differ = [p for p in problems if "picture's pixels differ from frame" in p.what]
+    assert {p.session for p in differ} == {GOOD, OTHER}, problems
+    assert any(f"sample '{GOOD}/000003'" in p.what and "frame 000003" in p.what for p in differ)
+    result = cli_verify(lossy, *(["--sources"] if sources else []))
+    assert result.exit_code == 1 and "pixels differ" in result.output, result.output
+
+
+def test_a_picture_that_does_not_decode_is_named(shards: Path) -> None:
+    """A picture member whose bytes are not an NPY frame (the index rewritten to match, so
+    only the decode can tell)."""
+    path = shard(shards, 0)
+    with tarfile.open(path) as tf:
+        members = [(m, tf.extractfile(m).read()) for m in tf.getmembers()]  # type: ignore[union-attr]
+    m, data = members[1]
+    assert m.name.endswith(".npy")
+    members[1] = (m, b"\x93NUMPY" + b"\x00" * (len(data) - 6))
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tf:
+        for m, data in members:
+            tf.addfile(m, io.BytesIO(data))
+    _, problems = verify_dataset(Output(str(shards)))
+    assert any(".npy member does not decode" in p.what for p in problems), problems

@@ -25,16 +25,20 @@ import pytest  # noqa: E402
 
 from reacture_convert.formats.wds.sample_json import SAMPLE_TYPE  # noqa: E402
 from reacture_convert.read.labels import FrameLabels  # noqa: E402
+from reacture_convert.run.convert import ConvertOptions  # noqa: E402
+from reacture_convert.writers.webdataset import WdsOptions  # noqa: E402
 from tests.helpers.real import REAL_BUNDLES, convert_real_bundles  # noqa: E402
 from tests.helpers.sources import same_row  # noqa: E402
 
 DATA_OFFSET = 129
 
 
-@pytest.fixture(scope="module")
-def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The real recordings converted with --format zarr,wds."""
-    return convert_real_bundles(tmp_path_factory.mktemp("hf") / "out")
+@pytest.fixture(scope="module", params=["npy", "webp"])
+def out(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
+    """The real recordings converted with --format zarr,wds, frames as .npy (an array to
+    ``datasets``) and as lossless .webp (an image)."""
+    options = ConvertOptions(formats=("zarr", "wds"), wds=WdsOptions(encoding=request.param))
+    return convert_real_bundles(tmp_path_factory.mktemp("hf") / "out", options)
 
 
 @pytest.fixture
@@ -59,6 +63,17 @@ def sources() -> dict[str, tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]]:
     return found
 
 
+def picture(sample: dict[str, Any]) -> np.ndarray:
+    """The frame as ``datasets`` hands it out: an array (``.npy``) or a PIL image (``.webp``,
+    which must be the lossless RGB picture)."""
+    if "npy" in sample:
+        assert "webp" not in sample
+        return np.asarray(sample["npy"], dtype=np.uint8)
+    image = sample["webp"]
+    assert image.format == "WEBP" and image.mode == "RGB", (image.format, image.mode)
+    return np.asarray(image)
+
+
 def check_samples(samples: Iterator[dict[str, Any]], decode: bool) -> int:
     """Every sample equals its source frame, row, events, time and labels; returns the count."""
     src = sources()
@@ -69,7 +84,7 @@ def check_samples(samples: Iterator[dict[str, Any]], decode: bool) -> int:
         session, i = meta["session"], meta["frame_index"]
         frames, ts, rows = src[session]
         assert s["__key__"] == f"{session}/{i:06d}"
-        assert np.array_equal(np.asarray(s["npy"], dtype=np.uint8), frames[i])
+        assert np.array_equal(picture(s), frames[i])
         assert np.float32(meta["timestamp_ms"]).tobytes() == ts[i].tobytes()
         periodic = [j for j, r in enumerate(rows) if "visual_frame_path" in r]
         j, prev = periodic[i], (periodic[i - 1] if i else -1)

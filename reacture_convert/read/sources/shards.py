@@ -10,9 +10,9 @@ all samples). A consumer streams the shards its range overlaps and decodes only 
 
 **Decoding.** Members are grouped by the one tar reader (``formats.wds.tar``); a ``.npy``
 picture whose header is the one this project writes becomes a NumPy view of the member's bytes
-(``np.frombuffer``, no parsing: other headers go through ``np.load``), a ``.png`` is decoded by
-Pillow; the ``.json`` is parsed by ``labels.decode_sample_json`` (only the fields the labels use).
-Frames are copied once, into the batch.
+(``np.frombuffer``, no parsing: other headers go through ``np.load``), a ``.png`` or ``.webp``
+(lossless) is decoded by Pillow; the ``.json`` is parsed by ``labels.decode_sample_json`` (only
+the fields the labels use). Frames are copied once, into the batch.
 
 **Blank frames and windows** are ruled on by ``windows.StreamJudge`` as the samples stream by
 (blank: all zeros), so they need shards in frame order: windows refuse shards written with
@@ -40,6 +40,7 @@ from fsspec.core import url_to_fs
 
 from reacture_convert.errors import ConfigError, OutputError
 from reacture_convert.formats.wds import INDEX, WdsIndex, iter_tar_samples, shuffle_buffer
+from reacture_convert.formats.wds.encodings import decode_image
 from reacture_convert.ingest.npy import npy_bytes
 from reacture_convert.output.catalog import CATALOG
 from reacture_convert.output.layout import frames_table_path
@@ -110,9 +111,7 @@ def decode_frame(members: dict[str, bytes], encoding: str, where: str) -> npt.ND
         if encoding == "npy":
             frame = np.load(io.BytesIO(data), allow_pickle=False)
         else:
-            from PIL import Image
-
-            frame = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+            frame = decode_image(data, encoding)
     except (ValueError, OSError) as e:
         raise OutputError(f"{where}: the .{encoding} member does not decode ({e})") from None
     if frame.dtype != np.uint8 or frame.shape != FRAME_SHAPE:

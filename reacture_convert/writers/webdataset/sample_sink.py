@@ -4,9 +4,9 @@ Validation hands over the frames in blocks (on its frames thread) and the rows i
 own thread). The sink turns each block of rows into the ``.json`` members of the frames its
 periodic rows name (``row_documents``: each row encoded once, from the rows table's
 columns), and pairs them, in frame order, with the frames as they come: each complete sample
-(``.json`` then ``.npy`` or ``.png``) goes to ``add``, one sample at a time, from whichever
-thread completed it. So the frames are read once, for validation, the Zarr chunks and the
-samples alike, and data.jsonl is parsed once.
+(``.json`` then the ``.npy``, ``.png`` or ``.webp`` picture) goes to ``add``, one sample at a
+time, from whichever thread completed it. So the frames are read once, for validation, the Zarr
+chunks and the samples alike, and data.jsonl is parsed once.
 
 Pairing. Frame ``i`` takes the ``i``-th periodic row, which must name frame ``i``; the event and
 player_action rows since the previous periodic row are its events; rows after the last periodic
@@ -23,7 +23,6 @@ one thread, validation keeps them in step (``validate._in_turns``) and the sink 
 from __future__ import annotations
 
 import functools
-import io
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -35,7 +34,7 @@ import pyarrow as pa
 
 from reacture_convert.arrow import numeric_array
 from reacture_convert.errors import ConfigError
-from reacture_convert.formats.wds.encodings import check_encoding
+from reacture_convert.formats.wds.encodings import check_encoding, encode_image
 from reacture_convert.formats.wds.sample_json import (
     record_document,
     row_document,
@@ -50,7 +49,6 @@ __all__ = ["FRAME_BYTES", "SAMPLES_AHEAD", "Member", "SampleSink", "row_document
 
 FRAME_BYTES: Final = 16 << 20  # frames held, waiting for their rows
 SAMPLES_AHEAD: Final = 4096  # samples' JSON held, waiting for their frames
-_PNG_LEVEL: Final = 6
 _PERIODIC: Final = KINDS.index("periodic")
 
 Member = tuple[str, Sequence[Any]]  # name, data in pieces
@@ -86,13 +84,7 @@ def _picture(frame: npt.NDArray[np.uint8], encoding: str) -> tuple[Any, ...]:
     if encoding == "npy":
         pixels: Any = np.ascontiguousarray(frame)
         return _npy_header(frame.shape, frame.dtype.str), memoryview(pixels).cast("B")
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(frame)).save(
-        buf, format="PNG", compress_level=_PNG_LEVEL, optimize=False
-    )
-    return (buf.getvalue(),)
+    return (encode_image(frame, encoding),)
 
 
 class SampleSink:
