@@ -123,9 +123,14 @@ storage_option = click.option(
     help="fsspec option for s3:// and other URLs, repeatable; dots nest "
     "(e.g. client_kwargs.endpoint_url=http://127.0.0.1:9000, anon=true).",
 )
-json_option = click.option(
-    "--json", "as_json", is_flag=True, help="Print one JSON document for machines."
-)
+
+
+def json_flag(text: str = "Print one JSON document for machines.") -> Callable[[F], F]:
+    """``--json`` (``as_json``), saying what the command prints with it."""
+    return click.option("--json", "as_json", is_flag=True, help=text)
+
+
+json_option = json_flag()
 out_option = click.option(
     "--out",
     "-o",
@@ -174,9 +179,12 @@ scheduler_options = with_options(
     ),
 )
 wait_option = click.option(
-    "--wait", is_flag=True, help="Wait for another run on OUT instead of failing (exit 3)."
+    "--wait",
+    is_flag=True,
+    help="Wait for another run or watcher on OUT instead of failing (exit 3).",
 )
-quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+quiet_option = click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+ON_ERROR_HELP = "continue: record bad bundles and go on; stop: start nothing new after one."
 
 
 # --- printing ------------------------------------------------------------------------------------

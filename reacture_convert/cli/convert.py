@@ -6,9 +6,9 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -16,6 +16,7 @@ from reacture_convert.cli.common import (
     BYTES,
     FORMATS,
     NO_BUNDLE,
+    ON_ERROR_HELP,
     SCHEDULER,
     build_options,
     counts_line,
@@ -38,14 +39,13 @@ from reacture_convert.formats.wds.encodings import ENCODINGS
 from reacture_convert.output.catalog import CatalogEntry
 from reacture_convert.output.status import Status
 from reacture_convert.output.storage import Output
-from reacture_convert.run.batch import check_inputs, run_convert
+from reacture_convert.run.batch import ProgressFn, check_inputs, run_convert
 from reacture_convert.run.convert import ConvertOptions
 from reacture_convert.run.options import ON_ERROR
 from reacture_convert.run.summary import RunSummary
 
-ON_ERROR_HELP = "continue: record bad bundles and go on; stop: start nothing new after one."
-
-ProgressFn = Callable[[CatalogEntry, int, int], None]
+if TYPE_CHECKING:
+    from reacture_convert.run.jobs import Job
 
 
 @click.command()
@@ -251,6 +251,11 @@ def run(
             f"[{','.join(job.options.formats)}]",
             err=True,
         )
+    run_job(job, once, wait, quiet, as_json)
+
+
+def run_job(job: Job, once: bool, wait: bool, quiet: bool, as_json: bool) -> NoReturn:
+    """A loaded job: a watcher (``once`` from the command line or the file) or a batch."""
     paths, output = list(job.inputs), Output(job.out, job.output_storage)
     stop_on_error = job.on_error == "stop"
     if job.watch:

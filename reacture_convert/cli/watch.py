@@ -19,9 +19,13 @@ from reacture_convert.cli.common import (
     build_options,
     counts_line,
     exit_on_error,
+    json_flag,
     out_option,
+    quiet_option,
     scheduler_options,
     storage_option,
+    wait_option,
+    with_options,
     zarr_options,
 )
 from reacture_convert.errors import ConfigError
@@ -184,17 +188,12 @@ def watch_and_report(
 )
 @zarr_options
 @scheduler_options
-@click.option(
-    "--wait", is_flag=True, help="Wait for another run or watcher on OUT instead of failing."
+@with_options(
+    wait_option,
+    quiet_option,
+    json_flag("Print one JSON object per event (JSON lines) for log collectors."),
+    storage_option,
 )
-@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help="Print one JSON object per event (JSON lines) for log collectors.",
-)
-@storage_option
 def watch(
     incoming: tuple[str, ...],
     out: str,

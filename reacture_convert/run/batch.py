@@ -12,37 +12,40 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from array import array
 from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from reacture_convert.errors import ConfigError
 from reacture_convert.formats.wds.index import WdsIndex
 from reacture_convert.ingest.bundle import BundleRef
-from reacture_convert.ingest.discover import discover
-from reacture_convert.output.catalog import Catalog, CatalogEntry
+from reacture_convert.ingest.discover import Discovery, discover
+from reacture_convert.output.catalog import CatalogEntry
 from reacture_convert.output.layout import WDS_INDEX
 from reacture_convert.output.naming import session_name
 from reacture_convert.output.status import Status
-from reacture_convert.output.storage import Output, lock_output
+from reacture_convert.output.storage import Output
 from reacture_convert.run.convert import ConvertOptions
 from reacture_convert.run.driver import (
+    Finished,
+    Keyed,
     SessionRunner,
     Task,
     archive_entries,
     forget_listings,
 )
-from reacture_convert.run.scheduler import open_scheduler
+from reacture_convert.run.scheduler import Scheduler, open_scheduler
+from reacture_convert.run.setup import OutputRun, hold_output, new_run_id
 from reacture_convert.run.summary import RunSummary
-from reacture_convert.writers.card import write_card
 from reacture_convert.writers.webdataset import SessionTar, write_shards
 
-__all__ = ["run_convert"]
+__all__ = ["ProgressFn", "check_inputs", "run_convert"]
 
 ProgressFn = Callable[[CatalogEntry, int, int], None]
+"""``progress(entry, sessions_done, sessions_total)``, called after each session."""
+
 DEFAULT_OPTIONS: ConvertOptions = ConvertOptions()
 GROUP_BYTES = 64 * 2**20  # input bytes of likely-skipped sessions put in one task
 
@@ -70,6 +73,106 @@ def check_inputs(paths: Sequence[str], out: Output) -> None:
             )
 
 
+class Pending(NamedTuple):
+    """A bundle ready to start: how to convert it, and ``peer``, the entry of the bundle that
+    won its session name (for a name's later bundles, when that entry is live)."""
+
+    bundle: BundleRef
+    options: ConvertOptions
+    peer: CatalogEntry | None = None
+
+
+class _Batch:
+    """A batch's sessions as the driver loop moves them: waiting for their name's first bundle,
+    ready, in flight (``runner``), done.
+
+    A name's later bundles wait for its first, which wins the name; a bundle's previous row is
+    the session's live row when it starts (or the winner's entry, when live). Tasks are fed a
+    few at a time (bounded in-flight work, and a stop policy that can take effect: one at a time
+    on ``sync``, so ``stop`` is exact there)."""
+
+    def __init__(
+        self,
+        bundles: Sequence[BundleRef],
+        options: ConvertOptions,
+        runner: SessionRunner,
+        capacity: int,
+        progress: ProgressFn | None,
+        stop_on_error: bool,
+        rows: array[int],
+    ) -> None:
+        groups: dict[str, list[BundleRef]] = defaultdict(list)
+        for b in bundles:
+            groups[session_name(b.prefix)].append(b)
+        self.waiting = {
+            name: deque(sorted(bs, key=lambda b: b.source)) for name, bs in groups.items()
+        }
+        self.ready = deque(
+            Pending(self.waiting[name].popleft(), options) for name in sorted(self.waiting)
+        )
+        self.options, self.runner, self.catalog = options, runner, runner.catalog
+        self.capacity, self.progress, self.stop_on_error = capacity, progress, stop_on_error
+        # several likely-skipped sessions to a task when the scheduler is remote (a round trip
+        # per session would cost more than its hash)
+        self.grouping = capacity > 1 and not stop_on_error
+        self.total = len(bundles)
+        self.rows = rows
+        self.session_tars: dict[str, SessionTar] = {}
+        self.finished = 0
+        self.frames = 0
+        self.stopped = False
+
+    def run(self, sched: Scheduler) -> None:
+        self.feed()
+        for key, value in sched.results():
+            for done in self.runner.finish_task(key, value):
+                self.done(done)
+            self.catalog.flush()
+            self.feed()
+
+    def feed(self) -> None:
+        while self.ready and self.runner.tasks < self.capacity and not self.stopped:
+            self.runner.start_group(self.next_group())
+
+    def previous(self, pending: Pending) -> CatalogEntry | None:
+        return pending.peer or self.catalog.live(session_name(pending.bundle.prefix))
+
+    def take(self) -> Keyed:
+        pending = self.ready.popleft()
+        task = Task(pending.bundle, pending.options, self.previous(pending))
+        return Keyed((pending.bundle.source, pending.bundle.prefix), task)
+
+    def next_group(self) -> list[Keyed]:
+        """The next task's sessions: one; or, grouping, sessions with a live row to compare
+        with (likely skipped: a hash each) up to ``GROUP_BYTES`` of input."""
+        group = [self.take()]
+        size = _size(group[0].task.bundle)
+        while self.grouping and group[-1].task.previous is not None and size < GROUP_BYTES:
+            if not self.ready or self.previous(self.ready[0]) is None:
+                break
+            group.append(self.take())
+            size += _size(group[-1].task.bundle)
+        return group
+
+    def done(self, done: Finished) -> None:
+        entry, name = done.entry, done.run.name
+        self.rows.append(done.row)
+        if entry.status is Status.CONVERTED:
+            self.frames += entry.n_frames or 0
+        if done.session_tar is not None:
+            self.session_tars[name] = done.session_tar
+        self.finished += 1
+        if self.progress is not None:
+            self.progress(entry, self.finished, self.total)
+        if self.stop_on_error and not entry.status.is_ok:
+            self.stopped = True
+        if self.waiting.get(name):
+            # the rest of a name's bundles: duplicates of the winner, or conflicts
+            peer = entry if entry.status.is_live else None
+            later = Pending(self.waiting[name].popleft(), replace(self.options, force=False), peer)
+            self.ready.appendleft(later)
+
+
 def run_convert(
     paths: Sequence[str],
     out: Output,
@@ -92,113 +195,70 @@ def run_convert(
     ``progress(entry, sessions_done, sessions_total)`` is called after each session.
     """
     started = time.perf_counter()
-    run_id = uuid.uuid4().hex[:12]
-    wds_index: WdsIndex | None = None
+    run_id = new_run_id()
     check_inputs(paths, out)
     forget_listings(out, paths, options.input_options)
     found = discover(list(paths), options.input_options)
     if not found.bundles and not archive_entries(found.findings, run_id):
         # nothing to convert and nothing to record: OUT is not created or touched
+        seconds = time.perf_counter() - started
         return RunSummary(
-            out=out.url,
-            run_id=run_id,
-            entries=(),
-            findings=found.findings,
-            seconds=time.perf_counter() - started,
+            out=out.url, run_id=run_id, entries=(), findings=found.findings, seconds=seconds
         )
-    with lock_output(out, wait=wait_for_lock) as held:
-        total = len(found.bundles)
-        size = sum(f.size for b in found.bundles for f in b.files.values())
-        # A local cluster starts on a thread from here, while the catalog loads; the
-        # scheduler's first use waits for it.
-        with open_scheduler(scheduler, workers, n_tasks=total, total_bytes=size) as sched:
-            catalog = Catalog.load(out, guard=held.check)
-            out.clear_staging()
-
-            groups: dict[str, list[BundleRef]] = defaultdict(list)
-            for b in found.bundles:
-                groups[session_name(b.prefix)].append(b)
-            # a name's later bundles wait for its first, which wins the name; a bundle's previous
-            # row is the session's live row when it starts (or the winner's entry, when live)
-            waiting = {
-                name: deque(sorted(bs, key=lambda b: b.source)) for name, bs in groups.items()
-            }
-            ready: deque[tuple[BundleRef, ConvertOptions, CatalogEntry | None]] = deque(
-                (waiting[name].popleft(), options, None) for name in sorted(waiting)
-            )
-
-            rows = array("q", [catalog.record(e) for e in archive_entries(found.findings, run_id)])
-            session_tars: dict[str, SessionTar] = {}
-            finished = 0
-            frames = 0
-            stopped = False
-            # Tasks are fed a few at a time (bounded in-flight work, and a stop policy that can
-            # take effect: one at a time on ``sync``, so ``stop`` is exact there).
-            runner = SessionRunner(out, catalog, run_id, sched.submit)
-            grouping = sched.capacity > 1 and not stop_on_error
-
-            def task() -> tuple[tuple[str, str], Task]:
-                bundle, opts, peer = ready.popleft()
-                previous = peer or catalog.live(session_name(bundle.prefix))
-                return (bundle.source, bundle.prefix), (bundle, opts, previous)
-
-            def feed() -> None:
-                while ready and runner.tasks < sched.capacity and not stopped:
-                    group = [task()]
-                    # sessions with a live row to compare with are likely skipped: a hash each;
-                    # several go to one task (up to GROUP_BYTES of input) when the scheduler
-                    # is remote (a round trip per session would cost more than its hash)
-                    size = _size(group[0][1][0])
-                    while grouping and group[-1][1][2] is not None and ready and size < GROUP_BYTES:
-                        nxt = ready[0]
-                        if (nxt[2] or catalog.live(session_name(nxt[0].prefix))) is None:
-                            break
-                        group.append(task())
-                        size += _size(group[-1][1][0])
-                    runner.start_group(group)
-
-            feed()
-            for key, value in sched.results():
-                for done in runner.finish_task(key, value):
-                    entry, name = done.entry, done.run.name
-                    rows.append(done.row)
-                    if entry.status is Status.CONVERTED:
-                        frames += entry.n_frames or 0
-                    if done.session_tar is not None:
-                        session_tars[name] = done.session_tar
-                    finished += 1
-                    if progress is not None:
-                        progress(entry, finished, total)
-                    if stop_on_error and not entry.status.is_ok:
-                        stopped = True
-                    if waiting.get(name):
-                        # the rest of a name's bundles: duplicates of the winner, or conflicts
-                        peer = entry if entry.status.is_live else None
-                        nxt = waiting[name].popleft()
-                        ready.appendleft((nxt, replace(options, force=False), peer))
-                catalog.flush()
-                feed()
-        catalog.flush(final=True)
-        if session_tars and not stopped:  # the merged format (shards) was asked for
-            tars = [session_tars[k] for k in sorted(session_tars)]
+    with hold_output(out, run_id, wait=wait_for_lock) as run:
+        batch = _convert_all(run, found, options, scheduler, workers, progress, stop_on_error)
+        wds_index = None
+        if batch.session_tars and not batch.stopped:  # the merged format (shards) was asked for
+            tars = [batch.session_tars[k] for k in sorted(batch.session_tars)]
             wds_index = write_shards(out, tars, options.wds)
-        write_card(out, catalog.view())
-        out.clear_staging()
+        run.close()
+    return _summary(run, found, batch, wds_index, time.perf_counter() - started)
+
+
+def _convert_all(
+    run: OutputRun,
+    found: Discovery,
+    options: ConvertOptions,
+    scheduler: str,
+    workers: int | None,
+    progress: ProgressFn | None,
+    stop_on_error: bool,
+) -> _Batch:
+    """Every session converted and committed, the catalog written (the run's main loop)."""
+    total = len(found.bundles)
+    size = sum(_size(b) for b in found.bundles)
+    # A local cluster starts on a thread from here, while the catalog loads; the scheduler's
+    # first use waits for it.
+    with open_scheduler(scheduler, workers, n_tasks=total, total_bytes=size) as sched:
+        catalog = run.load_catalog()
+        rows = array("q", [catalog.record(e) for e in archive_entries(found.findings, run.run_id)])
+        runner = SessionRunner(run.out, catalog, run.run_id, sched.submit)
+        batch = _Batch(
+            found.bundles, options, runner, sched.capacity, progress, stop_on_error, rows
+        )
+        batch.run(sched)
+    catalog.flush(final=True)
+    return batch
+
+
+def _summary(
+    run: OutputRun, found: Discovery, batch: _Batch, wds_index: WdsIndex | None, seconds: float
+) -> RunSummary:
     extra: dict[str, Any] = {}
     if wds_index is not None:
         extra["wds"] = {
             "shards": len(wds_index.shards),
             "samples": wds_index.total_samples,
-            "index": out.url_of(WDS_INDEX),
+            "index": run.out.url_of(WDS_INDEX),
         }
-    if stopped:
-        extra["stopped"] = f"on_error=stop: {total - finished} bundle(s) not started"
+    if batch.stopped:
+        extra["stopped"] = f"on_error=stop: {batch.total - batch.finished} bundle(s) not started"
     return RunSummary(
-        out=out.url,
-        run_id=run_id,
-        entries=catalog.entries(rows, ordered=True),
+        out=run.out.url,
+        run_id=run.run_id,
+        entries=run.catalog.entries(batch.rows, ordered=True),
         findings=found.findings,
-        seconds=time.perf_counter() - started,
-        frames=frames,
+        seconds=seconds,
+        frames=batch.frames,
         extra=extra,
     )

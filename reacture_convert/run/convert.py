@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -23,14 +23,21 @@ from reacture_convert.ingest.files import hash_files
 from reacture_convert.ingest.legacy import as_five_file
 from reacture_convert.ingest.validate import ReadSinks, Report, ValidationLimits, validate_bundle
 from reacture_convert.output.catalog import CatalogEntry
-from reacture_convert.output.layout import session_parts, staged_session_tar
+from reacture_convert.output.layout import session_parts
 from reacture_convert.output.naming import session_name
 from reacture_convert.output.status import Status
 from reacture_convert.output.storage import Output
 from reacture_convert.phases import reached
-from reacture_convert.writers import FORMATS, writer_specs
-from reacture_convert.writers.session import SessionWriter
-from reacture_convert.writers.webdataset import SessionSamples, SessionTar, WdsOptions
+from reacture_convert.writers import (
+    FORMATS,
+    FormatWriter,
+    SessionContext,
+    WriterSpec,
+    Written,
+    session_writers,
+    writer_specs,
+)
+from reacture_convert.writers.webdataset import SessionTar, WdsOptions
 from reacture_convert.writers.zarr import ZarrOptions
 
 __all__ = [
@@ -40,7 +47,6 @@ __all__ = [
     "convert_session",
     "commit_result",
     "session_parts",
-    "session_tar_path",
     "FORMATS",
 ]
 
@@ -50,7 +56,8 @@ RETRIES = 2  # extra attempts after a transient I/O error
 @dataclass(frozen=True)
 class ConvertOptions:
     """How to convert. ``formats``: names from ``FORMATS`` (``reacture_convert.writers``):
-    ``zarr`` (Zarr + rows + alignment table) and/or ``wds`` (WebDataset shards)."""
+    ``zarr`` (Zarr + rows + alignment table) and/or ``wds`` (WebDataset shards); each format's
+    own options are the field named as the format."""
 
     formats: tuple[str, ...] = ("zarr",)
     zarr: ZarrOptions = ZarrOptions()
@@ -61,6 +68,10 @@ class ConvertOptions:
 
     def __post_init__(self) -> None:
         writer_specs(self.formats)  # ConfigError naming the formats there are
+
+    def writer_options(self, name: str) -> Any:
+        """The options of format ``name`` (what its ``WriterSpec.open`` takes)."""
+        return getattr(self, name)
 
 
 @dataclass(frozen=True)
@@ -78,11 +89,6 @@ def stage_key(session: str, run_id: str | None) -> str:
     """A session's staging folder, private to one run: a straggling task of a killed run can
     only ever write into its own run's folder, which the next run deletes unseen."""
     return f"{run_id or 'direct'}/{session}"
-
-
-def session_tar_path(out: Output, session: str, run_id: str | None = None) -> str:
-    """Where a session's sample tar waits for the shard merge (inside staging: never visible)."""
-    return out.path(staged_session_tar(run_id, session))
 
 
 def _hash_or_damage(
@@ -127,13 +133,30 @@ def _entry(bundle: BundleRef, status: Status, **kw: Any) -> CatalogEntry:
 
 
 def _from_report(report: Report) -> dict[str, Any]:
+    """A catalog entry's fields from a validation report, but its findings."""
     return {
         "metadata_session_id": report.metadata_session_id,
         "n_frames": report.n_frames,
         "n_rows": report.n_rows,
         "blank_frames": report.blank_frames,
-        "findings": report.findings,
     }
+
+
+def _rejected(
+    bundle: BundleRef, findings: Iterable[Finding], run_id: str | None, **fields: Any
+) -> SessionResult:
+    """Rejected, the first error finding its reason."""
+    return SessionResult(
+        CatalogEntry.rejected(
+            bundle.source,
+            bundle.prefix,
+            findings,
+            session=session_name(bundle.prefix),
+            converted_at=_now(),
+            run_id=run_id,
+            **fields,
+        )
+    )
 
 
 def _drop_staging(out: Output, key: str) -> None:
@@ -216,15 +239,7 @@ def _damaged(
     report = validate_bundle(bundle, options.input_options, options.limits)
     seen = {(d.code, d.file) for d in damaged}
     found = (*damaged, *(f for f in report.findings if (f.code, f.file) not in seen))
-    return SessionResult(
-        _entry(
-            bundle,
-            Status.REJECTED,
-            reason=f"{damaged[0].code} at {damaged[0].location()}",
-            run_id=run_id,
-            **{**_from_report(report), "findings": found},
-        )
-    )
+    return _rejected(bundle, found, run_id, **_from_report(report))
 
 
 def _previous_outcome(
@@ -290,8 +305,7 @@ def _convert(
     previous: CatalogEntry | None,
     run_id: str | None,
 ) -> SessionResult:
-    opts = options.input_options
-    specs = writer_specs(options.formats)
+    specs = session_writers(options.formats)
     parts = [part for spec in specs for part in spec.session_outputs(session)]
     merged = any(spec.merged for spec in specs)  # a sample tar for the batch's merge
     # The files are hashed in the read that converts them, unless the hashes decide first
@@ -301,7 +315,7 @@ def _convert(
     hash_first = not bundle.missing and (live or bundle.is_legacy)
     hashes: dict[str, str] = {}
     if hash_first:
-        hashes, damaged = _hash_or_damage(bundle, opts)
+        hashes, damaged = _hash_or_damage(bundle, options.input_options)
         if damaged:
             return _damaged(bundle, damaged, options, run_id)
     up_to_date: CatalogEntry | None = None
@@ -310,103 +324,136 @@ def _convert(
         if decided is not None and (decided.status is not Status.SKIPPED or not merged):
             return SessionResult(decided)
         up_to_date = decided
-    in_read: dict[str, str] | None = None if hash_first or bundle.missing else {}
+    read = _Read(
+        bundle, session, out, options, run_id, hashes, None if hash_first or bundle.missing else {}
+    )
+    return _read_and_write(read, specs, up_to_date)
+
+
+@dataclass(frozen=True)
+class _Read:
+    """A session's read, as ``_convert`` decided it: ``hashes``, the files' sha256 taken before
+    it; ``in_read``, None or where the read puts the sha256 it takes."""
+
+    bundle: BundleRef
+    session: str
+    out: Output
+    options: ConvertOptions
+    run_id: str | None
+    hashes: dict[str, str]
+    in_read: dict[str, str] | None
+
+
+def _read_and_write(
+    read: _Read, specs: Sequence[WriterSpec], up_to_date: CatalogEntry | None
+) -> SessionResult:
+    """One pass: validation reads the bundle, and the formats' writers (the per-session
+    outputs, unless up to date; a merged format's samples always) write into staging as it
+    goes; then the outcome, committed by the driver."""
+    bundle, opts, run_id = read.bundle, read.options.input_options, read.run_id
     threads = task_threads()  # every core here; the worker's one thread on a Dask worker
     # A legacy four-file export is read through a five-file view of it (legacy.py); for a
     # current bundle the view is the bundle itself.
     with as_five_file(bundle, opts) as (view, legacy_findings):
         if view is None:
-            first = next(f for f in legacy_findings if f.severity == "error")
-            return SessionResult(
-                _entry(
-                    bundle,
-                    Status.REJECTED,
-                    reason=f"{first.code} at {first.location()}",
-                    hashes=hashes,
-                    run_id=run_id,
-                    findings=tuple(legacy_findings),
-                )
-            )
-        # One pass: validation reads the bundle, and the writers (the per-session outputs,
-        # unless up to date; the samples for the shard merge) write into staging as it goes.
-        key = stage_key(session, run_id)
-        writer: SessionWriter | None = None
-        samples: SessionSamples | None = None
-        if not view.missing:
-            # (a bundle missing a file is rejected, and was not hashed: its members may be
-            # damaged, which only validation may read)
-            if parts and up_to_date is None:
-                out.clear_staging(key)
-                writer = SessionWriter(view, session, out, options.zarr, opts, key, threads)
-            if merged:
-                tar_path = session_tar_path(out, session, run_id)
-                samples = SessionSamples(session, out, tar_path, options.wds)
-        sinks = [s for s in (writer, samples) if s is not None]
-
-        def discard() -> None:
-            if writer is not None:
-                writer.discard()
-                out.clear_staging(key)
-            if samples is not None:
-                samples.discard()
-
-        try:
-            report = validate_bundle(
-                view,
-                opts,
-                options.limits,
-                sink=ReadSinks(sinks) if sinks else None,
-                hashes=in_read,
-                threads=threads,
-            )
-        except BaseException:
-            discard()
-            raise
-        if legacy_findings:
-            report = replace(report, findings=(*legacy_findings, *report.findings))
-        if in_read is not None:
-            # what the read did not take in whole (README.md, and any file of a bundle that
-            # is not valid) is hashed apart, as before conversion: a damaged member rejects
-            rest = replace(
-                bundle, files={r: f for r, f in bundle.files.items() if r not in in_read}
-            )
-            if not report.ok:
-                rest = bundle
-            more, damaged = _hash_or_damage(rest, opts)
+            return _rejected(bundle, legacy_findings, run_id, hashes=read.hashes)
+        key = stage_key(read.session, run_id)
+        context = SessionContext(view, bundle, read.session, read.out, key, run_id, opts, threads)
+        # (a bundle missing a file is rejected, and was not hashed: its members may be
+        # damaged, which only validation may read)
+        writers = [] if view.missing else _open_writers(context, specs, read.options, up_to_date)
+        report = _validate(context, writers, read, legacy_findings)
+        hashes = read.hashes
+        if read.in_read is not None:
+            hashes, damaged = _hash_rest(bundle, report, read.in_read, opts)
             if damaged:
-                discard()
-                return _damaged(bundle, damaged, options, run_id)
-            hashes = {**in_read, **more} if report.ok else more
+                _discard(writers)
+                return _damaged(bundle, damaged, read.options, run_id)
         if not report.ok:
-            discard()
-            first = next(f for f in report.findings if f.severity == "error")
-            return SessionResult(
-                _entry(
-                    bundle,
-                    Status.REJECTED,
-                    reason=f"{first.code} at {first.location()}",
-                    hashes=hashes,
-                    run_id=run_id,
-                    **_from_report(report),
-                )
-            )
-        try:
-            session_tar = samples.finish(report) if samples is not None else None
-            outputs: list[str] = []
-            if up_to_date is None and writer is not None:
-                outputs = writer.finish(report, hashes, provenance=bundle)
-        except BaseException:
-            discard()
-            raise
+            _discard(writers)
+            return _rejected(bundle, report.findings, run_id, hashes=hashes, **_from_report(report))
+        written = _complete(writers, report, hashes)
         if up_to_date is not None:
-            return SessionResult(up_to_date, session_tar)
+            return SessionResult(up_to_date, written.session_tar)
     entry = _entry(
         bundle,
         Status.CONVERTED,
         hashes=dict(sorted(hashes.items())),
-        outputs=tuple(outputs),
+        outputs=written.outputs,
         run_id=run_id,
+        findings=report.findings,
         **_from_report(report),
     )
-    out.sync_staged(key, outputs)  # durable here, in the worker: the driver only renames
-    return SessionResult(entry, session_tar, tuple(outputs), key)
+    read.out.sync_staged(key, list(written.outputs))  # durable here: the driver only renames
+    return SessionResult(entry, written.session_tar, written.outputs, key)
+
+
+def _open_writers(
+    context: SessionContext,
+    specs: Sequence[WriterSpec],
+    options: ConvertOptions,
+    up_to_date: CatalogEntry | None,
+) -> list[FormatWriter]:
+    """The writers of the formats asked for, in ``WRITERS`` order (the first one sizes the
+    read's frame blocks); with the session up to date, only those of merged formats."""
+    return [
+        spec.open(context, options.writer_options(spec.name))
+        for spec in specs
+        if spec.merged or up_to_date is None
+    ]
+
+
+def _discard(writers: Sequence[FormatWriter]) -> None:
+    for writer in writers:
+        writer.discard()
+
+
+def _validate(
+    context: SessionContext,
+    writers: Sequence[FormatWriter],
+    read: _Read,
+    legacy_findings: Sequence[Finding],
+) -> Report:
+    """Validate the bundle as it is read, the writers taking what is read; a legacy export's
+    findings come first. An exception discards the writers' outputs."""
+    options = read.options
+    try:
+        report = validate_bundle(
+            context.view,
+            options.input_options,
+            options.limits,
+            sink=ReadSinks(writers) if writers else None,
+            hashes=read.in_read,
+            threads=context.threads,
+        )
+    except BaseException:
+        _discard(writers)
+        raise
+    if legacy_findings:
+        report = replace(report, findings=(*legacy_findings, *report.findings))
+    return report
+
+
+def _hash_rest(
+    bundle: BundleRef, report: Report, in_read: dict[str, str], opts: StorageOptions | None
+) -> tuple[dict[str, str], list[Finding]]:
+    """The hashes after a read that took some: what the read did not take in whole (README.md,
+    and any file of a bundle that is not valid) is hashed apart, as before conversion; a
+    damaged member rejects the bundle."""
+    rest = replace(bundle, files={r: f for r, f in bundle.files.items() if r not in in_read})
+    if not report.ok:
+        rest = bundle
+    more, damaged = _hash_or_damage(rest, opts)
+    return ({**in_read, **more} if report.ok else more), damaged
+
+
+def _complete(writers: Sequence[FormatWriter], report: Report, hashes: dict[str, str]) -> Written:
+    """Every writer complete, as one: their staged outputs, and the merged format's samples.
+    An exception discards them all."""
+    try:
+        done = [writer.complete(report, hashes) for writer in writers]
+    except BaseException:
+        _discard(writers)
+        raise
+    tars = [w.session_tar for w in done if w.session_tar is not None]
+    return Written(tuple(p for w in done for p in w.outputs), tars[0] if tars else None)

@@ -18,7 +18,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from fsspec.core import url_to_fs
 
@@ -39,6 +39,7 @@ from reacture_convert.writers.webdataset import SessionTar
 
 __all__ = [
     "Finished",
+    "Keyed",
     "Running",
     "SessionRunner",
     "archive_entries",
@@ -46,6 +47,7 @@ __all__ = [
     "forget_listings",
     "group_task",
     "session_task",
+    "Task",
 ]
 
 Submit = Callable[..., None]  # submit(key, fn, *args): a scheduler's (or a pump's) submit
@@ -80,16 +82,28 @@ def session_task(
     return convert_session(bundle, out, options, previous, run_id)
 
 
-Task = tuple[BundleRef, ConvertOptions, CatalogEntry | None]  # a bundle, how, its previous row
+class Task(NamedTuple):
+    """A session to convert: its bundle, how, and its session's previous (live) row."""
+
+    bundle: BundleRef
+    options: ConvertOptions
+    previous: CatalogEntry | None
+
+
+class Keyed(NamedTuple):
+    """A session task under the driver's ``key`` for it."""
+
+    key: Hashable
+    task: Task
 
 
 def group_task(tasks: Sequence[Task], out: Output, run_id: str) -> list[Any]:
     """Several sessions in one task, one after the other; each one's result, or the exception
     that replaced it."""
     values: list[Any] = []
-    for bundle, options, previous in tasks:
+    for task in tasks:
         try:
-            values.append(session_task(bundle, out, options, previous, run_id))
+            values.append(session_task(task.bundle, out, task.options, task.previous, run_id))
         except Exception as e:  # noqa: BLE001 - handed to the driver as that session's value
             values.append(e)
     return values
@@ -204,18 +218,19 @@ class SessionRunner:
         self._add(key, bundle, tag)
         self.submit(key, session_task, bundle, self.out, options, previous, self.run_id)
 
-    def start_group(self, keyed: Sequence[tuple[Hashable, Task]]) -> None:
+    def start_group(self, keyed: Sequence[Keyed]) -> None:
         """Submit several sessions as one task (``group_task``); ``finish_task`` hands back
         each one's result."""
         if len(keyed) == 1:
-            key, (bundle, options, previous) = keyed[0]
-            self.start(key, bundle, options, previous)
+            key, task = keyed[0]
+            self.start(key, task.bundle, task.options, task.previous)
             return
-        group = ("group", keyed[0][0])
-        for key, (bundle, _, _) in keyed:
-            self._add(key, bundle, None)
-        self.groups[group] = [key for key, _ in keyed]
-        self.submit(group, group_task, [task for _, task in keyed], self.out, self.run_id)
+        group = ("group", keyed[0].key)
+        for one in keyed:
+            self._add(one.key, one.task.bundle, None)
+        self.groups[group] = [one.key for one in keyed]
+        tasks = [one.task for one in keyed]
+        self.submit(group, group_task, tasks, self.out, self.run_id)
 
     def _add(self, key: Hashable, bundle: BundleRef, tag: Any) -> None:
         run = Running(bundle, time.monotonic(), tag)

@@ -46,7 +46,6 @@ import queue
 import signal
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -59,12 +58,13 @@ from reacture_convert.output.catalog import Catalog, CatalogEntry
 from reacture_convert.output.layout import WDS_INDEX
 from reacture_convert.output.naming import session_name
 from reacture_convert.output.status import Status
-from reacture_convert.output.storage import Output, lock_output
+from reacture_convert.output.storage import Output
 from reacture_convert.run.convert import ConvertOptions
 from reacture_convert.run.driver import SessionRunner, forget_listings
 from reacture_convert.run.options import WatchOptions, parse_duration  # re-exported
 from reacture_convert.run.scheduler import ResultPump, open_scheduler
 from reacture_convert.run.settle import Incoming, Key
+from reacture_convert.run.setup import OutputRun, hold_output
 from reacture_convert.run.summary import WatchStatus, WatchSummary
 from reacture_convert.writers.card import write_card
 from reacture_convert.writers.webdataset import SessionTar, append_shards
@@ -444,57 +444,80 @@ def run_watch(
     shard set as new shards (``append_shards``) whenever no session is in flight (at most every
     ``SHARDS_EVERY`` seconds while sessions keep coming) and when it stops (event ``shards``).
     """
-    run_id = uuid.uuid4().hex[:12]
     started = time.perf_counter()
-    with lock_output(out, wait=wait_for_lock) as held:
+    with hold_output(out, wait=wait_for_lock) as run:
         forget_listings(out, paths, options.input_options)
-        catalog = Catalog.load(out, guard=held.check)
-        out.clear_staging()  # a killed watcher's or batch's leftovers: never visible
+        catalog = run.load_catalog()
         watcher = _Watcher(
-            paths, out, options, watch, run_id, catalog, on_event, on_status, stop, stop_on_error
+            paths,
+            out,
+            options,
+            watch,
+            run.run_id,
+            catalog,
+            on_event,
+            on_status,
+            stop,
+            stop_on_error,
         )
         with _signals(watcher, handle_signals) as arm:
-            with open_scheduler(scheduler, workers, n_tasks=2) as sched:
-                # a local cluster starts on a thread: armed once its workers exist (they
-                # inherit SIGINT ignored)
-                sched.workers  # noqa: B018 - waits for the scheduler
-                arm()
-                limit = max(1, min(workers or sched.capacity, sched.capacity))
-                watcher.emit(
-                    "started",
-                    incoming=list(paths),
-                    out=out.url,
-                    run_id=run_id,
-                    scheduler=sched.description,
-                    workers=sched.workers,
-                    in_flight=limit,
-                    settle=watch.settle,
-                    poll=watch.poll,
-                    incomplete_timeout=watch.incomplete_timeout,
-                    once=watch.once,
-                )
-                pump = ResultPump(sched, TICK)
-                try:
-                    watcher.loop(pump, limit)
-                finally:
-                    pump.close()
-            if watcher.aborted:  # what was in flight is dropped, never committed; a task that
-                # cannot be interrupted (a thread) may still write: the next start clears it
-                with contextlib.suppress(OSError):
-                    out.clear_staging(run_id)
-            if not watcher.aborted:
-                watcher.publish_shards(final=True)
-            watcher.flush(final=True)
-            if not watcher.aborted:
-                write_card(out, catalog.view())
-                out.clear_staging()
+            _serve(watcher, scheduler, workers, arm)
+            _wind_up(watcher, run)
+    return _stopped(watcher, time.perf_counter() - started)
+
+
+def _serve(watcher: _Watcher, scheduler: str, workers: int | None, arm: Callable[[], None]) -> None:
+    """The watcher's loop on a scheduler, until it stops or aborts."""
+    with open_scheduler(scheduler, workers, n_tasks=2) as sched:
+        # a local cluster starts on a thread: armed once its workers exist (they inherit
+        # SIGINT ignored)
+        sched.workers  # noqa: B018 - waits for the scheduler
+        arm()
+        limit = max(1, min(workers or sched.capacity, sched.capacity))
+        watch = watcher.watch
+        watcher.emit(
+            "started",
+            incoming=list(watcher.paths),
+            out=watcher.out.url,
+            run_id=watcher.run_id,
+            scheduler=sched.description,
+            workers=sched.workers,
+            in_flight=limit,
+            settle=watch.settle,
+            poll=watch.poll,
+            incomplete_timeout=watch.incomplete_timeout,
+            once=watch.once,
+        )
+        pump = ResultPump(sched, TICK)
+        try:
+            watcher.loop(pump, limit)
+        finally:
+            pump.close()
+
+
+def _wind_up(watcher: _Watcher, run: OutputRun) -> None:
+    """After the loop: the last shards, the catalog written, the card and staging cleared (the
+    catalog only, after an abort)."""
+    if watcher.aborted:  # what was in flight is dropped, never committed; a task that
+        # cannot be interrupted (a thread) may still write: the next start clears it
+        with contextlib.suppress(OSError):
+            run.out.clear_staging(run.run_id)
+    if not watcher.aborted:
+        watcher.publish_shards(final=True)
+    watcher.flush(final=True)
+    if not watcher.aborted:
+        run.close()
+
+
+def _stopped(watcher: _Watcher, seconds: float) -> WatchSummary:
+    """The watcher's summary, and its ``stopped`` event."""
     stopped = "abort" if watcher.aborted else (watcher.stopped or "once")
     summary = WatchSummary(
-        out=out.url,
-        run_id=run_id,
+        out=watcher.out.url,
+        run_id=watcher.run_id,
         stopped=stopped,
-        entries=catalog.entries(watcher.rows),
-        seconds=time.perf_counter() - started,
+        entries=watcher.catalog.entries(watcher.rows),
+        seconds=seconds,
         frames=watcher.frames,
         waiting=watcher.status().waiting,
         findings=tuple(watcher.incoming.loose_errors),

@@ -3,7 +3,9 @@ Parquet and the alignment table) and ``wds`` (``webdataset``: WebDataset shards)
 
 ``WRITERS`` maps a format's name to what the converter needs to know about it, so that
 conversion loops over the formats asked for instead of testing their names, and ``FORMATS``
-lists the names. ``writer_specs`` turns names into specs and refuses an unknown one.
+lists the names. ``writer_specs`` turns names into specs and refuses an unknown one. Each spec
+opens the format's writer of a session (``writers.base.FormatWriter``); adding a format is one
+module plus one line here (``docs/adding-a-format.md``).
 """
 
 from __future__ import annotations
@@ -11,12 +13,24 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Final
+from typing import Any, Final
 
 from reacture_convert.errors import ConfigError
 from reacture_convert.output.layout import session_parts
+from reacture_convert.writers.base import FormatWriter, SessionContext, Written
+from reacture_convert.writers.session import open_session
+from reacture_convert.writers.webdataset.session import open_samples
 
-__all__ = ["FORMATS", "WRITERS", "WriterSpec", "writer_specs"]
+__all__ = [
+    "FORMATS",
+    "WRITERS",
+    "FormatWriter",
+    "SessionContext",
+    "WriterSpec",
+    "Written",
+    "session_writers",
+    "writer_specs",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,11 +41,15 @@ class WriterSpec:
     written into staging while validation reads the bundle; none when the format has no
     per-session output. ``merged``: the format's output spans sessions: every session leaves a
     sample tar in staging (even when its other outputs are up to date), and the batch merges
-    them once all sessions are done."""
+    them once all sessions are done. ``open(context, options)``: the format's writer of one
+    session, given the format's options (the ``ConvertOptions`` field named as the format).
+    In a conversion the writers are opened in ``WRITERS`` order: the first one's
+    ``block_frames`` sizes the blocks of frames that the read hands to all of them."""
 
     name: str
     description: str
     session_outputs: Callable[[str], list[str]]
+    open: Callable[[SessionContext, Any], FormatWriter]
     merged: bool = False
 
 
@@ -41,8 +59,8 @@ def _no_outputs(session: str) -> list[str]:
 
 WRITERS: Final[Mapping[str, WriterSpec]] = MappingProxyType(
     {
-        "zarr": WriterSpec("zarr", "Zarr + rows + alignment table", session_parts),
-        "wds": WriterSpec("wds", "WebDataset shards", _no_outputs, merged=True),
+        "zarr": WriterSpec("zarr", "Zarr + rows + alignment table", session_parts, open_session),
+        "wds": WriterSpec("wds", "WebDataset shards", _no_outputs, open_samples, merged=True),
     }
 )
 FORMATS: Final = tuple(WRITERS)
@@ -58,3 +76,10 @@ def writer_specs(formats: Iterable[str]) -> tuple[WriterSpec, ...]:
         choices = ", ".join(f"{s.name} ({s.description})" for s in WRITERS.values())
         raise ConfigError(f"{what}; choose one or more of {choices}")
     return tuple(WRITERS[name] for name in names)
+
+
+def session_writers(formats: Iterable[str]) -> tuple[WriterSpec, ...]:
+    """The specs of ``formats`` in the order a conversion opens their writers (``WRITERS``
+    order, whatever the order asked: the first writer sizes the read's frame blocks)."""
+    asked = {spec.name for spec in writer_specs(formats)}
+    return tuple(spec for spec in WRITERS.values() if spec.name in asked)

@@ -6,8 +6,8 @@ writes ``zarr/<session>.zarr``, ``rows/<session>.parquet`` and ``frames/<session
 into a staging folder. Per block of frames, the sha256 of every frame and the encoding and
 writing of its chunks run on a small thread pool (hashlib, zstd and file writes release the
 GIL), overlapped with reading the next block and with parsing the rows; at most a few blocks
-are in flight, so memory stays flat. ``finish`` adds what needs the whole report; ``discard``
-drops it all.
+are in flight, so memory stays flat. ``complete`` adds what needs the whole report; ``discard``
+drops it all. ``open_session`` is the format's entry in the writer registry.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ from reacture_convert.ingest.npy import read_npy_header
 from reacture_convert.ingest.rowscan import RowBlock
 from reacture_convert.ingest.validate import Report
 from reacture_convert.output.layout import frames_table_path, rows_path, session_parts, zarr_path
-from reacture_convert.output.storage import Output
 from reacture_convert.phases import reached
 from reacture_convert.writers.alignment import FrameLedger, frames_table, write_frames_table
+from reacture_convert.writers.base import SessionContext, Written
 from reacture_convert.writers.rows import RowsWriter
 from reacture_convert.writers.zarr import ZarrOptions, ZarrSessionWriter
 
-__all__ = ["SessionWriter", "zarr_attributes"]
+__all__ = ["SessionWriter", "open_session", "zarr_attributes"]
 
 _IN_FLIGHT_BYTES = 32 << 20  # frame blocks queued or being encoded (at least two blocks)
 
@@ -86,25 +86,24 @@ def _n_frames(bundle: BundleRef, opts: StorageOptions | None) -> int:
     return header.shape[0] if header is not None and header.shape else 0
 
 
+def open_session(ctx: SessionContext, options: ZarrOptions) -> SessionWriter:
+    """The ``zarr`` format's writer of a session, into an emptied staging folder."""
+    ctx.out.clear_staging(ctx.stage_key)
+    return SessionWriter(ctx, options)
+
+
 class SessionWriter:
     """Writes a session's ``zarr`` format outputs into ``OUT/.staging/<key>`` while validation
-    reads the bundle (see the module doc). ``threads``: the pool that hashes and encodes frame
-    blocks (1: on the reading thread itself, and Parquet written there too)."""
+    reads the bundle (see the module doc). ``ctx.threads``: the pool that hashes and encodes
+    frame blocks (1: on the reading thread itself, and Parquet written there too)."""
 
-    def __init__(
-        self,
-        bundle: BundleRef,
-        session: str,
-        out: Output,
-        options: ZarrOptions,
-        input_options: StorageOptions | None,
-        key: str,
-        threads: int = 2,
-    ) -> None:
+    def __init__(self, ctx: SessionContext, options: ZarrOptions) -> None:
+        bundle, session, out, threads = ctx.view, ctx.session, ctx.out, ctx.threads
         self.bundle, self.session, self.out = bundle, session, out
-        self.opts = input_options
-        self.stage = out.staging(key)
-        n = _n_frames(bundle, input_options)
+        self.provenance, self.key = ctx.provenance, ctx.stage_key
+        self.opts = ctx.input_options
+        self.stage = out.staging(ctx.stage_key)
+        n = _n_frames(bundle, ctx.input_options)
         self.ledger = FrameLedger(n)
         self.zarr = ZarrSessionWriter(
             out.keys(f"{self.stage}/{zarr_path(session)}"), n, {}, options
@@ -156,7 +155,7 @@ class SessionWriter:
         pass
 
     # --- end ----------------------------------------------------------------------------------
-    def finish(self, report: Report, hashes: Mapping[str, str], provenance: BundleRef) -> list[str]:
+    def complete(self, report: Report, hashes: Mapping[str, str]) -> Written:
         """Complete the staged outputs of a valid bundle; return their parts."""
         while self._in_flight:
             self._settle_one()
@@ -167,7 +166,7 @@ class SessionWriter:
         if ts is None or report.n_frames is None or ts.shape != (report.n_frames,):
             raise InputError(f"{self.session}: finish() is for a valid bundle's complete read")
         self.zarr.write_timestamps(ts)
-        self.zarr.write_attributes(zarr_attributes(self.session, provenance, report, hashes))
+        self.zarr.write_attributes(zarr_attributes(self.session, self.provenance, report, hashes))
         path = f"{self.stage}/{frames_table_path(self.session)}"
         self.out.makedirs(path.rsplit("/", 1)[0])
         table = frames_table(self.session, ts, report.frame_rows.array, self.ledger)
@@ -179,7 +178,7 @@ class SessionWriter:
                 table_file.close()
         if self._pool is not None:
             self._pool.shutdown()
-        return session_parts(self.session)
+        return Written(outputs=tuple(session_parts(self.session)))
 
     def discard(self) -> None:
         if self._pool is not None:
@@ -189,3 +188,4 @@ class SessionWriter:
         if self._rows_file is not None:
             with contextlib.suppress(Exception):
                 self._rows_file.close()
+        self.out.clear_staging(self.key)

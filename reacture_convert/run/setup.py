@@ -1,0 +1,60 @@
+"""A run's hold on OUT, the same for a batch and a watcher: its id, OUT's lock for as long as
+it runs, the catalog loaded under the lock with staging cleared of what killed runs left, and
+at the end the dataset card and staging cleared again.
+
+``hold_output`` takes the lock; ``load_catalog`` is a separate step so that a batch can start
+its scheduler's cluster (on a thread) while the catalog loads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator
+
+from reacture_convert.output.catalog import Catalog
+from reacture_convert.output.storage import Held, Output, lock_output
+from reacture_convert.writers.card import write_card
+
+__all__ = ["OutputRun", "hold_output", "new_run_id"]
+
+
+def new_run_id() -> str:
+    """A run's id: its rows in the catalog and its staging folder carry it."""
+    return uuid.uuid4().hex[:12]
+
+
+class OutputRun:
+    """One run holding OUT's lock (``hold_output``): ``run_id``, and the ``catalog`` once
+    ``load_catalog`` has loaded it."""
+
+    def __init__(self, out: Output, run_id: str, held: Held) -> None:
+        self.out = out
+        self.run_id = run_id
+        self.held = held
+        self._catalog: Catalog | None = None
+
+    @property
+    def catalog(self) -> Catalog:
+        assert self._catalog is not None, "load_catalog() first"
+        return self._catalog
+
+    def load_catalog(self) -> Catalog:
+        """The catalog, its writes guarded by the lock (a lost S3 lease stops them); staging is
+        cleared of a killed run's leftovers, which were never visible."""
+        self._catalog = Catalog.load(self.out, guard=self.held.check)
+        self.out.clear_staging()
+        return self._catalog
+
+    def close(self) -> None:
+        """A run that finished: the dataset card from the catalog, and staging cleared."""
+        write_card(self.out, self.catalog.view())
+        self.out.clear_staging()
+
+
+@contextlib.contextmanager
+def hold_output(out: Output, run_id: str | None = None, *, wait: bool) -> Iterator[OutputRun]:
+    """Hold OUT's lock as run ``run_id`` (a new one by default). Raises ``LockedError`` when
+    another run holds it (unless ``wait``)."""
+    with lock_output(out, wait=wait) as held:
+        yield OutputRun(out, run_id or new_run_id(), held)
