@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -170,28 +171,25 @@ def test_the_reading_the_data_example_runs_as_written(clone: Path) -> None:
     assert scope["frames"] is not None
 
 
-def test_the_resume_example_runs_as_written(clone: Path) -> None:
-    """The "Resuming after preemption" block, on the real recordings converted as the README's
-    commands convert them."""
-    if not (clone / "data" / "real" / "catalog.parquet").exists():
-        subprocess.run(
-            [
-                str(Path(sys.executable).parent / "reacture-convert"),
-                *"convert tests/data/real.tar.gz --out data/real --format zarr,wds".split(),
-            ],
-            cwd=clone,
-            check=True,
-            capture_output=True,
-        )
-    start = README.index("\n### Resuming after preemption\n")
-    (code,) = re.findall(
-        r"```python\n(.*?)```", README[start : README.index("\n###", start + 1)], re.S
-    )
+def test_the_mixing_example_runs_as_written(clone: Path) -> None:
+    """The "Mixing datasets" block, over the two datasets the README's commands convert."""
+    cli = str(Path(sys.executable).parent / "reacture-convert")
+    for folder, command in (
+        ("data/real", "convert tests/data/real.tar.gz --out data/real --format zarr,wds"),
+        ("data/other", "convert sample --out data/other --format zarr,wds --shard-size 1MB"),
+    ):
+        if not (clone / folder / "catalog.parquet").exists():
+            subprocess.run([cli, *command.split()], cwd=clone, check=True, capture_output=True)
+    start = README.index("\n### Mixing datasets\n")
+    end = README.index("\n#", start + 1)
+    (code,) = re.findall(r"```python\n(.*?)```", README[start:end], re.S)
     cwd = os.getcwd()
     try:
         os.chdir(clone)
         scope: dict[str, object] = {"__name__": "__readme__"}
-        exec(compile(code, "README: Resuming after preemption", "exec"), scope)
+        exec(compile(code, "README: Mixing datasets", "exec"), scope)
+        loader: Any = scope["loader"]
+        sessions = [s for batch in loader for s in batch["session"]]
     finally:
         os.chdir(cwd)
-    assert (clone / "checkpoint.pt").is_file()
+    assert len(sessions) == len(loader.dataset) == 534 + 92  # real (all frames) + the sample

@@ -25,7 +25,7 @@ import numpy.typing as npt
 
 from reacture_convert.errors import ConfigError
 
-__all__ = ["batches", "deal", "epoch_order", "rank_share"]
+__all__ = ["batches", "deal", "epoch_order", "rank_batches", "rank_share"]
 
 I64 = npt.NDArray[np.int64]
 
@@ -83,3 +83,19 @@ def deal(items: Sequence[I64], workers: int) -> list[I64]:
     cuts = [w * base + min(w, extra) for w in range(workers + 1)]
     parts = [items[cuts[w] : cuts[w + 1]] for w in range(workers)]
     return [part[depth] for depth in range(len(parts[0])) for part in parts if depth < len(part)]
+
+
+def rank_batches(
+    order: I64,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    rank: int,
+    world_size: int,
+    drop_last: bool,
+    workers: int,
+) -> list[I64]:
+    """A rank's batches of an epoch in ``order``: its share, cut into batches, dealt to
+    ``workers`` when shuffled (in order they stay in order)."""
+    cut = batches(rank_share(order, rank, world_size, drop_last), batch_size, drop_last)
+    return deal(cut, workers) if shuffle else cut

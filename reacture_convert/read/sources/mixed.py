@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from reacture_convert.errors import ConfigError
 from reacture_convert.read.batch import Batch, Buffers, MakeBuffers, Spec, numpy_buffers, unbatch
-from reacture_convert.read.plan import batches, deal, epoch_order, rank_share
+from reacture_convert.read.plan import epoch_order, rank_batches
 from reacture_convert.read.sources.zarr import ZarrSource
 
 __all__ = ["MixedSource", "mix_counts"]
@@ -124,8 +124,15 @@ class MixedSource:
         """As ``ZarrSource.epoch_batches``, over the mixed epoch."""
         mix = self.shuffling.window if window is None else window
         order = self.epoch_order(shuffle, seed, epoch, mix)
-        cut = batches(rank_share(order, rank, world_size, drop_last), batch_size, drop_last)
-        return deal(cut, workers) if shuffle else cut
+        return rank_batches(
+            order,
+            batch_size,
+            shuffle=shuffle,
+            rank=rank,
+            world_size=world_size,
+            drop_last=drop_last,
+            workers=workers,
+        )
 
     def iter_batches(self, batch_size: int, **plan: Any) -> Iterator[Batch]:
         for ids in self.epoch_batches(batch_size, **plan):

@@ -49,7 +49,7 @@ from reacture_convert.read.options import (
     ReadOptions,
     ShuffleOptions,
 )
-from reacture_convert.read.plan import batches, deal, epoch_order, rank_share
+from reacture_convert.read.plan import epoch_order, rank_batches
 from reacture_convert.read.session import OutLike, StoredDataset, open_stored
 from reacture_convert.read.sources.base import log_skips
 from reacture_convert.read.splits import select_sessions
@@ -263,9 +263,15 @@ class ZarrSource:
         chunk_of = self.chunk_of()
         mix = self.shuffling.window if window is None else window
         order = epoch_order(chunk_of, shuffle, seed, epoch, mix)
-        share = rank_share(order, rank, world_size, drop_last)
-        cut = batches(share, batch_size, drop_last)
-        return deal(cut, workers) if shuffle else cut
+        return rank_batches(
+            order,
+            batch_size,
+            shuffle=shuffle,
+            rank=rank,
+            world_size=world_size,
+            drop_last=drop_last,
+            workers=workers,
+        )
 
     def iter_batches(self, batch_size: int, **plan: Any) -> Iterator[Batch]:
         """Read the batches of ``epoch_batches(batch_size, **plan)`` one after another."""
