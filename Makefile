@@ -71,7 +71,7 @@ test-zarr-oldest: $(OLD_STAMP)
 	$(OLD_VENV)/bin/python -m pytest -q -p no:cacheprovider -m zarr_compat $(ZARR_COMPAT_TESTS)
 
 test: install $(TORCH_STAMP) $(TF_STAMP) browser test-zarr-oldest
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 lint: install
 	$(BIN)/ruff check reacture_convert tests benchmarks

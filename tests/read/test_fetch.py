@@ -20,7 +20,7 @@ DATA = os.urandom(100_003)
 
 @settings(max_examples=40, deadline=None)
 @given(
-    block=st.integers(1, 40_000),
+    block=st.integers(4096, 40_000),
     ahead=st.integers(1, 6),
     reads=st.lists(st.integers(1, 30_000), min_size=1, max_size=30),
 )

@@ -164,6 +164,7 @@ def test_webdataset_builder_loads_every_sample_with_the_cards_features(
     assert check_samples(iter(ds), decode=False) == total_frames()
 
 
+@pytest.mark.parametrize("out", ["npy"], indirect=True)  # the encoding: the builder tests above
 @pytest.mark.parametrize("streaming", [False, True], ids=["loaded", "streaming"])
 def test_load_dataset_understands_the_converted_folder(
     out: Path, cache: str, streaming: bool
