@@ -34,7 +34,11 @@ def bench() -> ModuleType:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
+    path = list(sys.path)
+    try:
+        spec.loader.exec_module(module)
+    finally:  # run.py puts benchmarks/ first on sys.path: later imports must not see it
+        sys.path[:] = path
     return module
 
 

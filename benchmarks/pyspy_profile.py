@@ -1,7 +1,7 @@
 """Where the time of a command goes: sample it with py-spy and print the top functions.
 
-    .venv/bin/python benchmarks/profile.py [--rate 200] [--top 15] -- COMMAND [ARGS...]
-    .venv/bin/python benchmarks/profile.py --raw FILE.raw      # summarise an earlier recording
+    .venv/bin/python benchmarks/pyspy_profile.py [--rate 200] [--top 15] -- COMMAND [ARGS...]
+    .venv/bin/python benchmarks/pyspy_profile.py --raw FILE.raw   # summarise an earlier recording
 
 Needs py-spy (``pip install py-spy``; not a dependency of the package). Records every thread
 (idle included, so shares are of wall time) and its subprocesses, then prints for each process's
