@@ -43,7 +43,6 @@ READ_LAYERS: tuple[frozenset[str], ...] = (
             "session",
             "resume",
             "cache",
-            "fetch",
         }
     ),
     frozenset({"sources"}),

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import glob
+import io
 import os
 import tempfile
 import uuid
@@ -33,6 +34,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from reacture_convert.errors import LockedError, OutputError
+from reacture_convert.output.fetch import ReadAhead
 from reacture_convert.output.layout import LOCKED_WRITES, STAGING, TRASH
 from reacture_convert.output.lease import LOCK, Lease, is_s3, put_object
 from reacture_convert.phases import reached
@@ -90,9 +92,16 @@ class Output:
 
     # --- files: ``path`` arguments are paths on ``fs`` (``path(...)``) -----------------------
 
-    def open_read(self, path: str) -> IO[bytes]:
-        """``path`` opened for reading (locally a plain file: page cache, no fsspec layer)."""
-        return open(path, "rb") if self.is_local else self.fs.open(path, "rb")
+    def open_read(self, path: str, size: int | None = None) -> IO[bytes]:
+        """``path`` opened for reading (locally a plain file: page cache, no fsspec layer).
+        ``size`` (its bytes, when known): it is read forward, and from an object store with
+        several large requests in flight (``fetch.ReadAhead``)."""
+        if self.is_local:
+            return open(path, "rb")
+        if size is None:
+            opened: IO[bytes] = self.fs.open(path, "rb")
+            return opened
+        return io.BufferedReader(ReadAhead(self.fs, path, size), 1 << 20)
 
     def create(self, path: str) -> NewFile:
         """A new file at ``path``, written forward in pieces (see ``NewFile``)."""

@@ -21,10 +21,10 @@ import numpy as np
 import numpy.typing as npt
 
 from reacture_convert.formats.zarr import direct_decoder
+from reacture_convert.output.fetch import pool
 from reacture_convert.output.layout import zarr_path
 from reacture_convert.output.storage import Output
 from reacture_convert.read.cache import ByteCache
-from reacture_convert.read.fetch import pool
 from reacture_convert.read.session import open_session
 
 __all__ = ["ChunkReader", "read_chunks"]

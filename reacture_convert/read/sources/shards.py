@@ -36,7 +36,6 @@ from typing import IO, Any, Final, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
-from fsspec.core import url_to_fs
 
 from reacture_convert.errors import ConfigError, OutputError
 from reacture_convert.formats.wds import INDEX, WdsIndex, iter_tar_samples, shuffle_buffer
@@ -56,7 +55,6 @@ from reacture_convert.read.batch import (
     put_frame,
 )
 from reacture_convert.read.cache import ByteCache, CacheOptions
-from reacture_convert.read.fetch import ReadAhead
 from reacture_convert.read.labels import FrameLabels, SampleJson, decode_sample_json
 from reacture_convert.read.options import Layout, ReadOptions, ShuffleOptions
 from reacture_convert.read.session import OutLike, as_output, read_table
@@ -297,7 +295,7 @@ class ShardSource:
 
     def _open(self, shard: int) -> IO[bytes]:
         """Shard ``shard`` to read forward: from the cache when there is one (filled first),
-        else from its store with several large requests in flight (``fetch.ReadAhead``)."""
+        else from its store (``Output.open_read``: read ahead from an object store)."""
         if self.cache is None:
             return self._fetch(shard)
 
@@ -309,8 +307,9 @@ class ShardSource:
         return open(self.cache.file(key, fill), "rb")
 
     def _fetch(self, shard: int) -> IO[bytes]:
-        fs, path = url_to_fs(self.urls[shard], **self.storage_options)
-        return io.BufferedReader(ReadAhead(fs, path, self.index.shards[shard].bytes), 1 << 20)
+        folder = Output(self.urls[shard].rsplit("/", 1)[0], self.storage_options)
+        path = folder.path(self.urls[shard].rsplit("/", 1)[1])
+        return folder.open_read(path, self.index.shards[shard].bytes)
 
 
 _COPY_PIECE: Final = 16 << 20

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reacture_convert.read.fetch import ReadAhead
+from reacture_convert.output.fetch import ReadAhead
 from tests.helpers.s3 import S3
 
 DATA = os.urandom(100_003)
