@@ -162,3 +162,12 @@ def test_the_readme_object_store_example_runs(
     moto_s3.fs.put(str(local), "datasets/reacture", recursive=True)
     exec(compile(code, "README: Training from an object store", "exec"), {"__name__": "__readme__"})
     assert ByteCache(CacheOptions(str(tmp_path / "cache"), 1)).size() > 0
+
+
+def test_a_cache_folder_that_cannot_be_made_is_refused_up_front(
+    local: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "a-file").write_bytes(b"")
+    for source in ("zarr", "wds"):
+        with pytest.raises(ConfigError, match="cannot create it"):
+            to_pytorch_dataloader(local, 8, source=source, cache_dir=str(tmp_path / "a-file" / "c"))

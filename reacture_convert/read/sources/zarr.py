@@ -126,6 +126,8 @@ class ZarrSource:
         self.shuffling = shuffling or ShuffleOptions()
         self.cache_chunks = cache_chunks
         self.cache = cache
+        if cache is not None:
+            ByteCache(cache)  # a folder that cannot be made is refused now, not in a worker
         identity = {
             e.session: f"{e.hashes.get('frames.npy')}|{e.converted_at}|{e.run_id}"
             for e in ds.catalog
