@@ -5,13 +5,16 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_STAMP := $(VENV)/.torch
 TF_STAMP := $(VENV)/.tensorflow
+# The frameworks the readers need, pinned once: the torch and tf extras of pyproject.toml.
+TORCH_PIN := $(shell sed -n 's/^torch = \["\([^"]*\)"\].*/\1/p' pyproject.toml)
+TF_PIN := $(shell sed -n 's/^tf = \["\([^"]*\)"\].*/\1/p' pyproject.toml)
 # The oldest zarr pyproject.toml allows (its "zarr>=X" bound), in a second small venv.
 ZARR_OLDEST := $(shell sed -n 's/^ *"zarr>=\([0-9.]*\).*/\1/p' pyproject.toml)
 OLD_VENV := .venv-zarr-oldest
 OLD_STAMP := $(OLD_VENV)/.installed
 ZARR_COMPAT_TESTS = $(shell grep -rl --include='test_*.py' 'mark.zarr_compat' tests)
 
-.PHONY: install convert test test-zarr-oldest lint bench docs clean browser
+.PHONY: install convert torch tf test test-zarr-oldest lint bench docs clean browser
 
 install: $(STAMP)
 
@@ -31,17 +34,24 @@ convert: install
 	@echo "  $(BIN)/reacture-convert verify data/converted --sources"
 	@echo "  $(BIN)/python -c \"import pyarrow.parquet as pq; print(pq.read_table('data/converted/catalog.parquet').select(['session','status','n_frames','n_rows']))\""
 	@echo "  $(BIN)/python -c \"import zarr; g = zarr.open_group('data/converted/zarr/reacture_1795637238001.zarr', mode='r'); print(g['frames'].info)\""
+	@echo "To train on converted data: make torch (or make tf), then the README's Training section."
 
-# The readers' tests need PyTorch: the CPU build 2.13.0 (pinned, so nothing pulls another torch).
+## PyTorch for the readers (the README's training section and the readers' tests): the torch
+## extra's pin, installed into .venv beside the editable package (never `pip install .[torch]`,
+## which would replace it).
+torch: $(TORCH_STAMP)
+
+## TensorFlow for its reader: the tf extra's pin, after PyTorch, with the torch and numpy already
+## installed as constraints, so the install fails rather than replace them.
+tf: $(TF_STAMP)
+
 $(TORCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet '$(TORCH_PIN)'
 	touch $(TORCH_STAMP)
 
-# The TensorFlow reader's tests need TensorFlow: the CPU build 2.21.0 (pinned). The torch and
-# numpy already installed are constraints, so the install fails rather than replace them.
 $(TF_STAMP): $(TORCH_STAMP)
 	$(BIN)/python -m pip freeze | grep -E '^(numpy|torch)==' > $(VENV)/.tf-constraints
-	$(BIN)/python -m pip install --quiet -c $(VENV)/.tf-constraints tensorflow-cpu==2.21.0
+	$(BIN)/python -m pip install --quiet -c $(VENV)/.tf-constraints '$(TF_PIN)'
 	touch $(TF_STAMP)
 
 # The report test looks at the HTML in a headless browser: Debian's chromium (apt-get, as root).
@@ -78,9 +88,9 @@ lint: install
 	$(BIN)/ruff format --check reacture_convert tests benchmarks
 	$(BIN)/mypy
 
-## Regenerate the README's finding-code table from reacture_convert/findings.py.
+## Regenerate the finding-code table of docs/cli.md from reacture_convert/findings.py.
 docs: install
-	$(BIN)/python -c "import re, pathlib; from reacture_convert.findings import codes_markdown as t; p = pathlib.Path('README.md'); s = p.read_text(); a, b = s.index('-->', s.index('<!-- codes:start')) + 3, s.index('<!-- codes:end -->'); p.write_text(s[:a] + chr(10) + t() + chr(10) + s[b:])"
+	$(BIN)/python -c "import re, pathlib; from reacture_convert.findings import codes_markdown as t; p = pathlib.Path('docs/cli.md'); s = p.read_text(); a, b = s.index('-->', s.index('<!-- codes:start')) + 3, s.index('<!-- codes:end -->'); p.write_text(s[:a] + chr(10) + t() + chr(10) + s[b:])"
 
 bench: install $(TORCH_STAMP)
 	$(BIN)/python benchmarks/run.py

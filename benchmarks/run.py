@@ -28,7 +28,8 @@ product and baseline alike (they were just written): the baselines are the physi
 doing the same with those bytes.
 
 Prints a Markdown table and writes it to ``benchmarks/results.md`` (and ``results.json``).
-``--quick`` uses tiny inputs and one repetition: a smoke test, its numbers mean nothing.
+``--quick`` uses tiny inputs and one repetition: a smoke test, its numbers mean nothing, so it
+writes to ``benchmarks/out/`` (ignored by git) unless ``--results`` says where.
 """
 
 from __future__ import annotations
@@ -98,6 +99,15 @@ def same_disk_workdir(requested: str | None) -> str:
     return str(here / ".work")
 
 
+def results_folder(quick: bool, requested: str | None) -> Path:
+    """Where results.md and results.json go: ``requested``, else ``benchmarks/`` (the recorded
+    results), else for a ``--quick`` smoke run ``benchmarks/out/``, which git ignores."""
+    if requested is not None:
+        return Path(requested)
+    here = Path(__file__).resolve().parent
+    return here / "out" if quick else here
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -112,12 +122,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument(
         "--results",
-        default=str(Path(__file__).resolve().parent),
-        help="folder for results.md and results.json (default benchmarks/)",
+        help="folder for results.md and results.json (default benchmarks/; with --quick, "
+        "benchmarks/out/, so a smoke run never replaces the recorded results)",
     )
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    args.results = str(results_folder(args.quick, args.results))
     if args.child:
         return run_child_mode(args.child)
     picked = parse_only(args.only)

@@ -65,6 +65,18 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     return proc, tmp
 
 
+def test_a_quick_run_leaves_the_recorded_results_alone(bench: ModuleType) -> None:
+    """``--quick`` numbers mean nothing: without ``--results`` they go to the ignored
+    ``benchmarks/out/``, never over the tracked ``benchmarks/results.md``."""
+    assert bench.results_folder(True, None) == REPO / "benchmarks" / "out"
+    assert bench.results_folder(False, None) == REPO / "benchmarks"
+    assert bench.results_folder(True, "elsewhere") == Path("elsewhere")
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", "benchmarks/out/results.md"], cwd=REPO, check=False
+    )
+    assert ignored.returncode == 0
+
+
 def test_quick_run_succeeds_and_cleans_up(quick_run: Run) -> None:
     proc, tmp = quick_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -1,14 +1,17 @@
-"""The README's commands run as written (issue 19), in a folder laid out as a clone is (the
-shipped recordings, the sample, the job files), with the virtualenv active as the README says.
+"""The commands of the README and of docs/*.md run as written (issues 19, 24), in a folder laid
+out as a clone is (the shipped recordings, the sample, the job files), with the virtualenv
+active as the README says.
 
-Every command line of the README's ``sh`` blocks is either run here, in order, with the exit
+Every command line of their ``sh``/``bash`` blocks is either run here, in order, with the exit
 code it must give, or listed in ``NOT_RUN`` with the reason and the test that runs its kind
-against a real component instead: nothing is left out silently."""
+against a real component instead; and every line not run is still checked against the tool it
+calls (its options parse, its make target exists): nothing is left out silently."""
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -16,12 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from reacture_convert.cli import cli
+from tests.helpers.docs import DOCS, README, blocks, command_lines, pages, section, text
 from tests.helpers.paths import REPO
 
-README = (REPO / "README.md").read_text(encoding="utf-8")
+BIN = Path(sys.executable).parent
+CODECS_FRAMES = (
+    "data/fixtures/real/variant_preserve_drawing_buffer/reacture_1795637148842/"
+    "reacture_1795637148842_frames.npy"
+)
 
-# (the line as the README writes it, what this test runs for it, the exit code it must give);
+# (the line as a page writes it, what this test runs for it, the exit code it must give);
 # in this order: a later command may read what an earlier one wrote.
 RUN: list[tuple[str, str, int]] = [
     ("reacture-convert --help", "reacture-convert --help", 0),
@@ -31,21 +41,31 @@ RUN: list[tuple[str, str, int]] = [
         0,
     ),
     (
-        "reacture-convert show tests/data/real.tar.gz --html report/",
-        "reacture-convert show tests/data/real.tar.gz --html report/",
+        "reacture-convert show tests/data/real.tar.gz --html data/report",
+        "reacture-convert show tests/data/real.tar.gz --html data/report",
         0,
     ),
     (
         "reacture-convert convert tests/data/real.tar.gz --out data/real --format zarr,wds",
         "reacture-convert convert tests/data/real.tar.gz --out data/real --format zarr,wds",
+        0,
+    ),
+    (
+        "reacture-convert verify data/real --sources",
+        "reacture-convert verify data/real --sources",
+        0,
+    ),
+    (
+        "reacture-convert show data/real --html data/report",
+        "reacture-convert show data/real --html data/report",
         0,
     ),
     # the synopses, with the dataset just written as OUT
     ("reacture-convert verify OUT [--sources]", "reacture-convert verify data/real --sources", 0),
     ("reacture-convert stats OUT [--no-frames] [--json]", "reacture-convert stats data/real", 0),
     (
-        "reacture-convert show OUT [SESSION...] --html report/",
-        "reacture-convert show data/real reacture_1795637148842 --html report2/",
+        "reacture-convert show OUT [SESSION...] --html data/report",
+        "reacture-convert show data/real reacture_1795637148842 --html data/report2",
         0,
     ),
     (
@@ -65,11 +85,20 @@ RUN: list[tuple[str, str, int]] = [
         "reacture-convert watch data/incoming --out data/converted --settle 0 --once",
         0,
     ),
+    # docs/benchmarks.md: the real variant recording unpacked for benchmarks/zarr_codecs.py
+    ("mkdir -p data/fixtures", "mkdir -p data/fixtures", 0),
+    (
+        "tar xzf tests/data/real.tar.gz -C data/fixtures",
+        "tar xzf tests/data/real.tar.gz -C data/fixtures",
+        0,
+    ),
 ]
 
 NOT_RUN: dict[str, str] = {
     "make convert": "the Makefile itself; its job is run above (run pipelines/default.toml)",
     "make test": "this very test run",
+    "make torch": "installs into the venv this test runs in (which has torch: the readers' tests)",
+    "make tf": "installs into the venv this test runs in (which has it: the TensorFlow tests)",
     ". .venv/bin/activate": "done here: the virtualenv's bin/ comes first on PATH",
     "reacture-convert validate uploads/*.zip s3://bucket/incoming/ --json": (
         "a user's uploads and bucket; archives and s3:// inputs: tests/ingest/test_archives.py, "
@@ -90,24 +119,16 @@ NOT_RUN: dict[str, str] = {
     "reacture-convert convert s3://raw/sessions/ --out s3://datasets/reacture --format zarr,wds": (
         "a bucket: tests/run/test_s3.py converts into a moto bucket"
     ),
+    ".venv/bin/python benchmarks/zarr_codecs.py --frames 2000 --repeats 5 --real "
+    + CODECS_FRAMES: (
+        "a benchmark of minutes; the file it reads is unpacked above (RUN), its options parse"
+    ),
 }
 
 
-def readme_command_lines() -> list[str]:
-    """Every command line of the README's ``sh`` blocks, comments and continuations joined."""
-    lines: list[str] = []
-    for block in re.findall(r"```sh\n(.*?)```", README, re.S):
-        pending = ""
-        for raw in block.splitlines():
-            line = raw.split("  #", 1)[0].strip()
-            if line.endswith("\\"):
-                pending += line[:-1].strip() + " "
-                continue
-            line = (pending + line).strip()
-            pending = ""
-            if line:
-                lines.append(line)
-    return lines
+def all_command_lines() -> list[str]:
+    """Every command line of the README's and docs' ``sh``/``bash`` blocks."""
+    return [line for page in pages() for line in command_lines(text(page))]
 
 
 def _known(line: str) -> bool:
@@ -115,12 +136,68 @@ def _known(line: str) -> bool:
 
 
 def test_every_readme_command_is_run_here_or_said_why_not() -> None:
-    lines = readme_command_lines()
-    assert lines, "no sh block found"
+    lines = all_command_lines()
+    assert command_lines(text(README)), "no sh block found in the README"
     unknown = [line for line in lines if not _known(line)]
-    assert unknown == [], "README commands neither run by this test nor listed in NOT_RUN"
+    assert unknown == [], "commands neither run by this test nor listed in NOT_RUN"
     for shown, _, _ in RUN:
-        assert shown in lines, f"RUN names a command the README no longer shows: {shown}"
+        assert shown in lines, f"RUN names a command no page shows any more: {shown}"
+    for key in NOT_RUN:
+        assert any(line.startswith(key) for line in lines), f"NOT_RUN names a gone line: {key}"
+
+
+def test_every_command_not_run_is_known_to_its_tool() -> None:
+    """A line this test does not run still names a command, options and a make target that
+    exist: ``reacture-convert`` and ``dask`` parse it with ``--help`` added, a script lists its
+    options in its ``--help``, ``make -n`` knows the target."""
+    not_run = [line for line in all_command_lines() if not any(line == s for s, _, _ in RUN)]
+    assert not_run
+    for line in not_run:
+        argv = shlex.split(line.rstrip("&").strip())
+        if argv[0] == "reacture-convert":
+            done = CliRunner().invoke(cli, [*argv[1:], "--help"])
+            assert done.exit_code == 0, f"{line}\n{done.output}"
+        elif argv[0] == "make":
+            done = subprocess.run(["make", "-n", *argv[1:]], cwd=REPO, capture_output=True)
+            assert done.returncode == 0, f"{line}\n{done.stderr.decode()}"
+        elif argv[0] == "dask":
+            done = subprocess.run(
+                [str(BIN / "dask"), *argv[1:], "--help"], capture_output=True, timeout=120
+            )
+            assert done.returncode == 0, f"{line}\n{done.stderr.decode()[-2000:]}"
+        elif argv[0] == ".venv/bin/python":
+            script, *options = argv[1:]
+            done = subprocess.run(
+                [sys.executable, str(REPO / script), "--help"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert done.returncode == 0, f"{line}\n{done.stderr[-2000:]}"
+            for option in (o for o in options if o.startswith("--")):
+                assert option in done.stdout, f"{script} has no {option}"
+        else:
+            assert argv[0] == ".", f"no check for {line}"
+
+
+def test_make_torch_and_tf_install_the_pinned_extras_beside_the_package() -> None:
+    """``make torch``/``make tf`` install the extras' pins with pip into .venv, never the
+    package itself (``pip install .[tf]`` replaced the editable install)."""
+    pins = dict(re.findall(r'^(torch|tf) = \["([^"]+)"\]', text(REPO / "pyproject.toml"), re.M))
+    assert pins == {"torch": "torch==2.13.0", "tf": "tensorflow-cpu==2.21.0"}
+    for target in ("torch", "tf"):
+        done = subprocess.run(
+            ["make", "-n", "-W", "pyproject.toml", target],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+        installs = [line for line in done.stdout.splitlines() if " pip install " in line]
+        assert f"pip install --quiet '{pins['torch']}'" in done.stdout
+        if target == "tf":
+            assert f"-c .venv/.tf-constraints '{pins['tf']}'" in done.stdout
+        assert not [line for line in installs if re.search(r"install .*'?\.\[(torch|tf)", line)]
 
 
 @pytest.fixture(scope="module")
@@ -136,22 +213,24 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_the_readme_commands_run_as_written(clone: Path) -> None:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     for shown, command, code in RUN:
         done = subprocess.run(
             command.split(), cwd=clone, env=env, capture_output=True, text=True, timeout=300
         )
         assert done.returncode == code, f"{shown}\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
     assert (clone / "data" / "converted" / "catalog.parquet").is_file()
-    assert (clone / "report" / "index.html").is_file()
+    assert (clone / "data" / "report" / "index.html").is_file()  # under data/: ignored by git
+    assert (clone / CODECS_FRAMES).is_file()  # what docs/benchmarks.md hands zarr_codecs.py
+    assert not (clone / "report").exists()
 
 
 def test_the_reading_the_data_example_runs_as_written(clone: Path) -> None:
-    """After `make convert` (its job, above), the "Reading the data" block."""
+    """After `make convert` (its job, above), docs/training.md's "Reading the tables directly"."""
     if not (clone / "data" / "converted" / "catalog.parquet").exists():
         subprocess.run(
             [
-                str(Path(sys.executable).parent / "reacture-convert"),
+                str(BIN / "reacture-convert"),
                 "run",
                 "pipelines/default.toml",
             ],
@@ -159,8 +238,7 @@ def test_the_reading_the_data_example_runs_as_written(clone: Path) -> None:
             check=True,
             capture_output=True,
         )
-    start = README.index("\n## Reading the data\n")
-    (code,) = re.findall(r"```python\n(.*?)```", README[start : README.index("\n###", start)], re.S)
+    (code,) = blocks(section(DOCS / "training.md", "## Reading the tables directly"), "python")
     cwd = os.getcwd()
     try:
         os.chdir(clone)
@@ -172,17 +250,17 @@ def test_the_reading_the_data_example_runs_as_written(clone: Path) -> None:
 
 
 def test_the_mixing_example_runs_as_written(clone: Path) -> None:
-    """The "Mixing datasets" block, over the two datasets the README's commands convert."""
-    cli = str(Path(sys.executable).parent / "reacture-convert")
+    """docs/training.md's "Mixing datasets", over the two datasets the commands above convert."""
+    command_line = str(BIN / "reacture-convert")
     for folder, command in (
         ("data/real", "convert tests/data/real.tar.gz --out data/real --format zarr,wds"),
         ("data/other", "convert sample --out data/other --format zarr,wds --shard-size 1MB"),
     ):
         if not (clone / folder / "catalog.parquet").exists():
-            subprocess.run([cli, *command.split()], cwd=clone, check=True, capture_output=True)
-    start = README.index("\n### Mixing datasets\n")
-    end = README.index("\n#", start + 1)
-    (code,) = re.findall(r"```python\n(.*?)```", README[start:end], re.S)
+            subprocess.run(
+                [command_line, *command.split()], cwd=clone, check=True, capture_output=True
+            )
+    (code,) = blocks(section(DOCS / "training.md", "## Mixing datasets"), "python")
     cwd = os.getcwd()
     try:
         os.chdir(clone)

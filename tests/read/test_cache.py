@@ -24,6 +24,7 @@ from reacture_convert.run.convert import ConvertOptions
 from reacture_convert.testing.proxy import LatencyProxy
 from reacture_convert.testing.synth import BundleSpec, write_bundle
 from reacture_convert.writers.webdataset import WdsOptions
+from tests.helpers.docs import section
 from tests.helpers.paths import REPO
 from tests.helpers.s3 import S3
 
@@ -149,18 +150,17 @@ def test_a_second_epoch_with_the_cache_fetches_no_chunk_or_shard(
     assert first == second == epoch(local, source, num_workers=2)
 
 
-def test_the_readme_object_store_example_runs(
+def test_the_object_store_example_runs(
     moto_s3: S3, local: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """README "Training from an object store", against the local S3-compatible server (its
-    endpoint and a private cache folder put in for the README's)."""
-    readme = (REPO / "README.md").read_text()
-    start = readme.index("\n### Training from an object store\n")
-    (code,) = re.findall(r"```python\n(.*?)```", readme[start : readme.index("\n## ", start)], re.S)
+    """docs/object-stores.md's "Training from an object store", against the local S3-compatible
+    server (its endpoint and a private cache folder put in for the page's)."""
+    page = section(REPO / "docs" / "object-stores.md", "## Training from an object store")
+    (code,) = re.findall(r"```python\n(.*?)```", page, re.S)
     code = code.replace("http://127.0.0.1:9000", moto_s3.endpoint)
     code = code.replace("/tmp/reacture-cache", str(tmp_path / "cache"))
     moto_s3.fs.put(str(local), "datasets/reacture", recursive=True)
-    exec(compile(code, "README: Training from an object store", "exec"), {"__name__": "__readme__"})
+    exec(compile(code, "docs: Training from an object store", "exec"), {"__name__": "__readme__"})
     assert ByteCache(CacheOptions(str(tmp_path / "cache"), 1)).size() > 0
 
 

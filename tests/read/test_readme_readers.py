@@ -1,12 +1,12 @@
-"""The README's "Training readers" section runs as written (issues 16, 18, 19): its command
-converts the shipped real recordings, each Python block runs in that folder, and every value a
-block prints is the one its comment promises."""
+"""The training examples run as written (issues 16, 18, 19, 24): the README's PyTorch and
+TensorFlow blocks and every block of docs/training.md up to "Mixing datasets", each in a folder
+where the README's convert command has run; every value a block prints is the one its comment
+promises."""
 
 from __future__ import annotations
 
 import contextlib
 import io
-import re
 import shlex
 import subprocess
 import sys
@@ -14,20 +14,22 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.docs import DOCS, README, blocks, command_lines, section, text
 from tests.helpers.paths import REPO
 
-SECTION = "### Training readers"
-NEXT = "### Training on WebDataset shards"
-BLOCK = re.compile(r"```(sh|python)\n(.*?)```", re.S)
+CONVERT = "reacture-convert convert tests/data/real.tar.gz --out data/real --format zarr,wds"
 
 
-def section() -> str:
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    return text[text.index(SECTION) : text.index(NEXT)]
-
-
-def blocks(kind: str) -> list[str]:
-    return [code for k, code in BLOCK.findall(section()) if k == kind]
+def examples() -> list[str]:
+    """The README's training blocks that use this package, then docs/training.md's blocks
+    that read ``data/real`` (the later sections read other datasets: test_readme_commands)."""
+    readme = [
+        b for b in blocks(section(README, "## Training"), "python") if "reacture_convert" in b
+    ]
+    guide = text(DOCS / "training.md")
+    own = blocks(guide[: guide.index("\n## Mixing datasets\n")], "python")
+    assert len(readme) == 2 and own, "the training examples moved: update this test"
+    return readme + own
 
 
 def promised(code: str) -> list[str]:
@@ -43,27 +45,26 @@ def promised(code: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder laid out like a clone (tests/data/real.tar.gz) where the sh block has run."""
+    """A folder laid out like a clone (tests/data/real.tar.gz) where the README's convert
+    command has run."""
     root = tmp_path_factory.mktemp("readme")
     (root / "tests" / "data").mkdir(parents=True)
     (root / "tests" / "data" / "real.tar.gz").symlink_to(REPO / "tests" / "data" / "real.tar.gz")
-    (command,) = blocks("sh")
-    argv = shlex.split(command.strip())
-    assert argv[0] == "reacture-convert"
+    assert CONVERT in command_lines(text(README))
     cli = Path(sys.executable).with_name("reacture-convert")
-    subprocess.run([str(cli), *argv[1:]], cwd=root, check=True, capture_output=True)
+    subprocess.run([str(cli), *shlex.split(CONVERT)[1:]], cwd=root, check=True, capture_output=True)
     return root
 
 
-@pytest.mark.parametrize("number", range(len(blocks("python"))))
+@pytest.mark.parametrize("number", range(len(examples())))
 def test_each_python_block_runs_and_prints_what_it_says(
     folder: Path, number: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    code = blocks("python")[number]
+    code = examples()[number]
     monkeypatch.chdir(folder)
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        exec(compile(code, f"README block {number}", "exec"), {"__name__": "__readme__"})
+        exec(compile(code, f"training example {number}", "exec"), {"__name__": "__readme__"})
     said = printed.getvalue().splitlines()
     assert len(said) == len(promised(code))
     for line, comment in zip(said, promised(code), strict=True):
