@@ -2,12 +2,10 @@
 
 One module per group of commands, each command parsing its options, making one library call and
 printing the result: ``validate``; ``convert`` and ``run`` (job files); ``watch``; ``verify``,
-``stats`` and ``show`` (``inspect``). ``common`` holds the shared options, the option types
-(wrappers of ``run.options``, the parsers job files use too) and the exit codes.
-
-Exit codes (every command): 0 success; 1 some bundle was invalid, rejected, failed or did not
-verify; 2 usage error (bad option, missing argument); 3 the run could not start or finish
-(output locked or unwritable, bad job file).
+``stats`` and ``show`` (``inspect``). ``common`` holds the shared options and the option types
+(wrappers of ``run.options``, the parsers job files use too); ``exits`` the one exit-code table
+and the group that ends every command's error with it (``exits.TABLE_HELP``, shown by
+``--help``).
 """
 
 from __future__ import annotations
@@ -16,6 +14,7 @@ import click
 
 from reacture_convert import __version__
 from reacture_convert.cli.convert import convert, run
+from reacture_convert.cli.exits import DEBUG_ENV, TABLE_HELP, ErrorHandlingGroup
 from reacture_convert.cli.inspect import show, stats, verify
 from reacture_convert.cli.validate import validate
 from reacture_convert.cli.watch import watch
@@ -23,15 +22,21 @@ from reacture_convert.cli.watch import watch
 __all__ = ["cli", "main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=ErrorHandlingGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=TABLE_HELP,
+)
 @click.version_option(__version__, prog_name="reacture-convert")
-def cli() -> None:
+@click.option(
+    "--debug",
+    is_flag=True,
+    envvar=DEBUG_ENV,
+    help=f"On an error, print its traceback too (also {DEBUG_ENV}=1).",
+)
+def cli(debug: bool) -> None:
     """Ingest ReActure session bundles, validate them, and convert them losslessly to Zarr v3 +
     Parquet (and WebDataset shards), with exact frame/row/time alignment.
-
-    \b
-    Exit codes: 0 ok; 1 some bundle invalid, rejected or failed; 2 usage error;
-    3 the run could not start or finish (output locked, unwritable, bad job file).
     """
 
 

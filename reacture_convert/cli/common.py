@@ -1,21 +1,26 @@
-"""What the commands share: exit codes, option decorators and types, error and finding output.
+"""What the commands share: option decorators and types, finding output.
 
 Every option type wraps a parser of ``run.options`` (the one job files use), so a value means
 the same on the command line and in a job file; its ``ConfigError`` is a usage error (exit 2).
-``exit_on_error`` is the one place where a library ``ReactureError`` becomes an error message
-and exit 3.
+An error a command raises ends in the group (``exits.ErrorHandlingGroup``), with the code of the
+one exit-code table (``exits.EXIT_CODES``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, NoReturn, TypeVar
 
 import click
 
-from reacture_convert.errors import ConfigError, ReactureError
+from reacture_convert.cli.exits import EXIT_FAILED as EXIT_FAILED  # (the commands' import)
+from reacture_convert.cli.exits import EXIT_INVALID as EXIT_INVALID
+from reacture_convert.cli.exits import EXIT_OK as EXIT_OK
+from reacture_convert.cli.exits import EXIT_USAGE as EXIT_USAGE
+from reacture_convert.errors import ConfigError, InputNotFoundError
 from reacture_convert.findings import Finding, Severity
 from reacture_convert.formats.zarr import CODECS
 from reacture_convert.run.convert import ConvertOptions
@@ -31,28 +36,29 @@ from reacture_convert.writers.zarr import ZarrOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_FAILED = 0, 1, 2, 3
-
-
 # --- errors and exit codes ----------------------------------------------------------------------
-
-
-def fail(e: ReactureError) -> NoReturn:
-    """A run that could not start or finish: the library's message on stderr, exit 3."""
-    click.echo(f"Error: {e}", err=True)
-    sys.exit(EXIT_FAILED)
 
 
 @contextlib.contextmanager
 def exit_on_error(before: Callable[[], None] | None = None) -> Iterator[None]:
-    """Run a library call; a ``ReactureError`` it raises ends the command with ``fail``
-    (after ``before``, e.g. clearing a status line)."""
+    """Run a library call; an error it raises runs ``before`` (e.g. clearing a status line),
+    then goes on to the group, which ends the command with the table's code."""
     try:
         yield
-    except ReactureError as e:
+    except Exception:
         if before is not None:
             before()
-        fail(e)
+        raise
+
+
+def require_local_inputs(paths: Iterable[str]) -> None:
+    """``InputNotFoundError`` (exit 1) for a local input path (not a URL or a glob) that does
+    not exist: checked before anything touches OUT."""
+    for path in paths:
+        if "://" not in path and not any(c in path for c in "*?[") and not os.path.exists(path):
+            raise InputNotFoundError(
+                f"{path}: no such file or folder; check the path (INCOMING must exist)", path=path
+            )
 
 
 def build_options(values: Mapping[str, Any], storage_options: Mapping[str, Any]) -> ConvertOptions:

@@ -7,8 +7,22 @@ from typing import Any
 
 import click
 
-from reacture_convert.cli.common import exit_on_error, exit_with, json_option, storage_option
+from reacture_convert.cli.common import exit_with, json_option, storage_option
+from reacture_convert.errors import InputNotFoundError, storage_errors
 from reacture_convert.output.storage import Output
+
+
+def existing(out: str, storage_options: dict[str, Any]) -> Output:
+    """OUT, which must exist: ``InputNotFoundError`` (exit 1) for a path that is not there."""
+    output = Output(out, storage_options)
+    with storage_errors(out):
+        if not output.fs.exists(output.root):
+            raise InputNotFoundError(
+                f"{out}: no such file, folder or URL; give the --out folder (or URL) of a "
+                "`reacture-convert convert` run",
+                path=out,
+            )
+    return output
 
 
 @click.command()
@@ -29,8 +43,8 @@ def verify(out: str, sources: bool, as_json: bool, storage_options: dict[str, An
     from reacture_convert.formats.wds.index import read_index
     from reacture_convert.read.verify import verify_dataset
 
-    output = Output(out, storage_options)
-    with exit_on_error():
+    output = existing(out, storage_options)
+    with storage_errors(out):
         checked, problems = verify_dataset(output, sources=sources)
         index = read_index(output)
     shards = {"shards": len(index.shards), "samples": index.total_samples} if index else None
@@ -70,7 +84,8 @@ def stats(out: str, no_frames: bool, as_json: bool, storage_options: dict[str, A
     """
     from reacture_convert.read.stats import compute_stats, format_stats, write_stats
 
-    with exit_on_error():
+    existing(out, storage_options)
+    with storage_errors(out):
         result = compute_stats(out, storage_options=storage_options, frames=not no_frames)
         path = write_stats(out, result, storage_options=storage_options)
     if as_json:
@@ -107,7 +122,7 @@ def show(
     """
     from reacture_convert.report import write_report
 
-    with exit_on_error():
+    with storage_errors(target):
         result = write_report(target, report_dir, list(sessions) or None, storage_options)
     if as_json:
         doc = {

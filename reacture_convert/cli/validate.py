@@ -14,6 +14,7 @@ from reacture_convert.cli.common import (
     print_findings,
     storage_option,
 )
+from reacture_convert.errors import storage_errors
 from reacture_convert.findings import Severity
 from reacture_convert.ingest.discover import discover
 from reacture_convert.ingest.validate import Report, validate_bundle_safely
@@ -29,10 +30,12 @@ def validate(paths: tuple[str, ...], as_json: bool, storage_options: dict[str, A
 
     Prints one line per bundle, then its findings. Exit 0 when every bundle is valid (warnings
     allowed); 1 when any is invalid, when no bundle is found, or when an input is missing or an
-    archive member was refused (errors outside any bundle).
+    archive member was refused (errors outside any bundle); 3 when the object store cannot
+    be read (no credentials, no answer).
     """
-    found = discover(list(paths), storage_options)
-    reports = [validate_bundle_safely(b, storage_options) for b in found.bundles]
+    with storage_errors(", ".join(p for p in paths if "://" in p) or None):
+        found = discover(list(paths), storage_options)
+        reports = [validate_bundle_safely(b, storage_options) for b in found.bundles]
     loose_errors = any(f.severity is Severity.ERROR for f in found.findings)
     ok = all(r.ok for r in reports) and not loose_errors and bool(reports)
     if as_json:

@@ -22,6 +22,7 @@ from reacture_convert.cli.common import (
     json_flag,
     out_option,
     quiet_option,
+    require_local_inputs,
     scheduler_options,
     storage_option,
     wait_option,
@@ -105,6 +106,7 @@ def watch_and_report(
     """``run_watch`` with a ``WatchPrinter``, then the totals and the exit code."""
     from reacture_convert.run.watch import run_watch
 
+    require_local_inputs(paths)
     printer = WatchPrinter(as_json, quiet)
     with exit_on_error(before=printer.clear):
         summary = run_watch(

@@ -33,7 +33,7 @@ from typing import IO, Any, BinaryIO
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from reacture_convert.errors import LockedError, OutputError
+from reacture_convert.errors import LockedError, OutputError, storage_errors
 from reacture_convert.output.fetch import ReadAhead
 from reacture_convert.output.layout import LOCKED_WRITES, STAGING, TRASH
 from reacture_convert.output.lease import LOCK, Lease, is_s3, put_object
@@ -400,15 +400,19 @@ def lock_output(out: Output, wait: bool = False) -> Iterator[Held]:
     (``lease.Lease``), nothing on other object stores.
 
     Raises ``LockedError`` when another run holds it (unless ``wait``), ``OutputError`` when OUT
-    cannot be created or written."""
+    cannot be created or written; a storage failure, there or in the run (no credentials, no
+    bucket, permission denied, disk full...), becomes the ``StorageError`` that says so."""
     if not out.is_local:
         if not is_s3(out):
-            yield Held()
+            with storage_errors():
+                yield Held()
             return
         lease = Lease(out)
-        lease.acquire(wait)
+        with storage_errors(out.url):
+            lease.acquire(wait)
         try:
-            yield Held(lease)
+            with storage_errors():  # the run's: about its inputs or OUT, whichever failed
+                yield Held(lease)
         finally:
             lease.release()
         return
@@ -433,6 +437,7 @@ def lock_output(out: Output, wait: bool = False) -> Iterator[Held]:
                     "wait for it to finish or pass --wait to queue behind it"
                 ) from None
             raise OutputError(f"{path}: cannot lock the output: {e}") from e
-        yield Held()
+        with storage_errors():
+            yield Held()
     finally:
         os.close(fd)

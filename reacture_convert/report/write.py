@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from reacture_convert.errors import InputError, UnknownNameError
 from reacture_convert.findings import Finding
 from reacture_convert.ingest.bundle import StorageOptions
 from reacture_convert.output.storage import Output
@@ -56,9 +57,10 @@ def write_report(
 
     ``target`` is a converted dataset (a folder or URL holding ``catalog.parquet``) or anything
     ``discover`` accepts (bundle folder, archive, glob, URL). ``sessions`` restricts the report
-    to these session names (or bundle prefixes); an unknown name raises ``InputError`` listing
-    the known ones. A session whose data cannot be read still gets a page that says why.
-    Overwrites the pages and ``<session>_files/`` folders it writes; leaves other files alone.
+    to these session names (or bundle prefixes); an unknown name raises ``UnknownNameError``
+    listing the known ones, before anything is written. A session whose data cannot be read
+    still gets a page that says why. Overwrites the pages and ``<session>_files/`` folders it
+    writes; leaves other files alone.
     """
     target = str(target)
     opts = dict(storage_options or {})
@@ -70,10 +72,14 @@ def write_report(
     else:
         kind = "unconverted bundle(s)"
         found, loose = bundles.find(target, opts)
+    try:
+        chosen = select(found, sessions)
+    except InputError as e:  # a name that is not there: nothing is written
+        raise UnknownNameError(str(e)) from None
     root = Path(report_dir)
     root.mkdir(parents=True, exist_ok=True)
     pages, shown = [], []
-    for _, loaded in select(found, sessions):
+    for _, loaded in chosen:
         with loaded() as session:
             pages.append(_write_session(root, session))
         shown.append(session.facts)

@@ -70,11 +70,11 @@ def watch_once(*args: str | Path) -> tuple[int, list[dict[str, object]]]:
 
 
 def test_watch_once_on_a_missing_path_exits_1_like_convert(tmp_path: Path) -> None:
+    """A missing input is refused before OUT is touched (no folder, lock or card)."""
     code, events = watch_once(tmp_path / "nope", "--out", tmp_path / "w")
     assert code == 1
-    assert [e["code"] for e in events if e["event"] == "finding"] == ["INPUT_NOT_FOUND"]
-    (stopped,) = [e for e in events if e["event"] == "stopped"]
-    assert stopped["counts"] == {}
+    assert [e["error"]["kind"] for e in events] == ["not_found"]
+    assert not (tmp_path / "w").exists()
 
 
 def test_watch_once_says_what_is_still_incomplete(tmp_path: Path) -> None:

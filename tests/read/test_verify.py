@@ -255,7 +255,10 @@ def test_sources_finds_a_changed_source(
 def test_a_folder_without_catalog_does_not_pass(tmp_path: Path) -> None:
     with pytest.raises(OutputError, match="no catalog.parquet"):
         verify_dataset(Output(str(tmp_path / "typo")))
-    result = cli_verify(tmp_path / "typo")
+    result = cli_verify(tmp_path / "typo")  # not there: a missing input (exit 1)
+    assert result.exit_code == 1 and "no such file, folder or URL" in result.output
+    (tmp_path / "empty").mkdir()
+    result = cli_verify(tmp_path / "empty")  # there, but not a dataset
     assert result.exit_code == 3 and "no catalog.parquet" in result.output
 
 
