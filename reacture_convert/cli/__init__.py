@@ -17,6 +17,7 @@ import click
 from reacture_convert import __version__
 from reacture_convert.cli.convert import convert, run
 from reacture_convert.cli.inspect import show, stats, verify
+from reacture_convert.cli.repair import repair
 from reacture_convert.cli.validate import validate
 from reacture_convert.cli.watch import watch
 
@@ -35,7 +36,7 @@ def cli() -> None:
     """
 
 
-for command in (validate, convert, run, watch, verify, stats, show):
+for command in (validate, convert, run, watch, verify, stats, show, repair):
     cli.add_command(command)
 
 
