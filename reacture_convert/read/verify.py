@@ -43,6 +43,7 @@ from reacture_convert.ingest.jsonl import ParsedRow, iter_jsonl
 from reacture_convert.ingest.legacy import as_five_file
 from reacture_convert.output.catalog import (
     CATALOG,
+    LOG_DIR,
     CatalogDamagedError,
     CatalogEntry,
     read_catalog,
@@ -366,7 +367,7 @@ def verify_dataset(
     (empty) dataset. A damaged catalog is a problem of ``catalog`` (naming the file and the
     repair); a newest log fragment cut short by an interrupted run is left out, as every
     reader does, and said (a warning; appended to ``notes``)."""
-    if not out.exists(CATALOG):
+    if not out.exists(CATALOG) and not out.exists(LOG_DIR):
         raise OutputError(
             f"{out.url}: no {CATALOG} here, so there is nothing to verify; give the "
             "--out folder (or URL) of a `reacture-convert convert` run (if it is one, "

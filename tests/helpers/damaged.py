@@ -88,6 +88,11 @@ DAMAGES: dict[str, tuple[Callable[[Path], None], str, bool]] = {
         "catalog.parquet",
         False,
     ),
+    "catalog.parquet deleted": (
+        lambda out: (out / "catalog.parquet").unlink(),
+        "catalog.parquet",
+        False,
+    ),
     "catalog.parquet empty": (
         lambda out: _truncate(out / "catalog.parquet", 0),
         "catalog.parquet",

@@ -283,6 +283,8 @@ def read_snapshot(out: Output) -> Snapshot:
         compacted = read_compacted(out)
         seqs = [s for s in list_log(out) if s > compacted.seq]
         expected = list(range(compacted.seq + 1, compacted.seq + 1 + len(seqs)))
+        if seqs and not compacted.exists:  # a run writes catalog.parquet before any fragment
+            raise damaged(out, CATALOG, f"missing, while the log holds fragments from {seqs[0]}")
         if seqs != expected:
             # a hole: a compaction that ran since catalog.parquet was read (it writes the file
             # before it deletes fragments, so the file's position moved on), or a lost fragment
@@ -292,9 +294,8 @@ def read_snapshot(out: Output) -> Snapshot:
             raise damaged(
                 out,
                 fragment_name(missing[0]),
-                f"missing (the log holds {', '.join(str(s) for s in seqs)} after "
-                f"{CATALOG}'s position {compacted.seq}: {len(missing)} fragment(s) and the rows "
-                "they held are gone)",
+                f"missing ({len(missing)} of the fragments between {CATALOG}'s position "
+                f"{compacted.seq} and the newest, {seqs[-1]}, are gone, and the rows they held)",
             )
         try:
             fragments: list[tuple[int, pa.Table]] = []
@@ -341,6 +342,8 @@ def salvage(out: Output) -> Salvage:
         damage.append((CATALOG, f"does not decode ({_why(e)})"))
         compacted = Compacted(out=out)
     seqs = [s for s in list_log(out) if s > compacted.seq]
+    if seqs and not compacted.exists and not damage:
+        damage.append((CATALOG, "missing"))
     if seqs:
         first = seqs[0] if damage else compacted.seq + 1
         present = set(seqs)
