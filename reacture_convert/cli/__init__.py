@@ -16,6 +16,7 @@ from reacture_convert import __version__
 from reacture_convert.cli.convert import convert, run
 from reacture_convert.cli.exits import DEBUG_ENV, TABLE_HELP, ErrorHandlingGroup
 from reacture_convert.cli.inspect import show, stats, verify
+from reacture_convert.cli.repair import repair
 from reacture_convert.cli.validate import validate
 from reacture_convert.cli.watch import watch
 
@@ -40,7 +41,7 @@ def cli(debug: bool) -> None:
     """
 
 
-for command in (validate, convert, run, watch, verify, stats, show):
+for command in (validate, convert, run, watch, verify, stats, show, repair):
     cli.add_command(command)
 
 

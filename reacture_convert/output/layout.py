@@ -8,6 +8,7 @@ from typing import Final
 __all__ = [
     "CARD",
     "CATALOG",
+    "DAMAGED",
     "LOCK",
     "LOCKED_WRITES",
     "LOG_DIR",
@@ -36,6 +37,7 @@ WDS_INDEX: Final = f"{WDS_DIR}/index.json"
 WDS_CARD: Final = f"{WDS_DIR}/README.md"
 STAGING: Final = ".staging"  # work in progress: OUT/.staging/<run>/<session>/...
 TRASH: Final = ".trash"  # replaced copies, on their way out
+DAMAGED: Final = ".damaged"  # damaged catalog files set aside: OUT/.damaged/<when>/<path>
 LOCK: Final = ".lock"  # the run lock (on S3: the lease object)
 WDS_STAGE: Final = ".wds"  # the shard merge's folder in staging (session names hold no ".")
 # Files only the lock holder writes (atomically): their stray temporaries are cleared.

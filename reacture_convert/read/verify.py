@@ -41,13 +41,19 @@ from reacture_convert.ingest.files import (
 )
 from reacture_convert.ingest.jsonl import ParsedRow, iter_jsonl
 from reacture_convert.ingest.legacy import as_five_file
-from reacture_convert.output.catalog import CATALOG, CatalogEntry, read_catalog
+from reacture_convert.output.catalog import (
+    CATALOG,
+    LOG_DIR,
+    CatalogDamagedError,
+    CatalogEntry,
+    read_catalog,
+)
 from reacture_convert.output.layout import WDS_DIR, WDS_INDEX, frames_table_path, rows_path
 from reacture_convert.output.storage import Output
 from reacture_convert.read.session import open_session, read_table
 from reacture_convert.read.sources.shards import decode_frame
 
-__all__ = ["MAX_PROBLEMS", "Problem", "verify_dataset"]
+__all__ = ["MAX_PROBLEMS", "Problem", "verify_dataset", "verify_session"]
 
 BLOCK = 256
 MAX_PROBLEMS = 20  # per session: past this, one damage is named, not repeated for every frame
@@ -207,13 +213,14 @@ def _source_digests(out: Output, e: CatalogEntry) -> list[str] | str:
 
 
 def _expected_digests(
-    out: Output, sessions: Sequence[str], sources: bool
+    out: Output, sessions: Sequence[str], catalog: Sequence[CatalogEntry] | None
 ) -> tuple[dict[str, list[str]], list[Problem]]:
     """Per session of the shards, the sha256 its frames must have: the source frames' with
-    ``sources``, else the alignment table's (sessions with neither are only decoded)."""
+    ``catalog`` (the sessions' rows, to find their sources), else the alignment table's
+    (sessions with neither are only decoded)."""
     expected: dict[str, list[str]] = {}
     problems: list[Problem] = []
-    entries = {e.session: e for e in read_catalog(out) if e.status.is_live} if sources else {}
+    entries = {e.session: e for e in catalog or () if e.status.is_live}
     for s in sessions:
         entry = entries.get(s)
         if entry is not None:
@@ -267,7 +274,7 @@ class _PictureCheck:
         self._found[problem.session] += 1
 
 
-def _verify_wds(out: Output, sources: bool = False) -> Iterator[Problem]:
+def _verify_wds(out: Output, catalog: Sequence[CatalogEntry] | None = None) -> Iterator[Problem]:
     """``wds/index.json`` against the shards: each shard is there, with the size, sha256,
     sample count and sessions the index gives, and the counts add up per session and in all;
     every picture decodes to its source frame's exact pixels (see the module doc)."""
@@ -286,7 +293,7 @@ def _verify_wds(out: Output, sources: bool = False) -> Iterator[Problem]:
             f"index.json says total_samples {index.total_samples} but its shards list "
             f"{in_shards} samples",
         )
-    expected, missing = _expected_digests(out, [s.session for s in index.sessions], sources)
+    expected, missing = _expected_digests(out, [s.session for s in index.sessions], catalog)
     yield from missing
     found: Counter[str] = Counter()
     for shard in index.shards:
@@ -338,29 +345,44 @@ def _first(problems: Iterator[Problem], e: CatalogEntry) -> list[Problem]:
     return found
 
 
-def verify_dataset(out: Output, sources: bool = False) -> tuple[int, list[Problem]]:
+def verify_session(out: Output, e: CatalogEntry, sources: bool = False) -> list[Problem]:
+    """The problems of one converted session (its catalog row ``e``), at most
+    ``MAX_PROBLEMS`` (then a note); an output that cannot be read is one."""
+    try:
+        found = _first(_verify_session(out, e), e)
+        if sources and not found:
+            found = _first(_verify_sources(out, e), e)
+    except Exception as exc:  # noqa: BLE001 - a missing or corrupt output is a finding here
+        found = [Problem(e.session or "?", f"cannot read outputs: {type(exc).__name__}: {exc}")]
+    return found
+
+
+def verify_dataset(
+    out: Output, sources: bool = False, notes: list[str] | None = None
+) -> tuple[int, list[Problem]]:
     """Verify every converted session of ``out``; returns (sessions checked, problems).
 
     At most ``MAX_PROBLEMS`` problems are listed per session (then a note). Raises
     ``OutputError`` when ``out`` holds no catalog: a mistyped path must not pass as a verified
-    (empty) dataset."""
-    if not out.exists(CATALOG):
+    (empty) dataset. A damaged catalog is a problem of ``catalog`` (naming the file and the
+    repair); a newest log fragment cut short by an interrupted run is left out, as every
+    reader does, and said (a warning; appended to ``notes``)."""
+    if not out.exists(CATALOG) and not out.exists(LOG_DIR):
         raise OutputError(
             f"{out.url}: no {CATALOG} here, so there is nothing to verify; give the "
-            "--out folder (or URL) of a `reacture-convert convert` run"
+            "--out folder (or URL) of a `reacture-convert convert` run (if it is one, "
+            f"`reacture-convert repair {out.url}` rebuilds its catalog from its outputs)"
         )
     problems: list[Problem] = []
     checked = 0
-    for e in read_catalog(out):
+    try:
+        catalog = read_catalog(out, notes)
+    except CatalogDamagedError as damage:
+        return 0, [Problem("catalog", str(damage)), *_verify_wds(out)]
+    for e in catalog:
         if not e.status.is_live or not e.outputs:
             continue
         checked += 1
-        try:
-            found = _first(_verify_session(out, e), e)
-            if sources and not found:
-                found = _first(_verify_sources(out, e), e)
-        except Exception as exc:  # noqa: BLE001 - a missing or corrupt output is a finding here
-            found = [Problem(e.session or "?", f"cannot read outputs: {type(exc).__name__}: {exc}")]
-        problems.extend(found)
-    problems.extend(_verify_wds(out, sources))
+        problems.extend(verify_session(out, e, sources))
+    problems.extend(_verify_wds(out, catalog if sources else None))
     return checked, problems

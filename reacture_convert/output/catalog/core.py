@@ -15,6 +15,7 @@ recording a session costs the same in a catalog of 100 rows or of 100,000.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -33,12 +34,16 @@ from reacture_convert.output.catalog.entry import (
 from reacture_convert.output.catalog.log import (
     CATALOG,
     LOG_DIR,
+    CatalogDamagedError,
     Compacted,
+    Snapshot,
     delete_fragments,
     encode_compacted,
+    incomplete_note,
     list_log,
     read_snapshot,
     remove_log_dir,
+    set_aside,
     write_compacted,
     write_fragment,
 )
@@ -51,6 +56,7 @@ from reacture_convert.output.catalog.store import (
     release,
     system_pool,
 )
+from reacture_convert.output.layout import fragment_name
 from reacture_convert.output.status import Status
 from reacture_convert.output.storage import Output
 from reacture_convert.phases import reached
@@ -61,6 +67,7 @@ __all__ = [
     "HASH_COLUMNS",
     "LOG_DIR",
     "Catalog",
+    "CatalogDamagedError",
     "CatalogEntry",
     "EntryView",
     "Status",
@@ -75,6 +82,7 @@ COMPACT_MIN_ROWS = 256  # compact after this many new rows, or as many as the fi
 COMPACT_SECONDS = 1.0  # ...or after this long (readers of catalog.parquet see progress),
 COMPACT_SHARE = 20  # but no sooner than 20 times what the last one took (<= 5 % of the time)
 _SLICE = CHUNK  # rows taken from memory at a time while writing catalog.parquet
+log = logging.getLogger("reacture_convert.catalog")
 
 
 def _superseded(row: CatalogEntry, by: CatalogEntry) -> CatalogEntry:
@@ -116,13 +124,25 @@ def merge_entries(old: Iterable[CatalogEntry], new: Iterable[CatalogEntry]) -> l
     return catalog.rows()
 
 
-def read_catalog(out: Output) -> list[CatalogEntry]:
+def _said(out: Output, snapshot: Snapshot, notes: list[str] | None) -> None:
+    """Say that the newest fragment, cut short, was left out (a warning, and into ``notes``)."""
+    if snapshot.incomplete is not None:
+        note = incomplete_note(snapshot.incomplete)
+        log.warning("%s: %s", out.url, note)
+        if notes is not None:
+            notes.append(note)
+
+
+def read_catalog(out: Output, notes: list[str] | None = None) -> list[CatalogEntry]:
     """The catalog's rows, or [] when OUT has none yet: ``catalog.parquet`` and what was
-    recorded since (a run in progress, or one that was killed)."""
-    compacted, fragments = read_snapshot(out)
-    if not fragments:
-        return table_entries(compacted.table())
-    return Catalog.read(out, compacted, fragments).rows()
+    recorded since (a run in progress, or one that was killed). The newest log fragment cut
+    short by an interrupted write is left out and said (a warning; appended to ``notes``);
+    ``CatalogDamagedError`` for any other damage (it names the file and the repair)."""
+    snapshot = read_snapshot(out)
+    _said(out, snapshot, notes)
+    if not snapshot.fragments:
+        return table_entries(snapshot.compacted.table())
+    return Catalog.read(out, snapshot.compacted, snapshot.fragments).rows()
 
 
 def write_catalog(out: Output, entries: Sequence[CatalogEntry]) -> None:
@@ -161,6 +181,7 @@ class Catalog:
         self.since = 0  # rows recorded since catalog.parquet was written
         self.compacted_at = time.monotonic()
         self.compact_cost = 0.0
+        self.notes: list[str] = []  # what loading healed (said in the run's output)
 
     @property
     def out(self) -> Output:
@@ -199,10 +220,17 @@ class Catalog:
     @classmethod
     def load(cls, out: Output, guard: Callable[[], None] | None = None) -> Catalog:
         """The catalog of OUT for a run that holds its lock: what a killed run left in the log
-        is compacted at once, and the next fragments follow the last one."""
-        compacted, fragments = read_snapshot(out)
+        is compacted at once, and the next fragments follow the last one. A newest fragment
+        cut short is set aside into ``.damaged/`` and said (``notes``, a warning);
+        ``CatalogDamagedError`` for any other damage."""
+        snapshot = read_snapshot(out)
+        compacted, fragments = snapshot.compacted, snapshot.fragments
         catalog = cls.read(out, compacted, fragments)
         catalog.guard = guard or (lambda: None)
+        if snapshot.incomplete is not None:
+            catalog.guard()
+            set_aside(out, [fragment_name(snapshot.incomplete)])
+            _said(out, snapshot, catalog.notes)
         stale = [s for s in list_log(out) if s <= catalog.seq]
         catalog.folded = sorted(set(catalog.folded) | set(stale))
         if fragments:

@@ -4,6 +4,7 @@
 OUT/catalog.parquet          every row, sorted: what readers read (Parquet metadata
                              ``reacture.catalog.seq``: the last log fragment folded into it)
 OUT/.catalog/<seq>.arrow     log fragments: the rows recorded after it, in order (Arrow IPC)
+OUT/.damaged/<when>/...      what was set aside as damaged (never deleted by this package)
 ```
 
 A driver appends a fragment (one small file, or one object created with ``If-None-Match``)
@@ -13,14 +14,22 @@ deletes the fragments it folded in. The catalog is ``catalog.parquet`` plus the 
 its ``seq``, replayed in order (``catalog.Catalog``); a kill -9 at any moment leaves one or the
 other. Fragment numbers have no holes, so a reader that meets one (a compaction between its
 read of ``catalog.parquet`` and its listing) reads again.
+
+Damage (docs/output-layout.md, "When the catalog is damaged"): the newest fragment cut short
+(its Arrow footer missing: empty, or truncated) is what an interrupted write leaves; it is left
+out (``Snapshot.incomplete``: the row it held is lost, and its session's outputs, committed
+before it, are leftovers the next run converts again). Anything else (``catalog.parquet`` that
+does not decode, an older fragment that does not, a hole in the numbers that stays when read
+again) is ``CatalogDamagedError``, naming the file and ``reacture-convert repair OUT``.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 import pyarrow as pa
@@ -29,7 +38,7 @@ import pyarrow.parquet as pq
 from reacture_convert.errors import LockedError, OutputError
 from reacture_convert.output.catalog.entry import CATALOG_SCHEMA
 from reacture_convert.output.catalog.store import STORE_SCHEMA, conform
-from reacture_convert.output.layout import CATALOG, LOG_DIR, fragment_name
+from reacture_convert.output.layout import CATALOG, DAMAGED, LOG_DIR, fragment_name
 from reacture_convert.output.lease import PreconditionFailed
 from reacture_convert.output.storage import Output
 
@@ -37,14 +46,21 @@ __all__ = [
     "CATALOG",
     "FRAGMENT_SCHEMA",
     "LOG_DIR",
+    "CatalogDamagedError",
     "Compacted",
+    "Snapshot",
+    "damaged",
+    "decode_fragment",
     "delete_fragments",
+    "incomplete_note",
     "encode_compacted",
     "list_log",
     "read_compacted",
     "read_fragment",
     "read_snapshot",
     "remove_log_dir",
+    "salvage",
+    "set_aside",
     "write_compacted",
     "write_fragment",
 ]
@@ -55,6 +71,31 @@ FRAGMENT_SCHEMA = STORE_SCHEMA.append(pa.field("op", pa.string()))
 _FRAGMENT = re.compile(r"(\d{12})\.arrow")
 _ROW_GROUP = 4096  # rows: what a reader decodes at a time
 _SNAPSHOT_TRIES = 20
+_ARROW_MAGIC = b"ARROW1"  # an Arrow IPC file ends with it (after its footer)
+
+
+class CatalogDamagedError(OutputError):
+    """The catalog cannot be read as written: ``catalog.parquet`` or a log fragment does not
+    decode, or a fragment is missing. ``reacture-convert repair OUT`` rebuilds it."""
+
+
+def damaged(out: Output, rel: str, what: str) -> CatalogDamagedError:
+    """The error for damage ``what`` of the catalog's file ``rel``, with what to do."""
+    what = " ".join(what.split())  # one line (a decoder's message may end in a newline)
+    return CatalogDamagedError(
+        f"{out.url}: the catalog is damaged: {rel}: {what}. Rebuild it from the committed "
+        f"outputs with `reacture-convert repair {out.url}` (add --dry-run to see what it "
+        "would do first); it sets the damaged files aside, deleting none"
+    )
+
+
+def incomplete_note(seq: int) -> str:
+    """What is said when the newest fragment, cut short, is left out."""
+    return (
+        f"catalog: dropped an incomplete fragment {fragment_name(seq)} left by an interrupted "
+        "run (the row it was writing is lost: the next convert converts its session again, "
+        "or `reacture-convert repair` re-derives it from the committed outputs)"
+    )
 
 
 @dataclass(frozen=True)
@@ -66,14 +107,24 @@ class Compacted:
     seq: int = 0
     etag: str | None = None
     exists: bool = False
+    out: Output | None = field(default=None, compare=False)  # where it was read (for errors)
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         """The rows (``STORE_SCHEMA``), a row group at a time: decoding the whole file at
-        once would take twice its memory."""
-        if self.data is not None:
-            parquet = pq.ParquetFile(pa.BufferReader(self.data))
-            for batch in parquet.iter_batches(batch_size=_ROW_GROUP, use_threads=False):
-                yield conform(batch)
+        once would take twice its memory. ``CatalogDamagedError`` when a part does not decode."""
+        if self.data is None:
+            return
+        parquet = pq.ParquetFile(pa.BufferReader(self.data))
+        batches = parquet.iter_batches(batch_size=_ROW_GROUP, use_threads=False)
+        while True:
+            try:
+                batch = next(batches, None)
+            except Exception as e:  # in-memory bytes: whatever fails is damage, not I/O
+                assert self.out is not None
+                raise damaged(self.out, CATALOG, f"{type(e).__name__}: {e}") from e
+            if batch is None:
+                return
+            yield conform(batch)
 
     def table(self) -> pa.Table:
         return pa.Table.from_batches(list(self.batches()), schema=STORE_SCHEMA)
@@ -86,9 +137,28 @@ def read_compacted(out: Output) -> Compacted:
         with out.fs.open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError:
-        return Compacted()
-    meta = pq.read_schema(pa.BufferReader(data)).metadata or {}
-    return Compacted(data, int(meta.get(SEQ_KEY, b"0")), etag, True)
+        return Compacted(out=out)
+    return Compacted(data, _seq_of(out, data), etag, True, out)
+
+
+def _seq_of(out: Output, data: bytes | pa.NativeFile) -> int:
+    """The log position in ``catalog.parquet``'s metadata (``CatalogDamagedError`` when its
+    footer does not decode)."""
+    try:
+        source = pa.BufferReader(data) if isinstance(data, bytes) else data
+        meta = pq.read_schema(source).metadata or {}
+        return int(meta.get(SEQ_KEY, b"0"))
+    except Exception as e:  # noqa: BLE001 - in-memory bytes: any failure is damage
+        raise damaged(out, CATALOG, f"{type(e).__name__}: {e}") from e
+
+
+def _file_seq(out: Output) -> int | None:
+    """``catalog.parquet``'s log position now (its footer only); None when it is gone."""
+    try:
+        with out.fs.open(out.path(CATALOG), "rb") as f:
+            return _seq_of(out, pa.PythonFile(f, mode="r"))
+    except FileNotFoundError:
+        return None
 
 
 def list_log(out: Output) -> list[int]:
@@ -104,10 +174,28 @@ def _encode(table: pa.Table) -> bytes:
     return sink.getvalue()
 
 
+def _cut_short(data: bytes) -> bool:
+    """A fragment whose end never reached the disk: empty, or without the footer an Arrow IPC
+    file ends with (what a write interrupted before its end leaves)."""
+    return not data.endswith(_ARROW_MAGIC)
+
+
+def decode_fragment(out: Output, seq: int, data: bytes) -> pa.Table:
+    """Fragment ``seq`` from its bytes; ``CatalogDamagedError`` when they do not decode."""
+    try:
+        table = pa.ipc.open_file(io.BytesIO(data)).read_all()
+    except Exception as e:  # noqa: BLE001 - in-memory bytes: any failure is damage
+        what = "cut short" if _cut_short(data) else f"{type(e).__name__}: {e}"
+        raise damaged(out, fragment_name(seq), what) from e
+    if table.schema.names != FRAGMENT_SCHEMA.names:
+        raise damaged(out, fragment_name(seq), f"columns {table.schema.names} are not a fragment's")
+    return table
+
+
 def read_fragment(out: Output, seq: int) -> pa.Table:
-    """One fragment (``FRAGMENT_SCHEMA``); ``FileNotFoundError`` when it is gone (compacted)."""
-    data = out.fs.cat_file(out.path(fragment_name(seq)))
-    return pa.ipc.open_file(io.BytesIO(data)).read_all()
+    """One fragment (``FRAGMENT_SCHEMA``); ``FileNotFoundError`` when it is gone (compacted),
+    ``CatalogDamagedError`` when it does not decode."""
+    return decode_fragment(out, seq, out.fs.cat_file(out.path(fragment_name(seq))))
 
 
 def write_fragment(out: Output, seq: int, table: pa.Table) -> None:
@@ -176,20 +264,118 @@ def remove_log_dir(out: Output) -> None:
     out.remove_empty_dir(out.path(LOG_DIR))
 
 
-def read_snapshot(out: Output) -> tuple[Compacted, list[tuple[int, pa.Table]]]:
+@dataclass(frozen=True)
+class Snapshot:
+    """The catalog as stored: ``catalog.parquet``, the fragments after it (in order), and the
+    newest fragment when it was cut short and left out (``incomplete``, its number)."""
+
+    compacted: Compacted
+    fragments: list[tuple[int, pa.Table]]
+    incomplete: int | None = None
+
+
+def read_snapshot(out: Output) -> Snapshot:
     """``catalog.parquet`` and the fragments after it, as one consistent state: read again while
-    a compaction races the reading (a hole in the fragment numbers, a fragment gone)."""
-    for attempt in range(_SNAPSHOT_TRIES):
+    a compaction races the reading (a hole in the fragment numbers, a fragment gone). The
+    newest fragment cut short is left out (``Snapshot.incomplete``); ``CatalogDamagedError``
+    for any other damage: a file that does not decode, a hole that is no race."""
+    for _ in range(_SNAPSHOT_TRIES):
         compacted = read_compacted(out)
         seqs = [s for s in list_log(out) if s > compacted.seq]
-        last = attempt == _SNAPSHOT_TRIES - 1
-        if not last and seqs and seqs != list(range(compacted.seq + 1, seqs[-1] + 1)):
-            continue
+        expected = list(range(compacted.seq + 1, compacted.seq + 1 + len(seqs)))
+        if seqs and not compacted.exists:  # a run writes catalog.parquet before any fragment
+            raise damaged(out, CATALOG, f"missing, while the log holds fragments from {seqs[0]}")
+        if seqs != expected:
+            # a hole: a compaction that ran since catalog.parquet was read (it writes the file
+            # before it deletes fragments, so the file's position moved on), or a lost fragment
+            if _file_seq(out) != compacted.seq:
+                continue
+            missing = sorted(set(range(compacted.seq + 1, seqs[-1])) - set(seqs))
+            raise damaged(
+                out,
+                fragment_name(missing[0]),
+                f"missing ({len(missing)} of the fragments between {CATALOG}'s position "
+                f"{compacted.seq} and the newest, {seqs[-1]}, are gone, and the rows they held)",
+            )
         try:
-            return compacted, [(s, read_fragment(out, s)) for s in seqs]
+            fragments: list[tuple[int, pa.Table]] = []
+            incomplete = None
+            for s in seqs:
+                data = out.fs.cat_file(out.path(fragment_name(s)))
+                if s == seqs[-1] and _cut_short(data):
+                    incomplete = s
+                    continue
+                fragments.append((s, decode_fragment(out, s, data)))
+            return Snapshot(compacted, fragments, incomplete)
         except FileNotFoundError:
             continue
     raise OutputError(
         f"{out.url}: the catalog kept changing while it was read ({_SNAPSHOT_TRIES} tries); "
         "read it again"
     )
+
+
+@dataclass(frozen=True)
+class Salvage:
+    """What of a damaged catalog still reads: ``catalog.parquet`` (empty when it does not
+    decode), the fragments after it that decode (every one when its position is unknown), and
+    what is wrong with which file (``damage``: path relative to OUT, what)."""
+
+    compacted: Compacted
+    fragments: list[tuple[int, pa.Table]]
+    damage: list[tuple[str, str]]
+
+
+def _why(e: CatalogDamagedError) -> str:
+    return " ".join(str(e.__cause__ if e.__cause__ is not None else e).split())
+
+
+def salvage(out: Output) -> Salvage:
+    """Read whatever of the catalog reads, file by file (for ``repair``, which holds the lock:
+    nothing races it)."""
+    damage: list[tuple[str, str]] = []
+    try:
+        compacted = read_compacted(out)
+        for _ in compacted.batches():  # every part decodes
+            pass
+    except CatalogDamagedError as e:
+        damage.append((CATALOG, f"does not decode ({_why(e)})"))
+        compacted = Compacted(out=out)
+    seqs = [s for s in list_log(out) if s > compacted.seq]
+    if seqs and not compacted.exists and not damage:
+        damage.append((CATALOG, "missing"))
+    if seqs:
+        first = seqs[0] if damage else compacted.seq + 1
+        present = set(seqs)
+        lost = [m for m in range(first, seqs[-1]) if m not in present]
+        damage.extend((fragment_name(m), "missing") for m in lost)
+    fragments = []
+    for s in seqs:
+        data = out.fs.cat_file(out.path(fragment_name(s)))
+        if _cut_short(data):
+            damage.append((fragment_name(s), "cut short (an interrupted write)"))
+            continue
+        try:
+            fragments.append((s, decode_fragment(out, s, data)))
+        except CatalogDamagedError as e:
+            damage.append((fragment_name(s), f"does not decode ({_why(e)})"))
+    return Salvage(compacted, fragments, damage)
+
+
+def set_aside(out: Output, rels: Iterable[str], when: dt.datetime | None = None) -> list[str]:
+    """Move the files ``rels`` (relative to OUT) into ``.damaged/<when>/`` under the same
+    relative paths, keeping them (never deleted here); returns where they went.
+    ``catalog.parquet`` is copied (its replacement is written over it atomically: OUT never
+    lacks one)."""
+    stamp = (when or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%S%fZ")
+    moved = []
+    for rel in rels:
+        target = f"{DAMAGED}/{stamp}/{rel}"
+        if rel == CATALOG:
+            out.write_bytes_atomic(target, out.fs.cat_file(out.path(rel)))
+        else:
+            if out.is_local:
+                out.makedirs(out.path(target).rsplit("/", 1)[0])
+            out.move(out.path(rel), out.path(target))
+        moved.append(target)
+    return moved
