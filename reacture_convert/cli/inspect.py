@@ -112,6 +112,10 @@ def show(
     the frame-cadence histogram and the validation findings; an index lists every session.
 
     SESSIONS (names or prefixes) limit the report to those sessions.
+
+    With --mp4 FILE instead of --html, and one SESSION: that session as an MP4 video (H.264),
+    right way up, every frame (blank ones too) at its recorded time, read from the Zarr store
+    or else the WebDataset shards.
     """
     if video is not None or report_dir is None:
         return _show_video(target, sessions, video, report_dir, as_json, storage_options)
