@@ -27,6 +27,7 @@ from reacture_convert.run.batch import run_convert
 from reacture_convert.run.convert import ConvertOptions
 from reacture_convert.testing.synth import BundleSpec, write_bundle
 from reacture_convert.writers.webdataset.options import WdsOptions
+from tests.helpers.s3 import S3
 
 av = pytest.importorskip("av")
 
@@ -353,3 +354,21 @@ def test_without_pyav_the_library_raises_the_same_advice(
         write_video(outs["zarr"], GAME, tmp_path / "v.mp4")
     assert str(caught.value) == INSTALL_HINT
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("form", ["zarr", "wds"])
+def test_a_dataset_in_an_object_store_gives_the_same_video(
+    outs: dict[str, Path], moto_s3: S3, form: str, tmp_path: Path
+) -> None:
+    """OUT in a bucket (moto's S3 server over HTTP, through s3fs): the video equals the one
+    made from the same session converted locally."""
+    url = f"s3://datasets/video-{form}"
+    bundle = outs["zarr"].parent / "bundles" / GAME
+    options = ConvertOptions(formats=(form,))
+    run_convert([str(bundle)], Output(url, moto_s3.options), options, scheduler="sync")
+    remote = write_video(url, GAME, tmp_path / "s3.mp4", storage_options=moto_s3.options)
+    local = write_video(outs[form], GAME, tmp_path / "local.mp4")
+    assert (remote.source, remote.frames) == (form, N_GAME)
+    one, two = decode(remote.path), decode(local.path)
+    np.testing.assert_array_equal(one.pts_ms, two.pts_ms)
+    np.testing.assert_array_equal(one.frames, two.frames)
