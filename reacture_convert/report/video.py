@@ -38,13 +38,14 @@ from reacture_convert.errors import ConfigError, OutputError
 from reacture_convert.output.storage import Output, fsync_dir
 from reacture_convert.read.batch import FRAME_SHAPE
 from reacture_convert.read.options import ReadOptions
-from reacture_convert.read.session import OutLike, as_output, open_stored
+from reacture_convert.read.session import OutLike, StoredDataset, as_output, open_stored
 from reacture_convert.read.sources import ShardSource, ZarrSource
 
 __all__ = [
     "INSTALL_HINT",
     "TIME_BASE",
     "VideoResult",
+    "VideoSource",
     "import_av",
     "video_source",
     "write_video",
@@ -85,16 +86,29 @@ def import_av() -> Any:
         raise ConfigError(INSTALL_HINT) from None
 
 
-def video_source(out: Output, session: str) -> tuple[str, str]:
-    """``(source, session)``: which stored form to read ``session`` from (``"zarr"`` when the
-    Zarr store holds it, else ``"wds"``) and its full name. ``session`` is a name or a prefix
-    of exactly one session. ``ConfigError`` when no stored form holds it."""
+@dataclass(frozen=True)
+class VideoSource:
+    """Where a session's video is read from: ``form`` (``"zarr"`` or ``"wds"``), the
+    session's full name and its ``frames``, in the opened dataset ``ds``."""
+
+    ds: StoredDataset[Any]
+    form: str
+    session: str
+    frames: int
+
+
+def video_source(out: Output, session: str) -> VideoSource:
+    """Which stored form to read ``session`` (a name, or the prefix of exactly one session)
+    from: the Zarr store when it holds the session, else the shards. ``ConfigError`` when
+    neither does."""
     ds = open_stored(out)
     index = ds.wds_index
-    forms = {"zarr": ds.sessions, "wds": tuple(s.session for s in index.sessions) if index else ()}
-    known = sorted({*forms["zarr"], *forms["wds"]})
+    in_shards = {s.session: s.samples for s in index.sessions} if index else {}
+    known = sorted({*ds.sessions, *in_shards})
     name = session if session in known else _by_prefix(session, known, out.url)
-    return ("zarr" if name in forms["zarr"] else "wds"), name
+    if name in ds.sessions:
+        return VideoSource(ds, "zarr", name, ds[name].n_frames)
+    return VideoSource(ds, "wds", name, in_shards[name])
 
 
 def _by_prefix(prefix: str, known: list[str], where: str) -> str:
@@ -130,11 +144,11 @@ def write_video(
         raise ConfigError(f"chunk={chunk!r}: give a whole number of frames, 1 or more")
     av = import_av()
     output = as_output(out, storage_options)
-    source, name = video_source(output, session)
+    where = video_source(output, session)
+    name, total = where.session, where.frames
     final = Path(path).absolute()
     if final.is_dir():
         raise ConfigError(f"{final} is a folder: give the name of the video file to write")
-    total = _total_frames(output, source, name)
     if total == 0:
         raise OutputError(f"{output.url}: session {name!r} holds no frames: no video to make")
     codec = "libx264rgb" if lossless else "libx264"
@@ -146,7 +160,7 @@ def write_video(
         raise OutputError(f"{final}: cannot write the video ({e}); give another --mp4 FILE") from e
     try:
         with contextlib.ExitStack() as stack, f:
-            chunks = _chunks(output, source, name, chunk, total, final.parent, stack)
+            chunks = _chunks(where, chunk, final.parent, stack)
             frames, duration = _encode(av, chunks, f, lossless, crf)
             if frames != total:  # the stored form holds fewer frames than it says
                 raise OutputError(
@@ -159,7 +173,7 @@ def write_video(
         fsync_dir(str(final.parent))
     finally:
         tmp.unlink(missing_ok=True)
-    return VideoResult(str(final), name, source, frames, duration, final.stat().st_size, codec)
+    return VideoResult(str(final), name, where.form, frames, duration, final.stat().st_size, codec)
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -170,32 +184,20 @@ def _options(name: str) -> ReadOptions:
     return ReadOptions(flip=True, skip_blank=False, max_gap_ms=None, sessions=(name,))
 
 
-def _total_frames(out: Output, source: str, name: str) -> int:
-    if source == "zarr":
-        return int(open_stored(out)[name].n_frames)
-    index = open_stored(out).wds_index
-    return next(s.samples for s in index.sessions if s.session == name) if index else 0
-
-
 def _chunks(
-    out: Output,
-    source: str,
-    name: str,
-    chunk: int,
-    total: int,
-    scratch: Path,
-    stack: contextlib.ExitStack,
+    where: VideoSource, chunk: int, scratch: Path, stack: contextlib.ExitStack
 ) -> Iterator[tuple[Frames, Times]]:
     """The session's frames (right way up) and their times in ms, ``chunk`` at a time, in
     frame order."""
-    if source == "zarr":
-        zarr = ZarrSource(out, _options(name), cache_chunks=2)
-        return _in_order(_batches(zarr.iter_batches(chunk, shuffle=False)), name)
-    shards = ShardSource(out, _options(name))
+    options = _options(where.session)
+    if where.form == "zarr":
+        zarr = ZarrSource(where.ds, options, cache_chunks=2)
+        return _in_order(_batches(zarr.iter_batches(chunk, shuffle=False)), where.session)
+    shards = ShardSource(where.ds.out, options)
     batches = _batches(shards.iter_batches(chunk, shuffle=False))
     if shards.index.shuffle_seed is None:
-        return _in_order(batches, name)
-    return _reordered(batches, total, chunk, scratch, stack)
+        return _in_order(batches, where.session)
+    return _reordered(batches, where.frames, chunk, scratch, stack)
 
 
 def _batches(batches: Iterator[dict[str, Any]]) -> Iterator[tuple[Frames, Times, Any]]:
