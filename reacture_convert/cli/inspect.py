@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -100,16 +101,23 @@ def stats(out: str, no_frames: bool, as_json: bool, storage_options: dict[str, A
 @click.option(
     "--html",
     "report_dir",
-    required=True,
     type=click.Path(file_okay=False),
     help="Folder for the report: index.html, <session>.html and <session>_files/.",
+)
+@click.option(
+    "--mp4",
+    "video",
+    type=click.Path(dir_okay=False),
+    help="Instead, write the one session SESSION of the converted dataset TARGET as an MP4 "
+    "video: right way up, each frame at its recorded time (needs PyAV: the video extra).",
 )
 @json_option
 @storage_option
 def show(
     target: str,
     sessions: tuple[str, ...],
-    report_dir: str,
+    report_dir: str | None,
+    video: str | None,
     as_json: bool,
     storage_options: dict[str, Any],
 ) -> None:
@@ -119,7 +127,13 @@ def show(
     the frame-cadence histogram and the validation findings; an index lists every session.
 
     SESSIONS (names or prefixes) limit the report to those sessions.
+
+    With --mp4 FILE instead of --html, and one SESSION: that session as an MP4 video (H.264),
+    right way up, every frame (blank ones too) at its recorded time, read from the Zarr store
+    or else the WebDataset shards.
     """
+    if video is not None or report_dir is None:
+        return _show_video(target, sessions, video, report_dir, as_json, storage_options)
     from reacture_convert.report import write_report
 
     with storage_errors(target):
@@ -133,3 +147,31 @@ def show(
         click.echo(json.dumps(doc, indent=2))
     else:
         click.echo(f"wrote {len(result.pages)} session page(s); open {result.index}")
+
+
+def _show_video(
+    target: str,
+    sessions: tuple[str, ...],
+    video: str | None,
+    report_dir: str | None,
+    as_json: bool,
+    storage_options: dict[str, Any],
+) -> None:
+    """``show TARGET SESSION --mp4 FILE``: one session as a video (``report.video``)."""
+    if video is None or report_dir is not None:
+        raise click.UsageError("give --html DIR for a report or --mp4 FILE for a video (one)")
+    if len(sessions) != 1:
+        raise click.UsageError(
+            "--mp4 writes one session: give exactly one SESSION (a name or prefix)"
+        )
+    from reacture_convert.report.video import write_video
+
+    with exit_on_error():
+        result = write_video(target, sessions[0], video, storage_options=storage_options)
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(result), indent=2))
+    else:
+        click.echo(
+            f"wrote {result.path}: {result.session}, {result.frames} frames over "
+            f"{result.duration:.1f} s (from {result.source}, {result.bytes:,} bytes)"
+        )
