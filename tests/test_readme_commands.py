@@ -119,6 +119,10 @@ NOT_RUN: dict[str, str] = {
     "reacture-convert convert s3://raw/sessions/ --out s3://datasets/reacture --format zarr,wds": (
         "a bucket: tests/run/test_s3.py converts into a moto bucket"
     ),
+    "reacture-convert show OUT SESSION --mp4 game.mp4": (
+        "a placeholder dataset and session: tests/report/test_video.py exports both formats"
+    ),
+    "reacture-convert repair OUT": "a damaged dataset: tests/cli/test_repair.py repairs one",
     ".venv/bin/python benchmarks/zarr_codecs.py --frames 2000 --repeats 5 --real "
     + CODECS_FRAMES: (
         "a benchmark of minutes; the file it reads is unpacked above (RUN), its options parse"
