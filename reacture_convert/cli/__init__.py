@@ -7,7 +7,8 @@ printing the result: ``validate``; ``convert`` and ``run`` (job files); ``watch`
 
 Exit codes (every command): 0 success; 1 some bundle was invalid, rejected, failed or did not
 verify; 2 usage error (bad option, missing argument); 3 the run could not start or finish
-(output locked or unwritable, bad job file).
+(output locked or unwritable, bad job file); 130 interrupted (Ctrl-C, SIGTERM: run the same
+command again to finish).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ def cli() -> None:
 
     \b
     Exit codes: 0 ok; 1 some bundle invalid, rejected or failed; 2 usage error;
-    3 the run could not start or finish (output locked, unwritable, bad job file).
+    3 the run could not start or finish (output locked, unwritable, bad job file);
+    130 interrupted (run the same command again to finish).
     """
 
 

@@ -32,6 +32,7 @@ from reacture_convert.writers.zarr import ZarrOptions
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_FAILED = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130  # stopped by SIGINT/SIGTERM (128 + SIGINT, as shells report it)
 
 
 # --- errors and exit codes ----------------------------------------------------------------------
