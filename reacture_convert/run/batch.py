@@ -261,7 +261,7 @@ def run_convert(
         )
         wds_index = None
         if batch.interrupted:  # what was in flight is dropped; the next run finishes
-            run.out.clear_staging()
+            _clear_staging(run.out)
             mark_interrupted(run.out, run.run_id)
         else:
             if batch.session_tars and not batch.stopped:  # the merged format (shards) asked for
@@ -272,6 +272,19 @@ def run_convert(
                 forget_interrupted(run.out)
     summary = _summary(run, found, batch, wds_index, time.perf_counter() - started)
     return replace(summary, resumed=resumed[0] if resumed else None)
+
+
+def _clear_staging(out: Output) -> None:
+    """Clear staging while an abandoned task on a thread here may still be removing its own
+    (``FileNotFoundError``, a folder not empty yet): tried again, then left to the next run."""
+    for attempt in range(5):
+        try:
+            out.clear_staging()
+            return
+        except OSError:
+            if attempt == 4:
+                return
+            time.sleep(0.05)
 
 
 def _resumed(run_id: str | None, catalog: Catalog, on_resume: ResumeFn | None) -> list[Resumed]:
