@@ -17,6 +17,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from reacture_convert.cli.exits import EXIT_FAILED as EXIT_FAILED  # (the commands' import)
+from reacture_convert.cli.exits import EXIT_INTERRUPTED as EXIT_INTERRUPTED
 from reacture_convert.cli.exits import EXIT_INVALID as EXIT_INVALID
 from reacture_convert.cli.exits import EXIT_OK as EXIT_OK
 from reacture_convert.cli.exits import EXIT_USAGE as EXIT_USAGE

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ import click
 
 from reacture_convert.cli.common import (
     BYTES,
+    EXIT_INTERRUPTED,
     FORMATS,
     NO_BUNDLE,
     ON_ERROR_HELP,
@@ -41,6 +43,7 @@ from reacture_convert.output.status import Status
 from reacture_convert.output.storage import Output
 from reacture_convert.run.batch import ProgressFn, check_inputs, run_convert
 from reacture_convert.run.convert import ConvertOptions
+from reacture_convert.run.interrupt import Resumed
 from reacture_convert.run.options import ON_ERROR
 from reacture_convert.run.summary import RunSummary
 
@@ -298,22 +301,49 @@ def run_and_report(
     stop_on_error: bool = False,
 ) -> NoReturn:
     """``run_convert``, then its summary (text or JSON), then the exit code."""
-    with exit_on_error(), progress_reporter(enabled=not (quiet or as_json)) as progress:
-        summary = run_convert(
-            paths,
-            out,
-            options,
-            scheduler=scheduler,
-            workers=workers,
-            progress=progress,
-            wait_for_lock=wait,
-            stop_on_error=stop_on_error,
-        )
+    try:
+        with exit_on_error(), progress_reporter(enabled=not (quiet or as_json)) as progress:
+            summary = run_convert(
+                paths,
+                out,
+                options,
+                scheduler=scheduler,
+                workers=workers,
+                progress=progress,
+                wait_for_lock=wait,
+                stop_on_error=stop_on_error,
+                on_resume=None if quiet or as_json else say_resuming,
+            )
+    except KeyboardInterrupt:  # before any session started: nothing to undo
+        click.echo("interrupted before any session started", err=True)
+        sys.exit(EXIT_INTERRUPTED)
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2, default=str))
-    elif not quiet:
+    elif not quiet and (summary.entries or not summary.interrupted):
         print_summary(summary)
+    if summary.interrupted:
+        exit_interrupted(summary, quiet or as_json)
     exit_with(summary.ok)
+
+
+def say_resuming(resumed: Resumed) -> None:
+    click.echo(
+        f"resuming an interrupted run: {resumed.converted} sessions already converted", err=True
+    )
+
+
+def exit_interrupted(summary: RunSummary, quiet: bool) -> NoReturn:
+    """Say what an interrupted run did and leave at once: a session task abandoned on a thread
+    here (sync, threads) must not hold the exit up (it writes nothing more)."""
+    if not quiet:
+        click.echo(
+            f"interrupted: {len(summary.entries)} converted, {summary.not_done} not started; "
+            "run the same command again to finish",
+            err=True,
+        )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_INTERRUPTED)
 
 
 def print_summary(summary: RunSummary) -> None:

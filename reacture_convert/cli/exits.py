@@ -29,6 +29,7 @@ from reacture_convert.errors import (
 __all__ = [
     "EXIT_CODES",
     "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
     "EXIT_INVALID",
     "EXIT_OK",
     "EXIT_USAGE",
@@ -39,6 +40,7 @@ __all__ = [
 ]
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_FAILED = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130  # stopped by SIGINT/SIGTERM (128 + SIGINT, as shells report it)
 
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     # 2: a name on the command line that the data does not hold (show OUT SESSION)
@@ -59,7 +61,9 @@ Exit codes (every command):
      a path that does not exist
   2  usage error: a bad option, value or argument (an unknown session name)
   3  the run could not start or finish: OUT locked or unwritable, a bad job file, the object
-     store (no credentials, wrong endpoint, no such bucket), permission denied, disk full
+     store (no credentials, wrong endpoint, no such bucket), permission denied, disk full;
+     a watcher aborted by a second signal
+  130  interrupted (Ctrl-C, SIGTERM): run the same command again to finish
 On an error, --json prints {"error": {"code", "kind", "message", "path", "hint"}} on stdout;
 --debug (or REACTURE_DEBUG=1) adds the traceback."""
 

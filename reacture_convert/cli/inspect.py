@@ -166,8 +166,7 @@ def _show_video(
         )
     from reacture_convert.report.video import write_video
 
-    with exit_on_error():
-        result = write_video(target, sessions[0], video, storage_options=storage_options)
+    result = write_video(target, sessions[0], video, storage_options=storage_options)
     if as_json:
         click.echo(json.dumps(dataclasses.asdict(result), indent=2))
     else:

@@ -12,7 +12,7 @@ import click
 
 from reacture_convert.cli.common import (
     DURATION,
-    EXIT_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_INVALID,
     EXIT_OK,
     FORMATS,
@@ -138,7 +138,7 @@ def watch_and_report(
         # process). Its output is staging only, cleared by the next run.
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(EXIT_FAILED)
+        os._exit(EXIT_INTERRUPTED)
     # a service stopped on purpose exits 0; a cron run (--once) or on_error=stop says 1 when a
     # bundle was rejected or failed, or an input is not there, like `convert`
     sys.exit(
@@ -222,8 +222,8 @@ def watch(
     when it opens and has settled. Uploads that stay incomplete past --incomplete-timeout get a
     rejected row in the catalog. The catalog is the memory: a restarted watcher skips what is
     done. Ctrl-C/SIGTERM finishes the sessions in flight and exits 0; a second one aborts
-    (exit 3). Exit 3 also when another run or watcher holds OUT (unless --wait). With --once:
-    exit 1 when a bundle was rejected or failed.
+    at once, dropping them (exit 130). Exit 3 when another run or watcher holds OUT (unless
+    --wait). With --once: exit 1 when a bundle was rejected or failed.
     """
     from reacture_convert.run.watch import WatchOptions
 

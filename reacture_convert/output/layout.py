@@ -13,6 +13,7 @@ __all__ = [
     "LOCKED_WRITES",
     "LOG_DIR",
     "STAGING",
+    "INTERRUPTED",
     "STATS",
     "TRASH",
     "WDS_CARD",
@@ -39,9 +40,10 @@ STAGING: Final = ".staging"  # work in progress: OUT/.staging/<run>/<session>/..
 TRASH: Final = ".trash"  # replaced copies, on their way out
 DAMAGED: Final = ".damaged"  # damaged catalog files set aside: OUT/.damaged/<when>/<path>
 LOCK: Final = ".lock"  # the run lock (on S3: the lease object)
+INTERRUPTED: Final = ".interrupted"  # an interrupted batch's note: the next run resumes it
 WDS_STAGE: Final = ".wds"  # the shard merge's folder in staging (session names hold no ".")
 # Files only the lock holder writes (atomically): their stray temporaries are cleared.
-LOCKED_WRITES: Final = (CATALOG, WDS_INDEX, CARD, WDS_CARD, f"{LOG_DIR}/*")
+LOCKED_WRITES: Final = (CATALOG, WDS_INDEX, CARD, WDS_CARD, INTERRUPTED, f"{LOG_DIR}/*")
 
 
 def fragment_name(seq: int) -> str:

@@ -6,11 +6,18 @@ row is appended to the catalog's log at once (``output.catalog``), so a killed r
 the sessions that were in flight, and a re-run skips what is done (by source hashes) and redoes
 the rest. The driver's cost per session does not grow with the catalog: rows are kept compactly
 in memory, logged in O(1) and compacted into ``catalog.parquet`` on a geometric schedule.
+
+The first SIGINT/SIGTERM stops a batch at once (``run.interrupt``): no new session starts, the
+sessions in flight are dropped uncommitted (worker processes killed, in-process tasks fenced)
+and the run's staging cleared; what was committed stays, the catalog is written, and OUT keeps a
+note that the next run reads to say it resumes. The summary says ``interrupted``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import time
 from array import array
 from collections import defaultdict, deque
@@ -22,7 +29,7 @@ from reacture_convert.errors import ConfigError
 from reacture_convert.formats.wds.index import WdsIndex
 from reacture_convert.ingest.bundle import BundleRef
 from reacture_convert.ingest.discover import Discovery, discover
-from reacture_convert.output.catalog import CatalogEntry
+from reacture_convert.output.catalog import Catalog, CatalogEntry
 from reacture_convert.output.layout import WDS_INDEX
 from reacture_convert.output.naming import session_name
 from reacture_convert.output.status import Status
@@ -33,18 +40,28 @@ from reacture_convert.run.driver import (
     Keyed,
     SessionRunner,
     Task,
+    abandon_run,
     archive_entries,
     forget_listings,
+)
+from reacture_convert.run.interrupt import (
+    Resumed,
+    forget_interrupted,
+    mark_interrupted,
+    on_signals,
+    read_interrupted,
 )
 from reacture_convert.run.scheduler import Scheduler, open_scheduler
 from reacture_convert.run.setup import OutputRun, hold_output, new_run_id
 from reacture_convert.run.summary import RunSummary
 from reacture_convert.writers.webdataset import SessionTar, write_shards
 
-__all__ = ["ProgressFn", "check_inputs", "run_convert"]
+__all__ = ["ProgressFn", "ResumeFn", "check_inputs", "run_convert"]
 
 ProgressFn = Callable[[CatalogEntry, int, int], None]
 """``progress(entry, sessions_done, sessions_total)``, called after each session."""
+ResumeFn = Callable[[Resumed], None]
+"""``on_resume(resumed)``, called when a run starts where an interrupted one stopped."""
 
 DEFAULT_OPTIONS: ConvertOptions = ConvertOptions()
 GROUP_BYTES = 64 * 2**20  # input bytes of likely-skipped sessions put in one task
@@ -121,17 +138,37 @@ class _Batch:
         self.finished = 0
         self.frames = 0
         self.stopped = False
+        self.interrupt = threading.Event()
+        self.abandoned = 0  # sessions in flight when interrupted
 
     def run(self, sched: Scheduler) -> None:
         self.feed()
-        for key, value in sched.results():
+        for key, value in sched.results(self.interrupt):
             for done in self.runner.finish_task(key, value):
                 self.done(done)
             self.catalog.flush()
             self.feed()
+        if self.interrupted:
+            self.abandoned = len(self.runner)
+            abandon_run(self.runner.run_id)
+            sched.abandon()
+
+    @property
+    def interrupted(self) -> bool:
+        """A signal came before the batch was done."""
+        return self.interrupt.is_set() and self.finished < self.total and not self.stopped
+
+    def on_signal(self, signum: int, frame: Any) -> None:
+        """Signal handler: only sets the Event (the loop acts on it within ``POLL`` s)."""
+        self.interrupt.set()
 
     def feed(self) -> None:
-        while self.ready and self.runner.tasks < self.capacity and not self.stopped:
+        while (
+            self.ready
+            and self.runner.tasks < self.capacity
+            and not self.stopped
+            and not self.interrupt.is_set()
+        ):
             self.runner.start_group(self.next_group())
 
     def previous(self, pending: Pending) -> CatalogEntry | None:
@@ -183,6 +220,8 @@ def run_convert(
     progress: ProgressFn | None = None,
     wait_for_lock: bool = False,
     stop_on_error: bool = False,
+    handle_signals: bool = True,
+    on_resume: ResumeFn | None = None,
 ) -> RunSummary:
     """Convert every bundle found under ``paths`` into ``out``; never raises for bad input.
 
@@ -193,6 +232,11 @@ def run_convert(
     session (the job files' ``on_error = "stop"``); sessions already running finish (none on
     the ``sync`` scheduler), no shards are merged, and the summary lists fewer bundles.
     ``progress(entry, sessions_done, sessions_total)`` is called after each session.
+    ``handle_signals`` (main thread): the first SIGINT/SIGTERM while sessions convert
+    interrupts the run (see the module doc; ``RunSummary.interrupted``). A task that ran on a
+    thread here may still be running when this returns (it writes nothing more); a caller that
+    exits at once (the command line) loses nothing. ``on_resume(Resumed)`` is called when OUT
+    holds an interrupted run's note.
     """
     started = time.perf_counter()
     run_id = new_run_id()
@@ -206,13 +250,51 @@ def run_convert(
             out=out.url, run_id=run_id, entries=(), findings=found.findings, seconds=seconds
         )
     with hold_output(out, run_id, wait=wait_for_lock) as run:
-        batch = _convert_all(run, found, options, scheduler, workers, progress, stop_on_error)
+        interrupted_run = read_interrupted(out)
+        resumed: list[Resumed] = []
+
+        def loaded(catalog: Catalog) -> None:  # said as the run starts
+            resumed.extend(_resumed(interrupted_run, catalog, on_resume))
+
+        batch = _convert_all(
+            run, found, options, scheduler, workers, progress, stop_on_error, handle_signals, loaded
+        )
         wds_index = None
-        if batch.session_tars and not batch.stopped:  # the merged format (shards) was asked for
-            tars = [batch.session_tars[k] for k in sorted(batch.session_tars)]
-            wds_index = write_shards(out, tars, options.wds)
-        run.close()
-    return _summary(run, found, batch, wds_index, time.perf_counter() - started)
+        if batch.interrupted:  # what was in flight is dropped; the next run finishes
+            _clear_staging(run.out)
+            mark_interrupted(run.out, run.run_id)
+        else:
+            if batch.session_tars and not batch.stopped:  # the merged format (shards) asked for
+                tars = [batch.session_tars[k] for k in sorted(batch.session_tars)]
+                wds_index = write_shards(out, tars, options.wds)
+            run.close()
+            if resumed:
+                forget_interrupted(run.out)
+    summary = _summary(run, found, batch, wds_index, time.perf_counter() - started)
+    return replace(summary, resumed=resumed[0] if resumed else None)
+
+
+def _clear_staging(out: Output) -> None:
+    """Clear staging while an abandoned task on a thread here may still be removing its own
+    (``FileNotFoundError``, a folder not empty yet): tried again, then left to the next run."""
+    for attempt in range(5):
+        try:
+            out.clear_staging()
+            return
+        except OSError:
+            if attempt == 4:
+                return
+            time.sleep(0.05)
+
+
+def _resumed(run_id: str | None, catalog: Catalog, on_resume: ResumeFn | None) -> list[Resumed]:
+    """The interrupted run ``run_id`` this one resumes, if any (said to ``on_resume``)."""
+    if run_id is None:
+        return []
+    resumed = Resumed(run_id, sum(s.is_live for s in catalog.view().statuses()))
+    if on_resume is not None:
+        on_resume(resumed)
+    return [resumed]
 
 
 def _convert_all(
@@ -223,6 +305,8 @@ def _convert_all(
     workers: int | None,
     progress: ProgressFn | None,
     stop_on_error: bool,
+    handle_signals: bool = True,
+    loaded: Callable[[Catalog], None] | None = None,
 ) -> _Batch:
     """Every session converted and committed, the catalog written (the run's main loop)."""
     total = len(found.bundles)
@@ -231,12 +315,15 @@ def _convert_all(
     # first use waits for it.
     with open_scheduler(scheduler, workers, n_tasks=total, total_bytes=size) as sched:
         catalog = run.load_catalog()
+        if loaded is not None:
+            loaded(catalog)
         rows = array("q", [catalog.record(e) for e in archive_entries(found.findings, run.run_id)])
         runner = SessionRunner(run.out, catalog, run.run_id, sched.submit)
         batch = _Batch(
             found.bundles, options, runner, sched.capacity, progress, stop_on_error, rows
         )
-        batch.run(sched)
+        with on_signals(batch.on_signal) if handle_signals else contextlib.nullcontext():
+            batch.run(sched)
     catalog.flush(final=True)
     return batch
 
@@ -251,6 +338,12 @@ def _summary(
             "samples": wds_index.total_samples,
             "index": run.out.url_of(WDS_INDEX),
         }
+    if batch.interrupted:
+        extra["interrupted"] = {
+            "finished": batch.finished,
+            "abandoned": batch.abandoned,
+            "not_started": batch.total - batch.finished - batch.abandoned,
+        }
     if batch.stopped:
         extra["stopped"] = f"on_error=stop: {batch.total - batch.finished} bundle(s) not started"
     return RunSummary(
@@ -261,4 +354,6 @@ def _summary(
         seconds=seconds,
         frames=batch.frames,
         extra=extra,
+        interrupted=batch.interrupted,
+        not_done=batch.total - batch.finished,
     )

@@ -9,6 +9,11 @@ and turns each task's value, or the exception that replaced it, into a committed
 Sessions that are likely to be skipped (their session has a live row to compare with) can run
 several to a task (``start_group``): a skip costs a hash, and a scheduler's round trip per
 session would cost more than that.
+
+An interrupted run's tasks are dropped, never committed (``abandon_run``). One that runs on a
+thread of this process (the ``sync`` scheduler, Dask ``threads``) cannot be killed: its output
+is fenced instead, so that its next write into staging raises ``Abandoned`` and the task ends
+there, discarding what it staged.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import datetime as dt
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from fsspec.core import url_to_fs
@@ -28,7 +33,7 @@ from reacture_convert.ingest.bundle import BundleRef
 from reacture_convert.output.catalog import Catalog, CatalogEntry
 from reacture_convert.output.naming import session_name
 from reacture_convert.output.status import Status
-from reacture_convert.output.storage import Output
+from reacture_convert.output.storage import Keys, NewFile, Output
 from reacture_convert.run.convert import (
     ConvertOptions,
     SessionResult,
@@ -38,6 +43,8 @@ from reacture_convert.run.convert import (
 from reacture_convert.writers.webdataset import SessionTar
 
 __all__ = [
+    "Abandoned",
+    "abandon_run",
     "Finished",
     "Keyed",
     "Running",
@@ -70,6 +77,57 @@ def forget_listings(out: Output, urls: Sequence[str], input_options: Mapping[str
                 pass  # discover reports an input it cannot open
 
 
+_ABANDONED: set[str] = set()  # runs (ids) whose tasks in this process must write no more
+
+
+class Abandoned(Exception):  # noqa: N818 - what happened to the task, not an error of its own
+    """The task's run was interrupted: it stops at its next write into staging."""
+
+
+def abandon_run(run_id: str) -> None:
+    """Fence run ``run_id``'s session tasks that still run in this process: their next write
+    raises ``Abandoned``. (Tasks in worker processes are the scheduler's to kill.)"""
+    _ABANDONED.add(run_id)
+
+
+@dataclass(frozen=True)
+class _Fenced(Output):
+    """``Output`` for a task of run ``run_id``: every new file or folder is refused once the
+    run is abandoned (``abandon_run``)."""
+
+    run_id: str = field(default="", kw_only=True)
+
+    def check(self) -> None:
+        if self.run_id in _ABANDONED:
+            raise Abandoned(f"run {self.run_id} was interrupted; its staging is dropped")
+
+    def keys(self, path: str) -> Keys:
+        self.check()
+        return _FencedKeys(super().keys(path), self.check)
+
+    def create(self, path: str) -> NewFile:
+        self.check()
+        return super().create(path)
+
+    def parquet_sink(self, path: str) -> Any:
+        self.check()
+        return super().parquet_sink(path)
+
+    def makedirs(self, path: str) -> None:
+        self.check()
+        super().makedirs(path)
+
+
+class _FencedKeys(Keys):
+    def __init__(self, keys: Keys, check: Callable[[], None]) -> None:
+        super().__init__(keys.root, keys.fs)
+        self.check = check
+
+    def put(self, key: str, data: bytes) -> None:
+        self.check()
+        super().put(key, data)
+
+
 def session_task(
     bundle: BundleRef,
     out: Output,
@@ -77,9 +135,11 @@ def session_task(
     previous: CatalogEntry | None,
     run_id: str,
 ) -> SessionResult:
-    """One session on a worker: with fresh listings, then ``convert_session``."""
+    """One session on a worker: with fresh listings, then ``convert_session`` (its writes
+    fenced: see ``abandon_run``)."""
     forget_listings(out, sorted({ref.url for ref in bundle.files.values()}), options.input_options)
-    return convert_session(bundle, out, options, previous, run_id)
+    fenced = _Fenced(out.url, out.storage_options, run_id=run_id)
+    return convert_session(bundle, fenced, options, previous, run_id)
 
 
 class Task(NamedTuple):

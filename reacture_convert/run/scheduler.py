@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
+import signal
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -51,6 +53,7 @@ _REMOTE = ("tcp://", "tls://")
 # starting the cluster and its workers costs more than running sessions on every core here
 # saves; benchmarks/PROFILES.md, "Choosing the scheduler").
 AUTO_PROCESSES_BYTES = 4 * 10**9
+POLL = 0.05  # seconds between looks at ``stop`` while waiting for results
 
 
 def auto_scheduler(n_tasks: int, total_bytes: int | None, workers: int | None = None) -> str:
@@ -90,12 +93,30 @@ class Scheduler:
     def submit(self, key: Any, fn: Callable[..., Any], *args: Any) -> None:
         raise NotImplementedError
 
-    def results(self) -> Iterator[tuple[Any, Any]]:
+    def results(self, stop: threading.Event | None = None) -> Iterator[tuple[Any, Any]]:
+        """Results as tasks finish; returns early, within ``POLL`` seconds, once ``stop`` is
+        set (the tasks still in flight are then the caller's to ``abandon``)."""
         raise NotImplementedError
+
+    def abandon(self) -> None:
+        """Drop every task in flight at once, without waiting for it (after an interrupt)."""
+
+
+def _call(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    try:
+        return fn(*args)
+    except Exception as e:  # noqa: BLE001 - handed to the caller as a value
+        return e
+
+
+def _call_into(done: queue.Queue[Any], fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    done.put(_call(fn, args))
 
 
 class _Sync(Scheduler):
-    """Runs each task in this process when its result is asked for: deterministic order."""
+    """Runs each task in this process when its result is asked for: deterministic order. With
+    a ``stop`` event the task runs on a thread of its own while the caller waits, so that the
+    caller hears a signal at once; an abandoned task's thread is left to its end (a daemon)."""
 
     description = "sync (in this process)"
     capacity = 1
@@ -106,14 +127,25 @@ class _Sync(Scheduler):
     def submit(self, key: Any, fn: Callable[..., Any], *args: Any) -> None:
         self.pending.append((key, fn, args))
 
-    def results(self) -> Iterator[tuple[Any, Any]]:
-        while self.pending:
+    def results(self, stop: threading.Event | None = None) -> Iterator[tuple[Any, Any]]:
+        while self.pending and not (stop is not None and stop.is_set()):
             key, fn, args = self.pending.popleft()
-            try:
-                value = fn(*args)
-            except Exception as e:  # noqa: BLE001 - handed to the caller as a value
-                value = e
-            yield key, value
+            if stop is None:
+                yield key, _call(fn, args)
+                continue
+            done: queue.Queue[Any] = queue.Queue(1)
+            threading.Thread(
+                target=_call_into, args=(done, fn, args), name="reacture-session", daemon=True
+            ).start()
+            while True:
+                try:
+                    value = done.get(timeout=POLL)
+                except queue.Empty:
+                    if stop.is_set():
+                        return
+                    continue
+                yield key, value
+                break
 
 
 class _Distributed(Scheduler):
@@ -125,6 +157,8 @@ class _Distributed(Scheduler):
         self._client = client
         self.description = description
         self.keys: dict[str, Any] = {}
+        self.futures: dict[str, Any] = {}  # in flight, by Dask key
+        self.abandoned = False
         self._queue: Any = None
         self._workers: int | None = None
 
@@ -152,12 +186,19 @@ class _Distributed(Scheduler):
     def submit(self, key: Any, fn: Callable[..., Any], *args: Any) -> None:
         future = self._ready().submit(fn, *args, pure=False)
         self.keys[future.key] = key
+        self.futures[future.key] = future
         self._queue.add(future)
 
-    def results(self) -> Iterator[tuple[Any, Any]]:
+    def results(self, stop: threading.Event | None = None) -> Iterator[tuple[Any, Any]]:
         self._ready()
-        for future in self._queue:
+        while not self._queue.is_empty():
+            if stop is not None:
+                while not self._queue.has_ready():
+                    if stop.wait(POLL):
+                        return
+            future = next(self._queue)
             key = self.keys.pop(future.key)
+            del self.futures[future.key]
             try:
                 value = future.result()
             except Exception as e:  # noqa: BLE001 - KilledWorker, task errors: values here
@@ -166,10 +207,29 @@ class _Distributed(Scheduler):
                 future.release()
             yield key, value
 
+    def abandon(self) -> None:
+        self.abandoned = True
+        if self.futures and not isinstance(self._client, Future):
+            with contextlib.suppress(Exception):  # a cluster that is gone has nothing to drop
+                self._client.cancel(list(self.futures.values()), force=True)
+        self.futures.clear()
+
+
+def _kill_workers(client: Any) -> None:
+    """SIGKILL a local cluster's worker processes (their sessions abandoned): closing the
+    cluster then does not wait for tasks that would run for seconds more."""
+    cluster = getattr(client, "cluster", None)
+    for nanny in list(getattr(cluster, "workers", {}).values()):
+        pid = getattr(getattr(nanny, "process", None), "pid", None)
+        if pid:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
 
 def _start_local(n: int, processes: bool) -> tuple[contextlib.ExitStack, Any]:
     """A local cluster of ``n`` workers (processes, one thread each; or one process with ``n``
-    threads) and its client; the stack closes both."""
+    threads) and its client; the stack closes both. Worker processes ignore SIGINT
+    (``run.workers``)."""
     import dask
     from distributed import Client, LocalCluster
 
@@ -180,6 +240,10 @@ def _start_local(n: int, processes: bool) -> tuple[contextlib.ExitStack, Any]:
         stack.enter_context(
             dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})
         )
+        if processes:
+            stack.enter_context(
+                dask.config.set({"distributed.worker.preload": ["reacture_convert.run.workers"]})
+            )
         cluster = stack.enter_context(
             LocalCluster(  # type: ignore[no-untyped-call]
                 n_workers=n if processes else 1,
@@ -241,14 +305,16 @@ def open_scheduler(
     processes = spec == "processes"
     with ThreadPoolExecutor(1, thread_name_prefix="reacture-cluster") as starter:
         started = starter.submit(_start_local, n, processes)
+        sched = _Distributed(started, f"local dask, {n} {'processes' if processes else 'threads'}")
         try:
-            yield _Distributed(
-                started, f"local dask, {n} {'processes' if processes else 'threads'}"
-            )
+            yield sched
         finally:
             # (a start that failed said so where the scheduler was used, if it was)
             if started.exception() is None:
-                started.result()[0].close()
+                stack, client = started.result()
+                if sched.abandoned and processes:
+                    _kill_workers(client)
+                stack.close()
 
 
 class ResultPump:

@@ -10,6 +10,7 @@ from typing import Any
 from reacture_convert.findings import Finding, Severity
 from reacture_convert.output.catalog import CatalogEntry, EntryView
 from reacture_convert.output.status import OK, Status
+from reacture_convert.run.interrupt import Resumed
 
 __all__ = ["RunSummary", "StatusCounts", "WatchStatus", "WatchSummary"]
 
@@ -38,7 +39,9 @@ class StatusCounts:
 
 @dataclass(frozen=True)
 class RunSummary(StatusCounts):
-    """What a run did: one entry per bundle (and per unreadable archive), plus stray findings."""
+    """What a run did: one entry per bundle (and per unreadable archive), plus stray findings.
+    ``interrupted``: a signal stopped it, ``not_done`` bundles are left for the next run;
+    ``resumed``: the interrupted run it took over from."""
 
     out: str
     run_id: str
@@ -47,13 +50,22 @@ class RunSummary(StatusCounts):
     seconds: float = 0.0
     frames: int = 0
     extra: Mapping[str, Any] = field(default_factory=dict)
+    interrupted: bool = False
+    not_done: int = 0
+    resumed: Resumed | None = None
+
+    @property
+    def status(self) -> str:
+        """``interrupted``, or ``finished``."""
+        return "interrupted" if self.interrupted else "finished"
 
     @property
     def ok(self) -> bool:
         """Every bundle converted, skipped or a duplicate; at least one bundle found; no error
-        outside any bundle (an input that does not exist)."""
+        outside any bundle (an input that does not exist); not interrupted."""
         return (
             len(self.entries) > 0
+            and not self.interrupted
             and super().ok
             and not any(f.severity is Severity.ERROR for f in self.findings)
         )
@@ -62,6 +74,7 @@ class RunSummary(StatusCounts):
         return {
             "out": self.out,
             "run_id": self.run_id,
+            "status": self.status,
             "ok": self.ok,
             "counts": self.counts,
             "seconds": round(self.seconds, 3),
@@ -82,6 +95,7 @@ class RunSummary(StatusCounts):
                 for e in self.entries
             ],
             "findings": [f.to_dict() for f in self.findings],
+            **({"resumed": self.resumed.to_dict()} if self.resumed is not None else {}),
             **dict(self.extra),
         }
 

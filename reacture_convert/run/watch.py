@@ -33,8 +33,9 @@ waits.
 
 Bounded: at most ``workers`` sessions in flight, ready bundles wait in a queue, two bundles
 that would write one session name never run at once. The first SIGINT/SIGTERM (or ``stop``)
-starts no new session and lets the running ones finish and commit; a second one aborts: results
-still in flight are dropped uncommitted and the run's staging is removed, so nothing is left
+starts no new session and lets the running ones finish and commit; a second one aborts at once:
+results still in flight are dropped uncommitted (worker processes killed, tasks on threads here
+fenced, ``driver.abandon_run``) and the run's staging is removed, so nothing is left
 half-visible.
 """
 
@@ -43,11 +44,10 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import queue
-import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -60,7 +60,8 @@ from reacture_convert.output.naming import session_name
 from reacture_convert.output.status import Status
 from reacture_convert.output.storage import Output
 from reacture_convert.run.convert import ConvertOptions
-from reacture_convert.run.driver import SessionRunner, forget_listings
+from reacture_convert.run.driver import SessionRunner, abandon_run, forget_listings
+from reacture_convert.run.interrupt import on_signals
 from reacture_convert.run.options import WatchOptions, parse_duration  # re-exported
 from reacture_convert.run.scheduler import ResultPump, open_scheduler
 from reacture_convert.run.settle import Incoming, Key
@@ -390,31 +391,6 @@ class _Watcher:
             last = now
 
 
-@contextlib.contextmanager
-def _signals(watcher: _Watcher, enabled: bool) -> Iterator[Callable[[], None]]:
-    """SIGINT/SIGTERM count as stop requests once ``arm()`` is called (main thread only).
-
-    Until then SIGINT is ignored, so that the scheduler's worker processes started meanwhile
-    inherit that: a Ctrl-C on a terminal goes to the whole process group, and workers that died
-    of it would take the sessions in flight with them instead of letting them finish.
-    """
-    if not enabled or threading.current_thread() is not threading.main_thread():
-        yield lambda: None
-        return
-    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    def arm() -> None:
-        for s in old:
-            signal.signal(s, watcher.on_signal)
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield arm
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
-
-
 def run_watch(
     paths: Sequence[str],
     out: Output,
@@ -460,19 +436,16 @@ def run_watch(
             stop,
             stop_on_error,
         )
-        with _signals(watcher, handle_signals) as arm:
-            _serve(watcher, scheduler, workers, arm)
+        with on_signals(watcher.on_signal) if handle_signals else contextlib.nullcontext():
+            _serve(watcher, scheduler, workers)
             _wind_up(watcher, run)
     return _stopped(watcher, time.perf_counter() - started)
 
 
-def _serve(watcher: _Watcher, scheduler: str, workers: int | None, arm: Callable[[], None]) -> None:
-    """The watcher's loop on a scheduler, until it stops or aborts."""
+def _serve(watcher: _Watcher, scheduler: str, workers: int | None) -> None:
+    """The watcher's loop on a scheduler, until it stops or aborts (then what is in flight is
+    dropped at once: worker processes killed, tasks on threads here fenced)."""
     with open_scheduler(scheduler, workers, n_tasks=2) as sched:
-        # a local cluster starts on a thread: armed once its workers exist (they inherit
-        # SIGINT ignored)
-        sched.workers  # noqa: B018 - waits for the scheduler
-        arm()
         limit = max(1, min(workers or sched.capacity, sched.capacity))
         watch = watcher.watch
         watcher.emit(
@@ -493,6 +466,9 @@ def _serve(watcher: _Watcher, scheduler: str, workers: int | None, arm: Callable
             watcher.loop(pump, limit)
         finally:
             pump.close()
+            if watcher.aborted:
+                abandon_run(watcher.run_id)
+                sched.abandon()
 
 
 def _wind_up(watcher: _Watcher, run: OutputRun) -> None:
