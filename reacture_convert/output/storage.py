@@ -22,6 +22,7 @@ import contextlib
 import errno
 import glob
 import io
+import json
 import os
 import tempfile
 import uuid
@@ -49,6 +50,7 @@ __all__ = [
     "NewFile",
     "fsync_dir",
     "fsync_path",
+    "lock_holder",
     "lock_output",
 ]
 
@@ -433,6 +435,34 @@ def lock_output(out: Output, wait: bool = False) -> Iterator[Held]:
                     "wait for it to finish or pass --wait to queue behind it"
                 ) from None
             raise OutputError(f"{path}: cannot lock the output: {e}") from e
+        _record_holder(fd)
         yield Held()
     finally:
         os.close(fd)
+
+
+def _record_holder(fd: int) -> None:
+    """Write who holds the lock into the lock file (what ``lock_holder`` reads), as the S3
+    lease does in its object; best effort."""
+    import datetime as dt
+    import socket
+
+    since = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    body = json.dumps({"owner": f"{socket.gethostname()}:{os.getpid()}", "written": since})
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, body.encode(), 0)
+
+
+def lock_holder(out: Output) -> str | None:
+    """Who holds OUT's lock, as its lock records it (``host:pid`` and since when), or None."""
+    try:
+        with out.fs.open(out.path(LOCK), "rb") as f:
+            record = json.loads(f.read() or b"{}")
+    except (OSError, ValueError):
+        return None
+    owner = record.get("owner") if isinstance(record, dict) else None
+    if not owner:
+        return None
+    written = record.get("written")
+    return f"{owner} (since {written})" if written else str(owner)

@@ -14,7 +14,7 @@ import os
 import time
 from array import array
 from collections import defaultdict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, NamedTuple
 
@@ -36,15 +36,20 @@ from reacture_convert.run.driver import (
     archive_entries,
     forget_listings,
 )
+from reacture_convert.run.progress import (
+    ProgressFn,
+    SessionDone,
+    Started,
+    guarded,
+    hold_reporting,
+    listening,
+)
 from reacture_convert.run.scheduler import Scheduler, open_scheduler
-from reacture_convert.run.setup import OutputRun, hold_output, new_run_id
+from reacture_convert.run.setup import OutputRun, new_run_id
 from reacture_convert.run.summary import RunSummary
 from reacture_convert.writers.webdataset import SessionTar, write_shards
 
 __all__ = ["ProgressFn", "check_inputs", "run_convert"]
-
-ProgressFn = Callable[[CatalogEntry, int, int], None]
-"""``progress(entry, sessions_done, sessions_total)``, called after each session."""
 
 DEFAULT_OPTIONS: ConvertOptions = ConvertOptions()
 GROUP_BYTES = 64 * 2**20  # input bytes of likely-skipped sessions put in one task
@@ -163,7 +168,7 @@ class _Batch:
             self.session_tars[name] = done.session_tar
         self.finished += 1
         if self.progress is not None:
-            self.progress(entry, self.finished, self.total)
+            self.progress(SessionDone(entry, self.finished, self.total))
         if self.stop_on_error and not entry.status.is_ok:
             self.stopped = True
         if self.waiting.get(name):
@@ -192,10 +197,12 @@ def run_convert(
     ``stop_on_error``: after the first bundle that is not converted/skipped, start no new
     session (the job files' ``on_error = "stop"``); sessions already running finish (none on
     the ``sync`` scheduler), no shards are merged, and the summary lists fewer bundles.
-    ``progress(entry, sessions_done, sessions_total)`` is called after each session.
+    ``progress(event)`` takes the run's progress events (``run.progress``): waiting for
+    OUT's lock, started, frames of a session written, a session done.
     """
     started = time.perf_counter()
     run_id = new_run_id()
+    progress = guarded(progress) if progress is not None else None
     check_inputs(paths, out)
     forget_listings(out, paths, options.input_options)
     found = discover(list(paths), options.input_options)
@@ -205,7 +212,7 @@ def run_convert(
         return RunSummary(
             out=out.url, run_id=run_id, entries=(), findings=found.findings, seconds=seconds
         )
-    with hold_output(out, run_id, wait=wait_for_lock) as run:
+    with hold_reporting(out, run_id, wait=wait_for_lock, progress=progress) as run:
         batch = _convert_all(run, found, options, scheduler, workers, progress, stop_on_error)
         wds_index = None
         if batch.session_tars and not batch.stopped:  # the merged format (shards) was asked for
@@ -236,7 +243,10 @@ def _convert_all(
         batch = _Batch(
             found.bundles, options, runner, sched.capacity, progress, stop_on_error, rows
         )
-        batch.run(sched)
+        if progress is not None:
+            progress(Started(run.out.url, total))
+        with listening(run.run_id, sched, progress):
+            batch.run(sched)
     catalog.flush(final=True)
     return batch
 
