@@ -36,7 +36,7 @@ from reacture_convert.cli.common import (
 )
 from reacture_convert.cli.watch import watch_and_report
 from reacture_convert.errors import ConfigError
-from reacture_convert.findings import Severity
+from reacture_convert.findings import Finding, Severity, once_per_code
 from reacture_convert.formats.wds.encodings import ENCODINGS
 from reacture_convert.output.status import Status
 from reacture_convert.output.storage import Output
@@ -327,8 +327,18 @@ def run_and_report(
     exit_with(summary.ok)
 
 
+def warning_line(f: Finding, n: int) -> str:
+    """A kind of warning, once, in words: its first finding's message, and how many more."""
+    severity = click.style(f"{f.severity:<7}", fg="yellow")
+    more = f" (and {n - 1} more like it)" if n > 1 else ""
+    return f"    {severity} {f.code:<24} {f.message}{more}"
+
+
 def print_summary(summary: RunSummary) -> None:
-    """One line per bundle (with the errors of those not converted), then the totals."""
+    """One line per bundle, with the errors of those not converted and each kind of warning
+    of those converted once, then the findings outside any bundle (those that are no bundle's
+    row), then the totals."""
+    printed: set[Finding] = set()
     for e in summary.entries:
         colour = "green" if e.status is Status.CONVERTED else "blue" if e.status.is_ok else "red"
         name = e.session or e.source
@@ -341,13 +351,18 @@ def print_summary(summary: RunSummary) -> None:
             for f in e.findings:
                 if f.severity is Severity.ERROR:
                     click.echo(finding_line(f))
+        elif e.status is Status.CONVERTED:
+            warnings = [f for f in e.findings if f.severity is Severity.WARNING]
+            for f, n in once_per_code(warnings):
+                click.echo(warning_line(f, n))
+        printed.update(e.findings)
     wds = summary.extra.get("wds")
     if wds:
         click.echo(
             f"webdataset: {wds['samples']} samples in {wds['shards']} shard(s), "
             f"index {wds['index']}"
         )
-    shown = [f for f in summary.findings if f.severity is not Severity.INFO]
+    shown = [f for f in summary.findings if f.severity is not Severity.INFO and f not in printed]
     if shown:
         click.echo("outside any bundle:")
         for f in shown:
