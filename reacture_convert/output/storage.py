@@ -435,28 +435,33 @@ def lock_output(out: Output, wait: bool = False) -> Iterator[Held]:
                     "wait for it to finish or pass --wait to queue behind it"
                 ) from None
             raise OutputError(f"{path}: cannot lock the output: {e}") from e
-        _record_holder(fd)
         yield Held()
     finally:
         os.close(fd)
 
 
-def _record_holder(fd: int) -> None:
-    """Write who holds the lock into the lock file (what ``lock_holder`` reads), as the S3
-    lease does in its object; best effort."""
-    import datetime as dt
+def _flock_holder(path: str) -> str | None:
+    """``host:pid`` of the process holding the ``flock`` of ``path`` (Linux's /proc/locks),
+    or None. The lock file itself stays untouched (a run that changes nothing writes nothing)."""
     import socket
 
-    since = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    body = json.dumps({"owner": f"{socket.gethostname()}:{os.getpid()}", "written": since})
-    with contextlib.suppress(OSError):
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, body.encode(), 0)
+    st = os.stat(path)
+    where = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    with open("/proc/locks") as locks:
+        for line in locks:
+            fields = line.split()
+            if "FLOCK" in fields and where in fields:
+                pid = fields[fields.index(where) - 1]
+                return f"{socket.gethostname()}:{pid}"
+    return None
 
 
 def lock_holder(out: Output) -> str | None:
-    """Who holds OUT's lock, as its lock records it (``host:pid`` and since when), or None."""
+    """Who holds OUT's lock, or None when unknown: the process (``host:pid``) on a local disk,
+    the lease's owner (``host:pid:token``) and when it was written on S3."""
     try:
+        if out.is_local:
+            return _flock_holder(out.path(LOCK))
         with out.fs.open(out.path(LOCK), "rb") as f:
             record = json.loads(f.read() or b"{}")
     except (OSError, ValueError):

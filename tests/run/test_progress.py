@@ -4,12 +4,14 @@ order and ending at the session's frame count; the wait for another run's lock, 
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from reacture_convert.output.lease import Lease
 from reacture_convert.output.storage import Output, lock_output
 from reacture_convert.run import progress as progress_module
 from reacture_convert.run.batch import run_convert
@@ -22,6 +24,7 @@ from reacture_convert.run.progress import (
     WaitingForLock,
 )
 from reacture_convert.writers.zarr import ZarrOptions
+from tests.helpers.s3 import S3
 
 N_FRAMES = (90, 130)
 
@@ -105,7 +108,7 @@ def test_waiting_for_a_held_lock_says_whose_it_is(
     tmp_path: Path, make_bundle: Callable[..., Path]
 ) -> None:
     """Another holder (a thread here: ``flock`` locks are per open file) keeps OUT's lock until
-    this run reports that it waits for it; the event names the holder as its lock records it."""
+    this run reports that it waits for it; the event names the holder (host:pid)."""
     make_bundle("b0", n_frames=10)
     out = Output(str(tmp_path / "out"))
     held, release = threading.Event(), threading.Event()
@@ -133,5 +136,30 @@ def test_waiting_for_a_held_lock_says_whose_it_is(
     assert summary.ok
     waiting = events[0]
     assert isinstance(waiting, WaitingForLock) and waiting.out == out.url
-    assert waiting.holder is not None and f":{os.getpid()} (since " in waiting.holder
+    assert waiting.holder == f"{socket.gethostname()}:{os.getpid()}"
     assert isinstance(events[1], Started)
+
+
+def test_waiting_for_an_s3_lease_names_its_owner(
+    tmp_path: Path, make_bundle: Callable[..., Path], moto_s3: S3
+) -> None:
+    """On S3 the holder is the lease's owner, as its lock object records it."""
+    make_bundle("b0", n_frames=10)
+    out = Output("s3://datasets/progress-wait", moto_s3.options)
+    lease = Lease(out)
+    lease.acquire()
+    events: list[ProgressEvent] = []
+
+    def seen(event: ProgressEvent) -> None:
+        events.append(event)
+        if isinstance(event, WaitingForLock):
+            lease.release()
+
+    try:
+        summary = run_convert([str(tmp_path / "bundles")], out, progress=seen, wait_for_lock=True)
+    finally:
+        lease.release()
+    assert summary.ok
+    waiting = events[0]
+    assert isinstance(waiting, WaitingForLock) and waiting.holder is not None
+    assert waiting.holder.startswith(f"{lease.owner} (since ")
