@@ -435,6 +435,7 @@ class _ProgressView:
         self.sessions: dict[str, Any] = {}  # session in flight -> its task
         self.frames: dict[str, int] = {}  # frames written of sessions in flight
         self.finished_frames = 0
+        self.finished = 0  # sessions done
         self.done: set[str] = set()
         self.total: int | None = None
         self.started = time.perf_counter()
@@ -447,7 +448,8 @@ class _ProgressView:
     def __exit__(self, *exc: object) -> None:
         self.bar.__exit__(None, None, None)
 
-    def _overall(self, done: int) -> None:
+    def _overall(self) -> None:
+        done = self.finished
         frames = self.finished_frames + sum(self.frames.values())
         rate = frames / max(time.perf_counter() - self.started, 1e-9)
         of = f"/{self.total}" if self.total is not None else ""
@@ -471,7 +473,7 @@ class _ProgressView:
                 )
             elif isinstance(event, Started):
                 self.total = event.sessions
-                self._overall(0)
+                self._overall()
             elif isinstance(event, FramesWritten):
                 self._frames(event)
             else:
@@ -490,7 +492,7 @@ class _ProgressView:
             total=event.n_frames,
             info=frames_text(event),
         )
-        self._overall(int(self.bar.tasks[self.task].completed))
+        self._overall()
 
     def _session_done(self, event: SessionDone) -> None:
         entry = event.entry
@@ -501,5 +503,5 @@ class _ProgressView:
             self.bar.remove_task(self.sessions.pop(name))
         if entry.status is Status.CONVERTED:
             self.finished_frames += entry.n_frames or 0
-        self.total = event.total
-        self._overall(event.done)
+        self.total, self.finished = event.total, event.done
+        self._overall()
