@@ -81,3 +81,23 @@ def test_nothing_is_shown_off_a_terminal_or_when_quiet() -> None:
     with progress_reporter(False, console) as progress:
         assert progress is None
     assert text.getvalue() == ""
+
+
+def test_sessions_done_stay_counted_while_others_are_in_flight() -> None:
+    console, text = _terminal()
+    entry = CatalogEntry(
+        session=SESSION,
+        source="/in/a",
+        prefix=SESSION,
+        status=Status.CONVERTED,
+        n_frames=10,
+        converted_at=dt.datetime.now(dt.UTC),
+    )
+    with progress_reporter(True, console) as progress:
+        assert progress is not None
+        progress(Started("/data/out", 3))
+        progress(FramesWritten(SESSION, 5, 10, 5, 10, 1.0))
+        progress(SessionDone(entry, 1, 3))
+        progress(FramesWritten("reacture_1795637238002", 4, 8, 4, 8, 1.0))
+    last = [line for line in _plain(text).split("\n") if "sessions" in line][-1]
+    assert "1/3 sessions  14 frames" in last
