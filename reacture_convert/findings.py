@@ -13,7 +13,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["Severity", "Finding", "CODES", "has_errors", "finding", "codes_markdown"]
+__all__ = [
+    "Severity",
+    "Finding",
+    "CODES",
+    "has_errors",
+    "finding",
+    "codes_markdown",
+    "once_per_code",
+]
 
 
 class Severity(StrEnum):
@@ -163,6 +171,17 @@ def finding(
 
 def has_errors(findings: Iterable[Finding]) -> bool:
     return any(f.severity is Severity.ERROR for f in findings)
+
+
+def once_per_code(findings: Iterable[Finding]) -> list[tuple[Finding, int]]:
+    """Each code's first finding and how many there are of it, in order of first appearance
+    (what a summary says of a session: one line per kind of problem)."""
+    first: dict[str, Finding] = {}
+    count: dict[str, int] = {}
+    for f in findings:
+        first.setdefault(f.code, f)
+        count[f.code] = count.get(f.code, 0) + 1
+    return [(f, count[code]) for code, f in first.items()]
 
 
 def codes_markdown() -> str:

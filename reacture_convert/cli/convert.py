@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -36,18 +38,27 @@ from reacture_convert.cli.common import (
 )
 from reacture_convert.cli.watch import watch_and_report
 from reacture_convert.errors import ConfigError
-from reacture_convert.findings import Severity
+from reacture_convert.findings import Finding, Severity, once_per_code
 from reacture_convert.formats.wds.encodings import ENCODINGS
-from reacture_convert.output.catalog import CatalogEntry
 from reacture_convert.output.status import Status
 from reacture_convert.output.storage import Output
-from reacture_convert.run.batch import ProgressFn, check_inputs, run_convert
+from reacture_convert.run.batch import check_inputs, run_convert
 from reacture_convert.run.convert import ConvertOptions
 from reacture_convert.run.interrupt import Resumed
 from reacture_convert.run.options import ON_ERROR
+from reacture_convert.run.progress import (
+    FramesWritten,
+    ProgressEvent,
+    ProgressFn,
+    SessionDone,
+    Started,
+    WaitingForLock,
+)
 from reacture_convert.run.summary import RunSummary
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from reacture_convert.run.jobs import Job
 
 
@@ -346,8 +357,18 @@ def exit_interrupted(summary: RunSummary, quiet: bool) -> NoReturn:
     os._exit(EXIT_INTERRUPTED)
 
 
+def warning_line(f: Finding, n: int) -> str:
+    """A kind of warning, once, in words: its first finding's message, and how many more."""
+    severity = click.style(f"{f.severity:<7}", fg="yellow")
+    more = f" (and {n - 1} more like it)" if n > 1 else ""
+    return f"    {severity} {f.code:<24} {f.message}{more}"
+
+
 def print_summary(summary: RunSummary) -> None:
-    """One line per bundle (with the errors of those not converted), then the totals."""
+    """One line per bundle, with the errors of those not converted and each kind of warning
+    of those converted once, then the findings outside any bundle (those that are no bundle's
+    row), then the totals."""
+    printed: set[Finding] = set()
     for e in summary.entries:
         colour = "green" if e.status is Status.CONVERTED else "blue" if e.status.is_ok else "red"
         name = e.session or e.source
@@ -360,13 +381,18 @@ def print_summary(summary: RunSummary) -> None:
             for f in e.findings:
                 if f.severity is Severity.ERROR:
                     click.echo(finding_line(f))
+        elif e.status is Status.CONVERTED:
+            warnings = [f for f in e.findings if f.severity is Severity.WARNING]
+            for f, n in once_per_code(warnings):
+                click.echo(warning_line(f, n))
+        printed.update(e.findings)
     wds = summary.extra.get("wds")
     if wds:
         click.echo(
             f"webdataset: {wds['samples']} samples in {wds['shards']} shard(s), "
             f"index {wds['index']}"
         )
-    shown = [f for f in summary.findings if f.severity is not Severity.INFO]
+    shown = [f for f in summary.findings if f.severity is not Severity.INFO and f not in printed]
     if shown:
         click.echo("outside any bundle:")
         for f in shown:
@@ -384,38 +410,128 @@ def print_summary(summary: RunSummary) -> None:
 
 
 @contextlib.contextmanager
-def progress_reporter(enabled: bool) -> Iterator[ProgressFn | None]:
-    """A rich progress bar on a terminal (sessions done / total, frames/s); nothing otherwise."""
-    if not enabled or not sys.stderr.isatty():
+def progress_reporter(enabled: bool, console: Console | None = None) -> Iterator[ProgressFn | None]:
+    """A rich progress display of the run's events on a terminal (stderr, or ``console``):
+    sessions done of all, and each session in flight in frames and bytes with its rate and
+    ETA; "waiting for the lock held by ..." while another run holds OUT. Nothing otherwise."""
+    if not enabled:
         yield None
         return
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    started = time.perf_counter()
-    frames = 0
-    with Progress(
-        TextColumn("converting"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("sessions  {task.fields[rate]}  {task.fields[last]}"),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    ) as bar:
-        task = bar.add_task("convert", total=None, rate="", last="")
+    if console is None:  # (not rich's own test: FORCE_COLOR would make any stderr a terminal)
+        console = Console(stderr=True) if sys.stderr.isatty() else None
+    if console is None or not console.is_terminal:
+        yield None
+        return
+    with _ProgressView(console) as view:
+        yield view
 
-        def update(entry: CatalogEntry, done: int, total: int) -> None:
-            nonlocal frames
-            if entry.status == Status.CONVERTED:
-                frames += entry.n_frames or 0
-            rate = frames / max(time.perf_counter() - started, 1e-9)
-            bar.update(
-                task,
-                completed=done,
-                total=total,
-                rate=f"{rate:,.0f} frames/s",
-                last=f"{entry.status} {entry.session or entry.source}",
-            )
 
-        yield update
+def _size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def frames_text(event: FramesWritten) -> str:
+    """``1,234/20,000 frames  350.1/983.0 MB  2,900 frames/s  ETA 0:00:05`` (what is known)."""
+    of = f"/{event.n_frames:,}" if event.n_frames is not None else ""
+    total = f"/{_size(event.total_bytes)}" if event.total_bytes is not None else ""
+    eta = event.eta
+    return (
+        f"{event.frames:,}{of} frames  {_size(event.bytes)}{total}  {event.rate:,.0f} frames/s"
+        + (f"  ETA {dt.timedelta(seconds=round(eta))}" if eta is not None else "")
+    )
+
+
+class _ProgressView:
+    """The rich display ``progress_reporter`` yields; called with events on any thread."""
+
+    def __init__(self, console: Console) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self.task = self.bar.add_task("starting", total=None, info="")
+        self.sessions: dict[str, Any] = {}  # session in flight -> its task
+        self.frames: dict[str, int] = {}  # frames written of sessions in flight
+        self.finished_frames = 0
+        self.finished = 0  # sessions done
+        self.done: set[str] = set()
+        self.total: int | None = None
+        self.started = time.perf_counter()
+        self.lock = threading.Lock()
+
+    def __enter__(self) -> _ProgressView:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(None, None, None)
+
+    def _overall(self) -> None:
+        done = self.finished
+        frames = self.finished_frames + sum(self.frames.values())
+        rate = frames / max(time.perf_counter() - self.started, 1e-9)
+        of = f"/{self.total}" if self.total is not None else ""
+        self.bar.update(
+            self.task,
+            description="converting",
+            completed=done,
+            total=self.total,
+            info=f"{done}{of} sessions  {frames:,} frames  {rate:,.0f} frames/s",
+        )
+
+    def __call__(self, event: ProgressEvent) -> None:
+        with self.lock:
+            if isinstance(event, WaitingForLock):
+                who = event.holder or "another run"
+                self.bar.update(
+                    self.task,
+                    description=f"waiting for the lock held by {who}",
+                    info=event.out,
+                    refresh=True,
+                )
+            elif isinstance(event, Started):
+                self.total = event.sessions
+                self._overall()
+            elif isinstance(event, FramesWritten):
+                self._frames(event)
+            else:
+                self._session_done(event)
+
+    def _frames(self, event: FramesWritten) -> None:
+        name = event.session
+        if name in self.done:
+            return  # (an event that arrived after its session's result)
+        if name not in self.sessions:
+            self.sessions[name] = self.bar.add_task(f"  {name}", total=event.n_frames, info="")
+        self.frames[name] = max(self.frames.get(name, 0), event.frames)
+        self.bar.update(
+            self.sessions[name],
+            completed=self.frames[name],
+            total=event.n_frames,
+            info=frames_text(event),
+        )
+        self._overall()
+
+    def _session_done(self, event: SessionDone) -> None:
+        entry = event.entry
+        name = entry.session or entry.source
+        self.done.add(name)
+        self.frames.pop(name, None)
+        if name in self.sessions:
+            self.bar.remove_task(self.sessions.pop(name))
+        if entry.status is Status.CONVERTED:
+            self.finished_frames += entry.n_frames or 0
+        self.total, self.finished = event.total, event.done
+        self._overall()

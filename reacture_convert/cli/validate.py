@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import posixpath
 from typing import Any
 
 import click
@@ -16,7 +17,7 @@ from reacture_convert.cli.common import (
 )
 from reacture_convert.errors import storage_errors
 from reacture_convert.findings import Severity
-from reacture_convert.ingest.discover import discover
+from reacture_convert.ingest.discover import discover, split_role
 from reacture_convert.ingest.validate import Report, validate_bundle_safely
 
 
@@ -46,6 +47,8 @@ def validate(paths: tuple[str, ...], as_json: bool, storage_options: dict[str, A
         }
         click.echo(json.dumps(doc, indent=2))
     else:
+        for path in paths:
+            _say_what_it_is(path, reports)
         for r in reports:
             _print_report(r)
         if found.findings:
@@ -56,6 +59,23 @@ def validate(paths: tuple[str, ...], as_json: bool, storage_options: dict[str, A
         if not reports:
             click.echo(NO_BUNDLE, err=True)
     exit_with(ok)
+
+
+def _say_what_it_is(path: str, reports: list[Report]) -> None:
+    """For an input that is one file of a bundle: which file of which bundle it is (the
+    bundle's files beside it are validated with it)."""
+    parts = split_role(posixpath.basename(path.rstrip("/")))
+    if parts is None:
+        return
+    prefix, role = parts
+    bundle = next((r.bundle for r in reports if r.bundle.prefix == prefix), None)
+    if bundle is None:
+        return
+    others = len(bundle.files) - 1
+    click.echo(
+        f"{path} is the {role} of bundle {prefix!r}; validated with "
+        + (f"the {others} other file(s) of the bundle beside it" if others else "no other file")
+    )
 
 
 def _print_report(r: Report) -> None:

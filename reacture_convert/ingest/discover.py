@@ -307,6 +307,8 @@ class _Collector:
             self.walk(target, path)
         elif info.get("type") == "file":
             self.add_file(target, path, info)
+            if top:
+                self.add_siblings(target, path)
         else:
             self.findings.append(
                 finding(
@@ -385,6 +387,24 @@ class _Collector:
             self.stray(url)
             return
         self.group(_parent(url), parts, FileRef(url=url, size=stamp[0]))
+
+    def add_siblings(self, target: _Target, path: str) -> None:
+        """A bundle file named on its own: the other files of its bundle beside it are taken
+        too, so that it is judged (and converted) as the bundle it belongs to, not as a bundle
+        missing four files."""
+        parts = split_role(posixpath.basename(path))
+        if parts is None:
+            return
+        try:
+            entries = target.fs.ls(_parent(path), detail=True)
+        except (OSError, ValueError):
+            return  # the file alone: its bundle's other files are said to be missing
+        for info in sorted(entries, key=lambda i: str(i["name"])):
+            name = str(info["name"])
+            role = split_role(posixpath.basename(name))
+            if role is not None and role[0] == parts[0] and info.get("type") == "file":
+                if not info.get("islink"):
+                    self.add_file(target, name, info)
 
     def add_archive(self, url: str, stamp: FileStamp) -> None:
         """The members of one archive, grouped by their folder inside it (with a ``Listing``,

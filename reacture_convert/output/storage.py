@@ -22,6 +22,7 @@ import contextlib
 import errno
 import glob
 import io
+import json
 import os
 import tempfile
 import uuid
@@ -49,6 +50,7 @@ __all__ = [
     "NewFile",
     "fsync_dir",
     "fsync_path",
+    "lock_holder",
     "lock_output",
 ]
 
@@ -441,3 +443,36 @@ def lock_output(out: Output, wait: bool = False) -> Iterator[Held]:
             yield Held()
     finally:
         os.close(fd)
+
+
+def _flock_holder(path: str) -> str | None:
+    """``host:pid`` of the process holding the ``flock`` of ``path`` (Linux's /proc/locks),
+    or None. The lock file itself stays untouched (a run that changes nothing writes nothing)."""
+    import socket
+
+    st = os.stat(path)
+    where = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    with open("/proc/locks") as locks:
+        for line in locks:
+            fields = line.split()
+            if "FLOCK" in fields and where in fields:
+                pid = fields[fields.index(where) - 1]
+                return f"{socket.gethostname()}:{pid}"
+    return None
+
+
+def lock_holder(out: Output) -> str | None:
+    """Who holds OUT's lock, or None when unknown: the process (``host:pid``) on a local disk,
+    the lease's owner (``host:pid:token``) and when it was written on S3."""
+    try:
+        if out.is_local:
+            return _flock_holder(out.path(LOCK))
+        with out.fs.open(out.path(LOCK), "rb") as f:
+            record = json.loads(f.read() or b"{}")
+    except (OSError, ValueError):
+        return None
+    owner = record.get("owner") if isinstance(record, dict) else None
+    if not owner:
+        return None
+    written = record.get("written")
+    return f"{owner} (since {written})" if written else str(owner)

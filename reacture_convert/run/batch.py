@@ -51,15 +51,21 @@ from reacture_convert.run.interrupt import (
     on_signals,
     read_interrupted,
 )
+from reacture_convert.run.progress import (
+    ProgressFn,
+    SessionDone,
+    Started,
+    guarded,
+    hold_reporting,
+    listening,
+)
 from reacture_convert.run.scheduler import Scheduler, open_scheduler
-from reacture_convert.run.setup import OutputRun, hold_output, new_run_id
+from reacture_convert.run.setup import OutputRun, new_run_id
 from reacture_convert.run.summary import RunSummary
 from reacture_convert.writers.webdataset import SessionTar, write_shards
 
 __all__ = ["ProgressFn", "ResumeFn", "check_inputs", "run_convert"]
 
-ProgressFn = Callable[[CatalogEntry, int, int], None]
-"""``progress(entry, sessions_done, sessions_total)``, called after each session."""
 ResumeFn = Callable[[Resumed], None]
 """``on_resume(resumed)``, called when a run starts where an interrupted one stopped."""
 
@@ -200,7 +206,7 @@ class _Batch:
             self.session_tars[name] = done.session_tar
         self.finished += 1
         if self.progress is not None:
-            self.progress(entry, self.finished, self.total)
+            self.progress(SessionDone(entry, self.finished, self.total))
         if self.stop_on_error and not entry.status.is_ok:
             self.stopped = True
         if self.waiting.get(name):
@@ -231,7 +237,8 @@ def run_convert(
     ``stop_on_error``: after the first bundle that is not converted/skipped, start no new
     session (the job files' ``on_error = "stop"``); sessions already running finish (none on
     the ``sync`` scheduler), no shards are merged, and the summary lists fewer bundles.
-    ``progress(entry, sessions_done, sessions_total)`` is called after each session.
+    ``progress(event)`` takes the run's progress events (``run.progress``): waiting for
+    OUT's lock, started, frames of a session written, a session done.
     ``handle_signals`` (main thread): the first SIGINT/SIGTERM while sessions convert
     interrupts the run (see the module doc; ``RunSummary.interrupted``). A task that ran on a
     thread here may still be running when this returns (it writes nothing more); a caller that
@@ -240,6 +247,7 @@ def run_convert(
     """
     started = time.perf_counter()
     run_id = new_run_id()
+    progress = guarded(progress) if progress is not None else None
     check_inputs(paths, out)
     forget_listings(out, paths, options.input_options)
     found = discover(list(paths), options.input_options)
@@ -249,7 +257,7 @@ def run_convert(
         return RunSummary(
             out=out.url, run_id=run_id, entries=(), findings=found.findings, seconds=seconds
         )
-    with hold_output(out, run_id, wait=wait_for_lock) as run:
+    with hold_reporting(out, run_id, wait=wait_for_lock, progress=progress) as run:
         interrupted_run = read_interrupted(out)
         resumed: list[Resumed] = []
 
@@ -322,7 +330,10 @@ def _convert_all(
         batch = _Batch(
             found.bundles, options, runner, sched.capacity, progress, stop_on_error, rows
         )
-        with on_signals(batch.on_signal) if handle_signals else contextlib.nullcontext():
+        if progress is not None:
+            progress(Started(run.out.url, total))
+        signals = on_signals(batch.on_signal) if handle_signals else contextlib.nullcontext()
+        with signals, listening(run.run_id, sched, progress):
             batch.run(sched)
     catalog.flush(final=True)
     return batch

@@ -28,6 +28,7 @@ from reacture_convert.output.naming import session_name
 from reacture_convert.output.status import Status
 from reacture_convert.output.storage import Output
 from reacture_convert.phases import reached
+from reacture_convert.run.progress import FrameCounter, emitter
 from reacture_convert.writers import (
     FORMATS,
     FormatWriter,
@@ -417,12 +418,14 @@ def _validate(
     """Validate the bundle as it is read, the writers taking what is read; a legacy export's
     findings come first. An exception discards the writers' outputs."""
     options = read.options
+    send = emitter(read.run_id) if writers else None  # the run's progress, if it listens
+    counter = [FrameCounter(read.session, send)] if send is not None else []
     try:
         report = validate_bundle(
             context.view,
             options.input_options,
             options.limits,
-            sink=ReadSinks(writers) if writers else None,
+            sink=ReadSinks([*writers, *counter]) if writers else None,
             hashes=read.in_read,
             threads=context.threads,
         )

@@ -101,6 +101,11 @@ class Scheduler:
     def abandon(self) -> None:
         """Drop every task in flight at once, without waiting for it (after an interrupt)."""
 
+    def subscribe(self, topic: str, handler: Callable[[Any], None]) -> Callable[[], None]:
+        """Have ``handler`` take the Dask events that tasks log under ``topic`` (none here: a
+        task in this process has nothing to log them to); returns how to stop."""
+        return lambda: None
+
 
 def _call(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
     try:
@@ -182,6 +187,11 @@ class _Distributed(Scheduler):
     @property
     def capacity(self) -> int:  # type: ignore[override]
         return max(2, 2 * self.workers)
+
+    def subscribe(self, topic: str, handler: Callable[[Any], None]) -> Callable[[], None]:
+        client = self._ready()
+        client.subscribe_topic(topic, handler)
+        return lambda: client.unsubscribe_topic(topic)
 
     def submit(self, key: Any, fn: Callable[..., Any], *args: Any) -> None:
         future = self._ready().submit(fn, *args, pure=False)

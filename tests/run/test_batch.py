@@ -27,6 +27,7 @@ from reacture_convert.output.storage import Output
 from reacture_convert.read.verify import verify_dataset
 from reacture_convert.run.batch import run_convert
 from reacture_convert.run.convert import ConvertOptions
+from reacture_convert.run.progress import SessionDone
 from reacture_convert.testing.synth import BundleSpec, write_bundle
 from tests.helpers.paths import SAMPLE_DIR
 
@@ -234,7 +235,9 @@ def test_stop_on_error_starts_nothing_after_the_first_bad_bundle(
         ConvertOptions(formats=("zarr", "wds")),
         scheduler="sync",
         stop_on_error=True,
-        progress=lambda e, done, total: seen.append((e.status, done, total)),
+        progress=lambda ev: (
+            isinstance(ev, SessionDone) and seen.append((ev.entry.status, ev.done, ev.total))
+        ),
     )
     statuses = ["converted"] * bad_position + ["rejected"]
     assert [e.status for e in summary.entries] == statuses
@@ -327,7 +330,9 @@ def test_a_rerun_on_workers_skips_what_is_unchanged_and_converts_what_changed(
         ConvertOptions(force=True),
         scheduler="threads",
         workers=2,
-        progress=lambda e, done, total: seen.append((e.session, total)),
+        progress=lambda ev: (
+            isinstance(ev, SessionDone) and seen.append((ev.entry.session, ev.total))
+        ),
     )
     assert again.counts == {"skipped": 7, "converted": 1}
     assert [e.session for e in again.entries if e.status == "converted"] == [specs[3].prefix]
