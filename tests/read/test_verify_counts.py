@@ -35,9 +35,12 @@ def test_a_session_sample_count_moved_to_another_session_is_found(
 
     checked, problems = verify_dataset(out)
     assert checked == 2
-    assert problems == [
-        Problem(A, "wds: the shards hold 5 samples of this session, index.json says 4"),
-        Problem(B, "wds: the shards hold 3 samples of this session, index.json says 4"),
-    ]
+    # (today this check alone sees it: the shards' own entries and the total still hold)
+    assert (
+        Problem(A, "wds: the shards hold 5 samples of this session, index.json says 4") in problems
+    )
+    assert (
+        Problem(B, "wds: the shards hold 3 samples of this session, index.json says 4") in problems
+    )
     done = CliRunner().invoke(cli, ["verify", str(tmp_path / "out")])
     assert done.exit_code != 0 and "index.json says 4" in done.output

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from reacture_convert.output.storage import Output
@@ -43,3 +44,17 @@ def test_a_periodic_row_at_row_index_0_is_aligned(tmp_path: Path) -> None:
     assert batch["frame_index"].tolist() == [0, 1, 2, 3]
     assert batch["timestamp_ms"][0] == first["timestamp_ms"]
     assert batch["battery"][0, 0] == first["battery"]
+
+    # frames 0 and 1 pointed at each other's rows: verify names both, row 0 included
+    path = tmp_path / "out" / "frames" / f"{S}.parquet"
+    swapped = table.set_column(
+        table.schema.get_field_index("row_index"),
+        table.schema.field("row_index"),
+        pa.array([1, 0, 2, 3], pa.int64()),
+    )
+    pq.write_table(swapped, path, compression="zstd")
+    checked, problems = verify_dataset(out)
+    said = [str(p) for p in problems]
+    assert checked == 1
+    assert f"{S}: frame 0: row_index 1 is not its periodic row" in said
+    assert f"{S}: frame 1: row_index 0 is not its periodic row" in said
