@@ -97,3 +97,14 @@ bench: install $(TORCH_STAMP)
 
 clean:
 	rm -rf $(VENV) $(OLD_VENV) data .pytest_cache .mypy_cache .hypothesis
+
+## Mutation testing (not part of `make test`): the curated mutants of issue #25, then every
+## automatic mutant of MUTATE (comparisons, and/or, +/-, not, constants, deleted calls), each
+## against the tests of its file; prints what no test kills (docs/mutation.md). Hours for the
+## whole scope on 2 cores: MUTATION_LIMIT=N samples N mutants a file, MUTATE=a file narrows it.
+MUTATE ?= reacture_convert/read/verify.py reacture_convert/writers reacture_convert/output
+MUTATION_LIMIT ?=
+.PHONY: mutation
+mutation: install
+	mkdir -p data
+	$(BIN)/python tools/mutation.py --auto $(MUTATE) $(if $(MUTATION_LIMIT),--limit $(MUTATION_LIMIT)) --markdown data/mutation-results.md

@@ -6,6 +6,9 @@ from __future__ import annotations
 import copy
 import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,7 @@ from reacture_convert.ingest.jsonl import ParsedRow, iter_jsonl
 from reacture_convert.ingest.rowscan import scan_rows
 from reacture_convert.writers.webdataset.sample_sink import row_documents
 from tests.helpers.jsonl import BAD_CASES
+from tests.helpers.paths import REPO
 from tests.helpers.rows import spelled
 from tests.helpers.sources import same_row
 
@@ -115,10 +119,38 @@ def test_what_does_not_fit_is_in_extra() -> None:
     assert pa.array([encode(odd)], type=SAMPLE_TYPE).to_pylist() == [encode(odd)]
 
 
+GOLDEN = Path(__file__).parent / "golden" / "sample_json.json"
+
+
+def same_rows_bytes() -> bytes:
+    """One sample's bytes from fixed rows: a periodic row with fields that go to ``extra``
+    (unknown keys, another type) and two events before it."""
+    odd = copy.deepcopy(PERIODIC)
+    odd["mood"] = {"zeta": 1, "alpha": [1.5, "x", None], "happy": True}
+    odd["battery"] = "full"
+    row = parsed(odd, 2, "periodic", 3)
+    events = [parsed(ACTION, 0, "action"), parsed({**ACTION, "extraKey": 7}, 1, "action")]
+    return sample_json("s", 3, 1017.5, row, events)
+
+
 def test_same_rows_give_the_same_bytes() -> None:
-    row = parsed(PERIODIC, 1, "periodic", 3)
-    events = [parsed(ACTION, 0, "action")]
-    assert sample_json("s", 3, 1017.0, row, events) == sample_json("s", 3, 1017.0, row, events)
+    """Shards are reproducible: the same rows give the same bytes in another process, with
+    another hash seed (no set or hash order leaks in), and the bytes committed in the golden
+    file (a change of the sample JSON's bytes is a change of the shard format: update the
+    golden file on purpose, with ``python -c 'from tests.formats.test_sample_json import
+    same_rows_bytes as b; import sys; sys.stdout.buffer.write(b())' > GOLDEN``)."""
+    here = same_rows_bytes()
+    code = (
+        "import sys; from tests.formats.test_sample_json import same_rows_bytes as b; "
+        "sys.stdout.buffer.write(b())"
+    )
+    for seed in ("0", "2718281828"):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(REPO)}
+        done = subprocess.run(
+            [sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, check=True
+        )
+        assert done.stdout == here, seed
+    assert here == GOLDEN.read_bytes()
 
 
 # --- from scanned blocks: the bytes of rows decoded one by one ------------------------------------
