@@ -205,7 +205,8 @@ def run_convert(
         return RunSummary(
             out=out.url, run_id=run_id, entries=(), findings=found.findings, seconds=seconds
         )
-    with hold_output(out, run_id, wait=wait_for_lock) as run:
+    allow = options.allow_other_files
+    with hold_output(out, run_id, wait=wait_for_lock, allow_other_files=allow) as run:
         batch = _convert_all(run, found, options, scheduler, workers, progress, stop_on_error)
         wds_index = None
         if batch.session_tars and not batch.stopped:  # the merged format (shards) was asked for
@@ -231,8 +232,10 @@ def _convert_all(
     # first use waits for it.
     with open_scheduler(scheduler, workers, n_tasks=total, total_bytes=size) as sched:
         catalog = run.load_catalog()
-        rows = array("q", [catalog.record(e) for e in archive_entries(found.findings, run.run_id)])
-        runner = SessionRunner(run.out, catalog, run.run_id, sched.submit)
+        # a row the catalog already holds (an unchanged bundle) is not written again
+        entries = archive_entries(found.findings, run.run_id)
+        rows = array("q", [catalog.record(e, keep_skipped=False) for e in entries])
+        runner = SessionRunner(run.out, catalog, run.run_id, sched.submit, keep_skipped=False)
         batch = _Batch(
             found.bundles, options, runner, sched.capacity, progress, stop_on_error, rows
         )
