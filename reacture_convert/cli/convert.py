@@ -36,7 +36,7 @@ from reacture_convert.cli.common import (
     with_options,
     zarr_options,
 )
-from reacture_convert.cli.watch import watch_and_report
+from reacture_convert.cli.watch import allow_other_files_option, check_out_folder, watch_and_report
 from reacture_convert.errors import ConfigError
 from reacture_convert.findings import Finding, Severity, once_per_code
 from reacture_convert.formats.wds.encodings import ENCODINGS
@@ -121,6 +121,7 @@ if TYPE_CHECKING:
     show_default=True,
     help=ON_ERROR_HELP,
 )
+@allow_other_files_option
 @with_options(wait_option, quiet_option, json_option, storage_option)
 def convert(
     paths: tuple[str, ...],
@@ -138,6 +139,7 @@ def convert(
     scheduler: str,
     workers: int | None,
     on_error: str,
+    allow_other_files: bool | None,
     wait: bool,
     quiet: bool,
     as_json: bool,
@@ -160,6 +162,7 @@ def convert(
         "shuffle": shuffle_seed,
         "encoding": frame_encoding,
         "append": append,
+        "allow_other_files": allow_other_files,
     }
     output = Output(out, storage_options)
     try:
@@ -218,6 +221,7 @@ def convert(
     metavar="SEED",
     help="Replace the job's WebDataset shuffle seed.",
 )
+@allow_other_files_option
 @wait_option
 @click.option("--once", is_flag=True, help="For a watch job: convert what is ready, then exit.")
 @with_options(quiet_option, json_option, storage_option)
@@ -231,6 +235,7 @@ def run(
     on_error: str | None,
     force: bool | None,
     shuffle_seed: int | None,
+    allow_other_files: bool | None,
     wait: bool,
     once: bool,
     quiet: bool,
@@ -254,6 +259,7 @@ def run(
         "on_error": on_error,
         "force": force or None,
         "shuffle": shuffle_seed,
+        "allow_other_files": allow_other_files,
         "input_options": storage_options or None,
         "output_options": storage_options or None,
     }
@@ -312,6 +318,7 @@ def run_and_report(
     stop_on_error: bool = False,
 ) -> NoReturn:
     """``run_convert``, then its summary (text or JSON), then the exit code."""
+    check_out_folder(out, options)
     try:
         with exit_on_error(), progress_reporter(enabled=not (quiet or as_json)) as progress:
             summary = run_convert(

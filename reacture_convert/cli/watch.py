@@ -30,6 +30,7 @@ from reacture_convert.cli.common import (
     zarr_options,
 )
 from reacture_convert.errors import ConfigError
+from reacture_convert.output.claim import check_out
 from reacture_convert.output.status import Status
 from reacture_convert.output.storage import Output
 from reacture_convert.run.convert import ConvertOptions
@@ -91,6 +92,25 @@ class WatchPrinter:
             click.echo("\r\x1b[K", nl=False, err=True)
 
 
+allow_other_files_option = click.option(
+    "--allow-other-files",
+    is_flag=True,
+    default=None,
+    help="Write the dataset into OUT although it holds other files (none is overwritten: "
+    "where README.md is yours, the dataset card is DATASET_CARD.md).",
+)
+
+
+def check_out_folder(out: Output, options: ConvertOptions) -> None:
+    """OUT must be absent, empty or a dataset (``output.claim``): else a usage error (exit 2)
+    before anything is written."""
+    with exit_on_error():
+        try:
+            check_out(out, allow_other_files=options.allow_other_files)
+        except ConfigError as e:
+            raise click.BadParameter(str(e), param_hint="--out") from None
+
+
 def watch_and_report(
     paths: list[str],
     out: Output,
@@ -107,6 +127,7 @@ def watch_and_report(
     from reacture_convert.run.watch import run_watch
 
     require_local_inputs(paths)
+    check_out_folder(out, options)
     printer = WatchPrinter(as_json, quiet)
     with exit_on_error(before=printer.clear):
         summary = run_watch(
@@ -190,6 +211,7 @@ def watch_and_report(
 )
 @zarr_options
 @scheduler_options
+@allow_other_files_option
 @with_options(
     wait_option,
     quiet_option,
@@ -210,6 +232,7 @@ def watch(
     codec: str,
     scheduler: str,
     workers: int | None,
+    allow_other_files: bool | None,
     wait: bool,
     quiet: bool,
     as_json: bool,
@@ -234,6 +257,7 @@ def watch(
         "chunk_frames": chunk_frames,
         "shard_frames": shard_frames,
         "codec": codec,
+        "allow_other_files": allow_other_files,
     }
     options = build_options(values, storage_options)
     try:

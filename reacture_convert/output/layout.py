@@ -7,16 +7,19 @@ from typing import Final
 
 __all__ = [
     "CARD",
+    "CARD_ASIDE",
     "CATALOG",
     "DAMAGED",
     "LOCK",
     "LOCKED_WRITES",
     "LOG_DIR",
+    "RUN_FILES",
     "STAGING",
     "INTERRUPTED",
     "STATS",
     "TRASH",
     "WDS_CARD",
+    "WDS_CARD_ASIDE",
     "WDS_DIR",
     "WDS_INDEX",
     "WDS_STAGE",
@@ -33,9 +36,11 @@ CATALOG: Final = "catalog.parquet"
 LOG_DIR: Final = ".catalog"  # the catalog's log: fragments recorded since catalog.parquet
 STATS: Final = "stats.json"
 CARD: Final = "README.md"
+CARD_ASIDE: Final = "DATASET_CARD.md"  # the card, where README.md is the user's own file
 WDS_DIR: Final = "wds"
 WDS_INDEX: Final = f"{WDS_DIR}/index.json"
 WDS_CARD: Final = f"{WDS_DIR}/README.md"
+WDS_CARD_ASIDE: Final = f"{WDS_DIR}/{CARD_ASIDE}"
 STAGING: Final = ".staging"  # work in progress: OUT/.staging/<run>/<session>/...
 TRASH: Final = ".trash"  # replaced copies, on their way out
 DAMAGED: Final = ".damaged"  # damaged catalog files set aside: OUT/.damaged/<when>/<path>
@@ -43,7 +48,19 @@ LOCK: Final = ".lock"  # the run lock (on S3: the lease object)
 INTERRUPTED: Final = ".interrupted"  # an interrupted batch's note: the next run resumes it
 WDS_STAGE: Final = ".wds"  # the shard merge's folder in staging (session names hold no ".")
 # Files only the lock holder writes (atomically): their stray temporaries are cleared.
-LOCKED_WRITES: Final = (CATALOG, WDS_INDEX, CARD, WDS_CARD, INTERRUPTED, f"{LOG_DIR}/*")
+LOCKED_WRITES: Final = (
+    CATALOG,
+    WDS_INDEX,
+    CARD,
+    WDS_CARD,
+    CARD_ASIDE,
+    WDS_CARD_ASIDE,
+    INTERRUPTED,
+    f"{LOG_DIR}/*",
+)
+# What a run puts in OUT before its first catalog row (a dataset has CATALOG or LOG_DIR): the
+# card (when it is one: ``output.claim``), work in progress, the lock.
+RUN_FILES: Final = (CARD, CARD_ASIDE, STAGING, TRASH, LOCK, INTERRUPTED)
 
 
 def fragment_name(seq: int) -> str:

@@ -257,7 +257,10 @@ def run_convert(
         return RunSummary(
             out=out.url, run_id=run_id, entries=(), findings=found.findings, seconds=seconds
         )
-    with hold_reporting(out, run_id, wait=wait_for_lock, progress=progress) as run:
+    allow = options.allow_other_files
+    with hold_reporting(
+        out, run_id, wait=wait_for_lock, progress=progress, allow_other_files=allow
+    ) as run:
         interrupted_run = read_interrupted(out)
         resumed: list[Resumed] = []
 
@@ -325,8 +328,10 @@ def _convert_all(
         catalog = run.load_catalog()
         if loaded is not None:
             loaded(catalog)
-        rows = array("q", [catalog.record(e) for e in archive_entries(found.findings, run.run_id)])
-        runner = SessionRunner(run.out, catalog, run.run_id, sched.submit)
+        # a row the catalog already holds (an unchanged bundle) is not written again
+        entries = archive_entries(found.findings, run.run_id)
+        rows = array("q", [catalog.record(e, keep_skipped=False) for e in entries])
+        runner = SessionRunner(run.out, catalog, run.run_id, sched.submit, keep_skipped=False)
         batch = _Batch(
             found.bundles, options, runner, sched.capacity, progress, stop_on_error, rows
         )

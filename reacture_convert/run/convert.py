@@ -64,6 +64,7 @@ class ConvertOptions:
     zarr: ZarrOptions = ZarrOptions()
     wds: WdsOptions = WdsOptions()
     force: bool = False
+    allow_other_files: bool = False  # write into a folder that holds other files (output.claim)
     limits: ValidationLimits = ValidationLimits()
     input_options: Mapping[str, Any] = field(default_factory=dict)
 

@@ -38,7 +38,7 @@ ON_ERROR = ("continue", "stop")  # what a run does after a bundle that is not co
 
 # The keys ``convert_options`` reads, by the job-file table they belong to.
 OPTION_KEYS: Mapping[str, tuple[str, ...]] = {
-    "job": ("formats", "force"),
+    "job": ("formats", "force", "allow_other_files"),
     "zarr": ("chunk_frames", "shard_frames", "codec", "level"),
     "wds": ("shard_size", "shard_count", "shuffle", "encoding", "name", "shuffle_buffer", "append"),
 }
@@ -144,6 +144,7 @@ def _text(value: Any) -> str:
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "formats": parse_formats,
     "force": _flag,
+    "allow_other_files": _flag,
     "chunk_frames": _count,
     "shard_frames": _count,
     "codec": _text,

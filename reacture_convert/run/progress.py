@@ -182,13 +182,20 @@ def listening(run_id: str, sched: Scheduler, fn: ProgressFn | None) -> Iterator[
 
 @contextlib.contextmanager
 def hold_reporting(
-    out: Output, run_id: str, *, wait: bool, progress: ProgressFn | None
+    out: Output,
+    run_id: str,
+    *,
+    wait: bool,
+    progress: ProgressFn | None,
+    allow_other_files: bool = False,
 ) -> Iterator[OutputRun]:
     """``hold_output``, and when it must wait for another run's lock, a ``WaitingForLock``
     first (saying whose); then ``Started`` is the caller's."""
     stack = contextlib.ExitStack()
     try:
-        run = stack.enter_context(hold_output(out, run_id, wait=False))
+        run = stack.enter_context(
+            hold_output(out, run_id, wait=False, allow_other_files=allow_other_files)
+        )
     except LockedError:
         if not wait:
             raise
@@ -197,7 +204,9 @@ def hold_reporting(
             with contextlib.suppress(Exception):
                 holder = lock_holder(out)
             guarded(progress)(WaitingForLock(out.url, holder))
-        run = stack.enter_context(hold_output(out, run_id, wait=True))
+        run = stack.enter_context(
+            hold_output(out, run_id, wait=True, allow_other_files=allow_other_files)
+        )
     with stack:
         yield run
 

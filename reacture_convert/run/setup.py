@@ -1,6 +1,7 @@
 """A run's hold on OUT, the same for a batch and a watcher: its id, OUT's lock for as long as
-it runs, the catalog loaded under the lock with staging cleared of what killed runs left, and
-at the end the dataset card and staging cleared again.
+it runs (OUT checked first: absent, empty or a dataset, ``output.claim``), the catalog loaded
+under the lock with staging cleared of what killed runs left, and at the end the dataset card
+(written only when it changes) and staging cleared again.
 
 ``hold_output`` takes the lock; ``load_catalog`` is a separate step so that a batch can start
 its scheduler's cluster (on a thread) while the catalog loads.
@@ -13,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 
 from reacture_convert.output.catalog import Catalog
+from reacture_convert.output.claim import check_out
 from reacture_convert.output.storage import Held, Output, lock_output
 from reacture_convert.writers.card import write_card
 
@@ -53,8 +55,13 @@ class OutputRun:
 
 
 @contextlib.contextmanager
-def hold_output(out: Output, run_id: str | None = None, *, wait: bool) -> Iterator[OutputRun]:
-    """Hold OUT's lock as run ``run_id`` (a new one by default). Raises ``LockedError`` when
+def hold_output(
+    out: Output, run_id: str | None = None, *, wait: bool, allow_other_files: bool = False
+) -> Iterator[OutputRun]:
+    """Hold OUT's lock as run ``run_id`` (a new one by default). Raises ``ConfigError`` when
+    OUT is a file, or a folder holding other files than a dataset's (unless
+    ``allow_other_files``: ``output.claim``), before anything is written; ``LockedError`` when
     another run holds it (unless ``wait``)."""
+    check_out(out, allow_other_files=allow_other_files)
     with lock_output(out, wait=wait) as held:
         yield OutputRun(out, run_id or new_run_id(), held)

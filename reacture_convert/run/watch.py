@@ -421,7 +421,7 @@ def run_watch(
     ``SHARDS_EVERY`` seconds while sessions keep coming) and when it stops (event ``shards``).
     """
     started = time.perf_counter()
-    with hold_output(out, wait=wait_for_lock) as run:
+    with hold_output(out, wait=wait_for_lock, allow_other_files=options.allow_other_files) as run:
         forget_listings(out, paths, options.input_options)
         catalog = run.load_catalog()
         watcher = _Watcher(

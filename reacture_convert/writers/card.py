@@ -14,7 +14,9 @@ the catalog (never a glob, so leftovers of killed runs are never read):
 The body lists the sessions with their frame, blank-frame and row counts, says where the
 layout is described, and leaves the licence to fill in: the ``license:`` line of an existing
 card is kept when the card is rewritten (every other line is regenerated). The card holds no
-clock time: the same catalog and shards give the same bytes.
+clock time: the same catalog and shards give the same bytes, and a card that would not change
+is not written again. It carries ``CARD_MARK``; a ``README.md`` without it is the user's own
+file and is never replaced: the card is written beside it as ``DATASET_CARD.md``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,16 @@ from reacture_convert import __version__
 from reacture_convert.formats.wds.index import WdsIndex, read_index
 from reacture_convert.formats.wds.sample_json import SAMPLE_TYPE
 from reacture_convert.output.catalog import CatalogEntry
-from reacture_convert.output.layout import CARD, WDS_CARD, WDS_DIR, frames_table_path, rows_path
+from reacture_convert.output.claim import CARD_MARK, is_card, read_text
+from reacture_convert.output.layout import (
+    CARD,
+    CARD_ASIDE,
+    WDS_CARD,
+    WDS_CARD_ASIDE,
+    WDS_DIR,
+    frames_table_path,
+    rows_path,
+)
 from reacture_convert.output.storage import Output
 
 __all__ = [
@@ -143,7 +154,7 @@ def _header(fields: Mapping[str, Any]) -> list[str]:
         line if not line.startswith("license:") else f"{line}  # fill in: the data's licence"
         for line in _yaml(fields, 0)
     ]
-    return ["---", *body, "---", ""]
+    return ["---", *body, "---", CARD_MARK, ""]
 
 
 def _licence_note(licence: str) -> str:
@@ -253,28 +264,42 @@ def shards_card_text(index: WdsIndex, licence: str = LICENCE_TO_FILL) -> str:
     )
 
 
-def _kept_licence(out: Output, rel: str) -> str:
-    """The ``license:`` of the card ``rel`` already in OUT, or ``LICENCE_TO_FILL``."""
-    if not out.exists(rel):
-        return LICENCE_TO_FILL
-    with out.fs.open(out.path(rel), "rb") as f:
-        text = f.read().decode("utf-8", errors="replace")
-    if not text.startswith("---"):
+def _kept_licence(text: str | None) -> str:
+    """The ``license:`` of a card's ``text``, or ``LICENCE_TO_FILL``."""
+    if text is None or not text.startswith("---"):
         return LICENCE_TO_FILL
     end = text.find("\n---", 3)
     found = _LICENCE_LINE.search(text[: end if end > 0 else len(text)])
     return found.group(1).strip().strip("\"'") if found else LICENCE_TO_FILL
 
 
+def _place(out: Output, rel: str, aside: str) -> tuple[str, str | None]:
+    """Where a card goes, and the text there now: ``rel``, unless ``rel`` is a file of the
+    user's (not a card): then ``aside``."""
+    text = read_text(out, rel)
+    if text is None or is_card(text):
+        return rel, text
+    return aside, read_text(out, aside)
+
+
+def _put(out: Output, rel: str, now: str | None, text: str) -> None:
+    """Write ``text`` to ``rel`` atomically, unless it is there already (a re-run that changes
+    nothing writes nothing)."""
+    if now != text:
+        out.write_bytes_atomic(rel, text.encode("utf-8"))
+
+
 def write_card(out: Output, catalog_rows: Sequence[CatalogEntry]) -> None:
-    """Rewrite ``OUT/README.md`` for these catalog rows and, when there are shards,
+    """Write ``OUT/README.md`` for these catalog rows and, when there are shards,
     ``OUT/wds/README.md`` for the shards ``wds/index.json`` lists; each atomically, keeping the
-    licence of the card already there."""
+    licence of the card already there, and only when its text changes. Where ``README.md`` is
+    the user's own file, the card is ``DATASET_CARD.md`` beside it."""
     index = read_index(out)
-    licence = _kept_licence(out, CARD)
-    out.write_bytes_atomic(CARD, card_text(catalog_rows, index, licence).encode("utf-8"))
+    rel, now = _place(out, CARD, CARD_ASIDE)
+    licence = _kept_licence(now)
+    _put(out, rel, now, card_text(catalog_rows, index, licence))
+    if rel == CARD and is_card(read_text(out, CARD_ASIDE) or ""):  # README.md is ours again
+        out.remove_files([out.path(CARD_ASIDE)])
     if index is not None and index.shards:
-        text = shards_card_text(
-            index, _kept_licence(out, WDS_CARD) if out.exists(WDS_CARD) else licence
-        )
-        out.write_bytes_atomic(WDS_CARD, text.encode("utf-8"))
+        rel, now = _place(out, WDS_CARD, WDS_CARD_ASIDE)
+        _put(out, rel, now, shards_card_text(index, licence if now is None else _kept_licence(now)))

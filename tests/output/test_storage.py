@@ -311,11 +311,13 @@ def test_wait_queues_behind_the_lock(make_bundle: Callable[..., Path], tmp_path:
 def test_an_output_path_that_cannot_be_a_folder_exits_3(
     make_bundle: Callable[..., Path], tmp_path: Path
 ) -> None:
+    """A file on the way to OUT: OUT cannot be made (a file where OUT itself should be is a
+    usage error, exit 2: tests/run/test_out_folder.py)."""
     in_the_way = tmp_path / "a-file"
     in_the_way.write_text("not a folder")
+    out = in_the_way / "out"
     result = CliRunner().invoke(
-        cli,
-        ["convert", str(make_bundle(n_frames=3)), "--out", str(in_the_way), "--scheduler", "sync"],
+        cli, ["convert", str(make_bundle(n_frames=3)), "--out", str(out), "--scheduler", "sync"]
     )
     assert result.exit_code == 3, result.output
     assert "cannot write the output here" in result.output

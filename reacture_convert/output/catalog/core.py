@@ -288,10 +288,13 @@ class Catalog:
     def record(self, entry: CatalogEntry, *, keep_skipped: bool = True) -> int:
         """Record ``entry`` and log it (at the next ``flush``); return its row id (for
         ``entries``). ``keep_skipped=False`` leaves the catalog as it is for a ``skipped``
-        result and for a row it already holds but for its time and run id (a long-running
-        watcher does not churn the catalog with them): the entry is only kept for ``entries``."""
+        result (unless a row kept beside the bundle's live one is now stale) and for a row it
+        already holds but for its time and run id (a re-run of unchanged bundles writes
+        nothing, and a long-running watcher does not churn the catalog): the entry is only kept
+        for ``entries``."""
         if not keep_skipped and (
-            entry.status is Status.SKIPPED or self.slots.same_row(entry.key, entry)
+            (entry.status is Status.SKIPPED and self.slots.beside(entry.key) is None)
+            or self.slots.same_row(entry.key, entry)
         ):
             return self.store.add(entry)
         row = self.put(entry)

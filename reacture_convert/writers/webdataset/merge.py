@@ -261,7 +261,28 @@ def write_shards(
     if options.append:
         return append_shards(out, session_tars, options)
     tars = _session_tars(out, session_tars, options.encoding)
-    return _commit(out, tars, options, _dataset_tag(tars, options, None), None)
+    tag = _dataset_tag(tars, options, None)
+    before = read_index(out)
+    if before is not None and _already_written(out, before, tars, tag):
+        _remove_orphans(out, (s.url for s in before.shards))
+        return before  # the same bytes again: written nothing (a re-run of unchanged sessions)
+    return _commit(out, tars, options, tag, None)
+
+
+def _already_written(out: Output, index: WdsIndex, tars: Sequence[SessionTar], tag: str) -> bool:
+    """``index`` is the shard set ``tars`` would give (its tag covers the sessions, their
+    samples' sha256 and the options; the bytes are reproducible), and its shards are there."""
+    if index.tag != tag or [(s.session, s.samples, s.sha256) for s in index.sessions] != [
+        (st.session, st.samples, st.sha256) for st in tars
+    ]:
+        return False
+    folder = out.path(WDS_DIR)
+    out.fs.invalidate_cache(folder)
+    sizes = {
+        str(e["name"]).rstrip("/").rsplit("/", 1)[-1]: e.get("size")
+        for e in out.fs.ls(folder, detail=True)
+    }
+    return all(sizes.get(s.url) == s.bytes for s in index.shards)
 
 
 def _check_appendable(before: WdsIndex, options: WdsOptions) -> None:
