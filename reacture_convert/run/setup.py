@@ -49,7 +49,10 @@ class OutputRun:
         return self._catalog
 
     def close(self) -> None:
-        """A run that finished: the dataset card from the catalog, and staging cleared."""
+        """A run that finished: the dataset card from the catalog, and staging cleared. A run
+        that lost its S3 lease says so here even when it had nothing to write (a re-run of
+        unchanged sessions writes no catalog row)."""
+        self.held.check()
         write_card(self.out, self.catalog.view())
         self.out.clear_staging()
 
