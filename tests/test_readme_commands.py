@@ -9,6 +9,7 @@ calls (its options parse, its make target exists): nothing is left out silently.
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import shlex
@@ -18,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -243,14 +245,25 @@ def test_the_reading_the_data_example_runs_as_written(clone: Path) -> None:
             capture_output=True,
         )
     (code,) = blocks(section(DOCS / "training.md", "## Reading the tables directly"), "python")
+    tree = ast.parse(code)
+    assert isinstance(tree.body[-1], ast.Expr)  # the block ends with the query it shows
+    tree.body[-1] = ast.Assign([ast.Name("result", ast.Store())], tree.body[-1].value)
+    ast.fix_missing_locations(tree)
     cwd = os.getcwd()
     try:
         os.chdir(clone)
-        scope: dict[str, object] = {"__name__": "__readme__"}
-        exec(compile(code, "README: Reading the data", "exec"), scope)
+        scope: dict[str, Any] = {"__name__": "__readme__"}
+        exec(compile(tree, "docs/training.md: Reading the tables directly", "exec"), scope)
+        got = scope["result"].fetchall()  # a lazy relation: it runs here, inside the clone
     finally:
         os.chdir(cwd)
-    assert scope["frames"] is not None
+    sample = clone / "sample" / "reacture_1795637238001"
+    want_ts = np.fromfile(sample / "reacture_1795637238001_timestamps.npy", "<f4", offset=129)
+    assert scope["frames"].shape == (92, 128, 128, 3) and str(scope["frames"].dtype) == "uint8"
+    assert np.asarray(scope["ts"]).tobytes() == want_ts.tobytes()
+    assert scope["rows"].num_rows == 173
+    assert sorted(r[0] for r in got) == list(range(92))
+    assert sorted(r[1] for r in got) == sorted(want_ts.tolist())
 
 
 def test_the_mixing_example_runs_as_written(clone: Path) -> None:
