@@ -45,7 +45,12 @@ class Case:
 
 
 MOTO = "--storage-option client_kwargs.endpoint_url={endpoint}"
-CLOSED = "--storage-option client_kwargs.endpoint_url=http://127.0.0.1:{closed}"
+# (one attempt: botocore retries a refused connection with back-off, 8-17 s a command, and the
+# message is the same)
+CLOSED = (
+    "--storage-option client_kwargs.endpoint_url=http://127.0.0.1:{closed} "
+    "--storage-option config_kwargs.retries.max_attempts=1"
+)
 BARE, UNPRIVILEGED, TMPFS = "bare", "unprivileged", "tmpfs"
 
 CASES = [

@@ -365,14 +365,6 @@ def test_killed_run_then_rerun_equals_a_clean_run(world: World, tmp_path: Path, 
     crash_trial(world, tmp_path, trial, processes=(2, 3), cycle=4)  # zarr and zarr,wds
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("trial", range(TRIALS, TRIALS + SOAK_TRIALS))
-def test_soak_killed_run_then_rerun_equals_a_clean_run(
-    world: World, tmp_path: Path, trial: int
-) -> None:
-    crash_trial(world, tmp_path, trial, processes=(3, 6), cycle=8)  # zarr,wds and zarr
-
-
 def test_temporaries_of_a_killed_atomic_write_are_cleared(world: World, tmp_path: Path) -> None:
     """A kill inside ``write_bytes_atomic`` (catalog, its log, wds index) leaves
     ``NAME.tmp-<hex>``; the next run, holding the lock, removes it."""
