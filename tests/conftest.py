@@ -64,3 +64,30 @@ def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3]:
 
     with moto_server(tmp_path_factory.mktemp("moto")) as s3:
         yield s3
+
+
+# The longest files (a minute or more each), run first: ``make test`` hands whole files to two
+# pytest-xdist workers in collection order, and one of these left for the end kept a single
+# worker busy for minutes while the other sat idle. Tests within a file keep their order.
+LONGEST_FIRST = (
+    "tests/run/test_crash.py",
+    "tests/run/test_crash_soak.py",
+    "tests/test_benchmarks.py",
+    "tests/test_readme_commands.py",
+    "tests/writers/test_hf_datasets.py",
+    "tests/run/test_interrupt.py",
+    "tests/run/test_s3.py",
+    "tests/read/test_cache.py",
+    "tests/cli/test_exit_codes.py",
+    "tests/output/test_catalog_log.py",
+    "tests/run/test_watch.py",
+    "tests/report/test_video.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)
