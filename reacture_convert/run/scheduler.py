@@ -323,8 +323,18 @@ def open_scheduler(
             if started.exception() is None:
                 stack, client = started.result()
                 if sched.abandoned and processes:
-                    _kill_workers(client)
-                stack.close()
+                    # the in-process scheduler then logs the workers' closed connections with
+                    # tracebacks: a user who pressed Ctrl-C sees the run's own message only
+                    log = logging.getLogger("distributed")
+                    level = log.level
+                    log.setLevel(logging.CRITICAL)
+                    try:
+                        _kill_workers(client)
+                        stack.close()
+                    finally:
+                        log.setLevel(level)
+                else:
+                    stack.close()
 
 
 class ResultPump:
