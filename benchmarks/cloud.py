@@ -37,7 +37,7 @@ def measure_cloud(b: Bench) -> list[Row]:
     out = b.converted()
     runs: list[dict[str, Any]] = []
     for r in range(b.reps):
-        runs.append(b.child(b.child_cmd("cloud", out, r)).result())
+        runs.append(b.child(b.child_cmd("cloud", out, r, 0 if b.quick else WORKERS)).result())
         print(f"    cloud #{r + 1}: " + ", ".join(f"{k} {v:,.0f}" for k, v in runs[-1].items()))
     stats = {k: Stat.of(run[k] for run in runs) for k in runs[0]}
     stored = {s: runs[0][f"{s}_stored_bytes"] for s in ("zarr", "wds")}
@@ -81,12 +81,17 @@ def measure_cloud(b: Bench) -> list[Row]:
     return rows
 
 
-def child_cloud(out: str, seed: int) -> dict[str, float]:
+def child_cloud(out: str, seed: int, workers: int = WORKERS) -> dict[str, float]:
     from reacture_convert.read.torch import to_pytorch_dataloader
     from reacture_convert.testing.proxy import LatencyProxy
     from tests.helpers.s3 import moto_server
 
-    common: dict[str, Any] = {"num_workers": WORKERS, "persistent_workers": True, "seed": seed}
+    # a quick smoke run reads in the process itself (no worker start-ups)
+    common: dict[str, Any] = {
+        "num_workers": workers,
+        "persistent_workers": workers > 0,
+        "seed": seed,
+    }
     result: dict[str, float] = {}
 
     def epoch(loader: Iterable[dict[str, Any]]) -> float:
@@ -148,5 +153,5 @@ def _fetch_all(options: dict[str, Any], folder: str) -> float:
 
 MEASUREMENTS: dict[str, Callable[[Bench], list[Row]]] = {"8": measure_cloud}
 CHILD_MODES: dict[str, Callable[..., dict[str, Any]]] = {
-    "cloud": lambda out, seed: child_cloud(out, int(seed)),
+    "cloud": lambda out, seed, workers: child_cloud(out, int(seed), int(workers)),
 }

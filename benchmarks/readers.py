@@ -42,7 +42,7 @@ def measure_read(b: Bench) -> list[Row]:
     frames = b.files(b.bundle(b.sizes.session))["frames.npy"]
     runs: list[dict[str, Any]] = []
     for r in range(b.reps):
-        run = b.child(b.child_cmd("read", out, frames, r))
+        run = b.child(b.child_cmd("read", out, frames, r, 0 if b.quick else WORKERS))
         runs.append(run.result())
         print(
             f"    read #{r + 1}: " + ", ".join(f"{k} {v:,.0f}" for k, v in runs[-1].items()),
@@ -106,14 +106,15 @@ class RawFrames:
         return {"frame": torch.from_numpy(np.array(self.mm[i])).permute(2, 0, 1)}
 
 
-def child_read(out: str, frames_npy: str, seed: int) -> dict[str, float]:
+def child_read(out: str, frames_npy: str, seed: int, workers: int = WORKERS) -> dict[str, float]:
     """Frames/s of each reader and of the baseline, in alternating order."""
     from torch.utils.data import DataLoader
 
     from reacture_convert.read.torch import to_pytorch_dataloader
 
     n = (os.path.getsize(frames_npy) - NPY_OFFSET) // FRAME_BYTES
-    common: dict[str, Any] = {"num_workers": WORKERS, "persistent_workers": True}
+    # a quick smoke run reads in the process itself (no worker start-ups)
+    common: dict[str, Any] = {"num_workers": workers, "persistent_workers": workers > 0}
 
     def second_epoch(loader: Iterable[dict[str, Any]]) -> float:
         for _ in loader:  # starts the workers, warms caches
@@ -136,5 +137,5 @@ def child_read(out: str, frames_npy: str, seed: int) -> dict[str, float]:
 
 MEASUREMENTS: dict[str, Callable[[Bench], list[Row]]] = {"6": measure_read}
 CHILD_MODES: dict[str, Callable[..., dict[str, Any]]] = {
-    "read": lambda out, frames, seed: child_read(out, frames, int(seed)),
+    "read": lambda out, frames, seed, workers: child_read(out, frames, int(seed), int(workers)),
 }

@@ -8,6 +8,7 @@ No network: the Hub is switched off for the whole module.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Iterator
@@ -51,8 +52,9 @@ def shard_files(out: Path) -> list[str]:
     return [str(out / "wds" / s["url"]) for s in index["shards"]]
 
 
+@functools.cache
 def sources() -> dict[str, tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]]:
-    """frames, timestamps and rows of every real bundle, by session name."""
+    """frames, timestamps and rows of every real bundle, by session name (read once)."""
     found = {}
     for folder in REAL_BUNDLES:
         prefix = next(folder.glob("*_metadata.json")).name[: -len("_metadata.json")]
@@ -77,6 +79,10 @@ def picture(sample: dict[str, Any]) -> np.ndarray:
 def check_samples(samples: Iterator[dict[str, Any]], decode: bool) -> int:
     """Every sample equals its source frame, row, events, time and labels; returns the count."""
     src = sources()
+    periodic_rows = {
+        session: [j for j, r in enumerate(rows) if "visual_frame_path" in r]
+        for session, (_, _, rows) in src.items()
+    }
     rows_labels = {}
     seen = 0
     for s in samples:
@@ -86,7 +92,7 @@ def check_samples(samples: Iterator[dict[str, Any]], decode: bool) -> int:
         assert s["__key__"] == f"{session}/{i:06d}"
         assert np.array_equal(picture(s), frames[i])
         assert np.float32(meta["timestamp_ms"]).tobytes() == ts[i].tobytes()
-        periodic = [j for j, r in enumerate(rows) if "visual_frame_path" in r]
+        periodic = periodic_rows[session]
         j, prev = periodic[i], (periodic[i - 1] if i else -1)
         assert meta["row_index"] == j and same_row(meta["row"], rows[j])
         assert [e["row_index"] for e in meta["events"]] == list(range(prev + 1, j))
@@ -164,7 +170,9 @@ def test_webdataset_builder_loads_every_sample_with_the_cards_features(
     assert check_samples(iter(ds), decode=False) == total_frames()
 
 
-@pytest.mark.parametrize("out", ["npy"], indirect=True)  # the encoding: the builder tests above
+# the encoding: the builder tests above take both; .webp here, as loading .npy samples into
+# datasets' Arrow cache is slow (nested lists of 49,152 values a sample: ~10x the time)
+@pytest.mark.parametrize("out", ["webp"], indirect=True)
 @pytest.mark.parametrize("streaming", [False, True], ids=["loaded", "streaming"])
 def test_load_dataset_understands_the_converted_folder(
     out: Path, cache: str, streaming: bool
