@@ -93,9 +93,11 @@ class ConfigError(ReactureError, ValueError):
 
 class StorageError(ReactureError, OSError):
     """A filesystem or object store refused an operation, whatever the path (input or
-    output): see ``storage_error``."""
+    output): see ``storage_error``. ``output``: the OUT (URL as given) when it is a run's
+    output that failed (``Output.fault``): the run stops there, no bundle is to blame."""
 
     kind = "storage"
+    output: str | None = None
 
 
 class CredentialsError(StorageError):
