@@ -115,13 +115,14 @@ class Output:
         """The URL (or plain local path) of ``path``, a path on ``fs``."""
         return path if self.is_local else str(self.fs.unstrip_protocol(path))
 
-    def fault(self, exc: BaseException) -> StorageError | None:
+    def fault(self, exc: BaseException, writing: str | None = None) -> StorageError | None:
         """``exc``, raised while a run wrote this output, as the ``StorageError`` that stops the
         run when OUT's storage failed: no space left (or quota), a read-only filesystem,
         permission denied on a path under OUT, the object store refusing a write (or its
         credentials, endpoint, bucket failing one). Its message names OUT and the file and
         says what to do; its ``output`` is this OUT's URL. None when ``exc`` is none of these
-        (a bundle that cannot be read, say: that bundle's failure, not the run's)."""
+        (a bundle that cannot be read, say: that bundle's failure, not the run's). ``writing``:
+        the file or folder to name when ``exc`` names none (pyarrow's write errors)."""
         if isinstance(exc, StorageError) and exc.output == self.url:
             return exc
         translated = exc if isinstance(exc, StorageError) else storage_error(exc)
@@ -135,7 +136,8 @@ class Output:
         anywhere = isinstance(translated, DiskFullError) or read_only  # (never a read's error)
         if not (anywhere or written or named):
             return None
-        named = named or (paths if anywhere else [])  # a full disk elsewhere: say which file
+        # (a full disk elsewhere: say which file)
+        named = named or (paths if anywhere else []) or ([writing] if writing else [])
         where = re.sub(r"\.tmp-[0-9a-f]{32}$", "", named[0]) if named else None
         at = f" (writing {where})" if where and where.rstrip("/") != self.root else ""
         again = "then run the same command again: it resumes where this run stopped"
@@ -342,7 +344,7 @@ class Output:
                 fsync_dir(os.path.dirname(folder))  # the new folder's own entry is durable too
             tmp = f"{final}.tmp-{uuid.uuid4().hex}"
             try:
-                with open(tmp, "wb") as f:
+                with _naming(final), open(tmp, "wb") as f:
                     fill(f)
                     f.flush()
                     os.fsync(f.fileno())

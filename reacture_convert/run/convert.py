@@ -186,8 +186,9 @@ def convert_session(
         try:
             return _convert(bundle, session, out, options, previous, run_id)
         except Exception as e:  # noqa: BLE001 - a failed session is a result, not a crash
-            _drop_staging(out, stage_key(session, run_id))
-            fault = out.fault(e)
+            key = stage_key(session, run_id)
+            _drop_staging(out, key)
+            fault = out.fault(e, writing=out.staging(key))
             if fault is not None:
                 raise fault from e
             if is_transient(e) and attempt < RETRIES:
@@ -229,7 +230,7 @@ def commit_result(out: Output, result: SessionResult) -> CatalogEntry:
         out.commit(result.stage_key, list(result.staged))
     except Exception as e:  # noqa: BLE001 - a failed commit is a result too
         _drop_staging(out, result.stage_key)
-        fault = out.fault(e)
+        fault = out.fault(e, writing=out.staging(result.stage_key))
         if fault is not None:
             raise fault from e
         msg = f"{type(e).__name__}: {e}"
