@@ -39,6 +39,7 @@ __all__ = [
     "BucketNotFoundError",
     "AccessDeniedError",
     "DiskFullError",
+    "error_chain",
     "storage_error",
     "storage_errors",
 ]
@@ -142,7 +143,7 @@ _ENDPOINT = {
 _NO_BUCKET = {"NoSuchBucket"}
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
+def error_chain(exc: BaseException) -> Iterator[BaseException]:
     """``exc``, then its causes and contexts (each once)."""
     seen: set[int] = set()
     e: BaseException | None = exc
@@ -169,7 +170,7 @@ def storage_error(exc: BaseException, url: str | None = None) -> StorageError | 
     ``ReactureError`` already says it, and anything else is not a storage failure)."""
     if isinstance(exc, ReactureError):
         return None
-    chain = list(_chain(exc))
+    chain = list(error_chain(exc))
     names = {type(e).__name__ for e in chain}
     codes = {c for c in map(_error_code, chain) if c}
     filename = getattr(exc, "filename", None)

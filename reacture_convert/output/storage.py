@@ -41,6 +41,7 @@ from reacture_convert.errors import (
     LockedError,
     OutputError,
     StorageError,
+    error_chain,
     storage_error,
     storage_errors,
 )
@@ -128,7 +129,7 @@ class Output:
         translated = exc if isinstance(exc, StorageError) else storage_error(exc)
         if translated is None:
             return None
-        chain = _chain(exc)
+        chain = list(error_chain(exc))
         read_only = any(getattr(e, "errno", None) == errno.EROFS for e in chain)
         written = any(getattr(e, "operation_name", None) in _WRITES for e in chain)
         paths = _paths(chain, translated)
@@ -434,16 +435,6 @@ def _naming(path: str) -> Iterator[None]:
         if e.filename is None:
             e.filename = path
         raise
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    """``exc``, then its causes and contexts (each once)."""
-    seen: list[BaseException] = []
-    e: BaseException | None = exc
-    while e is not None and all(e is not s for s in seen):
-        seen.append(e)
-        e = e.__cause__ or e.__context__
-    return seen
 
 
 def _paths(chain: list[BaseException], translated: StorageError) -> list[str]:
