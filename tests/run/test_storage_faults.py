@@ -64,15 +64,17 @@ def convert(
     meanwhile: Callable[[], None] = lambda: None,
     prefix: tuple[str, ...] = (),
     marker: Path | None = None,
+    command: str = "convert",
 ) -> Ran:
-    """The real command (``--json``, in session-name order). ``pause_at``: the run stops at that
+    """The real command (``--json``, in session-name order; ``command``: ``convert``, or
+    ``watch`` with ``extra`` options that make it one pass). ``pause_at``: the run stops at that
     phase (``phases.reached``), ``meanwhile()`` makes the fault, then the run goes on."""
     env = {k: v for k, v in os.environ.items() if k != "REACTURE_DEBUG"}
     if pause_at:
         assert marker is not None
         env |= {"REACTURE_PAUSE_AT": pause_at, "REACTURE_PHASE_FILE": str(marker)}
     paths = [str(p) for p in ([inputs] if isinstance(inputs, Path) else inputs)]
-    args = ["convert", *paths, "--out", out, "--format", fmt, "--scheduler", "sync"]
+    args = [command, *paths, "--out", out, "--format", fmt, "--scheduler", "sync"]
     proc = subprocess.Popen(
         [*prefix, sys.executable, "-m", "reacture_convert", *args, *extra, "--json"],
         env=env,
@@ -91,8 +93,8 @@ def convert(
         meanwhile()
         os.kill(proc.pid, signal.SIGCONT)
     stdout, stderr = proc.communicate(timeout=300)
-    lines = stdout.strip().splitlines()
-    doc = json.loads(stdout) if lines and stdout.lstrip().startswith("{") else None
+    lines = stdout.strip().splitlines()  # (watch: JSON lines, the error last)
+    doc = json.loads(lines[-1] if command == "watch" else stdout) if lines else None
     return Ran(proc.returncode, stderr, doc)
 
 
@@ -195,6 +197,27 @@ def test_disk_full_mid_run_stops_cleanly_and_the_rerun_finishes(
     (tmpfs / "filler").unlink()
     assert_finished_once(convert(bundles, str(out_dir), fmt), out, fmt)
     assert leftovers(out_dir) == []
+
+
+def test_a_watcher_stops_on_a_full_disk_too(bundles: Path, tmpfs: Path, tmp_path: Path) -> None:
+    out_dir = tmpfs / "out"
+    out = Output(str(out_dir))
+    once = ("--once", "--settle", "0s")
+    ran = convert(
+        bundles, str(out_dir), "zarr", *once, pause_at=f"reading:{PREFIXES[1]}",
+        meanwhile=lambda: fill(tmpfs), marker=tmp_path / "phase", command="watch",
+    )  # fmt: skip
+
+    assert_stopped_by_the_fault(ran, str(out_dir), "disk_full", "no space left on the device")
+    assert all(status == "converted" for _, status in live_rows(out))
+    assert PREFIXES[1] not in dict(live_rows(out))
+    assert leftovers(out_dir) == []
+
+    (tmpfs / "filler").unlink()
+    again = convert(bundles, str(out_dir), "zarr", *once, command="watch")
+    assert again.code == 0, again.stderr[-3000:]
+    assert [s for s, _ in live_rows(out)] == list(PREFIXES)
+    assert verify_dataset(out) == (len(PREFIXES), [])
 
 
 # --- permission denied ----------------------------------------------------------------------
