@@ -290,3 +290,20 @@ def test_object_store_refusing_writes_mid_run_stops_cleanly_and_the_rerun_finish
 
         proxy.refuse = None
         assert_finished_once(convert(inputs, url, "zarr", *options), out, "zarr", PREFIXES[:2])
+
+
+def test_an_unreadable_input_stays_that_bundles_failure(bundles: Path, tmp_path: Path) -> None:
+    """Permission denied on an INPUT is not OUT's storage failing: that bundle's row says it,
+    the others convert, exit 1."""
+    prefix = _unprivileged()
+    inputs = tmp_path / "in"
+    shutil.copytree(bundles, inputs)
+    unreadable = inputs / "b1" / f"{PREFIXES[1]}_data.jsonl"
+    unreadable.chmod(0)
+    out = Output(str(tmp_path / "out"))
+    ran = convert(inputs, out.url, "zarr", prefix=prefix)
+
+    assert ran.code == 1, ran.stderr
+    rows = dict(live_rows(out))
+    assert rows.pop(PREFIXES[1]) in ("failed", "rejected")
+    assert rows == {PREFIXES[0]: "converted", PREFIXES[2]: "converted"}
