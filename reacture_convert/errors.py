@@ -39,6 +39,7 @@ __all__ = [
     "BucketNotFoundError",
     "AccessDeniedError",
     "DiskFullError",
+    "error_chain",
     "storage_error",
     "storage_errors",
 ]
@@ -93,9 +94,11 @@ class ConfigError(ReactureError, ValueError):
 
 class StorageError(ReactureError, OSError):
     """A filesystem or object store refused an operation, whatever the path (input or
-    output): see ``storage_error``."""
+    output): see ``storage_error``. ``output``: the OUT (URL as given) when it is a run's
+    output that failed (``Output.fault``): the run stops there, no bundle is to blame."""
 
     kind = "storage"
+    output: str | None = None
 
 
 class CredentialsError(StorageError):
@@ -140,7 +143,7 @@ _ENDPOINT = {
 _NO_BUCKET = {"NoSuchBucket"}
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
+def error_chain(exc: BaseException) -> Iterator[BaseException]:
     """``exc``, then its causes and contexts (each once)."""
     seen: set[int] = set()
     e: BaseException | None = exc
@@ -167,7 +170,7 @@ def storage_error(exc: BaseException, url: str | None = None) -> StorageError | 
     ``ReactureError`` already says it, and anything else is not a storage failure)."""
     if isinstance(exc, ReactureError):
         return None
-    chain = list(_chain(exc))
+    chain = list(error_chain(exc))
     names = {type(e).__name__ for e in chain}
     codes = {c for c in map(_error_code, chain) if c}
     filename = getattr(exc, "filename", None)

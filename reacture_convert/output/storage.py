@@ -24,6 +24,7 @@ import glob
 import io
 import json
 import os
+import re
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -34,7 +35,16 @@ from typing import IO, Any, BinaryIO
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from reacture_convert.errors import LockedError, OutputError, storage_errors
+from reacture_convert.errors import (
+    AccessDeniedError,
+    DiskFullError,
+    LockedError,
+    OutputError,
+    StorageError,
+    error_chain,
+    storage_error,
+    storage_errors,
+)
 from reacture_convert.output.fetch import ReadAhead
 from reacture_convert.output.layout import LOCKED_WRITES, STAGING, TRASH
 from reacture_convert.output.lease import LOCK, Lease, is_s3, put_object
@@ -55,6 +65,20 @@ __all__ = [
 ]
 
 _FSYNC_THREADS = 8  # fsyncs at once (sync_staged)
+# Object-store requests that write: a session task only ever writes OUT (inputs are only read)
+_WRITES = frozenset(
+    {
+        "PutObject",
+        "UploadPart",
+        "UploadPartCopy",
+        "CreateMultipartUpload",
+        "CompleteMultipartUpload",
+        "CopyObject",
+        "DeleteObject",
+        "DeleteObjects",
+    }
+)
+_QUOTED_PATH = re.compile(r"'(/[^']+)'")  # pyarrow names the file it failed on in its message
 _IOV_MAX = 1024  # pieces per writev (Linux's IOV_MAX)
 
 
@@ -91,6 +115,63 @@ class Output:
     def url_for(self, path: str) -> str:
         """The URL (or plain local path) of ``path``, a path on ``fs``."""
         return path if self.is_local else str(self.fs.unstrip_protocol(path))
+
+    def fault(self, exc: BaseException, writing: str | None = None) -> StorageError | None:
+        """``exc``, raised while a run wrote this output, as the ``StorageError`` that stops the
+        run when OUT's storage failed: no space left (or quota), a read-only filesystem,
+        permission denied on a path under OUT, the object store refusing a write (or its
+        credentials, endpoint, bucket failing one). Its message names OUT and the file and
+        says what to do; its ``output`` is this OUT's URL. None when ``exc`` is none of these
+        (a bundle that cannot be read, say: that bundle's failure, not the run's). ``writing``:
+        the file or folder to name when ``exc`` names none (pyarrow's write errors)."""
+        if isinstance(exc, StorageError) and exc.output == self.url:
+            return exc
+        translated = exc if isinstance(exc, StorageError) else storage_error(exc)
+        if translated is None:
+            return None
+        chain = list(error_chain(exc))
+        read_only = any(getattr(e, "errno", None) == errno.EROFS for e in chain)
+        written = any(getattr(e, "operation_name", None) in _WRITES for e in chain)
+        paths = _paths(chain, translated)
+        named = [p for p in paths if self._holds(p)]
+        anywhere = isinstance(translated, DiskFullError) or read_only  # (never a read's error)
+        if not (anywhere or written or named):
+            return None
+        # (a full disk elsewhere: say which file)
+        named = named or (paths if anywhere else []) or ([writing] if writing else [])
+        where = re.sub(r"\.tmp-[0-9a-f]{32}$", "", named[0]) if named else None
+        at = f" (writing {where})" if where and where.rstrip("/") != self.root else ""
+        again = "then run the same command again: it resumes where this run stopped"
+        if isinstance(translated, DiskFullError):
+            free = "free some space there (or give another --out)"
+            text = f"no space left on the device{at}; {free}, {again}"
+        elif isinstance(translated, AccessDeniedError):
+            what = "read-only filesystem" if read_only else "permission denied"
+            fix = (
+                "fix its permissions (or mount)"
+                if self.is_local
+                else "fix the credentials' access to the bucket"
+            )
+            text = f"{what}{at}; make it writable ({fix}), {again}"
+        else:  # the object store's credentials, endpoint or bucket
+            said = str(translated)
+            if translated.path and said.startswith(f"{translated.path}: "):
+                said = said[len(translated.path) + 2 :]
+            text = f"{said}{at}; {again}"
+        fault = type(translated)(f"{self.url}: {text}", path=where or self.url)
+        fault.output = self.url
+        if isinstance(exc, OSError):
+            fault.errno = exc.errno
+        return fault
+
+    def _holds(self, path: str) -> bool:
+        """``path`` (a local path, a path on ``fs`` or a URL) is OUT or under it."""
+        root = self.root
+        if self.is_local:
+            p = os.path.abspath(path)
+            return any(p == r or p.startswith(r + "/") for r in {root, os.path.realpath(root)})
+        p = path.split("://", 1)[-1]
+        return p == root or p.startswith(root + "/")
 
     # --- files: ``path`` arguments are paths on ``fs`` (``path(...)``) -----------------------
 
@@ -263,11 +344,16 @@ class Output:
                 os.makedirs(folder, exist_ok=True)
                 fsync_dir(os.path.dirname(folder))  # the new folder's own entry is durable too
             tmp = f"{final}.tmp-{uuid.uuid4().hex}"
-            with open(tmp, "wb") as f:
-                fill(f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
+            try:
+                with _naming(final), open(tmp, "wb") as f:
+                    fill(f)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, final)
+            except BaseException:  # (a full disk, say): no temporary left beside the file
+                with contextlib.suppress(OSError):
+                    os.remove(tmp)
+                raise
             fsync_dir(os.path.dirname(final))
             return None
         if is_s3(self):
@@ -289,12 +375,13 @@ class Keys:
 
     def put(self, key: str, data: bytes) -> None:
         path = f"{self.root}/{key}"
-        if self.fs is None:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "wb") as f:
-                f.write(data)
-        else:
-            self.fs.pipe_file(path, data)
+        with _naming(path):
+            if self.fs is None:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path, "wb") as f:
+                    f.write(data)
+            else:
+                self.fs.pipe_file(path, data)
 
 
 class NewFile:
@@ -308,6 +395,10 @@ class NewFile:
 
     def write_pieces(self, pieces: list[memoryview]) -> None:
         """Write ``pieces`` (non-empty byte views) in order."""
+        with _naming(self.path):
+            self._write(pieces)
+
+    def _write(self, pieces: list[memoryview]) -> None:
         if self.remote is not None:
             for piece in pieces:
                 self.remote.write(piece)
@@ -326,10 +417,37 @@ class NewFile:
     def sync(self) -> None:
         """Make a local file durable (an object is, once closed)."""
         if self.remote is None:
-            os.fsync(self.file.fileno())
+            with _naming(self.path):
+                os.fsync(self.file.fileno())
 
     def close(self) -> None:
-        self.file.close()
+        with _naming(self.path):
+            self.file.close()
+
+
+@contextlib.contextmanager
+def _naming(path: str) -> Iterator[None]:
+    """An ``OSError`` that names no file (``writev``, ``fsync``, an object store's upload)
+    names ``path``, the file being written."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None:
+            e.filename = path
+        raise
+
+
+def _paths(chain: list[BaseException], translated: StorageError) -> list[str]:
+    """The paths an error names: its files, its ``path``, a quoted absolute path in its text."""
+    found: list[str] = []
+    for e in chain:
+        found += [
+            str(f) for f in (getattr(e, "filename", None), getattr(e, "filename2", None)) if f
+        ]
+        found += _QUOTED_PATH.findall(str(e))
+    if translated.path:
+        found.append(translated.path)
+    return list(dict.fromkeys(found))
 
 
 def fsync_path(path: str, folder: bool = False) -> None:

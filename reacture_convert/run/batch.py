@@ -7,6 +7,12 @@ the sessions that were in flight, and a re-run skips what is done (by source has
 the rest. The driver's cost per session does not grow with the catalog: rows are kept compactly
 in memory, logged in O(1) and compacted into ``catalog.parquet`` on a geometric schedule.
 
+OUT's storage failing (disk full, read-only, permission denied, the object store refusing a
+write: ``Output.fault``) is no bundle's failure: the batch stops at once, the same way, and
+raises the ``StorageError`` that names OUT, the file and what to do. The sessions committed
+stay committed and recorded; the ones in flight are dropped unrecorded and the run's staging
+cleared; a re-run (once there is room, or permission) goes on from there.
+
 The first SIGINT/SIGTERM stops a batch at once (``run.interrupt``): no new session starts, the
 sessions in flight are dropped uncommitted (worker processes killed, in-process tasks fenced)
 and the run's staging cleared; what was committed stays, the catalog is written, and OUT keeps a
@@ -21,7 +27,7 @@ import threading
 import time
 from array import array
 from collections import defaultdict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any, NamedTuple
 
@@ -149,11 +155,18 @@ class _Batch:
 
     def run(self, sched: Scheduler) -> None:
         self.feed()
-        for key, value in sched.results(self.interrupt):
-            for done in self.runner.finish_task(key, value):
-                self.done(done)
-            self.catalog.flush()
-            self.feed()
+        try:
+            for key, value in sched.results(self.interrupt):
+                for done in self.runner.finish_task(key, value):
+                    self.done(done)
+                self.catalog.flush()
+                self.feed()
+        except BaseException:  # OUT's storage failed (or the driver did): stop at once
+            abandon_run(self.runner.run_id)
+            sched.abandon()
+            with contextlib.suppress(Exception):  # the sessions committed, if it can be
+                self.catalog.flush()
+            raise
         if self.interrupted:
             self.abandoned = len(self.runner)
             abandon_run(self.runner.run_id)
@@ -258,9 +271,12 @@ def run_convert(
             out=out.url, run_id=run_id, entries=(), findings=found.findings, seconds=seconds
         )
     allow = options.allow_other_files
-    with hold_reporting(
-        out, run_id, wait=wait_for_lock, progress=progress, allow_other_files=allow
-    ) as run:
+    with (
+        hold_reporting(
+            out, run_id, wait=wait_for_lock, progress=progress, allow_other_files=allow
+        ) as run,
+        _stopped_by_faults(run.out),
+    ):
         interrupted_run = read_interrupted(out)
         resumed: list[Resumed] = []
 
@@ -283,6 +299,22 @@ def run_convert(
                 forget_interrupted(run.out)
     summary = _summary(run, found, batch, wds_index, time.perf_counter() - started)
     return replace(summary, resumed=resumed[0] if resumed else None)
+
+
+@contextlib.contextmanager
+def _stopped_by_faults(out: Output) -> Iterator[None]:
+    """OUT's storage failing in the block (``Output.fault``) ends the run: the run's staging
+    cleared (it was never visible), then the ``StorageError`` that says so raised."""
+    try:
+        yield
+    except Exception as e:
+        fault = out.fault(e)
+        if fault is None:
+            raise
+        _clear_staging(out)
+        if fault is e:  # (a session's: it says so already)
+            raise
+        raise fault from e
 
 
 def _clear_staging(out: Output) -> None:

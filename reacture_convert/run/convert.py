@@ -1,8 +1,11 @@
 """Convert one bundle: judge it, write its outputs to staging, commit, describe it for the catalog.
 
 ``convert_bundle`` is the unit of work that batches fan out (one Dask task per bundle). It never
-raises for a bad bundle or a failed write: every outcome is a ``CatalogEntry`` with a status and
-its findings, so one session can never stop a batch.
+raises for a bad bundle or a session that cannot be written: every outcome is a ``CatalogEntry``
+with a status and its findings, so one bad session can never stop a batch. What does stop it is
+OUT's storage failing (disk full, read-only, permission denied, the object store refusing a
+write: ``Output.fault``): no bundle is to blame, so that is raised, after the session's staging
+is dropped, as the ``StorageError`` that ends the run.
 """
 
 from __future__ import annotations
@@ -174,7 +177,8 @@ def convert_session(
     previous: CatalogEntry | None = None,
     run_id: str | None = None,
 ) -> SessionResult:
-    """Convert one bundle; never raises for bad input or I/O (a failure is a ``failed`` entry).
+    """Convert one bundle; never raises for bad input or I/O (a failure is a ``failed`` entry)
+    but for OUT's storage failing: that ``StorageError`` (``Output.fault``) ends the run.
     Transient I/O errors are retried ``RETRIES`` times."""
     session = session_name(bundle.prefix)
     reached("reading", session)
@@ -182,7 +186,11 @@ def convert_session(
         try:
             return _convert(bundle, session, out, options, previous, run_id)
         except Exception as e:  # noqa: BLE001 - a failed session is a result, not a crash
-            _drop_staging(out, stage_key(session, run_id))
+            key = stage_key(session, run_id)
+            _drop_staging(out, key)
+            fault = out.fault(e, writing=out.staging(key))
+            if fault is not None:
+                raise fault from e
             if is_transient(e) and attempt < RETRIES:
                 time.sleep(0.5 * 2**attempt)
                 continue
@@ -207,19 +215,24 @@ def convert_bundle(
     run_id: str | None = None,
 ) -> CatalogEntry:
     """Convert and commit one bundle; return its catalog entry (never raises for bad input or
-    I/O). Batches use ``convert_session`` in tasks and ``commit_result`` in the driver."""
+    I/O, but for OUT's storage failing: ``Output.fault``). Batches use ``convert_session`` in
+    tasks and ``commit_result`` in the driver."""
     return commit_result(out, convert_session(bundle, out, options, previous, run_id))
 
 
 def commit_result(out: Output, result: SessionResult) -> CatalogEntry:
     """Make a session's staged outputs visible (the driver does this: only the lock holder
-    commits). A failed commit is a ``failed`` entry and leaves nothing visible half-done."""
+    commits). A failed commit is a ``failed`` entry and leaves nothing visible half-done; OUT's
+    storage failing (``Output.fault``) is raised, the session's staging dropped."""
     if not result.staged:
         return result.entry
     try:
         out.commit(result.stage_key, list(result.staged))
     except Exception as e:  # noqa: BLE001 - a failed commit is a result too
         _drop_staging(out, result.stage_key)
+        fault = out.fault(e, writing=out.staging(result.stage_key))
+        if fault is not None:
+            raise fault from e
         msg = f"{type(e).__name__}: {e}"
         return replace(
             result.entry,

@@ -5,7 +5,9 @@ staging and makes it durable there; the driver, the only holder of OUT's lock, s
 renames what they staged into place (``commit_result``) and records each result in the catalog.
 ``SessionRunner`` keeps what is in flight: at most one task per session name (two bundles that
 would write one session never run at once: the later one becomes its duplicate or conflict),
-and turns each task's value, or the exception that replaced it, into a committed catalog entry.
+and turns each task's value, or the exception that replaced it, into a committed catalog entry;
+but a task that ended on OUT's storage failing (``Output.fault``: disk full, read-only, the
+object store refusing a write) ends the run: its ``StorageError`` is raised, never recorded.
 Sessions that are likely to be skipped (their session has a live row to compare with) can run
 several to a task (``start_group``): a skip costs a hash, and a scheduler's round trip per
 session would cost more than that.
@@ -28,6 +30,7 @@ from typing import Any, NamedTuple
 from fsspec.core import url_to_fs
 
 from reacture_convert import __version__
+from reacture_convert.errors import StorageError
 from reacture_convert.findings import Finding, Severity, finding
 from reacture_convert.ingest.bundle import BundleRef
 from reacture_convert.output.catalog import Catalog, CatalogEntry
@@ -170,9 +173,12 @@ def group_task(tasks: Sequence[Task], out: Output, run_id: str) -> list[Any]:
 
 
 def as_result(bundle: BundleRef, value: Any, run_id: str) -> SessionResult:
-    """A task's value, or the exception that replaced it (a worker died), as a result."""
+    """A task's value, or the exception that replaced it (a worker died), as a result; OUT's
+    storage failing (a ``StorageError`` from ``Output.fault``) is raised: no session failed."""
     if isinstance(value, SessionResult):
         return value
+    if isinstance(value, StorageError) and value.output is not None:
+        raise value
     msg = f"{type(value).__name__}: {value}"
     return SessionResult(
         CatalogEntry(

@@ -27,9 +27,10 @@ bundles by their hashes; a ``skipped`` result (or any row equal to the catalog's
 time and run id) is not written again. A killed watcher's staging is per run and cleared at
 start, so what it left in flight is simply converted again. A ``failed`` session (I/O error
 after retries, a worker that died) is tried again ``RETRY_FAILED`` seconds later; other results
-stand until the bundle changes. ``storage.lock_output`` is held for the watcher's lifetime: a
-second watcher (or batch) on the same OUT (a local folder, or S3 through a lease) refuses or
-waits.
+stand until the bundle changes; OUT's storage failing (disk full, read-only, the object store
+refusing a write: ``Output.fault``) ends the watcher (exit 3) instead, with what was in flight
+dropped. ``storage.lock_output`` is held for the watcher's lifetime: a second watcher (or batch)
+on the same OUT (a local folder, or S3 through a lease) refuses or waits.
 
 Bounded: at most ``workers`` sessions in flight, ready bundles wait in a queue, two bundles
 that would write one session name never run at once. The first SIGINT/SIGTERM (or ``stop``)
@@ -51,7 +52,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from reacture_convert.errors import ConfigError, LockedError, OutputError
+from reacture_convert.errors import ConfigError, LockedError, OutputError, StorageError
 from reacture_convert.findings import Severity
 from reacture_convert.formats.wds.index import read_index
 from reacture_convert.output.catalog import Catalog, CatalogEntry
@@ -464,6 +465,9 @@ def _serve(watcher: _Watcher, scheduler: str, workers: int | None) -> None:
         pump = ResultPump(sched, TICK)
         try:
             watcher.loop(pump, limit)
+        except StorageError:  # OUT's storage failed (``Output.fault``): the watcher ends here,
+            watcher.aborted = True  # what is in flight dropped at once (the next start clears it)
+            raise
         finally:
             pump.close()
             if watcher.aborted:

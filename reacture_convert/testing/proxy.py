@@ -1,6 +1,8 @@
 """A small HTTP proxy in front of an object store, for tests and benchmarks: it adds a fixed
 latency to every request (as a cloud bucket's round trip does) and counts the requests and the
-response bytes by method and path, so that a test can say what a reader fetched.
+response bytes by method and path, so that a test can say what a reader fetched. ``refuse``, when
+set, is asked about every request (method, path): those it says yes to are answered as S3 does a
+write its policy denies (403 ``AccessDenied``), without reaching the store.
 
     with LatencyProxy("http://127.0.0.1:5000", delay=0.03) as proxy:
         fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": proxy.url})
@@ -15,6 +17,7 @@ import threading
 import time
 import urllib.parse
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -23,6 +26,10 @@ from typing import Any
 __all__ = ["LatencyProxy", "Traffic"]
 
 _HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade"}
+_DENIED = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+    b"<Message>Access Denied</Message></Error>"
+)
 
 
 @dataclass
@@ -56,11 +63,18 @@ class _Server(ThreadingHTTPServer):
 
 class LatencyProxy:
     """A proxy on 127.0.0.1 (a free port) to ``upstream``, adding ``delay`` seconds to every
-    request; ``url`` is its endpoint, ``traffic`` what passed. A context manager."""
+    request; ``url`` is its endpoint, ``traffic`` what passed; ``refuse(method, path)``, when
+    set, picks the requests denied (403 ``AccessDenied``). A context manager."""
 
-    def __init__(self, upstream: str, delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        delay: float = 0.0,
+        refuse: Callable[[str, str], bool] | None = None,
+    ) -> None:
         self.upstream = urllib.parse.urlsplit(upstream)
         self.delay = delay
+        self.refuse = refuse
         self.traffic = Traffic()
         self._server = _Server(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -90,6 +104,10 @@ class LatencyProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 time.sleep(proxy.delay)
+                refuse = proxy.refuse
+                if refuse is not None and refuse(self.command, self.path.split("?", 1)[0]):
+                    self._deny()
+                    return
                 up = http.client.HTTPConnection(
                     proxy.upstream.hostname or "127.0.0.1", proxy.upstream.port, timeout=60
                 )
@@ -111,6 +129,15 @@ class LatencyProxy:
                 self.end_headers()
                 if not head:
                     self.wfile.write(data)
+
+            def _deny(self) -> None:
+                proxy.traffic.count(self.command, self.path.split("?", 1)[0], 0)
+                self.send_response(403, "Forbidden")
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(_DENIED)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(_DENIED)
 
             do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward  # noqa: N815
 
