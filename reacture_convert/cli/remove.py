@@ -1,4 +1,5 @@
-"""``reacture-convert remove``: take sessions out of a converted dataset for good."""
+"""``reacture-convert remove`` and ``subset``: curate a converted dataset (take sessions out
+for good; make a new dataset of some of them)."""
 
 from __future__ import annotations
 
@@ -100,11 +101,11 @@ def _say(result: Any, *, as_json: bool, err: bool) -> None:
     if not result.sessions:
         click.echo(f"{result.out}: no session matches: nothing to remove", err=err)
         return
-    verb = "would remove" if result.dry_run else "will remove" if err else "removed"
+    verb = "will remove" if err else "would remove" if result.dry_run else "removed"
     for name in result.sessions:
         click.echo(f"{verb} {name}", err=err)
-    tail = ""
-    if result.dry_run:
+    tail = ""  # (a preview before the question: no tail)
+    if result.dry_run and not err:
         tail = "; nothing was changed (--dry-run)"
     elif not err:
         tail = f"; {result.shards_rewritten} shard(s) rewritten"
@@ -113,3 +114,68 @@ def _say(result: Any, *, as_json: bool, err: bool) -> None:
         f"(reason: {result.reason}){tail}",
         err=err,
     )
+
+
+@click.command()
+@click.argument("out")
+@click.argument("new")
+@click.argument("sessions", nargs=-1)
+@click.option("--where", default=None, metavar="EXPR", help=_WHERE_HELP)
+@click.option(
+    "--split",
+    type=click.Choice(["train", "val", "test"]),
+    default=None,
+    help="Only the sessions of this split (by a hash of the name, as the readers split: "
+    "80/10/10, seed 0).",
+)
+@click.option("--dry-run", is_flag=True, help="Say which sessions; write nothing.")
+@click.option("--wait", is_flag=True, help="Wait for a run that holds OUT or NEW.")
+@json_option
+@storage_option
+def subset(
+    out: str,
+    new: str,
+    sessions: tuple[str, ...],
+    where: str | None,
+    split: str | None,
+    dry_run: bool,
+    wait: bool,
+    as_json: bool,
+    storage_options: dict[str, Any],
+) -> None:
+    """Write a new, independent dataset NEW of SESSIONS of OUT (and those --where matches;
+    all when neither is given), only those of --split when given: their Zarr groups, rows and
+    frames tables copied, their samples copied out of OUT's shards (byte for byte, in order)
+    into new shards, with NEW's own catalog and dataset card. OUT is only read. NEW must be
+    new or empty. `reacture-convert verify NEW` passes.
+
+    Exit 0 when written, 2 for a bad selection or NEW, 3 when it cannot (OUT not a dataset,
+    nothing selected, locked, unwritable).
+    """
+    from reacture_convert.run.subset import subset_dataset
+
+    try:
+        with exit_on_error():
+            result = subset_dataset(
+                Output(out, storage_options),
+                Output(new, storage_options),
+                sessions,
+                where=where,
+                split=split,
+                dry_run=dry_run,
+                wait=wait,
+            )
+    except ConfigError as e:
+        raise click.BadParameter(str(e), param_hint="NEW / --where / --split") from None
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+        raise SystemExit(EXIT_OK)
+    verb = "would copy" if dry_run else "copied"
+    for name in result.sessions:
+        click.echo(f"{verb} {name}")
+    shards = "" if dry_run else f", {result.samples} samples in {result.shards} shard(s)"
+    click.echo(
+        f"{result.new}: {len(result.sessions)} session(s) of {result.out}, {result.frames} "
+        f"frames{shards}" + ("; nothing was written (--dry-run)" if dry_run else "")
+    )
+    raise SystemExit(EXIT_OK)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,90 +16,50 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from reacture_convert.cli import cli
 from reacture_convert.formats.wds.index import read_index
-from reacture_convert.formats.wds.tar import iter_tar_samples
 from reacture_convert.output.catalog import read_catalog
 from reacture_convert.output.layout import REMOVING, STAGING
 from reacture_convert.output.status import Status
 from reacture_convert.output.storage import Output
 from reacture_convert.read.sources import SOURCES
-from reacture_convert.read.stats import compute_stats, read_stats, write_stats
+from reacture_convert.read.stats import read_stats
 from reacture_convert.read.verify import verify_dataset
 from reacture_convert.run.removal import PHASES
 from reacture_convert.run.remove import remove_sessions
-from reacture_convert.testing.synth import BundleSpec, write_bundle
+from tests.helpers.curate import (
+    BLACK,
+    FRAMES,
+    NAMES,
+    OPTS,
+    copy,
+    files,
+    invoke,
+    live,
+    make_base,
+    samples,
+    session_of,
+    write_inputs,
+)
 from tests.helpers.s3 import S3
 
 CLI = [sys.executable, "-m", "reacture_convert"]
-FRAMES = (9, 12, 7, 10)  # the third is all black; the fourth is appended
-NAMES = tuple(f"reacture_17956200{k:05d}" for k in range(len(FRAMES)))
 GONE = NAMES[1]  # spans shards with its neighbours in the first set
-OPTS = ["--format", "zarr,wds", "--shard-size", "200KB", "--scheduler", "sync", "-q"]
-OUTPUT_DIRS = ("zarr", "rows", "frames", "wds")
-
-
-def invoke(*args: str | Path, input: str | None = None) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, [str(a) for a in args], input=input)
-    return result.exit_code, result.output
 
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    root = tmp_path_factory.mktemp("remove-in")
-    return [
-        write_bundle(root / f"b{k}", BundleSpec(n_frames=n, seed=k, prefix=NAMES[k], blank=k == 2))
-        for k, n in enumerate(FRAMES)
-    ]
+    return write_inputs(tmp_path_factory.mktemp("remove-in"))
 
 
 @pytest.fixture(scope="module")
 def base(inputs: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Three sessions converted, the fourth appended as new shards; stats.json written."""
-    out = tmp_path_factory.mktemp("remove") / "base"
-    code, text = invoke("convert", *inputs[:3], "--out", out, *OPTS)
-    assert code == 0, text
-    code, text = invoke("convert", *inputs, "--out", out, *OPTS, "--append")
-    assert code == 0, text
-    write_stats(out, compute_stats(out, frames=False))
-    (out / ".lock").unlink()
-    return out
-
-
-def copy(base: Path, to: Path) -> Path:
-    shutil.copytree(base, to)
-    return to
-
-
-def samples(out: Path) -> list[tuple[str, dict[str, bytes]]]:
-    """Every sample of the shard set, in index order, with its members' bytes."""
-    index = read_index(Output(str(out)))
-    assert index is not None
-    found: list[tuple[str, dict[str, bytes]]] = []
-    for shard in index.shards:
-        with open(out / "wds" / shard.url, "rb") as f:
-            found += list(iter_tar_samples(f, shard.url))
-    return found
-
-
-def files(out: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(out)): p.read_bytes()
-        for d in OUTPUT_DIRS
-        for p in sorted((out / d).rglob("*"))
-        if p.is_file()
-    }
-
-
-def live(out: Path) -> set[str]:
-    return {e.session or "" for e in read_catalog(Output(str(out))) if e.status.is_live}
+    return make_base(inputs, tmp_path_factory.mktemp("remove") / "base")
 
 
 def assert_removed(out: Path, before: Path, gone: set[str]) -> None:
     """``out`` is ``before`` without ``gone``: see the module doc."""
-    kept = [s for s in samples(before) if s[0].split("/")[0] not in gone]
+    kept = [s for s in samples(before) if session_of(s) not in gone]
     assert samples(out) == kept  # byte for byte, in order
     left = set(NAMES) - gone
     assert live(out) == left
@@ -143,48 +102,41 @@ def test_remove_rewrites_only_the_shards_that_held_the_session(base: Path, tmp_p
     assert dict(row.hashes) == dict(before[row.key].hashes)  # the source sha256s kept
 
 
-def test_where_selects_over_the_catalog_and_a_reconvert_keeps_it_out(
+def test_a_reconvert_keeps_it_out_and_readmit_brings_it_back(
     base: Path, inputs: list[Path], tmp_path: Path
 ) -> None:
     out = copy(base, tmp_path / "out")
-    code, text = invoke(
-        "remove", out, "--where", "blank_frames = n_frames", "--reason", "black", "--dry-run"
-    )
-    assert code == 0 and f"would remove {NAMES[2]}" in text, text
-    assert files(out) == files(base)  # a dry run changes nothing
-    code, text = invoke("remove", out, "--where", "blank_frames = n_frames", "--reason", "black")
-    assert code == 2 and "--yes" in text  # no answer is never a yes
-    code, text = invoke(
-        "remove", out, "--where", "blank_frames = n_frames", "--reason", "black", input="y\n"
-    )
-    assert code == 0, text
-    assert_removed(out, base, {NAMES[2]})
+    result = remove_sessions(Output(str(out)), where="blank_frames = n_frames", reason="black")
+    assert result.sessions == (BLACK,)
+    assert_removed(out, base, {BLACK})
     removed = files(out)
     code, text = invoke("convert", *inputs, "--out", out, *OPTS, "--append", "--json")
     assert code == 0, text
     summary = json.loads(text)
     assert summary["counts"] == {"removed": 1, "skipped": 3}
-    assert [s["status"] for s in summary["sessions"] if s["session"] == NAMES[2]] == ["removed"]
-    assert files(out) == removed  # it stays out
-    code, text = invoke("convert", *inputs, "--out", out, *OPTS, "--append", "--readmit", NAMES[2])
+    assert [s["reason"] for s in summary["sessions"] if s["status"] == "removed"] == ["black"]
+    assert files(out) == removed  # it stays out, and nothing else changed
+    code, text = invoke("convert", *inputs, "--out", out, *OPTS, "--readmit", BLACK, "--append")
     assert code == 0, text
     assert live(out) == set(NAMES)
     assert verify_dataset(Output(str(out))) == (len(NAMES), [])
-    assert {s[0].split("/")[0] for s in samples(out)} == set(NAMES)
+    back = [s for s in samples(out) if session_of(s) == BLACK]
+    assert back == [s for s in samples(base) if session_of(s) == BLACK]
 
 
-def test_a_name_is_checked_and_a_second_removal_is_a_no_op(base: Path, tmp_path: Path) -> None:
+def test_a_watcher_keeps_it_out(base: Path, inputs: list[Path], tmp_path: Path) -> None:
     out = copy(base, tmp_path / "out")
-    code, text = invoke("remove", out, "no_such_session", "--reason", "x", "--yes")
-    assert code == 2 and "no_such_session" in text
-    code, text = invoke("remove", out, "--where", "nosuch = 1", "--reason", "x", "--yes")
-    assert code == 2 and "no column 'nosuch'" in text
-    code, text = invoke("remove", out, GONE, "--reason", "x", "--yes", "--json")
-    assert code == 0 and json.loads(text)["removed"] == [GONE]
-    after = files(out)
-    code, text = invoke("remove", out, GONE, "--reason", "x", "--yes", "--json")
-    assert code == 0 and json.loads(text)["already_removed"] == [GONE]
-    assert files(out) == after
+    remove_sessions(Output(str(out)), [GONE], reason="a player asked")
+    removed = files(out)
+    incoming = inputs[0].parent
+    code, text = invoke(
+        "watch", incoming, "--out", out, "--once", "--settle", "0", "--format", "zarr,wds",
+        "--scheduler", "sync", "--json",
+    )  # fmt: skip
+    assert code == 0, text
+    events = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    assert [e["session"] for e in events if e.get("event") == "removed"] == [GONE], text
+    assert files(out) == removed
 
 
 # --- kills --------------------------------------------------------------------------------------
@@ -311,7 +263,7 @@ def test_remove_on_the_bucket_survives_a_kill(
     moto_s3.fs.invalidate_cache()
     after = tmp_path / "after"
     moto_s3.fs.get(url, str(after), recursive=True)
-    kept = [s for s in samples(local) if s[0].split("/")[0] != GONE]
+    kept = [s for s in samples(local) if session_of(s) != GONE]
     assert samples(after) == kept
     assert not any(GONE in p for p in files(after))
     assert verify_dataset(output) == (2, [])

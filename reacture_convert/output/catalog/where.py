@@ -187,9 +187,8 @@ class _Parser:
     def side(self, v: _Value, other: _Value, at: int) -> Any:
         if v.column is not None:
             return pc.field(v.column)
-        if other.column is not None:
-            return self.literal(other.column, v, at)
-        return pa.scalar(v.value)
+        assert other.column is not None  # (comparison checks that one side is a column)
+        return pc.scalar(self.literal(other.column, v, at))
 
     def comparison(self) -> pc.Expression:
         start = self.tok

@@ -31,12 +31,13 @@ from reacture_convert.formats.wds.tar import (
     member_header,
     member_size,
     padding,
+    tar_size,
 )
 from reacture_convert.output.layout import WDS_DIR, shard_name
 from reacture_convert.output.storage import Output
 from reacture_convert.writers.webdataset.sink import HashedFile
 
-__all__ = ["PrunedSet", "prune_shards", "pruned_tag", "shard_samples"]
+__all__ = ["PrunedSet", "copy_samples", "prune_shards", "pruned_tag", "shard_samples"]
 
 _NUMBER = re.compile(r"-(\d{6})\.tar$")
 
@@ -162,3 +163,68 @@ def prune_shards(out: Output, index: WdsIndex, sessions: Collection[str], stage:
         shards=tuple(shards),
     )
     return PrunedSet(new_index, tuple(built), tuple(dropped))
+
+
+def copy_samples(
+    src: Output,
+    index: WdsIndex,
+    keep: Collection[str],
+    dst: Output,
+    stage: str,
+    shard_size: int,
+    tag: str,
+) -> PrunedSet:
+    """The samples of ``keep`` in ``src``'s shards, in the set's order and byte for byte, as
+    new shards of ``dst`` (written into ``stage``, a path on ``dst.fs``, fsynced): a shard
+    closes before the sample that would take it past ``shard_size``. Named
+    ``<name>-<tag>-NNNNNN.tar`` from 000000; the index of that set (``subset``)."""
+    wanted = set(keep)
+    dst.makedirs(stage)
+    built: list[tuple[str, WdsShard]] = []
+    current: tuple[HashedFile, str, str] | None = None
+    samples = content = 0
+    sessions: set[str] = set()
+
+    def close() -> None:
+        nonlocal current, samples, content
+        assert current is not None
+        sink, where, url = current
+        sink.write(end_of_archive(content))
+        nbytes, sha = sink.close(fsync=True)
+        built.append((where, WdsShard(url, samples, nbytes, sha, tuple(sorted(sessions)))))
+        current, samples, content = None, 0, 0
+        sessions.clear()
+
+    try:
+        for shard in index.shards:
+            if not wanted.intersection(shard.sessions):
+                continue
+            for session, data in shard_samples(src, shard):
+                if session not in wanted:
+                    continue
+                if current is not None and tar_size(content + len(data)) > shard_size:
+                    close()
+                if current is None:
+                    url = shard_name(index.name, tag, len(built))
+                    current = (HashedFile(dst, f"{stage}/{url}"), f"{stage}/{url}", url)
+                current[0].write(data)
+                samples += 1
+                content += len(data)
+                sessions.add(session)
+        if current is not None:
+            close()
+    except BaseException:
+        if current is not None:
+            current[0].abort()
+        raise
+    shards = tuple(s for _, s in built)
+    new_index = replace(
+        index,
+        tag=tag,
+        shard_size=shard_size,
+        shard_count=None,
+        sessions=tuple(s for s in index.sessions if s.session in wanted),
+        total_samples=sum(s.samples for s in shards),
+        shards=shards,
+    )
+    return PrunedSet(new_index, tuple(built))
