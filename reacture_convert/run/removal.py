@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 
@@ -72,6 +73,7 @@ PHASES = (
     "remove-cards",
 )
 _STAGE = f"{STAGING}/.remove"  # session names hold no "."
+log = logging.getLogger("reacture_convert.remove")
 
 
 @dataclass(frozen=True)
@@ -202,18 +204,28 @@ def commit_removal(
 
 def _follow_stats(out: Output, sessions: Collection[str]) -> None:
     """``stats.json``, when there is one, computed again without ``sessions`` (deleted when
-    no session it covered is left)."""
+    no session it covered is left, or when it cannot be computed: a warning says so)."""
     if not out.exists(STATS):
         return
     from reacture_convert.read.stats import compute_stats, read_stats, write_stats
 
-    old = read_stats(out)
-    names = [s for s in (old.sessions if old is not None else ()) if s not in sessions]
-    if old is None or not names:
-        out.remove_files([out.path(STATS)])
-        return
-    stats = compute_stats(out, names, out.storage_options, frames=old.frames is not None)
-    write_stats(out, stats, out.storage_options)
+    try:
+        old = read_stats(out)
+        names = [s for s in (old.sessions if old is not None else ()) if s not in sessions]
+        if old is not None and names:
+            stats = compute_stats(out, names, out.storage_options, frames=old.frames is not None)
+            write_stats(out, stats, out.storage_options)
+            return
+    except (OutputError, ValueError, KeyError, TypeError) as e:  # never blocks the removal
+        log.warning(
+            "%s: %s could not be computed again (%s: %s); it is deleted: run "
+            "`reacture-convert stats` to write it",
+            out.url,
+            STATS,
+            type(e).__name__,
+            e,
+        )
+    out.remove_files([out.path(STATS)])
 
 
 def finish_removal(

@@ -17,7 +17,7 @@ from reacture_convert.output.storage import Output
 from reacture_convert.read.stats import compute_stats, write_stats
 from reacture_convert.testing.synth import BundleSpec, write_bundle
 
-FRAMES = (9, 12, 7, 10)  # the third is all black; the fourth is appended
+FRAMES = (10, 12, 7, 10)  # the third is all black; the fourth is appended
 NAMES = tuple(f"reacture_17956200{k:05d}" for k in range(len(FRAMES)))
 BLACK = NAMES[2]
 OPTS = ["--format", "zarr,wds", "--shard-size", "200KB", "--scheduler", "sync", "-q"]
