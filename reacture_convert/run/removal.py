@@ -58,6 +58,7 @@ __all__ = [
     "Settled",
     "commit_removal",
     "finish_removal",
+    "pending_removal",
     "prepare_shards",
     "removed_entries",
     "settle_removal",
@@ -115,6 +116,11 @@ def removed_entries(
 
 def _write_mark(out: Output, sessions: Sequence[str]) -> None:
     out.write_bytes_atomic(REMOVING, json.dumps({"sessions": sorted(sessions)}).encode())
+
+
+def pending_removal(out: Output) -> tuple[str, ...] | None:
+    """The sessions of a removal under way (cut short: its note ``.removing``), or None."""
+    return _read_mark(out)
 
 
 def _read_mark(out: Output) -> tuple[str, ...] | None:

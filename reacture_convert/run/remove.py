@@ -125,7 +125,13 @@ def remove_sessions(
         catalog = Catalog.load(out, guard=held.check)
         out.clear_staging()
         settled = settle_removal(out, catalog, held.check)
-        match = match_sessions(catalog, names, where)
+        done = (
+            set(settled.sessions) if settled is not None and settled.rolled == "forward" else set()
+        )
+        match = match_sessions(catalog, [n for n in names if n not in done], where)
+        if done & set(names):
+            gone = (*sorted(done & set(names)), *match.already)
+            match = Match(match.sessions, match.frames, gone)
         result = RemoveResult(
             out.url,
             dry_run,

@@ -216,7 +216,10 @@ def killed(base: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pa
     """A copy of ``base`` per phase (and one more at ``remove-delete``, for a convert), with a
     removal of GONE killed there: the processes run at once (their start dominates)."""
     root = tmp_path_factory.mktemp("remove-killed")
-    cases = {phase: phase for phase in PHASES} | {"convert-after": "remove-delete"}
+    cases = {phase: phase for phase in PHASES} | {
+        "convert-after": "remove-delete",
+        "repair-after": "remove-index",
+    }
     started = {}
     for case, phase in cases.items():
         out = copy(base, root / case / "out")
@@ -264,6 +267,22 @@ def test_a_convert_after_a_kill_completes_the_removal(
     assert code == 0, text
     assert files(out) == files(clean)
     assert_removed(out, base, {GONE})
+
+
+def test_repair_after_a_kill_does_not_bring_the_session_back(
+    base: Path, clean: Path, killed: dict[str, Path]
+) -> None:
+    out = killed["repair-after"]
+    code, text = invoke("repair", out)  # the catalog reads: GONE's removed row says it goes
+    assert code == 0 and "cut short" in text, text
+    assert live(out) == set(NAMES) - {GONE}
+    (out / "catalog.parquet").unlink()  # lost: the note of the removal says it goes
+    code, text = invoke("repair", out)
+    assert code == 0 and "cut short" in text, text
+    assert live(out) == set(NAMES) - {GONE}
+    code, text = invoke("remove", out, GONE, "--reason", "r", "--yes")
+    assert code == 0, text
+    assert live(out) == set(NAMES) - {GONE} and not any(GONE in p for p in files(out))
 
 
 # --- the local S3 server ------------------------------------------------------------------------
