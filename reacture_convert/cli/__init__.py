@@ -2,10 +2,10 @@
 
 One module per group of commands, each command parsing its options, making one library call and
 printing the result: ``validate``; ``convert`` and ``run`` (job files); ``watch``; ``verify``,
-``stats`` and ``show`` (``inspect``). ``common`` holds the shared options and the option types
-(wrappers of ``run.options``, the parsers job files use too); ``exits`` the one exit-code table
-and the group that ends every command's error with it (``exits.TABLE_HELP``, shown by
-``--help``).
+``stats`` and ``show`` (``inspect``); ``repair``; ``remove`` and ``subset``. ``common`` holds the
+shared options and the option types (wrappers of ``run.options``, the parsers job files use
+too); ``exits`` the one exit-code table and the group that ends every command's error with it
+(``exits.TABLE_HELP``, shown by ``--help``).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from reacture_convert import __version__
 from reacture_convert.cli.convert import convert, run
 from reacture_convert.cli.exits import DEBUG_ENV, TABLE_HELP, ErrorHandlingGroup
 from reacture_convert.cli.inspect import show, stats, verify
+from reacture_convert.cli.remove import remove, subset
 from reacture_convert.cli.repair import repair
 from reacture_convert.cli.validate import validate
 from reacture_convert.cli.watch import watch
@@ -45,7 +46,7 @@ def cli(debug: bool) -> None:
     """
 
 
-for command in (validate, convert, run, watch, verify, stats, show, repair):
+for command in (validate, convert, run, watch, verify, stats, show, repair, remove, subset):
     cli.add_command(command)
 
 

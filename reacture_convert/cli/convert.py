@@ -77,6 +77,13 @@ if TYPE_CHECKING:
 @click.option(
     "--force", is_flag=True, help="Replace a converted session whose source bytes changed."
 )
+@click.option(
+    "--readmit",
+    multiple=True,
+    metavar="SESSION",
+    help="Convert this removed session again (`reacture-convert remove`) when its bundle is "
+    "met; repeatable. Without it a removed session's bytes are skipped as `removed`.",
+)
 @zarr_options
 @click.option(
     "--shard-size",
@@ -128,6 +135,7 @@ def convert(
     out: str,
     formats: tuple[str, ...],
     force: bool,
+    readmit: tuple[str, ...],
     chunk_frames: int,
     shard_frames: int | None,
     codec: str,
@@ -148,12 +156,15 @@ def convert(
     """Convert every valid bundle under PATHS into OUT and record every bundle in
     OUT/catalog.parquet.
 
-    A re-run skips unchanged sessions and finishes what an interrupted run left. Exit 0 when
-    all converted (or skipped), 1 when some were rejected, conflicted or failed.
+    A re-run skips unchanged sessions and finishes what an interrupted run left; the bytes of
+    a removed session are skipped as removed (--readmit SESSION converts them again). Exit 0
+    when all converted (or skipped, or removed), 1 when some were rejected, conflicted or
+    failed.
     """
     values = {
         "formats": formats,
         "force": force,
+        "readmit": readmit or None,
         "chunk_frames": chunk_frames,
         "shard_frames": shard_frames,
         "codec": codec,
@@ -383,6 +394,7 @@ def print_summary(summary: RunSummary) -> None:
             f"{click.style(f'{e.status:<9}', fg=colour)} {name}"
             + (f"  ({e.n_frames} frames)" if e.n_frames is not None else "")
             + (f"  {e.reason}" if e.reason and e.status is not Status.CONVERTED else "")
+            + (f"  (--readmit {name} converts it again)" if e.status is Status.REMOVED else "")
         )
         if not e.status.is_ok:
             for f in e.findings:

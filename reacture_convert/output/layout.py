@@ -13,6 +13,7 @@ __all__ = [
     "LOCK",
     "LOCKED_WRITES",
     "LOG_DIR",
+    "REMOVING",
     "RUN_FILES",
     "STAGING",
     "INTERRUPTED",
@@ -46,6 +47,7 @@ TRASH: Final = ".trash"  # replaced copies, on their way out
 DAMAGED: Final = ".damaged"  # damaged catalog files set aside: OUT/.damaged/<when>/<path>
 LOCK: Final = ".lock"  # the run lock (on S3: the lease object)
 INTERRUPTED: Final = ".interrupted"  # an interrupted batch's note: the next run resumes it
+REMOVING: Final = ".removing"  # a removal under way: the next holder of the lock settles it
 WDS_STAGE: Final = ".wds"  # the shard merge's folder in staging (session names hold no ".")
 # Files only the lock holder writes (atomically): their stray temporaries are cleared.
 LOCKED_WRITES: Final = (
@@ -56,6 +58,7 @@ LOCKED_WRITES: Final = (
     CARD_ASIDE,
     WDS_CARD_ASIDE,
     INTERRUPTED,
+    REMOVING,
     f"{LOG_DIR}/*",
 )
 # What a run puts in OUT before its first catalog row (a dataset has CATALOG or LOG_DIR): the

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Final
 
-__all__ = ["Status", "LIVE", "OK"]
+__all__ = ["ANCHORS", "Status", "LIVE", "OK"]
 
 
 class Status(StrEnum):
@@ -23,6 +23,10 @@ class Status(StrEnum):
     """Other bytes under an already converted name; ``--force`` replaces it."""
     FAILED = "failed"
     """A valid bundle whose conversion failed (I/O error, worker died); retried by a re-run."""
+    REMOVED = "removed"
+    """Taken out of the dataset on purpose (``reacture-convert remove``): its outputs and
+    samples are gone, the row keeps the reason, the time and the source sha256s, and a later
+    conversion of the same bytes skips it (``--readmit`` brings it back)."""
 
     @property
     def is_live(self) -> bool:
@@ -31,9 +35,17 @@ class Status(StrEnum):
 
     @property
     def is_ok(self) -> bool:
-        """Nothing for a person to look at: converted, skipped or a duplicate."""
+        """Nothing for a person to look at: converted, skipped, a duplicate or removed."""
         return self in OK
+
+    @property
+    def is_anchor(self) -> bool:
+        """A state that a later one which wrote nothing (conflict, rejected, failed) is kept
+        beside rather than replacing: a live row (the outputs hold its bytes), or a removed one
+        (its bytes must stay out)."""
+        return self in ANCHORS
 
 
 LIVE: Final = frozenset({Status.CONVERTED, Status.SKIPPED})
-OK: Final = frozenset({Status.CONVERTED, Status.SKIPPED, Status.DUPLICATE})
+OK: Final = frozenset({Status.CONVERTED, Status.SKIPPED, Status.DUPLICATE, Status.REMOVED})
+ANCHORS: Final = LIVE | {Status.REMOVED}

@@ -249,6 +249,30 @@ class Output:
             with contextlib.suppress(OSError):  # not there, or not empty
                 os.rmdir(path)
 
+    def discard(self, rel: str) -> None:
+        """Delete the file or folder ``rel`` (relative to OUT) if it is there: locally it is
+        first renamed into ``.trash/`` (it leaves its place at once, whole), then deleted; on
+        an object store its objects are deleted."""
+        path = self.path(rel)
+        if not self.is_local:
+            if self.fs.exists(path):
+                self.fs.rm(path, recursive=True)
+                self.fs.invalidate_cache(path.rsplit("/", 1)[0])
+            return
+        if not os.path.lexists(path):
+            return
+        trash = self.path(TRASH)
+        os.makedirs(trash, exist_ok=True)
+        old = os.path.join(trash, uuid.uuid4().hex)
+        os.rename(path, old)
+        fsync_dir(os.path.dirname(path))
+        if os.path.isdir(old) and not os.path.islink(old):
+            import shutil
+
+            shutil.rmtree(old)
+        else:
+            os.remove(old)
+
     def keys(self, path: str) -> Keys:
         """The store of a Zarr group being written at ``path``: objects put by key."""
         return Keys(path, None if self.is_local else self.fs)

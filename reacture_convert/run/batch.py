@@ -191,7 +191,13 @@ class _Batch:
             self.runner.start_group(self.next_group())
 
     def previous(self, pending: Pending) -> CatalogEntry | None:
-        return pending.peer or self.catalog.live(session_name(pending.bundle.prefix))
+        """The row the bundle is judged against: its session's live row, else its removed one
+        (the same bytes stay out)."""
+        if pending.peer is not None:
+            return pending.peer
+        bundle = pending.bundle
+        name = session_name(bundle.prefix)
+        return self.catalog.live(name) or self.catalog.removed(name, (bundle.source, bundle.prefix))
 
     def take(self) -> Keyed:
         pending = self.ready.popleft()

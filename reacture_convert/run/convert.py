@@ -67,6 +67,7 @@ class ConvertOptions:
     zarr: ZarrOptions = ZarrOptions()
     wds: WdsOptions = WdsOptions()
     force: bool = False
+    readmit: frozenset[str] = frozenset()  # removed sessions to convert again (not skip)
     allow_other_files: bool = False  # write into a folder that holds other files (output.claim)
     limits: ValidationLimits = ValidationLimits()
     input_options: Mapping[str, Any] = field(default_factory=dict)
@@ -312,6 +313,21 @@ def _previous_outcome(
     return None
 
 
+def _kept_out(bundle: BundleRef, removed: CatalogEntry, run_id: str | None) -> CatalogEntry:
+    """The ``removed`` row of a bundle whose bytes are those of a removed session: the row
+    as it stands (the catalog keeps it unchanged), or one like it for another copy of them."""
+    if removed.key == (bundle.source, bundle.prefix):
+        return replace(removed, converted_at=_now(), run_id=run_id)
+    return replace(
+        removed,
+        source=bundle.source,
+        prefix=bundle.prefix,
+        reason=f"same bytes as the removed {removed.source}: {removed.reason or ''}".rstrip(),
+        converted_at=_now(),
+        run_id=run_id,
+    )
+
+
 def _convert(
     bundle: BundleRef,
     session: str,
@@ -327,12 +343,19 @@ def _convert(
     # (a session the catalog knows: skip, duplicate, conflict) or the read is of other files
     # (a legacy export is read through a five-file view of it).
     live = previous is not None and previous.status.is_live
-    hash_first = not bundle.missing and (live or bundle.is_legacy)
+    removed = previous is not None and previous.status is Status.REMOVED
+    if removed and session in options.readmit:
+        previous, removed = None, False  # converted again: its row replaces the removed one
+    hash_first = not bundle.missing and (live or removed or bundle.is_legacy)
     hashes: dict[str, str] = {}
     if hash_first:
         hashes, damaged = _hash_or_damage(bundle, options.input_options)
         if damaged:
             return _damaged(bundle, damaged, options, run_id)
+    if previous is not None and removed and hashes:
+        if dict(previous.hashes) == hashes:
+            return SessionResult(_kept_out(bundle, previous, run_id))
+        previous = None  # other bytes under a removed name: a new session
     up_to_date: CatalogEntry | None = None
     if previous is not None and live and hashes:
         decided = _previous_outcome(bundle, session, out, options, previous, hashes, parts, run_id)

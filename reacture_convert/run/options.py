@@ -38,7 +38,7 @@ ON_ERROR = ("continue", "stop")  # what a run does after a bundle that is not co
 
 # The keys ``convert_options`` reads, by the job-file table they belong to.
 OPTION_KEYS: Mapping[str, tuple[str, ...]] = {
-    "job": ("formats", "force", "allow_other_files"),
+    "job": ("formats", "force", "readmit", "allow_other_files"),
     "zarr": ("chunk_frames", "shard_frames", "codec", "level"),
     "wds": ("shard_size", "shard_count", "shuffle", "encoding", "name", "shuffle_buffer", "append"),
 }
@@ -141,9 +141,21 @@ def _text(value: Any) -> str:
     return value
 
 
+def parse_sessions(value: str | Iterable[str]) -> frozenset[str]:
+    """``"a,b"`` or ``["a", "b"]`` -> session names (blanks dropped)."""
+    if isinstance(value, str):
+        value = value.split(",")
+    elif not isinstance(value, list | tuple | set | frozenset) or not all(
+        isinstance(v, str) for v in value
+    ):
+        raise ConfigError(f'must be session names like "a,b" or ["a", "b"], not {value!r}')
+    return frozenset(v.strip() for v in value if v.strip())
+
+
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "formats": parse_formats,
     "force": _flag,
+    "readmit": parse_sessions,
     "allow_other_files": _flag,
     "chunk_frames": _count,
     "shard_frames": _count,

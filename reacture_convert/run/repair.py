@@ -7,7 +7,9 @@ row it can, with the columns no output holds (findings, times, run ids, rejected
 every committed Zarr group is a converted session whose row can be re-derived: its attributes
 hold the session, prefix, source, the source files' sha256 and the converter's version, its
 arrays the frame count, ``rows/<session>.parquet`` the row count; a session whose outputs do not
-verify (a commit cut short) gets no row, and the next ``convert`` converts it again. A session's
+verify (a commit cut short) gets no row, and the next ``convert`` converts it again; nor does
+one that a removal cut short was taking out (its ``removed`` row, or the note ``.removing``,
+names it: the next ``remove`` or ``convert`` deletes what is left of it). A session's
 readable live row is kept when it describes those outputs (same source hashes); otherwise the
 re-derived row replaces it, with no findings, ``converted_at`` or ``run_id`` (said).
 
@@ -34,6 +36,7 @@ from reacture_convert.output.status import Status
 from reacture_convert.output.storage import Output, lock_output
 from reacture_convert.read.session import open_session
 from reacture_convert.read.verify import verify_session
+from reacture_convert.run.removal import pending_removal
 
 __all__ = ["RepairResult", "repair_catalog"]
 
@@ -96,6 +99,7 @@ def _rebuild(out: Output, notes: list[str]) -> Rebuilt:
     rows were read back."""
     found = salvage(out)
     catalog = Catalog.read(out, found.compacted, found.fragments)
+    removing = set(pending_removal(out) or ())  # a removal cut short: its sessions stay out
     kept = len(catalog.rows())
     derived: list[str] = []
     for session in _zarr_sessions(out):
@@ -110,6 +114,14 @@ def _rebuild(out: Output, notes: list[str]) -> Rebuilt:
         live = catalog.live(session)
         if live is not None and dict(live.hashes) == dict(entry.hashes) and live.outputs:
             continue  # the readable row describes these outputs
+        gone = catalog.removed(session, entry.key)
+        same = gone is not None and dict(gone.hashes) == dict(entry.hashes)
+        if live is None and (same or session in removing):
+            notes.append(
+                f"{zarr_path(session)}: left by a removal that was cut short: not re-derived "
+                "(the next remove or convert deletes it)"
+            )
+            continue
         if not entry.source or not entry.prefix:
             notes.append(f"{zarr_path(session)}: its attributes name no source or prefix")
             continue

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from reacture_convert.output.catalog import Catalog
 from reacture_convert.output.claim import check_out
 from reacture_convert.output.storage import Held, Output, lock_output
+from reacture_convert.run.removal import Settled, settle_removal
 from reacture_convert.writers.card import write_card
 
 __all__ = ["OutputRun", "hold_output", "new_run_id"]
@@ -35,6 +36,7 @@ class OutputRun:
         self.run_id = run_id
         self.held = held
         self._catalog: Catalog | None = None
+        self.settled: Settled | None = None  # a killed removal, settled as the catalog loaded
 
     @property
     def catalog(self) -> Catalog:
@@ -43,9 +45,11 @@ class OutputRun:
 
     def load_catalog(self) -> Catalog:
         """The catalog, its writes guarded by the lock (a lost S3 lease stops them); staging is
-        cleared of a killed run's leftovers, which were never visible."""
+        cleared of a killed run's leftovers, which were never visible, and a killed removal is
+        settled (``run.removal``)."""
         self._catalog = Catalog.load(self.out, guard=self.held.check)
         self.out.clear_staging()
+        self.settled = settle_removal(self.out, self._catalog, self.held.check)
         return self._catalog
 
     def close(self) -> None:

@@ -254,7 +254,7 @@ class _Watcher:
             if self.runner.busy(name):
                 later.append(key)
                 continue
-            previous = self.catalog.live(name)
+            previous = self.catalog.live(name) or self.catalog.removed(name, key)
             track = self.incoming.tracks[key]
             track.state = "running"
             options = self.options

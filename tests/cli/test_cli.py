@@ -13,7 +13,18 @@ from reacture_convert import __version__
 from reacture_convert.cli import cli, main
 from tests.helpers.paths import REPO
 
-COMMANDS = {"validate", "convert", "run", "watch", "verify", "stats", "show", "repair"}
+COMMANDS = {
+    "validate",
+    "convert",
+    "run",
+    "watch",
+    "verify",
+    "stats",
+    "show",
+    "repair",
+    "remove",
+    "subset",
+}
 
 
 def test_every_command_is_registered() -> None:

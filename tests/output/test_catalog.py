@@ -21,7 +21,7 @@ from reacture_convert.output.catalog import (
     read_catalog,
     write_catalog,
 )
-from reacture_convert.output.status import LIVE
+from reacture_convert.output.status import ANCHORS, LIVE
 from reacture_convert.output.storage import Output
 from reacture_convert.run.batch import run_convert
 from tests.helpers.catalog import entries_strategy, entry
@@ -203,6 +203,28 @@ MERGES = [
         [entry("c", "converted", "h2")],
         [("a", "converted", "h1"), ("c", "converted", "h2")],
     ),
+    # removed: replaces the bundle's rows, keeps what wrote nothing beside it, and gives way to
+    # a live row (a readmission)
+    (
+        [entry("a", "converted"), entry("a", "conflict", "h2")],
+        [entry("a", "removed")],
+        [("a", "removed", "h1")],
+    ),
+    (
+        [entry("a", "removed")],
+        [entry("a", "rejected", "h2")],
+        [("a", "rejected", "h2"), ("a", "removed", "h1")],
+    ),
+    (
+        [entry("a", "removed"), entry("a", "rejected", "h2")],
+        [entry("a", "converted", "h1")],
+        [("a", "converted", "h1")],
+    ),
+    (
+        [entry("a", "removed"), entry("b", "duplicate")],
+        [entry("c", "converted", "h2")],
+        [("a", "removed", "h1"), ("b", "conflict", "h1"), ("c", "converted", "h2")],
+    ),
 ]
 
 
@@ -223,6 +245,10 @@ MERGES = [
         "same-bytes-duplicate-stays",
         "forced-from-elsewhere-keeps-newer-state",
         "other-session-untouched",
+        "removed-replaces-both",
+        "rejection-beside-removed",
+        "readmitted-replaces-both",
+        "removed-not-demoted",
     ],
 )
 def test_merge_entries(
@@ -257,8 +283,8 @@ def test_merge_invariants(runs: list[list[CatalogEntry]]) -> None:
         live = {(e.session, e.hashes["frames.npy"]) for e in catalog if e.status in LIVE}
         assert len(live) == len({s for s, _ in live}), catalog
         per_key = Counter(e.key for e in catalog)
-        for key, n in per_key.items():  # a second row only beside the live row of its bundle
-            assert n == 1 or sorted(e.status in LIVE for e in catalog if e.key == key) == [
+        for key, n in per_key.items():  # a second row only beside the live (or removed) row
+            assert n == 1 or sorted(e.status in ANCHORS for e in catalog if e.key == key) == [
                 False,
                 True,
             ]

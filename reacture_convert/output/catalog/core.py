@@ -116,8 +116,8 @@ def merge_entries(old: Iterable[CatalogEntry], new: Iterable[CatalogEntry]) -> l
       state kept beside it), so the live rows of a session all describe the bytes it holds.
     """
     catalog = Catalog(None)
-    # live rows first, so that an old row kept beside one goes back beside it
-    for e in sorted(old, key=lambda e: not e.status.is_live):
+    # live (and removed) rows first, so that an old row kept beside one goes back beside it
+    for e in sorted(old, key=lambda e: not e.status.is_anchor):
         catalog.put(e)
     for e in new:
         catalog.put(e)
@@ -243,8 +243,8 @@ class Catalog:
 
     def _replay(self, rows: range, ops: Sequence[str | None] | None) -> None:
         """Put stored ``rows`` in their slots, in order, with their ``ops`` (a log fragment);
-        ``ops`` None: the rows of catalog.parquet, live ones first (so that a row kept beside
-        one goes back beside it)."""
+        ``ops`` None: the rows of catalog.parquet, live and removed ones first (so that a row
+        kept beside one goes back beside it)."""
         passes = (True, False) if ops is None else (None,)
         for live in passes:
             for start in range(rows.start, rows.stop, CHUNK):
@@ -253,7 +253,7 @@ class Catalog:
                 session, source, prefix, status = (hot.column(n).to_pylist() for n in HOT)
                 for k, row in enumerate(block):
                     state = Status(status[k])
-                    if live is not None and state.is_live is not live:
+                    if live is not None and state.is_anchor is not live:
                         continue
                     key = (source[k], prefix[k])
                     if ops is not None and ops[row - rows.start] == "drop":
@@ -387,6 +387,12 @@ class Catalog:
     def live(self, session: str) -> CatalogEntry | None:
         """The live (converted or skipped) row of ``session``: what its outputs hold."""
         row = self.slots.live(session)
+        return None if row is None else self.store.entry(row)
+
+    def removed(self, session: str, key: tuple[str, str | None]) -> CatalogEntry | None:
+        """The ``removed`` row of ``session`` (bundle ``key``'s, if it has one): a conversion
+        of the same bytes skips it."""
+        row = self.slots.removed(session, key)
         return None if row is None else self.store.entry(row)
 
     def rows(self) -> list[CatalogEntry]:

@@ -1,7 +1,8 @@
 """Which rows of a ``RowStore`` make up the catalog: ``merge_entries``' rules, found in O(1).
 
 Every bundle (``source``, ``prefix``) has a *main* row, and a row *beside* it when a state that
-wrote nothing (conflict, rejected, failed) came after a live one; a new live row of a session
+wrote nothing (conflict, rejected, failed) came after a live or a removed one (a ``removed``
+row replaces the bundle's rows); a new live row of a session
 demotes the other bundles' rows of that session whose bytes differ (``catalog.merge_entries``
 says why). Lookups go through Python's hash of a key or a session, then compare the row's real
 values, so the index holds row ids and no strings: a few MB for 100,000 rows.
@@ -130,9 +131,13 @@ class Slots:
     ) -> None:
         """Make ``row`` (with these fields; ``hashes()`` gives its hashes) the bundle's state.
         ``supersede(other, row)`` stores the ``conflict`` row that replaces ``other``."""
+        if status is Status.REMOVED:  # replaces the bundle's rows, demotes no other
+            self._set_main(key, row, session)
+            self._pop_beside(key)
+            return
         if not status.is_live:
             current = self.main(key)
-            if current is not None and self.store.status(current).is_live:
+            if current is not None and self.store.status(current).is_anchor:
                 self._pop_beside(key)
                 self._beside.add(hash(key), row)
             else:
@@ -183,6 +188,18 @@ class Slots:
             if status.is_live and self.store.session(row) == session:
                 source, prefix = self.store.key(row)
                 order = (source, prefix or "", str(status))
+                if best is None or order > best[0]:
+                    best = (order, row)
+        return None if best is None else best[1]
+
+    def removed(self, session: str, key: Key) -> int | None:
+        """The ``removed`` row of ``session``: bundle ``key``'s if it has one, else the last
+        one in catalog order; None when the session has none."""
+        best: tuple[tuple[bool, str, str], int] | None = None
+        for row in self._sessions.get(hash(session)):
+            if self.store.status(row) is Status.REMOVED and self.store.session(row) == session:
+                source, prefix = self.store.key(row)
+                order = ((source, prefix) == key, source, prefix or "")
                 if best is None or order > best[0]:
                     best = (order, row)
         return None if best is None else best[1]
