@@ -62,7 +62,7 @@ OPTIONS = ["--shard-size", "2MB", "--chunk-frames", "16", "-q"]  # several shard
 OUTPUT_DIRS = ("zarr", "rows", "frames", "wds")
 VOLATILE = ("converted_at", "run_id")
 TRIALS = 10
-SOAK_TRIALS = 40
+SOAK_TRIALS = int(os.environ.get("REACTURE_SOAK_TRIALS", "16"))  # more: a longer soak
 
 
 # --- the inputs and the clean runs --------------------------------------------------------------
@@ -307,13 +307,17 @@ def crash_trial(
 
 
 # Every phase of a run (reacture_convert.phases), for each format it belongs to, in this process
-# (sync) and on local worker processes: the kill comes exactly there.
+# (sync); the phases a worker runs (reading, staging) on local worker processes too (the driver's
+# phases are the same code whichever scheduler ran the sessions; the random trials below kill
+# runs on worker processes at any moment): the kill comes exactly there.
+WORKER_PHASES = ("reading", "staging")
 PHASE_TRIALS = [
     (phase, fmt, scheduler)
     for fmt in ("zarr", "zarr,wds")
     for phase in PHASES
     if fmt == "zarr,wds" or phase not in ("shard-merge", "index")
     for scheduler in ("sync", "processes")
+    if scheduler == "sync" or phase in WORKER_PHASES
 ]
 
 
