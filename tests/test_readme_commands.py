@@ -24,6 +24,8 @@ import pytest
 from click.testing import CliRunner
 
 from reacture_convert.cli import cli
+from reacture_convert.output.catalog import read_catalog
+from reacture_convert.output.storage import Output
 from tests.helpers.docs import DOCS, README, blocks, command_lines, pages, section, text
 from tests.helpers.paths import REPO
 
@@ -94,6 +96,17 @@ RUN: list[tuple[str, str, int]] = [
         "tar xzf tests/data/real.tar.gz -C data/fixtures",
         0,
     ),
+    # curating (last: it removes a session from data/real)
+    *[
+        (line, line, 0)
+        for line in (
+            'reacture-convert remove data/real --where "blank_frames = n_frames" '
+            '--reason "black frames" --dry-run',
+            "reacture-convert remove data/real reacture_1795637238001 "
+            '--reason "the player asked" --yes',
+            'reacture-convert subset data/real data/real-clean --where "blank_frames < n_frames"',
+        )
+    ],
 ]
 
 NOT_RUN: dict[str, str] = {
@@ -125,6 +138,13 @@ NOT_RUN: dict[str, str] = {
         "a placeholder dataset and session: tests/report/test_video.py exports both formats"
     ),
     "reacture-convert repair OUT": "a damaged dataset: tests/cli/test_repair.py repairs one",
+    "reacture-convert remove OUT": "the synopsis; the README's remove lines run above",
+    "reacture-convert remove out ": (
+        "a dataset named out: the README's lines run above; tests/run/test_remove.py and "
+        "tests/cli/test_remove.py remove by name and by --where"
+    ),
+    "reacture-convert subset OUT": "the synopsis; the README's subset line runs above",
+    "reacture-convert subset out ": "as above: tests/cli/test_subset.py (--split, --where)",
     ".venv/bin/python benchmarks/zarr_codecs.py --frames 2000 --repeats 5 --real "
     + CODECS_FRAMES: (
         "a benchmark of minutes; the file it reads is unpacked above (RUN), its options parse"
@@ -222,12 +242,17 @@ def test_the_readme_commands_run_as_written(clone: Path) -> None:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     for shown, command, code in RUN:
         done = subprocess.run(
-            command.split(), cwd=clone, env=env, capture_output=True, text=True, timeout=300
+            shlex.split(command), cwd=clone, env=env, capture_output=True, text=True, timeout=300
         )
         assert done.returncode == code, f"{shown}\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
     assert (clone / "data" / "converted" / "catalog.parquet").is_file()
     assert (clone / "data" / "report" / "index.html").is_file()  # under data/: ignored by git
     assert (clone / CODECS_FRAMES).is_file()  # what docs/benchmarks.md hands zarr_codecs.py
+    kept = {p.name for p in (clone / "data" / "real" / "zarr").iterdir()}
+    assert kept == {"reacture_1795637148842.zarr", "reacture_1795637693305.zarr"}  # one removed
+    assert {p.name for p in (clone / "data" / "real-clean" / "zarr").iterdir()} == {
+        "reacture_1795637148842.zarr"  # the one recording with pictures
+    }
     assert not (clone / "report").exists()
 
 
@@ -287,4 +312,8 @@ def test_the_mixing_example_runs_as_written(clone: Path) -> None:
         sessions = [s for batch in loader for s in batch["session"]]
     finally:
         os.chdir(cwd)
-    assert len(sessions) == len(loader.dataset) == 534 + 92  # real (all frames) + the sample
+    # real (all frames; less the session the README's `remove` took out, if it ran first) + the
+    # sample
+    live = [e for e in read_catalog(Output(str(clone / "data" / "real"))) if e.status.is_live]
+    assert sum(e.n_frames or 0 for e in live) in (534, 534 - 92)
+    assert len(sessions) == len(loader.dataset) == sum(e.n_frames or 0 for e in live) + 92
