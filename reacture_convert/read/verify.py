@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import itertools
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from reacture_convert.errors import OutputError
 from reacture_convert.formats.alignment import frame_digests
@@ -48,7 +48,14 @@ from reacture_convert.output.catalog import (
     CatalogEntry,
     read_catalog,
 )
-from reacture_convert.output.layout import WDS_DIR, WDS_INDEX, frames_table_path, rows_path
+from reacture_convert.output.digests import FileDigest, hash_stream
+from reacture_convert.output.layout import (
+    WDS_DIR,
+    WDS_INDEX,
+    frames_table_path,
+    rows_path,
+    zarr_path,
+)
 from reacture_convert.output.storage import Output
 from reacture_convert.read.session import open_session, read_table
 from reacture_convert.read.sources.shards import decode_frame
@@ -68,39 +75,189 @@ class Problem:
         return f"{self.session}: {self.what}"
 
 
-def _read_parquet(out: Output, rel: str) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = read_table(out, rel).to_pylist()
+class _Unreadable(Exception):
+    """An output that cannot be read: ``problem`` names the file (ends the session's check)."""
+
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(str(problem))
+        self.problem = problem
+
+
+def _read_parquet(out: Output, s: str, rel: str) -> list[dict[str, Any]]:
+    try:
+        rows: list[dict[str, Any]] = read_table(out, rel).to_pylist()
+    except Exception as e:  # noqa: BLE001 - a damaged output is a finding here
+        raise _Unreadable(Problem(s, f"{rel}: cannot be read ({type(e).__name__}: {e})")) from e
     return rows
 
 
-def _verify_session(out: Output, e: CatalogEntry) -> Iterator[Problem]:
+def session_files(out: Output, session: str) -> dict[str, int]:
+    """Every file of ``session``'s per-session outputs as they are now (path relative to OUT ->
+    bytes): each object of its Zarr group, its rows and alignment tables."""
+    found: dict[str, int] = {}
+    root = out.root + "/"
+    group = out.path(zarr_path(session))
+    if not out.is_local:
+        out.fs.invalidate_cache(group)
+    if out.fs.isdir(group):
+        for path, info in out.fs.find(group, detail=True).items():
+            found[str(path).removeprefix(root)] = int(info["size"])
+    for rel in (rows_path(session), frames_table_path(session)):
+        if out.exists(rel):
+            found[rel] = int(out.fs.size(out.path(rel)))
+    return found
+
+
+def hash_file(out: Output, rel: str, size: int | None = None) -> tuple[int, str]:
+    """(bytes, sha256) of the file ``rel`` of OUT, read as it is now."""
+    with out.open_read(out.path(rel), size) as f:
+        return hash_stream(f)
+
+
+def output_digests(out: Output, session: str) -> tuple[FileDigest, ...]:
+    """The digest of every file of ``session``'s outputs, read as they are now (for ``repair``,
+    which re-derives a row from verified outputs)."""
+    return tuple(
+        FileDigest(rel, *hash_file(out, rel, size))
+        for rel, size in sorted(session_files(out, session).items())
+    )
+
+
+def _check_files(out: Output, e: CatalogEntry) -> Iterator[Problem]:
+    """Every file the catalog records for the session is there with its bytes and sha256, and
+    the session's Zarr group holds no other."""
     s = e.session or "?"
-    arrays = open_session(out, s)
+    present = session_files(out, s)
+    for f in e.files:
+        size = present.get(f.path)
+        if size is None:
+            yield Problem(s, f"{f.path}: missing (the catalog records {f.bytes} bytes)")
+        elif size != f.bytes:
+            yield Problem(
+                s, f"{f.path}: truncated or grown: {size} bytes, the catalog records {f.bytes}"
+            )
+        elif hash_file(out, f.path, size)[1] != f.sha256:
+            yield Problem(s, f"{f.path}: changed: sha256 differs from the catalog's")
+    recorded = {f.path for f in e.files}
+    for rel in sorted(set(present) - recorded):
+        yield Problem(s, f"{rel}: not recorded in the catalog (conversion did not write it)")
+
+
+def _frame_objects(frames: Any, group: str, a: int, b: int) -> list[tuple[str, int, int]]:
+    """The objects (path relative to OUT, first frame, end) that hold frames ``a``..``b``."""
+    shards = getattr(frames, "shards", None)
+    step = int((shards or frames.chunks)[0])
+    n = int(frames.shape[0])
+    return [
+        (f"{group}/frames/c/{k}/0/0/0", k * step, min(n, (k + 1) * step))
+        for k in range(a // step, -(-b // step))
+    ]
+
+
+def _read_frames(frames: Any, s: str, group: str, a: int, b: int) -> np.ndarray:
+    """Frames ``a``..``b``; ``_Unreadable`` naming the object that does not decode."""
+    try:
+        return np.asarray(frames[a:b])
+    except Exception as first:  # noqa: BLE001 - which object? read them one by one
+        for rel, lo, hi in _frame_objects(frames, group, a, b):
+            try:
+                np.asarray(frames[lo:hi])
+            except Exception as e:  # noqa: BLE001
+                what = f"{rel}: does not decode ({type(e).__name__}: {e})"
+                raise _Unreadable(Problem(s, what)) from e
+        why = f"{type(first).__name__}: {first}"
+        what = f"{group}/frames: frames {a}..{b - 1} cannot be read ({why})"
+        raise _Unreadable(Problem(s, what)) from first
+
+
+def _read_timestamps(ts: Any, s: str, group: str) -> np.ndarray:
+    try:
+        return np.asarray(ts[:])
+    except Exception as e:  # noqa: BLE001 - a damaged chunk is a finding
+        step = int(ts.chunks[0])
+        for k in range(-(-int(ts.shape[0]) // step)):
+            try:
+                np.asarray(ts[k * step : (k + 1) * step])
+            except Exception as err:  # noqa: BLE001
+                what = f"{group}/timestamps/c/{k}: does not decode ({type(err).__name__}: {err})"
+                raise _Unreadable(Problem(s, what)) from err
+        what = f"{group}/timestamps: cannot be read ({type(e).__name__}: {e})"
+        raise _Unreadable(Problem(s, what)) from e
+
+
+def _open(out: Output, s: str) -> Any:
+    try:
+        return open_session(out, s)
+    except Exception as e:  # noqa: BLE001 - a damaged group is a finding
+        what = f"{zarr_path(s)}: cannot be opened ({type(e).__name__}: {e})"
+        raise _Unreadable(Problem(s, what)) from e
+
+
+def _verify_session(
+    out: Output, e: CatalogEntry, notes: list[str] | None = None
+) -> Iterator[Problem]:
+    s = e.session or "?"
+    if e.files:
+        damaged = list(_check_files(out, e))
+        if damaged:  # named file by file: decoding them would only say it again, less clearly
+            yield from damaged
+            return
+    elif notes is not None:
+        notes.append(
+            f"{s}: the catalog records no digests of its files (written by an older version): "
+            "they are checked by decoding only (`reacture-convert repair` cannot add them; "
+            "convert the session again with --force to record them)"
+        )
+    group = zarr_path(s)
+    arrays = _open(out, s)
     frames, ts_arr, attrs = arrays.frames, arrays.timestamps, arrays.attrs
     n = e.n_frames
     if n is None or frames.shape != (n, 128, 128, 3) or str(frames.dtype) != "uint8":
         yield Problem(s, f"zarr frames {frames.shape} {frames.dtype}, catalog says {n} frames")
         return
-    ts = np.asarray(ts_arr[:])
+    ts = _read_timestamps(ts_arr, s, group)
     provenance = attrs.get("provenance")
     recorded = provenance.get("sha256") if isinstance(provenance, dict) else None
     if recorded is not None and recorded != dict(e.hashes):
         yield Problem(s, "zarr provenance sha256 differs from the catalog's source hashes")
-    table = _read_parquet(out, frames_table_path(s))
+    table = _read_parquet(out, s, frames_table_path(s))
     if [r["frame_index"] for r in table] != list(range(n)):
         yield Problem(s, "alignment table frame_index is not 0..N-1")
         return
     table_ts = np.asarray([r["timestamp_ms"] for r in table], dtype="<f4")
     if table_ts.tobytes() != ts.astype("<f4").tobytes():
         yield Problem(s, "alignment table timestamps differ from zarr timestamps")
+    blank_count = 0
     for a in range(0, n, BLOCK):
-        digests = frame_digests(np.asarray(frames[a : a + BLOCK]))
+        block = _read_frames(frames, s, group, a, min(n, a + BLOCK))
+        digests = frame_digests(block)
+        blank: npt.NDArray[np.bool_] = np.logical_not(block.reshape(block.shape[0], -1).any(axis=1))
+        blank_count += int(blank.sum())
         for k, d in enumerate(digests):
-            if d != table[a + k]["frame_sha256"]:
+            row = table[a + k]
+            if d != row["frame_sha256"]:
                 yield Problem(
                     s, f"frame {a + k}: zarr bytes do not match the sha256 in the alignment table"
                 )
-    rows = _read_parquet(out, rows_path(s))
+            if row.get("blank") is not None and bool(row["blank"]) != bool(blank[k]):
+                yield Problem(
+                    s,
+                    f"{frames_table_path(s)}: frame {a + k}: blank is {row['blank']}, but the "
+                    f"frame is {'all zeros' if blank[k] else 'not all zeros'}",
+                )
+    if e.blank_frames is not None and e.blank_frames != blank_count:
+        yield Problem(
+            s, f"catalog blank_frames is {e.blank_frames}, but {blank_count} frames are all zeros"
+        )
+    info = attrs.get("frames")
+    stored_blank = info.get("blank_frames") if isinstance(info, dict) else None
+    if stored_blank is not None and stored_blank != blank_count:
+        yield Problem(
+            s,
+            f"{group} attribute frames.blank_frames is {stored_blank}, but {blank_count} "
+            "frames are all zeros",
+        )
+    rows = _read_parquet(out, s, rows_path(s))
     if any(r["session"] != s for r in rows) or any(r["session"] != s for r in table):
         yield Problem(s, "rows or alignment table hold rows of another session")
         return
@@ -113,8 +270,12 @@ def _verify_session(out: Output, e: CatalogEntry) -> Iterator[Problem]:
         ri = r["row_index"]
         if ri is None:
             continue
-        row = rows[ri] if isinstance(ri, int) and 0 <= ri < len(rows) else None
-        if row is None or row["kind"] != "periodic" or row["frame_index"] != r["frame_index"]:
+        periodic = rows[ri] if isinstance(ri, int) and 0 <= ri < len(rows) else None
+        if (
+            periodic is None
+            or periodic["kind"] != "periodic"
+            or periodic["frame_index"] != r["frame_index"]
+        ):
             yield Problem(s, f"frame {r['frame_index']}: row_index {ri} is not its periodic row")
     referenced = {r["row_index"] for r in table if r["row_index"] is not None}
     for row in rows:
@@ -163,7 +324,7 @@ def _compare_sources(
     src_ts = read_timestamps(bundle, opts)
     if src_ts.tobytes() != np.asarray(arrays.timestamps[:]).astype("<f4").tobytes():
         yield Problem(s, "zarr timestamps differ from the source")
-    rows = _read_parquet(out, rows_path(s))
+    rows = _read_parquet(out, s, rows_path(s))
     with open_file(bundle.files["data.jsonl"], opts) as f:
         for item in iter_jsonl(f, "data.jsonl"):
             if isinstance(item, ParsedRow):
@@ -274,10 +435,13 @@ class _PictureCheck:
         self._found[problem.session] += 1
 
 
-def _verify_wds(out: Output, catalog: Sequence[CatalogEntry] | None = None) -> Iterator[Problem]:
+def _verify_wds(
+    out: Output, catalog: Sequence[CatalogEntry] | None = None, sources: bool = False
+) -> Iterator[Problem]:
     """``wds/index.json`` against the shards: each shard is there, with the size, sha256,
-    sample count and sessions the index gives, and the counts add up per session and in all;
-    every picture decodes to its source frame's exact pixels (see the module doc)."""
+    sample count and sessions the index gives, and the counts add up per session and in all
+    (and equal the catalog's frame counts); every picture decodes to its source frame's exact
+    pixels (see the module doc)."""
     if not out.exists(WDS_INDEX):
         return
     try:
@@ -293,7 +457,18 @@ def _verify_wds(out: Output, catalog: Sequence[CatalogEntry] | None = None) -> I
             f"index.json says total_samples {index.total_samples} but its shards list "
             f"{in_shards} samples",
         )
-    expected, missing = _expected_digests(out, [s.session for s in index.sessions], catalog)
+    live = {e.session: e for e in catalog or () if e.status.is_live and e.session}
+    for ws in index.sessions:
+        entry = live.get(ws.session)
+        if entry is not None and entry.n_frames is not None and entry.n_frames != ws.samples:
+            yield Problem(
+                ws.session,
+                f"wds: index.json says {ws.samples} samples, the catalog says {entry.n_frames} "
+                "frames (one sample a frame)",
+            )
+    expected, missing = _expected_digests(
+        out, [s.session for s in index.sessions], catalog if sources else None
+    )
     yield from missing
     found: Counter[str] = Counter()
     for shard in index.shards:
@@ -337,19 +512,31 @@ def _verify_wds(out: Output, catalog: Sequence[CatalogEntry] | None = None) -> I
 
 
 def _first(problems: Iterator[Problem], e: CatalogEntry) -> list[Problem]:
-    """The first ``MAX_PROBLEMS`` problems of a session, and a note when it has more."""
-    found = list(itertools.islice(problems, MAX_PROBLEMS + 1))
+    """The first ``MAX_PROBLEMS`` problems of a session, and a note when it has more; an
+    output that cannot be read ends the list with the problem naming it."""
+    found: list[Problem] = []
+    try:
+        for problem in problems:
+            found.append(problem)
+            if len(found) > MAX_PROBLEMS:
+                break
+    except _Unreadable as u:
+        found.append(u.problem)
     if len(found) > MAX_PROBLEMS:
         note = f"more problems after these {MAX_PROBLEMS}; verification of this session stopped"
         found[MAX_PROBLEMS:] = [Problem(e.session or "?", note)]
     return found
 
 
-def verify_session(out: Output, e: CatalogEntry, sources: bool = False) -> list[Problem]:
+def verify_session(
+    out: Output, e: CatalogEntry, sources: bool = False, notes: list[str] | None = None
+) -> list[Problem]:
     """The problems of one converted session (its catalog row ``e``), at most
-    ``MAX_PROBLEMS`` (then a note); an output that cannot be read is one."""
+    ``MAX_PROBLEMS`` (then a note): first every file against the digests the catalog records
+    (``notes`` says when it records none), then what the outputs derive from each other;
+    an output that cannot be read is one, naming the file."""
     try:
-        found = _first(_verify_session(out, e), e)
+        found = _first(_verify_session(out, e, notes), e)
         if sources and not found:
             found = _first(_verify_sources(out, e), e)
     except Exception as exc:  # noqa: BLE001 - a missing or corrupt output is a finding here
@@ -383,6 +570,6 @@ def verify_dataset(
         if not e.status.is_live or not e.outputs:
             continue
         checked += 1
-        problems.extend(verify_session(out, e, sources))
-    problems.extend(_verify_wds(out, catalog if sources else None))
+        problems.extend(verify_session(out, e, sources, notes))
+    problems.extend(_verify_wds(out, catalog, sources))
     return checked, problems

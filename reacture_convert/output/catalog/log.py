@@ -187,9 +187,17 @@ def decode_fragment(out: Output, seq: int, data: bytes) -> pa.Table:
     except Exception as e:  # noqa: BLE001 - in-memory bytes: any failure is damage
         what = "cut short" if _cut_short(data) else f"{type(e).__name__}: {e}"
         raise damaged(out, fragment_name(seq), what) from e
-    if table.schema.names != FRAGMENT_SCHEMA.names:
-        raise damaged(out, fragment_name(seq), f"columns {table.schema.names} are not a fragment's")
-    return table
+    names = table.schema.names
+    if names == FRAGMENT_SCHEMA.names:
+        return table
+    if names[-1:] != ["op"] or names[:-1] != STORE_SCHEMA.names[: len(names) - 1]:
+        raise damaged(out, fragment_name(seq), f"columns {names} are not a fragment's")
+    # a fragment of an older version, without the columns added since (``files``): nulls
+    batches = [
+        conform(b.drop_columns(["op"])).append_column("op", b.column("op"))
+        for b in table.to_batches()
+    ]
+    return pa.Table.from_batches(batches, schema=FRAGMENT_SCHEMA)
 
 
 def read_fragment(out: Output, seq: int) -> pa.Table:
