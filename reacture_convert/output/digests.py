@@ -55,10 +55,12 @@ def hash_local(path: str) -> tuple[int, str]:
 class HashingWriter:
     """A file opened for writing (``inner``) that hashes every byte written through it; what a
     Parquet writer writes to an object store goes through one, so its digest needs no read
-    back. ``digest()`` once closed."""
+    back. ``digest()``: of what was written so far. ``close``: whether closing it closes
+    ``inner``."""
 
-    def __init__(self, inner: IO[bytes]) -> None:
+    def __init__(self, inner: IO[bytes], close: bool = True) -> None:
         self.inner = inner
+        self._close = close
         self._sha = hashlib.sha256()
         self._count = 0
 
@@ -89,7 +91,8 @@ class HashingWriter:
         return bool(self.inner.closed)
 
     def close(self) -> None:
-        self.inner.close()
+        if self._close:
+            self.inner.close()
 
     def digest(self) -> tuple[int, str]:
         """(bytes, sha256) of everything written."""

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
+import logging
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,10 +28,18 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from reacture_convert import __version__
 from reacture_convert.errors import OutputError
 from reacture_convert.formats.alignment import frame_digests
+from reacture_convert.formats.card import (
+    LICENCE_NOTE,
+    card_text,
+    card_version,
+    kept_licence,
+    shards_card_text,
+)
 from reacture_convert.formats.rows import rebuild_row
-from reacture_convert.formats.wds.index import read_index
+from reacture_convert.formats.wds.index import WdsIndex, dataset_tag, read_index
 from reacture_convert.formats.wds.tar import iter_tar_samples
 from reacture_convert.ingest.bundle import BundleRef, StorageOptions, open_file
 from reacture_convert.ingest.discover import discover
@@ -48,8 +58,15 @@ from reacture_convert.output.catalog import (
     CatalogEntry,
     read_catalog,
 )
+from reacture_convert.output.catalog.log import compacted_damage, list_log
+from reacture_convert.output.claim import is_card, read_text
 from reacture_convert.output.digests import FileDigest, hash_stream
 from reacture_convert.output.layout import (
+    CARD,
+    CARD_ASIDE,
+    INTERRUPTED,
+    WDS_CARD,
+    WDS_CARD_ASIDE,
     WDS_DIR,
     WDS_INDEX,
     frames_table_path,
@@ -63,6 +80,7 @@ from reacture_convert.read.sources.shards import decode_frame
 __all__ = ["MAX_PROBLEMS", "Problem", "verify_dataset", "verify_session"]
 
 BLOCK = 256
+log = logging.getLogger("reacture_convert.verify")
 MAX_PROBLEMS = 20  # per session: past this, one damage is named, not repeated for every frame
 
 
@@ -193,21 +211,12 @@ def _open(out: Output, s: str) -> Any:
         raise _Unreadable(Problem(s, what)) from e
 
 
-def _verify_session(
-    out: Output, e: CatalogEntry, notes: list[str] | None = None
-) -> Iterator[Problem]:
+def _verify_session(out: Output, e: CatalogEntry) -> Iterator[Problem]:
     s = e.session or "?"
-    if e.files:
-        damaged = list(_check_files(out, e))
-        if damaged:  # named file by file: decoding them would only say it again, less clearly
-            yield from damaged
-            return
-    elif notes is not None:
-        notes.append(
-            f"{s}: the catalog records no digests of its files (written by an older version): "
-            "they are checked by decoding only (`reacture-convert repair` cannot add them; "
-            "convert the session again with --force to record them)"
-        )
+    damaged = list(_check_files(out, e)) if e.files else []
+    if damaged:  # named file by file: decoding them would only say it again, less clearly
+        yield from damaged
+        return
     group = zarr_path(s)
     arrays = _open(out, s)
     frames, ts_arr, attrs = arrays.frames, arrays.timestamps, arrays.attrs
@@ -391,7 +400,12 @@ def _expected_digests(
             else:
                 expected[s] = found
         elif out.exists(frames_table_path(s)):
-            table = read_table(out, frames_table_path(s), ["frame_sha256"])
+            try:
+                table = read_table(out, frames_table_path(s), ["frame_sha256"])
+            except Exception as e:  # noqa: BLE001 - a damaged table is a finding
+                why = f"{type(e).__name__}: {e}"
+                problems.append(Problem(s, f"wds: {frames_table_path(s)} cannot be read ({why})"))
+                continue
             expected[s] = [str(d) for d in table["frame_sha256"].to_pylist()]
     return expected, problems
 
@@ -442,14 +456,20 @@ def _verify_wds(
     sample count and sessions the index gives, and the counts add up per session and in all
     (and equal the catalog's frame counts); every picture decodes to its source frame's exact
     pixels (see the module doc)."""
-    if not out.exists(WDS_INDEX):
+    try:
+        raw = out.fs.cat_file(out.path(WDS_INDEX))
+    except FileNotFoundError:
         return
     try:
-        index = read_index(out)
+        index = WdsIndex.from_dict(json.loads(raw))
     except (OutputError, ValueError, KeyError, TypeError) as e:
-        yield Problem("wds", f"index.json cannot be read ({type(e).__name__}: {e})")
+        yield Problem("wds", f"{WDS_INDEX} cannot be read ({type(e).__name__}: {e})")
         return
-    assert index is not None
+    if index.to_json() != raw:
+        yield Problem(
+            "wds", f"{WDS_INDEX}: changed: its bytes are not what its content is written as"
+        )
+    yield from _check_tags(index)
     in_shards = sum(s.samples for s in index.shards)
     if in_shards != index.total_samples:
         yield Problem(
@@ -511,6 +531,116 @@ def _verify_wds(
             )
 
 
+def _verify_catalog_file(out: Output, notes: list[str]) -> Iterator[Problem]:
+    """``catalog.parquet``'s bytes against the digest in its footer, and its footer against
+    the rows (``compacted_damage``)."""
+    try:
+        data = out.fs.cat_file(out.path(CATALOG))
+    except FileNotFoundError:
+        return
+    damage, note = compacted_damage(data)
+    if note is not None:
+        notes.append(note)
+    if damage is not None:
+        yield Problem("catalog", f"{CATALOG}: {damage}")
+
+
+def _check_tags(index: WdsIndex) -> Iterator[Problem]:
+    """Every shard's name against the index: ``<name>-<tag>-NNNNNN.tar`` numbered from 0 in
+    order, and each tag the sha256 of the sessions its shards hold (their samples' sha256,
+    from the index), the options and the tag before it (``dataset_tag``), the last one the
+    index's ``tag``: a changed session digest or option is found."""
+    where = f"{WDS_INDEX}: "
+    groups: list[tuple[str, set[str]]] = []  # (tag, sessions), in shard order
+    for k, shard in enumerate(index.shards):
+        stem = shard.url.removeprefix(f"{index.name}-").removesuffix(".tar")
+        tag, _, number = stem.rpartition("-")
+        if stem == shard.url or not shard.url.endswith(".tar") or number != f"{k:06d}":
+            yield Problem("wds", f"{where}shard {k} is named {shard.url!r}, not a name of its set")
+            return
+        if not groups or groups[-1][0] != tag:
+            groups.append((tag, set()))
+        groups[-1][1].update(shard.sessions)
+    digests = {s.session: s.sha256 for s in index.sessions}
+    previous: str | None = None
+    for tag, sessions in groups:
+        pairs = [(s, digests.get(s, "")) for s in sorted(sessions)]
+        expected = dataset_tag(pairs, index.effective(), previous)
+        if expected != tag:
+            yield Problem(
+                "wds",
+                f"{where}changed: the shards tagged {tag} hold sessions whose sample digests "
+                f"and options give the tag {expected}",
+            )
+            return
+        previous = tag
+    if previous is not None and previous != index.tag:
+        yield Problem("wds", f"{where}changed: tag {index.tag!r}, its last shards' is {previous!r}")
+
+
+def _card_problems(
+    out: Output, rel: str, expected: Callable[[str, str], str], versions: set[str]
+) -> Iterator[Problem]:
+    """The card ``rel`` against the text ``expected(licence, version)`` gives: the same bytes
+    but for its two licence lines (the user's to edit)."""
+    data = out.fs.cat_file(out.path(rel))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        yield Problem("card", f"{rel}: changed: not UTF-8 text")
+        return
+    version = card_version(text) or __version__
+    if version not in versions:
+        yield Problem(
+            "card",
+            f"{rel}: changed: names converter version {version!r}, which is not this one and "
+            "converted none of the sessions",
+        )
+        return
+    if version != __version__:
+        return  # written by another version of the converter: its text may differ
+    want = expected(kept_licence(text), version).split("\n")
+    have = text.split("\n")
+    for k, (a, b) in enumerate(zip(have, want, strict=False)):
+        licence = (a.startswith("license:") and b.startswith("license:")) or (
+            LICENCE_NOTE.match(a) and LICENCE_NOTE.match(b)
+        )
+        if a != b and not licence:
+            yield Problem(
+                "card", f"{rel}: changed: line {k + 1} differs from what the dataset gives"
+            )
+            return
+    if len(have) != len(want):
+        yield Problem("card", f"{rel}: changed: {len(have)} lines, the dataset gives {len(want)}")
+
+
+def _verify_cards(out: Output, catalog: Sequence[CatalogEntry]) -> Iterator[Problem]:
+    """The dataset cards (``README.md`` or ``DATASET_CARD.md``, ``wds/README.md`` or
+    ``wds/DATASET_CARD.md``), written again from the catalog and the index and compared."""
+    try:
+        index = read_index(out)
+    except (OutputError, ValueError, KeyError, TypeError):
+        index = None  # (said by the index's check; the cards are checked without it)
+    versions = {__version__, *(e.converter_version for e in catalog)}
+    places = [(CARD, CARD_ASIDE, lambda lic, v: card_text(catalog, index, lic, v))]
+    if index is not None and index.shards:
+        shards = index
+        places.append((WDS_CARD, WDS_CARD_ASIDE, lambda lic, v: shards_card_text(shards, lic)))
+    for rel, aside, expected in places:
+        text = read_text(out, rel)
+        if text is not None and not is_card(text):
+            if not out.exists(aside):
+                yield Problem(
+                    "card",
+                    f"{rel}: changed: not a dataset card, and there is no {aside} beside it",
+                )
+                continue
+            rel = aside
+        elif text is None:
+            continue  # no card (a run that did not end): nothing to compare
+        yield from _card_problems(out, rel, expected, versions)
+
+
 def _first(problems: Iterator[Problem], e: CatalogEntry) -> list[Problem]:
     """The first ``MAX_PROBLEMS`` problems of a session, and a note when it has more; an
     output that cannot be read ends the list with the problem naming it."""
@@ -528,15 +658,13 @@ def _first(problems: Iterator[Problem], e: CatalogEntry) -> list[Problem]:
     return found
 
 
-def verify_session(
-    out: Output, e: CatalogEntry, sources: bool = False, notes: list[str] | None = None
-) -> list[Problem]:
+def verify_session(out: Output, e: CatalogEntry, sources: bool = False) -> list[Problem]:
     """The problems of one converted session (its catalog row ``e``), at most
     ``MAX_PROBLEMS`` (then a note): first every file against the digests the catalog records
-    (``notes`` says when it records none), then what the outputs derive from each other;
-    an output that cannot be read is one, naming the file."""
+    (none in a catalog of an older version: then the outputs are only decoded), then what the
+    outputs derive from each other; an output that cannot be read is one, naming the file."""
     try:
-        found = _first(_verify_session(out, e, notes), e)
+        found = _first(_verify_session(out, e), e)
         if sources and not found:
             found = _first(_verify_sources(out, e), e)
     except Exception as exc:  # noqa: BLE001 - a missing or corrupt output is a finding here
@@ -553,7 +681,8 @@ def verify_dataset(
     ``OutputError`` when ``out`` holds no catalog: a mistyped path must not pass as a verified
     (empty) dataset. A damaged catalog is a problem of ``catalog`` (naming the file and the
     repair); a newest log fragment cut short by an interrupted run is left out, as every
-    reader does, and said (a warning; appended to ``notes``)."""
+    reader does, and said (a warning; appended to ``notes``), as is what could not be checked
+    (sessions whose catalog rows record no digests, a catalog.parquet that records none)."""
     if not out.exists(CATALOG) and not out.exists(LOG_DIR):
         raise OutputError(
             f"{out.url}: no {CATALOG} here, so there is nothing to verify; give the "
@@ -562,14 +691,40 @@ def verify_dataset(
         )
     problems: list[Problem] = []
     checked = 0
+    said: list[str] = []
     try:
-        catalog = read_catalog(out, notes)
+        catalog = read_catalog(out, said)
     except CatalogDamagedError as damage:
         return 0, [Problem("catalog", str(damage)), *_verify_wds(out)]
+    finally:
+        if notes is not None:
+            notes.extend(said)
+    ended = not said and not list_log(out) and not out.exists(INTERRUPTED)
+    said = []
+    problems.extend(_verify_catalog_file(out, said))
+    undigested = 0
     for e in catalog:
         if not e.status.is_live or not e.outputs:
             continue
         checked += 1
-        problems.extend(verify_session(out, e, sources, notes))
+        undigested += not e.files
+        problems.extend(verify_session(out, e, sources))
+    if undigested:
+        said.append(
+            f"{undigested} session(s) have no digests of their files in the catalog (written "
+            "by an older version): their outputs are checked by decoding them only; convert "
+            "them again with --force to record their digests"
+        )
     problems.extend(_verify_wds(out, catalog, sources))
+    for note in said:
+        log.warning("%s: %s", out.url, note)
+    if ended:
+        problems.extend(_verify_cards(out, catalog))
+    else:  # (said, not warned: the catalog's own note says why)
+        said.append(
+            "the dataset cards are not compared with the catalog: a run did not end (its rows "
+            "are in the catalog's log, or it was interrupted), and a run rewrites them at its end"
+        )
+    if notes is not None:
+        notes.extend(said)
     return checked, problems
