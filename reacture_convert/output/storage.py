@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import glob
+import hashlib
 import io
 import json
 import os
@@ -45,6 +46,7 @@ from reacture_convert.errors import (
     storage_error,
     storage_errors,
 )
+from reacture_convert.output.digests import HashingWriter, hash_local
 from reacture_convert.output.fetch import ReadAhead
 from reacture_convert.output.layout import LOCKED_WRITES, STAGING, TRASH
 from reacture_convert.output.lease import LOCK, Lease, is_s3, put_object
@@ -192,11 +194,19 @@ class Output:
 
     def parquet_sink(self, path: str) -> tuple[IO[bytes] | None, str | IO[bytes]]:
         """Where a Parquet writer writes ``path``: ``(file to close after, destination)``;
-        locally the path itself (pyarrow writes it from C++), elsewhere an open file."""
+        locally the path itself (pyarrow writes it from C++), elsewhere an open file that
+        hashes what goes through it (``written_digest``)."""
         if self.is_local:
             return None, path
-        f = self.fs.open(path, "wb")
+        f: Any = HashingWriter(self.fs.open(path, "wb"))
         return f, f
+
+    def written_digest(self, path: str, file: IO[bytes] | None) -> tuple[int, str]:
+        """(bytes, sha256) of the file a ``parquet_sink`` of ``path`` wrote, once closed:
+        hashed on its way out to an object store, else read back from the local disk."""
+        if isinstance(file, HashingWriter):
+            return file.digest()
+        return hash_local(path)
 
     def makedirs(self, path: str) -> None:
         self.fs.makedirs(path, exist_ok=True)
@@ -392,12 +402,19 @@ class Output:
 
 class Keys:
     """Objects put by key under ``root``: a local folder (plain file writes) or a path on the
-    object store ``fs``. Keys can be put from several threads at once."""
+    object store ``fs``. Keys can be put from several threads at once. Each object's size and
+    sha256 are taken from the bytes put (``digests``: the last put of a key counts)."""
 
     def __init__(self, root: str, fs: fsspec.AbstractFileSystem | None) -> None:
         self.root, self.fs = root, fs
+        self._digests: dict[str, tuple[int, str]] = {}
+
+    def digests(self) -> dict[str, tuple[int, str]]:
+        """Key -> (bytes, sha256) of every object put."""
+        return dict(self._digests)
 
     def put(self, key: str, data: bytes) -> None:
+        self._digests[key] = (len(data), hashlib.sha256(data).hexdigest())
         path = f"{self.root}/{key}"
         with _naming(path):
             if self.fs is None:

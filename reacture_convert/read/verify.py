@@ -18,18 +18,28 @@ from __future__ import annotations
 
 import hashlib
 import io
-import itertools
+import json
+import logging
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
+from reacture_convert import __version__
 from reacture_convert.errors import OutputError
 from reacture_convert.formats.alignment import frame_digests
+from reacture_convert.formats.card import (
+    LICENCE_NOTE,
+    card_text,
+    card_version,
+    kept_licence,
+    shards_card_text,
+)
 from reacture_convert.formats.rows import rebuild_row
-from reacture_convert.formats.wds.index import read_index
+from reacture_convert.formats.wds.index import WdsIndex, dataset_tag, read_index
 from reacture_convert.formats.wds.tar import iter_tar_samples
 from reacture_convert.ingest.bundle import BundleRef, StorageOptions, open_file
 from reacture_convert.ingest.discover import discover
@@ -48,7 +58,21 @@ from reacture_convert.output.catalog import (
     CatalogEntry,
     read_catalog,
 )
-from reacture_convert.output.layout import WDS_DIR, WDS_INDEX, frames_table_path, rows_path
+from reacture_convert.output.catalog.log import compacted_damage, list_log
+from reacture_convert.output.claim import is_card, read_text
+from reacture_convert.output.digests import FileDigest, hash_stream
+from reacture_convert.output.layout import (
+    CARD,
+    CARD_ASIDE,
+    INTERRUPTED,
+    WDS_CARD,
+    WDS_CARD_ASIDE,
+    WDS_DIR,
+    WDS_INDEX,
+    frames_table_path,
+    rows_path,
+    zarr_path,
+)
 from reacture_convert.output.storage import Output
 from reacture_convert.read.session import open_session, read_table
 from reacture_convert.read.sources.shards import decode_frame
@@ -56,6 +80,7 @@ from reacture_convert.read.sources.shards import decode_frame
 __all__ = ["MAX_PROBLEMS", "Problem", "verify_dataset", "verify_session"]
 
 BLOCK = 256
+log = logging.getLogger("reacture_convert.verify")
 MAX_PROBLEMS = 20  # per session: past this, one damage is named, not repeated for every frame
 
 
@@ -68,39 +93,180 @@ class Problem:
         return f"{self.session}: {self.what}"
 
 
-def _read_parquet(out: Output, rel: str) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = read_table(out, rel).to_pylist()
+class _Unreadable(Exception):
+    """An output that cannot be read: ``problem`` names the file (ends the session's check)."""
+
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(str(problem))
+        self.problem = problem
+
+
+def _read_parquet(out: Output, s: str, rel: str) -> list[dict[str, Any]]:
+    try:
+        rows: list[dict[str, Any]] = read_table(out, rel).to_pylist()
+    except Exception as e:  # noqa: BLE001 - a damaged output is a finding here
+        raise _Unreadable(Problem(s, f"{rel}: cannot be read ({type(e).__name__}: {e})")) from e
     return rows
+
+
+def session_files(out: Output, session: str) -> dict[str, int]:
+    """Every file of ``session``'s per-session outputs as they are now (path relative to OUT ->
+    bytes): each object of its Zarr group, its rows and alignment tables."""
+    found: dict[str, int] = {}
+    root = out.root + "/"
+    group = out.path(zarr_path(session))
+    if not out.is_local:
+        out.fs.invalidate_cache(group)
+    if out.fs.isdir(group):
+        for path, info in out.fs.find(group, detail=True).items():
+            found[str(path).removeprefix(root)] = int(info["size"])
+    for rel in (rows_path(session), frames_table_path(session)):
+        if out.exists(rel):
+            found[rel] = int(out.fs.size(out.path(rel)))
+    return found
+
+
+def hash_file(out: Output, rel: str, size: int | None = None) -> tuple[int, str]:
+    """(bytes, sha256) of the file ``rel`` of OUT, read as it is now."""
+    with out.open_read(out.path(rel), size) as f:
+        return hash_stream(f)
+
+
+def output_digests(out: Output, session: str) -> tuple[FileDigest, ...]:
+    """The digest of every file of ``session``'s outputs, read as they are now (for ``repair``,
+    which re-derives a row from verified outputs)."""
+    return tuple(
+        FileDigest(rel, *hash_file(out, rel, size))
+        for rel, size in sorted(session_files(out, session).items())
+    )
+
+
+def _check_files(out: Output, e: CatalogEntry) -> Iterator[Problem]:
+    """Every file the catalog records for the session is there with its bytes and sha256, and
+    the session's Zarr group holds no other."""
+    s = e.session or "?"
+    present = session_files(out, s)
+    for f in e.files:
+        size = present.get(f.path)
+        if size is None:
+            yield Problem(s, f"{f.path}: missing (the catalog records {f.bytes} bytes)")
+        elif size != f.bytes:
+            yield Problem(
+                s, f"{f.path}: truncated or grown: {size} bytes, the catalog records {f.bytes}"
+            )
+        elif hash_file(out, f.path, size)[1] != f.sha256:
+            yield Problem(s, f"{f.path}: changed: sha256 differs from the catalog's")
+    recorded = {f.path for f in e.files}
+    for rel in sorted(set(present) - recorded):
+        yield Problem(s, f"{rel}: not recorded in the catalog (conversion did not write it)")
+
+
+def _frame_objects(frames: Any, group: str, a: int, b: int) -> list[tuple[str, int, int]]:
+    """The objects (path relative to OUT, first frame, end) that hold frames ``a``..``b``."""
+    shards = getattr(frames, "shards", None)
+    step = int((shards or frames.chunks)[0])
+    n = int(frames.shape[0])
+    return [
+        (f"{group}/frames/c/{k}/0/0/0", k * step, min(n, (k + 1) * step))
+        for k in range(a // step, -(-b // step))
+    ]
+
+
+def _read_frames(frames: Any, s: str, group: str, a: int, b: int) -> np.ndarray:
+    """Frames ``a``..``b``; ``_Unreadable`` naming the object that does not decode."""
+    try:
+        return np.asarray(frames[a:b])
+    except Exception as first:  # noqa: BLE001 - which object? read them one by one
+        for rel, lo, hi in _frame_objects(frames, group, a, b):
+            try:
+                np.asarray(frames[lo:hi])
+            except Exception as e:  # noqa: BLE001
+                what = f"{rel}: does not decode ({type(e).__name__}: {e})"
+                raise _Unreadable(Problem(s, what)) from e
+        why = f"{type(first).__name__}: {first}"
+        what = f"{group}/frames: frames {a}..{b - 1} cannot be read ({why})"
+        raise _Unreadable(Problem(s, what)) from first
+
+
+def _read_timestamps(ts: Any, s: str, group: str) -> np.ndarray:
+    try:
+        return np.asarray(ts[:])
+    except Exception as e:  # noqa: BLE001 - a damaged chunk is a finding
+        step = int(ts.chunks[0])
+        for k in range(-(-int(ts.shape[0]) // step)):
+            try:
+                np.asarray(ts[k * step : (k + 1) * step])
+            except Exception as err:  # noqa: BLE001
+                what = f"{group}/timestamps/c/{k}: does not decode ({type(err).__name__}: {err})"
+                raise _Unreadable(Problem(s, what)) from err
+        what = f"{group}/timestamps: cannot be read ({type(e).__name__}: {e})"
+        raise _Unreadable(Problem(s, what)) from e
+
+
+def _open(out: Output, s: str) -> Any:
+    try:
+        return open_session(out, s)
+    except Exception as e:  # noqa: BLE001 - a damaged group is a finding
+        what = f"{zarr_path(s)}: cannot be opened ({type(e).__name__}: {e})"
+        raise _Unreadable(Problem(s, what)) from e
 
 
 def _verify_session(out: Output, e: CatalogEntry) -> Iterator[Problem]:
     s = e.session or "?"
-    arrays = open_session(out, s)
+    damaged = list(_check_files(out, e)) if e.files else []
+    if damaged:  # named file by file: decoding them would only say it again, less clearly
+        yield from damaged
+        return
+    group = zarr_path(s)
+    arrays = _open(out, s)
     frames, ts_arr, attrs = arrays.frames, arrays.timestamps, arrays.attrs
     n = e.n_frames
     if n is None or frames.shape != (n, 128, 128, 3) or str(frames.dtype) != "uint8":
         yield Problem(s, f"zarr frames {frames.shape} {frames.dtype}, catalog says {n} frames")
         return
-    ts = np.asarray(ts_arr[:])
+    ts = _read_timestamps(ts_arr, s, group)
     provenance = attrs.get("provenance")
     recorded = provenance.get("sha256") if isinstance(provenance, dict) else None
     if recorded is not None and recorded != dict(e.hashes):
         yield Problem(s, "zarr provenance sha256 differs from the catalog's source hashes")
-    table = _read_parquet(out, frames_table_path(s))
+    table = _read_parquet(out, s, frames_table_path(s))
     if [r["frame_index"] for r in table] != list(range(n)):
         yield Problem(s, "alignment table frame_index is not 0..N-1")
         return
     table_ts = np.asarray([r["timestamp_ms"] for r in table], dtype="<f4")
     if table_ts.tobytes() != ts.astype("<f4").tobytes():
         yield Problem(s, "alignment table timestamps differ from zarr timestamps")
+    blank_count = 0
     for a in range(0, n, BLOCK):
-        digests = frame_digests(np.asarray(frames[a : a + BLOCK]))
+        block = _read_frames(frames, s, group, a, min(n, a + BLOCK))
+        digests = frame_digests(block)
+        blank: npt.NDArray[np.bool_] = np.logical_not(block.reshape(block.shape[0], -1).any(axis=1))
+        blank_count += int(blank.sum())
         for k, d in enumerate(digests):
-            if d != table[a + k]["frame_sha256"]:
+            row = table[a + k]
+            if d != row["frame_sha256"]:
                 yield Problem(
                     s, f"frame {a + k}: zarr bytes do not match the sha256 in the alignment table"
                 )
-    rows = _read_parquet(out, rows_path(s))
+            if row.get("blank") is not None and bool(row["blank"]) != bool(blank[k]):
+                yield Problem(
+                    s,
+                    f"{frames_table_path(s)}: frame {a + k}: blank is {row['blank']}, but the "
+                    f"frame is {'all zeros' if blank[k] else 'not all zeros'}",
+                )
+    if e.blank_frames is not None and e.blank_frames != blank_count:
+        yield Problem(
+            s, f"catalog blank_frames is {e.blank_frames}, but {blank_count} frames are all zeros"
+        )
+    info = attrs.get("frames")
+    stored_blank = info.get("blank_frames") if isinstance(info, dict) else None
+    if stored_blank is not None and stored_blank != blank_count:
+        yield Problem(
+            s,
+            f"{group} attribute frames.blank_frames is {stored_blank}, but {blank_count} "
+            "frames are all zeros",
+        )
+    rows = _read_parquet(out, s, rows_path(s))
     if any(r["session"] != s for r in rows) or any(r["session"] != s for r in table):
         yield Problem(s, "rows or alignment table hold rows of another session")
         return
@@ -113,8 +279,12 @@ def _verify_session(out: Output, e: CatalogEntry) -> Iterator[Problem]:
         ri = r["row_index"]
         if ri is None:
             continue
-        row = rows[ri] if isinstance(ri, int) and 0 <= ri < len(rows) else None
-        if row is None or row["kind"] != "periodic" or row["frame_index"] != r["frame_index"]:
+        periodic = rows[ri] if isinstance(ri, int) and 0 <= ri < len(rows) else None
+        if (
+            periodic is None
+            or periodic["kind"] != "periodic"
+            or periodic["frame_index"] != r["frame_index"]
+        ):
             yield Problem(s, f"frame {r['frame_index']}: row_index {ri} is not its periodic row")
     referenced = {r["row_index"] for r in table if r["row_index"] is not None}
     for row in rows:
@@ -163,7 +333,7 @@ def _compare_sources(
     src_ts = read_timestamps(bundle, opts)
     if src_ts.tobytes() != np.asarray(arrays.timestamps[:]).astype("<f4").tobytes():
         yield Problem(s, "zarr timestamps differ from the source")
-    rows = _read_parquet(out, rows_path(s))
+    rows = _read_parquet(out, s, rows_path(s))
     with open_file(bundle.files["data.jsonl"], opts) as f:
         for item in iter_jsonl(f, "data.jsonl"):
             if isinstance(item, ParsedRow):
@@ -230,7 +400,12 @@ def _expected_digests(
             else:
                 expected[s] = found
         elif out.exists(frames_table_path(s)):
-            table = read_table(out, frames_table_path(s), ["frame_sha256"])
+            try:
+                table = read_table(out, frames_table_path(s), ["frame_sha256"])
+            except Exception as e:  # noqa: BLE001 - a damaged table is a finding
+                why = f"{type(e).__name__}: {e}"
+                problems.append(Problem(s, f"wds: {frames_table_path(s)} cannot be read ({why})"))
+                continue
             expected[s] = [str(d) for d in table["frame_sha256"].to_pylist()]
     return expected, problems
 
@@ -274,18 +449,27 @@ class _PictureCheck:
         self._found[problem.session] += 1
 
 
-def _verify_wds(out: Output, catalog: Sequence[CatalogEntry] | None = None) -> Iterator[Problem]:
+def _verify_wds(
+    out: Output, catalog: Sequence[CatalogEntry] | None = None, sources: bool = False
+) -> Iterator[Problem]:
     """``wds/index.json`` against the shards: each shard is there, with the size, sha256,
-    sample count and sessions the index gives, and the counts add up per session and in all;
-    every picture decodes to its source frame's exact pixels (see the module doc)."""
-    if not out.exists(WDS_INDEX):
+    sample count and sessions the index gives, and the counts add up per session and in all
+    (and equal the catalog's frame counts); every picture decodes to its source frame's exact
+    pixels (see the module doc)."""
+    try:
+        raw = out.fs.cat_file(out.path(WDS_INDEX))
+    except FileNotFoundError:
         return
     try:
-        index = read_index(out)
+        index = WdsIndex.from_dict(json.loads(raw))
     except (OutputError, ValueError, KeyError, TypeError) as e:
-        yield Problem("wds", f"index.json cannot be read ({type(e).__name__}: {e})")
+        yield Problem("wds", f"{WDS_INDEX} cannot be read ({type(e).__name__}: {e})")
         return
-    assert index is not None
+    if index.to_json() != raw:
+        yield Problem(
+            "wds", f"{WDS_INDEX}: changed: its bytes are not what its content is written as"
+        )
+    yield from _check_tags(index)
     in_shards = sum(s.samples for s in index.shards)
     if in_shards != index.total_samples:
         yield Problem(
@@ -293,7 +477,18 @@ def _verify_wds(out: Output, catalog: Sequence[CatalogEntry] | None = None) -> I
             f"index.json says total_samples {index.total_samples} but its shards list "
             f"{in_shards} samples",
         )
-    expected, missing = _expected_digests(out, [s.session for s in index.sessions], catalog)
+    live = {e.session: e for e in catalog or () if e.status.is_live and e.session}
+    for ws in index.sessions:
+        entry = live.get(ws.session)
+        if entry is not None and entry.n_frames is not None and entry.n_frames != ws.samples:
+            yield Problem(
+                ws.session,
+                f"wds: index.json says {ws.samples} samples, the catalog says {entry.n_frames} "
+                "frames (one sample a frame)",
+            )
+    expected, missing = _expected_digests(
+        out, [s.session for s in index.sessions], catalog if sources else None
+    )
     yield from missing
     found: Counter[str] = Counter()
     for shard in index.shards:
@@ -336,9 +531,127 @@ def _verify_wds(out: Output, catalog: Sequence[CatalogEntry] | None = None) -> I
             )
 
 
+def _verify_catalog_file(out: Output, notes: list[str]) -> Iterator[Problem]:
+    """``catalog.parquet``'s bytes against the digest in its footer, and its footer against
+    the rows (``compacted_damage``)."""
+    try:
+        data = out.fs.cat_file(out.path(CATALOG))
+    except FileNotFoundError:
+        return
+    damage, note = compacted_damage(data)
+    if note is not None:
+        notes.append(note)
+    if damage is not None:
+        yield Problem("catalog", f"{CATALOG}: {damage}")
+
+
+def _check_tags(index: WdsIndex) -> Iterator[Problem]:
+    """Every shard's name against the index: ``<name>-<tag>-NNNNNN.tar`` numbered from 0 in
+    order, and each tag the sha256 of the sessions its shards hold (their samples' sha256,
+    from the index), the options and the tag before it (``dataset_tag``), the last one the
+    index's ``tag``: a changed session digest or option is found."""
+    where = f"{WDS_INDEX}: "
+    groups: list[tuple[str, set[str]]] = []  # (tag, sessions), in shard order
+    for k, shard in enumerate(index.shards):
+        stem = shard.url.removeprefix(f"{index.name}-").removesuffix(".tar")
+        tag, _, number = stem.rpartition("-")
+        if stem == shard.url or not shard.url.endswith(".tar") or number != f"{k:06d}":
+            yield Problem("wds", f"{where}shard {k} is named {shard.url!r}, not a name of its set")
+            return
+        if not groups or groups[-1][0] != tag:
+            groups.append((tag, set()))
+        groups[-1][1].update(shard.sessions)
+    digests = {s.session: s.sha256 for s in index.sessions}
+    previous: str | None = None
+    for tag, sessions in groups:
+        pairs = [(s, digests.get(s, "")) for s in sorted(sessions)]
+        expected = dataset_tag(pairs, index.effective(), previous)
+        if expected != tag:
+            yield Problem(
+                "wds",
+                f"{where}changed: the shards tagged {tag} hold sessions whose sample digests "
+                f"and options give the tag {expected}",
+            )
+            return
+        previous = tag
+    if previous is not None and previous != index.tag:
+        yield Problem("wds", f"{where}changed: tag {index.tag!r}, its last shards' is {previous!r}")
+
+
+def _card_problems(
+    out: Output, rel: str, expected: Callable[[str, str], str], versions: set[str]
+) -> Iterator[Problem]:
+    """The card ``rel`` against the text ``expected(licence, version)`` gives: the same bytes
+    but for its two licence lines (the user's to edit)."""
+    data = out.fs.cat_file(out.path(rel))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        yield Problem("card", f"{rel}: changed: not UTF-8 text")
+        return
+    version = card_version(text) or __version__
+    if version not in versions:
+        yield Problem(
+            "card",
+            f"{rel}: changed: names converter version {version!r}, which is not this one and "
+            "converted none of the sessions",
+        )
+        return
+    if version != __version__:
+        return  # written by another version of the converter: its text may differ
+    want = expected(kept_licence(text), version).split("\n")
+    have = text.split("\n")
+    for k, (a, b) in enumerate(zip(have, want, strict=False)):
+        licence = (a.startswith("license:") and b.startswith("license:")) or (
+            LICENCE_NOTE.match(a) and LICENCE_NOTE.match(b)
+        )
+        if a != b and not licence:
+            yield Problem(
+                "card", f"{rel}: changed: line {k + 1} differs from what the dataset gives"
+            )
+            return
+    if len(have) != len(want):
+        yield Problem("card", f"{rel}: changed: {len(have)} lines, the dataset gives {len(want)}")
+
+
+def _verify_cards(out: Output, catalog: Sequence[CatalogEntry]) -> Iterator[Problem]:
+    """The dataset cards (``README.md`` or ``DATASET_CARD.md``, ``wds/README.md`` or
+    ``wds/DATASET_CARD.md``), written again from the catalog and the index and compared."""
+    try:
+        index = read_index(out)
+    except (OutputError, ValueError, KeyError, TypeError):
+        index = None  # (said by the index's check; the cards are checked without it)
+    versions = {__version__, *(e.converter_version for e in catalog)}
+    places = [(CARD, CARD_ASIDE, lambda lic, v: card_text(catalog, index, lic, v))]
+    if index is not None and index.shards:
+        shards = index
+        places.append((WDS_CARD, WDS_CARD_ASIDE, lambda lic, v: shards_card_text(shards, lic)))
+    for rel, aside, expected in places:
+        text = read_text(out, rel)
+        if text is not None and not is_card(text):
+            if not out.exists(aside):
+                yield Problem(
+                    "card",
+                    f"{rel}: changed: not a dataset card, and there is no {aside} beside it",
+                )
+                continue
+            rel = aside
+        elif text is None:
+            continue  # no card (a run that did not end): nothing to compare
+        yield from _card_problems(out, rel, expected, versions)
+
+
 def _first(problems: Iterator[Problem], e: CatalogEntry) -> list[Problem]:
-    """The first ``MAX_PROBLEMS`` problems of a session, and a note when it has more."""
-    found = list(itertools.islice(problems, MAX_PROBLEMS + 1))
+    """The first ``MAX_PROBLEMS`` problems of a session, and a note when it has more; an
+    output that cannot be read ends the list with the problem naming it."""
+    found: list[Problem] = []
+    try:
+        for problem in problems:
+            found.append(problem)
+            if len(found) > MAX_PROBLEMS:
+                break
+    except _Unreadable as u:
+        found.append(u.problem)
     if len(found) > MAX_PROBLEMS:
         note = f"more problems after these {MAX_PROBLEMS}; verification of this session stopped"
         found[MAX_PROBLEMS:] = [Problem(e.session or "?", note)]
@@ -347,7 +660,9 @@ def _first(problems: Iterator[Problem], e: CatalogEntry) -> list[Problem]:
 
 def verify_session(out: Output, e: CatalogEntry, sources: bool = False) -> list[Problem]:
     """The problems of one converted session (its catalog row ``e``), at most
-    ``MAX_PROBLEMS`` (then a note); an output that cannot be read is one."""
+    ``MAX_PROBLEMS`` (then a note): first every file against the digests the catalog records
+    (none in a catalog of an older version: then the outputs are only decoded), then what the
+    outputs derive from each other; an output that cannot be read is one, naming the file."""
     try:
         found = _first(_verify_session(out, e), e)
         if sources and not found:
@@ -366,7 +681,8 @@ def verify_dataset(
     ``OutputError`` when ``out`` holds no catalog: a mistyped path must not pass as a verified
     (empty) dataset. A damaged catalog is a problem of ``catalog`` (naming the file and the
     repair); a newest log fragment cut short by an interrupted run is left out, as every
-    reader does, and said (a warning; appended to ``notes``)."""
+    reader does, and said (a warning; appended to ``notes``), as is what could not be checked
+    (sessions whose catalog rows record no digests, a catalog.parquet that records none)."""
     if not out.exists(CATALOG) and not out.exists(LOG_DIR):
         raise OutputError(
             f"{out.url}: no {CATALOG} here, so there is nothing to verify; give the "
@@ -375,14 +691,40 @@ def verify_dataset(
         )
     problems: list[Problem] = []
     checked = 0
+    said: list[str] = []
     try:
-        catalog = read_catalog(out, notes)
+        catalog = read_catalog(out, said)
     except CatalogDamagedError as damage:
         return 0, [Problem("catalog", str(damage)), *_verify_wds(out)]
+    finally:
+        if notes is not None:
+            notes.extend(said)
+    ended = not said and not list_log(out) and not out.exists(INTERRUPTED)
+    said = []
+    problems.extend(_verify_catalog_file(out, said))
+    undigested = 0
     for e in catalog:
         if not e.status.is_live or not e.outputs:
             continue
         checked += 1
+        undigested += not e.files
         problems.extend(verify_session(out, e, sources))
-    problems.extend(_verify_wds(out, catalog if sources else None))
+    if undigested:
+        said.append(
+            f"{undigested} session(s) have no digests of their files in the catalog (written "
+            "by an older version): their outputs are checked by decoding them only; convert "
+            "them again with --force to record their digests"
+        )
+    problems.extend(_verify_wds(out, catalog, sources))
+    for note in said:
+        log.warning("%s: %s", out.url, note)
+    if ended:
+        problems.extend(_verify_cards(out, catalog))
+    else:  # (said, not warned: the catalog's own note says why)
+        said.append(
+            "the dataset cards are not compared with the catalog: a run did not end (its rows "
+            "are in the catalog's log, or it was interrupted), and a run rewrites them at its end"
+        )
+    if notes is not None:
+        notes.extend(said)
     return checked, problems

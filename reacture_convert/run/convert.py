@@ -418,6 +418,7 @@ def _read_and_write(
         Status.CONVERTED,
         hashes=dict(sorted(hashes.items())),
         outputs=written.outputs,
+        files=written.files,
         run_id=run_id,
         findings=report.findings,
         **_from_report(report),
@@ -496,4 +497,8 @@ def _complete(writers: Sequence[FormatWriter], report: Report, hashes: dict[str,
         _discard(writers)
         raise
     tars = [w.session_tar for w in done if w.session_tar is not None]
-    return Written(tuple(p for w in done for p in w.outputs), tars[0] if tars else None)
+    return Written(
+        tuple(p for w in done for p in w.outputs),
+        tars[0] if tars else None,
+        tuple(f for w in done for f in w.files),
+    )

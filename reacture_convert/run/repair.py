@@ -22,7 +22,7 @@ nothing.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pyarrow.parquet as pq
 
@@ -35,7 +35,7 @@ from reacture_convert.output.layout import fragment_name, rows_path, session_par
 from reacture_convert.output.status import Status
 from reacture_convert.output.storage import Output, lock_output
 from reacture_convert.read.session import open_session
-from reacture_convert.read.verify import verify_session
+from reacture_convert.read.verify import output_digests, verify_session
 from reacture_convert.run.removal import pending_removal
 
 __all__ = ["RepairResult", "repair_catalog"]
@@ -132,7 +132,7 @@ def _rebuild(out: Output, notes: list[str]) -> Rebuilt:
                 "re-derived (the next convert converts its bundle again)"
             )
             continue
-        catalog.put(entry)
+        catalog.put(replace(entry, files=output_digests(out, session)))  # of verified files
         derived.append(session)
     if derived:
         notes.append(

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from reacture_convert.ingest.bundle import BundleRef, StorageOptions
 from reacture_convert.ingest.validate import ReadSink, Report
+from reacture_convert.output.digests import FileDigest
 from reacture_convert.output.storage import Output
 from reacture_convert.writers.webdataset.samples import SessionTar
 
@@ -42,11 +43,13 @@ class SessionContext:
 @dataclass(frozen=True, slots=True)
 class Written:
     """What a writer leaves once complete: ``outputs``, its parts staged under the session's
-    staging folder (paths relative to OUT) for the driver to commit; ``session_tar``, a merged
-    format's samples waiting for the batch's merge."""
+    staging folder (paths relative to OUT) for the driver to commit; ``files``, the size and
+    sha256 of every file of those outputs (paths relative to OUT, as committed), taken as they
+    were written; ``session_tar``, a merged format's samples waiting for the batch's merge."""
 
     outputs: tuple[str, ...] = ()
     session_tar: SessionTar | None = None
+    files: tuple[FileDigest, ...] = ()
 
 
 class FormatWriter(ReadSink, Protocol):

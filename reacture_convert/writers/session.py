@@ -27,6 +27,7 @@ from reacture_convert.ingest.bundle import BundleRef, StorageOptions, is_damaged
 from reacture_convert.ingest.npy import read_npy_header
 from reacture_convert.ingest.rowscan import RowBlock
 from reacture_convert.ingest.validate import Report
+from reacture_convert.output.digests import FileDigest
 from reacture_convert.output.layout import frames_table_path, rows_path, session_parts, zarr_path
 from reacture_convert.phases import reached
 from reacture_convert.writers.alignment import FrameLedger, frames_table, write_frames_table
@@ -105,9 +106,8 @@ class SessionWriter:
         self.stage = out.staging(ctx.stage_key)
         n = _n_frames(bundle, ctx.input_options)
         self.ledger = FrameLedger(n)
-        self.zarr = ZarrSessionWriter(
-            out.keys(f"{self.stage}/{zarr_path(session)}"), n, {}, options
-        )
+        self._keys = out.keys(f"{self.stage}/{zarr_path(session)}")
+        self.zarr = ZarrSessionWriter(self._keys, n, {}, options)
         self.block_frames = self.zarr.block_frames
         self._pool = (
             ThreadPoolExecutor(threads, thread_name_prefix="reacture-encode")
@@ -117,7 +117,7 @@ class SessionWriter:
         self._in_flight: deque[tuple[Future[None], int]] = deque()
         self._in_flight_bytes = 0
         self._timestamps: npt.NDArray[np.float32] | None = None  # as validation read them
-        rows = f"{self.stage}/{rows_path(session)}"
+        rows = self._rows_path = f"{self.stage}/{rows_path(session)}"
         out.makedirs(rows.rsplit("/", 1)[0])
         self._rows_file, rows_sink = out.parquet_sink(rows)
         self.rows_writer = RowsWriter(rows_sink, session, background=threads >= 2)
@@ -178,7 +178,14 @@ class SessionWriter:
                 table_file.close()
         if self._pool is not None:
             self._pool.shutdown()
-        return Written(outputs=tuple(session_parts(self.session)))
+        group = zarr_path(self.session)
+        files = [FileDigest(f"{group}/{key}", *d) for key, d in self._keys.digests().items()]
+        for rel, staged, file in (
+            (rows_path(self.session), self._rows_path, self._rows_file),
+            (frames_table_path(self.session), path, table_file),
+        ):
+            files.append(FileDigest(rel, *self.out.written_digest(staged, file)))
+        return Written(outputs=tuple(session_parts(self.session)), files=tuple(sorted(files)))
 
     def discard(self) -> None:
         if self._pool is not None:

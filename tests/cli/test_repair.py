@@ -16,7 +16,9 @@ import pytest
 from click.testing import CliRunner
 
 from reacture_convert.cli import cli
+from reacture_convert.output.catalog import read_catalog
 from reacture_convert.output.storage import Output, lock_output
+from reacture_convert.read.verify import verify_dataset
 from tests.helpers.damaged import (
     DAMAGES,
     FRAGMENT,
@@ -97,6 +99,13 @@ def test_repair_rebuilds_a_damaged_catalog_and_verify_then_passes(
     assert "catalog rebuilt: 7 rows" in text and "set aside: .damaged/" in text
     code, text = invoke("verify", out, "--sources")
     assert code == 0 and ALL_EXACT.replace("(outputs)", "(outputs and sources)") in text, text
+    # re-derived rows carry the digests of the verified files, which verify then checks
+    notes: list[str] = []
+    assert verify_dataset(Output(str(out)), notes=notes) == (N_BUNDLES, [])
+    assert not any("no digests" in n for n in notes), notes
+    rows = read_catalog(Output(str(out)))
+    assert all(e.files for e in rows if e.status.is_live)
+    assert {f.path for e in rows for f in e.files} >= {f"rows/{e.session}.parquet" for e in rows}
     kept = {p.split("/", 2)[2] for p in every_file(out) if p.startswith(".damaged/")}
     assert kept == {"catalog.parquet", FRAGMENT[1], FRAGMENT[3]}  # set aside, none deleted
 

@@ -24,6 +24,7 @@ from reacture_convert.run.batch import run_convert
 from reacture_convert.run.convert import ConvertOptions
 from reacture_convert.writers.webdataset import WdsOptions
 from reacture_convert.writers.zarr import ZarrOptions
+from tests.helpers.catalog import forget_digests
 
 pytestmark = pytest.mark.zarr_compat  # verify reads every Zarr chunk back
 
@@ -131,23 +132,46 @@ def replace_zarr_with_other_session(out: Path) -> None:
     shutil.copytree(out / "zarr" / f"{OTHER}.zarr", good)
 
 
+ZARR = f"zarr/{GOOD}.zarr"
+# (damage, sessions with problems, named with the catalog's digests, named without them)
 DAMAGE = [
-    (flip_frame_byte, [GOOD], "frame 9"),
-    (alter_frame_sha, [GOOD], "frame 4"),
-    (alter_frame_timestamp, [GOOD], "timestamps differ"),
-    (point_frame_at_wrong_row, [GOOD], "frame 3"),
-    (drop_a_row, [GOOD], "rows"),
-    (swap_rows_files, [GOOD, OTHER], "rows"),
-    (delete(f"rows/{GOOD}.parquet"), [GOOD], f"rows/{GOOD}.parquet"),
-    (delete(f"frames/{GOOD}.parquet"), [GOOD], f"frames/{GOOD}.parquet"),
-    (delete(f"zarr/{GOOD}.zarr"), [GOOD], "cannot read outputs"),
-    (delete(f"zarr/{GOOD}.zarr/timestamps"), [GOOD], "cannot read outputs"),
-    (replace_zarr_with_other_session, [GOOD], "zarr frames (12, 128, 128, 3)"),
+    (flip_frame_byte, [GOOD], f"{ZARR}/frames/c/1/0/0/0: changed", "frame 9"),
+    (alter_frame_sha, [GOOD], f"frames/{GOOD}.parquet: ", "frame 4"),
+    (alter_frame_timestamp, [GOOD], f"frames/{GOOD}.parquet: ", "timestamps differ"),
+    (point_frame_at_wrong_row, [GOOD], f"frames/{GOOD}.parquet: ", "frame 3"),
+    (drop_a_row, [GOOD], f"rows/{GOOD}.parquet: ", "rows"),
+    (swap_rows_files, [GOOD, OTHER], f"rows/{GOOD}.parquet: ", "rows"),
+    (
+        delete(f"rows/{GOOD}.parquet"),
+        [GOOD],
+        f"rows/{GOOD}.parquet: missing",
+        f"rows/{GOOD}.parquet",
+    ),
+    (
+        delete(f"frames/{GOOD}.parquet"),
+        [GOOD],
+        f"frames/{GOOD}.parquet: missing",
+        f"frames/{GOOD}.parquet",
+    ),
+    (delete(ZARR), [GOOD], f"{ZARR}/zarr.json: missing", f"{ZARR}: cannot be opened"),
+    (
+        delete(f"{ZARR}/timestamps"),
+        [GOOD],
+        f"{ZARR}/timestamps/zarr.json: missing",
+        f"{ZARR}: cannot be opened",
+    ),
+    (
+        replace_zarr_with_other_session,
+        [GOOD],
+        f"{ZARR}/frames/zarr.json: ",
+        "zarr frames (12, 128, 128, 3)",
+    ),
 ]
 
 
+@pytest.mark.parametrize("digests", [True, False], ids=["digests", "no-digests"])
 @pytest.mark.parametrize(
-    ("damage", "sessions", "what"),
+    ("damage", "sessions", "named", "decoded"),
     DAMAGE,
     ids=[
         "zarr-frame-byte-flipped",
@@ -167,9 +191,17 @@ def test_damaged_output_is_found_and_named(
     dataset: tuple[Path, dict[str, Path]],
     damage: Callable[[Path], None],
     sessions: list[str],
-    what: str,
+    named: str,
+    decoded: str,
+    digests: bool,
 ) -> None:
+    """With the digests the catalog records, the damaged file is named with the kind of
+    damage before anything is decoded; a catalog without them (an older version's) still finds
+    the damage by decoding."""
     out, _ = dataset
+    if not digests:
+        forget_digests(str(out))
+    what = named if digests else decoded
     damage(out)
     checked, problems = verify_dataset(Output(str(out)))
     assert checked == 2
@@ -186,6 +218,7 @@ def test_damage_to_every_frame_is_named_once_not_per_frame(
     dataset: tuple[Path, dict[str, Path]],
 ) -> None:
     out, _ = dataset
+    forget_digests(str(out))  # (with them, the one changed file is named)
 
     def change(rows: list[dict[str, Any]]) -> None:
         for r in rows:

@@ -5,8 +5,9 @@ no clock time, so the same inputs and options give the same bytes."""
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,11 +15,51 @@ from reacture_convert.errors import OutputError
 from reacture_convert.output.layout import WDS_INDEX
 from reacture_convert.output.storage import Output
 
-__all__ = ["FORMAT", "INDEX", "VERSION", "WdsIndex", "WdsSession", "WdsShard", "read_index"]
+__all__ = [
+    "EFFECTIVE",
+    "FORMAT",
+    "INDEX",
+    "LAYOUT",
+    "VERSION",
+    "WdsIndex",
+    "WdsSession",
+    "WdsShard",
+    "dataset_tag",
+    "read_index",
+]
 
 INDEX = WDS_INDEX
 FORMAT = "reacture-wds"
 VERSION = 2
+# Bumped whenever the bytes written for the same inputs change; part of the shard-name tag.
+LAYOUT = 2
+# The options that shape the shards, as the index records them and the tag hashes them.
+EFFECTIVE = (
+    "name",
+    "encoding",
+    "shuffle_seed",
+    "shuffle_buffer",
+    "shuffle_streams",
+    "shard_size",
+    "shard_count",
+)
+
+
+def dataset_tag(
+    sessions: Sequence[tuple[str, str]], effective: Mapping[str, Any], previous: str | None
+) -> str:
+    """The ``<tag>`` of the shards written for ``sessions`` ((session, sha256 of its samples),
+    in session order) with the ``effective`` options (``EFFECTIVE``), after the shards of tag
+    ``previous`` (an append), or as a new set (None)."""
+    doc = {
+        "format": FORMAT,
+        "version": VERSION,
+        "layout": LAYOUT,
+        "sessions": [[s, sha] for s, sha in sessions],
+        "options": dict(effective),
+        **({"after": previous} if previous is not None else {}),
+    }
+    return hashlib.sha256(json.dumps(doc, separators=(",", ":")).encode()).hexdigest()[:8]
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +152,10 @@ class WdsIndex:
                 for s in d["shards"]
             ),
         )
+
+    def effective(self) -> dict[str, Any]:
+        """The options the shards were written with (``EFFECTIVE``), as the tag hashes them."""
+        return {k: getattr(self, k) for k in EFFECTIVE}
 
     def to_json(self) -> bytes:
         return (json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n").encode("ascii")

@@ -12,10 +12,12 @@ import pyarrow as pa
 from reacture_convert import __version__
 from reacture_convert.findings import Finding, Severity
 from reacture_convert.ingest.bundle import ROLES
+from reacture_convert.output.digests import FileDigest
 from reacture_convert.output.status import Status
 
 __all__ = [
     "CATALOG_SCHEMA",
+    "FILE_TYPE",
     "CatalogEntry",
     "HASH_COLUMNS",
     "entries_table",
@@ -38,6 +40,8 @@ FINDING_TYPE = pa.struct(
     ]
 )
 
+FILE_TYPE = pa.struct([("path", pa.string()), ("bytes", pa.int64()), ("sha256", pa.string())])
+
 CATALOG_SCHEMA = pa.schema(
     [
         ("session", pa.string()),
@@ -57,13 +61,16 @@ CATALOG_SCHEMA = pa.schema(
         ("converter_version", pa.string()),
         ("converted_at", pa.timestamp("ms", tz="UTC")),
         ("run_id", pa.string()),
+        ("files", pa.list_(FILE_TYPE)),
     ]
 )
 
 
 @dataclass(frozen=True, slots=True)
 class CatalogEntry:
-    """One catalog row. ``hashes`` maps a role (``frames.npy``...) to the file's sha256."""
+    """One catalog row. ``hashes`` maps a role (``frames.npy``...) to the file's sha256;
+    ``files``, every file of the outputs with its size and sha256, taken when it was written
+    (empty: none recorded, as in a catalog written before the column existed)."""
 
     session: str | None
     source: str
@@ -80,6 +87,7 @@ class CatalogEntry:
     converter_version: str = ""
     converted_at: Any = None  # datetime (UTC) of this row's state
     run_id: str | None = None
+    files: tuple[FileDigest, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "status", Status(self.status))  # "converted" is fine too
@@ -137,6 +145,7 @@ class CatalogEntry:
             "converter_version": self.converter_version,
             "converted_at": self.converted_at,
             "run_id": self.run_id,
+            "files": [f.to_dict() for f in self.files] if self.files else None,
         }
 
     @classmethod
@@ -159,6 +168,7 @@ class CatalogEntry:
             converter_version=rec.get("converter_version") or "",
             converted_at=rec.get("converted_at"),
             run_id=rec.get("run_id"),
+            files=tuple(FileDigest.from_dict(f) for f in rec.get("files") or ()),
         )
 
 

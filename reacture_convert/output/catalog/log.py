@@ -26,11 +26,13 @@ again) is ``CatalogDamagedError``, naming the file and ``reacture-convert repair
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
 import re
+import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import IO, BinaryIO, cast
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -38,6 +40,7 @@ import pyarrow.parquet as pq
 from reacture_convert.errors import LockedError, OutputError
 from reacture_convert.output.catalog.entry import CATALOG_SCHEMA
 from reacture_convert.output.catalog.store import STORE_SCHEMA, conform
+from reacture_convert.output.digests import HashingWriter
 from reacture_convert.output.layout import CATALOG, DAMAGED, LOG_DIR, fragment_name
 from reacture_convert.output.lease import PreconditionFailed
 from reacture_convert.output.storage import Output
@@ -49,6 +52,7 @@ __all__ = [
     "CatalogDamagedError",
     "Compacted",
     "Snapshot",
+    "compacted_damage",
     "damaged",
     "decode_fragment",
     "delete_fragments",
@@ -66,6 +70,7 @@ __all__ = [
 ]
 
 SEQ_KEY = b"reacture.catalog.seq"
+DIGEST_KEY = b"reacture.catalog.sha256"  # sha256 of every byte before the footer
 # ``op``: null for a recorded row; "drop" forgets the bundle's row with that status.
 FRAGMENT_SCHEMA = STORE_SCHEMA.append(pa.field("op", pa.string()))
 _FRAGMENT = re.compile(r"(\d{12})\.arrow")
@@ -187,9 +192,17 @@ def decode_fragment(out: Output, seq: int, data: bytes) -> pa.Table:
     except Exception as e:  # noqa: BLE001 - in-memory bytes: any failure is damage
         what = "cut short" if _cut_short(data) else f"{type(e).__name__}: {e}"
         raise damaged(out, fragment_name(seq), what) from e
-    if table.schema.names != FRAGMENT_SCHEMA.names:
-        raise damaged(out, fragment_name(seq), f"columns {table.schema.names} are not a fragment's")
-    return table
+    names = table.schema.names
+    if names == FRAGMENT_SCHEMA.names:
+        return table
+    if names[-1:] != ["op"] or names[:-1] != STORE_SCHEMA.names[: len(names) - 1]:
+        raise damaged(out, fragment_name(seq), f"columns {names} are not a fragment's")
+    # a fragment of an older version, without the columns added since (``files``): nulls
+    batches = [
+        conform(b.drop_columns(["op"])).append_column("op", b.column("op"))
+        for b in table.to_batches()
+    ]
+    return pa.Table.from_batches(batches, schema=FRAGMENT_SCHEMA)
 
 
 def read_fragment(out: Output, seq: int) -> pa.Table:
@@ -218,12 +231,58 @@ def write_fragment(out: Output, seq: int, table: pa.Table) -> None:
 
 def encode_compacted(tables: Iterable[pa.Table], seq: int, sink: BinaryIO) -> None:
     """Write ``catalog.parquet`` into ``sink``: ``tables`` (catalog columns, in catalog order),
-    with ``seq`` in its metadata."""
+    with ``seq`` in its metadata and, added before the footer is written, the sha256 of every
+    byte before the footer (``DIGEST_KEY``)."""
     schema = CATALOG_SCHEMA.with_metadata({SEQ_KEY: str(seq).encode()})
-    with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
+    hashed = HashingWriter(cast(IO[bytes], sink), close=False)
+    with pq.ParquetWriter(hashed, schema, compression="zstd") as writer:
         for table in tables:
             if table.num_rows:
                 writer.write_table(table.cast(schema, safe=False), row_group_size=_ROW_GROUP)
+        writer.add_key_value_metadata({DIGEST_KEY: hashed.digest()[1].encode()})
+
+
+def compacted_damage(data: bytes) -> tuple[str | None, str | None]:
+    """What is wrong with ``catalog.parquet``'s bytes ``data`` that decoding would not say:
+    (damage, note). Its row groups (every byte before the footer) against the sha256 its footer
+    records, and the footer against the one its rows give when encoded again (as this version
+    writes them: only when the file says the same Parquet writer wrote it). A file written
+    before the digest existed has none (said in the note)."""
+    try:
+        (length,) = struct.unpack("<I", data[-8:-4])
+        if data[-4:] != b"PAR1" or length + 8 > len(data):
+            return "not a Parquet file (its last 8 bytes are not a footer's length and PAR1)", None
+        parquet = pq.ParquetFile(pa.BufferReader(data))
+        meta = parquet.metadata.metadata or {}
+        recorded = meta.get(DIGEST_KEY)
+        if recorded is None:
+            return None, f"{CATALOG}: written before its digest existed: its bytes are not checked"
+        if hashlib.sha256(memoryview(data)[: len(data) - 8 - length]).hexdigest().encode() != (
+            recorded
+        ):
+            return (
+                "changed: the sha256 of its row groups differs from the one its footer records",
+                None,
+            )
+        if parquet.metadata.created_by != _created_by():
+            note = f"{CATALOG}: written by {parquet.metadata.created_by}: its footer is not checked"
+            return None, note
+        seq = int((parquet.schema_arrow.metadata or {}).get(SEQ_KEY, b"0"))
+        again = io.BytesIO()
+        groups = (parquet.read_row_group(i) for i in range(parquet.num_row_groups))
+        encode_compacted(groups, seq, cast(BinaryIO, again))
+    except Exception as e:  # noqa: BLE001 - in-memory bytes: any failure is damage
+        return f"does not decode ({type(e).__name__}: {' '.join(str(e).split())})", None
+    if again.getvalue() != data:
+        return "changed: its footer differs from the one its rows give", None
+    return None, None
+
+
+def _created_by() -> str:
+    """What the Parquet writer of this process records as ``created_by``."""
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"x": pa.array([], pa.int8())}), sink)
+    return str(pq.ParquetFile(pa.BufferReader(sink.getvalue())).metadata.created_by)
 
 
 def write_compacted(

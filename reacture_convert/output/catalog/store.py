@@ -36,6 +36,7 @@ from reacture_convert.arrow import (
 )
 from reacture_convert.findings import Finding
 from reacture_convert.output.catalog.entry import CATALOG_SCHEMA, HASH_COLUMNS, CatalogEntry
+from reacture_convert.output.digests import FileDigest
 from reacture_convert.output.status import Status
 
 __all__ = [
@@ -429,6 +430,7 @@ def _from_batch(batch: pa.RecordBatch, i: int) -> CatalogEntry:
         converter_version=get("converter_version") or "",
         converted_at=converted_at,
         run_id=get("run_id"),
+        files=tuple(FileDigest.from_dict(f) for f in get("files") or ()),
     )
 
 

@@ -20,20 +20,17 @@ deletes nothing a reader of the old index needs: the old shards stay, byte for b
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import IO
 
 from reacture_convert.errors import ConfigError, OutputError
 from reacture_convert.formats.wds.index import (
-    FORMAT,
     INDEX,
-    VERSION,
     WdsIndex,
     WdsSession,
     WdsShard,
+    dataset_tag,
     read_index,
 )
 from reacture_convert.formats.wds.tar import end_of_archive
@@ -51,21 +48,11 @@ from reacture_convert.writers.webdataset.sink import BLOCK_BYTES, HashedFile
 
 __all__ = ["append_shards", "write_shards"]
 
-# Bumped whenever the bytes written for the same inputs change; part of the shard-name tag.
-LAYOUT = 2
 DEFAULT_OPTIONS = WdsOptions()
 
 
 def _dataset_tag(tars: Sequence[SessionTar], options: WdsOptions, previous: str | None) -> str:
-    doc = {
-        "format": FORMAT,
-        "version": VERSION,
-        "layout": LAYOUT,
-        "sessions": [[st.session, st.sha256] for st in tars],
-        "options": options.effective(),
-        **({"after": previous} if previous is not None else {}),
-    }
-    return hashlib.sha256(json.dumps(doc, separators=(",", ":")).encode()).hexdigest()[:8]
+    return dataset_tag([(st.session, st.sha256) for st in tars], options.effective(), previous)
 
 
 # --------------------------------------------------------------------------------------------
