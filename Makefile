@@ -80,7 +80,10 @@ test-zarr-oldest: $(OLD_STAMP)
 	  assert V(zarr.__version__) == V('$(ZARR_OLDEST)'), zarr.__version__"
 	$(OLD_VENV)/bin/python -m pytest -q -p no:cacheprovider -m zarr_compat $(ZARR_COMPAT_TESTS)
 
-test: install $(TORCH_STAMP) $(TF_STAMP) browser test-zarr-oldest
+# The frameworks (torch, then tf) and the oldest-zarr venv and its tests are independent: two at
+# once (mostly pip unpacking and one small test run), then the suite on both cores.
+test: install
+	$(MAKE) --no-print-directory -j2 $(TF_STAMP) browser test-zarr-oldest
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 lint: install

@@ -469,7 +469,7 @@ def _verify_wds(
         yield Problem(
             "wds", f"{WDS_INDEX}: changed: its bytes are not what its content is written as"
         )
-    yield from _check_tags(index)
+    yield from _check_tags(index, derive=not index.pruned)
     in_shards = sum(s.samples for s in index.shards)
     if in_shards != index.total_samples:
         yield Problem(
@@ -545,22 +545,29 @@ def _verify_catalog_file(out: Output, notes: list[str]) -> Iterator[Problem]:
         yield Problem("catalog", f"{CATALOG}: {damage}")
 
 
-def _check_tags(index: WdsIndex) -> Iterator[Problem]:
-    """Every shard's name against the index: ``<name>-<tag>-NNNNNN.tar`` numbered from 0 in
-    order, and each tag the sha256 of the sessions its shards hold (their samples' sha256,
-    from the index), the options and the tag before it (``dataset_tag``), the last one the
-    index's ``tag``: a changed session digest or option is found."""
+def _check_tags(index: WdsIndex, derive: bool = True) -> Iterator[Problem]:
+    """Every shard's name against the index: ``<name>-<tag>-NNNNNN.tar`` numbered in order
+    (from 0 without a gap, unless sessions were removed: ``derive`` False), and (``derive``)
+    each tag the sha256 of the sessions its shards hold (their samples' sha256, from the
+    index), the options and the tag before it (``dataset_tag``), the last one the index's
+    ``tag``: a changed session digest or option is found. A set pruned by ``remove`` mixes old
+    and new tags, so only the names are checked there."""
     where = f"{WDS_INDEX}: "
     groups: list[tuple[str, set[str]]] = []  # (tag, sessions), in shard order
+    last = -1
     for k, shard in enumerate(index.shards):
         stem = shard.url.removeprefix(f"{index.name}-").removesuffix(".tar")
         tag, _, number = stem.rpartition("-")
-        if stem == shard.url or not shard.url.endswith(".tar") or number != f"{k:06d}":
+        in_order = number == f"{k:06d}" if derive else number.isdigit() and int(number) > last
+        if stem == shard.url or not shard.url.endswith(".tar") or not in_order:
             yield Problem("wds", f"{where}shard {k} is named {shard.url!r}, not a name of its set")
             return
+        last = int(number)
         if not groups or groups[-1][0] != tag:
             groups.append((tag, set()))
         groups[-1][1].update(shard.sessions)
+    if not derive:
+        return
     digests = {s.session: s.sha256 for s in index.sessions}
     previous: str | None = None
     for tag, sessions in groups:

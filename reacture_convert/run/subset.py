@@ -13,13 +13,11 @@ again. OUT is only read. ``verify NEW`` passes.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from reacture_convert.errors import ConfigError, OutputError
-from reacture_convert.formats.wds.index import INDEX, WdsIndex, read_index
+from reacture_convert.formats.wds.index import INDEX, WdsIndex, dataset_tag, read_index
 from reacture_convert.output.catalog import CATALOG, LOG_DIR, Catalog, write_catalog
 from reacture_convert.output.claim import check_out
 from reacture_convert.output.layout import STAGING, WDS_DIR, session_parts
@@ -178,10 +176,13 @@ def _copy_shards(out: Output, new: Output, sessions: Sequence[str]) -> WdsIndex 
     index = read_index(out)
     if index is None or not any(s.session in set(sessions) for s in index.sessions):
         return None
-    doc = {"subset_of": index.tag, "sessions": sorted(sessions)}
-    tag = hashlib.sha256(json.dumps(doc, separators=(",", ":")).encode()).hexdigest()[:8]
-    stage = new.path(STAGING, ".wds-subset")
     size = index.shard_size or DEFAULT_SHARD_SIZE
+    # the tag a conversion of these sessions into a new set gives (what verify derives again)
+    wanted = set(sessions)
+    digests = sorted((s.session, s.sha256) for s in index.sessions if s.session in wanted)
+    effective = replace(index, shard_size=size, shard_count=None).effective()
+    tag = dataset_tag(digests, effective, None)
+    stage = new.path(STAGING, ".wds-subset")
     copied = copy_samples(out, index, sessions, new, stage, size, tag)
     folder = new.path(WDS_DIR)
     new.makedirs(folder)

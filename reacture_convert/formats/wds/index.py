@@ -97,6 +97,8 @@ class WdsIndex:
     sessions: tuple[WdsSession, ...]
     total_samples: int
     shards: tuple[WdsShard, ...] = field(default=())
+    # sessions were taken out (``remove``): shards of old and new tags, numbers with gaps
+    pruned: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -125,6 +127,7 @@ class WdsIndex:
                 }
                 for s in self.shards
             ],
+            **({"pruned": True} if self.pruned else {}),
         }
 
     @classmethod
@@ -151,6 +154,7 @@ class WdsIndex:
                 WdsShard(s["url"], s["samples"], s["bytes"], s["sha256"], tuple(s["sessions"]))
                 for s in d["shards"]
             ),
+            pruned=d.get("pruned", False) is True,
         )
 
     def effective(self) -> dict[str, Any]:

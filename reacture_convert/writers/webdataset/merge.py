@@ -39,6 +39,7 @@ from reacture_convert.output.storage import Output
 from reacture_convert.phases import reached
 from reacture_convert.writers.webdataset.options import WdsOptions
 from reacture_convert.writers.webdataset.plan import PlannedShard, plan_shards
+from reacture_convert.writers.webdataset.prune import next_number
 from reacture_convert.writers.webdataset.samples import (
     SessionPart,
     SessionTar,
@@ -193,7 +194,7 @@ def _commit(
     """Write the shards of ``tars`` (after ``before``'s, numbered on), publish them, then the
     index of the whole set; delete what it does not list."""
     planned = plan_shards(tars, options)
-    first = len(before.shards) if before is not None else 0
+    first = next_number(before) if before is not None else 0
     urls = [shard_name(options.name, tag, first + k) for k in range(len(planned))]
     stage = f"{out.staging(WDS_STAGE)}/shards"
     _drop_stage(out, stage)
@@ -224,6 +225,7 @@ def _commit(
         ),
         total_samples=sum(s.samples for s in old_sessions) + sum(st.samples for st in tars),
         shards=(*(before.shards if before is not None else ()), *(s for _, s in built)),
+        pruned=before is not None and before.pruned,
     )
     reached("index")
     out.write_bytes_atomic(INDEX, index.to_json())

@@ -37,7 +37,14 @@ from reacture_convert.output.layout import WDS_DIR, shard_name
 from reacture_convert.output.storage import Output
 from reacture_convert.writers.webdataset.sink import HashedFile
 
-__all__ = ["PrunedSet", "copy_samples", "prune_shards", "pruned_tag", "shard_samples"]
+__all__ = [
+    "PrunedSet",
+    "copy_samples",
+    "next_number",
+    "prune_shards",
+    "pruned_tag",
+    "shard_samples",
+]
 
 _NUMBER = re.compile(r"-(\d{6})\.tar$")
 
@@ -92,6 +99,12 @@ def shard_samples(out: Output, shard: WdsShard) -> Iterator[tuple[str, bytes]]:
         )
     if key is not None:
         yield _session_of(key), b"".join(pieces)
+
+
+def next_number(index: WdsIndex) -> int:
+    """The number the next shard appended to ``index``'s set gets: after its highest (a
+    pruned set's numbers have gaps)."""
+    return 1 + max((_number(s, k) for k, s in enumerate(index.shards)), default=-1)
 
 
 def _number(shard: WdsShard, position: int) -> int:
@@ -158,6 +171,7 @@ def prune_shards(out: Output, index: WdsIndex, sessions: Collection[str], stage:
     new_index = replace(
         index,
         tag=tag,
+        pruned=True,
         sessions=kept,
         total_samples=sum(s.samples for s in shards),
         shards=tuple(shards),
@@ -223,6 +237,7 @@ def copy_samples(
         tag=tag,
         shard_size=shard_size,
         shard_count=None,
+        pruned=False,  # a new set: numbered from 0, one tag
         sessions=tuple(s for s in index.sessions if s.session in wanted),
         total_samples=sum(s.samples for s in shards),
         shards=shards,
