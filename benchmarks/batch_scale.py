@@ -32,8 +32,8 @@ TARGETS = {
     "7d": "≤ 300 MB",
 }
 FRAMES = 12
-SESSIONS = {False: (100, 1_000), True: (5, 20)}  # (few, many) by --quick
-SIMULATED = {False: (100_000, 10_000), True: (2_000, 500)}  # (re-run, first run) by --quick
+SESSIONS = {False: (100, 1_000), True: (3, 8)}  # (few, many) by --quick
+SIMULATED = {False: (100_000, 10_000), True: (300, 100)}  # (re-run, first run) by --quick
 REPS = 3
 
 
