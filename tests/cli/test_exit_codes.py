@@ -25,6 +25,7 @@ import pytest
 
 from reacture_convert.output.storage import Output
 from reacture_convert.run.batch import run_convert
+from tests.helpers.faults import small_tmpfs, unprivileged
 from tests.helpers.s3 import S3
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample"
@@ -137,34 +138,15 @@ def _read_only_copy(ds: Path, to: Path) -> Path:
     return to
 
 
-def _unprivileged() -> list[str]:
-    """A prefix under which file permissions bind (root ignores them: drop that power)."""
-    if os.geteuid() != 0:
-        return []
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        pytest.skip("running as root without setpriv: permission bits cannot be made to bind")
-    return [setpriv, "--bounding-set", "-dac_override,-dac_read_search"]
-
-
 @pytest.fixture
 def full_disk(tmp_path: Path, places: Places) -> Iterator[Path]:
     """A 1 MiB tmpfs holding a converted dataset, then filled to the last byte."""
-    mount = tmp_path / "full"
-    mount.mkdir()
-    made = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True
-    )
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {made.stderr.decode().strip()}")
-    try:
+    with small_tmpfs(tmp_path / "full", "1m") as mount:
         shutil.copytree(places.ds, mount / "ds")
         with open(mount / "filler", "wb", buffering=0) as f, pytest.raises(OSError):
             for _ in range(1 << 12):
                 f.write(b"\0" * 4096)
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def _env(kind: str, s3: S3, tmp: Path) -> dict[str, str]:
@@ -196,7 +178,7 @@ def test_an_error_ends_in_two_lines_json_and_the_tables_code(
     }
     prefix: list[str] = []
     if case.needs == "unprivileged":
-        prefix = _unprivileged()
+        prefix = unprivileged()
         fill["readonly"] = str(_read_only_copy(places.ds, tmp_path / "readonly"))
     if case.needs == "tmpfs":
         fill["full"] = str(request.getfixturevalue("full_disk"))

@@ -34,6 +34,7 @@ from reacture_convert.output.storage import Output
 from reacture_convert.read.verify import verify_dataset
 from reacture_convert.testing.proxy import LatencyProxy
 from reacture_convert.testing.synth import BundleSpec, write_bundle
+from tests.helpers.faults import small_tmpfs, unprivileged
 from tests.helpers.s3 import S3
 
 PREFIXES = tuple(f"reacture_179562000000{k}" for k in range(3))  # session-name order
@@ -147,17 +148,8 @@ def leftovers(out: Path) -> list[str]:
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A 16 MiB tmpfs: a whole run fits, until ``fill`` takes its last byte."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    made = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True
-    )
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {made.stderr.decode().strip()}")
-    try:
+    with small_tmpfs(tmp_path / "disk", "16m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def fill(mount: Path) -> None:
@@ -223,16 +215,6 @@ def test_a_watcher_stops_on_a_full_disk_too(bundles: Path, tmpfs: Path, tmp_path
 # --- permission denied ----------------------------------------------------------------------
 
 
-def _unprivileged() -> tuple[str, ...]:
-    """A prefix under which file permissions bind (root ignores them: drop that power)."""
-    if os.geteuid() != 0:
-        return ()
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        pytest.skip("running as root without setpriv: permission bits cannot be made to bind")
-    return (setpriv, "--bounding-set", "-dac_override,-dac_read_search")
-
-
 def _folders_mode(root: Path, mode: int) -> None:
     for folder, _, _ in os.walk(root):
         os.chmod(folder, mode)
@@ -241,7 +223,7 @@ def _folders_mode(root: Path, mode: int) -> None:
 def test_out_made_read_only_mid_run_stops_cleanly_and_the_rerun_finishes(
     bundles: Path, tmp_path: Path
 ) -> None:
-    prefix = _unprivileged()
+    prefix = unprivileged()
     out_dir = tmp_path / "out"
     out = Output(str(out_dir))
     try:
@@ -295,7 +277,7 @@ def test_object_store_refusing_writes_mid_run_stops_cleanly_and_the_rerun_finish
 def test_an_unreadable_input_stays_that_bundles_failure(bundles: Path, tmp_path: Path) -> None:
     """Permission denied on an INPUT is not OUT's storage failing: that bundle's row says it,
     the others convert, exit 1."""
-    prefix = _unprivileged()
+    prefix = unprivileged()
     inputs = tmp_path / "in"
     shutil.copytree(bundles, inputs)
     unreadable = inputs / "b1" / f"{PREFIXES[1]}_data.jsonl"
