@@ -412,7 +412,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     if args.quick:
-        args.tiled, args.reps = 200, 1
+        args.tiled, args.reps = 48, 1
     if args.candidates:
         wanted = set(args.candidates.split(","))
         CANDIDATES[:] = [c for c in CANDIDATES if c.label.split()[0].rstrip(",") in wanted]

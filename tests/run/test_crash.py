@@ -62,7 +62,7 @@ OPTIONS = ["--shard-size", "2MB", "--chunk-frames", "16", "-q"]  # several shard
 OUTPUT_DIRS = ("zarr", "rows", "frames", "wds")
 VOLATILE = ("converted_at", "run_id")
 TRIALS = 10
-SOAK_TRIALS = int(os.environ.get("REACTURE_SOAK_TRIALS", "16"))  # more: a longer soak
+SOAK_TRIALS = int(os.environ.get("REACTURE_SOAK_TRIALS", "8"))  # more: a longer soak
 
 
 # --- the inputs and the clean runs --------------------------------------------------------------
