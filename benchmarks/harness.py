@@ -46,6 +46,7 @@ TARGETS = {
     "1": "≤ 3× cp+fsync",
     "2": "≤ 1.5× tar",
     "3": "≥ 1.0× DuckDB (same threads), lossless",
+    "3b": "≥ 1.0× DuckDB (same threads), end to end",
     "4": "≤ 300 MB at 120 min",
     "5": "≥ 1.8×",
     "6": "≥ 50 % of plain PyTorch over mmap (then ≥ 100 %)",
@@ -57,13 +58,20 @@ class Sizes:
     """Input sizes of one benchmark run, in frames."""
 
     session: int  # the "10-minute" session of measurements 1, 2, 3, 6
+    rows_heavy: tuple[int, float]  # measurement 3b: frames, MB of JSONL
     rss: tuple[int, ...]  # measurement 4: 10, 60, 120 minutes
     batch: tuple[int, int]  # measurement 5: sessions, frames each (10-minute sessions)
     random_reads: int  # measurement 6: random accesses per repetition
 
 
-FULL = Sizes(session=6_000, rss=(6_000, 36_000, 72_000), batch=(8, 6_000), random_reads=500)
-QUICK = Sizes(session=40, rss=(40, 80, 120), batch=(8, 10), random_reads=20)
+FULL = Sizes(
+    session=6_000,
+    rows_heavy=(1_000, 67.0),
+    rss=(6_000, 36_000, 72_000),
+    batch=(8, 6_000),
+    random_reads=500,
+)
+QUICK = Sizes(session=40, rows_heavy=(40, 1.0), rss=(40, 80, 120), batch=(8, 10), random_reads=20)
 
 
 # --- child processes ----------------------------------------------------------------------------

@@ -10,6 +10,8 @@ processes they run (``CHILD_MODES``); ``harness`` holds what they share:
   fsync; 2. ``convert --format wds`` of the same vs ``tar cf`` of the same bytes + fsync;
 - ``rows``: 3. JSONL -> Parquet alone, MB/s of JSONL, vs DuckDB's ``read_json_auto`` and polars'
   ``read_ndjson``, and what each keeps of the rows (every row round-tripped, types included);
+  3b. the whole ``convert`` of a rows-heavy bundle (67 MB of JSONL, 1,000 frames) vs DuckDB's
+  JSONL -> Parquet of its data.jsonl, both whole processes, DuckDB on every core;
 - ``memory``: 4. peak RSS of ``convert`` for 10-, 60- and 120-minute sessions;
 - ``scale``: 5. 8 sessions on 1 vs 2 local Dask worker processes: speedup;
 - ``readers``: 6. training read: frames/s of ``to_pytorch_dataloader`` (Zarr, shards; in order

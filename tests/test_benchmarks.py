@@ -20,7 +20,7 @@ from reacture_convert.testing.synth import iter_game_frames
 from tests.helpers.paths import REPO
 
 ROW_KEYS = (
-    *("1", "2", "3", "4", "5", "6a", "6b", "6c", "6d", "7a", "7b", "7c", "7d"),
+    *("1", "2", "3", "3b", "4", "5", "6a", "6b", "6c", "6d", "7a", "7b", "7c", "7d"),
     *("8a", "8b", "8c", "8d"),
 )
 Run = tuple[subprocess.CompletedProcess[str], Path]

@@ -12,7 +12,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -23,8 +23,7 @@ from reacture_convert.cli.exits import EXIT_OK as EXIT_OK
 from reacture_convert.cli.exits import EXIT_USAGE as EXIT_USAGE
 from reacture_convert.errors import ConfigError, InputNotFoundError
 from reacture_convert.findings import Finding, Severity
-from reacture_convert.formats.zarr import CODECS
-from reacture_convert.run.convert import ConvertOptions
+from reacture_convert.formats.zarr import CODECS, DEFAULT_CHUNK_FRAMES, DEFAULT_CODEC
 from reacture_convert.run.options import (
     convert_options,
     parse_duration,
@@ -33,7 +32,9 @@ from reacture_convert.run.options import (
     parse_storage_options,
 )
 from reacture_convert.run.scheduler import check_scheduler
-from reacture_convert.writers.zarr import ZarrOptions
+
+if TYPE_CHECKING:
+    from reacture_convert.run.convert import ConvertOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -149,7 +150,7 @@ zarr_options = with_options(
     click.option(
         "--chunk-frames",
         type=click.IntRange(1),
-        default=ZarrOptions().chunk_frames,
+        default=DEFAULT_CHUNK_FRAMES,
         show_default=True,
         help="Frames per Zarr chunk.",
     ),
@@ -163,7 +164,7 @@ zarr_options = with_options(
     click.option(
         "--codec",
         type=click.Choice(tuple(CODECS)),
-        default=ZarrOptions().codec,
+        default=DEFAULT_CODEC,
         show_default=True,
         help="Compression of Zarr frame chunks.",
     ),

@@ -41,25 +41,24 @@ from reacture_convert.errors import ConfigError
 from reacture_convert.findings import Finding, Severity, once_per_code
 from reacture_convert.formats.wds.encodings import ENCODINGS
 from reacture_convert.output.status import Status
-from reacture_convert.output.storage import Output
-from reacture_convert.run.batch import check_inputs, run_convert
-from reacture_convert.run.convert import ConvertOptions
-from reacture_convert.run.interrupt import Resumed
 from reacture_convert.run.options import ON_ERROR
-from reacture_convert.run.progress import (
-    FramesWritten,
-    ProgressEvent,
-    ProgressFn,
-    SessionDone,
-    Started,
-    WaitingForLock,
-)
-from reacture_convert.run.summary import RunSummary
 
+# The converter (and numpy, pyarrow, fsspec with it) is imported when a command runs, not
+# when the command line is built: ``--help`` and the other commands load none of it.
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from reacture_convert.output.storage import Output
+    from reacture_convert.run.convert import ConvertOptions
+    from reacture_convert.run.interrupt import Resumed
     from reacture_convert.run.jobs import Job
+    from reacture_convert.run.progress import (
+        FramesWritten,
+        ProgressEvent,
+        ProgressFn,
+        SessionDone,
+    )
+    from reacture_convert.run.summary import RunSummary
 
 
 @click.command()
@@ -175,6 +174,9 @@ def convert(
         "append": append,
         "allow_other_files": allow_other_files,
     }
+    from reacture_convert.output.storage import Output
+    from reacture_convert.run.batch import check_inputs
+
     output = Output(out, storage_options)
     try:
         check_inputs(paths, output)
@@ -287,6 +289,8 @@ def run(
 
 def run_job(job: Job, once: bool, wait: bool, quiet: bool, as_json: bool) -> NoReturn:
     """A loaded job: a watcher (``once`` from the command line or the file) or a batch."""
+    from reacture_convert.output.storage import Output
+
     paths, output = list(job.inputs), Output(job.out, job.output_storage)
     stop_on_error = job.on_error == "stop"
     if job.watch:
@@ -329,6 +333,8 @@ def run_and_report(
     stop_on_error: bool = False,
 ) -> NoReturn:
     """``run_convert``, then its summary (text or JSON), then the exit code."""
+    from reacture_convert.run.batch import run_convert
+
     check_out_folder(out, options)
     try:
         with exit_on_error(), progress_reporter(enabled=not (quiet or as_json)) as progress:
@@ -511,6 +517,8 @@ class _ProgressView:
         )
 
     def __call__(self, event: ProgressEvent) -> None:
+        from reacture_convert.run.progress import FramesWritten, Started, WaitingForLock
+
         with self.lock:
             if isinstance(event, WaitingForLock):
                 who = event.holder or "another run"

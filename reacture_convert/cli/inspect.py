@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from reacture_convert.cli.common import exit_with, json_option, storage_option
 from reacture_convert.errors import InputNotFoundError, storage_errors
-from reacture_convert.output.storage import Output
+
+if TYPE_CHECKING:
+    from reacture_convert.output.storage import Output
 
 
 def existing(out: str, storage_options: dict[str, Any]) -> Output:
     """OUT, which must exist: ``InputNotFoundError`` (exit 1) for a path that is not there."""
+    from reacture_convert.output.storage import Output
+
     output = Output(out, storage_options)
     with storage_errors(out):
         if not output.fs.exists(output.root):

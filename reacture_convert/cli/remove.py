@@ -10,7 +10,6 @@ import click
 
 from reacture_convert.cli.common import EXIT_OK, exit_on_error, json_option, storage_option
 from reacture_convert.errors import ConfigError
-from reacture_convert.output.storage import Output
 
 _WHERE_HELP = (
     'Select sessions by a filter over the catalog\'s columns, e.g. "blank_frames = n_frames", '
@@ -50,6 +49,7 @@ def remove(
     Exit 0 when removed (or nothing matched), 2 for a bad filter or an unknown session, 3 when
     OUT cannot be changed (not a dataset, locked, unwritable).
     """
+    from reacture_convert.output.storage import Output
     from reacture_convert.run.remove import remove_sessions
 
     output = Output(out, storage_options)
@@ -152,6 +152,7 @@ def subset(
     Exit 0 when written, 2 for a bad selection or NEW, 3 when it cannot (OUT not a dataset,
     nothing selected, locked, unwritable).
     """
+    from reacture_convert.output.storage import Output
     from reacture_convert.run.subset import subset_dataset
 
     try:

@@ -9,7 +9,6 @@ from typing import Any
 import click
 
 from reacture_convert.cli.common import EXIT_OK, exit_on_error, json_option, storage_option
-from reacture_convert.output.storage import Output
 
 
 @click.command()
@@ -26,6 +25,7 @@ def repair(out: str, dry_run: bool, as_json: bool, storage_options: dict[str, An
     Exit 0 when repaired or nothing was wrong, 3 when it cannot (not a dataset, locked,
     unwritable).
     """
+    from reacture_convert.output.storage import Output
     from reacture_convert.run.repair import repair_catalog
 
     with exit_on_error():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import posixpath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -17,8 +17,9 @@ from reacture_convert.cli.common import (
 )
 from reacture_convert.errors import storage_errors
 from reacture_convert.findings import Severity
-from reacture_convert.ingest.discover import discover, split_role
-from reacture_convert.ingest.validate import Report, validate_bundle_safely
+
+if TYPE_CHECKING:
+    from reacture_convert.ingest.validate import Report
 
 
 @click.command()
@@ -34,6 +35,9 @@ def validate(paths: tuple[str, ...], as_json: bool, storage_options: dict[str, A
     archive member was refused (errors outside any bundle); 3 when the object store cannot
     be read (no credentials, no answer).
     """
+    from reacture_convert.ingest.discover import discover
+    from reacture_convert.ingest.validate import validate_bundle_safely
+
     with storage_errors(", ".join(p for p in paths if "://" in p) or None):
         found = discover(list(paths), storage_options)
         reports = [validate_bundle_safely(b, storage_options) for b in found.bundles]
@@ -64,6 +68,8 @@ def validate(paths: tuple[str, ...], as_json: bool, storage_options: dict[str, A
 def _say_what_it_is(path: str, reports: list[Report]) -> None:
     """For an input that is one file of a bundle: which file of which bundle it is (the
     bundle's files beside it are validated with it)."""
+    from reacture_convert.ingest.discover import split_role
+
     parts = split_role(posixpath.basename(path.rstrip("/")))
     if parts is None:
         return

@@ -30,12 +30,11 @@ from reacture_convert.cli.common import (
     zarr_options,
 )
 from reacture_convert.errors import ConfigError
-from reacture_convert.output.claim import check_out
 from reacture_convert.output.status import Status
-from reacture_convert.output.storage import Output
-from reacture_convert.run.convert import ConvertOptions
 
 if TYPE_CHECKING:
+    from reacture_convert.output.storage import Output
+    from reacture_convert.run.convert import ConvertOptions
     from reacture_convert.run.summary import WatchStatus
     from reacture_convert.run.watch import WatchOptions
 
@@ -104,6 +103,8 @@ allow_other_files_option = click.option(
 def check_out_folder(out: Output, options: ConvertOptions) -> None:
     """OUT must be absent, empty or a dataset (``output.claim``): else a usage error (exit 2)
     before anything is written."""
+    from reacture_convert.output.claim import check_out
+
     with exit_on_error():
         try:
             check_out(out, allow_other_files=options.allow_other_files)
@@ -248,6 +249,7 @@ def watch(
     at once, dropping them (exit 130). Exit 3 when another run or watcher holds OUT (unless
     --wait). With --once: exit 1 when a bundle was rejected or failed.
     """
+    from reacture_convert.output.storage import Output
     from reacture_convert.run.watch import WatchOptions
 
     values = {

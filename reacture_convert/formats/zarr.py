@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-__all__ = ["CODECS", "Codec", "direct_decoder", "numcodec"]
+__all__ = ["CODECS", "DEFAULT_CHUNK_FRAMES", "DEFAULT_CODEC", "Codec", "direct_decoder", "numcodec"]
 
 Document = dict[str, Any]
 
@@ -52,6 +52,11 @@ CODECS: Final[Mapping[str, Codec]] = {
     )
 }
 """The codecs, by ``--codec`` name, in the order the command line lists them."""
+
+# The frames' chunking and codec when none is asked for (``writers.zarr.ZarrOptions``, the
+# command line's defaults): docs/benchmarks.md has the measurements that chose them.
+DEFAULT_CHUNK_FRAMES: Final = 64
+DEFAULT_CODEC: Final = "zstd"
 
 
 def _zstd_codec(config: Mapping[str, Any]) -> Any:

@@ -63,6 +63,9 @@ PARSED_SCHEMA: Final = pa.schema(
 )
 BLOCK_ROWS: Final = 4096
 BLOCK_BYTES: Final = 8 << 20
+# Blocks decoded at once in the background: pyarrow.json runs without the GIL, so on a rows-heavy
+# file two decoders keep two cores busy while this thread reads and checks the next block.
+DECODERS: Final = 2
 
 _TYPE_KEY: Final = b'"type":"'
 _TS_NUMBER: Final = re.compile(rb'"timestamp":(?=[-0-9])')  # player_action's integer clock
@@ -124,8 +127,9 @@ def _integral_float_lines(
     ``1e2`` (a non-integral exponent such as ``2.5e-05`` is fine)."""
     found = set(_line_of(starts, [m.start() for m in _INTEGRAL_FLOAT.finditer(joined)]).tolist())
     data = np.frombuffer(joined, np.uint8)
-    digit = (data - np.uint8(48)) < 10
-    exponents = np.flatnonzero(digit[:-1] & ((data[1:] | np.uint8(32)) == ord("e")))
+    # a digit followed by e or E: the e's first (one pass), then whether a digit is before each
+    before_e = np.flatnonzero((data[1:] | np.uint8(32)) == ord("e"))
+    exponents = before_e[(data[before_e] - np.uint8(48)) < 10]
     if exponents.size:
         for i in set(_line_of(starts, exponents.tolist()).tolist()) - found:
             if any(float(token).is_integer() for token in _EXPONENT.findall(raws[i])):
@@ -422,19 +426,20 @@ def scan_rows(
     """Blocks of rows of a data.jsonl stream, in file order, with exactly the findings
     ``iter_jsonl`` gives (a file-level ``JSONL_EMPTY`` comes in a last, empty block).
 
-    With ``background``, decoding (C++, without the GIL) runs on a helper thread one block
-    behind the reading and checking of the next block, so the two overlap on two cores."""
+    With ``background``, decoding (C++, without the GIL) runs on ``DECODERS`` helper threads,
+    up to that many blocks behind the reading and checking of the next block, so they overlap
+    on the cores; blocks are still handed over in file order."""
     if not background:
         for pending in _pending_blocks(stream, file, max_line_bytes, block_rows):
             prep = _prepare(pending)
             yield _finish(prep, _read_json(prep.parsed), file, max_depth)
         return
     ahead: deque[tuple[_Prepared, Future[pa.Table | None]]] = deque()
-    with ThreadPoolExecutor(1, thread_name_prefix="reacture-rows") as decoder:
+    with ThreadPoolExecutor(DECODERS, thread_name_prefix="reacture-rows") as decoder:
         for pending in _pending_blocks(stream, file, max_line_bytes, block_rows):
             prep = _prepare(pending)
             ahead.append((prep, decoder.submit(_read_json, prep.parsed)))
-            if len(ahead) > 1:
+            if len(ahead) > DECODERS:
                 done, table = ahead.popleft()
                 yield _finish(done, table.result(), file, max_depth)
         while ahead:

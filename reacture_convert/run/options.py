@@ -14,14 +14,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reacture_convert.errors import ConfigError
-from reacture_convert.run.convert import ConvertOptions
 from reacture_convert.units import parse_size
-from reacture_convert.writers import writer_specs
-from reacture_convert.writers.webdataset import WdsOptions
-from reacture_convert.writers.zarr import ZarrOptions
+
+if TYPE_CHECKING:
+    from reacture_convert.run.convert import ConvertOptions
 
 __all__ = [
     "ON_ERROR",
@@ -76,6 +75,8 @@ def parse_formats(value: str | Iterable[str]) -> tuple[str, ...]:
             f'formats must be names like "zarr,wds" or ["zarr", "wds"], not {value!r}'
         )
     formats = tuple(f.strip() for f in value if f.strip())
+    from reacture_convert.writers import writer_specs  # (the command line's --help needs none)
+
     writer_specs(formats)
     return formats
 
@@ -180,6 +181,10 @@ def convert_options(
     A key that is missing or None takes the default of ``ConvertOptions``, ``ZarrOptions`` or
     ``WdsOptions``. Raises ConfigError naming the key (``[wds] shard_size: ...``) for a value of
     the wrong kind, an unknown key, or options that do not go together."""
+    from reacture_convert.run.convert import ConvertOptions
+    from reacture_convert.writers.webdataset import WdsOptions
+    from reacture_convert.writers.zarr import ZarrOptions
+
     unknown = sorted(set(values) - set(_PARSERS))
     if unknown:
         raise ConfigError(

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from reacture_convert.errors import ConfigError
-from reacture_convert.formats.zarr import CODECS, numcodec
+from reacture_convert.formats.zarr import CODECS, DEFAULT_CHUNK_FRAMES, DEFAULT_CODEC, numcodec
 from reacture_convert.output.storage import Keys
 
 __all__ = ["FRAME_SHAPE", "ZarrOptions", "ZarrSessionWriter"]
@@ -40,9 +40,9 @@ _EMPTY = 2**64 - 1  # the sharding index's "no chunk here"
 class ZarrOptions:
     """Chunking and compression of ``frames`` (see the README for the measured choice)."""
 
-    chunk_frames: int = 64
+    chunk_frames: int = DEFAULT_CHUNK_FRAMES
     shard_frames: int | None = None
-    codec: str = "zstd"
+    codec: str = DEFAULT_CODEC
     level: int = 1
 
     def __post_init__(self) -> None:

@@ -7,12 +7,13 @@ decode times that chose between them)."""
 from __future__ import annotations
 
 import io
-from typing import Final
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Final
 
 from reacture_convert.errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 __all__ = ["ENCODINGS", "IMAGE_ENCODINGS", "check_encoding", "decode_image", "encode_image"]
 
@@ -40,6 +41,7 @@ _PIL_FORMAT: Final = {"png": "PNG", "webp": "WEBP"}
 
 def encode_image(frame: npt.NDArray[np.uint8], encoding: str) -> bytes:
     """A (H, W, 3) uint8 frame as a lossless ``png`` or ``webp`` file, rows in stored order."""
+    import numpy as np
     from PIL import Image
 
     image = Image.fromarray(np.ascontiguousarray(frame))
@@ -56,6 +58,7 @@ def encode_image(frame: npt.NDArray[np.uint8], encoding: str) -> bytes:
 def decode_image(data: bytes | memoryview, encoding: str) -> npt.NDArray[np.uint8]:
     """The RGB pixels of a ``png`` or ``webp`` member (Pillow, only that format's decoder).
     Raises ``ValueError`` or ``OSError`` when the bytes are not such a picture."""
+    import numpy as np
     from PIL import Image
 
     fmt = _PIL_FORMAT.get(encoding)

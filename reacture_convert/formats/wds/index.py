@@ -9,11 +9,13 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reacture_convert.errors import OutputError
 from reacture_convert.output.layout import WDS_INDEX
-from reacture_convert.output.storage import Output
+
+if TYPE_CHECKING:
+    from reacture_convert.output.storage import Output
 
 __all__ = [
     "EFFECTIVE",

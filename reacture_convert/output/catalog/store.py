@@ -345,7 +345,7 @@ class RowStore:
             parts.append((pending, pa.Table.from_batches([_batch(entries)]).select(names)))
         sealed = np.flatnonzero(pos < self._sealed)
         chunks = np.searchsorted(np.asarray(self._starts), pos[sealed], "right") - 1
-        for c in np.unique(chunks).tolist():
+        for c in sorted(set(chunks.tolist())):  # (np.unique would import numpy.ma, ~20 ms)
             mine = sealed[chunks == c]
             source = self._chunks[c].hot if set(names) <= set(HOT) else self._full(c)
             local = numeric_array(pos[mine] - self._starts[c], pa.int64())
