@@ -577,7 +577,7 @@ class EpochLoader(DataLoader[Sample]):
             source, rank, world, made = sampler.source, sampler.rank, sampler.world_size, ()
         known = getattr(source, "skipped_blank", None) is not None
         return ResumeState(
-            source="wds" if isinstance(dataset, ShardDataset) else "zarr",
+            source=_reading_name(dataset, source),
             epoch=sampler.epoch,
             batches=self._batches,
             seed=sampler.seed,
@@ -591,6 +591,15 @@ class EpochLoader(DataLoader[Sample]):
             worker_batches=made if isinstance(dataset, ShardDataset) else (),
             resumed=self._reading,
         )
+
+
+def _reading_name(dataset: Any, source: Any) -> str:
+    """How a state names its reading: ``"wds"`` (a shard stream: per-worker progress),
+    ``"wds-map"`` (shards read at random by a sampler's plan, as ``"zarr"`` is: it resumes on
+    any number of ranks) or ``"zarr"``."""
+    if isinstance(dataset, ShardDataset):
+        return "wds"
+    return "wds-map" if isinstance(source, ShardSource) else "zarr"
 
 
 def to_pytorch_dataloader(

@@ -192,6 +192,7 @@ class ShardSource:
         self._starts: I64 = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self._spans: dict[int, list[Span]] = {}
         self._kept: I64 | None = None
+        self._mask: npt.NDArray[np.bool_] | None = None
 
     def __len__(self) -> int:
         """The samples of an epoch over all consumers (known only with alignment tables)."""
@@ -232,7 +233,7 @@ class ShardSource:
         slice of the epoch (see the module doc for how ``shuffle`` mixes)."""
         total = int(self._starts[-1])
         lo, hi = consumer_range(total, consumer, consumers)
-        where = f"{self.urls[0].rsplit('/', 1)[0]} (consumer {consumer} of {consumers})"
+        where = f"{self._folder()} (consumer {consumer} of {consumers})"
         if shuffle and not self.options.windowed:
             return self._mixed(self.epoch_positions(seed, epoch)[lo:hi], where)
         k, h = self.options.history, self.options.horizon
@@ -338,7 +339,10 @@ class ShardSource:
     def _mixed(self, order: I64, where: str) -> Iterator[Window]:
         """The samples at positions ``order`` (a consumer's slice of a shuffled epoch), in that
         order: each run read once, when its first sample is due, together with the other runs
-        due within ``shuffling.buffer`` samples; a run is let go once its samples are out."""
+        due within ``shuffling.buffer`` samples; a run is let go once its samples are out.
+        With some sessions only, the others' samples are left out before reading."""
+        if len(self._selected) < len(self.index.sessions):
+            order = order[self._chosen()[order]]
         shard_of = np.searchsorted(self._starts, order, side="right") - 1
         j_of = order - self._starts[shard_of]
         runs, which, left = np.unique(self.run_of()[order], return_inverse=True, return_counts=True)
@@ -371,6 +375,21 @@ class ShardSource:
             yield [item], [item]
         if self.skipped_blank is None:
             log_skips(where, self.options, skipped, 0, order.shape[0])
+
+    def _chosen(self) -> npt.NDArray[np.bool_]:
+        """Whether each sample (shards laid end to end) is of a selected session."""
+        if self._mask is not None:
+            return self._mask
+        self.scan()
+        self._mask = np.array(
+            [
+                key.partition("/")[0] in self._selected
+                for shard in range(len(self.urls))
+                for key, _, _ in self._spans[shard]
+            ],
+            dtype=bool,
+        )
+        return self._mask
 
     # --- offsets and ranged reads -----------------------------------------------------------------
     def spans(self, shard: int) -> list[Span]:
@@ -447,7 +466,7 @@ class ShardSource:
         selected sessions' samples, blank frames left out with ``skip_blank``."""
         if self._kept is not None:
             return self._kept
-        where = self.urls[0].rsplit("/", 1)[0] if self.urls else "the shards"
+        where = self._folder()
         if self.options.windowed:
             raise ConfigError(
                 f"{where}: random access over shards takes no history/horizon windows; read "
@@ -562,6 +581,10 @@ class ShardSource:
 
         key = f"wds-shard|{self.index.shards[shard].sha256}"
         return open(self.cache.file(key, fill), "rb")
+
+    def _folder(self) -> str:
+        """Where the shards are (for messages)."""
+        return self.urls[0].rsplit("/", 1)[0] if self.urls else "the shard set"
 
     def _fetch(self, shard: int) -> IO[bytes]:
         folder, path = self._place(shard)
