@@ -125,7 +125,7 @@ def test_what_random_access_cannot_serve_says_what_to_do(
 def test_without_tables_skip_blank_false_reads_every_sample(wds_only: Path) -> None:
     source = ShardSource(wds_only, ReadOptions(skip_blank=False))
     expected = samples(source)
-    assert len(expected) == SPECS[0].n_frames
+    assert len(expected) == len(source) == SPECS[0].n_frames
     assert all(same(source[i], want) for i, want in enumerate(expected))
 
 

@@ -195,7 +195,10 @@ class ShardSource:
         self._mask: npt.NDArray[np.bool_] | None = None
 
     def __len__(self) -> int:
-        """The samples of an epoch over all consumers (known only with alignment tables)."""
+        """The samples of an epoch over all consumers (known with alignment tables, or when
+        nothing is left out: ``skip_blank=False`` and no windows)."""
+        if not self.options.skip_blank and not self.options.windowed:
+            return self.total_frames
         if self.skipped_blank is None or self.dropped_windows is None:
             raise TypeError(
                 "the number of samples is not known before reading: this dataset has shards "
