@@ -44,6 +44,7 @@ import json
 import random
 import shutil
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from typing import IO, Any, Final, TypeVar, cast
 
 import numpy as np
@@ -359,12 +360,27 @@ class ShardSource:
         counts, which_l, j_l = left.tolist(), which.tolist(), j_of.tolist()
         ahead = self.shuffling.buffer
         held: dict[int, dict[int, Members]] = {}
+        pending: dict[int, Future[dict[int, Members]]] = {}
+        remote = not self._local and self.cache is None
+
+        def request(runs: Sequence[int]) -> None:
+            new = [x for x in dict.fromkeys(runs) if x not in held and x not in pending]
+            for shard in dict.fromkeys(wanted[x][0] for x in new):
+                self.spans(shard)
+            for x in new:
+                pending[x] = pool().submit(self._read_run, wanted[x])
+
         skipped = 0
         for i, (r, j) in enumerate(zip(which_l, j_l, strict=True)):
-            if r not in held:
+            if r not in held and not remote:
                 due = list(dict.fromkeys(x for x in which_l[i : i + ahead] if x not in held))
                 for rr, got in zip(due, self._read_runs([wanted[x] for x in due]), strict=True):
                     held[rr] = got
+            elif r not in held:
+                # the runs due now, then the next buffer's: in flight while these are handed out
+                request(which_l[i : i + ahead])
+                request(which_l[i + ahead : i + 2 * ahead])
+                held[r] = pending.pop(r).result()
             key, members = held[r][j]
             counts[r] -= 1
             if not counts[r]:
@@ -436,22 +452,22 @@ class ShardSource:
         ranges requested together)."""
         for shard in dict.fromkeys(w[0] for w in wanted):
             self.spans(shard)
-
-        def load(w: tuple[int, int, int]) -> dict[int, Members]:
-            shard, first, last = w
-            spans = self._spans[shard]
-            data = self._read_range(shard, spans[first][1], spans[last][2])
-            got = dict(enumerate(iter_tar_samples(io.BytesIO(data), self.urls[shard]), first))
-            if len(got) != last + 1 - first or got[last][0] != spans[last][0]:
-                raise OutputError(
-                    f"{self.urls[shard]}: samples {first}..{last} are not where its tar "
-                    "headers put them; the shard changed while it was read (read it again)"
-                )
-            return got
-
         if self._local or self.cache is not None or len(wanted) < 2:
-            return [load(w) for w in wanted]
-        return list(pool().map(load, wanted))
+            return [self._read_run(w) for w in wanted]
+        return list(pool().map(self._read_run, wanted))
+
+    def _read_run(self, wanted: tuple[int, int, int]) -> dict[int, Members]:
+        """Samples ``first..last`` of ``(shard, first, last)`` (its spans known already)."""
+        shard, first, last = wanted
+        spans = self._spans[shard]
+        data = self._read_range(shard, spans[first][1], spans[last][2])
+        got = dict(enumerate(iter_tar_samples(io.BytesIO(data), self.urls[shard]), first))
+        if len(got) != last + 1 - first or got[last][0] != spans[last][0]:
+            raise OutputError(
+                f"{self.urls[shard]}: samples {first}..{last} are not where its tar "
+                "headers put them; the shard changed while it was read (read it again)"
+            )
+        return got
 
     def _read_range(self, shard: int, start: int, end: int) -> bytes:
         """Bytes ``[start, end)`` of shard ``shard`` (from the cache when there is one)."""
