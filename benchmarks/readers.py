@@ -5,7 +5,11 @@ plain map-style ``Dataset`` over the same frames memory-mapped raw from frames.n
 frame as a CHW tensor, ``default_collate``). Same DataLoader settings on both sides: 2 workers,
 batch 64, persistent workers; each figure is the second epoch of a loader (the first starts the
 workers and warms the page cache), frames/s. Our batches also carry every label; the baseline's
-hold frames only.
+hold frames only. Next to each figure, the shuffle quality of that epoch
+(``read.quality``: the median gap between consecutive samples' positions and the mean
+displacement |position - index|, both over the number of samples; a uniform shuffle gives about
+0.29 and 0.33), from the samples' ``session`` and ``frame_index`` as delivered (the baseline's:
+its sampler's order, which a DataLoader delivers as is).
 """
 
 from __future__ import annotations
@@ -18,9 +22,12 @@ from typing import Any
 import numpy as np
 from harness import FRAME_BYTES, NPY_OFFSET, Bench, Row, Stat, paired_ratio
 
+from reacture_convert.read.quality import batch_keys, positions, shuffle_quality
+
 WORKERS = 2
 BATCH = 64
 TARGET = "≥ 50 % of plain PyTorch over mmap (then ≥ 100 %)"
+GAP, DISPLACEMENT = "gap", "displacement"  # result keys: "<reader>.gap", "<reader>.displacement"
 CASES = (  # key, source, shuffled
     ("6a", "zarr", True),
     ("6b", "zarr", False),
@@ -45,10 +52,18 @@ def measure_read(b: Bench) -> list[Row]:
         run = b.child(b.child_cmd("read", out, frames, r, 0 if b.quick else WORKERS))
         runs.append(run.result())
         print(
-            f"    read #{r + 1}: " + ", ".join(f"{k} {v:,.0f}" for k, v in runs[-1].items()),
+            f"    read #{r + 1}: "
+            + ", ".join(
+                f"{k} {v:.3f}" if "." in k else f"{k} {v:,.0f}" for k, v in runs[-1].items()
+            ),
             flush=True,
         )
     fps = {k: Stat.of(run[k] for run in runs) for k in runs[0]}
+
+    def mixing(name: str) -> str:
+        gap, moved = fps[f"{name}.{GAP}"], fps[f"{name}.{DISPLACEMENT}"]
+        return f"gap {gap.median:.3f}, displacement {moved.median:.3f}"
+
     rows = []
     for key, source, shuffle in CASES:
         product, baseline = _name(source, shuffle), _base(shuffle)
@@ -64,13 +79,17 @@ def measure_read(b: Bench) -> list[Row]:
                 "of 8 chunks (every sample once per epoch)"
             )
         if source == "wds" and shuffle:
-            notes.append("shards in a seeded order, a 256-sample shuffle buffer per worker")
+            notes.append(
+                "runs of 32 samples of a shard in a seeded order, 8 runs mixed at a time (each "
+                "run one ranged read; every sample once per epoch)"
+            )
         rows.append(
             Row(
                 key,
                 f"read: to_pytorch_dataloader(source={source!r}), {order}",
-                fps[product].fmt("fr/s", 0),
-                f"plain PyTorch over mmap, {order}: {fps[baseline].fmt('fr/s', 0)}",
+                f"{fps[product].fmt('fr/s', 0)}; {mixing(product)}",
+                f"plain PyTorch over mmap, {order}: {fps[baseline].fmt('fr/s', 0)}; "
+                f"{mixing(baseline)}",
                 f"{100 * share.median:.1f} %",
                 TARGET,
                 share.median >= 0.5,
@@ -79,6 +98,10 @@ def measure_read(b: Bench) -> list[Row]:
                     "product_fps": list(fps[product].samples),
                     "baseline_fps": list(fps[baseline].samples),
                     "share": share.median,
+                    "median_gap": fps[f"{product}.{GAP}"].median,
+                    "mean_displacement": fps[f"{product}.{DISPLACEMENT}"].median,
+                    "baseline_median_gap": fps[f"{baseline}.{GAP}"].median,
+                    "baseline_mean_displacement": fps[f"{baseline}.{DISPLACEMENT}"].median,
                 },
             )
         )
@@ -107,7 +130,8 @@ class RawFrames:
 
 
 def child_read(out: str, frames_npy: str, seed: int, workers: int = WORKERS) -> dict[str, float]:
-    """Frames/s of each reader and of the baseline, in alternating order."""
+    """Frames/s of each reader and of the baseline, in alternating order, and the shuffle
+    quality of each timed epoch."""
     from torch.utils.data import DataLoader
 
     from reacture_convert.read.torch import to_pytorch_dataloader
@@ -116,12 +140,33 @@ def child_read(out: str, frames_npy: str, seed: int, workers: int = WORKERS) -> 
     # a quick smoke run reads in the process itself (no worker start-ups)
     common: dict[str, Any] = {"num_workers": workers, "persistent_workers": workers > 0}
 
-    def second_epoch(loader: Iterable[dict[str, Any]]) -> float:
+    def second_epoch(name: str, loader: Iterable[dict[str, Any]]) -> dict[str, float]:
         for _ in loader:  # starts the workers, warms caches
             pass
+        seen: list[dict[str, Any]] = []
         t0 = time.perf_counter()
-        count = sum(len(batch["frame"]) for batch in loader)
-        return count / (time.perf_counter() - t0)
+        count = 0
+        for batch in loader:
+            count += len(batch["frame"])
+            if "session" in batch:
+                # copies: a view would keep the batch's shared-memory block alive
+                keys = {
+                    "session": list(batch["session"]),
+                    "frame_index": np.array(batch["frame_index"]),
+                }
+                seen.append(keys)
+        took = time.perf_counter() - t0
+        if seen:
+            delivered = positions(batch_keys(seen))
+        else:  # the baseline delivers its sampler's order (a fresh draw, not timed)
+            sampler: Any = loader.batch_sampler
+            delivered = np.array([i for ids in sampler for i in ids], dtype=np.int64)
+        quality = shuffle_quality(delivered)
+        return {
+            name: count / took,
+            f"{name}.{GAP}": quality.median_gap,
+            f"{name}.{DISPLACEMENT}": quality.mean_displacement,
+        }
 
     makers: dict[str, Callable[[], Iterable[dict[str, Any]]]] = {}
     for shuffle in (False, True):
@@ -132,7 +177,10 @@ def child_read(out: str, frames_npy: str, seed: int, workers: int = WORKERS) -> 
             makers[_name(source, shuffle)] = lambda s=shuffle, src=source: to_pytorch_dataloader(
                 out, BATCH, s, source=src, seed=seed, **common
             )
-    return {name: second_epoch(make()) for name, make in makers.items()}
+    result: dict[str, float] = {}
+    for name, make in makers.items():
+        result.update(second_epoch(name, make()))
+    return result
 
 
 MEASUREMENTS: dict[str, Callable[[Bench], list[Row]]] = {"6": measure_read}

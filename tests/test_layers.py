@@ -43,6 +43,7 @@ READ_LAYERS: tuple[frozenset[str], ...] = (
             "session",
             "resume",
             "cache",
+            "quality",
         }
     ),
     frozenset({"sources"}),

@@ -29,6 +29,8 @@ __all__ = [
     "Dtype",
     "Layout",
     "OPTION_NAMES",
+    "SHARD_RUN",
+    "SHUFFLE_BUFFER",
     "SHUFFLE_WINDOW",
     "ReadOptions",
     "ShuffleOptions",
@@ -122,16 +124,31 @@ def read_options(**given: Any) -> ReadOptions:
     return ReadOptions(**given)
 
 
+SHARD_RUN: Final = 32
+"""Consecutive samples of a shard the shard reader reads at once when it shuffles."""
+SHUFFLE_BUFFER: Final = 256
+"""Samples a shard consumer holds to mix a shuffled epoch (``buffer // run`` runs)."""
+
+
 @dataclass(frozen=True)
 class ShuffleOptions:
-    """How a shuffled epoch mixes samples: ``window`` Zarr chunks at a time (``plan``), or a
-    ``buffer``-sample shuffle buffer over the shards' stream."""
+    """How a shuffled epoch mixes samples: ``window`` Zarr chunks at a time (``plan``); over
+    the shards, runs of ``run`` consecutive samples of a shard, ``buffer // run`` runs at a
+    time (``sources.shards``; with windows, a ``buffer``-sample shuffle buffer instead)."""
 
     window: int = SHUFFLE_WINDOW
-    buffer: int = 256
+    buffer: int = SHUFFLE_BUFFER
+    run: int = SHARD_RUN
 
     def __post_init__(self) -> None:
         if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 1:
             raise ConfigError(f"shuffle window of {self.window} chunks: give at least 1")
         if isinstance(self.buffer, bool) or not isinstance(self.buffer, int) or self.buffer < 1:
             raise ConfigError("shuffle_buffer must be at least 1 sample")
+        if isinstance(self.run, bool) or not isinstance(self.run, int) or self.run < 1:
+            raise ConfigError(f"shard run of {self.run} samples: give at least 1")
+
+    @property
+    def runs(self) -> int:
+        """Shard runs mixed at once."""
+        return max(1, self.buffer // self.run)

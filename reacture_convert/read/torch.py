@@ -3,9 +3,10 @@ thin adapters over the NumPy sample sources (``sources.ZarrSource``, ``sources.S
 
 - ``to_pytorch_dataloader(OUT, batch_size, shuffle, ...)``: the fast way. Whole batches are
   built at once in the workers, straight into shared memory (frames copied once).
-- ``FrameDataset(OUT)``: map-style, random access over the Zarr sessions. ``ds[i]`` is one
-  sample, ``ds[[i, j, ...]]`` a whole batch; with a plain ``DataLoader(ds, batch_size=...)``
-  its ``__getitems__`` reads each batch at once and the default collate stacks it.
+- ``FrameDataset(OUT)``: map-style, random access over the Zarr sessions (or, with
+  ``source="wds"``, over the shards). ``ds[i]`` is one sample, ``ds[[i, j, ...]]`` a whole
+  batch; with a plain ``DataLoader(ds, batch_size=...)`` its ``__getitems__`` reads each batch
+  at once and the default collate stacks it.
   ``ChunkBatchSampler`` is the sampler ``to_pytorch_dataloader`` gives it: chunk-aware
   shuffling, ranks, batches (``plan``).
 - ``ShardDataset(OUT)``: iterable over the WebDataset shards, split across DataLoader workers
@@ -53,6 +54,7 @@ from reacture_convert.read.cache import cache_options
 from reacture_convert.read.options import (
     DTYPES,
     OPTION_NAMES,
+    SHUFFLE_BUFFER,
     SHUFFLE_WINDOW,
     ReadOptions,
     ShuffleOptions,
@@ -204,7 +206,10 @@ class FrameDataset(Dataset[Sample]):
     of them mixed in proportions ``weights`` (``sources.mixed``: an epoch draws ``weights[i]``
     of its samples from dataset i); ``sessions``: names to use (default all, in name order);
     the other options are ``ReadOptions``'. ``cache_chunks``: decoded Zarr chunks kept per
-    process.
+    process. ``source="wds"``: the same samples read from the WebDataset shards
+    (``ShardSource``'s random access: needs the alignment tables, or ``skip_blank=False``, and
+    no windows; one dataset, no ``weights``; the batch samplers here plan Zarr chunks, so
+    shuffle it with a plain sampler).
 
     Item ``i`` is the i-th sample, sessions laid end to end; ``locate(i)`` gives
     ``(session, frame_index)``. ``skipped_blank`` and ``dropped_windows`` count what the options
@@ -221,9 +226,27 @@ class FrameDataset(Dataset[Sample]):
         cache_dir: str | None = None,
         cache_limit: int | str | None = None,
         weights: Sequence[float] | None = None,
+        source: str = "zarr",
         **read: Any,
     ) -> None:
         opts = _options(options, sessions, read)
+        self.source: ZarrSource | MixedSource | ShardSource
+        if source == "wds":
+            if isinstance(out, list | tuple) or weights is not None:
+                raise ConfigError(
+                    "FrameDataset(source='wds') reads one dataset: give one, no weights"
+                )
+            self.source = ShardSource(
+                cast(OutLike, out),
+                opts,
+                storage_options=storage_options,
+                layout="CHW",
+                cache=cache_options(cache_dir, cache_limit),
+            )
+            self.source.kept_positions()  # refuse what random access cannot serve, now
+            return
+        if source != "zarr":
+            raise ConfigError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
         outs = list(out) if isinstance(out, list | tuple) else [cast(OutLike, out)]
         parts = [
             ZarrSource(
@@ -239,7 +262,7 @@ class FrameDataset(Dataset[Sample]):
         if weights is not None and not isinstance(out, list | tuple):
             raise ConfigError("weights mix several datasets: give a list of them")
         mixed = isinstance(out, list | tuple)
-        self.source: ZarrSource | MixedSource = MixedSource(parts, weights) if mixed else parts[0]
+        self.source = MixedSource(parts, weights) if mixed else parts[0]
 
     def __len__(self) -> int:
         return len(self.source)
@@ -254,11 +277,11 @@ class FrameDataset(Dataset[Sample]):
 
     @property
     def skipped_blank(self) -> int:
-        return self.source.skipped_blank
+        return self.source.skipped_blank or 0
 
     @property
     def dropped_windows(self) -> int:
-        return self.source.dropped_windows
+        return self.source.dropped_windows or 0
 
     def locate(self, index: int) -> tuple[str, int]:
         return self.source.locate(index)
@@ -359,9 +382,11 @@ class ShardDataset(IterableDataset[Sample]):
     the samples (``shards.consumer_range``). ``rank``/``world_size`` come from the arguments,
     else from ``torch.distributed`` when it is initialised, else 0 and 1.
 
-    Shuffling (``shuffle=True``): the shard order is seeded by ``seed`` and the epoch
-    (``set_epoch``), the same on every rank, and each consumer passes its samples through a
-    ``shuffle_buffer``-sample buffer. Without it, samples come in shard order."""
+    Shuffling (``shuffle=True``): the epoch's order is seeded by ``seed`` and the epoch
+    (``set_epoch``) only, the same on every rank: runs of 32 consecutive samples of a shard in
+    a shuffled order, the samples of ``shuffle_buffer // 32`` runs at a time mixed (with
+    history/horizon windows, each consumer's stream through a ``shuffle_buffer``-sample buffer
+    instead; ``sources.shards``). Without it, samples come in shard order."""
 
     def __init__(
         self,
@@ -373,7 +398,7 @@ class ShardDataset(IterableDataset[Sample]):
         world_size: int | None = None,
         shuffle: bool = False,
         seed: int = 0,
-        shuffle_buffer: int = 256,
+        shuffle_buffer: int = SHUFFLE_BUFFER,
         batch_size: int | None = None,
         drop_last: bool = False,
         options: ReadOptions | None = None,
@@ -512,6 +537,9 @@ class EpochLoader(DataLoader[Sample]):
         self._batches, self._made = 0, [0] * max(1, self.num_workers)
         reader = self.dataset if isinstance(self.dataset, ShardDataset) else self.sampler
         reader.reading = self._reading  # type: ignore[union-attr]
+        shards = self.dataset if isinstance(self.dataset, ShardDataset) else None
+        if shards is not None and shards.shuffle and not shards.source.options.windowed:
+            shards.source.scan()  # once, here: the workers inherit the offsets
         for batch in super().__iter__():
             if isinstance(batch, dict) and _STREAM in batch:
                 self._made[batch.pop(_STREAM)] += 1
@@ -549,7 +577,7 @@ class EpochLoader(DataLoader[Sample]):
             source, rank, world, made = sampler.source, sampler.rank, sampler.world_size, ()
         known = getattr(source, "skipped_blank", None) is not None
         return ResumeState(
-            source="wds" if isinstance(dataset, ShardDataset) else "zarr",
+            source=_reading_name(dataset, source),
             epoch=sampler.epoch,
             batches=self._batches,
             seed=sampler.seed,
@@ -565,6 +593,15 @@ class EpochLoader(DataLoader[Sample]):
         )
 
 
+def _reading_name(dataset: Any, source: Any) -> str:
+    """How a state names its reading: ``"wds"`` (a shard stream: per-worker progress),
+    ``"wds-map"`` (shards read at random by a sampler's plan, as ``"zarr"`` is: it resumes on
+    any number of ranks) or ``"zarr"``."""
+    if isinstance(dataset, ShardDataset):
+        return "wds"
+    return "wds-map" if isinstance(source, ShardSource) else "zarr"
+
+
 def to_pytorch_dataloader(
     out: OutLike | Sequence[OutLike],
     batch_size: int = 32,
@@ -578,7 +615,7 @@ def to_pytorch_dataloader(
     rank: int | None = None,
     world_size: int | None = None,
     shuffle_window: int = SHUFFLE_WINDOW,
-    shuffle_buffer: int = 256,
+    shuffle_buffer: int = SHUFFLE_BUFFER,
     cache_dir: str | None = None,
     cache_limit: int | str | None = None,
     weights: Sequence[float] | None = None,
@@ -589,7 +626,8 @@ def to_pytorch_dataloader(
 
     ``source="zarr"``: a ``FrameDataset`` with a ``ChunkBatchSampler`` (``shuffle`` mixes the
     samples of ``shuffle_window`` chunks at a time). ``source="wds"``: a ``ShardDataset``
-    yielding batches (``shuffle`` shuffles shards and a ``shuffle_buffer``-sample buffer; its
+    yielding batches (``shuffle`` mixes runs of a shard's samples, ``shuffle_buffer`` samples at
+    a time; its
     epoch cannot reach ``persistent_workers``, so ``set_epoch`` refuses them). Either way each
     rank (``rank``/``world_size``, else ``torch.distributed``'s) reads its share.
 

@@ -1,11 +1,13 @@
 """The shard tar bytes: headers as tarfile writes them, sizes known up front, and the one
-reader that groups members into samples (long names, damage, unsafe names)."""
+reader that groups members into samples (long names, damage, unsafe names), and each sample's
+bytes found from the headers alone (``sample_spans``: a shard's table of sample offsets)."""
 
 from __future__ import annotations
 
 import io
 import tarfile
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -16,6 +18,7 @@ from reacture_convert.formats.wds.tar import (
     iter_tar_members,
     iter_tar_samples,
     member_header,
+    sample_spans,
     tar_size,
 )
 
@@ -120,3 +123,69 @@ def test_tar_reader_names_damage(damage: Callable[[bytes], bytes], match: str) -
 def test_tar_reader_refuses_unsafe_names(name: str) -> None:
     with pytest.raises(OutputError, match="climbs out"):
         list(iter_tar_samples(io.BytesIO(_tar([(name, b"{}")])), "t.tar"))
+
+
+class _Forward(io.RawIOBase):
+    """A stream that reads forward only (an object store's read-ahead)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        return self._data.readinto(buffer)
+
+
+def _spans(data: bytes, seekable: bool) -> list[tuple[str, int, int]]:
+    stream: Any = io.BytesIO(data) if seekable else io.BufferedReader(_Forward(data))
+    return sample_spans(stream, "t.tar")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    samples=st.lists(
+        st.tuples(
+            st.sampled_from(["a", "bb"]),
+            st.lists(st.sampled_from(["json", "npy", "png"]), min_size=1, max_size=3, unique=True),
+            st.integers(0, 1500),
+        ),
+        max_size=8,
+    ),
+    seekable=st.booleans(),
+)
+def test_each_samples_span_holds_that_sample_alone(
+    samples: list[tuple[str, list[str], int]], seekable: bool
+) -> None:
+    members = [
+        (f"{s}/{k:06d}.{ext}", bytes([k]) * size)
+        for k, (s, exts, size) in enumerate(samples)
+        for ext in exts
+    ]
+    data = _tar(members)
+    spans = _spans(data, seekable)
+    whole = list(iter_tar_samples(io.BytesIO(data), "t.tar"))
+    assert [key for key, _, _ in spans] == [key for key, _ in whole]
+    for (_, start, end), sample in zip(spans, whole, strict=True):
+        assert list(iter_tar_samples(io.BytesIO(data[start:end]), "t.tar")) == [sample]
+
+
+@pytest.mark.parametrize("fmt", ["gnu", "pax"])
+def test_a_span_takes_the_long_name_records_before_its_member(fmt: str) -> None:
+    gnu, pax = _gnu_pax_tar().split(b"|", 1)
+    data = gnu if fmt == "gnu" else pax
+    spans = _spans(data, True)
+    assert [key for key, _, _ in spans] == [f"{'x' * 120}/{'y' * 90}/0", "d/0"]
+    (_, start, end) = spans[0]
+    got = list(iter_tar_members(io.BytesIO(data[start:end]), "t.tar"))
+    assert got == [(f"{'x' * 120}/{'y' * 90}/0.json", b"j")]
+
+
+@pytest.mark.parametrize("seekable", [True, False])
+def test_spans_name_damage_and_unsafe_names(seekable: bool) -> None:
+    data = _tar([("s/000000.json", b"{}" * 300), ("s/000000.npy", NPY)])
+    with pytest.raises(OutputError, match="checksum"):
+        _spans(data[:100] + bytes([data[100] ^ 1]) + data[101:], seekable)
+    with pytest.raises(OutputError, match="climbs out"):
+        _spans(_tar([("s/../../x.json", b"{}")]), seekable)

@@ -1,9 +1,9 @@
 """Resuming an epoch (issue 23): a loader's ``state_dict()`` after k batches, loaded into a new
 loader made with the same arguments, delivers exactly what the uninterrupted epoch delivered
 after those k batches: in the same order with the same workers and ranks, and every remaining
-sample exactly once with other numbers of workers (both sources) or ranks (Zarr); with blank
-skipping and history/horizon windows on; and again after a second interruption. A state from
-another reading is refused.
+sample exactly once with other numbers of workers (both sources) or ranks (Zarr, and shards read
+at random); with blank skipping and history/horizon windows on; and again after a second
+interruption. A state from another reading is refused.
 
 The dataset: six synthetic sessions, two all black (skipped), with pauses (windows drop
 samples across them), converted to Zarr and four shards. Samples are named by
@@ -22,7 +22,12 @@ import torch
 from reacture_convert.errors import ConfigError
 from reacture_convert.output.storage import Output
 from reacture_convert.read.resume import ResumeState
-from reacture_convert.read.torch import EpochLoader, to_pytorch_dataloader
+from reacture_convert.read.torch import (
+    ChunkBatchSampler,
+    EpochLoader,
+    FrameDataset,
+    to_pytorch_dataloader,
+)
 from reacture_convert.run.batch import run_convert
 from reacture_convert.run.convert import ConvertOptions
 from reacture_convert.testing.synth import BundleSpec, write_bundle
@@ -134,6 +139,40 @@ def test_zarr_resumes_on_another_number_of_ranks(out: Path) -> None:
     one.load_state_dict(states[0])
     rest = keys(one)
     assert sorted(firsts + rest) == sorted(whole)
+
+
+def shard_map_loader(out: Path, rank: int, world_size: int) -> EpochLoader:
+    """Random access over the shards (no windows: it takes none), planned as the Zarr sampler
+    plans: the order depends on the seed and the epoch only."""
+    ds = FrameDataset(out, source="wds")
+    sampler = ChunkBatchSampler(ds, BATCH, shuffle=True, seed=7, rank=rank, world_size=world_size)
+    return EpochLoader(ds, batch_size=None, sampler=sampler, collate_fn=lambda b: b)
+
+
+def test_random_access_shards_resume_on_another_number_of_ranks(out: Path) -> None:
+    """Shards read at random (``FrameDataset(source="wds")``) resume as the Zarr reader does:
+    two ranks interrupted after 3 batches each, the job resumed on one rank, every sample of
+    the epoch exactly once; a Zarr state is refused there."""
+    whole = []
+    firsts, states = [], []
+    for rank in range(2):
+        full = shard_map_loader(out, rank, 2)
+        full.set_epoch(3)
+        whole += keys(full)
+        first = shard_map_loader(out, rank, 2)
+        first.set_epoch(3)
+        it = iter(first)
+        firsts += keys(take(it, 3))
+        states.append(pickle.loads(pickle.dumps(first.state_dict())))
+        del it
+    one = shard_map_loader(out, 0, 1)
+    one.load_state_dict(states[0])
+    rest = keys(one)
+    assert len(firsts + rest) == len(whole)
+    assert sorted(firsts + rest) == sorted(whole)
+    zarr = dict(states[0], source="zarr")
+    with pytest.raises(ConfigError, match="source: state 'zarr', loader 'wds-map'"):
+        shard_map_loader(out, 0, 1).load_state_dict(zarr)
 
 
 def test_zarr_ranks_resume_on_as_many_ranks_in_order(out: Path) -> None:

@@ -27,6 +27,7 @@ __all__ = [
     "member_header",
     "member_size",
     "padding",
+    "sample_spans",
     "tar_size",
 ]
 
@@ -193,6 +194,32 @@ def _safe(name: str, label: str, at: int) -> str:
     return name
 
 
+def _next_header(stream: IO[bytes], label: str, offset: int) -> tuple[bytes, bytes, int] | None:
+    """``(type, name, size)`` of the header at ``offset`` (read from ``stream``), or None at
+    the archive's end (a zero block or the end of the stream)."""
+    header = stream.read(BLOCK)
+    if not header or header == _ZEROS[:BLOCK]:
+        return None
+    if len(header) != BLOCK:
+        raise OutputError(f"{label}: ends inside a tar header at byte {offset}")
+    stored = _number(header[148:156], label, offset)
+    if stored != sum(header[:148]) + 256 + sum(header[156:]):
+        raise OutputError(
+            f"{label}: the tar header at byte {offset} fails its checksum; the tar is "
+            "damaged (write it again)"
+        )
+    size = _number(header[124:136], label, offset)
+    if size < 0:
+        raise OutputError(
+            f"{label}: the tar header at byte {offset} declares a negative size; the tar "
+            "is damaged (write it again)"
+        )
+    name = _field(header[0:100])
+    if header[257:262] == b"ustar" and header[345:346] != b"\0":
+        name = _field(header[345:500]) + b"/" + name
+    return header[156:157], name, size
+
+
 def iter_tar_members(stream: IO[bytes], label: str) -> Iterator[tuple[str, bytes]]:
     """``(name, data)`` of each regular file of the tar on ``stream``, read forward once.
 
@@ -206,27 +233,10 @@ def iter_tar_members(stream: IO[bytes], label: str) -> Iterator[tuple[str, bytes
     offset = 0
     long_name: str | None = None
     while True:
-        header = stream.read(BLOCK)
-        if not header or header == _ZEROS[:BLOCK]:
+        parsed = _next_header(stream, label, offset)
+        if parsed is None:
             return
-        if len(header) != BLOCK:
-            raise OutputError(f"{label}: ends inside a tar header at byte {offset}")
-        stored = _number(header[148:156], label, offset)
-        if stored != sum(header[:148]) + 256 + sum(header[156:]):
-            raise OutputError(
-                f"{label}: the tar header at byte {offset} fails its checksum; the tar is "
-                "damaged (write it again)"
-            )
-        size = _number(header[124:136], label, offset)
-        if size < 0:
-            raise OutputError(
-                f"{label}: the tar header at byte {offset} declares a negative size; the tar "
-                "is damaged (write it again)"
-            )
-        kind = header[156:157]
-        name = _field(header[0:100])
-        if header[257:262] == b"ustar" and header[345:346] != b"\0":
-            name = _field(header[345:500]) + b"/" + name
+        kind, name, size = parsed
         at = offset
         offset += BLOCK
         data_span = size + -size % BLOCK
@@ -273,3 +283,52 @@ def iter_tar_samples(stream: IO[bytes], label: str) -> Iterator[tuple[str, dict[
         members[ext] = data
     if key is not None:
         yield key, members
+
+
+def sample_spans(stream: IO[bytes], label: str) -> list[tuple[str, int, int]]:
+    """``(key, start, end)`` of each sample of the tar on ``stream``: the bytes ``[start,
+    end)`` hold its members (headers, any long-name records before them, data and padding),
+    so reading just them and passing them to ``iter_tar_samples`` gives that sample alone.
+
+    Only the headers are read: the data is skipped with ``seek`` on a seekable stream (a
+    local file: one small read per member), else read and dropped. Samples are grouped as
+    ``iter_tar_samples`` groups them, and the same damages raise OutputError."""
+    seekable = stream.seekable()
+    spans: list[tuple[str, int, int]] = []
+    offset = 0
+    first: int | None = None  # where the records of the next regular member began
+    long_name: str | None = None
+    while True:
+        parsed = _next_header(stream, label, offset)
+        if parsed is None:
+            return spans
+        kind, name, size = parsed
+        at = offset
+        first = at if first is None else first
+        span = size + -size % BLOCK
+        shown = name.decode("utf-8", errors="backslashreplace")
+        what = f"member {shown!r} (header at byte {at})"
+        offset += BLOCK + span
+        if kind in (b"L", b"x"):
+            data = _read_exact(stream, size, label, what)
+            _skip(stream, span - size, label, what)
+            if kind == b"L":
+                long_name = _field(data).decode("utf-8", errors="surrogateescape")
+            else:
+                long_name = _pax_path(data, f"{label}: {what}") or long_name
+            continue
+        if seekable:
+            stream.seek(span, 1)
+        else:
+            _skip(stream, span, label, what)
+        if kind not in (b"0", b"\0", b"7"):
+            long_name = None
+            continue
+        text = _safe(long_name or name.decode("utf-8", errors="surrogateescape"), label, at)
+        long_name = None
+        key = text.rpartition(".")[0]
+        if spans and spans[-1][0] == key:
+            spans[-1] = (key, spans[-1][1], offset)
+        else:
+            spans.append((key, first, offset))
+        first = None

@@ -20,9 +20,21 @@ the fields the labels use). Frames are copied once, into the batch.
 ``history`` samples before its range and the ``horizon`` after it (context it does not hand
 out), so its verdicts are those the Zarr reader reaches over whole sessions.
 
-**Shuffling** (``shuffle=True``): without windows the shard order is a permutation seeded by the
-seed and the epoch, the same for every consumer; each consumer then passes its samples through a
-``buffer``-sample shuffle buffer.
+**Shuffling** (``shuffle=True``, without windows) is the Zarr reader's chunk-aware shuffle
+(``plan.epoch_order``) with *runs* for chunks: the samples laid end to end are cut into runs of
+``shuffling.run`` consecutive samples of one shard, the runs are put in an order seeded by the
+seed and the epoch, and the samples of each ``shuffling.runs`` consecutive runs of that order
+are mixed. The epoch's order depends on the seed and the epoch only; consumers take equal
+contiguous slices of it. A consumer reads each run it needs with one ranged read of the run's
+bytes (a run of 32 samples: about 1.6 MB, read forward), found through the shard's table of
+sample offsets (``sample_spans``: its tar headers, read once per shard and process, and kept
+in the disk cache when there is one). With windows, the shards are read in order and each
+consumer passes its samples through a ``buffer``-sample shuffle buffer.
+
+**Random access** (``source[i]``, ``source.fetch(ids)``, ``len(source)``): sample ``i`` of the
+selected sessions' samples in shard order, through the same offsets (consecutive samples are
+read together). It needs the dataset's alignment tables to know blank frames (or
+``skip_blank=False``), and no windows.
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ import json
 import random
 import shutil
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from typing import IO, Any, Final, TypeVar, cast
 
 import numpy as np
@@ -40,8 +53,11 @@ import numpy.typing as npt
 from reacture_convert.errors import ConfigError, OutputError
 from reacture_convert.formats.wds import INDEX, WdsIndex, iter_tar_samples, shuffle_buffer
 from reacture_convert.formats.wds.encodings import decode_image
+from reacture_convert.formats.wds.tar import sample_spans
+from reacture_convert.ingest.members import read_bounded
 from reacture_convert.ingest.npy import npy_bytes
 from reacture_convert.output.catalog import CATALOG
+from reacture_convert.output.fetch import pool
 from reacture_convert.output.layout import frames_table_path
 from reacture_convert.output.storage import Output
 from reacture_convert.read.batch import (
@@ -53,10 +69,12 @@ from reacture_convert.read.batch import (
     label_table,
     numpy_buffers,
     put_frame,
+    unbatch,
 )
 from reacture_convert.read.cache import ByteCache, CacheOptions
 from reacture_convert.read.labels import FrameLabels, SampleJson, decode_sample_json
 from reacture_convert.read.options import Layout, ReadOptions, ShuffleOptions
+from reacture_convert.read.plan import epoch_order, rank_batches
 from reacture_convert.read.session import OutLike, as_output, read_table
 from reacture_convert.read.sources.base import log_skips
 from reacture_convert.read.splits import select_sessions
@@ -64,9 +82,13 @@ from reacture_convert.read.windows import Item, StreamJudge, judge
 
 __all__ = ["ShardSource", "consumer_range", "decode_frame", "read_index_at"]
 
+
 _FRAME_BYTES: Final = int(np.prod(FRAME_SHAPE))
 _NPY_HEADER: Final = npy_bytes(np.zeros(FRAME_SHAPE, np.uint8))[:-_FRAME_BYTES]
+I64 = npt.NDArray[np.int64]
 Payload = tuple[npt.NDArray[np.uint8], SampleJson]
+Span = tuple[str, int, int]  # a sample's key and its bytes [start, end) in its shard
+Members = tuple[str, dict[str, bytes]]
 Window = tuple[Sequence[Item[Payload]], Sequence[Item[Payload]]]
 B = TypeVar("B")
 
@@ -163,11 +185,21 @@ class ShardSource:
         counts = _counts_from_tables(out, self.sessions, options)
         self.skipped_blank: int | None = counts[0] if counts else None
         self.dropped_windows: int | None = counts[1] if counts else None
+        self._blanks: dict[str, frozenset[int]] | None = counts[2] if counts else None
         if counts:
             log_skips(base, options, counts[0], counts[1], self.total_frames)
+        self._local = out.is_local
+        sizes = np.array([s.samples for s in self.index.shards], dtype=np.int64)
+        self._starts: I64 = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self._spans: dict[int, list[Span]] = {}
+        self._kept: I64 | None = None
+        self._mask: npt.NDArray[np.bool_] | None = None
 
     def __len__(self) -> int:
-        """The samples of an epoch over all consumers (known only with alignment tables)."""
+        """The samples of an epoch over all consumers (known with alignment tables, or when
+        nothing is left out: ``skip_blank=False`` and no windows)."""
+        if not self.options.skip_blank and not self.options.windowed:
+            return self.total_frames
         if self.skipped_blank is None or self.dropped_windows is None:
             raise TypeError(
                 "the number of samples is not known before reading: this dataset has shards "
@@ -176,11 +208,21 @@ class ShardSource:
         return self.total_frames - self.skipped_blank - self.dropped_windows
 
     # --- streaming --------------------------------------------------------------------------------
-    def shard_order(self, shuffle: bool, seed: int, epoch: int) -> list[int]:
-        order = list(range(len(self.urls)))
-        if shuffle and not self.options.windowed:
-            random.Random(f"shards-{seed}-{epoch}").shuffle(order)
-        return order
+    def run_of(self) -> I64:
+        """Each sample's run (the samples laid end to end in index order): ``shuffling.run``
+        consecutive samples of one shard, numbered over all shards."""
+        run = self.shuffling.run
+        sizes = np.diff(self._starts)
+        first = np.concatenate([[0], np.cumsum(-(-sizes // run))[:-1]]).astype(np.int64)
+        shard = np.repeat(np.arange(sizes.shape[0]), sizes)
+        j = np.arange(self._starts[-1], dtype=np.int64) - self._starts[shard]
+        runs: I64 = first[shard] + j // run
+        return runs
+
+    def epoch_positions(self, seed: int, epoch: int) -> I64:
+        """Every sample's position (shards laid end to end in index order) in the order of
+        shuffled epoch ``epoch``: a function of ``seed``, ``epoch`` and ``shuffling`` only."""
+        return epoch_order(self.run_of(), True, seed, epoch, self.shuffling.runs)
 
     def iter_windows(
         self,
@@ -191,21 +233,23 @@ class ShardSource:
         seed: int = 0,
         epoch: int = 0,
     ) -> Iterator[Window]:
-        """Consumer ``consumer``'s kept samples, each as ``(history, horizon)`` items (shuffled
-        through a ``shuffling.buffer``-sample buffer with ``shuffle``)."""
-        total = sum(s.samples for s in self.index.shards)
+        """Consumer ``consumer``'s kept samples, each as ``(history, horizon)`` items: its
+        slice of the epoch (see the module doc for how ``shuffle`` mixes)."""
+        total = int(self._starts[-1])
         lo, hi = consumer_range(total, consumer, consumers)
+        where = f"{self._folder()} (consumer {consumer} of {consumers})"
+        if shuffle and not self.options.windowed:
+            return self._mixed(self.epoch_positions(seed, epoch)[lo:hi], where)
         k, h = self.options.history, self.options.horizon
         start, stop = max(0, lo - k), min(total, hi + h)
         judged = StreamJudge[Payload](self.options)
-        order = self.shard_order(shuffle, seed, epoch)
+        order = range(len(self.urls))
 
         def windows() -> Iterator[Window]:
             for item in self._items(order, start, stop, lo, hi):
                 yield from judged.push(item)
             yield from judged.finish()
             if self.skipped_blank is None:
-                where = f"{self.urls[0].rsplit('/', 1)[0]} (consumer {consumer} of {consumers})"
                 log_skips(where, self.options, judged.skipped, judged.dropped, hi - lo)
 
         if not shuffle:
@@ -261,7 +305,6 @@ class ShardSource:
         """The samples at positions ``[start, stop)`` of the shards laid end to end in
         ``order``, of the selected sessions; those in ``[lo, hi)`` are own."""
         at = 0
-        encoding = self.index.encoding
         for shard in order:
             n = self.index.shards[shard].samples
             if at + n <= start or at >= stop:
@@ -275,23 +318,275 @@ class ShardSource:
                         break
                     if p < start or key.partition("/")[0] not in self._selected:
                         continue
-                    where = f"{url}: sample {key!r}"
-                    if "json" not in members:
-                        raise OutputError(
-                            f"{where} lacks its .json member; convert again (or check the "
-                            "shard against index.json: reacture-convert verify)"
-                        )
-                    meta = decode_sample_json(members["json"], where)
-                    frame = decode_frame(members, encoding, where)
-                    yield Item(
-                        meta.session,
-                        int(meta.frame_index),
-                        meta.timestamp_ms,
-                        not frame.any(),
-                        lo <= p < hi,
-                        (frame, meta),
-                    )
+                    yield self._item(key, members, url, lo <= p < hi)
             at += n
+
+    def _item(self, key: str, members: dict[str, bytes], url: str, own: bool) -> Item[Payload]:
+        """The item of sample ``key`` of shard ``url`` (its ``.json`` and picture decoded)."""
+        where = f"{url}: sample {key!r}"
+        if "json" not in members:
+            raise OutputError(
+                f"{where} lacks its .json member; convert again (or check the "
+                "shard against index.json: reacture-convert verify)"
+            )
+        meta = decode_sample_json(members["json"], where)
+        frame = decode_frame(members, self.index.encoding, where)
+        return Item(
+            meta.session,
+            int(meta.frame_index),
+            meta.timestamp_ms,
+            not frame.any(),
+            own,
+            (frame, meta),
+        )
+
+    def _mixed(self, order: I64, where: str) -> Iterator[Window]:
+        """The samples at positions ``order`` (a consumer's slice of a shuffled epoch), in that
+        order: each run read once, when its first sample is due, together with the other runs
+        due within ``shuffling.buffer`` samples; a run is let go once its samples are out.
+        With some sessions only, the others' samples are left out before reading."""
+        if len(self._selected) < len(self.index.sessions):
+            order = order[self._chosen()[order]]
+        shard_of = np.searchsorted(self._starts, order, side="right") - 1
+        j_of = order - self._starts[shard_of]
+        runs, which, left = np.unique(self.run_of()[order], return_inverse=True, return_counts=True)
+        first = np.full(runs.shape[0], np.iinfo(np.int64).max, dtype=np.int64)
+        last = np.full(runs.shape[0], -1, dtype=np.int64)
+        np.minimum.at(first, which, j_of)
+        np.maximum.at(last, which, j_of)
+        run_shard = np.empty(runs.shape[0], dtype=np.int64)
+        run_shard[which] = shard_of
+        wanted = list(zip(run_shard.tolist(), first.tolist(), last.tolist(), strict=True))
+        counts, which_l, j_l = left.tolist(), which.tolist(), j_of.tolist()
+        ahead = self.shuffling.buffer
+        held: dict[int, dict[int, Members]] = {}
+        pending: dict[int, Future[dict[int, Members]]] = {}
+        remote = not self._local and self.cache is None
+
+        def request(runs: Sequence[int]) -> None:
+            new = [x for x in dict.fromkeys(runs) if x not in held and x not in pending]
+            for shard in dict.fromkeys(wanted[x][0] for x in new):
+                self.spans(shard)
+            for x in new:
+                pending[x] = pool().submit(self._read_run, wanted[x])
+
+        skipped = 0
+        for i, (r, j) in enumerate(zip(which_l, j_l, strict=True)):
+            if r not in held and not remote:
+                due = list(dict.fromkeys(x for x in which_l[i : i + ahead] if x not in held))
+                for rr, got in zip(due, self._read_runs([wanted[x] for x in due]), strict=True):
+                    held[rr] = got
+            elif r not in held:
+                # the runs due now, then the next buffer's: in flight while these are handed out
+                request(which_l[i : i + ahead])
+                request(which_l[i + ahead : i + 2 * ahead])
+                held[r] = pending.pop(r).result()
+            key, members = held[r][j]
+            counts[r] -= 1
+            if not counts[r]:
+                del held[r]
+            if key.partition("/")[0] not in self._selected:
+                continue
+            item = self._item(key, members, self.urls[wanted[r][0]], True)
+            if item.blank and self.options.skip_blank:
+                skipped += 1
+                continue
+            yield [item], [item]
+        if self.skipped_blank is None:
+            log_skips(where, self.options, skipped, 0, order.shape[0])
+
+    def _chosen(self) -> npt.NDArray[np.bool_]:
+        """Whether each sample (shards laid end to end) is of a selected session."""
+        if self._mask is not None:
+            return self._mask
+        self.scan()
+        self._mask = np.array(
+            [
+                key.partition("/")[0] in self._selected
+                for shard in range(len(self.urls))
+                for key, _, _ in self._spans[shard]
+            ],
+            dtype=bool,
+        )
+        return self._mask
+
+    # --- offsets and ranged reads -----------------------------------------------------------------
+    def spans(self, shard: int) -> list[Span]:
+        """Each sample's key and bytes ``[start, end)`` in shard ``shard`` (its tar headers,
+        read once per process; kept in the disk cache when there is one)."""
+        got = self._spans.get(shard)
+        if got is not None:
+            return got
+        info = self.index.shards[shard]
+        key = f"wds-spans|{info.sha256}"
+        raw = self.cache.get(key) if self.cache is not None else None
+        if raw is not None:
+            got = [(str(k), int(a), int(b)) for k, a, b in json.loads(raw)]
+        else:
+            with self._open(shard) as f:
+                got = sample_spans(f, self.urls[shard])
+            if self.cache is not None:
+                self.cache.put(key, json.dumps(got).encode())
+        if len(got) != info.samples:
+            raise OutputError(
+                f"{self.urls[shard]}: holds {len(got)} sample(s), index.json says "
+                f"{info.samples}; check the shards against index.json (reacture-convert verify)"
+            )
+        self._spans[shard] = got
+        return got
+
+    def scan(self) -> None:
+        """Learn every shard's sample offsets now (``spans``), from an object store several
+        shards at once: a loader calls it before it starts its workers, so that they inherit
+        the offsets instead of each reading every shard's headers itself."""
+        todo = [s for s in range(len(self.urls)) if s not in self._spans]
+        if self._local or self.cache is not None or len(todo) < 2:
+            for shard in todo:
+                self.spans(shard)
+        else:
+            list(pool().map(self.spans, todo))
+
+    def _read_runs(self, wanted: Sequence[tuple[int, int, int]]) -> list[dict[int, Members]]:
+        """The samples ``first..last`` of each ``(shard, first, last)`` of ``wanted`` by their
+        number in the shard, each range read with one ranged read (from an object store, the
+        ranges requested together)."""
+        for shard in dict.fromkeys(w[0] for w in wanted):
+            self.spans(shard)
+        if self._local or self.cache is not None or len(wanted) < 2:
+            return [self._read_run(w) for w in wanted]
+        return list(pool().map(self._read_run, wanted))
+
+    def _read_run(self, wanted: tuple[int, int, int]) -> dict[int, Members]:
+        """Samples ``first..last`` of ``(shard, first, last)`` (its spans known already)."""
+        shard, first, last = wanted
+        spans = self._spans[shard]
+        data = self._read_range(shard, spans[first][1], spans[last][2])
+        got = dict(enumerate(iter_tar_samples(io.BytesIO(data), self.urls[shard]), first))
+        if len(got) != last + 1 - first or got[last][0] != spans[last][0]:
+            raise OutputError(
+                f"{self.urls[shard]}: samples {first}..{last} are not where its tar "
+                "headers put them; the shard changed while it was read (read it again)"
+            )
+        return got
+
+    def _read_range(self, shard: int, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of shard ``shard`` (from the cache when there is one)."""
+        if self.cache is None and not self._local:
+            folder, path = self._place(shard)
+            data: bytes = folder.fs.cat_file(path, start=start, end=end)
+            return data
+        with self._open(shard) as f:
+            f.seek(start)
+            return read_bounded(f, end - start)
+
+    # --- random access ----------------------------------------------------------------------------
+    def kept_positions(self) -> I64:
+        """The positions (shards laid end to end) of the samples ``source[i]`` reads: the
+        selected sessions' samples, blank frames left out with ``skip_blank``."""
+        if self._kept is not None:
+            return self._kept
+        where = self._folder()
+        if self.options.windowed:
+            raise ConfigError(
+                f"{where}: random access over shards takes no history/horizon windows; read "
+                "the Zarr sessions (source='zarr') or stream the shards"
+            )
+        blanks = self._blanks
+        if self.options.skip_blank and blanks is None:
+            raise ConfigError(
+                f"{where}: random access over shards needs the alignment tables to know blank "
+                "frames (convert with --format zarr,wds), or pass skip_blank=False"
+            )
+        keep: list[int] = []
+        p = 0
+        for shard in range(len(self.urls)):
+            for key, _, _ in self.spans(shard):
+                session, _, frame = key.partition("/")
+                if session in self._selected and not (
+                    blanks is not None
+                    and self.options.skip_blank
+                    and int(frame.rpartition("/")[2]) in blanks[session]
+                ):
+                    keep.append(p)
+                p += 1
+        self._kept = np.array(keep, dtype=np.int64)
+        return self._kept
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        """Sample ``index`` as NumPy values (the ``[j]`` of a one-sample batch)."""
+        return next(unbatch(self.fetch([index])))
+
+    def locate(self, index: int) -> tuple[str, int]:
+        """``(session, frame_index)`` of sample ``index`` (negative counts back)."""
+        (p,) = self._positions([index]).tolist()
+        shard = int(np.searchsorted(self._starts, p, side="right")) - 1
+        key = self.spans(shard)[p - int(self._starts[shard])][0]
+        return key.partition("/")[0], int(key.rpartition("/")[2])
+
+    def fetch(
+        self, ids: Sequence[int] | npt.NDArray[np.integer], buffers: MakeBuffers = numpy_buffers
+    ) -> Batch:
+        """The batch of samples ``ids`` (``batch`` describes it), written into ``buffers``:
+        consecutive samples of a shard read with one ranged read."""
+        positions = self._positions(ids)
+        need = np.unique(positions)
+        shard = np.searchsorted(self._starts, need, side="right") - 1
+        j = need - self._starts[shard]
+        cut = np.flatnonzero((np.diff(need) != 1) | (np.diff(shard) != 0)) + 1
+        heads, tails = np.concatenate([[0], cut]), np.concatenate([cut, [need.shape[0]]]) - 1
+        wanted = list(zip(shard[heads].tolist(), j[heads].tolist(), j[tails].tolist(), strict=True))
+        got: dict[int, Members] = {}
+        for (s, _, _), run in zip(wanted, self._read_runs(wanted), strict=True):
+            got.update((int(self._starts[s]) + jj, m) for jj, m in run.items())
+        items = []
+        for p in positions.tolist():
+            key, members = got[p]
+            s = int(np.searchsorted(self._starts, p, side="right")) - 1
+            items.append(self._item(key, members, self.urls[s], True))
+        return self.build([([x], [x]) for x in items], buffers)
+
+    def chunk_of(self) -> I64:
+        """Each sample's run (what a shuffled plan groups, as the Zarr reader's chunks)."""
+        runs: I64 = self.run_of()[self.kept_positions()]
+        return runs
+
+    def epoch_batches(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
+        epoch: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = False,
+        workers: int = 1,
+        window: int | None = None,
+    ) -> list[I64]:
+        """The sample ids of each batch of this rank's share of an epoch, as
+        ``ZarrSource.epoch_batches`` plans them, with runs for chunks (``window`` runs mixed,
+        default ``shuffling.runs``): the random-access way to read shards."""
+        mix = self.shuffling.runs if window is None else window
+        order = epoch_order(self.chunk_of(), shuffle, seed, epoch, mix)
+        return rank_batches(
+            order,
+            batch_size,
+            shuffle=shuffle,
+            rank=rank,
+            world_size=world_size,
+            drop_last=drop_last,
+            workers=workers,
+        )
+
+    def _positions(self, ids: Sequence[int] | npt.NDArray[np.integer]) -> I64:
+        kept = self.kept_positions()
+        picked = np.asarray(ids, dtype=np.int64).reshape(-1)
+        n = kept.shape[0]
+        if picked.size and (picked.min() < -n or picked.max() >= n):
+            bad = picked[(picked < -n) | (picked >= n)][0]
+            raise IndexError(f"index {int(bad)} out of range for {n} samples")
+        positions: I64 = kept[picked % n] if n else picked
+        return positions
 
     def _open(self, shard: int) -> IO[bytes]:
         """Shard ``shard`` to read forward: from the cache when there is one (filled first),
@@ -306,10 +601,18 @@ class ShardSource:
         key = f"wds-shard|{self.index.shards[shard].sha256}"
         return open(self.cache.file(key, fill), "rb")
 
+    def _folder(self) -> str:
+        """Where the shards are (for messages)."""
+        return self.urls[0].rsplit("/", 1)[0] if self.urls else "the shard set"
+
     def _fetch(self, shard: int) -> IO[bytes]:
-        folder = Output(self.urls[shard].rsplit("/", 1)[0], self.storage_options)
-        path = folder.path(self.urls[shard].rsplit("/", 1)[1])
+        folder, path = self._place(shard)
         return folder.open_read(path, self.index.shards[shard].bytes)
+
+    def _place(self, shard: int) -> tuple[Output, str]:
+        """The folder of shard ``shard`` and its path there."""
+        folder = Output(self.urls[shard].rsplit("/", 1)[0], self.storage_options)
+        return folder, folder.path(self.urls[shard].rsplit("/", 1)[1])
 
 
 _COPY_PIECE: Final = 16 << 20
@@ -317,12 +620,14 @@ _COPY_PIECE: Final = 16 << 20
 
 def _counts_from_tables(
     out: Output, sessions: Sequence[str], options: ReadOptions
-) -> tuple[int, int] | None:
+) -> tuple[int, int, dict[str, frozenset[int]]] | None:
     """What blank skipping and windows leave out, from the alignment tables (the same
-    ``judge`` the stream applies), or None when the dataset has none."""
+    ``judge`` the stream applies), and each session's blank frames; None when the dataset has
+    no tables."""
     if out.url.rstrip("/").endswith(".json") or not out.exists(CATALOG):
         return None
     skipped = dropped = 0
+    blanks: dict[str, frozenset[int]] = {}
     for name in sessions:
         if not out.exists(frames_table_path(name)):
             return None
@@ -335,4 +640,6 @@ def _counts_from_tables(
         )
         skipped += int(verdict.skipped.sum())
         dropped += int(verdict.dropped.sum())
-    return skipped, dropped
+        blank = table["blank"].to_numpy(zero_copy_only=False).astype(bool)
+        blanks[name] = frozenset(table["frame_index"].to_numpy()[blank].tolist())
+    return skipped, dropped, blanks
