@@ -25,7 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.helpers.s3
 
 DELAY = 0.030
 UPLOADS = 16  # files at once in the workaround
-FORMATS = (("9a", "zarr"), ("9b", "wds"))
+# key, label, the format's options: sharded Zarr (``--shard-frames``) is a few objects in all
+CASES = (
+    ("9a", "zarr", ("--format", "zarr")),
+    ("9b", "wds", ("--format", "wds")),
+    ("9c", "zarr-sharded", ("--format", "zarr", "--shard-frames", "1024")),
+)
 TARGET_WORKAROUND = 1.0
 TARGET_LOCAL = 1.2
 
@@ -43,7 +48,7 @@ def measure_upload(b: Bench) -> list[Row]:
             flush=True,
         )
     rows = []
-    for key, fmt in FORMATS:
+    for key, fmt, options in CASES:
         direct = Stat.of(run[f"{fmt}_direct_s"] for run in runs)
         local = Stat.of(run[f"{fmt}_local_s"] for run in runs)
         workaround = [run[f"{fmt}_local_s"] + run[f"{fmt}_upload_s"] for run in runs]
@@ -53,7 +58,7 @@ def measure_upload(b: Bench) -> list[Row]:
         rows.append(
             Row(
                 key,
-                f"convert --format {fmt} --out s3://..., {minutes(b.sizes.session)}",
+                f"convert {' '.join(options)} --out s3://..., {minutes(b.sizes.session)}",
                 direct.fmt("s"),
                 f"convert locally + s3fs upload ({UPLOADS} at once): "
                 f"{Stat.of(workaround).fmt('s')}; local convert: {local.fmt('s')}",
@@ -71,7 +76,8 @@ def measure_upload(b: Bench) -> list[Row]:
                     f"({first[f'{fmt}_files']:,.0f} files, {first[f'{fmt}_mb']:,.1f} MB); "
                     f"most requests in flight at once: {first[f'{fmt}_direct_peak']:,.0f}; "
                     f"peak RSS straight to the bucket "
-                    f"{max(run[f'{fmt}_direct_rss_mb'] for run in runs):,.0f} MB",
+                    f"{max(run[f'{fmt}_direct_rss_mb'] for run in runs):,.0f} MB (to local disk "
+                    f"{max(run[f'{fmt}_local_rss_mb'] for run in runs):,.0f} MB)",
                 ],
                 {
                     "direct_s": list(direct.samples),
@@ -79,7 +85,9 @@ def measure_upload(b: Bench) -> list[Row]:
                     "workaround_s": workaround,
                     "vs_workaround": vs_work.median,
                     "vs_local": vs_local.median,
-                    "runs": [{k: v for k, v in run.items() if k.startswith(fmt)} for run in runs],
+                    "runs": [
+                        {k: v for k, v in run.items() if k.startswith(f"{fmt}_")} for run in runs
+                    ],
                 },
             )
         )
@@ -116,10 +124,12 @@ def child_upload(src: str, work: str, cli: str, rep: str) -> dict[str, Any]:
             options = {"client_kwargs": {"endpoint_url": proxy.url}}
             fs = s3fs.S3FileSystem(skip_instance_cache=True, **options)
             endpoint = ["--storage-option", f"client_kwargs.endpoint_url={proxy.url}"]
-            for fmt in ("zarr", "wds"):
-                convert = [cli, "convert", src, "--format", fmt, "--quiet", "--out"]
+            for _, fmt, options in CASES:
+                convert = [cli, "convert", src, *options, "--quiet", "--out"]
                 local = Path(tmp) / f"local-{fmt}"
-                result[f"{fmt}_local_s"], _ = _timed([*convert, str(local)])
+                result[f"{fmt}_local_s"], result[f"{fmt}_local_rss_mb"] = _timed(
+                    [*convert, str(local)]
+                )
                 files = [p for p in local.rglob("*") if p.is_file()]
                 result[f"{fmt}_files"] = len(files)
                 result[f"{fmt}_mb"] = du(local) / 1e6

@@ -14,7 +14,7 @@ session before its task returns), so nothing is taken as written before it is. `
 without raising (before a staging folder is deleted). Synchronous filesystems are written
 in the caller's thread, as before.
 
-Tuning: ``REACTURE_UPLOAD_MB`` (bytes in flight, default 128 MiB) and
+Tuning: ``REACTURE_UPLOAD_MB`` (bytes in flight, default 64 MiB) and
 ``REACTURE_UPLOAD_REQUESTS`` (requests in flight, default 32), read once per process.
 """
 
@@ -50,9 +50,9 @@ def _setting(name: str, default: int) -> int:
         return default
 
 
-UPLOAD_BYTES = _setting("REACTURE_UPLOAD_MB", 128) << 20
+UPLOAD_BYTES = _setting("REACTURE_UPLOAD_MB", 64) << 20
 UPLOAD_REQUESTS = _setting("REACTURE_UPLOAD_REQUESTS", 32)
-PART_BYTES = 16 << 20  # a multipart upload's parts (S3: at least 5 MiB but the last)
+PART_BYTES = 8 << 20  # a multipart upload's parts (S3: at least 5 MiB but the last)
 
 
 class _Budget:
