@@ -11,7 +11,6 @@ deleted (untimed) before the next.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import tempfile
 import time
@@ -19,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness import Bench, Row, Stat, du, minutes, paired_ratio
+from harness import Bench, Row, Stat, du, minutes, paired_ratio, run_child
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.helpers.s3 (moto)
 
@@ -95,20 +94,11 @@ def measure_upload(b: Bench) -> list[Row]:
 
 
 def _timed(cmd: list[str]) -> tuple[float, float]:
-    """Seconds and peak RSS (MB) of ``cmd`` run to completion (it must succeed)."""
-    import os
-
-    with tempfile.TemporaryFile() as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        took = time.perf_counter() - t0
-        proc.returncode = code = os.waitstatus_to_exitcode(status)
-        if code != 0:
-            err.seek(0)
-            said = err.read().decode(errors="replace")[-2000:]
-            raise RuntimeError(f"{' '.join(cmd)} exited {code}: {said}")
-    return took, usage.ru_maxrss / 1024
+    """Seconds and peak RSS (MB) of ``cmd`` run to completion (it must succeed), through the
+    harness's small runner (this process holds a whole upload's bytes at times: a child forked
+    from it directly would report that peak as its own)."""
+    run = run_child(cmd, flush=False)
+    return run.seconds, run.max_rss_mb
 
 
 def child_upload(src: str, work: str, cli: str, rep: str) -> dict[str, Any]:
