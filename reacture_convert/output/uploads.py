@@ -21,6 +21,7 @@ Tuning: ``REACTURE_UPLOAD_MB`` (bytes in flight, default 64 MiB) and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import threading
@@ -293,7 +294,8 @@ class Upload:
             try:
                 done = await asyncio.gather(*(asyncio.wrap_future(p) for p in parts))
             except BaseException:
-                await call("abort_multipart_upload", **args)
+                with contextlib.suppress(Exception):  # (the part's failure is the one to say)
+                    await call("abort_multipart_upload", **args)
                 raise
             await call("complete_multipart_upload", MultipartUpload={"Parts": done}, **args)
             fs.invalidate_cache(path)
