@@ -21,7 +21,10 @@ processes they run (``CHILD_MODES``); ``harness`` holds what they share:
   catalog rows (time and peak memory);
 - ``cloud``: 8. training read from an object store (moto's S3 server behind a proxy adding 30 ms
   per request): frames/s against the same reader on local disk, without and with the local
-  cache, and the requests and bytes of an epoch.
+  cache, and the requests and bytes of an epoch;
+- ``upload``: 9. ``convert --out s3://...`` (same server and proxy) of the 10-minute session,
+  Zarr and shards, against converting to local disk and then uploading with s3fs (16 at once),
+  and against the local convert alone; requests and bytes sent.
 
 Bundles come from ``reacture_convert.testing.synth`` (the real exporter's file format; game-like
 frames whose zstd ratio is printed next to the real variant recording's), at 100 ms a frame,
@@ -58,6 +61,7 @@ import memory  # noqa: E402
 import readers  # noqa: E402
 import rows  # noqa: E402
 import scale  # noqa: E402
+import upload  # noqa: E402
 from harness import (  # noqa: E402
     TARGETS,
     Bench,
@@ -68,7 +72,7 @@ from harness import (  # noqa: E402
     render,
 )
 
-GROUPS = (convert, rows, memory, scale, readers, batch_scale, cloud)
+GROUPS = (convert, rows, memory, scale, readers, batch_scale, cloud, upload)
 MEASUREMENTS: dict[str, Callable[[Bench], list[Row]]] = {
     key: fn for group in GROUPS for key, fn in group.MEASUREMENTS.items()
 }

@@ -7,9 +7,11 @@
   (``sync_staged``, in the worker, so sessions are made durable in parallel); the driver then
   moves each output into place with ``rename`` (atomic), replacing an older copy via a trash
   folder, and fsyncs the parent folders;
-- object stores (no rename): each object is copied to its final key, a Zarr group's root
-  ``zarr.json`` last (a reader sees no group until it exists); single-object Parquet files appear
-  atomically.
+- object stores (no rename): objects are written in the background, many at once within a
+  bounded budget (``uploads``), and settled (waited for, failures raised) by the task before it
+  returns (``sync_staged``); each is then copied to its final key server-side, many at once, a
+  Zarr group's root ``zarr.json`` last (a reader sees no group until it exists); single-object
+  Parquet files appear atomically.
 
 The catalog row is written after the commit, so a session that is in the catalog is complete;
 outputs without a catalog row are leftovers that the next run replaces. ``lock_output`` keeps two
@@ -46,9 +48,10 @@ from reacture_convert.errors import (
     storage_error,
     storage_errors,
 )
+from reacture_convert.output import uploads
 from reacture_convert.output.digests import HashingWriter, hash_local
 from reacture_convert.output.fetch import ReadAhead
-from reacture_convert.output.layout import LOCKED_WRITES, STAGING, TRASH
+from reacture_convert.output.layout import LOCKED_WRITES, STAGING, TRASH, staged_session_tar
 from reacture_convert.output.lease import LOCK, Lease, is_s3, put_object
 from reacture_convert.phases import reached
 
@@ -100,7 +103,12 @@ class Output:
         return self._resolve()[1]
 
     def _resolve(self) -> tuple[fsspec.AbstractFileSystem, str]:
-        fs, root = fsspec.core.url_to_fs(self.url, **dict(self.storage_options))
+        options = dict(self.storage_options)
+        if self.url.split("://", 1)[0] in ("s3", "s3a"):  # room for the uploads in flight
+            config = dict(options.get("config_kwargs") or {})
+            config.setdefault("max_pool_connections", uploads.UPLOAD_REQUESTS)
+            options["config_kwargs"] = config
+        fs, root = fsspec.core.url_to_fs(self.url, **options)
         return fs, root.rstrip("/")
 
     @property
@@ -183,6 +191,7 @@ class Output:
         several large requests in flight (``fetch.ReadAhead``)."""
         if self.is_local:
             return open(path, "rb")
+        uploads.settle(path)
         if size is None:
             opened: IO[bytes] = self.fs.open(path, "rb")
             return opened
@@ -190,7 +199,15 @@ class Output:
 
     def create(self, path: str) -> NewFile:
         """A new file at ``path``, written forward in pieces (see ``NewFile``)."""
-        return NewFile(path, None if self.is_local else self.fs.open(path, "wb"))
+        return NewFile(path, None if self.is_local else self._writer(path))
+
+    def _writer(self, path: str) -> IO[bytes]:
+        """A new object at ``path`` written forward: on S3 a background multipart upload
+        (``uploads.Upload``), elsewhere fsspec's file."""
+        if is_s3(self):
+            return uploads.Upload(self.fs, path)  # type: ignore[return-value]
+        opened: IO[bytes] = self.fs.open(path, "wb")
+        return opened
 
     def parquet_sink(self, path: str) -> tuple[IO[bytes] | None, str | IO[bytes]]:
         """Where a Parquet writer writes ``path``: ``(file to close after, destination)``;
@@ -198,7 +215,7 @@ class Output:
         hashes what goes through it (``written_digest``)."""
         if self.is_local:
             return None, path
-        f: Any = HashingWriter(self.fs.open(path, "wb"))
+        f: Any = HashingWriter(self._writer(path))
         return f, f
 
     def written_digest(self, path: str, file: IO[bytes] | None) -> tuple[int, str]:
@@ -216,13 +233,18 @@ class Output:
         if self.is_local:
             os.replace(src, dst)
         else:
-            self.fs.mv(src, dst)
+            uploads.settle(src)
+            uploads.copy_files(self.fs, [(src, dst)])
+            self.fs.rm(src)
+            self.fs.invalidate_cache(src.rsplit("/", 1)[0])
 
     def fsync(self, path: str, folder: bool = False) -> None:
         """Make a local file (or a folder's entries) durable; nothing on object stores (an
         object is durable once written)."""
         if self.is_local:
             fsync_path(path, folder)
+        else:
+            uploads.settle(path)
 
     def version(self, path: str) -> str | None:
         """The version (ETag) of an object, for a conditional replace; None locally.
@@ -249,6 +271,8 @@ class Output:
             for p in paths:
                 os.remove(p)
             return
+        for p in paths:
+            uploads.quiesce(p)
         self.fs.rm(paths)
         for folder in sorted({p.rsplit("/", 1)[0] for p in paths}):
             self.fs.invalidate_cache(folder)
@@ -265,6 +289,7 @@ class Output:
         an object store its objects are deleted."""
         path = self.path(rel)
         if not self.is_local:
+            uploads.quiesce(path)
             if self.fs.exists(path):
                 self.fs.rm(path, recursive=True)
                 self.fs.invalidate_cache(path.rsplit("/", 1)[0])
@@ -306,6 +331,8 @@ class Output:
     def clear_staging(self, session: str | None = None) -> None:
         """Drop leftovers of interrupted runs (call only while holding the lock)."""
         target = self.path(STAGING, session) if session else self.path(STAGING)
+        if not self.is_local:
+            uploads.quiesce(target)  # (a write still in flight would land after the delete)
         if self.fs.exists(target):
             self.fs.rm(target, recursive=True)
         if session is None and self.fs.exists(self.path(TRASH)):
@@ -322,6 +349,12 @@ class Output:
         if self.is_local:
             staged = self.staging(session)
             _fsync_all([p for part in parts for p in _tree(os.path.join(staged, part))])
+        else:  # every object written, or the failure that stops the run
+            uploads.settle(self.staging(session))
+            run, name = session.rsplit("/", 1) if "/" in session else ("", session)
+            tar = self.path(staged_session_tar(run or None, name))
+            uploads.settle(tar)
+            uploads.settle(tar.removesuffix(".tar") + "-", stem=True)  # its parts
 
     def commit(self, session: str, parts: list[str]) -> None:
         """Make the staged ``parts`` (paths relative to OUT) of ``session`` visible; they were
@@ -333,21 +366,32 @@ class Output:
                     reached("renaming", session.rsplit("/", 1)[-1])
                 _replace_local(os.path.join(staged, part), self.path(part), self.path(TRASH))
         else:
-            for part in parts:
-                self._copy_remote(f"{staged}/{part}", self.path(part))
+            uploads.settle(staged)
+            self._copy_remote([(f"{staged}/{part}", self.path(part)) for part in parts])
         self.fs.rm(staged, recursive=True)
 
-    def _copy_remote(self, src: str, dst: str) -> None:
+    def _copy_remote(self, parts: list[tuple[str, str]]) -> None:
+        """Copy each staged ``(src, dst)`` part (an object, or a folder of them) over its
+        destination, server-side and many objects at once; the root ``zarr.json`` of a group
+        is copied after everything else (a reader sees no group before it is complete)."""
         fs = self.fs
-        if fs.exists(dst):
-            fs.rm(dst, recursive=True)
-        if not fs.isdir(src):
-            fs.copy(src, dst)
-            return
-        files = sorted(fs.find(src))
-        root_meta = f"{src}/zarr.json"
-        for f in [f for f in files if f != root_meta] + [f for f in files if f == root_meta]:
-            fs.copy(f, dst + f[len(src) :])
+
+        def objects(src: str, dst: str) -> list[tuple[str, str]]:
+            if fs.exists(dst):
+                fs.rm(dst, recursive=True)
+                fs.invalidate_cache(dst.rsplit("/", 1)[0])
+            files = sorted(fs.find(src))
+            if files == [src] or not files:  # one object
+                return [(src, dst)]
+            return [(f, dst + f[len(src) :]) for f in files]
+
+        with ThreadPoolExecutor(len(parts) or 1, thread_name_prefix="reacture-commit") as pool:
+            pairs = [pair for found in pool.map(lambda p: objects(*p), parts) for pair in found]
+        roots = {f"{src}/zarr.json" for src, _ in parts}
+        first = [(s, d) for s, d in pairs if s not in roots]
+        last = [(s, d) for s, d in pairs if s in roots]
+        uploads.copy_files(fs, first)
+        uploads.copy_files(fs, last)
 
     def write_bytes_atomic(
         self, rel: str, data: bytes, *, create: bool = False, etag: str | None = None
@@ -414,6 +458,8 @@ class Keys:
         return dict(self._digests)
 
     def put(self, key: str, data: bytes) -> None:
+        """Write ``key``; on an object store it is sent in the background (``uploads``: a
+        failure is raised by a later put, or when the staged session is settled)."""
         self._digests[key] = (len(data), hashlib.sha256(data).hexdigest())
         path = f"{self.root}/{key}"
         with _naming(path):
@@ -422,7 +468,8 @@ class Keys:
                 with open(path, "wb") as f:
                     f.write(data)
             else:
-                self.fs.pipe_file(path, data)
+                uploads.check(self.root)
+                uploads.put(self.fs, path, data)
 
 
 class NewFile:
@@ -464,6 +511,13 @@ class NewFile:
     def close(self) -> None:
         with _naming(self.path):
             self.file.close()
+
+    def abort(self) -> None:
+        """Give up on the file: closed, and on S3 nothing of it is sent (its parts dropped)."""
+        if isinstance(self.remote, uploads.Upload):
+            self.remote.abort()
+        else:
+            self.close()
 
 
 @contextlib.contextmanager

@@ -1,6 +1,7 @@
 """A small HTTP proxy in front of an object store, for tests and benchmarks: it adds a fixed
-latency to every request (as a cloud bucket's round trip does) and counts the requests and the
-response bytes by method and path, so that a test can say what a reader fetched. ``refuse``, when
+latency to every request (as a cloud bucket's round trip does) and counts the requests, the
+response bytes and the request body bytes by method and path, and the most requests it held at
+once, so that a test can say what a reader fetched or how many uploads overlapped. ``refuse``, when
 set, is asked about every request (method, path): those it says yes to are answered as S3 does a
 write its policy denies (403 ``AccessDenied``), without reaching the store.
 
@@ -34,16 +35,38 @@ _DENIED = (
 
 @dataclass
 class Traffic:
-    """What went through the proxy: requests per (method, path) and response body bytes."""
+    """What went through the proxy: requests per (method, path), response body ``bytes``,
+    request body bytes (``sent``), requests being served now and the most at once (``peak``)."""
 
     requests: Counter[tuple[str, str]] = field(default_factory=Counter)
     bytes: int = 0
+    sent: int = 0
+    active: int = 0
+    peak: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def count(self, method: str, path: str, size: int) -> None:
+    def count(self, method: str, path: str, size: int, sent: int = 0) -> None:
         with self.lock:
             self.requests[(method, path)] += 1
             self.bytes += size
+            self.sent += sent
+
+    def enter(self) -> None:
+        with self.lock:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+
+    def leave(self) -> None:
+        with self.lock:
+            self.active -= 1
+
+    def by_method(self) -> dict[str, int]:
+        """Requests per HTTP method."""
+        with self.lock:
+            counts: Counter[str] = Counter()
+            for (m, _), n in self.requests.items():
+                counts[m] += n
+            return dict(counts)
 
     def gets(self, contains: str = "") -> int:
         """GET requests whose path contains ``contains``."""
@@ -53,7 +76,7 @@ class Traffic:
     def reset(self) -> None:
         with self.lock:
             self.requests.clear()
-            self.bytes = 0
+            self.bytes = self.sent = self.peak = 0
 
 
 class _Server(ThreadingHTTPServer):
@@ -101,6 +124,13 @@ class LatencyProxy:
                 pass
 
             def _forward(self) -> None:
+                proxy.traffic.enter()
+                try:
+                    self._relay()
+                finally:
+                    proxy.traffic.leave()
+
+            def _relay(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 time.sleep(proxy.delay)
@@ -118,7 +148,8 @@ class LatencyProxy:
                     data = reply.read()
                 finally:
                     up.close()
-                proxy.traffic.count(self.command, self.path.split("?", 1)[0], len(data))
+                path = self.path.split("?", 1)[0]
+                proxy.traffic.count(self.command, path, len(data), length)
                 self.send_response(reply.status, reply.reason)
                 head = self.command == "HEAD"  # its Content-Length is the object's
                 for key, value in reply.getheaders():

@@ -101,7 +101,7 @@ class HashedFile:
         except Exception:  # noqa: BLE001 - the file is being dropped anyway
             pass
         finally:
-            self.file.close()
+            self.file.abort()
             self._pool.shutdown()
             if self.out.fs.exists(self.path):
                 self.out.fs.rm(self.path)
