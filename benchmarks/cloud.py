@@ -37,7 +37,8 @@ def measure_cloud(b: Bench) -> list[Row]:
     out = b.converted()
     runs: list[dict[str, Any]] = []
     for r in range(b.reps):
-        runs.append(b.child(b.child_cmd("cloud", out, r, 0 if b.quick else WORKERS)).result())
+        quick = (0, 0.0) if b.quick else (WORKERS, DELAY)  # a smoke run: no workers, no delay
+        runs.append(b.child(b.child_cmd("cloud", out, r, *quick)).result())
         print(f"    cloud #{r + 1}: " + ", ".join(f"{k} {v:,.0f}" for k, v in runs[-1].items()))
     stats = {k: Stat.of(run[k] for run in runs) for k in runs[0]}
     stored = {s: runs[0][f"{s}_stored_bytes"] for s in ("zarr", "wds")}
@@ -81,7 +82,9 @@ def measure_cloud(b: Bench) -> list[Row]:
     return rows
 
 
-def child_cloud(out: str, seed: int, workers: int = WORKERS) -> dict[str, float]:
+def child_cloud(
+    out: str, seed: int, workers: int = WORKERS, delay: float = DELAY
+) -> dict[str, float]:
     from reacture_convert.read.torch import to_pytorch_dataloader
     from reacture_convert.testing.proxy import LatencyProxy
     from tests.helpers.s3 import moto_server
@@ -107,7 +110,7 @@ def child_cloud(out: str, seed: int, workers: int = WORKERS) -> dict[str, float]
             result[f"{source}_stored_bytes"] = sum(
                 p.stat().st_size for p in (Path(out) / folder).rglob("*") if p.is_file()
             )
-        with LatencyProxy(s3.endpoint, DELAY) as proxy:
+        with LatencyProxy(s3.endpoint, delay) as proxy:
             remote = {"client_kwargs": {"endpoint_url": proxy.url}}
             url = "s3://datasets/bench"
             for source in ("zarr", "wds"):
@@ -153,5 +156,7 @@ def _fetch_all(options: dict[str, Any], folder: str) -> float:
 
 MEASUREMENTS: dict[str, Callable[[Bench], list[Row]]] = {"8": measure_cloud}
 CHILD_MODES: dict[str, Callable[..., dict[str, Any]]] = {
-    "cloud": lambda out, seed, workers: child_cloud(out, int(seed), int(workers)),
+    "cloud": lambda out, seed, workers, delay: child_cloud(
+        out, int(seed), int(workers), float(delay)
+    ),
 }
