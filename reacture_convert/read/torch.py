@@ -287,9 +287,12 @@ class FrameDataset(Dataset[Sample]):
         return self.source.locate(index)
 
     def __getitem__(self, index: int | Sequence[int]) -> Sample:
-        """Sample ``index``, or the whole batch of a list of indices."""
+        """Sample ``index``, or the whole batch of a list of indices (a ``BatchIds`` also
+        says which samples come next: their chunks are fetched meanwhile)."""
         if isinstance(index, int | np.integer):
             return next(unbatch(self.fetch([int(index)])))
+        if isinstance(index, BatchIds) and not isinstance(self.source, ShardSource):
+            self.source.read_ahead(index.ahead)
         return self.fetch(index)
 
     def __getitems__(self, indices: Sequence[int]) -> list[Sample]:
@@ -302,6 +305,22 @@ class FrameDataset(Dataset[Sample]):
 
 
 Plan = Callable[[int, int, int], list[npt.NDArray[np.int64]]]
+
+AHEAD_BATCHES: Final = 32
+"""Batches of its own a worker is told of beyond the one it reads (``BatchIds.ahead``)."""
+
+
+class BatchIds(list[int]):
+    """A batch's sample indices, and in ``ahead`` those of this batch and the next
+    ``AHEAD_BATCHES`` the same worker will read (in order), for an object store's read-ahead."""
+
+    ahead: npt.NDArray[np.int64]
+
+    @classmethod
+    def of(cls, ids: npt.NDArray[np.int64], ahead: npt.NDArray[np.int64]) -> BatchIds:
+        batch = cls(ids.tolist())
+        batch.ahead = ahead
+        return batch
 
 
 class ChunkBatchSampler(Sampler[list[int]]):
@@ -359,7 +378,15 @@ class ChunkBatchSampler(Sampler[list[int]]):
         )
 
     def __iter__(self) -> Iterator[list[int]]:
-        return iter([ids.tolist() for ids in self._plan()])
+        # a DataLoader deals batches to its workers in turn: batch i + workers is the same
+        # worker's next one
+        plan, step = self._plan(), self.workers
+        if not getattr(self.source, "remote", False):  # local disk: nothing to read ahead
+            yield from (ids.tolist() for ids in plan)
+            return
+        for i, ids in enumerate(plan):
+            coming = plan[i : i + step * (AHEAD_BATCHES + 1) : step]
+            yield BatchIds.of(ids, np.concatenate(coming))
 
     def __len__(self) -> int:
         if self.reading is not None:

@@ -139,6 +139,18 @@ class MixedSource:
             yield self.fetch(ids)
 
     # --- reading ----------------------------------------------------------------------------------
+    @property
+    def remote(self) -> bool:
+        return any(part.remote for part in self.parts)
+
+    def read_ahead(self, ids: Sequence[int] | npt.NDArray[np.integer]) -> None:
+        """``ZarrSource.read_ahead`` of each dataset's share of ``ids``, in order."""
+        n = len(self)
+        picked = np.asarray(ids, dtype=np.int64).reshape(-1) % max(n, 1)
+        part_of = np.searchsorted(self.offsets, picked, side="right") - 1
+        for i in np.unique(part_of).tolist():
+            self.parts[i].read_ahead(picked[part_of == i] - self.offsets[i])
+
     def fetch(
         self, ids: Sequence[int] | npt.NDArray[np.integer], buffers: MakeBuffers = numpy_buffers
     ) -> Batch:

@@ -42,7 +42,7 @@ from reacture_convert.read.batch import (
     unbatch,
 )
 from reacture_convert.read.cache import ByteCache, CacheOptions
-from reacture_convert.read.chunks import ChunkReader, read_chunks
+from reacture_convert.read.chunks import ChunkAhead, ChunkReader, read_chunks
 from reacture_convert.read.options import (
     SHUFFLE_WINDOW,
     Layout,
@@ -169,6 +169,7 @@ class ZarrSource:
             self.out.url, options, self.skipped_blank, self.dropped_windows, self.total_frames
         )
         self._local: _Local | None = None
+        self._ahead_keys: I64 | None = None  # read_ahead's: each sample's first, last chunk
 
     # --- what there is ----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -208,24 +209,10 @@ class ZarrSource:
         k = self.options.history
         out = buffers(batch_spec(rows.shape[0], self.options, self.layout))
         frames = out("frame")
-        # every frame the batch needs: sample j's frames f - k .. f, read chunk by chunk
-        j = np.repeat(np.arange(rows.shape[0]), k + 1)
-        t = np.tile(np.arange(k + 1), rows.shape[0])
-        s = sessions[j]
-        f = self.labels["frame_index"][rows][j] - k + t
-        size = np.array([p.chunk for p in self._parts], dtype=np.int64)[s]
-        # chunk by chunk, in the order the batch first needs them: a batch that spans two
-        # shuffle windows leaves the later window's chunks last in the cache
-        _, first, which = np.unique(
-            np.stack([s, f // size]), axis=1, return_index=True, return_inverse=True
-        )
-        rank = np.empty(first.shape[0], dtype=np.int64)
-        rank[np.argsort(first)] = np.arange(first.shape[0])
-        order = np.lexsort((f, rank[which.reshape(-1)]))
+        j, t, s, f, size, needed, order = self._needs(rows)
         local = self._state()
         # the chunks, first needed first, requested together (as many as the cache holds)
-        needed = np.stack([s, f // size])[:, np.sort(first)[: self.cache_chunks]]
-        local.prefetch(self, [(int(a), int(b)) for a, b in needed.T])
+        local.prefetch(self, needed[: self.cache_chunks])
         for jj, tt, ss, ff, cs in zip(
             j[order].tolist(),
             t[order].tolist(),
@@ -245,6 +232,55 @@ class ZarrSource:
         batch = {"frame": frames}
         batch.update(gather_labels(self.labels, rows, self.options.horizon, names, out))
         return batch
+
+    @property
+    def remote(self) -> bool:
+        """The dataset is read over the network (read ahead), not from local disk."""
+        return not self.out.is_local
+
+    def read_ahead(self, ids: Sequence[int] | npt.NDArray[np.integer]) -> None:
+        """Start fetching what samples ``ids`` (this batch's and the next ones', in order)
+        need from an object store (``chunks.ChunkAhead``); nothing on local disk."""
+        if not self.remote:
+            return
+        picked = self._check(np.asarray(ids, dtype=np.int64).reshape(-1))
+        if self._ahead_keys is None:  # each sample's first and last chunk, over all sessions
+            rows = self._rows
+            s = self._label_session[rows]
+            size = np.array([p.chunk for p in self._parts], dtype=np.int64)[s]
+            frame = self.labels["frame_index"][rows]
+            first = np.array([p.first_chunk for p in self._parts], dtype=np.int64)[s]
+            low = first + np.maximum(frame - self.options.history, 0) // size
+            self._ahead_keys = np.stack([low, first + frame // size], axis=1)
+        chunks = self._ahead_keys[picked].reshape(-1)
+        _, at = np.unique(chunks, return_index=True)
+        chunks = chunks[np.sort(at)]  # first needed first
+        starts = np.array([p.first_chunk for p in self._parts], dtype=np.int64)
+        part = np.searchsorted(starts, chunks, side="right") - 1
+        keys = list(zip(part.tolist(), (chunks - starts[part]).tolist(), strict=True))
+        self._state().read_ahead(self, keys)
+
+    def _needs(self, rows: I64) -> tuple[I64, I64, I64, I64, I64, list[tuple[int, int]], I64]:
+        """What a batch of label ``rows`` reads: sample j's frames f - k .. f (``j``, ``t``,
+        session ``s``, frame ``f``, chunk size), its chunks ``(session, chunk)`` first needed
+        first, and the order that reads the frames chunk by chunk."""
+        k = self.options.history
+        j = np.repeat(np.arange(rows.shape[0]), k + 1)
+        t = np.tile(np.arange(k + 1), rows.shape[0])
+        s = self._label_session[rows][j]
+        f = self.labels["frame_index"][rows][j] - k + t
+        size = np.array([p.chunk for p in self._parts], dtype=np.int64)[s]
+        # chunk by chunk, in the order the batch first needs them: a batch that spans two
+        # shuffle windows leaves the later window's chunks last in the cache
+        _, first, which = np.unique(
+            np.stack([s, f // size]), axis=1, return_index=True, return_inverse=True
+        )
+        rank = np.empty(first.shape[0], dtype=np.int64)
+        rank[np.argsort(first)] = np.arange(first.shape[0])
+        order = np.lexsort((f, rank[which.reshape(-1)]))
+        needed = np.stack([s, f // size])[:, np.sort(first)]
+        keys = [(int(a), int(b)) for a, b in needed.T]
+        return j, t, s, f, size, keys, order
 
     def epoch_batches(
         self,
@@ -309,6 +345,7 @@ class _Local:
         self.readers: dict[int, ChunkReader] = {}
         self.cache: OrderedDict[tuple[int, int], npt.NDArray[np.uint8]] = OrderedDict()
         self.disk: ByteCache | None = None
+        self.ahead: ChunkAhead | None = None
 
     def reader(self, source: ZarrSource, session: int) -> ChunkReader:
         reader = self.readers.get(session)
@@ -319,13 +356,20 @@ class _Local:
             self.disk = ByteCache(source.cache)
         return reader
 
+    def read_ahead(self, source: ZarrSource, keys: Sequence[tuple[int, int]]) -> None:
+        """Request the chunks ``keys`` not held yet, ahead of the batches that need them."""
+        wanted = [(self.reader(source, s), c) for s, c in keys if (s, c) not in self.cache]
+        if self.ahead is None:
+            self.ahead = ChunkAhead(self.disk)
+        self.ahead.want(wanted)
+
     def prefetch(self, source: ZarrSource, keys: Sequence[tuple[int, int]]) -> None:
         """Read the chunks ``keys`` (``(session, chunk)``) not held yet, together."""
         missing = [key for key in keys if key not in self.cache]
         if not missing:
             return
         wanted = [(self.reader(source, s), c) for s, c in missing]
-        for key, block in zip(missing, read_chunks(wanted, self.disk), strict=True):
+        for key, block in zip(missing, read_chunks(wanted, self.disk, self.ahead), strict=True):
             self._keep(source, key, block)
 
     def chunk(self, source: ZarrSource, session: int, chunk: int) -> npt.NDArray[np.uint8]:
@@ -334,7 +378,7 @@ class _Local:
         if block is not None:
             self.cache.move_to_end(key)
             return block
-        (block,) = read_chunks([(self.reader(source, session), chunk)], self.disk)
+        (block,) = read_chunks([(self.reader(source, session), chunk)], self.disk, self.ahead)
         return self._keep(source, key, block)
 
     def _keep(
