@@ -128,7 +128,12 @@ class ChunkAhead:
     def held(self) -> int:
         """Bytes held or reserved: a chunk's object once fetched, its decoded size before."""
         with self._lock:
-            return sum(_size(job, bound) for job, bound in self._jobs.values())
+            return self._usage()[1]
+
+    def _usage(self) -> tuple[int, int]:
+        """Requests in flight, bytes held or reserved (under the lock)."""
+        jobs = self._jobs.values()
+        return sum(not job.done() for job, _ in jobs), sum(_size(job, b) for job, b in jobs)
 
     def want(self, wanted: Sequence[tuple[ChunkReader, int]]) -> None:
         keys = [(reader.cache_key(c), reader, c) for reader, c in wanted if reader.direct]
@@ -162,8 +167,7 @@ class ChunkAhead:
         holds them."""
         made: list[Future[bytes | None]] = []
         with self._lock:
-            flying = sum(not job.done() for job, _ in self._jobs.values())
-            held = sum(_size(job, bound) for job, bound in self._jobs.values())
+            flying, held = self._usage()
             while self._queue and flying < self.requests:
                 key, reader, c = self._queue[0]
                 if held + reader.chunk_bytes > self.budget:

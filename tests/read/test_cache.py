@@ -16,17 +16,16 @@ import numpy as np
 import pytest
 
 from reacture_convert.errors import ConfigError
-from reacture_convert.output.storage import Output
 from reacture_convert.read.cache import ByteCache, CacheOptions, cache_options
 from reacture_convert.read.torch import to_pytorch_dataloader
-from reacture_convert.run.batch import run_convert
 from reacture_convert.run.convert import ConvertOptions
 from reacture_convert.testing.proxy import LatencyProxy
-from reacture_convert.testing.synth import BundleSpec, write_bundle
+from reacture_convert.testing.synth import BundleSpec
 from reacture_convert.writers.webdataset import WdsOptions
 from tests.helpers.docs import section
 from tests.helpers.paths import REPO
 from tests.helpers.s3 import S3
+from tests.helpers.synth import convert_synth
 
 
 def test_a_cache_gives_back_what_it_was_given(tmp_path: Path) -> None:
@@ -108,14 +107,9 @@ def test_bad_cache_arguments_say_what_to_do(args: tuple[Any, Any], message: str)
 # --- over an S3-compatible server -----------------------------------------------------------------
 @pytest.fixture(scope="module")
 def local(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("cache-data")
-    for i in range(3):
-        spec = BundleSpec(n_frames=150, seed=i, prefix=f"reacture_179560000000{i}")
-        write_bundle(root / "in" / spec.prefix, spec)
+    specs = [BundleSpec(n_frames=150, seed=i, prefix=f"reacture_179560000000{i}") for i in range(3)]
     options = ConvertOptions(formats=("zarr", "wds"), wds=WdsOptions(shard_count=3))
-    out = root / "out"
-    run_convert([str(root / "in")], Output(str(out)), options, scheduler="sync")
-    return out
+    return convert_synth(tmp_path_factory.mktemp("cache-data"), specs, options)
 
 
 @pytest.fixture(scope="module")

@@ -14,15 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reacture_convert.output.storage import Output
 from reacture_convert.read.options import ReadOptions
 from reacture_convert.read.quality import batch_keys, positions, shuffle_quality
 from reacture_convert.read.sources import ShardSource, ZarrSource
 from reacture_convert.read.sources.base import SampleSource
-from reacture_convert.run.batch import run_convert
 from reacture_convert.run.convert import ConvertOptions
-from reacture_convert.testing.synth import BundleSpec, write_bundle
+from reacture_convert.testing.synth import BundleSpec
 from reacture_convert.writers.webdataset import WdsOptions
+from tests.helpers.synth import convert_synth
 
 BATCH = 64
 WORKERS = 2
@@ -39,11 +38,8 @@ SETS = {
 @pytest.fixture(scope="module", params=sorted(SETS))
 def out(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp(f"quality-{request.param}")
-    for spec in SETS[request.param]:
-        write_bundle(root / "in" / spec.prefix, spec)
     options = ConvertOptions(formats=("zarr", "wds"), wds=WdsOptions(shard_count=3))
-    run_convert([str(root / "in")], Output(str(root / "out")), options, scheduler="sync")
-    return root / "out"
+    return convert_synth(root, SETS[request.param], options)
 
 
 def test_the_measure_of_known_orders() -> None:

@@ -24,12 +24,12 @@ from reacture_convert.read.torch import (
     FrameDataset,
     to_pytorch_dataloader,
 )
-from reacture_convert.run.batch import run_convert
 from reacture_convert.run.convert import ConvertOptions
 from reacture_convert.testing.proxy import LatencyProxy
-from reacture_convert.testing.synth import BundleSpec, write_bundle
+from reacture_convert.testing.synth import BundleSpec
 from reacture_convert.writers.zarr import ZarrOptions
 from tests.helpers.s3 import S3
+from tests.helpers.synth import convert_synth
 
 CHUNK = 16
 CHUNKS = "/frames/c/"
@@ -37,14 +37,9 @@ CHUNKS = "/frames/c/"
 
 @pytest.fixture(scope="module")
 def local(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("ahead-data")
-    for i in range(3):
-        spec = BundleSpec(n_frames=150, seed=i, prefix=f"reacture_179570000000{i}")
-        write_bundle(root / "in" / spec.prefix, spec)
+    specs = [BundleSpec(n_frames=150, seed=i, prefix=f"reacture_179570000000{i}") for i in range(3)]
     options = ConvertOptions(zarr=ZarrOptions(chunk_frames=CHUNK))
-    out = root / "out"
-    run_convert([str(root / "in")], Output(str(out)), options, scheduler="sync")
-    return out
+    return convert_synth(tmp_path_factory.mktemp("ahead-data"), specs, options)
 
 
 @pytest.fixture(scope="module")

@@ -16,15 +16,14 @@ import numpy as np
 import pytest
 
 from reacture_convert.errors import ConfigError
-from reacture_convert.output.storage import Output
 from reacture_convert.read.batch import unbatch
 from reacture_convert.read.options import ReadOptions
 from reacture_convert.read.sources import ShardSource, ZarrSource
-from reacture_convert.run.batch import run_convert
 from reacture_convert.run.convert import ConvertOptions
-from reacture_convert.testing.synth import BundleSpec, write_bundle
+from reacture_convert.testing.synth import BundleSpec
 from reacture_convert.writers.webdataset import WdsOptions
 from tests.helpers.s3 import S3
+from tests.helpers.synth import convert_synth
 
 SPECS = [
     BundleSpec(n_frames=70, seed=1, prefix="reacture_1795620000001"),
@@ -35,11 +34,9 @@ SPECS = [
 
 
 def convert(root: Path, specs: list[BundleSpec], formats: tuple[str, ...]) -> Path:
-    for spec in specs:
-        write_bundle(root / "in" / spec.prefix, spec)
-    options = ConvertOptions(formats=formats, wds=WdsOptions(shard_count=3))
-    run_convert([str(root / "in")], Output(str(root / "out")), options, scheduler="sync")
-    return root / "out"
+    return convert_synth(
+        root, specs, ConvertOptions(formats=formats, wds=WdsOptions(shard_count=3))
+    )
 
 
 @pytest.fixture(scope="module")

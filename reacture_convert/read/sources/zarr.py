@@ -209,10 +209,24 @@ class ZarrSource:
         k = self.options.history
         out = buffers(batch_spec(rows.shape[0], self.options, self.layout))
         frames = out("frame")
-        j, t, s, f, size, needed, order = self._needs(rows)
+        # every frame the batch needs: sample j's frames f - k .. f, read chunk by chunk
+        j = np.repeat(np.arange(rows.shape[0]), k + 1)
+        t = np.tile(np.arange(k + 1), rows.shape[0])
+        s = sessions[j]
+        f = self.labels["frame_index"][rows][j] - k + t
+        size = np.array([p.chunk for p in self._parts], dtype=np.int64)[s]
+        # chunk by chunk, in the order the batch first needs them: a batch that spans two
+        # shuffle windows leaves the later window's chunks last in the cache
+        _, first, which = np.unique(
+            np.stack([s, f // size]), axis=1, return_index=True, return_inverse=True
+        )
+        rank = np.empty(first.shape[0], dtype=np.int64)
+        rank[np.argsort(first)] = np.arange(first.shape[0])
+        order = np.lexsort((f, rank[which.reshape(-1)]))
         local = self._state()
         # the chunks, first needed first, requested together (as many as the cache holds)
-        local.prefetch(self, needed[: self.cache_chunks])
+        needed = np.stack([s, f // size])[:, np.sort(first)[: self.cache_chunks]]
+        local.prefetch(self, [(int(a), int(b)) for a, b in needed.T])
         for jj, tt, ss, ff, cs in zip(
             j[order].tolist(),
             t[order].tolist(),
@@ -259,28 +273,6 @@ class ZarrSource:
         part = np.searchsorted(starts, chunks, side="right") - 1
         keys = list(zip(part.tolist(), (chunks - starts[part]).tolist(), strict=True))
         self._state().read_ahead(self, keys)
-
-    def _needs(self, rows: I64) -> tuple[I64, I64, I64, I64, I64, list[tuple[int, int]], I64]:
-        """What a batch of label ``rows`` reads: sample j's frames f - k .. f (``j``, ``t``,
-        session ``s``, frame ``f``, chunk size), its chunks ``(session, chunk)`` first needed
-        first, and the order that reads the frames chunk by chunk."""
-        k = self.options.history
-        j = np.repeat(np.arange(rows.shape[0]), k + 1)
-        t = np.tile(np.arange(k + 1), rows.shape[0])
-        s = self._label_session[rows][j]
-        f = self.labels["frame_index"][rows][j] - k + t
-        size = np.array([p.chunk for p in self._parts], dtype=np.int64)[s]
-        # chunk by chunk, in the order the batch first needs them: a batch that spans two
-        # shuffle windows leaves the later window's chunks last in the cache
-        _, first, which = np.unique(
-            np.stack([s, f // size]), axis=1, return_index=True, return_inverse=True
-        )
-        rank = np.empty(first.shape[0], dtype=np.int64)
-        rank[np.argsort(first)] = np.arange(first.shape[0])
-        order = np.lexsort((f, rank[which.reshape(-1)]))
-        needed = np.stack([s, f // size])[:, np.sort(first)]
-        keys = [(int(a), int(b)) for a, b in needed.T]
-        return j, t, s, f, size, keys, order
 
     def epoch_batches(
         self,
