@@ -51,12 +51,12 @@ def test_killed_mid_upload_leaves_nothing_finished_and_the_rerun_completes(
                     for (m, p), n in proxy.traffic.requests.items()
                     if m == "PUT" and "/.staging/" in p and "/frames/c/" in p
                 )
-            if chunks >= 3:
+                in_flight = proxy.traffic.active
+            if chunks >= 3 and in_flight >= 1:  # between two requests, none is in flight
                 break
             assert run.poll() is None, run.communicate()[1].decode()[-3000:]
             assert time.monotonic() < deadline, "no chunk was ever uploaded"
             time.sleep(0.005)
-        in_flight = proxy.traffic.active
         run.send_signal(signal.SIGKILL)
         run.communicate(timeout=60)
         time.sleep(0.5)  # requests the proxy still held reach the store (or not)
