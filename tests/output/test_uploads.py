@@ -34,20 +34,17 @@ def slow(moto_s3: S3) -> Iterator[tuple[LatencyProxy, Output]]:
 
 
 def test_objects_put_overlap_and_are_settled(slow: tuple[LatencyProxy, Output]) -> None:
-    """40 objects put one after the other take a few round trips, not 40: the proxy holds
-    several requests at once."""
+    """40 objects put one after the other go out together, not one round trip each: the proxy
+    holds many of their requests at once (counted there, not timed: the machine is shared)."""
     proxy, out = slow
     keys = out.keys(out.path("g.zarr"))
     blobs = {f"c/{i}": os.urandom(1000 + i) for i in range(40)}
     proxy.traffic.reset()
-    t0 = time.perf_counter()
     for key, data in blobs.items():
         keys.put(key, data)
     uploads.settle(keys.root)
-    took = time.perf_counter() - t0
 
-    assert proxy.traffic.peak > 1
-    assert took < 0.5 * len(blobs) * DELAY, took  # one at a time: 8 s; here about 2 rounds
+    assert proxy.traffic.peak >= 8  # one at a time: 1; the budget allows 32
     assert keys.digests() == {k: (len(d), hashlib.sha256(d).hexdigest()) for k, d in blobs.items()}
     stored = out.fs.cat([f"{keys.root}/{key}" for key in blobs])  # (fetched together)
     assert {p.split("/g.zarr/", 1)[1]: d for p, d in stored.items()} == blobs
