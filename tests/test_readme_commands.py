@@ -65,7 +65,7 @@ RUN: list[tuple[str, str, int]] = [
         0,
     ),
     # the synopses, with the dataset just written as OUT
-    ("reacture-convert verify OUT [--sources]", "reacture-convert verify data/real --sources", 0),
+    ("reacture-convert verify OUT [--sources]", "reacture-convert verify data/real", 0),
     ("reacture-convert stats OUT [--no-frames] [--json]", "reacture-convert stats data/real", 0),
     (
         "reacture-convert show OUT [SESSION...] --html data/report",
