@@ -13,6 +13,7 @@ replaced: the card goes to ``DATASET_CARD.md`` beside it (``writers.card``).
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final
 
@@ -26,6 +27,7 @@ from reacture_convert.output.layout import (
     RUN_FILES,
     WDS_DIR,
 )
+from reacture_convert.output.lease import is_s3
 from reacture_convert.output.storage import Output
 
 __all__ = ["CARD_MARK", "OutState", "check_out", "is_card", "out_state", "read_text"]
@@ -43,8 +45,7 @@ def is_card(text: str) -> bool:
 def read_text(out: Output, rel: str) -> str | None:
     """The text of the small file ``rel`` in OUT, or None when it is not there."""
     try:
-        with out.fs.open(out.path(rel), "rb") as f:
-            data: bytes = f.read()
+        data = out.read_bytes(out.path(rel))
     except (FileNotFoundError, IsADirectoryError):
         return None
     return data.decode("utf-8", errors="replace")
@@ -85,17 +86,22 @@ class OutState:
 
 
 def out_state(out: Output) -> OutState:
-    """Look at OUT (one listing; a read of ``README.md`` when there is one)."""
+    """Look at OUT (one listing; a read of ``README.md`` when there is one). On an object
+    store the check for a file and the listing go out together; a prefix with nothing under
+    it is ``absent`` (S3 has no empty folders)."""
     fs = out.fs
     fs.invalidate_cache(out.root)
-    if out.root and fs.isfile(out.root):
-        return OutState("file")
-    try:
-        names = sorted(out.list_names(out.root))
-    except NotADirectoryError:  # a file on the way: OUT cannot be made (the lock says so)
-        return OutState("absent")
+    with ThreadPoolExecutor(2, thread_name_prefix="reacture-claim") as pool:
+        is_file = pool.submit(lambda: bool(out.root) and out.is_object(out.root))
+        listed = pool.submit(out.list_names, out.root)
+        if is_file.result():
+            return OutState("file")
+        try:
+            names = sorted(listed.result())
+        except NotADirectoryError:  # a file on the way: OUT cannot be made (the lock says so)
+            return OutState("absent")
     if not names:
-        return OutState("absent" if not fs.exists(out.root) else "empty")
+        return OutState("absent" if is_s3(out) or not fs.exists(out.root) else "empty")
     if CATALOG in names or LOG_DIR in names:
         return OutState("dataset")
     foreign = [n for n in names if not _ours(out, n)]

@@ -20,6 +20,7 @@ runs off one OUT: ``flock`` locally, a lease made of conditional writes on S3 (`
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import glob
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, BinaryIO
 
 import fsspec
+import fsspec.asyn
 from fsspec.implementations.local import LocalFileSystem
 
 from reacture_convert.errors import (
@@ -197,6 +199,36 @@ class Output:
             return opened
         return io.BufferedReader(ReadAhead(self.fs, path, size), 1 << 20)
 
+    def read_bytes(self, path: str) -> bytes:
+        """The whole file ``path`` (``FileNotFoundError`` when it is not there): from S3 one
+        GET (s3fs's ``open`` and ``cat_file`` ask for the size first, a HEAD: one round trip
+        more, and two when there is no such object)."""
+        return self.read_versioned(path)[0]
+
+    def read_versioned(self, path: str) -> tuple[bytes, str | None]:
+        """``path``'s bytes and its version (ETag, as ``version``; None locally), on S3 from
+        the one GET that read them."""
+        if self.is_local:
+            with open(path, "rb") as f:
+                return f.read(), None
+        uploads.settle(path)
+        if is_s3(self):
+            got: tuple[bytes, str | None] = _on_loop(self.fs, _s3_get, path)
+            return got
+        etag = self.version(path)
+        with self.fs.open(path, "rb") as f:
+            data: bytes = f.read()
+        return data, etag
+
+    def is_object(self, path: str) -> bool:
+        """``path`` is a file (on S3 one HEAD; s3fs's ``isfile`` lists its folder too when
+        there is no such object)."""
+        if self.is_local:
+            return os.path.isfile(path)
+        if is_s3(self):
+            return bool(_on_loop(self.fs, _s3_head, path))
+        return bool(self.fs.isfile(path))
+
     def create(self, path: str) -> NewFile:
         """A new file at ``path``, written forward in pieces (see ``NewFile``)."""
         return NewFile(path, None if self.is_local else self._writer(path))
@@ -260,6 +292,9 @@ class Output:
         try:
             if self.is_local:
                 return os.listdir(path)
+            if is_s3(self):  # one listing (s3fs lists the parent too when there is none)
+                keys, folders = _on_loop(self.fs, _s3_list, path, True)
+                return [p.rsplit("/", 1)[-1] for p in [*folders, *keys]]
             self.fs.invalidate_cache(path)
             return [p.rsplit("/", 1)[-1] for p in self.fs.ls(path, detail=False)]
         except FileNotFoundError:
@@ -333,6 +368,17 @@ class Output:
         target = self.path(STAGING, session) if session else self.path(STAGING)
         if not self.is_local:
             uploads.quiesce(target)  # (a write still in flight would land after the delete)
+        if is_s3(self):  # one listing tells what is there (two checks would be four requests)
+            if session is not None:
+                found = _on_loop(self.fs, _s3_objects, target)
+                self._remove_objects(found)
+            else:
+                names = set(self.list_names(self.root))
+                for name in (STAGING, TRASH):
+                    if name in names:
+                        self.fs.rm(self.path(name), recursive=True)
+                        self.fs.invalidate_cache(self.root)
+            return
         if self.fs.exists(target):
             self.fs.rm(target, recursive=True)
         if session is None and self.fs.exists(self.path(TRASH)):
@@ -365,16 +411,40 @@ class Output:
                 if k == 1:  # one output visible, the others not yet
                     reached("renaming", session.rsplit("/", 1)[-1])
                 _replace_local(os.path.join(staged, part), self.path(part), self.path(TRASH))
+        elif is_s3(self):
+            uploads.settle(staged)
+            copied = self._copy_remote([(f"{staged}/{part}", self.path(part)) for part in parts])
+            self._remove_objects(copied)  # (the listing just made: no second one)
+            return
         else:
             uploads.settle(staged)
             self._copy_remote([(f"{staged}/{part}", self.path(part)) for part in parts])
         self.fs.rm(staged, recursive=True)
 
-    def _copy_remote(self, parts: list[tuple[str, str]]) -> None:
+    def _remove_objects(self, paths: list[str]) -> None:
+        """Delete the objects ``paths`` (S3: one request a thousand)."""
+        if paths:
+            self.fs.rm(paths)
+            for folder in sorted({p.rsplit("/", 1)[0] for p in paths}):
+                self.fs.invalidate_cache(folder)
+
+    def _copy_remote(self, parts: list[tuple[str, str]]) -> list[str]:
         """Copy each staged ``(src, dst)`` part (an object, or a folder of them) over its
         destination, server-side and many objects at once; the root ``zarr.json`` of a group
-        is copied after everything else (a reader sees no group before it is complete)."""
+        is copied after everything else (a reader sees no group before it is complete).
+        Returns the staged objects copied."""
         fs = self.fs
+        if is_s3(self):  # what is at each source and destination: all listed at once
+            found = _on_loop(fs, _s3_objects_of, [p for pair in parts for p in pair])
+            old = [o for (_, dst) in parts for o in found[dst]]
+            self._remove_objects(old)
+            pairs = [
+                (f, dst if f == src else dst + f[len(src) :])
+                for src, dst in parts
+                for f in sorted(found[src]) or [src]
+            ]
+            self._copy_pairs(pairs, {f"{src}/zarr.json" for src, _ in parts})
+            return [f for src, _ in parts for f in found[src]]
 
         def objects(src: str, dst: str) -> list[tuple[str, str]]:
             if fs.exists(dst):
@@ -387,7 +457,12 @@ class Output:
 
         with ThreadPoolExecutor(len(parts) or 1, thread_name_prefix="reacture-commit") as pool:
             pairs = [pair for found in pool.map(lambda p: objects(*p), parts) for pair in found]
-        roots = {f"{src}/zarr.json" for src, _ in parts}
+        self._copy_pairs(pairs, {f"{src}/zarr.json" for src, _ in parts})
+        return [s for s, _ in pairs]
+
+    def _copy_pairs(self, pairs: list[tuple[str, str]], roots: set[str]) -> None:
+        """Copy ``pairs`` server-side, those from ``roots`` after all others."""
+        fs = self.fs
         first = [(s, d) for s, d in pairs if s not in roots]
         last = [(s, d) for s, d in pairs if s in roots]
         uploads.copy_files(fs, first)
@@ -442,6 +517,68 @@ class Output:
         with self.fs.open(final, "wb") as f:  # one PUT: atomic on object stores
             fill(f)
         return None
+
+
+def _on_loop(fs: fsspec.AbstractFileSystem, func: Any, *args: Any) -> Any:
+    """Run the coroutine ``func(fs, *args)`` on ``fs``'s I/O loop and return its result."""
+    return fsspec.asyn.sync(fs.loop, func, fs, *args)
+
+
+async def _s3_get(fs: Any, path: str) -> tuple[bytes, str | None]:
+    """The object ``path`` and its ETag: one GET, no Range (an empty object reads as b"")."""
+    bucket, key, _ = fs.split_path(path)
+    if not key:
+        raise IsADirectoryError(path)
+    reply = await fs._call_s3("get_object", Bucket=bucket, Key=key)
+    body = reply["Body"]
+    try:
+        data: bytes = await body.read()
+    finally:
+        body.close()
+    etag = reply.get("ETag")
+    return data, str(etag) if etag else None
+
+
+async def _s3_head(fs: Any, path: str) -> bool:
+    """There is an object ``path`` (one HEAD)."""
+    bucket, key, _ = fs.split_path(path)
+    if not key:
+        return False
+    try:
+        await fs._call_s3("head_object", Bucket=bucket, Key=key)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+async def _s3_list(fs: Any, path: str, delimiter: bool) -> tuple[list[str], list[str]]:
+    """The objects under folder ``path`` (its keys; the folder's own marker left out) and,
+    with ``delimiter``, only those right in it plus its subfolders: (objects, folders)."""
+    bucket, key, _ = fs.split_path(path)
+    prefix = f"{key.rstrip('/')}/" if key else ""
+    keys: list[str] = []
+    folders: list[str] = []
+    extra: dict[str, Any] = {"Delimiter": "/"} if delimiter else {}
+    while True:
+        reply = await fs._call_s3("list_objects_v2", Bucket=bucket, Prefix=prefix, **extra)
+        keys += [f"{bucket}/{o['Key']}" for o in reply.get("Contents", []) if o["Key"] != prefix]
+        folders += [f"{bucket}/{p['Prefix'].rstrip('/')}" for p in reply.get("CommonPrefixes", [])]
+        if not reply.get("IsTruncated"):
+            return keys, folders
+        extra["ContinuationToken"] = reply["NextContinuationToken"]
+
+
+async def _s3_objects(fs: Any, path: str) -> list[str]:
+    """The object ``path``, or the objects under it when it is a folder (a HEAD and a listing
+    at once); [] when there is nothing."""
+    found, (under, _) = await asyncio.gather(_s3_head(fs, path), _s3_list(fs, path, False))
+    return [path] if found else under
+
+
+async def _s3_objects_of(fs: Any, paths: list[str]) -> dict[str, list[str]]:
+    """``_s3_objects`` of each of ``paths``, all at once."""
+    found = await asyncio.gather(*(_s3_objects(fs, p) for p in paths))
+    return dict(zip(paths, found, strict=True))
 
 
 class Keys:
@@ -680,8 +817,7 @@ def lock_holder(out: Output) -> str | None:
     try:
         if out.is_local:
             return _flock_holder(out.path(LOCK))
-        with out.fs.open(out.path(LOCK), "rb") as f:
-            record = json.loads(f.read() or b"{}")
+        record = json.loads(out.read_bytes(out.path(LOCK)) or b"{}")
     except (OSError, ValueError):
         return None
     owner = record.get("owner") if isinstance(record, dict) else None

@@ -66,8 +66,7 @@ def mark_interrupted(out: Output, run_id: str) -> None:
 def read_interrupted(out: Output) -> str | None:
     """The interrupted run's id, when OUT holds its note."""
     try:
-        with out.fs.open(out.path(INTERRUPTED), "rb") as f:
-            return str(json.loads(f.read())["run_id"])
+        return str(json.loads(out.read_bytes(out.path(INTERRUPTED)))["run_id"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

@@ -124,11 +124,12 @@ def pending_removal(out: Output) -> tuple[str, ...] | None:
 
 
 def _read_mark(out: Output) -> tuple[str, ...] | None:
-    if not out.exists(REMOVING):
+    try:
+        data = out.read_bytes(out.path(REMOVING))
+    except FileNotFoundError:
         return None
     try:
-        with out.fs.open(out.path(REMOVING), "rb") as f:
-            return tuple(str(s) for s in json.loads(f.read())["sessions"])
+        return tuple(str(s) for s in json.loads(data)["sessions"])
     except (ValueError, KeyError, TypeError) as e:
         raise OutputError(
             f"{out.url}/{REMOVING}: the note of a removal under way cannot be read "

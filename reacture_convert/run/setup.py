@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 from reacture_convert.output.catalog import Catalog
 from reacture_convert.output.claim import check_out
@@ -55,10 +56,19 @@ class OutputRun:
     def close(self) -> None:
         """A run that finished: the dataset card from the catalog, and staging cleared. A run
         that lost its S3 lease says so here even when it had nothing to write (a re-run of
-        unchanged sessions writes no catalog row)."""
+        unchanged sessions writes no catalog row). On an object store the two go out together
+        (locally clearing removes the temporaries of atomic writes, the card's among them)."""
         self.held.check()
-        write_card(self.out, self.catalog.view())
-        self.out.clear_staging()
+        if self.out.is_local:
+            write_card(self.out, self.catalog.view())
+            self.out.clear_staging()
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="reacture-close") as pool:
+            cleared = pool.submit(self.out.clear_staging)
+            try:
+                write_card(self.out, self.catalog.view())
+            finally:
+                cleared.result()
 
 
 @contextlib.contextmanager

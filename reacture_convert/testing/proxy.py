@@ -36,18 +36,24 @@ _DENIED = (
 @dataclass
 class Traffic:
     """What went through the proxy: requests per (method, path), response body ``bytes``,
-    request body bytes (``sent``), requests being served now and the most at once (``peak``)."""
+    request body bytes (``sent``), requests being served now and the most at once (``peak``);
+    ``log``: every request in the order answered, as (seconds since the proxy started or was
+    last reset, method, path with its query, status)."""
 
     requests: Counter[tuple[str, str]] = field(default_factory=Counter)
     bytes: int = 0
     sent: int = 0
     active: int = 0
     peak: int = 0
+    log: list[tuple[float, str, str, int]] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def count(self, method: str, path: str, size: int, sent: int = 0) -> None:
+    def count(self, method: str, target: str, size: int, sent: int = 0, status: int = 200) -> None:
+        """One request answered: ``target`` its path and query (counted by path)."""
         with self.lock:
-            self.requests[(method, path)] += 1
+            self.requests[(method, target.split("?", 1)[0])] += 1
+            self.log.append((time.monotonic() - self.started, method, target, status))
             self.bytes += size
             self.sent += sent
 
@@ -76,6 +82,8 @@ class Traffic:
     def reset(self) -> None:
         with self.lock:
             self.requests.clear()
+            self.log.clear()
+            self.started = time.monotonic()
             self.bytes = self.sent = self.peak = 0
 
 
@@ -151,8 +159,7 @@ class LatencyProxy:
                     data = reply.read()
                 finally:
                     up.close()
-                path = self.path.split("?", 1)[0]
-                proxy.traffic.count(self.command, path, len(data), length)
+                proxy.traffic.count(self.command, self.path, len(data), length, reply.status)
                 self.send_response(reply.status, reply.reason)
                 head = self.command == "HEAD"  # its Content-Length is the object's
                 for key, value in reply.getheaders():
@@ -165,7 +172,7 @@ class LatencyProxy:
                     self.wfile.write(data)
 
             def _deny(self) -> None:
-                proxy.traffic.count(self.command, self.path.split("?", 1)[0], 0)
+                proxy.traffic.count(self.command, self.path, 0, status=403)
                 self.send_response(403, "Forbidden")
                 self.send_header("Content-Type", "application/xml")
                 self.send_header("Content-Length", str(len(_DENIED)))

@@ -169,7 +169,8 @@ class WdsIndex:
 
 def read_index(out: Output) -> WdsIndex | None:
     """The dataset's ``wds/index.json``, or None when there is none."""
-    if not out.exists(INDEX):
+    try:
+        data = out.read_bytes(out.path(INDEX))
+    except FileNotFoundError:
         return None
-    with out.fs.open(out.path(INDEX), "rb") as f:
-        return WdsIndex.from_dict(json.loads(f.read()))
+    return WdsIndex.from_dict(json.loads(data))

@@ -231,7 +231,9 @@ class Catalog:
             catalog.guard()
             set_aside(out, [fragment_name(snapshot.incomplete)])
             _said(out, snapshot, catalog.notes)
-        stale = [s for s in list_log(out) if s <= catalog.seq]
+        # (the lock holder is the log's only writer: as listed, unless a fragment was set aside)
+        listed = snapshot.listed if snapshot.incomplete is None else list_log(out)
+        stale = [s for s in listed if s <= catalog.seq]
         catalog.folded = sorted(set(catalog.folded) | set(stale))
         if fragments:
             catalog.compact()

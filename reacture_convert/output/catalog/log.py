@@ -138,9 +138,7 @@ class Compacted:
 def read_compacted(out: Output) -> Compacted:
     path = out.path(CATALOG)
     try:
-        etag = out.version(path)
-        with out.fs.open(path, "rb") as f:
-            data = f.read()
+        data, etag = out.read_versioned(path)
     except FileNotFoundError:
         return Compacted(out=out)
     return Compacted(data, _seq_of(out, data), etag, True, out)
@@ -208,7 +206,7 @@ def decode_fragment(out: Output, seq: int, data: bytes) -> pa.Table:
 def read_fragment(out: Output, seq: int) -> pa.Table:
     """One fragment (``FRAGMENT_SCHEMA``); ``FileNotFoundError`` when it is gone (compacted),
     ``CatalogDamagedError`` when it does not decode."""
-    return decode_fragment(out, seq, out.fs.cat_file(out.path(fragment_name(seq))))
+    return decode_fragment(out, seq, out.read_bytes(out.path(fragment_name(seq))))
 
 
 def write_fragment(out: Output, seq: int, table: pa.Table) -> None:
@@ -219,7 +217,7 @@ def write_fragment(out: Output, seq: int, table: pa.Table) -> None:
         out.write_bytes_atomic(fragment_name(seq), data, create=True)
     except PreconditionFailed as e:
         try:  # our own earlier attempt, whose answer was lost on the way?
-            same = out.fs.cat_file(out.path(fragment_name(seq))) == data
+            same = out.read_bytes(out.path(fragment_name(seq))) == data
         except OSError:
             same = False
         if not same:
@@ -331,6 +329,7 @@ class Snapshot:
     compacted: Compacted
     fragments: list[tuple[int, pa.Table]]
     incomplete: int | None = None
+    listed: tuple[int, ...] = ()  # every fragment number the log held as it was read
 
 
 def read_snapshot(out: Output) -> Snapshot:
@@ -340,7 +339,8 @@ def read_snapshot(out: Output) -> Snapshot:
     for any other damage: a file that does not decode, a hole that is no race."""
     for _ in range(_SNAPSHOT_TRIES):
         compacted = read_compacted(out)
-        seqs = [s for s in list_log(out) if s > compacted.seq]
+        listed = list_log(out)
+        seqs = [s for s in listed if s > compacted.seq]
         expected = list(range(compacted.seq + 1, compacted.seq + 1 + len(seqs)))
         if seqs and not compacted.exists:  # a run writes catalog.parquet before any fragment
             raise damaged(out, CATALOG, f"missing, while the log holds fragments from {seqs[0]}")
@@ -360,12 +360,12 @@ def read_snapshot(out: Output) -> Snapshot:
             fragments: list[tuple[int, pa.Table]] = []
             incomplete = None
             for s in seqs:
-                data = out.fs.cat_file(out.path(fragment_name(s)))
+                data = out.read_bytes(out.path(fragment_name(s)))
                 if s == seqs[-1] and _cut_short(data):
                     incomplete = s
                     continue
                 fragments.append((s, decode_fragment(out, s, data)))
-            return Snapshot(compacted, fragments, incomplete)
+            return Snapshot(compacted, fragments, incomplete, tuple(listed))
         except FileNotFoundError:
             continue
     raise OutputError(
@@ -410,7 +410,7 @@ def salvage(out: Output) -> Salvage:
         damage.extend((fragment_name(m), "missing") for m in lost)
     fragments = []
     for s in seqs:
-        data = out.fs.cat_file(out.path(fragment_name(s)))
+        data = out.read_bytes(out.path(fragment_name(s)))
         if _cut_short(data):
             damage.append((fragment_name(s), "cut short (an interrupted write)"))
             continue
@@ -431,7 +431,7 @@ def set_aside(out: Output, rels: Iterable[str], when: dt.datetime | None = None)
     for rel in rels:
         target = f"{DAMAGED}/{stamp}/{rel}"
         if rel == CATALOG:
-            out.write_bytes_atomic(target, out.fs.cat_file(out.path(rel)))
+            out.write_bytes_atomic(target, out.read_bytes(out.path(rel)))
         else:
             if out.is_local:
                 out.makedirs(out.path(target).rsplit("/", 1)[0])

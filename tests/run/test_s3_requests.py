@@ -1,0 +1,79 @@
+"""The requests a conversion into a bucket makes besides its data (#30): each is a round trip
+to the store, and most of them come one after another (the lease, the catalog, the checks, the
+commit, the card), so their number is the time a bucket OUT takes over a local one.
+
+moto's server behind ``LatencyProxy`` (no delay: it only counts). Bounds below what the code
+made before: a HEAD before every whole read (s3fs asks for the size first), an existence
+check as a HEAD and a listing, OUT looked at three ways twice, the catalog's log listed twice,
+the card's files read one after another. A re-run of an unchanged dataset writes nothing but
+its lease.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from reacture_convert.cli import cli
+from reacture_convert.testing.proxy import LatencyProxy
+from reacture_convert.testing.synth import BundleSpec, write_bundle
+from tests.helpers.s3 import S3
+
+SPEC = BundleSpec(prefix="reacture_1795600000077", seed=77, n_frames=40)
+
+
+def _convert(bundle: Path, endpoint: str, out: str) -> None:
+    result = CliRunner().invoke(
+        cli,
+        [
+            "convert",
+            str(bundle),
+            "--out",
+            out,
+            "--format",
+            "zarr",
+            "--scheduler",
+            "sync",
+            "--quiet",
+            "--storage-option",
+            f"client_kwargs.endpoint_url={endpoint}",
+        ],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+
+
+def _metadata(log: list[tuple[float, str, str, int]]) -> Counter[str]:
+    """Requests by method, the data's left out: the session's objects staged and copied."""
+    return Counter(
+        m
+        for _, m, path, _ in log
+        if not (
+            m == "PUT"
+            and ("/.staging/" in path or "/zarr/" in path or "/rows/" in path or "/frames/" in path)
+        )
+    )
+
+
+def test_a_bucket_output_takes_few_metadata_requests(moto_s3: S3, tmp_path: Path) -> None:
+    bundle = write_bundle(tmp_path / "bundle", SPEC)
+    with LatencyProxy(moto_s3.endpoint) as proxy:
+        _convert(bundle, proxy.url, "s3://datasets/requests/v1")
+        first = _metadata(proxy.traffic.log)
+        proxy.traffic.reset()
+        _convert(bundle, proxy.url, "s3://datasets/requests/v1")
+        again = list(proxy.traffic.log)
+    # before: 19 HEAD, 27 GET (48 requests besides the data)
+    assert first["HEAD"] <= 12, first
+    assert sum(first.values()) <= 36, first
+    # before: 13 HEAD, 16 GET, 31 in all
+    rerun = Counter(m for _, m, _, _ in again)
+    assert rerun["HEAD"] <= 6, rerun
+    assert sum(rerun.values()) <= 22, rerun
+    writes = [(m, p) for _, m, p, _ in again if m in ("PUT", "POST", "DELETE")]
+    assert writes == [
+        ("PUT", "/datasets/requests/v1/.lock"),
+        ("DELETE", "/datasets/requests/v1/.lock"),
+    ]
