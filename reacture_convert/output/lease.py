@@ -24,6 +24,7 @@ import email.utils
 import json
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -65,12 +66,10 @@ class PreconditionFailed(OutputError):
 
 
 def is_s3(out: Any) -> bool:
-    """``out`` (an ``Output``) is on S3 (or an S3-compatible store) through s3fs."""
-    try:
-        from s3fs import S3FileSystem
-    except ImportError:  # pragma: no cover - s3fs is a dependency
-        return False
-    return isinstance(out.fs, S3FileSystem)
+    """``out`` (an ``Output``) is on S3 (or an S3-compatible store) through s3fs. (Until
+    something made an s3fs filesystem, s3fs is not imported: a local run never imports it.)"""
+    s3fs = sys.modules.get("s3fs")
+    return s3fs is not None and isinstance(out.fs, s3fs.S3FileSystem)
 
 
 def _failed_condition(e: BaseException) -> bool:
