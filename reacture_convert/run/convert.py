@@ -411,7 +411,9 @@ def _read_and_write(
             _discard(writers)
             return _rejected(bundle, report.findings, run_id, hashes=hashes, **_from_report(report))
         written = _complete(writers, report, hashes)
-        if up_to_date is not None:
+        if up_to_date is not None:  # only the merged format's samples were written: durable too
+            if written.session_tar is not None:
+                read.out.sync_staged(key, [])
             return SessionResult(up_to_date, written.session_tar)
     entry = _entry(
         bundle,

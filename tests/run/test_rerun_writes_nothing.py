@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from reacture_convert.cli import cli
+from reacture_convert.testing.proxy import LatencyProxy
 from reacture_convert.testing.synth import BundleSpec, write_bundle
 from tests.helpers.s3 import S3
 
@@ -99,3 +100,20 @@ def test_a_rerun_that_changes_something_still_writes_it(bundles: Path, tmp_path:
     after = local_state(out)
     for rel in ("README.md", "catalog.parquet", "wds/index.json", "wds/README.md"):
         assert after[rel] != before[rel], rel
+
+
+def test_a_rerun_on_the_bucket_of_a_session_larger_than_one_upload_part(
+    moto_s3: S3, tmp_path: Path
+) -> None:
+    """The re-run writes a skipped session's samples again for the shard merge to compare: a
+    sample tar of more than one part is a multipart upload, which the merge must wait for
+    (it once looked before the upload was complete, found no such object and stopped with
+    exit 3)."""
+    spec = BundleSpec(prefix="reacture_1795600000083", seed=83, n_frames=200)  # ~10 MB tar
+    bundle = write_bundle(tmp_path / spec.prefix, spec)
+    out = "s3://datasets/rerun-multipart"
+    with LatencyProxy(moto_s3.endpoint, 0.03) as proxy:  # (the parts take a while to go up)
+        endpoint = ("--storage-option", f"client_kwargs.endpoint_url={proxy.url}")
+        options = (*endpoint, "--shard-size", "256MB")  # one shard: the session's whole tar
+        assert convert(bundle, out, "wds", *options)["counts"] == {"converted": 1}
+        assert convert(bundle, out, "wds", *options)["counts"] == {"skipped": 1}
