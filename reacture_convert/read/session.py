@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zarr
 
-from reacture_convert.errors import OutputError
+from reacture_convert.errors import OutputError, storage_errors
 from reacture_convert.formats.wds.index import WdsIndex, read_index
 from reacture_convert.output.catalog import CATALOG, CatalogEntry, read_catalog
 from reacture_convert.output.layout import frames_table_path, rows_path, zarr_path
@@ -239,13 +239,15 @@ class StoredDataset(Generic[S]):
 
 def read_stored_catalog(output: Output) -> tuple[CatalogEntry, ...]:
     """The catalog of ``output``; ``OutputError`` when it holds none (a mistyped path must
-    not look like an empty dataset)."""
-    if not output.exists(CATALOG):
-        raise OutputError(
-            f"{output.url}: no {CATALOG} here; give the --out folder (or URL) of a "
-            "`reacture-convert convert` run"
-        )
-    return tuple(read_catalog(output))
+    not look like an empty dataset), a ``StorageError`` that says what to do when the store
+    cannot be reached (credentials, endpoint, bucket: ``errors.storage_error``)."""
+    with storage_errors(output.url):
+        if not output.exists(CATALOG):
+            raise OutputError(
+                f"{output.url}: no {CATALOG} here; give the --out folder (or URL) of a "
+                "`reacture-convert convert` run"
+            )
+        return tuple(read_catalog(output))
 
 
 def open_stored(
