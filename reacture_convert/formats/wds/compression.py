@@ -248,19 +248,23 @@ class GzipMembers(io.RawIOBase):
             self._start, self._fed = (self._cpos, self._upos), False
 
     def read(self, size: int = -1) -> bytes:
-        want = _PIECE if size is None or size < 0 else size
-        while self._at >= len(self._out) and not self._done and want:
-            self._step()
-        data = self._out[self._at : self._at + want]
-        self._at += len(data)
+        """``size`` bytes (fewer only at the end; all that is left when ``size`` < 0), as a
+        file's ``read`` gives them."""
         if size is None or size < 0:
-            rest = [data]
-            while True:
-                more = self.read(_PIECE)
-                if not more:
-                    return b"".join(rest)
-                rest.append(more)
-        return data
+            return b"".join(iter(lambda: self.read(_PIECE), b""))
+        pieces: list[bytes] = []
+        left = size
+        while left > 0:
+            if self._at >= len(self._out):
+                if self._done:
+                    break
+                self._step()
+                continue
+            piece = self._out[self._at : self._at + left]
+            self._at += len(piece)
+            left -= len(piece)
+            pieces.append(piece)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def readinto(self, buffer: Any) -> int:
         data = self.read(len(buffer))
