@@ -39,6 +39,7 @@ from reacture_convert.cli.common import (
 from reacture_convert.cli.watch import allow_other_files_option, check_out_folder, watch_and_report
 from reacture_convert.errors import ConfigError
 from reacture_convert.findings import Finding, Severity, once_per_code
+from reacture_convert.formats.wds.compression import COMPRESSIONS, DEFAULT_LEVEL
 from reacture_convert.formats.wds.encodings import ENCODINGS
 from reacture_convert.output.status import Status
 from reacture_convert.run.options import ON_ERROR
@@ -114,6 +115,21 @@ if TYPE_CHECKING:
     "webp ~70x smaller than npy on game frames, png ~30x; both slower to read).",
 )
 @click.option(
+    "--shard-compression",
+    type=click.Choice(COMPRESSIONS),
+    default="none",
+    show_default=True,
+    help="WebDataset shard files: none (.tar) or gzip (.tar.gz, one gzip member per run of "
+    "32 samples: still one .tar.gz to webdataset, tarfile and Hugging Face datasets).",
+)
+@click.option(
+    "--shard-compression-level",
+    type=click.IntRange(1, 9),
+    default=DEFAULT_LEVEL,
+    show_default=True,
+    help="gzip level of --shard-compression gzip (1 fastest, 9 smallest).",
+)
+@click.option(
     "--append",
     is_flag=True,
     help="Add the sessions that OUT's WebDataset shards lack as new shards, leaving the "
@@ -142,6 +158,8 @@ def convert(
     shard_count: int | None,
     shuffle_seed: int | None,
     frame_encoding: str,
+    shard_compression: str,
+    shard_compression_level: int,
     append: bool,
     scheduler: str,
     workers: int | None,
@@ -171,6 +189,8 @@ def convert(
         "shard_count": shard_count,
         "shuffle": shuffle_seed,
         "encoding": frame_encoding,
+        "compression": shard_compression,
+        "compression_level": shard_compression_level,
         "append": append,
         "allow_other_files": allow_other_files,
     }

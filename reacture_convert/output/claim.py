@@ -58,7 +58,7 @@ _FOLDERS: Final = {
     "rows": re.compile(r"[A-Za-z0-9_-]+\.parquet"),
     "frames": re.compile(r"[A-Za-z0-9_-]+\.parquet"),
     WDS_DIR: re.compile(
-        r"[A-Za-z0-9_.-]+\.tar|(index\.json|README\.md|DATASET_CARD\.md)(\.tmp-\w+)?"
+        r"[A-Za-z0-9_.-]+\.tar(\.gz)?|(index\.json|README\.md|DATASET_CARD\.md)(\.tmp-\w+)?"
     ),
 }
 

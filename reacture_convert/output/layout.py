@@ -15,6 +15,8 @@ __all__ = [
     "LOG_DIR",
     "REMOVING",
     "RUN_FILES",
+    "SHARD_SUFFIX",
+    "SHARD_SUFFIX_GZ",
     "STAGING",
     "INTERRUPTED",
     "STATS",
@@ -25,6 +27,7 @@ __all__ = [
     "WDS_INDEX",
     "WDS_STAGE",
     "fragment_name",
+    "is_shard_file",
     "frames_table_path",
     "rows_path",
     "session_parts",
@@ -48,6 +51,8 @@ DAMAGED: Final = ".damaged"  # damaged catalog files set aside: OUT/.damaged/<wh
 LOCK: Final = ".lock"  # the run lock (on S3: the lease object)
 INTERRUPTED: Final = ".interrupted"  # an interrupted batch's note: the next run resumes it
 REMOVING: Final = ".removing"  # a removal under way: the next holder of the lock settles it
+SHARD_SUFFIX: Final = ".tar"  # a WebDataset shard
+SHARD_SUFFIX_GZ: Final = ".tar.gz"  # a compressed one (one gzip member per run of samples)
 WDS_STAGE: Final = ".wds"  # the shard merge's folder in staging (session names hold no ".")
 # Files only the lock holder writes (atomically): their stray temporaries are cleared.
 LOCKED_WRITES: Final = (
@@ -91,9 +96,15 @@ def session_parts(session: str) -> list[str]:
     return [zarr_path(session), rows_path(session), frames_table_path(session)]
 
 
-def shard_name(name: str, tag: str, number: int) -> str:
-    """``<name>-<tag>-NNNNNN.tar``: a WebDataset shard in ``wds/``."""
-    return f"{name}-{tag}-{number:06d}.tar"
+def shard_name(name: str, tag: str, number: int, suffix: str = SHARD_SUFFIX) -> str:
+    """``<name>-<tag>-NNNNNN.tar`` (or ``.tar.gz``, ``suffix``): a WebDataset shard in
+    ``wds/``."""
+    return f"{name}-{tag}-{number:06d}{suffix}"
+
+
+def is_shard_file(name: str) -> bool:
+    """``name`` (a file name in ``wds/``) is named as a shard is, compressed or not."""
+    return name.endswith((SHARD_SUFFIX, SHARD_SUFFIX_GZ))
 
 
 def staged_session_tar(run_id: str | None, session: str) -> str:

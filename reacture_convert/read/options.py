@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from reacture_convert.errors import ConfigError
+from reacture_convert.formats.wds.compression import SHARD_RUN
 
 __all__ = [
     "DEFAULT_FRACTIONS",
@@ -124,8 +125,6 @@ def read_options(**given: Any) -> ReadOptions:
     return ReadOptions(**given)
 
 
-SHARD_RUN: Final = 32
-"""Consecutive samples of a shard the shard reader reads at once when it shuffles."""
 SHUFFLE_BUFFER: Final = 256
 """Samples a shard consumer holds to mix a shuffled epoch (``buffer // run`` runs)."""
 

@@ -11,7 +11,9 @@ too): each shard listed by ``wds/index.json`` is there with its size, sha256, sa
 sessions, and the counts add up per session and in all; every sample's picture decodes (``npy``,
 ``png`` or ``webp``, as the shard reader decodes it) to pixels whose sha256 is the alignment
 table's for that frame, and with sources the source frame's (so a lossless encoding is proved
-exact, not assumed).
+exact, not assumed). A compressed shard (``.tar.gz``) is decompressed whole (its CRC-32 checked),
+and index.json's ``runs`` must be its flush points: one every 32 samples, each run's compressed
+bytes inflating alone to its samples, as the reader fetches them with one ranged read each.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ import hashlib
 import io
 import json
 import logging
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from itertools import accumulate
+from typing import IO, Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -39,8 +43,9 @@ from reacture_convert.formats.card import (
     shards_card_text,
 )
 from reacture_convert.formats.rows import rebuild_row
+from reacture_convert.formats.wds.compression import SHARD_RUN, GzipMembers, inflate_run
 from reacture_convert.formats.wds.index import WdsIndex, dataset_tag, read_index
-from reacture_convert.formats.wds.tar import iter_tar_samples
+from reacture_convert.formats.wds.tar import iter_tar_samples, member_size
 from reacture_convert.ingest.bundle import BundleRef, StorageOptions, open_file
 from reacture_convert.ingest.discover import discover
 from reacture_convert.ingest.files import (
@@ -346,25 +351,98 @@ CheckSample = Callable[[str, dict[str, bytes]], None]
 
 
 def _read_shard(
-    out: Output, url: str, check: CheckSample | None = None
+    out: Output,
+    url: str,
+    check: CheckSample | None = None,
+    compression: str = "none",
+    runs: Sequence[tuple[int, int]] = (),
 ) -> tuple[int, str, Counter[str] | str]:
     """A shard's size, sha256, and its samples per session (or why it cannot be read); each
-    sample also goes to ``check`` (key, members)."""
+    sample also goes to ``check`` (key, members). A compressed shard is decompressed whole,
+    and ``runs`` (index.json's) must be its flush points (``_check_runs``)."""
     with out.fs.open(out.path(WDS_DIR, url), "rb") as raw:
         reader = HashingReader(raw)
-        stream = io.BufferedReader(reader, 1 << 20)
+        gz = _Segments(GzipMembers(reader, url), [u for _, u in runs]) if runs else None
+        stream = gz if gz is not None else io.BufferedReader(reader, 1 << 20)
         counted: Counter[str] = Counter()
+        sizes: list[int] = []
         problem = None
         try:
-            for key, members in iter_tar_samples(stream, url):
+            if compression != "none" and not runs:
+                raise OutputError("index.json lists no runs for this compressed shard")
+            for key, members in iter_tar_samples(cast(IO[bytes], stream), url):
                 counted[key.split("/", 1)[0]] += 1
+                sizes.append(sum(member_size(len(data)) for data in members.values()))
                 if check is not None:
                     check(key, members)
+            if gz is not None:
+                while gz.read(1 << 20):
+                    pass
+                problem = _check_runs(out, url, runs, sizes, gz.crcs)
         except OutputError as e:
             problem = str(e)
-        while stream.read(1 << 20):
+        while reader.read(1 << 20):
             pass
     return reader.count, reader.hexdigest(), counted if problem is None else problem
+
+
+class _Segments:
+    """A stream's bytes read through, with the CRC-32 of each segment between ``bounds``
+    (ascending offsets; the last segment runs to the end)."""
+
+    def __init__(self, stream: GzipMembers, bounds: Sequence[int]) -> None:
+        self.stream, self.bounds = stream, list(bounds)
+        self.crcs = [0] * len(self.bounds)
+        self.pos = 0
+        self.k = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.stream.read(n)
+        view, at = memoryview(data), 0
+        while at < len(data):
+            while self.k + 1 < len(self.bounds) and self.pos >= self.bounds[self.k + 1]:
+                self.k += 1
+            stop = self.bounds[self.k + 1] if self.k + 1 < len(self.bounds) else None
+            take = len(data) - at if stop is None else min(len(data) - at, stop - self.pos)
+            if self.pos >= self.bounds[self.k]:
+                self.crcs[self.k] = zlib.crc32(view[at : at + take], self.crcs[self.k])
+            at += take
+            self.pos += take
+        return data
+
+
+def _check_runs(
+    out: Output,
+    url: str,
+    runs: Sequence[tuple[int, int]],
+    sizes: Sequence[int],
+    crcs: Sequence[int],
+) -> str | None:
+    """Why index.json's ``runs`` of a compressed shard (samples of ``sizes`` tar bytes; ``crcs``
+    of the tar stream between its points) are not where the reader can take them: one point per
+    run of ``SHARD_RUN`` samples and one at the end of the archive, each run's compressed bytes
+    inflating alone to its tar bytes. None when they are."""
+    want = [0, *list(accumulate(sizes))[SHARD_RUN - 1 :: SHARD_RUN]]
+    content = sum(sizes)
+    if want[-1] != content:
+        want.append(content)
+    got = [u for _, u in runs]
+    if got != want:
+        return (
+            f"index.json's runs start at tar bytes {got[:4]}..., not at every "
+            f"{SHARD_RUN} samples and at the end of the archive ({want[:4]}...)"
+        )
+    path = out.path(WDS_DIR, url)
+    for k in range(len(runs) - 1):
+        (c0, u0), (c1, u1) = runs[k], runs[k + 1]
+        data = out.fs.cat_file(path, start=c0, end=c1)
+        try:
+            same = zlib.crc32(inflate_run(data, u1 - u0, url, c0)) == crcs[k]
+        except OutputError as e:
+            return f"run {k} (bytes {c0}..{c1} in index.json's runs): {e}"
+        if not same:
+            return f"run {k} (bytes {c0}..{c1}) does not inflate alone to its samples"
+    return None
 
 
 def _source_digests(out: Output, e: CatalogEntry) -> list[str] | str:
@@ -496,7 +574,7 @@ def _verify_wds(
             yield Problem("wds", f"shard {shard.url} listed in index.json is missing")
             continue
         check = _PictureCheck(index.encoding, expected, shard.url)
-        size, sha, held = _read_shard(out, shard.url, check)
+        size, sha, held = _read_shard(out, shard.url, check, index.compression, shard.runs)
         yield from check.problems
         if size != shard.bytes:
             yield Problem(
@@ -507,7 +585,8 @@ def _verify_wds(
         elif sha != shard.sha256:
             yield Problem("wds", f"shard {shard.url}: sha256 differs from index.json (changed)")
         if isinstance(held, str):
-            yield Problem("wds", f"shard {shard.url} cannot be read as a tar: {held}")
+            what = "a tar" if index.compression == "none" else "a compressed tar"
+            yield Problem("wds", f"shard {shard.url} cannot be read as {what}: {held}")
             continue
         found.update(held)
         if held.total() != shard.samples:
@@ -556,10 +635,10 @@ def _check_tags(index: WdsIndex, derive: bool = True) -> Iterator[Problem]:
     groups: list[tuple[str, set[str]]] = []  # (tag, sessions), in shard order
     last = -1
     for k, shard in enumerate(index.shards):
-        stem = shard.url.removeprefix(f"{index.name}-").removesuffix(".tar")
+        stem = shard.url.removeprefix(f"{index.name}-").removesuffix(index.suffix)
         tag, _, number = stem.rpartition("-")
         in_order = number == f"{k:06d}" if derive else number.isdigit() and int(number) > last
-        if stem == shard.url or not shard.url.endswith(".tar") or not in_order:
+        if stem == shard.url or not shard.url.endswith(index.suffix) or not in_order:
             yield Problem("wds", f"{where}shard {k} is named {shard.url!r}, not a name of its set")
             return
         last = int(number)

@@ -39,7 +39,17 @@ ON_ERROR = ("continue", "stop")  # what a run does after a bundle that is not co
 OPTION_KEYS: Mapping[str, tuple[str, ...]] = {
     "job": ("formats", "force", "readmit", "allow_other_files"),
     "zarr": ("chunk_frames", "shard_frames", "codec", "level"),
-    "wds": ("shard_size", "shard_count", "shuffle", "encoding", "name", "shuffle_buffer", "append"),
+    "wds": (
+        "shard_size",
+        "shard_count",
+        "shuffle",
+        "encoding",
+        "name",
+        "shuffle_buffer",
+        "append",
+        "compression",
+        "compression_level",
+    ),
 }
 _TABLE = {key: table for table, keys in OPTION_KEYS.items() for key in keys}
 
@@ -169,6 +179,8 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "name": _text,
     "shuffle_buffer": _count,
     "append": _flag,
+    "compression": _text,
+    "compression_level": _integer,
 }
 _WDS_FIELDS = {"shuffle": "shuffle_seed"}  # option key -> WdsOptions field, where they differ
 

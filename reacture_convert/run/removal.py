@@ -45,6 +45,7 @@ from reacture_convert.output.layout import (
     WDS_CARD,
     WDS_DIR,
     WDS_INDEX,
+    is_shard_file,
     session_parts,
 )
 from reacture_convert.output.status import Status
@@ -175,14 +176,15 @@ def _publish(out: Output, pruned: PrunedSet | None) -> None:
 
 
 def _delete_unlisted(out: Output, index: WdsIndex | None) -> None:
-    """Every ``wds/*.tar`` that ``index`` does not list (none without an index)."""
+    """Every ``wds/*.tar`` (``*.tar.gz``) that ``index`` does not list (none without an
+    index)."""
     if index is None:
         return
     listed = {s.url for s in index.shards}
     stray = [
         out.path(WDS_DIR, name)
         for name in sorted(out.list_names(out.path(WDS_DIR)))
-        if name.endswith(".tar") and name not in listed
+        if is_shard_file(name) and name not in listed
     ]
     if stray:
         out.remove_files(stray)

@@ -34,11 +34,14 @@ from tests.helpers.sources import same_row  # noqa: E402
 DATA_OFFSET = 129
 
 
-@pytest.fixture(scope="module", params=["npy", "webp"])
+@pytest.fixture(scope="module", params=["npy", "webp", "webp-gzip", "npy-gzip"])
 def out(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
     """The real recordings converted with --format zarr,wds, frames as .npy (an array to
-    ``datasets``) and as lossless .webp (an image)."""
-    options = ConvertOptions(formats=("zarr", "wds"), wds=WdsOptions(encoding=request.param))
+    ``datasets``) and as lossless .webp (an image); ``-gzip``: in compressed shards
+    (``.tar.gz``, one gzip member per run of samples)."""
+    encoding, _, compression = request.param.partition("-")
+    wds = WdsOptions(encoding=encoding, compression=compression or "none")
+    options = ConvertOptions(formats=("zarr", "wds"), wds=wds)
     return convert_real_bundles(tmp_path_factory.mktemp("hf") / "out", options)
 
 
@@ -175,7 +178,7 @@ def test_webdataset_builder_loads_every_sample_with_the_cards_features(
 
 # the encoding: the builder tests above take both; .webp here, as loading .npy samples into
 # datasets' Arrow cache is slow (nested lists of 49,152 values a sample: ~10x the time)
-@pytest.mark.parametrize("out", ["webp"], indirect=True)
+@pytest.mark.parametrize("out", ["webp", "webp-gzip"], indirect=True)
 @pytest.mark.parametrize("streaming", [False, True], ids=["loaded", "streaming"])
 def test_load_dataset_understands_the_converted_folder(
     out: Path, cache: str, streaming: bool

@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from reacture_convert.errors import OutputError
+from reacture_convert.formats.wds.compression import COMPRESSIONS, shard_suffix
 from reacture_convert.output.layout import WDS_INDEX
 
 if TYPE_CHECKING:
     from reacture_convert.output.storage import Output
 
 __all__ = [
+    "COMPRESSED",
     "EFFECTIVE",
     "FORMAT",
     "INDEX",
@@ -35,7 +37,8 @@ FORMAT = "reacture-wds"
 VERSION = 2
 # Bumped whenever the bytes written for the same inputs change; part of the shard-name tag.
 LAYOUT = 2
-# The options that shape the shards, as the index records them and the tag hashes them.
+# The options that shape the shards, as the index records them and the tag hashes them (and,
+# for compressed shards only, ``COMPRESSED``: a plain set's tags and index are as before).
 EFFECTIVE = (
     "name",
     "encoding",
@@ -45,6 +48,7 @@ EFFECTIVE = (
     "shard_size",
     "shard_count",
 )
+COMPRESSED = ("compression", "compression_level")
 
 
 def dataset_tag(
@@ -82,6 +86,9 @@ class WdsShard:
     bytes: int
     sha256: str
     sessions: tuple[str, ...]
+    # a compressed shard: (compressed offset, tar offset) where each run of samples and the
+    # end of the archive begin (``formats.wds.compression``); () for a plain shard
+    runs: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +108,9 @@ class WdsIndex:
     shards: tuple[WdsShard, ...] = field(default=())
     # sessions were taken out (``remove``): shards of old and new tags, numbers with gaps
     pruned: bool = False
+    # ``none`` (``.tar``), or ``gzip`` (``.tar.gz``: one gzip member per run, at this level)
+    compression: str = "none"
+    compression_level: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -126,10 +136,16 @@ class WdsIndex:
                     "bytes": s.bytes,
                     "sha256": s.sha256,
                     "sessions": list(s.sessions),
+                    **({"runs": [list(r) for r in s.runs]} if s.runs else {}),
                 }
                 for s in self.shards
             ],
             **({"pruned": True} if self.pruned else {}),
+            **(
+                {"compression": self.compression, "compression_level": self.compression_level}
+                if self.compression != "none"
+                else {}
+            ),
         }
 
     @classmethod
@@ -138,6 +154,11 @@ class WdsIndex:
             raise OutputError(
                 f"{INDEX}: not a {FORMAT} version {VERSION} index (format {d.get('format')!r}, "
                 f"version {d.get('version')!r}); convert again with the wds format to rewrite it"
+            )
+        if d.get("compression", "none") not in COMPRESSIONS:
+            raise OutputError(
+                f"{INDEX}: shard compression {d.get('compression')!r} is not one this version "
+                f"reads ({', '.join(COMPRESSIONS)}); upgrade reacture-convert"
             )
         return cls(
             name=d["name"],
@@ -153,15 +174,31 @@ class WdsIndex:
             ),
             total_samples=d["total_samples"],
             shards=tuple(
-                WdsShard(s["url"], s["samples"], s["bytes"], s["sha256"], tuple(s["sessions"]))
+                WdsShard(
+                    s["url"],
+                    s["samples"],
+                    s["bytes"],
+                    s["sha256"],
+                    tuple(s["sessions"]),
+                    tuple((int(c), int(u)) for c, u in s.get("runs", ())),
+                )
                 for s in d["shards"]
             ),
             pruned=d.get("pruned", False) is True,
+            compression=d.get("compression", "none"),
+            compression_level=d.get("compression_level"),
         )
 
     def effective(self) -> dict[str, Any]:
-        """The options the shards were written with (``EFFECTIVE``), as the tag hashes them."""
-        return {k: getattr(self, k) for k in EFFECTIVE}
+        """The options the shards were written with (``EFFECTIVE``, and ``COMPRESSED`` for
+        compressed shards), as the tag hashes them."""
+        keys = EFFECTIVE + (COMPRESSED if self.compression != "none" else ())
+        return {k: getattr(self, k) for k in keys}
+
+    @property
+    def suffix(self) -> str:
+        """How the set's shard names end: ``.tar``, or ``.tar.gz`` when compressed."""
+        return shard_suffix(self.compression)
 
     def to_json(self) -> bytes:
         return (json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n").encode("ascii")

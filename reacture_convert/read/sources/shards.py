@@ -28,7 +28,10 @@ are mixed. The epoch's order depends on the seed and the epoch only; consumers t
 contiguous slices of it. A consumer reads each run it needs with one ranged read of the run's
 bytes (a run of 32 samples: about 1.6 MB, read forward), found through the shard's table of
 sample offsets (``sample_spans``: its tar headers, read once per shard and process, and kept
-in the disk cache when there is one). With windows, the shards are read in order and each
+in the disk cache when there is one). A compressed shard (``.tar.gz``) is decompressed once per
+process to learn its samples' offsets in its tar stream (kept in the cache the same way); a run
+is then one ranged read from its flush point to the next (``runs`` in index.json), inflated
+alone. With windows, the shards are read in order and each
 consumer passes its samples through a ``buffer``-sample shuffle buffer.
 
 **Random access** (``source[i]``, ``source.fetch(ids)``, ``len(source)``): sample ``i`` of the
@@ -39,6 +42,7 @@ read together). It needs the dataset's alignment tables to know blank frames (or
 
 from __future__ import annotations
 
+import bisect
 import io
 import json
 import random
@@ -52,6 +56,7 @@ import numpy.typing as npt
 
 from reacture_convert.errors import ConfigError, OutputError
 from reacture_convert.formats.wds import INDEX, WdsIndex, iter_tar_samples, shuffle_buffer
+from reacture_convert.formats.wds.compression import GzipMembers, inflate_run
 from reacture_convert.formats.wds.encodings import decode_image
 from reacture_convert.formats.wds.tar import sample_spans
 from reacture_convert.ingest.members import read_bounded
@@ -192,6 +197,7 @@ class ShardSource:
         sizes = np.array([s.samples for s in self.index.shards], dtype=np.int64)
         self._starts: I64 = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self._spans: dict[int, list[Span]] = {}
+        self._compressed = self.index.compression != "none"
         self._kept: I64 | None = None
         self._mask: npt.NDArray[np.bool_] | None = None
 
@@ -311,7 +317,8 @@ class ShardSource:
                 at += n
                 continue
             url = self.urls[shard]
-            with self._open(shard) as f:
+            with self._open(shard) as raw:
+                f = self._decompressed(raw, shard)
                 for j, (key, members) in enumerate(iter_tar_samples(f, url)):
                     p = at + j
                     if p >= stop:
@@ -413,7 +420,8 @@ class ShardSource:
     # --- offsets and ranged reads -----------------------------------------------------------------
     def spans(self, shard: int) -> list[Span]:
         """Each sample's key and bytes ``[start, end)`` in shard ``shard`` (its tar headers,
-        read once per process; kept in the disk cache when there is one)."""
+        read once per process; kept in the disk cache when there is one). For a compressed
+        shard the offsets are in its tar stream (the shard is decompressed once for them)."""
         got = self._spans.get(shard)
         if got is not None:
             return got
@@ -424,7 +432,12 @@ class ShardSource:
             got = [(str(k), int(a), int(b)) for k, a, b in json.loads(raw)]
         else:
             with self._open(shard) as f:
-                got = sample_spans(f, self.urls[shard])
+                if self._compressed:
+                    gz = GzipMembers(f, self.urls[shard])
+                    got = sample_spans(cast(IO[bytes], gz), self.urls[shard])
+                    gz.drain()
+                else:
+                    got = sample_spans(f, self.urls[shard])
             if self.cache is not None:
                 self.cache.put(key, json.dumps(got).encode())
         if len(got) != info.samples:
@@ -460,7 +473,11 @@ class ShardSource:
         """Samples ``first..last`` of ``(shard, first, last)`` (its spans known already)."""
         shard, first, last = wanted
         spans = self._spans[shard]
-        data = self._read_range(shard, spans[first][1], spans[last][2])
+        start, end = spans[first][1], spans[last][2]
+        if self._compressed:
+            data = self._read_inflated(shard, start, end)
+        else:
+            data = self._read_range(shard, start, end)
         got = dict(enumerate(iter_tar_samples(io.BytesIO(data), self.urls[shard]), first))
         if len(got) != last + 1 - first or got[last][0] != spans[last][0]:
             raise OutputError(
@@ -468,6 +485,29 @@ class ShardSource:
                 "headers put them; the shard changed while it was read (read it again)"
             )
         return got
+
+    def _read_inflated(self, shard: int, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of compressed shard ``shard``'s tar stream: the runs that
+        hold them (index.json's ``runs``) read with one ranged read and inflated (no more than
+        they hold)."""
+        runs = self.index.shards[shard].runs
+        tar_at = [u for _, u in runs]
+        first = bisect.bisect_right(tar_at, start) - 1
+        last = bisect.bisect_left(tar_at, end)
+        if first < 0 or last >= len(runs):
+            raise OutputError(
+                f"{self.urls[shard]}: index.json's runs do not hold tar bytes {start}..{end}; "
+                "check the shards against index.json (reacture-convert verify)"
+            )
+        (c0, u0), (c1, u1) = runs[first], runs[last]
+        data = inflate_run(self._read_range(shard, c0, c1), u1 - u0, self.urls[shard], c0)
+        return data[start - u0 : end - u0]
+
+    def _decompressed(self, raw: IO[bytes], shard: int) -> IO[bytes]:
+        """Shard ``shard``'s tar stream from its bytes ``raw`` (decompressed when it is)."""
+        if not self._compressed:
+            return raw
+        return cast(IO[bytes], GzipMembers(raw, self.urls[shard]))
 
     def _read_range(self, shard: int, start: int, end: int) -> bytes:
         """Bytes ``[start, end)`` of shard ``shard`` (from the cache when there is one)."""

@@ -25,6 +25,7 @@ from dataclasses import replace
 from typing import IO
 
 from reacture_convert.errors import ConfigError, OutputError
+from reacture_convert.formats.wds.compression import RunWriter, shard_suffix, shard_writer
 from reacture_convert.formats.wds.index import (
     INDEX,
     WdsIndex,
@@ -34,7 +35,7 @@ from reacture_convert.formats.wds.index import (
     read_index,
 )
 from reacture_convert.formats.wds.tar import end_of_archive
-from reacture_convert.output.layout import STAGING, WDS_DIR, WDS_STAGE, shard_name
+from reacture_convert.output.layout import STAGING, WDS_DIR, WDS_STAGE, is_shard_file, shard_name
 from reacture_convert.output.storage import Output
 from reacture_convert.phases import reached
 from reacture_convert.writers.webdataset.options import WdsOptions
@@ -67,7 +68,9 @@ class _Parts:
         self.out, self.keep = out, keep
         self.open: dict[str, IO[bytes]] = {}
 
-    def read(self, part: SessionPart, offset: int, length: int, sink: HashedFile) -> None:
+    def read(
+        self, part: SessionPart, offset: int, length: int, sink: HashedFile | RunWriter
+    ) -> None:
         f = self.open.pop(part.path, None)
         if f is None:
             if len(self.open) >= self.keep:
@@ -102,33 +105,61 @@ def _check_parts(out: Output, tars: Sequence[SessionTar]) -> None:
                 )
 
 
+def _copy_samples(parts: _Parts, shard: PlannedShard, writer: RunWriter) -> None:
+    """The planned shard's samples from the parts into ``writer``, sample by sample (a
+    compressed shard is flushed after every run of them)."""
+    sizes = iter(shard.sizes)
+    for r in shard.ranges:
+        offset, end = r.offset, r.offset + r.length
+        while offset < end:
+            size = next(sizes)
+            parts.read(r.part, offset, size, writer)
+            writer.end_sample()
+            offset += size
+
+
 def _build(
-    out: Output, stage: str, planned: Sequence[PlannedShard], urls: Sequence[str]
+    out: Output,
+    stage: str,
+    planned: Sequence[PlannedShard],
+    urls: Sequence[str],
+    options: WdsOptions = DEFAULT_OPTIONS,
 ) -> list[tuple[str, WdsShard]]:
     """Complete every planned shard; return (where it is now, what it is) for each. A shard that
-    is a whole part in OUT's staging stays where it is (made durable) to be moved; any other is
-    copied into ``stage`` (parts elsewhere are only read)."""
+    is a whole part in OUT's staging stays where it is (made durable) to be moved, unless
+    shards are compressed; any other is copied into ``stage`` (parts elsewhere are only
+    read)."""
     built: list[tuple[str, WdsShard]] = []
     parts = _Parts(out)
     staging = out.path(STAGING) + "/"
+    compressed = options.compression != "none"
     try:
         for shard, url in zip(planned, urls, strict=True):
             whole = shard.whole_part
-            if whole is not None and whole.path.startswith(staging):
+            runs: tuple[tuple[int, int], ...] = ()
+            if whole is not None and whole.path.startswith(staging) and not compressed:
                 out.fsync(whole.path)
                 where, nbytes, sha = whole.path, whole.bytes, whole.sha256
             else:
                 where = f"{stage}/{url}"
                 sink = HashedFile(out, where)
                 try:
-                    for r in shard.ranges:
-                        parts.read(r.part, r.offset, r.length, sink)
-                    sink.write(end_of_archive(shard.content))
+                    if compressed:
+                        writer = shard_writer(
+                            sink.write, options.compression, options.compression_level
+                        )
+                        _copy_samples(parts, shard, writer)
+                        writer.finish(end_of_archive(shard.content))
+                        runs = tuple(writer.points)
+                    else:
+                        for r in shard.ranges:
+                            parts.read(r.part, r.offset, r.length, sink)
+                        sink.write(end_of_archive(shard.content))
                 except BaseException:
                     sink.abort()
                     raise
                 nbytes, sha = sink.close(fsync=True)
-            built.append((where, WdsShard(url, shard.samples, nbytes, sha, shard.sessions)))
+            built.append((where, WdsShard(url, shard.samples, nbytes, sha, shard.sessions, runs)))
     finally:
         parts.close()
     return built
@@ -148,14 +179,14 @@ def _publish(out: Output, built: Sequence[tuple[str, WdsShard]]) -> None:
 
 
 def _remove_orphans(out: Output, keep: Iterable[str]) -> None:
-    """Delete every ``wds/*.tar`` that the index does not list."""
+    """Delete every ``wds/*.tar`` (and ``*.tar.gz``) that the index does not list."""
     wanted = set(keep)
     folder = out.path(WDS_DIR)
     if not out.fs.exists(folder):
         return
     for entry in sorted(out.fs.ls(folder, detail=True), key=lambda e: str(e["name"])):
         name = str(entry["name"]).rstrip("/").rsplit("/", 1)[-1]
-        if entry["type"] == "file" and name.endswith(".tar") and name not in wanted:
+        if entry["type"] == "file" and is_shard_file(name) and name not in wanted:
             out.fs.rm(entry["name"])
 
 
@@ -195,13 +226,14 @@ def _commit(
     index of the whole set; delete what it does not list."""
     planned = plan_shards(tars, options)
     first = next_number(before) if before is not None else 0
-    urls = [shard_name(options.name, tag, first + k) for k in range(len(planned))]
+    suffix = shard_suffix(options.compression)
+    urls = [shard_name(options.name, tag, first + k, suffix) for k in range(len(planned))]
     stage = f"{out.staging(WDS_STAGE)}/shards"
     _drop_stage(out, stage)
     out.fs.makedirs(stage, exist_ok=True)
     try:
         reached("shard-merge")
-        built = _build(out, stage, planned, urls)
+        built = _build(out, stage, planned, urls, options)
         _publish(out, built)
     except BaseException:
         _drop_stage(out, stage)
@@ -226,6 +258,8 @@ def _commit(
         total_samples=sum(s.samples for s in old_sessions) + sum(st.samples for st in tars),
         shards=(*(before.shards if before is not None else ()), *(s for _, s in built)),
         pruned=before is not None and before.pruned,
+        compression=options.compression,
+        compression_level=eff.get("compression_level"),
     )
     reached("index")
     out.write_bytes_atomic(INDEX, index.to_json())
@@ -276,15 +310,11 @@ def _already_written(out: Output, index: WdsIndex, tars: Sequence[SessionTar], t
 
 def _check_appendable(before: WdsIndex, options: WdsOptions) -> None:
     eff = options.effective()
-    had = {
-        "name": before.name,
-        "encoding": before.encoding,
-        "shuffle_seed": before.shuffle_seed,
-        "shuffle_buffer": before.shuffle_buffer,
-        "shuffle_streams": before.shuffle_streams,
-        "shard_size": before.shard_size,
-        "shard_count": before.shard_count,
-    }
+    had = before.effective()
+    for k in sorted(eff.keys() - had.keys()):
+        had[k] = getattr(before, k)
+    for k in sorted(had.keys() - eff.keys()):
+        eff[k] = getattr(options, k)
     if before.shard_count is not None or options.shard_count is not None:
         raise ConfigError(
             f"{INDEX}: a shard set split into an exact number of shards (--shard-count) cannot "

@@ -7,6 +7,11 @@ for every worker and rank to get several. ``shard_count`` asks for exactly that 
 instead, with the samples split as evenly as possible (sizes differ by at most one sample), for
 one shard per rank. When it is given it wins: ``shard_size`` is then ignored, and the index
 records it as null. A shard exceeds ``shard_size`` only when a single sample is bigger.
+
+Compression. ``compression="gzip"`` stores each shard as ``.tar.gz``: the same tar, one gzip
+member per run of 32 samples (``formats.wds.compression``), at ``compression_level``.
+``shard_size`` bounds the tar bytes (before compression), so the same samples go into the
+same shards, compressed or not; a compressed shard's file is smaller than the target.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reacture_convert.errors import ConfigError
+from reacture_convert.formats.wds.compression import DEFAULT_LEVEL, check_compression
 from reacture_convert.formats.wds.encodings import check_encoding
 from reacture_convert.output.naming import is_safe_name
 
@@ -30,7 +36,8 @@ class WdsOptions:
     the seeded interleave plus a ``shuffle_buffer``-sample buffer; ``shuffle_streams`` bounds
     how many sessions are open at once while interleaving. ``append``: add the sessions to the
     shard set already in ``wds/`` as new shards (``append_shards``) instead of replacing it; it
-    does not shape the bytes, so ``effective`` leaves it out.
+    does not shape the bytes, so ``effective`` leaves it out. ``compression`` (``none`` or
+    ``gzip``) and ``compression_level`` (1-9): see the module doc.
 
     Messages name an option as the CLI (``--shard-size``) and a job file's ``[wds]`` table
     (``shard_size``) spell it; ``shuffle_buffer`` is a job-file key only."""
@@ -43,9 +50,12 @@ class WdsOptions:
     shuffle_buffer: int = 512
     shuffle_streams: int = 64
     append: bool = False
+    compression: str = "none"
+    compression_level: int = DEFAULT_LEVEL
 
     def __post_init__(self) -> None:
         check_encoding(self.encoding)
+        check_compression(self.compression, self.compression_level)
         if not is_safe_name(self.name):
             raise ConfigError(
                 f"shard name {self.name!r} must be 1-128 characters of A-Z, a-z, 0-9, '_' and '-'"
@@ -72,7 +82,7 @@ class WdsOptions:
 
     def effective(self) -> dict[str, Any]:
         """The options that shape the output (ignored ones as None): hashed into the tag and
-        recorded in the index."""
+        recorded in the index (the compression only when the shards are compressed)."""
         shuffled = self.shuffle_seed is not None
         return {
             "name": self.name,
@@ -82,4 +92,9 @@ class WdsOptions:
             "shuffle_streams": self.shuffle_streams if shuffled else None,
             "shard_size": None if self.shard_count is not None else self.shard_size,
             "shard_count": self.shard_count,
+            **(
+                {"compression": self.compression, "compression_level": self.compression_level}
+                if self.compression != "none"
+                else {}
+            ),
         }

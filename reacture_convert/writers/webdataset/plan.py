@@ -46,6 +46,7 @@ class PlannedShard:
     samples: int
     content: int  # bytes of its members (the shard is tar_size(content) bytes)
     sessions: tuple[str, ...]
+    sizes: tuple[int, ...] = ()  # the tar bytes of each sample, in order
 
     @property
     def whole_part(self) -> SessionPart | None:
@@ -122,6 +123,7 @@ def count_plan(total: int, count: int) -> list[int]:
 class _Builder:
     def __init__(self) -> None:
         self.ranges: list[Range] = []
+        self.sizes: list[int] = []
         self.samples = self.content = 0
         self.sessions: set[str] = set()
 
@@ -132,12 +134,17 @@ class _Builder:
         else:
             self.ranges.append(Range(s.part, s.offset, s.size))
         self.samples += 1
+        self.sizes.append(s.size)
         self.content += s.size
         self.sessions.add(s.session)
 
     def shard(self) -> PlannedShard:
         return PlannedShard(
-            tuple(self.ranges), self.samples, self.content, tuple(sorted(self.sessions))
+            tuple(self.ranges),
+            self.samples,
+            self.content,
+            tuple(sorted(self.sessions)),
+            tuple(self.sizes),
         )
 
 

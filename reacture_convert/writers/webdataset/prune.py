@@ -20,10 +20,17 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, replace
+from typing import IO, Any, cast
 
 from reacture_convert.errors import OutputError
+from reacture_convert.formats.wds.compression import (
+    DEFAULT_LEVEL,
+    GzipMembers,
+    RunWriter,
+    shard_writer,
+)
 from reacture_convert.formats.wds.index import WdsIndex, WdsShard
 from reacture_convert.formats.wds.tar import (
     end_of_archive,
@@ -46,7 +53,7 @@ __all__ = [
     "shard_samples",
 ]
 
-_NUMBER = re.compile(r"-(\d{6})\.tar$")
+_NUMBER = re.compile(r"-(\d{6})\.tar(\.gz)?$")
 
 
 @dataclass(frozen=True)
@@ -69,29 +76,38 @@ def _session_of(key: str) -> str:
     return key.split("/", 1)[0]
 
 
-def shard_samples(out: Output, shard: WdsShard) -> Iterator[tuple[str, bytes]]:
+def shard_samples(
+    out: Output, shard: WdsShard, index: WdsIndex | None = None
+) -> Iterator[tuple[str, bytes]]:
     """``(session, bytes)`` of each sample of ``wds/<shard.url>``, in order: its members as
-    they are in the shard. ``OutputError`` when the shard, encoded again member by member, is
-    not the shard ``index.json`` describes (changed, damaged, or not written here)."""
+    they are in the (decompressed) shard. ``OutputError`` when the shard, encoded again member
+    by member (and compressed again as ``index`` says its set is), is not the shard
+    ``index.json`` describes (changed, damaged, or not written here)."""
     label = f"{WDS_DIR}/{shard.url}"
     whole = hashlib.sha256()
+    again = _writer(whole.update, index)
     content = 0
     key: str | None = None
     pieces: list[bytes] = []
-    with out.open_read(out.path(WDS_DIR, shard.url), shard.bytes) as f:
+    with out.open_read(out.path(WDS_DIR, shard.url), shard.bytes) as raw:
+        f = _decompressed(raw, label, index)
         for name, data in iter_tar_members(f, label):
             member = member_header(name, len(data)) + data + padding(len(data))
-            whole.update(member)
             content += member_size(len(data))
             base = name.rpartition(".")[0]
             if base != key and key is not None:
+                again.end_sample()
                 yield _session_of(key), b"".join(pieces)
                 pieces = []
             key = base
+            again.write(member)
             pieces.append(member)
+        if isinstance(f, GzipMembers):
+            f.drain()
     if key is not None:
-        whole.update(end_of_archive(content))
-    if key is None or whole.hexdigest() != shard.sha256:
+        again.end_sample()
+        again.finish(end_of_archive(content))
+    if key is None or whole.hexdigest() != shard.sha256 or tuple(again.points) != shard.runs:
         raise OutputError(
             f"{label}: its members do not make the shard index.json describes (sha256 "
             f"{shard.sha256[:12]}...): it was changed or not written by reacture-convert; "
@@ -99,6 +115,19 @@ def shard_samples(out: Output, shard: WdsShard) -> Iterator[tuple[str, bytes]]:
         )
     if key is not None:
         yield _session_of(key), b"".join(pieces)
+
+
+def _writer(write: Callable[[Any], Any], index: WdsIndex | None) -> RunWriter:
+    """The writer of a shard of ``index``'s set (compressed as the set is)."""
+    if index is None or index.compression == "none":
+        return shard_writer(write, "none")
+    return shard_writer(write, index.compression, index.compression_level or DEFAULT_LEVEL)
+
+
+def _decompressed(raw: IO[bytes], label: str, index: WdsIndex | None) -> IO[bytes]:
+    if index is None or index.compression == "none":
+        return raw
+    return cast(IO[bytes], GzipMembers(raw, label))
 
 
 def next_number(index: WdsIndex) -> int:
@@ -113,22 +142,24 @@ def _number(shard: WdsShard, position: int) -> int:
 
 
 def _prune_one(
-    out: Output, shard: WdsShard, drop: Collection[str], where: str, url: str
+    out: Output, index: WdsIndex, shard: WdsShard, drop: Collection[str], where: str, url: str
 ) -> WdsShard | None:
     """``shard`` without the samples of ``drop``, written at ``where`` (fsynced); None when
     none is left (nothing stays written)."""
     sink = HashedFile(out, where)
+    writer = _writer(sink.write, index)
     samples = content = 0
     sessions: set[str] = set()
     try:
-        for session, data in shard_samples(out, shard):
+        for session, data in shard_samples(out, shard, index):
             if session in drop:
                 continue
-            sink.write(data)
+            writer.write(data)
+            writer.end_sample()
             samples += 1
             content += len(data)
             sessions.add(session)
-        sink.write(end_of_archive(content))
+        writer.finish(end_of_archive(content))
     except BaseException:
         sink.abort()
         raise
@@ -136,7 +167,7 @@ def _prune_one(
     if samples == 0:
         out.remove_files([where])
         return None
-    return WdsShard(url, samples, nbytes, sha, tuple(sorted(sessions)))
+    return WdsShard(url, samples, nbytes, sha, tuple(sorted(sessions)), tuple(writer.points))
 
 
 def prune_shards(out: Output, index: WdsIndex, sessions: Collection[str], stage: str) -> PrunedSet:
@@ -154,14 +185,14 @@ def prune_shards(out: Output, index: WdsIndex, sessions: Collection[str], stage:
         if not drop.intersection(shard.sessions):
             shards.append(shard)
             continue
-        url = shard_name(index.name, tag, _number(shard, position))
+        url = shard_name(index.name, tag, _number(shard, position), index.suffix)
         if url in taken:
             raise OutputError(
                 f"{WDS_DIR}/{url}: a shard of the set already has the name its pruned copy "
                 "would get; rewrite the shard set (convert again with the wds format)"
             )
         where = f"{stage}/{url}"
-        new = _prune_one(out, shard, drop, where, url)
+        new = _prune_one(out, index, shard, drop, where, url)
         if new is None:
             dropped.append(shard.url)
         else:
@@ -195,17 +226,18 @@ def copy_samples(
     wanted = set(keep)
     dst.makedirs(stage)
     built: list[tuple[str, WdsShard]] = []
-    current: tuple[HashedFile, str, str] | None = None
+    current: tuple[HashedFile, RunWriter, str, str] | None = None
     samples = content = 0
     sessions: set[str] = set()
 
     def close() -> None:
         nonlocal current, samples, content
         assert current is not None
-        sink, where, url = current
-        sink.write(end_of_archive(content))
+        sink, writer, where, url = current
+        writer.finish(end_of_archive(content))
         nbytes, sha = sink.close(fsync=True)
-        built.append((where, WdsShard(url, samples, nbytes, sha, tuple(sorted(sessions)))))
+        shard = WdsShard(url, samples, nbytes, sha, tuple(sorted(sessions)), tuple(writer.points))
+        built.append((where, shard))
         current, samples, content = None, 0, 0
         sessions.clear()
 
@@ -213,15 +245,17 @@ def copy_samples(
         for shard in index.shards:
             if not wanted.intersection(shard.sessions):
                 continue
-            for session, data in shard_samples(src, shard):
+            for session, data in shard_samples(src, shard, index):
                 if session not in wanted:
                     continue
                 if current is not None and tar_size(content + len(data)) > shard_size:
                     close()
                 if current is None:
-                    url = shard_name(index.name, tag, len(built))
-                    current = (HashedFile(dst, f"{stage}/{url}"), f"{stage}/{url}", url)
-                current[0].write(data)
+                    url = shard_name(index.name, tag, len(built), index.suffix)
+                    sink = HashedFile(dst, f"{stage}/{url}")
+                    current = (sink, _writer(sink.write, index), f"{stage}/{url}", url)
+                current[1].write(data)
+                current[1].end_sample()
                 samples += 1
                 content += len(data)
                 sessions.add(session)
