@@ -117,3 +117,14 @@ def test_a_rerun_on_the_bucket_of_a_session_larger_than_one_upload_part(
         options = (*endpoint, "--shard-size", "256MB")  # one shard: the session's whole tar
         assert convert(bundle, out, "wds", *options)["counts"] == {"converted": 1}
         assert convert(bundle, out, "wds", *options)["counts"] == {"skipped": 1}
+
+
+def test_a_local_rerun_with_compressed_shards_writes_nothing(bundles: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    gzip = ("--shard-compression", "gzip", "--frame-encoding", "webp")
+    assert convert(bundles, str(out), "zarr,wds", *gzip)["counts"] == {"converted": 2}
+    before = local_state(out)
+    assert any(name.endswith(".tar.gz") for name in before)
+    time.sleep(0.02)
+    assert convert(bundles, str(out), "zarr,wds", *gzip)["counts"] == {"skipped": 2}
+    assert local_state(out) == before
