@@ -31,7 +31,7 @@ import os
 import re
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any, BinaryIO
@@ -258,17 +258,26 @@ class Output:
         return hash_local(path)
 
     def makedirs(self, path: str) -> None:
-        self.fs.makedirs(path, exist_ok=True)
+        """Make the folder ``path`` (and its parents). Nothing on S3, which has no folders
+        (s3fs would look the bucket up, and create it when it is not there)."""
+        if not is_s3(self):
+            self.fs.makedirs(path, exist_ok=True)
 
     def move(self, src: str, dst: str) -> None:
         """Rename ``src`` to ``dst`` (replacing it); on object stores a copy and a delete."""
+        self.move_all([(src, dst)])
+
+    def move_all(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """Rename each ``(src, dst)``, replacing ``dst``; on object stores the copies go out
+        together, then the sources are deleted together."""
         if self.is_local:
-            os.replace(src, dst)
-        else:
+            for src, dst in pairs:
+                os.replace(src, dst)
+            return
+        for src, _ in pairs:
             uploads.settle(src)
-            uploads.copy_files(self.fs, [(src, dst)])
-            self.fs.rm(src)
-            self.fs.invalidate_cache(src.rsplit("/", 1)[0])
+        uploads.copy_files(self.fs, list(pairs))
+        self.remove_files([src for src, _ in pairs])
 
     def fsync(self, path: str, folder: bool = False) -> None:
         """Make a local file (or a folder's entries) durable; nothing on object stores (an
@@ -300,11 +309,46 @@ class Output:
         except FileNotFoundError:
             return []
 
+    def file_sizes(self, folder: str) -> dict[str, int]:
+        """The files right in ``folder``, by name, with their sizes; {} when there is no such
+        folder. One listing (on S3 without s3fs's HEAD and its parent's listing first)."""
+        if self.is_local:
+            try:
+                with os.scandir(folder) as entries:
+                    return {e.name: e.stat().st_size for e in entries if e.is_file()}
+            except (FileNotFoundError, NotADirectoryError):
+                return {}
+        if is_s3(self):
+            sizes, _ = _on_loop(self.fs, _s3_listing, folder, True)
+            return {p.rsplit("/", 1)[-1]: n for p, n in sizes.items()}
+        self.fs.invalidate_cache(folder)
+        try:
+            found = self.fs.ls(folder, detail=True)
+        except FileNotFoundError:
+            return {}
+        return {
+            str(e["name"]).rstrip("/").rsplit("/", 1)[-1]: int(e["size"])
+            for e in found
+            if e["type"] == "file"
+        }
+
+    def remove_tree(self, path: str) -> None:
+        """Delete the folder ``path`` with everything in it, when there is one (on S3: one
+        listing, then one request per thousand objects)."""
+        if is_s3(self):
+            uploads.quiesce(path)
+            keys, _ = _on_loop(self.fs, _s3_list, path, False)
+            self._remove_objects(keys)
+        elif self.fs.exists(path):
+            self.fs.rm(path, recursive=True)
+
     def remove_files(self, paths: list[str]) -> None:
         """Delete the files ``paths`` (``OSError`` when one cannot be)."""
         if self.is_local:
             for p in paths:
                 os.remove(p)
+            return
+        if not paths:
             return
         for p in paths:
             uploads.quiesce(p)
@@ -313,10 +357,13 @@ class Output:
             self.fs.invalidate_cache(folder)
 
     def remove_empty_dir(self, path: str) -> None:
-        """Remove folder ``path`` if it is there and empty (object stores have no folders)."""
+        """Remove folder ``path`` if it is there and empty (S3 has no folders; fsspec's
+        in-memory filesystem, for one, has)."""
         if self.is_local:
             with contextlib.suppress(OSError):  # not there, or not empty
                 os.rmdir(path)
+        elif not is_s3(self) and self.fs.exists(path) and not self.fs.ls(path):
+            self.fs.rmdir(path)
 
     def discard(self, rel: str) -> None:
         """Delete the file or folder ``rel`` (relative to OUT) if it is there: locally it is
@@ -551,21 +598,29 @@ async def _s3_head(fs: Any, path: str) -> bool:
     return True
 
 
-async def _s3_list(fs: Any, path: str, delimiter: bool) -> tuple[list[str], list[str]]:
-    """The objects under folder ``path`` (its keys; the folder's own marker left out) and,
-    with ``delimiter``, only those right in it plus its subfolders: (objects, folders)."""
+async def _s3_listing(fs: Any, path: str, delimiter: bool) -> tuple[dict[str, int], list[str]]:
+    """The objects under folder ``path`` with their sizes (the folder's own marker left out)
+    and, with ``delimiter``, only those right in it plus its subfolders: (objects, folders)."""
     bucket, key, _ = fs.split_path(path)
     prefix = f"{key.rstrip('/')}/" if key else ""
-    keys: list[str] = []
+    sizes: dict[str, int] = {}
     folders: list[str] = []
     extra: dict[str, Any] = {"Delimiter": "/"} if delimiter else {}
     while True:
         reply = await fs._call_s3("list_objects_v2", Bucket=bucket, Prefix=prefix, **extra)
-        keys += [f"{bucket}/{o['Key']}" for o in reply.get("Contents", []) if o["Key"] != prefix]
+        for o in reply.get("Contents", []):
+            if o["Key"] != prefix:
+                sizes[f"{bucket}/{o['Key']}"] = int(o["Size"])
         folders += [f"{bucket}/{p['Prefix'].rstrip('/')}" for p in reply.get("CommonPrefixes", [])]
         if not reply.get("IsTruncated"):
-            return keys, folders
+            return sizes, folders
         extra["ContinuationToken"] = reply["NextContinuationToken"]
+
+
+async def _s3_list(fs: Any, path: str, delimiter: bool) -> tuple[list[str], list[str]]:
+    """``_s3_listing`` without the sizes: (objects, folders)."""
+    sizes, folders = await _s3_listing(fs, path, delimiter)
+    return list(sizes), folders
 
 
 async def _s3_objects(fs: Any, path: str) -> list[str]:

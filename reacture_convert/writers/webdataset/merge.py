@@ -95,9 +95,11 @@ class _Parts:
 
 
 def _check_parts(out: Output, tars: Sequence[SessionTar]) -> None:
+    folders = {p.path.rsplit("/", 1)[0] for st in tars for p in st.parts}
+    sizes = {f"{f}/{name}": n for f in sorted(folders) for name, n in out.file_sizes(f).items()}
     for st in tars:
         for part in st.parts:
-            size = out.fs.size(part.path) if out.fs.exists(part.path) else None
+            size = sizes.get(part.path)
             if size != part.bytes:
                 raise OutputError(
                     f"{part.path}: holds {size} bytes, expected {part.bytes}; the session part "
@@ -173,8 +175,7 @@ def _publish(out: Output, built: Sequence[tuple[str, WdsShard]]) -> None:
     """Move every complete shard into ``wds/``."""
     final_dir = out.path(WDS_DIR)
     out.makedirs(final_dir)
-    for where, shard in built:
-        out.move(where, f"{final_dir}/{shard.url}")
+    out.move_all([(where, f"{final_dir}/{shard.url}") for where, shard in built])
     out.fsync(final_dir, folder=True)
 
 
@@ -182,22 +183,15 @@ def _remove_orphans(out: Output, keep: Iterable[str]) -> None:
     """Delete every ``wds/*.tar`` (and ``*.tar.gz``) that the index does not list."""
     wanted = set(keep)
     folder = out.path(WDS_DIR)
-    if not out.fs.exists(folder):
-        return
-    for entry in sorted(out.fs.ls(folder, detail=True), key=lambda e: str(e["name"])):
-        name = str(entry["name"]).rstrip("/").rsplit("/", 1)[-1]
-        if entry["type"] == "file" and is_shard_file(name) and name not in wanted:
-            out.fs.rm(entry["name"])
+    orphans = [n for n in sorted(out.file_sizes(folder)) if is_shard_file(n) and n not in wanted]
+    out.remove_files([f"{folder}/{name}" for name in orphans])
 
 
 def _drop_stage(out: Output, stage: str) -> None:
-    """Remove the shard staging folder, and ``.staging/.wds`` too when nothing else is in it."""
-    fs = out.fs
-    if fs.exists(stage):
-        fs.rm(stage, recursive=True)
-    parent = out.staging(WDS_STAGE)
-    if fs.exists(parent) and not fs.ls(parent):
-        fs.rmdir(parent)
+    """Remove the shard staging folder, and ``.staging/.wds`` too when nothing else is in it
+    (an object store has no empty folders to remove)."""
+    out.remove_tree(stage)
+    out.remove_empty_dir(out.staging(WDS_STAGE))
 
 
 def _session_tars(
@@ -230,7 +224,7 @@ def _commit(
     urls = [shard_name(options.name, tag, first + k, suffix) for k in range(len(planned))]
     stage = f"{out.staging(WDS_STAGE)}/shards"
     _drop_stage(out, stage)
-    out.fs.makedirs(stage, exist_ok=True)
+    out.makedirs(stage)
     try:
         reached("shard-merge")
         built = _build(out, stage, planned, urls, options)
@@ -299,12 +293,7 @@ def _already_written(out: Output, index: WdsIndex, tars: Sequence[SessionTar], t
         (st.session, st.samples, st.sha256) for st in tars
     ]:
         return False
-    folder = out.path(WDS_DIR)
-    out.fs.invalidate_cache(folder)
-    sizes = {
-        str(e["name"]).rstrip("/").rsplit("/", 1)[-1]: e.get("size")
-        for e in out.fs.ls(folder, detail=True)
-    }
+    sizes = out.file_sizes(out.path(WDS_DIR))
     return all(sizes.get(s.url) == s.bytes for s in index.shards)
 
 

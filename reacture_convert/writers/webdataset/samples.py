@@ -171,7 +171,7 @@ class SessionSamples(SampleSink):
 
     def __init__(self, session: str, out: Output, path: str, options: WdsOptions) -> None:
         parent = path.rsplit("/", 1)[0]
-        out.fs.makedirs(parent, exist_ok=True)
+        out.makedirs(parent)
         one_part = options.shard_count is not None or options.shuffle_seed is not None
         self.parts = _Parts(out, path, None if one_part else options.shard_size)
         super().__init__(session, options.encoding, self.parts.add)
