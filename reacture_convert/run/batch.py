@@ -28,6 +28,7 @@ import time
 from array import array
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, NamedTuple
 
@@ -283,11 +284,14 @@ def run_convert(
         ) as run,
         _stopped_by_faults(run.out),
     ):
-        interrupted_run = read_interrupted(out)
+        # (read while the catalog loads: on an object store each is a round trip)
+        note = ThreadPoolExecutor(1, thread_name_prefix="reacture-note")
+        interrupted_run = note.submit(read_interrupted, out)
+        note.shutdown(wait=False)
         resumed: list[Resumed] = []
 
         def loaded(catalog: Catalog) -> None:  # said as the run starts
-            resumed.extend(_resumed(interrupted_run, catalog, on_resume))
+            resumed.extend(_resumed(interrupted_run.result(), catalog, on_resume))
 
         batch = _convert_all(
             run, found, options, scheduler, workers, progress, stop_on_error, handle_signals, loaded

@@ -34,6 +34,7 @@ import json
 import logging
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
+from typing import Literal
 
 from reacture_convert.errors import OutputError
 from reacture_convert.formats.wds.index import WdsIndex, read_index
@@ -269,11 +270,17 @@ def finish_removal(
     out.clear_staging()
 
 
-def settle_removal(out: Output, catalog: Catalog, guard: Callable[[], None]) -> Settled | None:
+def settle_removal(
+    out: Output,
+    catalog: Catalog,
+    guard: Callable[[], None],
+    pending: tuple[str, ...] | None | Literal["unread"] = "unread",
+) -> Settled | None:
     """What a killed removal left, settled by the next holder of the lock (see the module
     doc): rolled forward when its ``removed`` rows were committed, else rolled back. None
-    when no removal was under way."""
-    sessions = _read_mark(out)
+    when no removal was under way. ``pending``: ``pending_removal(out)`` when the caller has
+    read it already (read here otherwise)."""
+    sessions = _read_mark(out) if pending == "unread" else pending
     if sessions is None:
         return None
     committed = all(catalog.live(s) is None for s in sessions)

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from reacture_convert.output.catalog import Catalog
 from reacture_convert.output.claim import check_out
 from reacture_convert.output.storage import Held, Output, lock_output
-from reacture_convert.run.removal import Settled, settle_removal
+from reacture_convert.run.removal import Settled, pending_removal, settle_removal
 from reacture_convert.writers.card import write_card
 
 __all__ = ["OutputRun", "hold_output", "new_run_id"]
@@ -48,9 +48,20 @@ class OutputRun:
         """The catalog, its writes guarded by the lock (a lost S3 lease stops them); staging is
         cleared of a killed run's leftovers, which were never visible, and a killed removal is
         settled (``run.removal``)."""
-        self._catalog = Catalog.load(self.out, guard=self.held.check)
-        self.out.clear_staging()
-        self.settled = settle_removal(self.out, self._catalog, self.held.check)
+        if self.out.is_local:
+            self._catalog = Catalog.load(self.out, guard=self.held.check)
+            self.out.clear_staging()
+            self.settled = settle_removal(self.out, self._catalog, self.held.check)
+            return self._catalog
+        # on an object store the three go out together (each is a round trip or two; nothing
+        # of the catalog's is in staging there, where a write is one PUT)
+        with ThreadPoolExecutor(2, thread_name_prefix="reacture-load") as pool:
+            cleared = pool.submit(self.out.clear_staging)
+            pending = pool.submit(pending_removal, self.out)
+            self._catalog = Catalog.load(self.out, guard=self.held.check)
+            cleared.result()
+            marked = pending.result()
+        self.settled = settle_removal(self.out, self._catalog, self.held.check, marked)
         return self._catalog
 
     def close(self) -> None:

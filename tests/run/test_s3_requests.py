@@ -77,3 +77,20 @@ def test_a_bucket_output_takes_few_metadata_requests(moto_s3: S3, tmp_path: Path
         ("PUT", "/datasets/requests/v1/.lock"),
         ("DELETE", "/datasets/requests/v1/.lock"),
     ]
+
+
+def test_the_requests_before_the_first_write_take_few_round_trips(
+    moto_s3: S3, tmp_path: Path
+) -> None:
+    """What must be known before a session is written (OUT, the lease, the interrupted run's
+    note, the catalog and its log, the removal note, staging) goes out in few rounds: the
+    requests of a round complete together, one round trip (100 ms here) apart from the next.
+    Before: 10 rounds, one request after another."""
+    bundle = write_bundle(tmp_path / "bundle", SPEC)
+    with LatencyProxy(moto_s3.endpoint, 0.1) as proxy:
+        _convert(bundle, proxy.url, "s3://datasets/requests/rounds")
+        log = list(proxy.traffic.log)
+    first = next(i for i, (_, m, p, _) in enumerate(log) if m == "PUT" and "/.staging/" in p)
+    done = [t for t, *_ in log[:first]]
+    rounds = 1 + sum(1 for a, b in zip(done, done[1:], strict=False) if b - a > 0.05)
+    assert rounds <= 5, log[:first]

@@ -223,7 +223,7 @@ class Catalog:
         is compacted at once, and the next fragments follow the last one. A newest fragment
         cut short is set aside into ``.damaged/`` and said (``notes``, a warning);
         ``CatalogDamagedError`` for any other damage."""
-        snapshot = read_snapshot(out)
+        snapshot = read_snapshot(out, locked=True)
         compacted, fragments = snapshot.compacted, snapshot.fragments
         catalog = cls.read(out, compacted, fragments)
         catalog.guard = guard or (lambda: None)

@@ -31,6 +31,7 @@ import io
 import re
 import struct
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, BinaryIO, cast
 
@@ -332,14 +333,22 @@ class Snapshot:
     listed: tuple[int, ...] = ()  # every fragment number the log held as it was read
 
 
-def read_snapshot(out: Output) -> Snapshot:
+def read_snapshot(out: Output, locked: bool = False) -> Snapshot:
     """``catalog.parquet`` and the fragments after it, as one consistent state: read again while
     a compaction races the reading (a hole in the fragment numbers, a fragment gone). The
     newest fragment cut short is left out (``Snapshot.incomplete``); ``CatalogDamagedError``
-    for any other damage: a file that does not decode, a hole that is no race."""
+    for any other damage: a file that does not decode, a hole that is no race. ``locked``: the
+    caller holds OUT's lock, so nothing races, and on an object store the file and the log's
+    listing are read together (else the file first: see the hole below)."""
     for _ in range(_SNAPSHOT_TRIES):
-        compacted = read_compacted(out)
-        listed = list_log(out)
+        if locked and not out.is_local:
+            with ThreadPoolExecutor(1, thread_name_prefix="reacture-log") as pool:
+                listing = pool.submit(list_log, out)
+                compacted = read_compacted(out)
+                listed = listing.result()
+        else:
+            compacted = read_compacted(out)
+            listed = list_log(out)
         seqs = [s for s in listed if s > compacted.seq]
         expected = list(range(compacted.seq + 1, compacted.seq + 1 + len(seqs)))
         if seqs and not compacted.exists:  # a run writes catalog.parquet before any fragment
