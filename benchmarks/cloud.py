@@ -17,31 +17,37 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from harness import Bench, Row, Stat, paired_ratio
+from harness import Bench, Row, Stat, paired_ratio, run_child
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.helpers.s3 (moto)
 
 WORKERS = 2
 BATCH = 64
 DELAY = 0.030
-CASES = (  # key, source, reading
+CASES = (  # key, source ("wdsc": the compact shards), reading
     ("8a", "zarr", "s3"),
     ("8b", "zarr", "s3_cached"),
     ("8c", "wds", "s3"),
     ("8d", "wds", "s3_cached"),
+    ("8e", "wdsc", "s3"),
 )
+COMPACT = ("--frame-encoding", "webp", "--shard-compression", "gzip")  # shards that travel
+LABELS = {"zarr": "zarr", "wds": "wds", "wdsc": "wds"}
 TARGETS = {"s3": 0.80, "s3_cached": 0.95}
 
 
 def measure_cloud(b: Bench) -> list[Row]:
     out = b.converted()
+    compact = b.fresh("readers-compact")
+    convert = b.convert_cmd(b.bundle(b.sizes.session), compact, "wds", "--scheduler", "sync")
+    run_child([*convert, *COMPACT], flush=False)
     runs: list[dict[str, Any]] = []
     for r in range(b.reps):
         quick = (0, 0.0) if b.quick else (WORKERS, DELAY)  # a smoke run: no workers, no delay
-        runs.append(b.child(b.child_cmd("cloud", out, r, *quick)).result())
+        runs.append(b.child(b.child_cmd("cloud", out, compact, r, *quick)).result())
         print(f"    cloud #{r + 1}: " + ", ".join(f"{k} {v:,.0f}" for k, v in runs[-1].items()))
     stats = {k: Stat.of(run[k] for run in runs) for k in runs[0]}
-    stored = {s: runs[0][f"{s}_stored_bytes"] for s in ("zarr", "wds")}
+    stored = {s: runs[0][f"{s}_stored_bytes"] for s in LABELS}
     rows = []
     for key, source, reading in CASES:
         product, baseline = f"{source}_{reading}", f"{source}_local"
@@ -60,6 +66,12 @@ def measure_cloud(b: Bench) -> list[Row]:
                 f"object of {source}/ 16 at once through the same proxy: "
                 f"{runs[0][f'{source}_fetch_all_s']:.2f} s (the store's speed)"
             )
+        if source == "wdsc":
+            notes.append(
+                f"shards written {' '.join(COMPACT)}: {stored['wdsc'] / 1e6:,.1f} MB against "
+                f"{stored['wds'] / 1e6:,.1f} MB of .npy shards and {stored['zarr'] / 1e6:,.1f} "
+                "MB of zarr/; the baseline is these shards on local disk"
+            )
         if reading == "s3_cached":
             notes.append(
                 f"second epoch with cache_dir (first epoch, filling the cache: "
@@ -68,7 +80,8 @@ def measure_cloud(b: Bench) -> list[Row]:
         rows.append(
             Row(
                 key,
-                f"read from S3: source={source!r}"
+                f"read from S3: source={LABELS[source]!r}"
+                + (", webp + gzip shards" if source == "wdsc" else "")
                 + (", cached (2nd epoch)" if reading == "s3_cached" else ", no cache"),
                 stats[product].fmt("fr/s", 0),
                 f"same reader, local disk: {stats[baseline].fmt('fr/s', 0)}",
@@ -83,7 +96,7 @@ def measure_cloud(b: Bench) -> list[Row]:
 
 
 def child_cloud(
-    out: str, seed: int, workers: int = WORKERS, delay: float = DELAY
+    out: str, compact: str, seed: int, workers: int = WORKERS, delay: float = DELAY
 ) -> dict[str, float]:
     from reacture_convert.read.torch import to_pytorch_dataloader
     from reacture_convert.testing.proxy import LatencyProxy
@@ -104,21 +117,22 @@ def child_cloud(
 
     n_frames = len(to_pytorch_dataloader(out, BATCH, skip_blank=False).dataset)
     with tempfile.TemporaryDirectory() as tmp, moto_server(Path(tmp)) as s3:
+        folders = {"zarr": (out, "zarr"), "wds": (out, "wds"), "wdsc": (compact, "wds")}
         s3.fs.put(out, "datasets/bench", recursive=True)
-        for source in ("zarr", "wds"):
-            folder = "zarr" if source == "zarr" else "wds"
+        s3.fs.put(compact, "datasets/bench-compact", recursive=True)
+        for source, (where, folder) in folders.items():
             result[f"{source}_stored_bytes"] = sum(
-                p.stat().st_size for p in (Path(out) / folder).rglob("*") if p.is_file()
+                p.stat().st_size for p in (Path(where) / folder).rglob("*") if p.is_file()
             )
         with LatencyProxy(s3.endpoint, delay) as proxy:
             remote = {"client_kwargs": {"endpoint_url": proxy.url}}
-            url = "s3://datasets/bench"
-            for source in ("zarr", "wds"):
+            for source, (where, folder) in folders.items():
+                url = "s3://datasets/bench" + ("-compact" if source == "wdsc" else "")
 
-                def make(where: str, source: str = source, **kw: Any) -> Any:
-                    return to_pytorch_dataloader(where, BATCH, True, source=source, **common, **kw)
+                def make(at: str, label: str = LABELS[source], **kw: Any) -> Any:
+                    return to_pytorch_dataloader(at, BATCH, True, source=label, **common, **kw)
 
-                local = make(out)
+                local = make(where)
                 epoch(local)
                 result[f"{source}_local"] = epoch(local)
                 plain = make(url, storage_options=remote)
@@ -127,8 +141,10 @@ def child_cloud(
                 result[f"{source}_s3"] = epoch(plain)
                 result[f"{source}_s3_requests"] = proxy.traffic.gets()
                 result[f"{source}_s3_bytes"] = proxy.traffic.bytes
-                result[f"{source}_fetch_all_s"] = _fetch_all(remote, f"datasets/bench/{source}")
+                result[f"{source}_fetch_all_s"] = _fetch_all(remote, f"{url[5:]}/{folder}")
                 result[f"{source}_s3_epoch_s"] = n_frames / result[f"{source}_s3"]
+                if source == "wdsc":  # (its cache rows would be 8b/8d's again)
+                    continue
                 cached = make(url, storage_options=remote, cache_dir=f"{tmp}/cache-{source}")
                 result[f"{source}_s3_cold"] = epoch(cached)
                 proxy.traffic.reset()
@@ -156,7 +172,7 @@ def _fetch_all(options: dict[str, Any], folder: str) -> float:
 
 MEASUREMENTS: dict[str, Callable[[Bench], list[Row]]] = {"8": measure_cloud}
 CHILD_MODES: dict[str, Callable[..., dict[str, Any]]] = {
-    "cloud": lambda out, seed, workers, delay: child_cloud(
-        out, int(seed), int(workers), float(delay)
+    "cloud": lambda out, compact, seed, workers, delay: child_cloud(
+        out, compact, int(seed), int(workers), float(delay)
     ),
 }
