@@ -63,7 +63,7 @@ def measure_cloud(b: Bench) -> list[Row]:
         if reading == "s3":
             notes.append(
                 f"the reader's epoch {runs[0][f'{source}_s3_epoch_s']:.2f} s; fetching every "
-                f"object of {source}/ 16 at once through the same proxy: "
+                f"object of {LABELS[source]}/ 16 at once through the same proxy: "
                 f"{runs[0][f'{source}_fetch_all_s']:.2f} s (the store's speed)"
             )
         if source == "wdsc":
