@@ -50,6 +50,7 @@ from reacture_convert.errors import (
     storage_error,
     storage_errors,
 )
+from reacture_convert.output import fork as _fork  # noqa: F401  (registers its at-fork hook)
 from reacture_convert.output import uploads
 from reacture_convert.output.digests import HashingWriter, hash_local
 from reacture_convert.output.fetch import ReadAhead
