@@ -119,8 +119,9 @@ if TYPE_CHECKING:
     type=click.Choice(COMPRESSIONS),
     default="none",
     show_default=True,
-    help="WebDataset shard files: none (.tar) or gzip (.tar.gz, one gzip member per run of "
-    "32 samples: still one .tar.gz to webdataset, tarfile and Hugging Face datasets).",
+    help="WebDataset shard files: none (.tar) or gzip (.tar.gz, flushed after every run of 32 "
+    "samples so that a run is one ranged read; a plain .tar.gz to webdataset, tarfile and "
+    "Hugging Face datasets). With --frame-encoding webp: about the Zarr store's bytes.",
 )
 @click.option(
     "--shard-compression-level",
