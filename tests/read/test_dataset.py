@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import tarfile
 import uuid
 from collections.abc import Iterator
@@ -20,14 +19,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from reacture_convert.errors import CredentialsError, EndpointError, OutputError
+from reacture_convert.errors import OutputError
 from reacture_convert.output.storage import Output
 from reacture_convert.read.dataset import open_dataset
 from reacture_convert.read.labels import KEYS, MOMENTARY_ACTIONS, FrameLabels
 from reacture_convert.run.batch import run_convert
 from reacture_convert.run.convert import ConvertOptions
 from tests.helpers.real import REAL_BUNDLES, convert_real_bundles
-from tests.helpers.s3 import S3
 from tests.helpers.sources import Source, expected_labels, read_source
 
 pytestmark = pytest.mark.zarr_compat  # sessions opened with zarr-python, folder and URL
@@ -202,39 +200,3 @@ def test_bad_requests_say_what_is_wrong(
                 scheduler="sync",
             )
             open_dataset(out)[REAL_BUNDLES[0].name]
-
-
-@pytest.mark.parametrize(
-    ("case", "error", "message"),
-    [
-        ("closed port", EndpointError, "cannot connect to the object store"),
-        ("no credentials", CredentialsError, "no credentials found"),
-    ],
-)
-def test_an_object_store_that_cannot_be_read_says_what_to_do(
-    moto_s3: S3,
-    monkeypatch: pytest.MonkeyPatch,
-    case: str,
-    error: type[Exception],
-    message: str,
-) -> None:
-    """The library's readers (not only the command line) turn the object-store client's
-    failures into the project's errors: a closed port on 127.0.0.1, or moto's server with
-    no credentials anywhere."""
-    endpoint = moto_s3.endpoint
-    if case == "closed port":
-        with socket.socket() as s:  # a port that was free: nothing listens there
-            s.bind(("127.0.0.1", 0))
-            endpoint = f"http://127.0.0.1:{s.getsockname()[1]}"
-    else:
-        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
-            monkeypatch.delenv(name, raising=False)
-        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
-        monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/config")
-    options = {
-        "client_kwargs": {"endpoint_url": endpoint},
-        "config_kwargs": {"retries": {"max_attempts": 1}},
-        "skip_instance_cache": True,
-    }
-    with pytest.raises(error, match=message):
-        open_dataset("s3://datasets/anything", storage_options=options)
