@@ -52,7 +52,7 @@ LOCK: Final = ".lock"  # the run lock (on S3: the lease object)
 INTERRUPTED: Final = ".interrupted"  # an interrupted batch's note: the next run resumes it
 REMOVING: Final = ".removing"  # a removal under way: the next holder of the lock settles it
 SHARD_SUFFIX: Final = ".tar"  # a WebDataset shard
-SHARD_SUFFIX_GZ: Final = ".tar.gz"  # a compressed one (one gzip member per run of samples)
+SHARD_SUFFIX_GZ: Final = ".tar.gz"  # a compressed one (one gzip member, flushed every run)
 WDS_STAGE: Final = ".wds"  # the shard merge's folder in staging (session names hold no ".")
 # Files only the lock holder writes (atomically): their stray temporaries are cleared.
 LOCKED_WRITES: Final = (

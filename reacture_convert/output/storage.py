@@ -416,16 +416,14 @@ class Output:
         target = self.path(STAGING, session) if session else self.path(STAGING)
         if not self.is_local:
             uploads.quiesce(target)  # (a write still in flight would land after the delete)
-        if is_s3(self):  # one listing tells what is there (two checks would be four requests)
+        if is_s3(self):  # listings only (s3fs's checks were a HEAD and a listing each)
             if session is not None:
-                found = _on_loop(self.fs, _s3_objects, target)
-                self._remove_objects(found)
+                self.remove_tree(target)
             else:
                 names = set(self.list_names(self.root))
                 for name in (STAGING, TRASH):
                     if name in names:
-                        self.fs.rm(self.path(name), recursive=True)
-                        self.fs.invalidate_cache(self.root)
+                        self.remove_tree(self.path(name))
             return
         if self.fs.exists(target):
             self.fs.rm(target, recursive=True)

@@ -38,7 +38,7 @@ DATA_OFFSET = 129
 def out(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
     """The real recordings converted with --format zarr,wds, frames as .npy (an array to
     ``datasets``) and as lossless .webp (an image); ``-gzip``: in compressed shards
-    (``.tar.gz``, one gzip member per run of samples)."""
+    (``.tar.gz``, one gzip member flushed every run of samples)."""
     encoding, _, compression = request.param.partition("-")
     wds = WdsOptions(encoding=encoding, compression=compression or "none")
     options = ConvertOptions(formats=("zarr", "wds"), wds=wds)

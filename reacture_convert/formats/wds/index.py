@@ -108,7 +108,7 @@ class WdsIndex:
     shards: tuple[WdsShard, ...] = field(default=())
     # sessions were taken out (``remove``): shards of old and new tags, numbers with gaps
     pruned: bool = False
-    # ``none`` (``.tar``), or ``gzip`` (``.tar.gz``: one gzip member per run, at this level)
+    # ``none`` (``.tar``), or ``gzip`` (``.tar.gz``: one member flushed every run, at this level)
     compression: str = "none"
     compression_level: int | None = None
 

@@ -8,8 +8,9 @@ instead, with the samples split as evenly as possible (sizes differ by at most o
 one shard per rank. When it is given it wins: ``shard_size`` is then ignored, and the index
 records it as null. A shard exceeds ``shard_size`` only when a single sample is bigger.
 
-Compression. ``compression="gzip"`` stores each shard as ``.tar.gz``: the same tar, one gzip
-member per run of 32 samples (``formats.wds.compression``), at ``compression_level``.
+Compression. ``compression="gzip"`` stores each shard as ``.tar.gz``: the same tar as one gzip
+member flushed after every run of 32 samples (``formats.wds.compression``), at
+``compression_level``.
 ``shard_size`` bounds the tar bytes (before compression), so the same samples go into the
 same shards, compressed or not; a compressed shard's file is smaller than the target.
 """
