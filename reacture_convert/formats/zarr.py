@@ -14,7 +14,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-__all__ = ["CODECS", "DEFAULT_CHUNK_FRAMES", "DEFAULT_CODEC", "Codec", "direct_decoder", "numcodec"]
+__all__ = [
+    "CODECS",
+    "DEFAULT_CHUNK_FRAMES",
+    "DEFAULT_CODEC",
+    "SHARD_INDEX_CODECS",
+    "Codec",
+    "direct_decoder",
+    "direct_shard_codecs",
+    "numcodec",
+]
 
 Document = dict[str, Any]
 
@@ -100,3 +109,25 @@ def direct_decoder(codecs: Sequence[Mapping[str, Any]]) -> Any | None:
         if codec.direct and isinstance(level, int) and codec.compressors(level) == [compressor]:
             return numcodec(compressor)
     return None
+
+
+SHARD_INDEX_CODECS: Final[list[Document]] = [
+    {"name": "bytes", "configuration": {"endian": "little"}},
+    {"name": "crc32c"},
+]
+"""The sharding codec's index codecs as the converter writes them (``writers.zarr``): each inner
+chunk's (offset, byte count) as little-endian uint64, then their crc32c."""
+
+
+def direct_shard_codecs(codecs: Sequence[Mapping[str, Any]]) -> list[Document] | None:
+    """The inner chunks' codec documents of a sharded array whose chunks the chunk reader reads
+    straight from the store: one ``sharding_indexed`` codec, its index at the end of the shard
+    in ``SHARD_INDEX_CODECS`` (as the converter writes it); else None."""
+    if len(codecs) != 1 or codecs[0].get("name") != "sharding_indexed":
+        return None
+    config = codecs[0].get("configuration", {})
+    if config.get("index_location", "end") != "end":
+        return None
+    if [dict(c) for c in config.get("index_codecs", ())] != SHARD_INDEX_CODECS:
+        return None
+    return [dict(c) for c in config.get("codecs", ())]

@@ -24,7 +24,13 @@ from typing import Any
 import numpy as np
 
 from reacture_convert.errors import ConfigError
-from reacture_convert.formats.zarr import CODECS, DEFAULT_CHUNK_FRAMES, DEFAULT_CODEC, numcodec
+from reacture_convert.formats.zarr import (
+    CODECS,
+    DEFAULT_CHUNK_FRAMES,
+    DEFAULT_CODEC,
+    SHARD_INDEX_CODECS,
+    numcodec,
+)
 from reacture_convert.output.storage import Keys
 
 __all__ = ["FRAME_SHAPE", "ZarrOptions", "ZarrSessionWriter"]
@@ -130,10 +136,7 @@ class ZarrSessionWriter:
                     "configuration": {
                         "chunk_shape": [self.chunk, *FRAME_SHAPE],
                         "codecs": inner,
-                        "index_codecs": [
-                            {"name": "bytes", "configuration": {"endian": "little"}},
-                            {"name": "crc32c"},
-                        ],
+                        "index_codecs": SHARD_INDEX_CODECS,
                         "index_location": "end",
                     },
                 }

@@ -31,7 +31,7 @@ VARIANT = next(p for p in REAL_BUNDLES if p.name == "reacture_1795637148842")
         (ZarrOptions(chunk_frames=50), True),
         (ZarrOptions(codec="lz4"), False),
         (ZarrOptions(codec="none"), False),
-        (ZarrOptions(chunk_frames=32, shard_frames=96), False),
+        (ZarrOptions(chunk_frames=32, shard_frames=96), True),
     ],
     ids=["default", "chunk-50", "lz4", "none", "sharded"],
 )
