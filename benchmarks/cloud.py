@@ -10,6 +10,7 @@ and second epochs with ``cache_dir`` (a fresh cache). Requests and bytes are tho
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -17,11 +18,13 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from harness import Bench, Row, Stat, paired_ratio, run_child
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.helpers.s3 (moto)
 
 WORKERS = 2
+CORES = os.cpu_count() or 1
 BATCH = 64
 DELAY = 0.030
 CASES = (  # key, source ("wdsc": the compact shards), reading
@@ -30,9 +33,11 @@ CASES = (  # key, source ("wdsc": the compact shards), reading
     ("8c", "wds", "s3"),
     ("8d", "wds", "s3_cached"),
     ("8e", "wdsc", "s3"),
+    ("8f", "zarrs", "s3"),
 )
 COMPACT = ("--frame-encoding", "webp", "--shard-compression", "gzip")  # shards that travel
-LABELS = {"zarr": "zarr", "wds": "wds", "wdsc": "wds"}
+SHARDED = ("--shard-frames", "1024")  # sharded Zarr: 6 objects for the 6,000 frames
+LABELS = {"zarr": "zarr", "wds": "wds", "wdsc": "wds", "zarrs": "zarr"}
 TARGETS = {"s3": 0.80, "s3_cached": 0.95}
 
 
@@ -41,10 +46,13 @@ def measure_cloud(b: Bench) -> list[Row]:
     compact = b.fresh("readers-compact")
     convert = b.convert_cmd(b.bundle(b.sizes.session), compact, "wds", "--scheduler", "sync")
     run_child([*convert, *COMPACT], flush=False)
+    sharded = b.fresh("readers-sharded")
+    convert = b.convert_cmd(b.bundle(b.sizes.session), sharded, "zarr", "--scheduler", "sync")
+    run_child([*convert, *SHARDED], flush=False)
     runs: list[dict[str, Any]] = []
     for r in range(b.reps):
         quick = (0, 0.0) if b.quick else (WORKERS, DELAY)  # a smoke run: no workers, no delay
-        runs.append(b.child(b.child_cmd("cloud", out, compact, r, *quick)).result())
+        runs.append(b.child(b.child_cmd("cloud", out, compact, sharded, r, *quick)).result())
         print(f"    cloud #{r + 1}: " + ", ".join(f"{k} {v:,.0f}" for k, v in runs[-1].items()))
     stats = {k: Stat.of(run[k] for run in runs) for k in runs[0]}
     stored = {s: runs[0][f"{s}_stored_bytes"] for s in LABELS}
@@ -61,10 +69,24 @@ def measure_cloud(b: Bench) -> list[Row]:
             f"{stored[source] / 1e6:,.1f} MB stored)",
         ]
         if reading == "s3":
+            epoch_s = runs[0][f"{source}_s3_epoch_s"]
+            cpu = {part: runs[0][f"{source}_s3_{part}_cpu_s"] for part in CPU_PARTS}
             notes.append(
-                f"the reader's epoch {runs[0][f'{source}_s3_epoch_s']:.2f} s; fetching every "
+                f"the reader's epoch {epoch_s:.2f} s; fetching every "
                 f"object of {LABELS[source]}/ 16 at once through the same proxy: "
                 f"{runs[0][f'{source}_fetch_all_s']:.2f} s (the store's speed)"
+            )
+            notes.append(
+                f"CPU during that epoch: the machine {cpu['machine']:.2f} s of its "
+                f"{CORES * epoch_s:.2f} core-seconds, of which the S3 server "
+                f"{cpu['server']:.2f} s and the proxy with the loop taking batches "
+                f"{cpu['proxy']:.2f} s (a cloud store takes none of the training machine's)"
+            )
+        if source == "zarrs":
+            notes.append(
+                f"written {' '.join(SHARDED)}: chunks of 64 frames in shards of 1,024, read "
+                "straight from the store (a shard's adjacent chunks in one ranged request); the "
+                "baseline is this store on local disk"
             )
         if source == "wdsc":
             notes.append(
@@ -82,6 +104,7 @@ def measure_cloud(b: Bench) -> list[Row]:
                 key,
                 f"read from S3: source={LABELS[source]!r}"
                 + (", webp + gzip shards" if source == "wdsc" else "")
+                + (", sharded (--shard-frames 1024)" if source == "zarrs" else "")
                 + (", cached (2nd epoch)" if reading == "s3_cached" else ", no cache"),
                 stats[product].fmt("fr/s", 0),
                 f"same reader, local disk: {stats[baseline].fmt('fr/s', 0)}",
@@ -96,7 +119,7 @@ def measure_cloud(b: Bench) -> list[Row]:
 
 
 def child_cloud(
-    out: str, compact: str, seed: int, workers: int = WORKERS, delay: float = DELAY
+    out: str, compact: str, sharded: str, seed: int, workers: int = WORKERS, delay: float = DELAY
 ) -> dict[str, float]:
     from reacture_convert.read.torch import to_pytorch_dataloader
     from reacture_convert.testing.proxy import LatencyProxy
@@ -117,9 +140,21 @@ def child_cloud(
 
     n_frames = len(to_pytorch_dataloader(out, BATCH, skip_blank=False).dataset)
     with tempfile.TemporaryDirectory() as tmp, moto_server(Path(tmp)) as s3:
-        folders = {"zarr": (out, "zarr"), "wds": (out, "wds"), "wdsc": (compact, "wds")}
+        folders = {
+            "zarr": (out, "zarr"),
+            "wds": (out, "wds"),
+            "wdsc": (compact, "wds"),
+            "zarrs": (sharded, "zarr"),
+        }
+        urls = {
+            "zarr": "s3://datasets/bench",
+            "wds": "s3://datasets/bench",
+            "wdsc": "s3://datasets/bench-compact",
+            "zarrs": "s3://datasets/bench-sharded",
+        }
         s3.fs.put(out, "datasets/bench", recursive=True)
         s3.fs.put(compact, "datasets/bench-compact", recursive=True)
+        s3.fs.put(sharded, "datasets/bench-sharded", recursive=True)
         for source, (where, folder) in folders.items():
             result[f"{source}_stored_bytes"] = sum(
                 p.stat().st_size for p in (Path(where) / folder).rglob("*") if p.is_file()
@@ -127,7 +162,7 @@ def child_cloud(
         with LatencyProxy(s3.endpoint, delay) as proxy:
             remote = {"client_kwargs": {"endpoint_url": proxy.url}}
             for source, (where, folder) in folders.items():
-                url = "s3://datasets/bench" + ("-compact" if source == "wdsc" else "")
+                url = urls[source]
 
                 def make(at: str, label: str = LABELS[source], **kw: Any) -> Any:
                     return to_pytorch_dataloader(at, BATCH, True, source=label, **common, **kw)
@@ -138,12 +173,15 @@ def child_cloud(
                 plain = make(url, storage_options=remote)
                 epoch(plain)
                 proxy.traffic.reset()
+                before = _cpu(s3.pid)
                 result[f"{source}_s3"] = epoch(plain)
+                for part, spent in zip(CPU_PARTS, np.subtract(_cpu(s3.pid), before), strict=True):
+                    result[f"{source}_s3_{part}_cpu_s"] = float(spent)
                 result[f"{source}_s3_requests"] = proxy.traffic.gets()
                 result[f"{source}_s3_bytes"] = proxy.traffic.bytes
                 result[f"{source}_fetch_all_s"] = _fetch_all(remote, f"{url[5:]}/{folder}")
                 result[f"{source}_s3_epoch_s"] = n_frames / result[f"{source}_s3"]
-                if source == "wdsc":  # (its cache rows would be 8b/8d's again)
+                if source in ("wdsc", "zarrs"):  # (their cache rows would be 8b/8d's again)
                     continue
                 cached = make(url, storage_options=remote, cache_dir=f"{tmp}/cache-{source}")
                 result[f"{source}_s3_cold"] = epoch(cached)
@@ -153,6 +191,18 @@ def child_cloud(
                 result[f"{source}_s3_cached_bytes"] = proxy.traffic.bytes
                 del local, plain, cached
     return result
+
+
+CPU_PARTS = ("machine", "server", "proxy")
+
+
+def _cpu(server: int) -> tuple[float, float, float]:
+    """CPU seconds spent so far: by the whole machine, by the S3 server's process, and by this
+    process (the proxy's threads, and the loop that takes the workers' batches)."""
+    import psutil
+
+    machine, moto = psutil.cpu_times(), psutil.Process(server).cpu_times()
+    return machine.user + machine.system, moto.user + moto.system, time.process_time()
 
 
 def _fetch_all(options: dict[str, Any], folder: str) -> float:
@@ -172,7 +222,7 @@ def _fetch_all(options: dict[str, Any], folder: str) -> float:
 
 MEASUREMENTS: dict[str, Callable[[Bench], list[Row]]] = {"8": measure_cloud}
 CHILD_MODES: dict[str, Callable[..., dict[str, Any]]] = {
-    "cloud": lambda out, compact, seed, workers, delay: child_cloud(
-        out, compact, int(seed), int(workers), float(delay)
+    "cloud": lambda out, compact, sharded, seed, workers, delay: child_cloud(
+        out, compact, sharded, int(seed), int(workers), float(delay)
     ),
 }

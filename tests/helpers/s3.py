@@ -23,6 +23,7 @@ class S3:
 
     endpoint: str
     fs: s3fs.S3FileSystem
+    pid: int = 0  # the server's process
 
     @property
     def options(self) -> dict[str, Any]:
@@ -81,7 +82,7 @@ def moto_server(tmp: Path) -> Iterator[S3]:
             )
             fs.mkdir("raw")
             fs.mkdir("datasets")
-            yield S3(endpoint, fs)
+            yield S3(endpoint, fs, proc.pid)
     finally:
         proc.terminate()
         try:
