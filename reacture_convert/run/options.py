@@ -146,6 +146,15 @@ def _count(value: Any) -> int:
     return int(value)
 
 
+def _shard_frames(value: Any) -> int | str | None:
+    """Frames per Zarr shard: a count, ``0`` for no sharding, or ``"auto"``."""
+    if value == "auto":
+        return "auto"
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f'must be a whole number >= 0 (0: no sharding) or "auto", not {value!r}')
+    return value or None
+
+
 def _text(value: Any) -> str:
     if not isinstance(value, str):
         raise ConfigError(f"must be a string, not {value!r}")
@@ -169,7 +178,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "readmit": parse_sessions,
     "allow_other_files": _flag,
     "chunk_frames": _count,
-    "shard_frames": _count,
+    "shard_frames": _shard_frames,
     "codec": _text,
     "level": _integer,
     "shard_size": parse_size,

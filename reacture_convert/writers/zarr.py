@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Final, Literal
 
 import numpy as np
 
@@ -33,7 +33,7 @@ from reacture_convert.formats.zarr import (
 )
 from reacture_convert.output.storage import Keys
 
-__all__ = ["FRAME_SHAPE", "ZarrOptions", "ZarrSessionWriter"]
+__all__ = ["BUCKET_SHARD_FRAMES", "FRAME_SHAPE", "ZarrOptions", "ZarrSessionWriter"]
 
 FRAME_SHAPE = (128, 128, 3)
 _DIMENSIONS = ["frame", "y", "x", "channel"]
@@ -42,12 +42,22 @@ _TIMESTAMP_CODEC = CODECS["zstd"].compressors(3)  # timestamps: zstd at level 3
 _EMPTY = 2**64 - 1  # the sharding index's "no chunk here"
 
 
+BUCKET_SHARD_FRAMES: Final = 1024
+"""Frames per shard on an object store when none are asked for (docs/benchmarks.md, rows 8f and
+9: a bucket takes the few big objects faster, and the reader reads them faster)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ZarrOptions:
-    """Chunking and compression of ``frames`` (see the README for the measured choice)."""
+    """Chunking and compression of ``frames`` (see the README for the measured choice).
+
+    ``shard_frames``: frames per object (the sharding codec), None for one object per chunk, or
+    ``"auto"``: ``BUCKET_SHARD_FRAMES`` (a multiple of the chunk) on an object store and none
+    on local disk, which ``run_convert`` settles for its OUT (``for_output``; a writer given
+    ``"auto"`` writes as on local disk)."""
 
     chunk_frames: int = DEFAULT_CHUNK_FRAMES
-    shard_frames: int | None = None
+    shard_frames: int | None | Literal["auto"] = "auto"
     codec: str = DEFAULT_CODEC
     level: int = 1
 
@@ -58,15 +68,25 @@ class ZarrOptions:
             )
         if self.chunk_frames < 1:
             raise ConfigError("--chunk-frames must be at least 1")
-        if self.shard_frames is not None and (
+        if isinstance(self.shard_frames, int) and (
             self.shard_frames < self.chunk_frames or self.shard_frames % self.chunk_frames
         ):
             raise ConfigError("--shard-frames must be a multiple of --chunk-frames")
 
+    def for_output(self, local: bool) -> ZarrOptions:
+        """These options with ``shard_frames="auto"`` settled for an OUT on local disk
+        (``local``: no sharding) or on an object store."""
+        if self.shard_frames != "auto":
+            return self
+        per_shard = BUCKET_SHARD_FRAMES // self.chunk_frames
+        shard = None if local or per_shard < 2 else per_shard * self.chunk_frames
+        return replace(self, shard_frames=shard)
+
     @property
     def block_frames(self) -> int:
         """Frames per write: one shard when sharding, else one chunk."""
-        return self.shard_frames or self.chunk_frames
+        shard = self.for_output(local=True).shard_frames
+        return shard if isinstance(shard, int) else self.chunk_frames
 
     def compressors(self) -> list[dict[str, Any]]:
         """The compressor codecs of ``frames``, as its metadata names them."""
@@ -122,8 +142,9 @@ class ZarrSessionWriter:
         self.store = store
         self.chunk = max(1, min(options.chunk_frames, n_frames))
         self.shard: int | None = None
-        if options.shard_frames is not None:
-            shard = max(self.chunk, min(options.shard_frames, n_frames))
+        shard_frames = options.for_output(local=True).shard_frames
+        if isinstance(shard_frames, int):
+            shard = max(self.chunk, min(shard_frames, n_frames))
             self.shard = self.chunk * -(-shard // self.chunk)
         compressors = options.compressors()
         self._codec = _encoder(compressors)

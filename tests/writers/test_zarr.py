@@ -25,10 +25,11 @@ ATTRIBUTES: dict[str, Any] = {
 def by_zarr(path: Path, frames: np.ndarray, ts: np.ndarray, o: ZarrOptions) -> None:
     """What the converter wrote with zarr-python before (same arrays, options and writes)."""
     n = len(frames)
+    o = o.for_output(local=True)  # (a writer given "auto" writes as on local disk)
     group = zarr.open_group(zarr.storage.LocalStore(str(path)), mode="w", zarr_format=3)
     chunk = max(1, min(o.chunk_frames, n))
     shards = None
-    if o.shard_frames is not None:
+    if isinstance(o.shard_frames, int):
         shard = max(chunk, min(o.shard_frames, n))
         shards = (chunk * -(-shard // chunk), *FRAME_SHAPE)
     compressors = {
