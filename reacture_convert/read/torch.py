@@ -566,7 +566,8 @@ class EpochLoader(DataLoader[Sample]):
         reader.reading = self._reading  # type: ignore[union-attr]
         shards = self.dataset if isinstance(self.dataset, ShardDataset) else None
         if shards is not None and shards.shuffle and not shards.source.options.windowed:
-            shards.source.scan()  # once, here: the workers inherit the offsets
+            shards.source.scan()  # once, here: the workers inherit the offsets (of shards
+            # whose runs index.json does not list: a set that lists them all reads nothing)
         for batch in super().__iter__():
             if isinstance(batch, dict) and _STREAM in batch:
                 self._made[batch.pop(_STREAM)] += 1

@@ -13,7 +13,9 @@ sessions, and the counts add up per session and in all; every sample's picture d
 table's for that frame, and with sources the source frame's (so a lossless encoding is proved
 exact, not assumed). A compressed shard (``.tar.gz``) is decompressed whole (its CRC-32 checked),
 and index.json's ``runs`` must be its flush points: one every 32 samples, each run's compressed
-bytes inflating alone to its samples, as the reader fetches them with one ranged read each.
+bytes inflating alone to its samples, as the reader fetches them with one ranged read each; a
+plain shard's ``runs`` (listed since plain shards list them) must be its sample boundaries
+every 32 samples and the end of its archive.
 """
 
 from __future__ import annotations
@@ -356,19 +358,21 @@ def _read_shard(
     check: CheckSample | None = None,
     compression: str = "none",
     runs: Sequence[tuple[int, int]] = (),
-) -> tuple[int, str, Counter[str] | str]:
-    """A shard's size, sha256, and its samples per session (or why it cannot be read); each
-    sample also goes to ``check`` (key, members). A compressed shard is decompressed whole,
-    and ``runs`` (index.json's) must be its flush points (``_check_runs``)."""
+) -> tuple[int, str, Counter[str] | str, list[int]]:
+    """A shard's size, sha256, its samples per session (or why it cannot be read) and each
+    sample's tar bytes; each sample also goes to ``check`` (key, members). A compressed shard
+    is decompressed whole, and ``runs`` (index.json's) must be its flush points
+    (``_check_runs``)."""
+    compressed = compression != "none"
     with out.fs.open(out.path(WDS_DIR, url), "rb") as raw:
         reader = HashingReader(raw)
-        gz = _Segments(GzipMembers(reader, url), [u for _, u in runs]) if runs else None
+        gz = _Segments(GzipMembers(reader, url), [u for _, u in runs]) if compressed else None
         stream = gz if gz is not None else io.BufferedReader(reader, 1 << 20)
         counted: Counter[str] = Counter()
         sizes: list[int] = []
         problem = None
         try:
-            if compression != "none" and not runs:
+            if compressed and not runs:
                 raise OutputError("index.json lists no runs for this compressed shard")
             for key, members in iter_tar_samples(cast(IO[bytes], stream), url):
                 counted[key.split("/", 1)[0]] += 1
@@ -383,7 +387,7 @@ def _read_shard(
             problem = str(e)
         while reader.read(1 << 20):
             pass
-    return reader.count, reader.hexdigest(), counted if problem is None else problem
+    return reader.count, reader.hexdigest(), counted if problem is None else problem, sizes
 
 
 class _Segments:
@@ -411,6 +415,31 @@ class _Segments:
         return data
 
 
+def _run_starts(
+    runs: Sequence[tuple[int, int]], sizes: Sequence[int], compressed: bool = False
+) -> str | None:
+    """Why index.json's ``runs`` of a shard (samples of ``sizes`` tar bytes) do not start at
+    every ``SHARD_RUN`` samples and at the end of the archive (a plain shard's two offsets
+    the same), or None."""
+    want = [0, *list(accumulate(sizes))[SHARD_RUN - 1 :: SHARD_RUN]]
+    content = sum(sizes)
+    if want[-1] != content:
+        want.append(content)
+    got = [u for _, u in runs]
+    if got != want:
+        wrong = [k for k, (a, b) in enumerate(zip(got, want, strict=False)) if a != b]
+        at = f"{len(got)} runs listed, not {len(want)}"
+        if wrong:
+            at = f"run {wrong[0]} at tar byte {got[wrong[0]]}, not {want[wrong[0]]}"
+        return (
+            f"index.json's runs are not at every {SHARD_RUN} samples and at the end of the "
+            f"archive ({at})"
+        )
+    if not compressed and any(c != u for c, u in runs):
+        return "index.json's runs of this plain shard give two different offsets for one run"
+    return None
+
+
 def _check_runs(
     out: Output,
     url: str,
@@ -422,16 +451,9 @@ def _check_runs(
     of the tar stream between its points) are not where the reader can take them: one point per
     run of ``SHARD_RUN`` samples and one at the end of the archive, each run's compressed bytes
     inflating alone to its tar bytes. None when they are."""
-    want = [0, *list(accumulate(sizes))[SHARD_RUN - 1 :: SHARD_RUN]]
-    content = sum(sizes)
-    if want[-1] != content:
-        want.append(content)
-    got = [u for _, u in runs]
-    if got != want:
-        return (
-            f"index.json's runs start at tar bytes {got[:4]}..., not at every "
-            f"{SHARD_RUN} samples and at the end of the archive ({want[:4]}...)"
-        )
+    problem = _run_starts(runs, sizes, compressed=True)
+    if problem is not None:
+        return problem
     path = out.path(WDS_DIR, url)
     for k in range(len(runs) - 1):
         (c0, u0), (c1, u1) = runs[k], runs[k + 1]
@@ -574,8 +596,12 @@ def _verify_wds(
             yield Problem("wds", f"shard {shard.url} listed in index.json is missing")
             continue
         check = _PictureCheck(index.encoding, expected, shard.url)
-        size, sha, held = _read_shard(out, shard.url, check, index.compression, shard.runs)
+        size, sha, held, sizes = _read_shard(out, shard.url, check, index.compression, shard.runs)
         yield from check.problems
+        plain = index.compression == "none" and shard.runs and not isinstance(held, str)
+        wrong = _run_starts(shard.runs, sizes) if plain else None
+        if wrong is not None:  # a plain shard's runs: its sample boundaries every run
+            yield Problem("wds", f"shard {shard.url}: {wrong}")
         if size != shard.bytes:
             yield Problem(
                 "wds",

@@ -23,6 +23,7 @@ from reacture_convert.formats.wds.compression import (
     check_compression,
     gzip_member,
     inflate_run,
+    plain_points,
     shard_writer,
 )
 from reacture_convert.formats.wds.tar import (
@@ -108,10 +109,20 @@ def test_bytes_are_reproducible_and_the_header_carries_no_time_or_name() -> None
     assert write(samples, level=1)[1] != write(samples, level=9)[1]
 
 
-def test_none_writes_the_tar_as_it_is() -> None:
-    samples = make_samples(5)
+@settings(max_examples=40, deadline=None)
+@given(samples=samples_strategy)
+def test_none_writes_the_tar_as_it_is_and_its_runs_hold_their_samples(
+    samples: list[Sample],
+) -> None:
     plain, stored, points = write(samples, "none")
-    assert plain == stored and points == []
+    assert plain == stored
+    sizes = [len(sample_bytes(k, m)) for k, m in samples]
+    starts = [sum(sizes[:i]) for i in range(0, len(sizes), SHARD_RUN)]
+    assert points == [(u, u) for u in ([*starts, sum(sizes)] if sizes else [0])]
+    assert tuple(points) == plain_points(sizes)
+    for k, ((a, _), (b, _)) in enumerate(zip(points, points[1:], strict=False)):
+        run = list(iter_tar_samples(io.BytesIO(plain[a:b]), "shard"))
+        assert run == samples[k * SHARD_RUN : (k + 1) * SHARD_RUN]
 
 
 @pytest.mark.parametrize(

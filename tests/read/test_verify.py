@@ -383,6 +383,28 @@ def test_damaged_shards_are_found_and_named(
     assert "MISMATCH wds: " in result.output and what in result.output
 
 
+Runs = list[list[int]]
+RUN_DAMAGE: dict[str, tuple[Callable[[Runs], Runs], str]] = {
+    "end-moved": (lambda r: [r[0], [r[1][0] - 512, r[1][1] - 512]], "run 1 at tar byte"),
+    "start-moved": (lambda r: [[512, 512], *r[1:]], "run 0 at tar byte 512, not 0"),
+    "offsets-differ": (lambda r: [r[0], [r[1][0] + 1, r[1][1]]], "two different offsets"),
+    "end-missing": (lambda r: r[:1], "1 runs listed, not 2"),
+}
+
+
+@pytest.mark.parametrize(("move", "what"), RUN_DAMAGE.values(), ids=RUN_DAMAGE.keys())
+def test_a_plain_shards_moved_run_is_named(
+    shards: Path, move: Callable[[Runs], Runs], what: str
+) -> None:
+    path = shards / "wds" / "index.json"
+    doc = json.loads(path.read_text())
+    doc["shards"][1]["runs"] = move(doc["shards"][1]["runs"])
+    path.write_text(json.dumps(doc))
+    _, problems = verify_dataset(Output(str(shards)))
+    about_runs = [p.what for p in problems if "runs" in p.what]
+    assert about_runs and all(shard(shards).name in w and what in w for w in about_runs), problems
+
+
 def lossy_webp(frame: Any, encoding: str) -> bytes:
     """A writer that is not lossless: the WebP of the frame with one pixel changed."""
     from reacture_convert.formats.wds.encodings import encode_image

@@ -27,7 +27,8 @@ from __future__ import annotations
 import io
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from itertools import accumulate
 from typing import Any, Final, Protocol
 
 from reacture_convert.errors import ConfigError, OutputError
@@ -43,6 +44,7 @@ __all__ = [
     "check_compression",
     "gzip_member",
     "inflate_run",
+    "plain_points",
     "shard_suffix",
     "shard_writer",
 ]
@@ -122,10 +124,10 @@ class RunWriter:
     """A shard's tar stream written to ``write``: as it is (``compression`` ``none``), or as
     one gzip member flushed (``Z_FULL_FLUSH``) after every ``run`` samples and before the end
     of the archive. Call ``write`` with a sample's tar bytes (in pieces), ``end_sample`` after
-    each sample, and ``finish`` with the end of the archive. ``points`` then holds, for a
-    compressed shard, ``(compressed offset, tar offset)`` where each run and the end of the
-    archive begin: the bytes from one point to the next inflate alone (raw deflate) to that
-    run's tar bytes."""
+    each sample, and ``finish`` with the end of the archive. ``points`` then holds
+    ``(stored offset, tar offset)`` where each run and the end of the archive begin: for a
+    compressed shard the bytes from one point to the next inflate alone (raw deflate) to that
+    run's tar bytes; for a plain shard both offsets are the same (``plain_points``)."""
 
     def __init__(
         self,
@@ -139,45 +141,56 @@ class RunWriter:
         self.compressed = compression != "none"
         self.run = run
         self.samples = 0  # in the open run
-        self.written = 0  # compressed bytes
+        self.written = 0  # stored bytes
+        self.size = 0  # tar bytes
         self.points: list[tuple[int, int]] = []
         self.member: _Member | None = None
         if self.compressed:
             self.member = _Member(self._out, level)
-            self.points.append((self.written, 0))
+        self.points.append((self.written, 0))
 
-    def _out(self, data: bytes) -> None:
-        self.written += len(data)
+    def _out(self, data: Any) -> None:
+        self.written += memoryview(data).nbytes
         self.target(data)
 
     def write(self, data: Any) -> None:
+        self.size += memoryview(data).nbytes
         if self.member is None:
-            self.target(data)
+            self._out(data)
         else:
             self.member.add(data)
 
     def end_sample(self) -> None:
-        if self.member is None:
-            return
         self.samples += 1
         if self.samples >= self.run:
             self._flush()
 
     def _flush(self) -> None:
-        assert self.member is not None
         if self.samples:
-            self._out(self.member.deflate.flush(zlib.Z_FULL_FLUSH))
-            self.points.append((self.written, self.member.size))
+            if self.member is not None:
+                self._out(self.member.deflate.flush(zlib.Z_FULL_FLUSH))
+            self.points.append((self.written, self.size))
         self.samples = 0
 
     def finish(self, tail: bytes) -> None:
         """End the open run, then write ``tail`` (the end of the archive) and close."""
-        if self.member is None:
-            self.target(tail)
-            return
         self._flush()
+        if self.member is None:
+            self._out(tail)
+            return
         self.member.add(tail)
         self.member.close()
+
+
+def plain_points(sizes: Sequence[int], run: int = SHARD_RUN) -> tuple[tuple[int, int], ...]:
+    """A plain shard's ``points`` (as ``RunWriter`` records them) from its samples' tar bytes
+    ``sizes`` alone: ``(offset, offset)`` where every ``run`` samples and the end of the
+    archive begin."""
+    starts = [0, *accumulate(sizes)]
+    at = starts[::run]
+    if at[-1] != starts[-1]:
+        at.append(starts[-1])
+    return tuple((u, u) for u in at)
 
 
 def shard_writer(

@@ -1,7 +1,8 @@
 """``wds/index.json``: what a dataset's shards hold. It records the options that shaped them,
 the sessions with their sample counts and samples' sha256, and every shard's file name, sample
-count, size, sha256 and sessions, in shard order (an append adds shards at the end). It holds
-no clock time, so the same inputs and options give the same bytes."""
+count, size, sha256, sessions and runs (where every ``SHARD_RUN`` samples begin), in shard
+order (an append adds shards at the end). It holds no clock time, so the same inputs and
+options give the same bytes."""
 
 from __future__ import annotations
 
@@ -86,8 +87,9 @@ class WdsShard:
     bytes: int
     sha256: str
     sessions: tuple[str, ...]
-    # a compressed shard: (compressed offset, tar offset) where each run of samples and the
-    # end of the archive begin (``formats.wds.compression``); () for a plain shard
+    # (stored offset, tar offset) where each run of ``SHARD_RUN`` samples and the end of the
+    # archive begin (``formats.wds.compression``): the two are equal in a plain shard; () for a
+    # plain shard of a set written before plain shards listed them (read through its headers)
     runs: tuple[tuple[int, int], ...] = ()
 
 

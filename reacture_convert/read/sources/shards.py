@@ -26,18 +26,20 @@ out), so its verdicts are those the Zarr reader reaches over whole sessions.
 seed and the epoch, and the samples of each ``shuffling.runs`` consecutive runs of that order
 are mixed. The epoch's order depends on the seed and the epoch only; consumers take equal
 contiguous slices of it. A consumer reads each run it needs with one ranged read of the run's
-bytes (a run of 32 samples: about 1.6 MB, read forward), found through the shard's table of
-sample offsets (``sample_spans``: its tar headers, read once per shard and process, and kept
-in the disk cache when there is one). A compressed shard (``.tar.gz``) is decompressed once per
-process to learn its samples' offsets in its tar stream (kept in the cache the same way); a run
-is then one ranged read from its flush point to the next (``runs`` in index.json), inflated
-alone. With windows, the shards are read in order and each
-consumer passes its samples through a ``buffer``-sample shuffle buffer.
+bytes (a run of 32 samples: about 1.6 MB, read forward) from where index.json's ``runs`` say it
+begins to where the next one does (a compressed shard's inflated alone), and checks it holds
+the run's number of samples: no shard is read before the first batch. With some sessions only,
+the shards that hold none of them are not read, and the other sessions' samples of the rest are
+left out as they are read. A shard whose runs index.json does not list (a plain shard of a set
+written before plain shards listed them) is read through its table of sample offsets instead
+(``sample_spans``: its tar headers, read once per shard and process, and kept in the disk cache
+when there is one). With windows, the shards are read in order and each consumer passes its
+samples through a ``buffer``-sample shuffle buffer.
 
 **Random access** (``source[i]``, ``source.fetch(ids)``, ``len(source)``): sample ``i`` of the
-selected sessions' samples in shard order, through the same offsets (consecutive samples are
-read together). It needs the dataset's alignment tables to know blank frames (or
-``skip_blank=False``), and no windows.
+selected sessions' samples in shard order, through the table of sample offsets (a compressed
+shard is decompressed once for it; consecutive samples are read together). It needs the
+dataset's alignment tables to know blank frames (or ``skip_blank=False``), and no windows.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ import io
 import json
 import random
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import IO, Any, Final, TypeVar, cast
 
@@ -56,9 +58,10 @@ import numpy.typing as npt
 
 from reacture_convert.errors import ConfigError, OutputError
 from reacture_convert.formats.wds import INDEX, WdsIndex, iter_tar_samples, shuffle_buffer
-from reacture_convert.formats.wds.compression import GzipMembers, inflate_run
+from reacture_convert.formats.wds.compression import SHARD_RUN, GzipMembers, inflate_run
 from reacture_convert.formats.wds.encodings import decode_image
-from reacture_convert.formats.wds.tar import sample_spans
+from reacture_convert.formats.wds.index import WdsShard
+from reacture_convert.formats.wds.tar import sample_spans, tar_size
 from reacture_convert.ingest.members import read_bounded
 from reacture_convert.ingest.npy import npy_bytes
 from reacture_convert.output.catalog import CATALOG
@@ -351,7 +354,8 @@ class ShardSource:
         """The samples at positions ``order`` (a consumer's slice of a shuffled epoch), in that
         order: each run read once, when its first sample is due, together with the other runs
         due within ``shuffling.buffer`` samples; a run is let go once its samples are out.
-        With some sessions only, the others' samples are left out before reading."""
+        With some sessions only, the shards of none of them are left out before reading, the
+        other sessions' samples of the rest as they are read."""
         if len(self._selected) < len(self.index.sessions):
             order = order[self._chosen()[order]]
         shard_of = np.searchsorted(self._starts, order, side="right") - 1
@@ -372,12 +376,11 @@ class ShardSource:
 
         def request(runs: Sequence[int]) -> None:
             new = [x for x in dict.fromkeys(runs) if x not in held and x not in pending]
-            for shard in dict.fromkeys(wanted[x][0] for x in new):
-                self.spans(shard)
+            self._learn(wanted[x][0] for x in new)
             for x in new:
                 pending[x] = pool().submit(self._read_run, wanted[x])
 
-        skipped = 0
+        skipped = seen = 0
         for i, (r, j) in enumerate(zip(which_l, j_l, strict=True)):
             if r not in held and not remote:
                 due = list(dict.fromkeys(x for x in which_l[i : i + ahead] if x not in held))
@@ -394,27 +397,21 @@ class ShardSource:
                 del held[r]
             if key.partition("/")[0] not in self._selected:
                 continue
+            seen += 1
             item = self._item(key, members, self.urls[wanted[r][0]], True)
             if item.blank and self.options.skip_blank:
                 skipped += 1
                 continue
             yield [item], [item]
         if self.skipped_blank is None:
-            log_skips(where, self.options, skipped, 0, order.shape[0])
+            log_skips(where, self.options, skipped, 0, seen)
 
     def _chosen(self) -> npt.NDArray[np.bool_]:
-        """Whether each sample (shards laid end to end) is of a selected session."""
-        if self._mask is not None:
-            return self._mask
-        self.scan()
-        self._mask = np.array(
-            [
-                key.partition("/")[0] in self._selected
-                for shard in range(len(self.urls))
-                for key, _, _ in self._spans[shard]
-            ],
-            dtype=bool,
-        )
+        """Whether each sample (shards laid end to end) is in a shard that holds a selected
+        session (index.json's ``sessions``: no shard is read for this)."""
+        if self._mask is None:
+            held = [not self._selected.isdisjoint(s.sessions) for s in self.index.shards]
+            self._mask = np.repeat(np.array(held, dtype=bool), np.diff(self._starts))
         return self._mask
 
     # --- offsets and ranged reads -----------------------------------------------------------------
@@ -449,10 +446,12 @@ class ShardSource:
         return got
 
     def scan(self) -> None:
-        """Learn every shard's sample offsets now (``spans``), from an object store several
-        shards at once: a loader calls it before it starts its workers, so that they inherit
-        the offsets instead of each reading every shard's headers itself."""
-        todo = [s for s in range(len(self.urls)) if s not in self._spans]
+        """Learn now the sample offsets (``spans``) of every shard that a shuffled epoch
+        cannot read by index.json's runs (``_listed``), from an object store several shards
+        at once: a loader calls it before it starts its workers, so that they inherit the
+        offsets instead of each reading those shards' headers itself. A set that lists every
+        shard's runs reads nothing here."""
+        todo = [s for s in range(len(self.urls)) if s not in self._spans and not self._listed(s)]
         if self._local or self.cache is not None or len(todo) < 2:
             for shard in todo:
                 self.spans(shard)
@@ -463,15 +462,34 @@ class ShardSource:
         """The samples ``first..last`` of each ``(shard, first, last)`` of ``wanted`` by their
         number in the shard, each range read with one ranged read (from an object store, the
         ranges requested together)."""
-        for shard in dict.fromkeys(w[0] for w in wanted):
-            self.spans(shard)
+        self._learn(w[0] for w in wanted)
         if self._local or self.cache is not None or len(wanted) < 2:
             return [self._read_run(w) for w in wanted]
         return list(pool().map(self._read_run, wanted))
 
+    def _listed(self, shard: int) -> bool:
+        """Whether a read of shard ``shard`` takes its runs from index.json (``_read_listed``)
+        rather than its sample offsets (``spans``): it lists them (compressed shards and
+        plain ones written since plain shards list them), the reader's runs are whole runs of
+        them, and the offsets are not known already (then a read takes just its samples)."""
+        return (
+            bool(self.index.shards[shard].runs)
+            and self.shuffling.run % SHARD_RUN == 0
+            and shard not in self._spans
+        )
+
+    def _learn(self, shards: Iterable[int]) -> None:
+        """Learn the sample offsets of those of ``shards`` that reads take them from."""
+        for shard in dict.fromkeys(shards):
+            if not self._listed(shard):
+                self.spans(shard)
+
     def _read_run(self, wanted: tuple[int, int, int]) -> dict[int, Members]:
-        """Samples ``first..last`` of ``(shard, first, last)`` (its spans known already)."""
+        """Samples ``first..last`` of ``(shard, first, last)`` (by index.json's runs, or its
+        spans known already): at least those, by their number in the shard."""
         shard, first, last = wanted
+        if self._listed(shard):
+            return self._read_listed(shard, first // SHARD_RUN, last // SHARD_RUN)
         spans = self._spans[shard]
         start, end = spans[first][1], spans[last][2]
         if self._compressed:
@@ -484,6 +502,31 @@ class ShardSource:
                 f"{self.urls[shard]}: samples {first}..{last} are not where its tar "
                 "headers put them; the shard changed while it was read (read it again)"
             )
+        return got
+
+    def _read_listed(self, shard: int, k0: int, k1: int) -> dict[int, Members]:
+        """Every sample of runs ``k0..k1`` of shard ``shard`` by its number in the shard,
+        read with one ranged read from index.json's ``runs`` (a compressed shard's inflated):
+        the runs must hold ``SHARD_RUN`` samples each (the last one the rest), else
+        OutputError naming the shard."""
+        info, url = self.index.shards[shard], self.urls[shard]
+        first = k0 * SHARD_RUN
+        expected = min(info.samples, (k1 + 1) * SHARD_RUN) - first
+        problem = _runs_problem(info, self._compressed)
+        if problem is not None:
+            raise _bad_runs(url, k0, k1, problem)
+        (c0, u0), (c1, u1) = info.runs[k0], info.runs[k1 + 1]
+        try:
+            data = self._read_range(shard, c0, c1)
+            if self._compressed:
+                data = inflate_run(data, u1 - u0, url, c0)
+            got = dict(enumerate(iter_tar_samples(io.BytesIO(data), url), first))
+        except OutputError as e:
+            why = str(e).removeprefix(f"{url}: ")
+            raise _bad_runs(url, k0, k1, f"bytes {c0}..{c1}: {why}") from None
+        if len(got) != expected:
+            why = f"bytes {c0}..{c1} hold {len(got)} sample(s), not {expected}"
+            raise _bad_runs(url, k0, k1, why)
         return got
 
     def _read_inflated(self, shard: int, start: int, end: int) -> bytes:
@@ -656,6 +699,34 @@ class ShardSource:
 
 
 _COPY_PIECE: Final = 16 << 20
+
+
+def _runs_problem(shard: WdsShard, compressed: bool) -> str | None:
+    """Why ``shard``'s runs (index.json's) cannot be where its runs of ``SHARD_RUN`` samples
+    begin (one a run and one at the end, ascending from the start of its tar stream, within
+    its bytes; a plain shard's two offsets the same, the last where its archive ends), or
+    None."""
+    runs = shard.runs
+    if len(runs) != -(-shard.samples // SHARD_RUN) + 1:
+        return f"{len(runs)} runs listed for {shard.samples} samples"
+    stored, tar = [c for c, _ in runs], [u for _, u in runs]
+    if tar[0] != 0 or any(b <= a for a, b in zip(stored, stored[1:], strict=False)):
+        return "the runs do not ascend from the start of the tar stream"
+    if any(b <= a for a, b in zip(tar, tar[1:], strict=False)) or stored[-1] > shard.bytes:
+        return f"the runs do not ascend within the shard's {shard.bytes} bytes"
+    if not compressed and stored != tar:
+        return "a plain shard's runs give two offsets for one run"
+    if not compressed and tar_size(tar[-1]) != shard.bytes:
+        return f"the last run is not where the shard's {shard.bytes}-byte archive ends"
+    return None
+
+
+def _bad_runs(url: str, k0: int, k1: int, why: str) -> OutputError:
+    which = f"run {k0}" if k0 == k1 else f"runs {k0}..{k1}"
+    return OutputError(
+        f"{url}: index.json's runs do not place {which} of the shard ({why}); check the "
+        "shards against index.json (reacture-convert verify)"
+    )
 
 
 def _counts_from_tables(

@@ -25,7 +25,12 @@ from dataclasses import replace
 from typing import IO
 
 from reacture_convert.errors import ConfigError, OutputError
-from reacture_convert.formats.wds.compression import RunWriter, shard_suffix, shard_writer
+from reacture_convert.formats.wds.compression import (
+    RunWriter,
+    plain_points,
+    shard_suffix,
+    shard_writer,
+)
 from reacture_convert.formats.wds.index import (
     INDEX,
     WdsIndex,
@@ -138,7 +143,7 @@ def _build(
     try:
         for shard, url in zip(planned, urls, strict=True):
             whole = shard.whole_part
-            runs: tuple[tuple[int, int], ...] = ()
+            runs = plain_points(shard.sizes)
             if whole is not None and whole.path.startswith(staging) and not compressed:
                 out.fsync(whole.path)
                 where, nbytes, sha = whole.path, whole.bytes, whole.sha256
