@@ -190,6 +190,8 @@ def test_every_key_reaches_its_field() -> None:
         ({"formats": "hdf5"}, "[job] formats: unknown output format 'hdf5'"),
         ({"codec": "gzip"}, "unknown Zarr codec 'gzip'"),
         ({"chunk_frames": 64, "shard_frames": 100}, "multiple of --chunk-frames"),
+        ({"shard_frames": -1}, "[zarr] shard_frames: must be a whole number >= 0 (0: no"),
+        ({"shard_frames": "lots"}, "[zarr] shard_frames: must be a whole number >= 0"),
         ({"workers": 2}, "unknown option(s) workers"),
     ],
     ids=[
@@ -203,9 +205,30 @@ def test_every_key_reaches_its_field() -> None:
         "formats",
         "codec",
         "shards",
+        "shard-negative",
+        "shard-text",
         "unknown",
     ],
 )
+@pytest.mark.parametrize(
+    ("value", "local", "bucket"),
+    [(None, None, 1024), ("auto", None, 1024), (0, None, None), (128, 128, 128)],
+)
+def test_shard_frames_auto_shards_on_an_object_store_only(
+    value: Any, local: int | None, bucket: int | None
+) -> None:
+    zarr = convert_options({"shard_frames": value}).zarr
+    assert zarr.for_output(local=True).shard_frames == local
+    assert zarr.for_output(local=False).shard_frames == bucket
+
+
+@pytest.mark.parametrize(("chunk", "shard"), [(64, 1024), (50, 1000), (16, 1024), (600, None)])
+def test_auto_shards_are_a_multiple_of_the_chunk(chunk: int, shard: int | None) -> None:
+    """(a chunk of more than half the shard: no sharding, one chunk per object already)"""
+    options = ZarrOptions(chunk_frames=chunk).for_output(local=False)
+    assert options.shard_frames == shard
+
+
 def test_bad_values_name_their_key(values: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError) as info:
         convert_options(values)

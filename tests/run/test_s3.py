@@ -33,8 +33,10 @@ from reacture_convert.cli import cli
 from reacture_convert.output.lease import LEASE_ENV, Lease, PreconditionFailed, put_object
 from reacture_convert.output.storage import Output
 from reacture_convert.testing.synth import BundleSpec, write_bundle
+from reacture_convert.writers.zarr import BUCKET_SHARD_FRAMES
 from tests.helpers.paths import SAMPLE_DIR
 from tests.helpers.s3 import S3
+from tests.helpers.sources import read_source
 
 SAMPLE = SAMPLE_DIR.name
 SYNTH = BundleSpec(prefix="reacture_1795600000044", seed=44, n_frames=40)
@@ -64,6 +66,8 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def local_dataset(bundles: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundles converted to local disk with the Zarr layout a bucket OUT takes by default
+    (sharded, ``BUCKET_SHARD_FRAMES``; local disk's default is unsharded)."""
     out = tmp_path_factory.mktemp("s3-local") / "ds"
     code, text = run_cli(
         "convert",
@@ -72,6 +76,8 @@ def local_dataset(bundles: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
         str(out),
         "--format",
         "zarr,wds",
+        "--shard-frames",
+        str(BUCKET_SHARD_FRAMES),
         "--scheduler",
         "sync",
         "--json",
@@ -134,10 +140,35 @@ def test_zarr_groups_read_back_with_zarr(
         for name in ("frames", "timestamps"):
             assert remote[name].metadata == local[name].metadata
             np.testing.assert_array_equal(remote[name][:], local[name][:])
+        assert remote["frames"].shards is not None  # a bucket's default: sharded
         r_attrs, l_attrs = dict(remote.attrs), dict(local.attrs)
         r_src, l_src = r_attrs["provenance"].pop("source"), l_attrs["provenance"].pop("source")
         assert r_attrs == l_attrs  # same metadata, hashes, orientation...
         assert r_src.startswith("s3://raw/incoming/") and not l_src.startswith("s3://")
+
+
+@pytest.mark.parametrize(
+    ("out", "asked", "sharded"),
+    [
+        ("s3://datasets/layout/auto", [], True),
+        ("s3://datasets/layout/none", ["--shard-frames", "0"], False),
+        ("local", [], False),
+        ("local", ["--shard-frames", "64"], True),
+    ],
+    ids=["bucket-default", "bucket-zero", "local-default", "local-asked"],
+)
+def test_zarr_is_sharded_by_default_on_a_bucket_only(
+    moto_s3: S3, bundles: Path, tmp_path: Path, out: str, asked: list[str], sharded: bool
+) -> None:
+    where = str(tmp_path / "ds") if out == "local" else out
+    source = str(bundles / SAMPLE)
+    code, text = run_cli("convert", source, "--out", where, *asked, *moto_s3.cli_options)
+    assert code == 0, text
+    storage = moto_s3.options if where.startswith("s3://") else None
+    group = zarr.open_group(f"{where}/zarr/{SAMPLE}.zarr", mode="r", storage_options=storage)
+    frames = group["frames"]
+    assert (frames.shards is not None) is sharded
+    assert np.array_equal(frames[:], read_source(SAMPLE_DIR).frames)
 
 
 def test_parquet_reads_back_with_pyarrow(
@@ -277,6 +308,8 @@ def test_force_replaces_a_changed_session_on_the_bucket(
         str(local_out),
         "--format",
         "zarr",
+        "--shard-frames",  # the bucket's default layout
+        str(BUCKET_SHARD_FRAMES),
         "--scheduler",
         "sync",
         "--json",
