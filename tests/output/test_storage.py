@@ -23,7 +23,9 @@ from reacture_convert.output.catalog import read_catalog
 from reacture_convert.output.storage import STAGING, Output, lock_output
 from reacture_convert.read.verify import verify_dataset
 from reacture_convert.run.batch import run_convert
+from reacture_convert.run.convert import ConvertOptions
 from reacture_convert.testing.synth import BundleSpec, write_bundle
+from reacture_convert.writers.zarr import BUCKET_SHARD_FRAMES, ZarrOptions
 from tests.helpers.paths import REPO
 
 CONVERT = REPO / ".venv" / "bin" / "reacture-convert"
@@ -232,7 +234,9 @@ def test_object_store_output_holds_the_same_bytes(
         make_bundle(n_frames=n, seed=n, prefix=f"reacture_17956000000{n:02d}") for n in (1, 12)
     ]
     local = tmp_path / "out"
-    assert run_convert([str(f) for f in folders], Output(str(local)), scheduler="sync").ok
+    bucket_layout = ConvertOptions(zarr=ZarrOptions(shard_frames=BUCKET_SHARD_FRAMES))
+    local_out = Output(str(local))
+    assert run_convert([str(f) for f in folders], local_out, bucket_layout, scheduler="sync").ok
     assert run_convert([str(f) for f in folders], memory_out, scheduler="sync").ok
     fs, root = memory_out.fs, memory_out.root
     remote = {

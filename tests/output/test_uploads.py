@@ -165,7 +165,7 @@ def test_convert_into_the_bucket_gives_a_local_converts_digests(
             result = CliRunner().invoke(
                 cli,
                 ["convert", str(bundle), "--out", out.url, "--format", "zarr,wds", "--quiet"]
-                + ["--chunk-frames", "8", *extra],
+                + ["--chunk-frames", "8", "--shard-frames", "0", *extra],  # many objects
                 catch_exceptions=False,
             )
             assert result.exit_code == 0, result.output

@@ -120,6 +120,25 @@ def test_storage_options_nest_by_dots_and_are_typed() -> None:
 
 
 @pytest.mark.parametrize(
+    ("value", "local", "bucket"),
+    [(None, None, 1024), ("auto", None, 1024), (0, None, None), (128, 128, 128)],
+)
+def test_shard_frames_auto_shards_on_an_object_store_only(
+    value: Any, local: int | None, bucket: int | None
+) -> None:
+    zarr = convert_options({"shard_frames": value}).zarr
+    assert zarr.for_output(local=True).shard_frames == local
+    assert zarr.for_output(local=False).shard_frames == bucket
+
+
+@pytest.mark.parametrize(("chunk", "shard"), [(64, 1024), (50, 1000), (16, 1024), (600, None)])
+def test_auto_shards_are_a_multiple_of_the_chunk(chunk: int, shard: int | None) -> None:
+    """(a chunk of more than half the shard: no sharding, one chunk per object already)"""
+    options = ZarrOptions(chunk_frames=chunk).for_output(local=False)
+    assert options.shard_frames == shard
+
+
+@pytest.mark.parametrize(
     "values, message",
     [
         (["anon"], "'anon': expected KEY=VALUE"),
@@ -210,25 +229,6 @@ def test_every_key_reaches_its_field() -> None:
         "unknown",
     ],
 )
-@pytest.mark.parametrize(
-    ("value", "local", "bucket"),
-    [(None, None, 1024), ("auto", None, 1024), (0, None, None), (128, 128, 128)],
-)
-def test_shard_frames_auto_shards_on_an_object_store_only(
-    value: Any, local: int | None, bucket: int | None
-) -> None:
-    zarr = convert_options({"shard_frames": value}).zarr
-    assert zarr.for_output(local=True).shard_frames == local
-    assert zarr.for_output(local=False).shard_frames == bucket
-
-
-@pytest.mark.parametrize(("chunk", "shard"), [(64, 1024), (50, 1000), (16, 1024), (600, None)])
-def test_auto_shards_are_a_multiple_of_the_chunk(chunk: int, shard: int | None) -> None:
-    """(a chunk of more than half the shard: no sharding, one chunk per object already)"""
-    options = ZarrOptions(chunk_frames=chunk).for_output(local=False)
-    assert options.shard_frames == shard
-
-
 def test_bad_values_name_their_key(values: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError) as info:
         convert_options(values)

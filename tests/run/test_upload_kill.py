@@ -26,8 +26,9 @@ PREFIX = "reacture_1795600000577"
 
 def _convert(bundle: Path, url: str, endpoint: str) -> subprocess.Popen[bytes]:
     args = ["convert", str(bundle), "--out", url, "--format", "zarr,wds", "--scheduler", "sync"]
+    args += ["--chunk-frames", "8", "--shard-frames", "0"]  # many chunk objects to kill among
     return subprocess.Popen(
-        [sys.executable, "-m", "reacture_convert", *args, "--chunk-frames", "8", "--quiet"]
+        [sys.executable, "-m", "reacture_convert", *args, "--quiet"]
         + ["--storage-option", f"client_kwargs.endpoint_url={endpoint}"],
         env={**os.environ, LEASE_ENV: "2"},
         stdout=subprocess.PIPE,
