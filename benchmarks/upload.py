@@ -24,11 +24,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.helpers.s3
 
 DELAY = 0.030
 UPLOADS = 16  # files at once in the workaround
-# key, label, the format's options: sharded Zarr (``--shard-frames``) is a few objects in all
+# key, label, the format's options. Zarr's default differs by OUT: sharded into a bucket
+# (``--shard-frames`` 1024, a few objects in all), unsharded on local disk, so 9a compares the
+# defaults both ways; 9c and 9d ask both for the same layout.
 CASES = (
     ("9a", "zarr", ("--format", "zarr")),
     ("9b", "wds", ("--format", "wds")),
     ("9c", "zarr-sharded", ("--format", "zarr", "--shard-frames", "1024")),
+    ("9d", "zarr-unsharded", ("--format", "zarr", "--shard-frames", "0")),
 )
 TARGET_WORKAROUND = 1.0
 TARGET_LOCAL = 1.2
