@@ -3,20 +3,24 @@
 ``frames`` is uint8 (N, 128, 128, 3) chunked along time; ``timestamps`` float32 (N,). Blocks
 arrive chunk-aligned from a streaming reader, so memory is one block whatever N is. With
 ``shard_frames`` the sharding codec packs many chunks into one object, so a long session is a
-handful of objects in a bucket instead of thousands.
+handful of objects in a bucket instead of thousands; blocks are still one chunk, and a shard's
+object is made once its last chunk is encoded (it holds its encoded chunks, ~1 MB, not its
+frames, 50 MB for 1,024).
 
 The bytes are zarr-python's (3.x), written without it: the metadata documents as its
 ``json.dumps(..., indent=2)`` writes them, each chunk padded with the fill value to the full
 chunk shape and encoded by the same numcodecs codecs, shards as the sharding codec lays them out
 (inner chunks in order, those wholly past the end left out, then the index of little-endian
 (offset, length) pairs and its crc32c). Tests compare every file with what zarr itself writes.
-Encoding a block (``encode_block``) holds no lock: blocks can be encoded and stored on several
-threads at once (zstd, blosc and the writes release the GIL).
+Encoding a block (``encode_block``) holds a lock only to file a shard's encoded chunk: blocks
+can be encoded and stored on several threads at once (zstd, blosc and the writes release the
+GIL).
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final, Literal
@@ -40,6 +44,21 @@ _DIMENSIONS = ["frame", "y", "x", "channel"]
 _TIMESTAMP_CHUNK = 1 << 16
 _TIMESTAMP_CODEC = CODECS["zstd"].compressors(3)  # timestamps: zstd at level 3
 _EMPTY = 2**64 - 1  # the sharding index's "no chunk here"
+
+
+def _shard_object(chunks: Mapping[int, bytes], per_shard: int) -> bytes:
+    """A shard's bytes: its encoded ``chunks`` (by their number in the shard) one after another,
+    then the index (offset, size per chunk; ``_EMPTY`` for none) and the index's crc32c."""
+    import google_crc32c
+
+    index = np.full((per_shard, 2), _EMPTY, dtype="<u8")
+    offset = 0
+    for i in sorted(chunks):
+        index[i] = (offset, len(chunks[i]))
+        offset += len(chunks[i])
+    raw = index.tobytes()
+    crc = np.uint32(google_crc32c.value(raw)).astype("<u4").tobytes()
+    return b"".join([*(chunks[i] for i in sorted(chunks)), raw, crc])
 
 
 BUCKET_SHARD_FRAMES: Final = 1024
@@ -142,6 +161,8 @@ class ZarrSessionWriter:
         self.store = store
         self.chunk = max(1, min(options.chunk_frames, n_frames))
         self.shard: int | None = None
+        self._shards: dict[int, dict[int, bytes]] = {}  # shard -> its chunks encoded so far
+        self._lock = threading.Lock()  # blocks are encoded on several threads
         shard_frames = options.for_output(local=True).shard_frames
         if isinstance(shard_frames, int):
             shard = max(self.chunk, min(shard_frames, n_frames))
@@ -185,8 +206,9 @@ class ZarrSessionWriter:
 
     @property
     def block_frames(self) -> int:
-        """Frames per block handed to ``encode_block`` (the last one may be shorter)."""
-        return self.shard or self.chunk
+        """Frames per block handed to ``encode_block``: one chunk (the last one may be
+        shorter), sharded or not."""
+        return self.chunk
 
     def _encode_chunk(self, frames: np.ndarray) -> bytes:
         """One chunk, padded with zeros (the fill value) to the full chunk shape, encoded."""
@@ -198,34 +220,33 @@ class ZarrSessionWriter:
         return frames.tobytes() if self._codec is None else bytes(self._codec.encode(frames))
 
     def encode_block(self, start: int, block: np.ndarray) -> list[tuple[str, bytes]]:
-        """The objects (key, bytes) of frames ``start`` .. ``start + len(block)``: a whole chunk
-        or shard (or what is left of the array at its end)."""
+        """The objects (key, bytes) that frames ``start`` .. ``start + len(block)``, one chunk
+        (or what is left of the array at its end), complete: the chunk's object or, sharded,
+        its shard's once every chunk of the shard is encoded (none before). Blocks may come in
+        any order and from several threads; a shard holds its encoded chunks until then, not
+        its frames."""
         k = block.shape[0]
-        size = self.block_frames
+        size = self.chunk
         if start % size or (k != size and start + k != self.n_frames) or k > size:
             raise ValueError(
                 f"frames {start}..{start + k} are not one block of {size} frames of the array"
             )
-        index = start // size
+        c = start // size
+        data = self._encode_chunk(block)
         if self.shard is None:
-            return [(f"frames/c/{index}/0/0/0", self._encode_chunk(block))]
-        return [(f"frames/c/{index}/0/0/0", self._encode_shard(block))]
-
-    def _encode_shard(self, block: np.ndarray) -> bytes:
-        import google_crc32c
-
-        per_shard = (self.shard or 0) // self.chunk
-        parts: list[bytes] = []
-        index = np.full((per_shard, 2), _EMPTY, dtype="<u8")
-        offset = 0
-        for i, a in enumerate(range(0, block.shape[0], self.chunk)):
-            data = self._encode_chunk(block[a : a + self.chunk])
-            index[i] = (offset, len(data))
-            parts.append(data)
-            offset += len(data)
-        raw = index.tobytes()
-        crc = np.uint32(google_crc32c.value(raw)).astype("<u4").tobytes()
-        return b"".join([*parts, raw, crc])
+            return [(f"frames/c/{c}/0/0/0", data)]
+        per_shard = self.shard // self.chunk
+        s, i = divmod(c, per_shard)
+        chunks = min(per_shard, -(-self.n_frames // self.chunk) - s * per_shard)
+        with self._lock:
+            parts = self._shards.setdefault(s, {})
+            if i in parts:
+                raise ValueError(f"frames {start}..{start + k} were written already")
+            parts[i] = data
+            if len(parts) < chunks:
+                return []
+            del self._shards[s]
+        return [(f"frames/c/{s}/0/0/0", _shard_object(parts, per_shard))]
 
     def put(self, objects: list[tuple[str, bytes]]) -> None:
         for key, data in objects:

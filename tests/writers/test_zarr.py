@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -131,3 +132,38 @@ def test_a_block_that_is_not_a_chunk_is_refused(tmp_path: Path) -> None:
     w = ZarrSessionWriter(Output(str(tmp_path)).keys(str(tmp_path / "z")), 100, {}, ZarrOptions())
     with pytest.raises(ValueError, match="not one block"):
         w.write_frames(10, np.zeros((64, *FRAME_SHAPE), np.uint8))
+
+
+@pytest.mark.parametrize("n", [1, 100, 197])
+def test_shard_chunks_encoded_in_any_order_on_threads_give_zarrs_files(
+    tmp_path: Path, n: int
+) -> None:
+    """Blocks are one chunk even when sharded; a shard's object is stored once its last chunk
+    is encoded, whatever the order and the threads, with zarr-python's bytes."""
+    options = ZarrOptions(chunk_frames=16, shard_frames=64)
+    rng = np.random.default_rng(n)
+    frames = rng.integers(0, 3, (n, *FRAME_SHAPE), dtype=np.uint8)
+    ts = np.arange(n, dtype="<f4") * 100
+    by_zarr(tmp_path / "zarr", frames, ts, options)
+    w = ZarrSessionWriter(Output(str(tmp_path)).keys(str(tmp_path / "ours")), n, {}, options)
+    size = w.block_frames
+    assert size == min(16, n)  # a chunk (a session shorter than one: the session)
+    starts = rng.permutation(np.arange(0, n, size)).tolist()
+    with ThreadPoolExecutor(4) as pool:
+        made = list(pool.map(lambda a: w.encode_block(a, frames[a : a + size]), starts))
+    objects = [key for objs in made for key, _ in objs]
+    assert sorted(objects) == [f"frames/c/{s}/0/0/0" for s in range(-(-n // 64))]  # once each
+    for objs in made:
+        w.put(objs)
+    w.write_timestamps(ts)
+    w.write_attributes(ATTRIBUTES)
+    assert files(tmp_path / "ours") == files(tmp_path / "zarr")
+
+
+def test_a_chunk_given_twice_before_its_shard_is_complete_is_refused(tmp_path: Path) -> None:
+    options = ZarrOptions(chunk_frames=16, shard_frames=64)
+    w = ZarrSessionWriter(Output(str(tmp_path)).keys(str(tmp_path / "z")), 100, {}, options)
+    block = np.zeros((16, *FRAME_SHAPE), np.uint8)
+    assert w.encode_block(16, block) == []  # the shard waits for its other chunks
+    with pytest.raises(ValueError, match="written already"):
+        w.encode_block(16, block)
