@@ -375,22 +375,25 @@ def read_chunks(
     process's fetch threads (zstd and the object store's I/O release the GIL); a chunk that
     ``ahead`` requested already is taken from it, the others requested as ``plan_requests``
     groups them."""
-    taken: dict[int, Future[bytes | None]] = {}
+    taken: dict[int, Future[bytes | None] | bytes] = {}  # requested ahead, or in the cache
     rest: list[int] = []
     for i, (reader, c) in enumerate(wanted):
         if reader.direct:
-            job = ahead.take(reader.cache_key(c)) if ahead is not None else None
-            if job is None:
+            key = reader.cache_key(c)
+            job = ahead.take(key) if ahead is not None else None
+            kept = cache.get(key) if job is None and cache is not None else None
+            if job is None and kept is None:
                 rest.append(i)
             else:
-                taken[i] = job
+                taken[i] = job if job is not None else cast(bytes, kept)
     groups = [[i] for i in taken]
     groups += [[rest[j] for j in g] for g in plan_requests([wanted[i] for i in rest])]
 
     def load(group: list[int]) -> list[npt.NDArray[np.uint8]]:
         reader = wanted[group[0]][0]
         if group[0] in taken:
-            raws = [taken[group[0]].result()]
+            got = taken[group[0]]
+            raws = [got if isinstance(got, bytes) else got.result()]
         else:
             raws = _raw(reader, [wanted[i][1] for i in group], cache)
         return [reader.decode(wanted[i][1], raw) for i, raw in zip(group, raws, strict=True)]

@@ -198,3 +198,24 @@ def test_a_damaged_shard_index_is_a_clear_error(tmp_path: Path, damage: Any, mes
         caught.value
     )
     assert np.array_equal(reader.read(5), reader.read_zarr(5))  # the other shards still read
+
+
+def test_a_second_loader_with_the_cache_fetches_nothing(
+    bucket: tuple[Output, LatencyProxy], local: Path, tmp_path: Path
+) -> None:
+    """Chunks are cached one by one, and a process that finds them all in ``cache_dir`` asks
+    for no shard index either (fresh workers each epoch: not persistent)."""
+    out, proxy = bucket
+    kw: dict[str, Any] = {"num_workers": 2, "seed": 1, "cache_dir": str(tmp_path / "cache")}
+    options = out.storage_options
+    proxy.traffic.reset()
+    first = _samples(to_pytorch_dataloader(out.url, 16, True, storage_options=options, **kw))
+    assert proxy.traffic.gets("/frames/c/") > 0
+    proxy.traffic.reset()
+    second = _samples(to_pytorch_dataloader(out.url, 16, True, storage_options=options, **kw))
+    assert proxy.traffic.gets("/frames/c/") == 0
+    assert (
+        first
+        == second
+        == _samples(to_pytorch_dataloader(str(local), 16, True, seed=1, num_workers=2))
+    )
