@@ -72,6 +72,11 @@ def measure_upload(b: Bench) -> list[Row]:
                 [
                     f"{fmt}: moto S3 behind a proxy adding {DELAY * 1000:.0f} ms per request; "
                     f"the upload alone {Stat.of(run[f'{fmt}_upload_s'] for run in runs).fmt('s')}",
+                    f"{fmt}: CPU straight to the bucket: the convert "
+                    f"{first[f'{fmt}_direct_cpu_s']:.2f} s, the S3 server "
+                    f"{first[f'{fmt}_direct_server_cpu_s']:.2f} s (during the upload of the "
+                    f"workaround: {first[f'{fmt}_upload_server_cpu_s']:.2f} s); a cloud store "
+                    "spends its own",
                     f"{fmt}: straight to the bucket {first[f'{fmt}_direct_requests']:,.0f} "
                     f"requests ({first[f'{fmt}_direct_methods']}), "
                     f"{first[f'{fmt}_direct_sent'] / 1e6:,.1f} MB sent; the upload "
@@ -98,12 +103,20 @@ def measure_upload(b: Bench) -> list[Row]:
     return rows
 
 
-def _timed(cmd: list[str]) -> tuple[float, float]:
-    """Seconds and peak RSS (MB) of ``cmd`` run to completion (it must succeed), through the
-    harness's small runner (this process holds a whole upload's bytes at times: a child forked
-    from it directly would report that peak as its own)."""
+def _timed(cmd: list[str]) -> tuple[float, float, float]:
+    """Seconds, peak RSS (MB) and CPU seconds of ``cmd`` run to completion (it must succeed),
+    through the harness's small runner (this process holds a whole upload's bytes at times: a
+    child forked from it directly would report that peak as its own)."""
     run = run_child(cmd, flush=False)
-    return run.seconds, run.max_rss_mb
+    return run.seconds, run.max_rss_mb, run.cpu_s
+
+
+def _server_cpu(pid: int) -> float:
+    """CPU seconds the S3 server's process has spent so far."""
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
 
 
 def child_upload(
@@ -126,7 +139,7 @@ def child_upload(
             for _, fmt, options in CASES:
                 convert = [cli, "convert", src, *options, "--quiet", "--out"]
                 local = Path(tmp) / f"local-{fmt}"
-                result[f"{fmt}_local_s"], result[f"{fmt}_local_rss_mb"] = _timed(
+                result[f"{fmt}_local_s"], result[f"{fmt}_local_rss_mb"], _ = _timed(
                     [*convert, str(local)]
                 )
                 files = [p for p in local.rglob("*") if p.is_file()]
@@ -134,17 +147,22 @@ def child_upload(
                 result[f"{fmt}_mb"] = du(local) / 1e6
 
                 proxy.traffic.reset()
+                server = _server_cpu(s3.pid)
                 t0 = time.perf_counter()
                 fs.put(str(local), f"datasets/upload-{fmt}-{rep}", recursive=True, batch_size=16)
                 result[f"{fmt}_upload_s"] = time.perf_counter() - t0
+                result[f"{fmt}_upload_server_cpu_s"] = _server_cpu(s3.pid) - server
                 result[f"{fmt}_upload_requests"] = sum(proxy.traffic.by_method().values())
                 result[f"{fmt}_upload_sent"] = proxy.traffic.sent
                 s3.fs.rm(f"datasets/upload-{fmt}-{rep}", recursive=True)
 
                 proxy.traffic.reset()
                 url = f"s3://datasets/direct-{fmt}-{rep}"
-                took, rss = _timed([*convert, url, *endpoint])
+                server = _server_cpu(s3.pid)
+                took, rss, cpu = _timed([*convert, url, *endpoint])
                 result[f"{fmt}_direct_s"], result[f"{fmt}_direct_rss_mb"] = took, rss
+                result[f"{fmt}_direct_cpu_s"] = cpu
+                result[f"{fmt}_direct_server_cpu_s"] = _server_cpu(s3.pid) - server
                 methods = proxy.traffic.by_method()
                 result[f"{fmt}_direct_requests"] = sum(methods.values())
                 result[f"{fmt}_direct_methods"] = ", ".join(
