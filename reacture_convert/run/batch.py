@@ -268,7 +268,6 @@ def run_convert(
     started = time.perf_counter()
     run_id = new_run_id()
     progress = guarded(progress) if progress is not None else None
-    options = replace(options, zarr=options.zarr.for_output(out.is_local))
     check_inputs(paths, out)
     forget_listings(out, paths, options.input_options)
     found = discover(list(paths), options.input_options)

@@ -180,9 +180,11 @@ def convert_session(
 ) -> SessionResult:
     """Convert one bundle; never raises for bad input or I/O (a failure is a ``failed`` entry)
     but for OUT's storage failing: that ``StorageError`` (``Output.fault``) ends the run.
-    Transient I/O errors are retried ``RETRIES`` times."""
+    Transient I/O errors are retried ``RETRIES`` times. A Zarr ``shard_frames="auto"`` is
+    settled for ``out`` here (``ZarrOptions.for_output``: sharded on an object store)."""
     session = session_name(bundle.prefix)
     reached("reading", session)
+    options = replace(options, zarr=options.zarr.for_output(out.is_local))
     for attempt in range(RETRIES + 1):
         try:
             return _convert(bundle, session, out, options, previous, run_id)

@@ -72,8 +72,8 @@ class ZarrOptions:
 
     ``shard_frames``: frames per object (the sharding codec), None for one object per chunk, or
     ``"auto"``: ``BUCKET_SHARD_FRAMES`` (a multiple of the chunk) on an object store and none
-    on local disk, which ``run_convert`` settles for its OUT (``for_output``; a writer given
-    ``"auto"`` writes as on local disk)."""
+    on local disk, which ``run.convert.convert_session`` settles for its OUT (``for_output``; a
+    writer given ``"auto"`` writes as on local disk)."""
 
     chunk_frames: int = DEFAULT_CHUNK_FRAMES
     shard_frames: int | None | Literal["auto"] = "auto"

@@ -4,6 +4,7 @@ re-run finishes into exactly the bytes of a clean run."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -19,11 +20,12 @@ from click.testing import CliRunner
 
 from reacture_convert.cli import cli
 from reacture_convert.errors import LockedError
+from reacture_convert.ingest.discover import discover
 from reacture_convert.output.catalog import read_catalog
 from reacture_convert.output.storage import STAGING, Output, lock_output
 from reacture_convert.read.verify import verify_dataset
 from reacture_convert.run.batch import run_convert
-from reacture_convert.run.convert import ConvertOptions
+from reacture_convert.run.convert import ConvertOptions, convert_session
 from reacture_convert.testing.synth import BundleSpec, write_bundle
 from reacture_convert.writers.zarr import BUCKET_SHARD_FRAMES, ZarrOptions
 from tests.helpers.paths import REPO
@@ -326,3 +328,22 @@ def test_an_output_path_that_cannot_be_a_folder_exits_3(
     assert result.exit_code == 3, result.output
     assert "cannot write the output here" in result.output
     assert in_the_way.read_text() == "not a folder"
+
+
+def test_a_session_converted_into_an_object_store_is_sharded_by_default(
+    make_bundle: Callable[..., Path], memory_out: Output
+) -> None:
+    """``convert_session`` itself (what ``run_convert`` and ``watch`` both run) settles the
+    Zarr layout for its OUT: sharded on an object store unless asked otherwise."""
+    folder = make_bundle(n_frames=12, seed=3, prefix="reacture_1795600000303")
+    (bundle,) = discover([str(folder)]).bundles
+    for options, sharded in ((ConvertOptions(), True), (NO_SHARDS, False)):
+        result = convert_session(bundle, memory_out, options)
+        assert result.entry.status == "converted"
+        (meta,) = [p for p in memory_out.fs.find(memory_out.root) if p.endswith("frames/zarr.json")]
+        codecs = json.loads(memory_out.fs.cat_file(meta))["codecs"]
+        assert (codecs[0]["name"] == "sharding_indexed") is sharded
+        memory_out.fs.rm(memory_out.root, recursive=True)
+
+
+NO_SHARDS = ConvertOptions(zarr=ZarrOptions(shard_frames=None))

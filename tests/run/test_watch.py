@@ -50,6 +50,7 @@ from reacture_convert.run.watch import (
     run_watch,
 )
 from reacture_convert.testing.synth import BundleSpec, write_bundle
+from reacture_convert.writers.zarr import BUCKET_SHARD_FRAMES
 from tests.helpers.paths import REPO, SAMPLE_DIR
 from tests.helpers.real import REAL_BUNDLES
 from tests.helpers.s3 import S3
@@ -216,9 +217,9 @@ def when(event: dict[str, Any]) -> float:
     return dt.datetime.fromisoformat(event["time"]).timestamp()
 
 
-def plain_convert(inputs: Path, out: Path) -> None:
+def plain_convert(inputs: Path, out: Path, *extra: str) -> None:
     result = CliRunner().invoke(
-        cli, ["convert", str(inputs), "--out", str(out), "--scheduler", "sync", "-q"]
+        cli, ["convert", str(inputs), "--out", str(out), "--scheduler", "sync", "-q", *extra]
     )
     assert result.exit_code == 0, result.output
 
@@ -531,7 +532,7 @@ def test_a_bucket_prefix_is_watched_like_a_folder(
     link_tree(SAMPLE_DIR, local / session)
     (local / "upload.zip").write_bytes(data)
     plain = tmp_path / "plain"
-    plain_convert(local, plain)
+    plain_convert(local, plain, "--shard-frames", str(BUCKET_SHARD_FRAMES))  # the bucket's layout
     for name in (session, ZIPPED.prefix):
         for table in ("rows", "frames"):
             assert (
