@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from harness import Bench, Row, Stat, paired_ratio, run_child
+from harness import Bench, Row, Stat, cpu_seconds, paired_ratio, run_child
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.helpers.s3 (moto)
 
@@ -201,8 +201,8 @@ def _cpu(server: int) -> tuple[float, float, float]:
     process (the proxy's threads, and the loop that takes the workers' batches)."""
     import psutil
 
-    machine, moto = psutil.cpu_times(), psutil.Process(server).cpu_times()
-    return machine.user + machine.system, moto.user + moto.system, time.process_time()
+    machine = psutil.cpu_times()
+    return machine.user + machine.system, cpu_seconds(server), time.process_time()
 
 
 def _fetch_all(options: dict[str, Any], folder: str) -> float:

@@ -226,6 +226,15 @@ def minutes(frames: int) -> str:
 
 
 # --- workspace: bundles and converted outputs ---------------------------------------------------
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) that process ``pid`` has spent so far (the S3 server's,
+    in the object-store measurements)."""
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
 def du(path: Path) -> int:
     """Bytes of the files under ``path`` (or of the file)."""
     if path.is_file():

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness import Bench, Row, Stat, du, minutes, paired_ratio, run_child
+from harness import Bench, Row, Stat, cpu_seconds, du, minutes, paired_ratio, run_child
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.helpers.s3 (moto)
 
@@ -111,14 +111,6 @@ def _timed(cmd: list[str]) -> tuple[float, float, float]:
     return run.seconds, run.max_rss_mb, run.cpu_s
 
 
-def _server_cpu(pid: int) -> float:
-    """CPU seconds the S3 server's process has spent so far."""
-    import psutil
-
-    times = psutil.Process(pid).cpu_times()
-    return float(times.user + times.system)
-
-
 def child_upload(
     src: str, work: str, cli: str, rep: str, delay: str = str(DELAY)
 ) -> dict[str, Any]:
@@ -147,22 +139,22 @@ def child_upload(
                 result[f"{fmt}_mb"] = du(local) / 1e6
 
                 proxy.traffic.reset()
-                server = _server_cpu(s3.pid)
+                server = cpu_seconds(s3.pid)
                 t0 = time.perf_counter()
                 fs.put(str(local), f"datasets/upload-{fmt}-{rep}", recursive=True, batch_size=16)
                 result[f"{fmt}_upload_s"] = time.perf_counter() - t0
-                result[f"{fmt}_upload_server_cpu_s"] = _server_cpu(s3.pid) - server
+                result[f"{fmt}_upload_server_cpu_s"] = cpu_seconds(s3.pid) - server
                 result[f"{fmt}_upload_requests"] = sum(proxy.traffic.by_method().values())
                 result[f"{fmt}_upload_sent"] = proxy.traffic.sent
                 s3.fs.rm(f"datasets/upload-{fmt}-{rep}", recursive=True)
 
                 proxy.traffic.reset()
                 url = f"s3://datasets/direct-{fmt}-{rep}"
-                server = _server_cpu(s3.pid)
+                server = cpu_seconds(s3.pid)
                 took, rss, cpu = _timed([*convert, url, *endpoint])
                 result[f"{fmt}_direct_s"], result[f"{fmt}_direct_rss_mb"] = took, rss
                 result[f"{fmt}_direct_cpu_s"] = cpu
-                result[f"{fmt}_direct_server_cpu_s"] = _server_cpu(s3.pid) - server
+                result[f"{fmt}_direct_server_cpu_s"] = cpu_seconds(s3.pid) - server
                 methods = proxy.traffic.by_method()
                 result[f"{fmt}_direct_requests"] = sum(methods.values())
                 result[f"{fmt}_direct_methods"] = ", ".join(

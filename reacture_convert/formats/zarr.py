@@ -19,6 +19,7 @@ __all__ = [
     "DEFAULT_CHUNK_FRAMES",
     "DEFAULT_CODEC",
     "SHARD_INDEX_CODECS",
+    "SHARD_NO_CHUNK",
     "Codec",
     "direct_decoder",
     "direct_shard_codecs",
@@ -117,6 +118,10 @@ SHARD_INDEX_CODECS: Final[list[Document]] = [
 ]
 """The sharding codec's index codecs as the converter writes them (``writers.zarr``): each inner
 chunk's (offset, byte count) as little-endian uint64, then their crc32c."""
+
+
+SHARD_NO_CHUNK: Final = 2**64 - 1
+"""The shard index's offset and byte count of a chunk not in the shard."""
 
 
 def direct_shard_codecs(codecs: Sequence[Mapping[str, Any]]) -> list[Document] | None:

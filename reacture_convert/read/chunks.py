@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from reacture_convert.errors import OutputError
-from reacture_convert.formats.zarr import direct_decoder, direct_shard_codecs
+from reacture_convert.formats.zarr import SHARD_NO_CHUNK, direct_decoder, direct_shard_codecs
 from reacture_convert.output.fetch import pool
 from reacture_convert.output.layout import zarr_path
 from reacture_convert.output.storage import Output
@@ -119,7 +119,7 @@ class ChunkReader:
         if index is None:
             return None
         offset, count = (int(x) for x in index[c % self.per_object])
-        if offset == _NO_CHUNK and count == _NO_CHUNK:
+        if offset == SHARD_NO_CHUNK and count == SHARD_NO_CHUNK:
             return None
         return offset, offset + count
 
@@ -158,7 +158,7 @@ class ChunkReader:
                 "session again (reacture-convert verify names damaged sessions)"
             )
         index = np.frombuffer(raw[:-4], "<u8").reshape(self.per_object, 2).astype(np.uint64)
-        written = index[:, 0] != _NO_CHUNK
+        written = index[:, 0] != SHARD_NO_CHUNK
         limit = self.chunk_bytes + (self.chunk_bytes >> 6) + 4096  # zstd's worst case, and more
         if (index[written, 1] > limit).any() or (index[written, 0] > 1 << 56).any():
             raise OutputError(
@@ -194,9 +194,6 @@ class ChunkReader:
                 "again (reacture-convert verify names damaged sessions)"
             )
         return [data[a - start : b - start] for a, b in cast(list[tuple[int, int]], spans)]
-
-
-_NO_CHUNK: Final = 2**64 - 1  # the shard index's "no chunk here"
 
 
 def plan_requests(
@@ -235,17 +232,13 @@ def plan_requests(
 
 
 def _raw(reader: ChunkReader, chunks: Sequence[int], cache: ByteCache | None) -> list[bytes | None]:
-    """The bytes of ``chunks`` (one request's: ``plan_requests``), from ``cache`` or the store
-    (then cached)."""
-    keys = [reader.cache_key(c) for c in chunks]
-    got = [cache.get(key) for key in keys] if cache is not None else []
-    if got and all(raw is not None for raw in got):
-        return got
+    """The bytes of ``chunks`` (one request's: ``plan_requests``) from the store, kept in
+    ``cache`` (its callers take what it holds already)."""
     got = reader.fetch(chunks)
     if cache is not None:
-        for key, raw in zip(keys, got, strict=True):
+        for c, raw in zip(chunks, got, strict=True):
             if raw is not None:
-                cache.put(key, raw)
+                cache.put(reader.cache_key(c), raw)
     return got
 
 

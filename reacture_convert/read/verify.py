@@ -28,7 +28,6 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import accumulate
 from typing import IO, Any, cast
 
 import numpy as np
@@ -45,7 +44,12 @@ from reacture_convert.formats.card import (
     shards_card_text,
 )
 from reacture_convert.formats.rows import rebuild_row
-from reacture_convert.formats.wds.compression import SHARD_RUN, GzipMembers, inflate_run
+from reacture_convert.formats.wds.compression import (
+    SHARD_RUN,
+    GzipMembers,
+    inflate_run,
+    plain_points,
+)
 from reacture_convert.formats.wds.index import WdsIndex, dataset_tag, read_index
 from reacture_convert.formats.wds.tar import iter_tar_samples, member_size
 from reacture_convert.ingest.bundle import BundleRef, StorageOptions, open_file
@@ -421,10 +425,7 @@ def _run_starts(
     """Why index.json's ``runs`` of a shard (samples of ``sizes`` tar bytes) do not start at
     every ``SHARD_RUN`` samples and at the end of the archive (a plain shard's two offsets
     the same), or None."""
-    want = [0, *list(accumulate(sizes))[SHARD_RUN - 1 :: SHARD_RUN]]
-    content = sum(sizes)
-    if want[-1] != content:
-        want.append(content)
+    want = [u for _, u in plain_points(sizes)]
     got = [u for _, u in runs]
     if got != want:
         wrong = [k for k, (a, b) in enumerate(zip(got, want, strict=False)) if a != b]

@@ -33,6 +33,7 @@ from reacture_convert.formats.zarr import (
     DEFAULT_CHUNK_FRAMES,
     DEFAULT_CODEC,
     SHARD_INDEX_CODECS,
+    SHARD_NO_CHUNK,
     numcodec,
 )
 from reacture_convert.output.storage import Keys
@@ -43,15 +44,14 @@ FRAME_SHAPE = (128, 128, 3)
 _DIMENSIONS = ["frame", "y", "x", "channel"]
 _TIMESTAMP_CHUNK = 1 << 16
 _TIMESTAMP_CODEC = CODECS["zstd"].compressors(3)  # timestamps: zstd at level 3
-_EMPTY = 2**64 - 1  # the sharding index's "no chunk here"
 
 
 def _shard_object(chunks: Mapping[int, bytes], per_shard: int) -> bytes:
     """A shard's bytes: its encoded ``chunks`` (by their number in the shard) one after another,
-    then the index (offset, size per chunk; ``_EMPTY`` for none) and the index's crc32c."""
+    then the index (offset, size per chunk; ``SHARD_NO_CHUNK`` for none) and the index's crc32c."""
     import google_crc32c
 
-    index = np.full((per_shard, 2), _EMPTY, dtype="<u8")
+    index = np.full((per_shard, 2), SHARD_NO_CHUNK, dtype="<u8")
     offset = 0
     for i in sorted(chunks):
         index[i] = (offset, len(chunks[i]))
@@ -103,7 +103,8 @@ class ZarrOptions:
 
     @property
     def block_frames(self) -> int:
-        """Frames per write: one shard when sharding, else one chunk."""
+        """Frames per object: a shard's when sharding (settled as on local disk), else a
+        chunk's (how zarr-python is given them whole; ``ZarrSessionWriter`` takes chunks)."""
         shard = self.for_output(local=True).shard_frames
         return shard if isinstance(shard, int) else self.chunk_frames
 

@@ -23,6 +23,7 @@ from reacture_convert.testing.proxy import LatencyProxy
 from reacture_convert.testing.synth import BundleSpec
 from reacture_convert.writers.webdataset import WdsOptions
 from tests.helpers.docs import section
+from tests.helpers.loaders import loader_samples
 from tests.helpers.paths import REPO
 from tests.helpers.s3 import S3
 from tests.helpers.synth import convert_synth
@@ -121,11 +122,7 @@ def bucket(moto_s3: S3, local: Path) -> Iterator[tuple[str, LatencyProxy]]:
 
 def epoch(out: Any, source: str, **kw: Any) -> list[tuple[str, int, bytes]]:
     loader = to_pytorch_dataloader(out, batch_size=32, shuffle=True, seed=3, source=source, **kw)
-    return [
-        (s, int(f), frame.numpy().tobytes())
-        for b in loader
-        for s, f, frame in zip(b["session"], b["frame_index"], b["frame"], strict=True)
-    ]
+    return loader_samples(loader)
 
 
 @pytest.mark.parametrize(("source", "objects"), [("zarr", "/frames/c/"), ("wds", ".tar")])

@@ -28,6 +28,7 @@ from reacture_convert.run.convert import ConvertOptions
 from reacture_convert.testing.proxy import LatencyProxy
 from reacture_convert.testing.synth import BundleSpec
 from reacture_convert.writers.zarr import ZarrOptions
+from tests.helpers.loaders import loader_samples
 from tests.helpers.s3 import S3
 from tests.helpers.synth import convert_synth
 
@@ -57,14 +58,6 @@ def _settle(proxy: LatencyProxy) -> None:
     while quiet < 30 and time.monotonic() < deadline:
         quiet = 0 if proxy.traffic.active else quiet + 1
         time.sleep(0.01)
-
-
-def _samples(loader: Any) -> list[tuple[str, int, bytes]]:
-    return [
-        (s, int(f), frame.numpy().tobytes())
-        for b in loader
-        for s, f, frame in zip(b["session"], b["frame_index"], b["frame"], strict=True)
-    ]
 
 
 @pytest.mark.parametrize("workers", [0, 1, 2, 3])
@@ -128,7 +121,8 @@ def test_an_epoch_read_ahead_from_the_store_is_the_one_on_local_disk(
     remote = to_pytorch_dataloader(
         url, 16, True, storage_options={"client_kwargs": {"endpoint_url": proxy.url}}, **kw
     )
-    assert _samples(remote) == _samples(to_pytorch_dataloader(str(local), 16, True, **kw))
+    on_disk = to_pytorch_dataloader(str(local), 16, True, **kw)
+    assert loader_samples(remote) == loader_samples(on_disk)
 
 
 def test_the_read_ahead_keeps_to_its_requests_and_bytes(

@@ -24,6 +24,7 @@ from reacture_convert.run.convert import ConvertOptions
 from reacture_convert.testing.proxy import LatencyProxy
 from reacture_convert.testing.synth import BundleSpec
 from reacture_convert.writers.zarr import ZarrOptions
+from tests.helpers.loaders import loader_samples
 from tests.helpers.s3 import S3
 from tests.helpers.synth import convert_synth
 
@@ -137,19 +138,11 @@ def test_an_epoch_from_a_bucket_is_the_one_on_local_disk_in_fewer_requests(
     for url in (out.url, out.url.replace("sharded", "unsharded")):
         remote = to_pytorch_dataloader(url, 16, True, storage_options=out.storage_options, **kw)
         proxy.traffic.reset()
-        got = _samples(remote)
+        got = loader_samples(remote)
         requests[url] = proxy.traffic.gets("/frames/c/")
-        assert got == _samples(to_pytorch_dataloader(str(local), 16, True, **kw))
+        assert got == loader_samples(to_pytorch_dataloader(str(local), 16, True, **kw))
     sharded, unsharded = requests.values()
     assert sharded < unsharded  # chunks of a shard fetched together
-
-
-def _samples(loader: Any) -> list[tuple[str, int, bytes]]:
-    return [
-        (s, int(f), frame.numpy().tobytes())
-        for b in loader
-        for s, f, frame in zip(b["session"], b["frame_index"], b["frame"], strict=True)
-    ]
 
 
 def _rewrite_index(shard: Path, change: Any) -> None:
@@ -209,13 +202,13 @@ def test_a_second_loader_with_the_cache_fetches_nothing(
     kw: dict[str, Any] = {"num_workers": 2, "seed": 1, "cache_dir": str(tmp_path / "cache")}
     options = out.storage_options
     proxy.traffic.reset()
-    first = _samples(to_pytorch_dataloader(out.url, 16, True, storage_options=options, **kw))
+    first = loader_samples(to_pytorch_dataloader(out.url, 16, True, storage_options=options, **kw))
     assert proxy.traffic.gets("/frames/c/") > 0
     proxy.traffic.reset()
-    second = _samples(to_pytorch_dataloader(out.url, 16, True, storage_options=options, **kw))
+    second = loader_samples(to_pytorch_dataloader(out.url, 16, True, storage_options=options, **kw))
     assert proxy.traffic.gets("/frames/c/") == 0
     assert (
         first
         == second
-        == _samples(to_pytorch_dataloader(str(local), 16, True, seed=1, num_workers=2))
+        == loader_samples(to_pytorch_dataloader(str(local), 16, True, seed=1, num_workers=2))
     )

@@ -201,6 +201,7 @@ class ShardSource:
         self._starts: I64 = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self._spans: dict[int, list[Span]] = {}
         self._compressed = self.index.compression != "none"
+        self._runs_fit: set[int] = set()  # shards whose listed runs passed ``_runs_problem``
         self._kept: I64 | None = None
         self._mask: npt.NDArray[np.bool_] | None = None
 
@@ -512,9 +513,11 @@ class ShardSource:
         info, url = self.index.shards[shard], self.urls[shard]
         first = k0 * SHARD_RUN
         expected = min(info.samples, (k1 + 1) * SHARD_RUN) - first
-        problem = _runs_problem(info, self._compressed)
-        if problem is not None:
-            raise _bad_runs(url, k0, k1, problem)
+        if shard not in self._runs_fit:  # (once a shard: the check goes over all its runs)
+            problem = _runs_problem(info, self._compressed)
+            if problem is not None:
+                raise _bad_runs(url, k0, k1, problem)
+            self._runs_fit.add(shard)
         (c0, u0), (c1, u1) = info.runs[k0], info.runs[k1 + 1]
         try:
             data = self._read_range(shard, c0, c1)
