@@ -23,8 +23,11 @@ def _disarm_inherited_connectors() -> None:
     connector = sys.modules.get("aiohttp.connector")
     if connector is None:  # (nothing to disarm: no HTTP pool was ever made)
         return
+    base = connector.BaseConnector
     for obj in gc.get_objects():
-        if isinstance(obj, connector.BaseConnector):
+        # type(), not isinstance(): that asks some objects for __class__, which warns on
+        # deprecated ones (torch.distributed's reduce_op, in every DataLoader worker)
+        if issubclass(type(obj), base):
             obj._closed = True  # its __del__ then leaves the parent's sockets alone
 
 

@@ -14,7 +14,7 @@ import threading
 import aiohttp
 import s3fs
 
-from reacture_convert.output import fork  # noqa: F401  (the hook under test)
+from reacture_convert.output import fork  # (the hook under test)
 from reacture_convert.testing.proxy import LatencyProxy
 from tests.helpers.s3 import S3
 
@@ -42,3 +42,19 @@ def test_a_child_dropping_its_inherited_pool_leaves_the_parents_connections_alon
         parent.start()
         parent.join(8)  # without the fix the reply is never heard: ~15 s, then a new connection
         assert not parent.is_alive() and got == [b"first"]
+
+
+def test_disarming_warns_about_nothing_it_looks_at() -> None:
+    """The hook looks at every object in the child; with torch imported, asking some of them
+    for their class warned (``torch.distributed.reduce_op`` is deprecated) in every worker."""
+    import warnings
+
+    import torch.distributed  # noqa: F401  (its deprecated names are among the objects)
+
+    connector = aiohttp.TCPConnector.__new__(aiohttp.TCPConnector)  # (no loop needed)
+    connector._closed = False
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fork._disarm_inherited_connectors()
+    assert [str(w.message) for w in caught] == []
+    assert connector._closed
