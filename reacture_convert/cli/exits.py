@@ -34,6 +34,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "ErrorHandlingGroup",
+    "end_interrupted",
     "end_with_error",
     "error_document",
     "exit_code",
@@ -136,8 +137,26 @@ def end_with_error(e: BaseException, as_json: bool, debug: bool) -> int:
     return int(doc["code"])
 
 
+def end_interrupted(as_json: bool) -> int:
+    """Say that Ctrl-C (or SIGINT) stopped the command outside a run's own handling (while it
+    started up, or in a command that writes nothing or is undone by its next run); the exit
+    code to end with."""
+    doc = {
+        "code": EXIT_INTERRUPTED,
+        "kind": "interrupted",
+        "message": "interrupted",
+        "path": None,
+        "hint": "nothing is lost: run the same command again",
+    }
+    click.echo(f"{doc['message']}; {doc['hint']}", err=True)
+    if as_json:
+        click.echo(json.dumps({"error": doc}))
+    return EXIT_INTERRUPTED
+
+
 class ErrorHandlingGroup(click.Group):
-    """The command group: every error a command raises ends in ``end_with_error``."""
+    """The command group: every error a command raises ends in ``end_with_error``, and Ctrl-C
+    in ``end_interrupted`` (click's own "Aborted!" ended with exit 1)."""
 
     def make_context(
         self,
@@ -151,6 +170,8 @@ class ErrorHandlingGroup(click.Group):
             ctx = super().make_context(info_name, args, parent, **extra)
         except click.UsageError as e:  # a bad group option, an unknown command
             raise click.exceptions.Exit(end_with_error(e, as_json, debug=False)) from None
+        except KeyboardInterrupt:  # (the options' checks import the converter: a while)
+            raise click.exceptions.Exit(end_interrupted(as_json)) from None
         ctx.meta["reacture.as_json"] = as_json
         return ctx
 
@@ -159,6 +180,10 @@ class ErrorHandlingGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.Abort):
             raise
+        except KeyboardInterrupt:
+            raise click.exceptions.Exit(
+                end_interrupted(ctx.meta.get("reacture.as_json", False))
+            ) from None
         except Exception as e:
             code = end_with_error(
                 e, ctx.meta.get("reacture.as_json", False), bool(ctx.params.get("debug"))

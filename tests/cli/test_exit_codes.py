@@ -224,3 +224,33 @@ def test_the_table_is_in_the_help() -> None:
     assert result.exit_code == 0
     for line in ("Exit codes", "no credentials", "disk full", '{"error"', "REACTURE_DEBUG"):
         assert line in result.output, result.output
+
+
+def _interrupt(*args: object, **kwargs: object) -> None:
+    raise KeyboardInterrupt  # what SIGINT raises in the main thread
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+@pytest.mark.parametrize("where", ["starting", "running"])
+def test_ctrl_c_outside_a_run_ends_in_one_line_and_130(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, where: str, as_json: bool
+) -> None:
+    """Ctrl-C while the options are checked (which imports the converter) or inside a command
+    without its own handling: one line and exit 130, not click's "Aborted!" and exit 1."""
+    from click.testing import CliRunner
+
+    from reacture_convert.cli import cli, common
+    from reacture_convert.read import verify
+
+    if where == "starting":
+        monkeypatch.setattr(common.FORMATS, "parse", _interrupt)
+        args = ["convert", str(tmp_path), "--out", str(tmp_path / "out"), "--format", "zarr"]
+    else:
+        monkeypatch.setattr(verify, "verify_dataset", _interrupt)
+        args = ["verify", str(tmp_path)]
+    result = CliRunner().invoke(cli, [*args, *(["--json"] if as_json else [])])
+    assert result.exit_code == 130
+    assert result.stderr.strip() == "interrupted; nothing is lost: run the same command again"
+    if as_json:
+        assert json.loads(result.stdout)["error"]["kind"] == "interrupted"
+    assert not (tmp_path / "out").exists()
