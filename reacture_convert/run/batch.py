@@ -66,10 +66,11 @@ from reacture_convert.run.progress import (
     hold_reporting,
     listening,
 )
-from reacture_convert.run.scheduler import Scheduler, open_scheduler
+from reacture_convert.run.scheduler import Scheduler, check_scheduler, open_scheduler, runs_here
 from reacture_convert.run.setup import OutputRun, new_run_id
 from reacture_convert.run.summary import RunSummary
 from reacture_convert.writers.webdataset import SessionTar, write_shards
+from reacture_convert.writers.webdataset.scratch import parts_dir
 
 __all__ = ["ProgressFn", "ResumeFn", "check_inputs", "run_convert"]
 
@@ -293,22 +294,45 @@ def run_convert(
         def loaded(catalog: Catalog) -> None:  # said as the run starts
             resumed.extend(_resumed(interrupted_run.result(), catalog, on_resume))
 
-        batch = _convert_all(
-            run, found, options, scheduler, workers, progress, stop_on_error, handle_signals, loaded
-        )
         wds_index = None
-        if batch.interrupted:  # what was in flight is dropped; the next run finishes
-            _clear_staging(run.out)
-            mark_interrupted(run.out, run.run_id)
-        else:
-            if batch.session_tars and not batch.stopped:  # the merged format (shards) asked for
+        with _session_parts(run.out, options, scheduler, found) as options:
+            batch = _convert_all(
+                run,
+                found,
+                options,
+                scheduler,
+                workers,
+                progress,
+                stop_on_error,
+                handle_signals,
+                loaded,
+            )
+            if batch.interrupted:  # what was in flight is dropped; the next run finishes
+                _clear_staging(run.out)
+                mark_interrupted(run.out, run.run_id)
+            elif batch.session_tars and not batch.stopped:  # the merged format (shards) asked for
                 tars = [batch.session_tars[k] for k in sorted(batch.session_tars)]
                 wds_index = write_shards(out, tars, options.wds)
+        if not batch.interrupted:
             run.close()
             if resumed:
                 forget_interrupted(run.out)
     summary = _summary(run, found, batch, wds_index, time.perf_counter() - started)
     return replace(summary, resumed=resumed[0] if resumed else None)
+
+
+@contextlib.contextmanager
+def _session_parts(
+    out: Output, options: ConvertOptions, scheduler: str, found: Discovery
+) -> Iterator[ConvertOptions]:
+    """``options`` with the shards' ``parts_dir`` set when the sessions' parts wait for the
+    merge on this machine's disk (``writers.webdataset.scratch``; removed on exit)."""
+    if "wds" not in options.formats:
+        yield options
+        return
+    here = runs_here(check_scheduler(scheduler))
+    with parts_dir(out, here, sum(_size(b) for b in found.bundles)) as folder:
+        yield replace(options, wds=replace(options.wds, parts_dir=folder))
 
 
 @contextlib.contextmanager

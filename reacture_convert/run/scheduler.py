@@ -45,6 +45,7 @@ __all__ = [
     "default_workers",
     "open_scheduler",
     "ResultPump",
+    "runs_here",
 ]
 
 SCHEDULERS = ("auto", "sync", "threads", "processes")
@@ -81,6 +82,12 @@ def check_scheduler(spec: str) -> str:
         f"unknown scheduler {spec!r}; use one of {', '.join(SCHEDULERS)} "
         "or tcp://HOST:PORT of a running Dask scheduler"
     )
+
+
+def runs_here(spec: str) -> bool:
+    """The tasks of scheduler ``spec`` run on this machine (all but a remote Dask cluster's),
+    so they share its disk with the caller."""
+    return not spec.startswith(_REMOTE)
 
 
 class Scheduler:

@@ -13,14 +13,16 @@ the sessions, their samples' sha256 and the options (and, for an append, the tag
 another dataset never reuses a shard name.
 
 Visibility. New shards are completed (on a local disk: fsynced) before any is moved into
-``wds/``; ``wds/index.json`` is written last, atomically. Then any ``wds/*.tar`` that the new
-index does not list is deleted, so a re-run leaves no orphans and no duplicates. An append
-deletes nothing a reader of the old index needs: the old shards stay, byte for byte.
+``wds/`` (on S3 they are written straight to their names there: an object appears whole or not
+at all, and no index lists it yet); ``wds/index.json`` is written last, atomically. Then any
+``wds/*.tar`` that the new index does not list is deleted, so a re-run leaves no orphans and
+no duplicates. An append deletes nothing a reader of the old index needs: the old shards
+stay, byte for byte.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import IO
 
@@ -41,6 +43,7 @@ from reacture_convert.formats.wds.index import (
 )
 from reacture_convert.formats.wds.tar import end_of_archive
 from reacture_convert.output.layout import STAGING, WDS_DIR, WDS_STAGE, is_shard_file, shard_name
+from reacture_convert.output.lease import is_s3
 from reacture_convert.output.storage import Output
 from reacture_convert.phases import reached
 from reacture_convert.writers.webdataset.options import WdsOptions
@@ -51,6 +54,7 @@ from reacture_convert.writers.webdataset.samples import (
     SessionTar,
     describe_session_tar,
 )
+from reacture_convert.writers.webdataset.scratch import parts_output
 from reacture_convert.writers.webdataset.sink import BLOCK_BYTES, HashedFile
 
 __all__ = ["append_shards", "write_shards"]
@@ -74,7 +78,7 @@ class _Parts:
         self.open: dict[str, IO[bytes]] = {}
 
     def read(
-        self, part: SessionPart, offset: int, length: int, sink: HashedFile | RunWriter
+        self, part: SessionPart, offset: int, length: int, write: Callable[[bytes], object]
     ) -> None:
         f = self.open.pop(part.path, None)
         if f is None:
@@ -90,7 +94,7 @@ class _Parts:
                     f"{part.path}: ends before byte {offset + length}; the session part changed "
                     "while the shards were written (re-run)"
                 )
-            sink.write(data)
+            write(data)
             length -= len(data)
 
     def close(self) -> None:
@@ -120,7 +124,7 @@ def _copy_samples(parts: _Parts, shard: PlannedShard, writer: RunWriter) -> None
         offset, end = r.offset, r.offset + r.length
         while offset < end:
             size = next(sizes)
-            parts.read(r.part, offset, size, writer)
+            parts.read(r.part, offset, size, writer.write)
             writer.end_sample()
             offset += size
 
@@ -132,44 +136,79 @@ def _build(
     urls: Sequence[str],
     options: WdsOptions = DEFAULT_OPTIONS,
 ) -> list[tuple[str, WdsShard]]:
-    """Complete every planned shard; return (where it is now, what it is) for each. A shard that
-    is a whole part in OUT's staging stays where it is (made durable) to be moved, unless
-    shards are compressed; any other is copied into ``stage`` (parts elsewhere are only
-    read)."""
+    """Complete every planned shard; return (where it is now, what it is) for each. Unless
+    shards are compressed, a shard that is a whole part is taken as it is: in OUT's staging it
+    stays where it is (made durable) to be moved; in ``options.parts_dir`` it is sent to OUT.
+    Any other is copied together from the parts. What is written goes into ``stage``, or on S3
+    straight to its name in ``wds/`` (an object appears whole or not at all, and the index,
+    written after, is what makes it part of the set)."""
     built: list[tuple[str, WdsShard]] = []
-    parts = _Parts(out)
+    parts = _Parts(parts_output(out, options))
     staging = out.path(STAGING) + "/"
-    compressed = options.compression != "none"
     try:
         for shard, url in zip(planned, urls, strict=True):
-            whole = shard.whole_part
+            whole = shard.whole_part if options.compression == "none" else None
             runs = plain_points(shard.sizes)
-            if whole is not None and whole.path.startswith(staging) and not compressed:
+            if whole is not None and options.parts_dir is None and whole.path.startswith(staging):
                 out.fsync(whole.path)
-                where, nbytes, sha = whole.path, whole.bytes, whole.sha256
+                built.append(
+                    (
+                        whole.path,
+                        WdsShard(
+                            url, shard.samples, whole.bytes, whole.sha256, shard.sessions, runs
+                        ),
+                    )
+                )
+                continue
+            where = out.path(WDS_DIR, url) if is_s3(out) else f"{stage}/{url}"
+            if whole is not None and options.parts_dir is not None:
+                _send(out, parts, whole, where)  # hashed as it was written
+                nbytes, sha = whole.bytes, whole.sha256
             else:
-                where = f"{stage}/{url}"
-                sink = HashedFile(out, where)
-                try:
-                    if compressed:
-                        writer = shard_writer(
-                            sink.write, options.compression, options.compression_level
-                        )
-                        _copy_samples(parts, shard, writer)
-                        writer.finish(end_of_archive(shard.content))
-                        runs = tuple(writer.points)
-                    else:
-                        for r in shard.ranges:
-                            parts.read(r.part, r.offset, r.length, sink)
-                        sink.write(end_of_archive(shard.content))
-                except BaseException:
-                    sink.abort()
-                    raise
-                nbytes, sha = sink.close(fsync=True)
+                nbytes, sha, runs = _write(out, parts, shard, where, options, runs)
             built.append((where, WdsShard(url, shard.samples, nbytes, sha, shard.sessions, runs)))
     finally:
         parts.close()
     return built
+
+
+def _send(out: Output, parts: _Parts, whole: SessionPart, where: str) -> None:
+    """The part ``whole`` (a shard as it is) written to ``where`` on OUT."""
+    file = out.create(where)
+    try:
+        parts.read(whole, 0, whole.bytes, lambda data: file.write_pieces([memoryview(data)]))
+    except BaseException:
+        file.abort()
+        raise
+    file.close()
+
+
+def _write(
+    out: Output,
+    parts: _Parts,
+    shard: PlannedShard,
+    where: str,
+    options: WdsOptions,
+    runs: tuple[tuple[int, int], ...],
+) -> tuple[int, str, tuple[tuple[int, int], ...]]:
+    """The planned shard copied together from the parts into ``where``, hashed on the way
+    (compressed, if asked); returns its bytes, sha256 and runs."""
+    sink = HashedFile(out, where)
+    try:
+        if options.compression != "none":
+            writer = shard_writer(sink.write, options.compression, options.compression_level)
+            _copy_samples(parts, shard, writer)
+            writer.finish(end_of_archive(shard.content))
+            runs = tuple(writer.points)
+        else:
+            for r in shard.ranges:
+                parts.read(r.part, r.offset, r.length, sink.write)
+            sink.write(end_of_archive(shard.content))
+    except BaseException:
+        sink.abort()
+        raise
+    nbytes, sha = sink.close(fsync=True)
+    return nbytes, sha, runs
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,10 +216,14 @@ def _build(
 
 
 def _publish(out: Output, built: Sequence[tuple[str, WdsShard]]) -> None:
-    """Move every complete shard into ``wds/``."""
+    """Move every complete shard into ``wds/`` (those written there settled)."""
     final_dir = out.path(WDS_DIR)
     out.makedirs(final_dir)
-    out.move_all([(where, f"{final_dir}/{shard.url}") for where, shard in built])
+    moves = [(where, f"{final_dir}/{shard.url}") for where, shard in built]
+    for where, final in moves:
+        if where == final:
+            out.fsync(final)
+    out.move_all([(where, final) for where, final in moves if where != final])
     out.fsync(final_dir, folder=True)
 
 
@@ -228,14 +271,17 @@ def _commit(
     suffix = shard_suffix(options.compression)
     urls = [shard_name(options.name, tag, first + k, suffix) for k in range(len(planned))]
     stage = f"{out.staging(WDS_STAGE)}/shards"
-    _drop_stage(out, stage)
-    out.makedirs(stage)
+    staged = not is_s3(out)  # (on S3 shards are written straight to their names: _build)
+    if staged:
+        _drop_stage(out, stage)
+        out.makedirs(stage)
     try:
         reached("shard-merge")
         built = _build(out, stage, planned, urls, options)
         _publish(out, built)
     except BaseException:
-        _drop_stage(out, stage)
+        if staged:
+            _drop_stage(out, stage)
         raise
     eff = options.effective()
     old_sessions = before.sessions if before is not None else ()
@@ -263,7 +309,8 @@ def _commit(
     reached("index")
     out.write_bytes_atomic(INDEX, index.to_json())
     _remove_orphans(out, (s.url for s in index.shards))
-    _drop_stage(out, stage)
+    if staged:
+        _drop_stage(out, stage)
     return index
 
 
@@ -282,7 +329,7 @@ def write_shards(
     and OutputError when a session tar is not what the session step writes."""
     if options.append:
         return append_shards(out, session_tars, options)
-    tars = _session_tars(out, session_tars, options.encoding)
+    tars = _session_tars(parts_output(out, options), session_tars, options.encoding)
     tag = _dataset_tag(tars, options, None)
     before = read_index(out)
     if before is not None and _already_written(out, before, tars, tag):
@@ -339,7 +386,7 @@ def append_shards(
         return write_shards(out, session_tars, replace(options, append=False))
     _check_appendable(before, options)
     held = {s.session: s for s in before.sessions}
-    tars = _session_tars(out, session_tars, options.encoding)
+    tars = _session_tars(parts_output(out, options), session_tars, options.encoding)
     for st in tars:
         old = held.get(st.session)
         if old is not None and (old.sha256, old.samples) != (st.sha256, st.samples):

@@ -38,7 +38,11 @@ class WdsOptions:
     how many sessions are open at once while interleaving. ``append``: add the sessions to the
     shard set already in ``wds/`` as new shards (``append_shards``) instead of replacing it; it
     does not shape the bytes, so ``effective`` leaves it out. ``compression`` (``none`` or
-    ``gzip``) and ``compression_level`` (1-9): see the module doc.
+    ``gzip``) and ``compression_level`` (1-9): see the module doc. ``parts_dir``: where the
+    sessions' parts wait for the merge, None for OUT's staging; ``run_convert`` sets a local
+    folder when OUT is an object store and the sessions run on this machine
+    (``writers.webdataset.scratch``), so the samples cross to the store once, as shards. Like
+    ``append`` it does not shape the bytes.
 
     Messages name an option as the CLI (``--shard-size``) and a job file's ``[wds]`` table
     (``shard_size``) spell it; ``shuffle_buffer`` is a job-file key only."""
@@ -53,6 +57,7 @@ class WdsOptions:
     append: bool = False
     compression: str = "none"
     compression_level: int = DEFAULT_LEVEL
+    parts_dir: str | None = None
 
     def __post_init__(self) -> None:
         check_encoding(self.encoding)

@@ -12,6 +12,7 @@ from reacture_convert.output.layout import staged_session_tar
 from reacture_convert.writers.base import SessionContext, Written
 from reacture_convert.writers.webdataset.options import WdsOptions
 from reacture_convert.writers.webdataset.samples import SessionSamples
+from reacture_convert.writers.webdataset.scratch import parts_output
 
 __all__ = ["StagedSamples", "open_samples"]
 
@@ -25,6 +26,8 @@ class StagedSamples(SessionSamples):
 
 def open_samples(ctx: SessionContext, options: WdsOptions) -> StagedSamples:
     """The ``wds`` format's writer of a session: its sample tar's parts, inside the run's
-    staging (``output.layout.staged_session_tar``)."""
-    path = ctx.out.path(staged_session_tar(ctx.run_id, ctx.session))
-    return StagedSamples(ctx.session, ctx.out, path, options)
+    staging (``output.layout.staged_session_tar``) in OUT or in ``options.parts_dir``."""
+    where = parts_output(ctx.out, options)
+    return StagedSamples(
+        ctx.session, where, where.path(staged_session_tar(ctx.run_id, ctx.session)), options
+    )

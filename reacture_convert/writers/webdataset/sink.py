@@ -17,6 +17,7 @@ import hashlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Final
 
+from reacture_convert.output.lease import is_s3
 from reacture_convert.output.storage import Output
 
 __all__ = ["BLOCK_BYTES", "HashedFile"]
@@ -103,5 +104,6 @@ class HashedFile:
         finally:
             self.file.abort()
             self._pool.shutdown()
-            if self.out.fs.exists(self.path):
+            # (on S3 an aborted upload never appears, and what was at its name stays)
+            if not is_s3(self.out) and self.out.fs.exists(self.path):
                 self.out.fs.rm(self.path)

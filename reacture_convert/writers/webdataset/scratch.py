@@ -1,0 +1,71 @@
+"""Where the sessions' parts wait for the shard merge when OUT is an object store.
+
+A shard's name holds a tag over every session's samples, so no shard can be named, or
+uploaded under its name, before the last session is written. Staged in the bucket, a session's
+samples would cross to the store three times: its parts uploaded, copied server-side into
+``wds/`` (there is no rename) or read back into a shard of several parts. When the sessions run
+on this machine (every scheduler but a remote Dask cluster, whose workers share no disk with
+the driver) they are written to a local folder instead, and the merge uploads each shard once,
+straight to its name: what "convert locally, then upload" does, in one command.
+
+The folder is ``<tempdir>/reacture-convert-parts/<OUT's digest>/`` (``TMPDIR`` moves it): one
+per OUT, so the run that holds OUT's lock owns it; it is emptied when a run starts (a killed
+run's leftovers) and removed when it ends. When the temporary folder's filesystem has less free
+space than the bundles take (plus a margin), the parts stay in OUT's staging.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from typing import Final
+
+from reacture_convert.output.storage import Output
+from reacture_convert.writers.webdataset.options import WdsOptions
+
+__all__ = ["MARGIN", "folder_of", "parts_dir", "parts_output"]
+
+MARGIN: Final = 1 << 30  # free space kept besides the parts (bytes)
+
+
+def folder_of(out: Output) -> str:
+    """The local folder of the parts of a run into ``out``."""
+    digest = hashlib.sha256(out.url.encode()).hexdigest()[:16]
+    return os.path.join(tempfile.gettempdir(), "reacture-convert-parts", digest)
+
+
+def _room(folder: str, need: int) -> bool:
+    probe = folder
+    while not os.path.isdir(probe):
+        probe = os.path.dirname(probe)
+    return shutil.disk_usage(probe).free >= need + MARGIN
+
+
+@contextlib.contextmanager
+def parts_dir(out: Output, local_tasks: bool, nbytes: int) -> Iterator[str | None]:
+    """The local folder for the parts of a run into ``out`` (call while holding OUT's lock),
+    or None: OUT is local, the tasks run elsewhere, or the ``nbytes`` the bundles take do not
+    fit. The folder is empty on entry and removed on exit."""
+    if out.is_local or not local_tasks:
+        yield None
+        return
+    folder = folder_of(out)
+    shutil.rmtree(folder, ignore_errors=True)  # a killed run's
+    if not _room(folder, nbytes):
+        yield None
+        return
+    os.makedirs(folder, exist_ok=True)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def parts_output(out: Output, options: WdsOptions) -> Output:
+    """Where the sessions' parts are written and the merge reads them: ``out``, or the local
+    ``options.parts_dir``."""
+    return out if options.parts_dir is None else Output(options.parts_dir)

@@ -1,0 +1,112 @@
+"""Shards into a bucket from sessions converted on this machine: the sessions' parts wait on
+local disk (``writers.webdataset.scratch``), and each shard crosses to the store once, straight
+to its name, as "convert locally, then upload" would send it (#30)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from reacture_convert.cli import cli
+from reacture_convert.output.storage import Output
+from reacture_convert.testing.proxy import LatencyProxy
+from reacture_convert.testing.synth import BundleSpec, write_bundle
+from reacture_convert.writers.webdataset.scratch import MARGIN, folder_of, parts_dir
+from reacture_convert.writers.webdataset.sink import HashedFile
+from tests.helpers.s3 import S3
+
+# sessions of ~4 and ~2 MB of samples in 3 MB shards: the first shard is a whole part of the
+# first session (sent as it is), the others are copied together from both sessions' parts
+SPECS = [
+    BundleSpec(prefix=f"reacture_17956000001{k}", seed=k, n_frames=n) for k, n in ((1, 80), (2, 40))
+]
+SHARDS = ["--shard-size", "3MB"]
+
+
+def _convert(bundles: Path, out: str, *extra: str) -> None:
+    result = CliRunner().invoke(
+        cli,
+        ["convert", str(bundles), "--out", out, "--format", "wds", "--quiet", *SHARDS, *extra],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+def test_shards_cross_to_the_bucket_once_and_equal_a_local_convert(
+    moto_s3: S3, tmp_path: Path, compression: str
+) -> None:
+    bundles = tmp_path / "bundles"
+    for spec in SPECS:
+        write_bundle(bundles / spec.prefix, spec)
+    options = ("--shard-compression", compression)
+    _convert(bundles, str(tmp_path / "local"), *options)
+    url = f"s3://datasets/scratch-{compression}"
+    with LatencyProxy(moto_s3.endpoint) as proxy:
+        _convert(
+            bundles,
+            url,
+            *options,
+            "--storage-option",
+            f"client_kwargs.endpoint_url={proxy.url}",
+        )
+        log = list(proxy.traffic.log)
+    paths = [p for _, _, p, _ in log]
+    assert not [p for p in paths if "/.staging/" in p]  # nothing staged in the bucket
+    shard_writes = {p.split("?")[0] for _, m, p, _ in log if m in ("PUT", "POST") and ".tar" in p}
+    local = _files(tmp_path / "local" / "wds")
+    names = sorted(n for n in local if ".tar" in n)
+    assert len(names) == 3
+    assert sorted(w.rsplit("/", 1)[1] for w in shard_writes) == names  # one object each
+    remote = {n: moto_s3.fs.cat_file(f"datasets/scratch-{compression}/wds/{n}") for n in local}
+    assert remote == local  # shards and index byte for byte
+    assert not os.path.exists(folder_of(Output(url, {"client_kwargs": {}})))
+
+
+def test_the_parts_folder_is_local_emptied_and_removed(tmp_path: Path) -> None:
+    out = Output("s3://datasets/parts-folder")
+    assert folder_of(out) != folder_of(Output("s3://datasets/other"))
+    leftover = Path(folder_of(out)) / ".staging" / "killed-run" / "old.tar"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"a killed run's part")
+    with parts_dir(out, True, 1 << 20) as folder:
+        assert folder == folder_of(out)
+        assert os.listdir(folder) == []  # the killed run's parts are gone
+        Path(folder, "part.tar").write_bytes(b"x")
+    assert not os.path.exists(folder_of(out))
+
+
+@pytest.mark.parametrize(
+    ("url", "here", "nbytes", "why"),
+    [
+        ("LOCAL", True, 0, "a local OUT is its own staging"),
+        ("s3://datasets/parts-remote", False, 0, "a remote cluster's workers share no disk"),
+        ("s3://datasets/parts-huge", True, 1 << 60, "more than the disk holds"),
+    ],
+)
+def test_the_parts_stay_in_out_when_they_cannot_wait_here(
+    tmp_path: Path, url: str, here: bool, nbytes: int, why: str
+) -> None:
+    out = Output(str(tmp_path / "out") if url == "LOCAL" else url)
+    with parts_dir(out, here, nbytes) as folder:
+        assert folder is None, why
+    assert not os.path.exists(folder_of(out))
+    assert MARGIN > 0
+
+
+def test_an_aborted_shard_on_s3_leaves_what_was_at_its_name(moto_s3: S3) -> None:
+    out = Output("s3://datasets/abort-keeps", moto_s3.options)
+    path = out.path("wds", "reacture-00000000-000000.tar")
+    moto_s3.fs.pipe_file(path, b"the shard the index lists")
+    sink = HashedFile(out, path)
+    sink.write(b"y" * (9 << 20))  # a part sent
+    sink.abort()
+    moto_s3.fs.invalidate_cache()
+    assert moto_s3.fs.cat_file(path) == b"the shard the index lists"
