@@ -37,7 +37,7 @@ def member_name_problem(name: str) -> str | None:
     """Why ``name`` is unsafe as a path inside a folder, or None when it is safe."""
     if not name:
         return "empty name"
-    if any(not ch.isprintable() or "\ud800" <= ch <= "\udfff" for ch in name):
+    if not name.isprintable():  # (a surrogate, an undecodable byte, is not printable either)
         return "name holds a NUL, control character or undecodable byte"
     if "\\" in name:
         return "name holds a backslash"
