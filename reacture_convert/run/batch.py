@@ -256,8 +256,9 @@ def run_convert(
     would get the same session name run after the first of them, which wins. With ``wds`` in
     the formats, the sessions' sample tars are merged into shards at the end.
     ``stop_on_error``: after the first bundle that is not converted/skipped, start no new
-    session (the job files' ``on_error = "stop"``); sessions already running finish (none on
-    the ``sync`` scheduler), no shards are merged, and the summary lists fewer bundles.
+    session (the job files' ``on_error = "stop"``); sessions already running finish (on the
+    ``sync`` scheduler none into a local OUT, the next one into an object store), no shards
+    are merged, and the summary lists fewer bundles.
     ``progress(event)`` takes the run's progress events (``run.progress``): waiting for
     OUT's lock, started, frames of a session written, a session done.
     ``handle_signals`` (main thread): the first SIGINT/SIGTERM while sessions convert
@@ -390,7 +391,9 @@ def _convert_all(
     size = sum(_size(b) for b in found.bundles)
     # A local cluster starts on a thread from here, while the catalog loads; the scheduler's
     # first use waits for it.
-    with open_scheduler(scheduler, workers, n_tasks=total, total_bytes=size) as sched:
+    # into an object store a session's commit is round trips: the next session converts meanwhile
+    overlap = not run.out.is_local
+    with open_scheduler(scheduler, workers, total, total_bytes=size, overlap=overlap) as sched:
         catalog = run.load_catalog()
         if loaded is not None:
             loaded(catalog)

@@ -128,27 +128,38 @@ def _call_into(done: queue.Queue[Any], fn: Callable[..., Any], args: tuple[Any, 
 class _Sync(Scheduler):
     """Runs each task in this process when its result is asked for: deterministic order. With
     a ``stop`` event the task runs on a thread of its own while the caller waits, so that the
-    caller hears a signal at once; an abandoned task's thread is left to its end (a daemon)."""
+    caller hears a signal at once; an abandoned task's thread is left to its end (a daemon).
+    ``ahead``: the next task starts (still one at a time) as a result is handed over, so that
+    the caller's work on it (a commit's round trips to an object store) overlaps the next
+    task's; two tasks are then worth keeping in flight."""
 
     description = "sync (in this process)"
-    capacity = 1
 
-    def __init__(self) -> None:
+    def __init__(self, ahead: bool = False) -> None:
         self.pending: deque[tuple[Any, Callable[..., Any], tuple[Any, ...]]] = deque()
+        self.ahead = ahead
+        self.capacity = 2 if ahead else 1
 
     def submit(self, key: Any, fn: Callable[..., Any], *args: Any) -> None:
         self.pending.append((key, fn, args))
 
+    def _start(self) -> tuple[Any, queue.Queue[Any]]:
+        key, fn, args = self.pending.popleft()
+        done: queue.Queue[Any] = queue.Queue(1)
+        threading.Thread(
+            target=_call_into, args=(done, fn, args), name="reacture-session", daemon=True
+        ).start()
+        return key, done
+
     def results(self, stop: threading.Event | None = None) -> Iterator[tuple[Any, Any]]:
-        while self.pending and not (stop is not None and stop.is_set()):
-            key, fn, args = self.pending.popleft()
-            if stop is None:
+        if stop is None:
+            while self.pending:
+                key, fn, args = self.pending.popleft()
                 yield key, _call(fn, args)
-                continue
-            done: queue.Queue[Any] = queue.Queue(1)
-            threading.Thread(
-                target=_call_into, args=(done, fn, args), name="reacture-session", daemon=True
-            ).start()
+            return
+        running = None
+        while (running is not None or self.pending) and not stop.is_set():
+            key, done = running if running is not None else self._start()
             while True:
                 try:
                     value = done.get(timeout=POLL)
@@ -156,8 +167,9 @@ class _Sync(Scheduler):
                     if stop.is_set():
                         return
                     continue
-                yield key, value
                 break
+            running = self._start() if self.ahead and self.pending else None
+            yield key, value
 
 
 class _Distributed(Scheduler):
@@ -289,6 +301,7 @@ def open_scheduler(
     n_tasks: int = 2,
     connect_timeout: float = 20.0,
     total_bytes: int | None = None,
+    overlap: bool = False,
 ) -> Iterator[Scheduler]:
     """Start (or connect to) the scheduler named by ``spec`` for the duration of a run.
 
@@ -296,14 +309,16 @@ def open_scheduler(
     a cluster, which has its own. ``n_tasks`` and ``total_bytes`` (the bundles' size, when
     known) are what ``auto`` decides by (``auto_scheduler``). A local cluster starts on a
     background thread: the caller goes on (loading the catalog, say) and the scheduler's first
-    use waits for it. Raises ConfigError for an unknown spec or a cluster that cannot be
-    reached in ``connect_timeout`` seconds.
+    use waits for it. ``overlap``: a ``sync`` scheduler starts the next task as it hands a
+    result over (for a caller whose work on results waits on round trips: an object-store
+    OUT). Raises ConfigError for an unknown spec or a cluster that cannot be reached in
+    ``connect_timeout`` seconds.
     """
     spec = check_scheduler(spec)
     if spec == "auto":
         spec = auto_scheduler(n_tasks, total_bytes, workers)
     if spec == "sync":
-        yield _Sync()
+        yield _Sync(ahead=overlap)
         return
     if spec.startswith(_REMOTE):
         from distributed import Client

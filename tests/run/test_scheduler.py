@@ -8,6 +8,7 @@ dies really dies (``os._exit``), and what comes back becomes a ``failed`` catalo
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -67,6 +68,35 @@ def test_sync_runs_in_submission_order_one_at_a_time() -> None:
             sched.submit(key, order.append, key)
         keys = [k for k, _ in sched.results()]
     assert keys == order == ["x", "y", "z"]
+
+
+def test_sync_with_overlap_starts_the_next_task_while_the_caller_holds_a_result() -> None:
+    """Into an object store the driver's commit of a result waits on round trips: the next
+    session converts meanwhile, still one task at a time and in submission order."""
+    started: dict[str, threading.Event] = {k: threading.Event() for k in "xyz"}
+    running: list[str] = []
+
+    def task(key: str) -> str:
+        running.append(key)
+        started[key].set()
+        time.sleep(0.05)
+        running.remove(key)
+        return key
+
+    order = []
+    stop = threading.Event()
+    with open_scheduler("sync", overlap=True) as sched:
+        assert sched.capacity == 2
+        for key in "xyz":
+            sched.submit(key, task, key)
+        for key, value in sched.results(stop):
+            assert value == key
+            after = chr(ord(key) + 1)
+            if after in started:  # the next one runs while this result is being handled
+                assert started[after].wait(5), f"{after} did not start while {key} was handled"
+            order.append(key)
+            assert len(running) <= 1
+    assert order == ["x", "y", "z"]
 
 
 def test_auto_is_sync_for_one_task_or_a_small_batch_and_processes_for_a_big_one() -> None:
