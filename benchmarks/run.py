@@ -23,8 +23,9 @@ processes they run (``CHILD_MODES``); ``harness`` holds what they share:
   per request): frames/s against the same reader on local disk, without and with the local
   cache, and the requests and bytes of an epoch;
 - ``upload``: 9. ``convert --out s3://...`` (same server and proxy) of the 10-minute session,
-  Zarr and shards, against converting to local disk and then uploading with s3fs (16 at once),
-  and against the local convert alone; requests and bytes sent.
+  Zarr and shards, and of measurement 5's batch (sharded Zarr), against converting to local
+  disk and then uploading with s3fs (16 at once), and against the local convert alone;
+  requests and bytes sent.
 
 Bundles come from ``reacture_convert.testing.synth`` (the real exporter's file format; game-like
 frames whose zstd ratio is printed next to the real variant recording's), at 100 ms a frame,

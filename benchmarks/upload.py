@@ -27,11 +27,13 @@ UPLOADS = 16  # files at once in the workaround
 # key, label, the format's options. Zarr's default differs by OUT: sharded into a bucket
 # (``--shard-frames`` 1024, a few objects in all), unsharded on local disk, so 9a compares the
 # defaults both ways; 9c and 9d ask both for the same layout.
+# 9e: measurement 5's batch (8 sessions) as 9c, where the bucket's per-session costs add up.
 CASES = (
     ("9a", "zarr", ("--format", "zarr")),
     ("9b", "wds", ("--format", "wds")),
     ("9c", "zarr-sharded", ("--format", "zarr", "--shard-frames", "1024")),
     ("9d", "zarr-unsharded", ("--format", "zarr", "--shard-frames", "0")),
+    ("9e", "batch-sharded", ("--format", "zarr", "--shard-frames", "1024")),
 )
 TARGET_WORKAROUND = 1.0
 TARGET_LOCAL = 1.2
@@ -39,9 +41,13 @@ TARGET_LOCAL = 1.2
 
 def measure_upload(b: Bench) -> list[Row]:
     src = b.bundle(b.sizes.session)
+    n_sessions, n_frames = b.sizes.batch
+    for s in range(n_sessions):
+        b.bundle(n_frames, seed=100 + s, group="batch")
+    delay = 0.0 if b.quick else DELAY
     runs = [
         b.child(
-            b.child_cmd("upload", src, b.fresh("m9"), b.cli[0], r, 0.0 if b.quick else DELAY)
+            b.child_cmd("upload", src, b.work / "batch", b.fresh("m9"), b.cli[0], r, delay)
         ).result()
         for r in range(b.reps)
     ]
@@ -62,7 +68,12 @@ def measure_upload(b: Bench) -> list[Row]:
         rows.append(
             Row(
                 key,
-                f"convert {' '.join(options)} --out s3://..., {minutes(b.sizes.session)}",
+                f"convert {' '.join(options)} --out s3://..., "
+                + (
+                    f"{n_sessions} sessions × {minutes(n_frames)}"
+                    if fmt.startswith("batch")
+                    else minutes(b.sizes.session)
+                ),
                 direct.fmt("s"),
                 f"convert locally + s3fs upload ({UPLOADS} at once): "
                 f"{Stat.of(workaround).fmt('s')}; local convert: {local.fmt('s')}",
@@ -112,10 +123,11 @@ def _timed(cmd: list[str]) -> tuple[float, float, float]:
 
 
 def child_upload(
-    src: str, work: str, cli: str, rep: str, delay: str = str(DELAY)
+    src: str, batch: str, work: str, cli: str, rep: str, delay: str = str(DELAY)
 ) -> dict[str, Any]:
-    """The measurement in a child process; ``delay``: the proxy's added seconds a request (none
-    in a quick smoke run, whose numbers mean nothing)."""
+    """The measurement in a child process: the cases of ``src`` (a bundle), ``batch`` (a folder
+    of bundles) for 9e; ``delay``: the proxy's added seconds a request (none in a quick smoke
+    run, whose numbers mean nothing)."""
     import s3fs
 
     from reacture_convert.testing.proxy import LatencyProxy
@@ -129,7 +141,8 @@ def child_upload(
             fs = s3fs.S3FileSystem(skip_instance_cache=True, **options)
             endpoint = ["--storage-option", f"client_kwargs.endpoint_url={proxy.url}"]
             for _, fmt, options in CASES:
-                convert = [cli, "convert", src, *options, "--quiet", "--out"]
+                source = batch if fmt.startswith("batch") else src
+                convert = [cli, "convert", source, *options, "--quiet", "--out"]
                 local = Path(tmp) / f"local-{fmt}"
                 result[f"{fmt}_local_s"], result[f"{fmt}_local_rss_mb"], _ = _timed(
                     [*convert, str(local)]

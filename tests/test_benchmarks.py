@@ -21,7 +21,7 @@ from tests.helpers.paths import REPO
 
 ROW_KEYS = (
     *("1", "2", "3", "3b", "4", "5", "6a", "6b", "6c", "6d", "7a", "7b", "7c", "7d"),
-    *("8a", "8b", "8c", "8d", "8e", "8f", "9a", "9b", "9c", "9d"),
+    *("8a", "8b", "8c", "8d", "8e", "8f", "9a", "9b", "9c", "9d", "9e"),
 )
 Run = tuple[subprocess.CompletedProcess[str], Path]
 
