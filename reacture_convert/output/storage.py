@@ -11,7 +11,10 @@
   bounded budget (``uploads``), and settled (waited for, failures raised) by the task before it
   returns (``sync_staged``); each is then copied to its final key server-side, many at once, a
   Zarr group's root ``zarr.json`` last (a reader sees no group until it exists); single-object
-  Parquet files appear atomically.
+  Parquet files appear atomically;
+- S3 with ``stage_dir`` (a local folder: the sessions run on this machine, see
+  ``writers.webdataset.scratch``): staged there as on a local disk, without fsyncs, and the
+  commit uploads each file to its final key (the root ``zarr.json`` last), once.
 
 The catalog row is written after the commit, so a session that is in the catalog is complete;
 outputs without a catalog row are leftovers that the next run replaces. ``lock_output`` keeps two
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import glob
 import hashlib
@@ -96,6 +100,9 @@ class Output:
 
     url: str
     storage_options: Mapping[str, Any] = field(default_factory=dict)
+    # a local folder that holds this OUT's staging (S3, sessions converted on this machine):
+    # sessions are written there and uploaded to their final keys by the commit
+    stage_dir: str | None = None
 
     @property
     def fs(self) -> fsspec.AbstractFileSystem:
@@ -408,11 +415,22 @@ class Output:
     def staging(self, session: str) -> str:
         return self.path(STAGING, session)
 
+    def staging_output(self) -> Output:
+        """Where sessions are staged: OUT itself, or the local ``stage_dir`` (an ``Output`` of
+        the same kind: a task's fenced writes stay fenced)."""
+        if self.stage_dir is None:
+            return self
+        return dataclasses.replace(self, url=self.stage_dir, storage_options={}, stage_dir=None)
+
     def exists(self, *parts: str) -> bool:
         return bool(self.fs.exists(self.path(*parts)))
 
     def clear_staging(self, session: str | None = None) -> None:
         """Drop leftovers of interrupted runs (call only while holding the lock)."""
+        if self.stage_dir is not None:
+            self.staging_output().clear_staging(session)
+            if session is not None:
+                return
         target = self.path(STAGING, session) if session else self.path(STAGING)
         if not self.is_local:
             uploads.quiesce(target)  # (a write still in flight would land after the delete)
@@ -437,7 +455,10 @@ class Output:
 
     def sync_staged(self, session: str, parts: list[str]) -> None:
         """Make the staged ``parts`` of ``session`` durable (fsync of every file and folder, on
-        a local OUT): done by the task that wrote them, before the driver's ``commit``."""
+        a local OUT): done by the task that wrote them, before the driver's ``commit``. Staged
+        in ``stage_dir``: nothing (a crash loses them anyway; the next run starts over)."""
+        if self.stage_dir is not None:
+            return
         if self.is_local:
             staged = self.staging(session)
             _fsync_all([p for part in parts for p in _tree(os.path.join(staged, part))])
@@ -451,6 +472,9 @@ class Output:
     def commit(self, session: str, parts: list[str]) -> None:
         """Make the staged ``parts`` (paths relative to OUT) of ``session`` visible; they were
         made durable by ``sync_staged``."""
+        if self.stage_dir is not None:
+            self._upload_staged(session, parts)
+            return
         staged = self.staging(session)
         if self.is_local:
             for k, part in enumerate(parts):
@@ -466,6 +490,33 @@ class Output:
             uploads.settle(staged)
             self._copy_remote([(f"{staged}/{part}", self.path(part)) for part in parts])
         self.fs.rm(staged, recursive=True)
+
+    def _upload_staged(self, session: str, parts: list[str]) -> None:
+        """``commit`` from ``stage_dir``: what was at each part's destination deleted, then
+        every staged file uploaded to its final key, many at once, a Zarr group's root
+        ``zarr.json`` after everything else; the local staging removed."""
+        staged = self.staging_output().staging(session)
+        pairs = []
+        for part in parts:
+            src = os.path.join(staged, part)
+            files = [src] if os.path.isfile(src) else sorted(_tree_files(src))
+            pairs += [(f, self.path(part) + f[len(src) :].replace(os.sep, "/")) for f in files]
+        if is_s3(self):
+            found = _on_loop(self.fs, _s3_objects_of, [self.path(p) for p in parts])
+            self._remove_objects([o for objects in found.values() for o in objects])
+        else:
+            for part in parts:
+                if self.fs.exists(self.path(part)):
+                    self.fs.rm(self.path(part), recursive=True)
+        roots = {os.path.join(staged, part, "zarr.json") for part in parts}
+        for last in (False, True):
+            for src, dst in pairs:
+                if (src in roots) == last:
+                    with open(src, "rb") as f:
+                        uploads.put(self.fs, dst, f.read())
+            for part in parts:
+                uploads.settle(self.path(part))
+        self.staging_output().clear_staging(session)
 
     def _remove_objects(self, paths: list[str]) -> None:
         """Delete the objects ``paths`` (S3: one request a thousand)."""
@@ -747,6 +798,13 @@ def fsync_path(path: str, folder: bool = False) -> None:
 
 def fsync_dir(path: str) -> None:
     fsync_path(path, folder=True)
+
+
+def _tree_files(root: str) -> Iterator[str]:
+    """Every file under the local folder ``root``."""
+    for folder, _, names in os.walk(root):
+        for name in names:
+            yield os.path.join(folder, name)
 
 
 def _tree(path: str) -> list[tuple[str, bool]]:

@@ -38,6 +38,7 @@ from reacture_convert.ingest.bundle import BundleRef
 from reacture_convert.ingest.discover import Discovery, discover
 from reacture_convert.output.catalog import Catalog, CatalogEntry
 from reacture_convert.output.layout import WDS_INDEX
+from reacture_convert.output.lease import is_s3
 from reacture_convert.output.naming import session_name
 from reacture_convert.output.status import Status
 from reacture_convert.output.storage import Output
@@ -296,9 +297,10 @@ def run_convert(
             resumed.extend(_resumed(interrupted_run.result(), catalog, on_resume))
 
         wds_index = None
-        with _session_parts(run.out, options, scheduler, found) as options:
+        with _local_staging(run.out, options, scheduler, found) as (staged, options):
             batch = _convert_all(
                 run,
+                staged,
                 found,
                 options,
                 scheduler,
@@ -323,17 +325,20 @@ def run_convert(
 
 
 @contextlib.contextmanager
-def _session_parts(
+def _local_staging(
     out: Output, options: ConvertOptions, scheduler: str, found: Discovery
-) -> Iterator[ConvertOptions]:
-    """``options`` with the shards' ``parts_dir`` set when the sessions' parts wait for the
-    merge on this machine's disk (``writers.webdataset.scratch``; removed on exit)."""
-    if "wds" not in options.formats:
-        yield options
-        return
+) -> Iterator[tuple[Output, ConvertOptions]]:
+    """OUT and ``options`` as the sessions and the shard merge use them: into an object store,
+    with sessions that run on this machine, staged in a local folder (``Output.stage_dir`` on
+    S3, uploaded by each commit; the shards' ``parts_dir``), removed on exit
+    (``writers.webdataset.scratch``)."""
     here = runs_here(check_scheduler(scheduler))
     with parts_dir(out, here, sum(_size(b) for b in found.bundles)) as folder:
-        yield replace(options, wds=replace(options.wds, parts_dir=folder))
+        if folder is None:
+            yield out, options
+            return
+        staged = replace(out, stage_dir=folder) if is_s3(out) else out
+        yield staged, replace(options, wds=replace(options.wds, parts_dir=folder))
 
 
 @contextlib.contextmanager
@@ -377,6 +382,7 @@ def _resumed(run_id: str | None, catalog: Catalog, on_resume: ResumeFn | None) -
 
 def _convert_all(
     run: OutputRun,
+    out: Output,
     found: Discovery,
     options: ConvertOptions,
     scheduler: str,
@@ -400,7 +406,7 @@ def _convert_all(
         # a row the catalog already holds (an unchanged bundle) is not written again
         entries = archive_entries(found.findings, run.run_id)
         rows = array("q", [catalog.record(e, keep_skipped=False) for e in entries])
-        runner = SessionRunner(run.out, catalog, run.run_id, sched.submit, keep_skipped=False)
+        runner = SessionRunner(out, catalog, run.run_id, sched.submit, keep_skipped=False)
         batch = _Batch(
             found.bundles, options, runner, sched.capacity, progress, stop_on_error, rows
         )

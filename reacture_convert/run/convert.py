@@ -398,7 +398,8 @@ def _read_and_write(
         if view is None:
             return _rejected(bundle, legacy_findings, run_id, hashes=read.hashes)
         key = stage_key(read.session, run_id)
-        context = SessionContext(view, bundle, read.session, read.out, key, run_id, opts, threads)
+        stage = read.out.staging_output()  # (OUT, or the local folder it is staged in)
+        context = SessionContext(view, bundle, read.session, stage, key, run_id, opts, threads)
         # (a bundle missing a file is rejected, and was not hashed: its members may be
         # damaged, which only validation may read)
         writers = [] if view.missing else _open_writers(context, specs, read.options, up_to_date)

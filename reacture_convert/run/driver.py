@@ -141,7 +141,7 @@ def session_task(
     """One session on a worker: with fresh listings, then ``convert_session`` (its writes
     fenced: see ``abandon_run``)."""
     forget_listings(out, sorted({ref.url for ref in bundle.files.values()}), options.input_options)
-    fenced = _Fenced(out.url, out.storage_options, run_id=run_id)
+    fenced = _Fenced(out.url, out.storage_options, out.stage_dir, run_id=run_id)
     return convert_session(bundle, fenced, options, previous, run_id)
 
 

@@ -7,6 +7,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,3 +40,12 @@ def unprivileged() -> list[str]:
     if setpriv is None:
         pytest.skip("running as root without setpriv: permission bits cannot be made to bind")
     return [setpriv, "--bounding-set", "-dac_override,-dac_read_search"]
+
+
+def wait_stopped(pid: int, timeout: float = 30.0) -> None:
+    """Wait until process ``pid`` is stopped (``phases.reached`` stops it with SIGSTOP just
+    after it writes its marker: a loaded machine may run the test before the stop lands)."""
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "Tt":
+        assert time.monotonic() < deadline, f"process {pid} never stopped"
+        time.sleep(0.005)

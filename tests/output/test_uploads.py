@@ -180,3 +180,34 @@ def test_convert_into_the_bucket_gives_a_local_converts_digests(
         for path, _, sha in files(remote):
             assert hashlib.sha256(remote.fs.cat_file(remote.path(path))).hexdigest() == sha
         assert remote.fs.find(remote.path(".staging")) == []
+
+
+def test_a_session_staged_on_local_disk_is_uploaded_once_its_root_last(
+    moto_s3: S3, tmp_path: Path
+) -> None:
+    """Sessions converted on this machine into S3 are staged on its disk: no request touches
+    the bucket's staging (nothing is uploaded twice or copied), and the commit uploads the
+    group's root ``zarr.json`` after every other object of the session (a reader sees no group
+    before it is complete)."""
+    from click.testing import CliRunner
+
+    from reacture_convert.cli import cli
+    from reacture_convert.testing.synth import BundleSpec, write_bundle
+
+    prefix = "reacture_1795600000302"
+    bundle = write_bundle(tmp_path / "b", BundleSpec(prefix=prefix, seed=302, n_frames=100))
+    with LatencyProxy(moto_s3.endpoint) as proxy:
+        result = CliRunner().invoke(
+            cli,
+            ["convert", str(bundle), "--out", "s3://datasets/staged-here", "--format", "zarr"]
+            + ["--quiet", "--chunk-frames", "8", "--shard-frames", "0", "--storage-option"]
+            + [f"client_kwargs.endpoint_url={proxy.url}"],
+            catch_exceptions=False,
+        )
+        assert result.exit_code == 0, result.output
+        log = list(proxy.traffic.log)
+    assert not [p for _, _, p, _ in log if "/.staging/" in p or "staging%2F" in p]
+    puts = [p for _, m, p, _ in log if m == "PUT" and f"/{prefix}" in p]
+    root = f"/datasets/staged-here/zarr/{prefix}.zarr/zarr.json"
+    assert len(puts) > 15 and puts.count(root) == 1
+    assert puts[-1] == root

@@ -134,6 +134,7 @@ def test_the_read_ahead_keeps_to_its_requests_and_bytes(
     reader = ChunkReader(out, session)
     wanted = [(reader, c) for c in range(-(-reader.n_frames // reader.size))]
 
+    _settle(proxy)  # (an earlier test's loader workers may still be reading ahead)
     proxy.traffic.reset()
     ahead = ChunkAhead(requests=2)
     ahead.want(wanted)

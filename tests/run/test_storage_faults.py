@@ -34,7 +34,7 @@ from reacture_convert.output.storage import Output
 from reacture_convert.read.verify import verify_dataset
 from reacture_convert.testing.proxy import LatencyProxy
 from reacture_convert.testing.synth import BundleSpec, write_bundle
-from tests.helpers.faults import small_tmpfs, unprivileged
+from tests.helpers.faults import small_tmpfs, unprivileged, wait_stopped
 from tests.helpers.s3 import S3
 
 PREFIXES = tuple(f"reacture_179562000000{k}" for k in range(3))  # session-name order
@@ -90,7 +90,7 @@ def convert(
             assert proc.poll() is None, f"the run ended before {pause_at}: {proc.stderr.read()}"  # type: ignore[union-attr]
             assert time.monotonic() < deadline, f"{pause_at} was never reached"
             time.sleep(0.01)
-        time.sleep(0.1)  # the marker is written just before the stop
+        wait_stopped(proc.pid)  # (the marker is written just before the stop)
         meanwhile()
         os.kill(proc.pid, signal.SIGCONT)
     stdout, stderr = proc.communicate(timeout=300)
@@ -239,7 +239,7 @@ def test_out_made_read_only_mid_run_stops_cleanly_and_the_rerun_finishes(
     assert str(out_dir / STAGING) in ran.stderr  # the file it could not write
     assert live_rows(out) == [(PREFIXES[0], "converted")]
     assert verify_dataset(out) == (1, [])
-    assert leftovers(out_dir) == []
+    assert leftovers(out_dir) == [], ran.stderr[-3000:]
 
     assert_finished_once(convert(bundles, str(out_dir), "zarr", prefix=prefix), out, "zarr")
 

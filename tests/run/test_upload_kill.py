@@ -1,6 +1,8 @@
 """A run killed (SIGKILL) while its uploads to a bucket are in flight leaves nothing that looks
-finished: no catalog row, no Zarr group (its root ``zarr.json``) and no shard index in place, only
-staging, which the next run clears; that run then finishes and verifies. Real process, real
+finished: no catalog row, no Zarr group (its root ``zarr.json``) and no shard index in place;
+the next run clears what it left and finishes, and the result verifies. The session is staged
+on local disk and uploaded by its commit, its group's root ``zarr.json`` last; the uploads
+killed are the commit's. Real process, real
 signal, moto's S3 server behind ``LatencyProxy`` (so that many uploads are in flight when the
 run is killed)."""
 
@@ -45,12 +47,12 @@ def test_killed_mid_upload_leaves_nothing_finished_and_the_rerun_completes(
         out = Output(url, {"client_kwargs": {"endpoint_url": proxy.url}})
         run = _convert(bundle, url, proxy.url)
         deadline = time.monotonic() + 120
-        while True:  # wait until chunks of the staged group are going out, then kill
+        while True:  # wait until chunks of the group are going out, then kill
             with proxy.traffic.lock:
                 chunks = sum(
                     n
                     for (m, p), n in proxy.traffic.requests.items()
-                    if m == "PUT" and "/.staging/" in p and "/frames/c/" in p
+                    if m == "PUT" and "/frames/c/" in p
                 )
                 in_flight = proxy.traffic.active
             if chunks >= 3 and in_flight >= 1:  # between two requests, none is in flight
@@ -66,7 +68,6 @@ def test_killed_mid_upload_leaves_nothing_finished_and_the_rerun_completes(
         assert in_flight >= 1
         assert read_catalog(out) == []
         assert not out.exists(f"zarr/{PREFIX}.zarr/zarr.json")
-        assert not out.exists(f"rows/{PREFIX}.parquet")
         assert not out.exists("wds/index.json")
 
         time.sleep(2.5)  # the killed run's lease expires

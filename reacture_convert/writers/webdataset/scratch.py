@@ -1,4 +1,5 @@
-"""Where the sessions' parts wait for the shard merge when OUT is an object store.
+"""Where the sessions' parts wait for the shard merge when OUT is an object store (and, on S3,
+where the sessions are staged: ``Output.stage_dir``, uploaded by each commit).
 
 A shard's name holds a tag over every session's samples, so no shard can be named, or
 uploaded under its name, before the last session is written. Staged in the bucket, a session's
