@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from typing import Final
 
@@ -50,4 +51,7 @@ def reached(phase: str, detail: str = "") -> None:
             return
         while True:
             time.sleep(3600)
-    os.kill(os.getpid(), signal.SIGSTOP)
+    # Sent to this thread, not the process: a process-directed stop may be taken by another
+    # thread first, and this one would run on for a while (seen under load: a session's
+    # writer opened before the process stopped).
+    signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
