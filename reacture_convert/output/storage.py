@@ -100,8 +100,8 @@ class Output:
 
     url: str
     storage_options: Mapping[str, Any] = field(default_factory=dict)
-    # a local folder that holds this OUT's staging (S3, sessions converted on this machine):
-    # sessions are written there and uploaded to their final keys by the commit
+    # a local folder that holds this OUT's staging (S3 only; sessions converted on this
+    # machine): sessions are written there and uploaded to their final keys by the commit
     stage_dir: str | None = None
 
     @property
@@ -492,31 +492,42 @@ class Output:
         self.fs.rm(staged, recursive=True)
 
     def _upload_staged(self, session: str, parts: list[str]) -> None:
-        """``commit`` from ``stage_dir``: what was at each part's destination deleted, then
-        every staged file uploaded to its final key, many at once, a Zarr group's root
-        ``zarr.json`` after everything else; the local staging removed."""
+        """``commit`` from ``stage_dir`` (S3 only): what was at each part's destination
+        deleted, then every staged file uploaded to its final key, many at once (a large one as
+        a multipart upload, a part at a time), a Zarr group's root ``zarr.json`` after
+        everything else; the local staging removed."""
         staged = self.staging_output().staging(session)
         pairs = []
         for part in parts:
             src = os.path.join(staged, part)
             files = [src] if os.path.isfile(src) else sorted(_tree_files(src))
             pairs += [(f, self.path(part) + f[len(src) :].replace(os.sep, "/")) for f in files]
-        if is_s3(self):
-            found = _on_loop(self.fs, _s3_objects_of, [self.path(p) for p in parts])
-            self._remove_objects([o for objects in found.values() for o in objects])
-        else:
-            for part in parts:
-                if self.fs.exists(self.path(part)):
-                    self.fs.rm(self.path(part), recursive=True)
+        found = _on_loop(self.fs, _s3_objects_of, [self.path(p) for p in parts])
+        self._remove_objects([o for objects in found.values() for o in objects])
         roots = {os.path.join(staged, part, "zarr.json") for part in parts}
         for last in (False, True):
             for src, dst in pairs:
                 if (src in roots) == last:
-                    with open(src, "rb") as f:
-                        uploads.put(self.fs, dst, f.read())
+                    self._send_file(src, dst)
             for part in parts:
                 uploads.settle(self.path(part))
         self.staging_output().clear_staging(session)
+
+    def _send_file(self, src: str, dst: str) -> None:
+        """Start uploading the local file ``src`` to ``dst`` (S3; ``uploads`` bounds what is in
+        flight): one PUT, or a multipart upload read a part at a time."""
+        with open(src, "rb") as f:
+            if os.fstat(f.fileno()).st_size <= uploads.PART_BYTES:
+                uploads.put(self.fs, dst, f.read())
+                return
+            upload = uploads.Upload(self.fs, dst)
+            try:
+                while block := f.read(uploads.PART_BYTES):
+                    upload.write(block)
+            except BaseException:
+                upload.abort()
+                raise
+            upload.close()
 
     def _remove_objects(self, paths: list[str]) -> None:
         """Delete the objects ``paths`` (S3: one request a thousand)."""

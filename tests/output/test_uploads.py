@@ -211,3 +211,44 @@ def test_a_session_staged_on_local_disk_is_uploaded_once_its_root_last(
     root = f"/datasets/staged-here/zarr/{prefix}.zarr/zarr.json"
     assert len(puts) > 15 and puts.count(root) == 1
     assert puts[-1] == root
+
+
+def test_a_large_staged_file_goes_up_as_a_multipart_upload_a_part_at_a_time(
+    moto_s3: S3, tmp_path: Path
+) -> None:
+    """A staged object larger than a part (frames that do not compress: a 14.7 MB shard of
+    the sharded Zarr) is uploaded by the commit as a multipart upload, and arrives whole."""
+    import numpy as np
+    from click.testing import CliRunner
+
+    from reacture_convert.cli import cli
+    from reacture_convert.output.catalog import read_catalog
+    from reacture_convert.read.verify import verify_dataset
+    from reacture_convert.testing.synth import BundleSpec, write_bundle
+
+    prefix = "reacture_1795600000303"
+    bundle = write_bundle(tmp_path / "b", BundleSpec(prefix=prefix, seed=303, n_frames=300))
+    frames = bundle / f"{prefix}_frames.npy"
+    data = 300 * 128 * 128 * 3
+    with open(frames, "r+b") as f:  # the pixels after the game's header, made noise
+        f.seek(frames.stat().st_size - data)
+        f.write(np.random.default_rng(303).integers(0, 256, data, dtype=np.uint8).tobytes())
+    url = "s3://datasets/large-staged"
+    with LatencyProxy(moto_s3.endpoint) as proxy:
+        options = {"client_kwargs": {"endpoint_url": proxy.url}}
+        result = CliRunner().invoke(
+            cli,
+            ["convert", str(bundle), "--out", url, "--format", "zarr", "--quiet"]
+            + ["--storage-option", f"client_kwargs.endpoint_url={proxy.url}"],
+            catch_exceptions=False,
+        )
+        assert result.exit_code == 0, result.output
+        shard = f"/datasets/large-staged/zarr/{prefix}.zarr/frames/c/0/0/0/0"
+        assert ("POST", shard) in proxy.traffic.requests  # a multipart upload's start and end
+        out = Output(url, options)
+        (entry,) = read_catalog(out)
+        sizes = {f.path: f.bytes for f in entry.files}
+        assert sizes[f"zarr/{prefix}.zarr/frames/c/0/0/0/0"] > uploads.PART_BYTES
+        for f in entry.files:
+            assert hashlib.sha256(out.fs.cat_file(out.path(f.path))).hexdigest() == f.sha256
+        assert verify_dataset(out, sources=False) == (1, [])
