@@ -164,6 +164,8 @@ class Output:
         again = "then run the same command again: it resumes where this run stopped"
         if isinstance(translated, DiskFullError):
             free = "free some space there (or give another --out)"
+            if self.stage_dir is not None and where and where.startswith(self.stage_dir):
+                free = "free some space there (or point TMPDIR at a bigger disk)"
             text = f"no space left on the device{at}; {free}, {again}"
         elif isinstance(translated, AccessDeniedError):
             what = "read-only filesystem" if read_only else "permission denied"

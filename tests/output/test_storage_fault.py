@@ -92,3 +92,14 @@ def test_a_fault_keeps_what_it_is_across_processes(tmp_path: Path) -> None:
         fault.path,
         str(tmp_path),
     )
+
+
+def test_a_full_local_staging_of_a_bucket_out_says_how_to_move_it() -> None:
+    """Sessions into S3 staged on this machine's disk (``stage_dir``): that disk full is named,
+    and the fix is more room there or TMPDIR elsewhere, not another --out."""
+    out = Output("s3://datasets/x", stage_dir="/tmp/reacture-convert-parts-0/ab12")
+    full = OSError(errno.ENOSPC, "No space left on device", f"{out.stage_dir}/.staging/r/s/f")
+    fault = out.fault(full)
+    assert type(fault) is DiskFullError
+    assert f"(writing {full.filename})" in str(fault) and "TMPDIR" in str(fault)
+    assert "TMPDIR" not in str(Output("s3://datasets/x").fault(full))

@@ -5,6 +5,7 @@ to its name, as "convert locally, then upload" would send it (#30)."""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,16 @@ def test_the_parts_folder_is_local_emptied_and_removed(tmp_path: Path) -> None:
         assert os.listdir(folder) == []  # the killed run's parts are gone
         Path(folder, "part.tar").write_bytes(b"x")
     assert not os.path.exists(folder_of(out))
+
+
+def test_the_parts_stay_in_out_when_their_folder_cannot_be_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # (TMPDIR, read once a process)
+    out = Output("s3://datasets/parts-blocked")
+    Path(folder_of(out)).parent.write_text("a file where the parts folder would go")
+    with parts_dir(out, True, 0) as folder:
+        assert folder is None
 
 
 @pytest.mark.parametrize(

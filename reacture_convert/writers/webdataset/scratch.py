@@ -9,7 +9,7 @@ on this machine (every scheduler but a remote Dask cluster, whose workers share 
 the driver) they are written to a local folder instead, and the merge uploads each shard once,
 straight to its name: what "convert locally, then upload" does, in one command.
 
-The folder is ``<tempdir>/reacture-convert-parts/<OUT's digest>/`` (``TMPDIR`` moves it): one
+The folder is ``<tempdir>/reacture-convert-parts-<uid>/<OUT's digest>/`` (``TMPDIR`` moves it): one
 per OUT, so the run that holds OUT's lock owns it; it is emptied when a run starts (a killed
 run's leftovers) and removed when it ends. When the temporary folder's filesystem has less free
 space than the bundles take (plus a margin), the parts stay in OUT's staging.
@@ -34,32 +34,35 @@ MARGIN: Final = 1 << 30  # free space kept besides the parts (bytes)
 
 
 def folder_of(out: Output) -> str:
-    """The local folder of the parts of a run into ``out``."""
+    """The local folder of the parts of a run into ``out`` (one per user: another user's
+    would not be ours to write)."""
     digest = hashlib.sha256(out.url.encode()).hexdigest()[:16]
-    return os.path.join(tempfile.gettempdir(), "reacture-convert-parts", digest)
+    return os.path.join(tempfile.gettempdir(), f"reacture-convert-parts-{os.getuid()}", digest)
 
 
 def _room(folder: str, need: int) -> bool:
-    probe = folder
-    while not os.path.isdir(probe):
-        probe = os.path.dirname(probe)
-    return shutil.disk_usage(probe).free >= need + MARGIN
+    return shutil.disk_usage(folder).free >= need + MARGIN
 
 
 @contextlib.contextmanager
 def parts_dir(out: Output, local_tasks: bool, nbytes: int) -> Iterator[str | None]:
     """The local folder for the parts of a run into ``out`` (call while holding OUT's lock),
-    or None: OUT is local, the tasks run elsewhere, or the ``nbytes`` the bundles take do not
-    fit. The folder is empty on entry and removed on exit."""
+    or None: OUT is local, the tasks run elsewhere, the folder cannot be made, or the ``nbytes``
+    the bundles take do not fit. The folder is empty on entry and removed on exit."""
     if out.is_local or not local_tasks:
         yield None
         return
     folder = folder_of(out)
     shutil.rmtree(folder, ignore_errors=True)  # a killed run's
-    if not _room(folder, nbytes):
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError:  # (a file in the way, no permission: the store's staging will do)
         yield None
         return
-    os.makedirs(folder, exist_ok=True)
+    if not _room(folder, nbytes):
+        shutil.rmtree(folder, ignore_errors=True)
+        yield None
+        return
     try:
         yield folder
     finally:
