@@ -510,14 +510,18 @@ class Output:
         for last in (False, True):
             for src, dst in pairs:
                 if (src in roots) == last:
-                    self._send_file(src, dst)
+                    self.send_file(src, dst)
             for part in parts:
                 uploads.settle(self.path(part))
         self.staging_output().clear_staging(session)
 
-    def _send_file(self, src: str, dst: str) -> None:
-        """Start uploading the local file ``src`` to ``dst`` (S3; ``uploads`` bounds what is in
-        flight): one PUT, or a multipart upload read a part at a time."""
+    def send_file(self, src: str, dst: str) -> None:
+        """Start writing the local file ``src`` to ``dst`` on OUT (settled by ``fsync``/
+        ``settle``). On S3 in the background within ``uploads``' budget: one PUT, or a
+        multipart upload read a part at a time; elsewhere fsspec's ``put_file``."""
+        if not is_s3(self):
+            self.fs.put_file(src, dst)
+            return
         with open(src, "rb") as f:
             if os.fstat(f.fileno()).st_size <= uploads.PART_BYTES:
                 uploads.put(self.fs, dst, f.read())

@@ -162,7 +162,7 @@ def _build(
                 continue
             where = out.path(WDS_DIR, url) if is_s3(out) else f"{stage}/{url}"
             if whole is not None and options.parts_dir is not None:
-                _send(out, parts, whole, where)  # hashed as it was written
+                out.send_file(whole.path, where)  # hashed as it was written
                 nbytes, sha = whole.bytes, whole.sha256
             else:
                 nbytes, sha, runs = _write(out, parts, shard, where, options, runs)
@@ -170,17 +170,6 @@ def _build(
     finally:
         parts.close()
     return built
-
-
-def _send(out: Output, parts: _Parts, whole: SessionPart, where: str) -> None:
-    """The part ``whole`` (a shard as it is) written to ``where`` on OUT."""
-    file = out.create(where)
-    try:
-        parts.read(whole, 0, whole.bytes, lambda data: file.write_pieces([memoryview(data)]))
-    except BaseException:
-        file.abort()
-        raise
-    file.close()
 
 
 def _write(
