@@ -32,6 +32,7 @@ __all__ = [
     "OutputError",
     "LockedError",
     "ConfigError",
+    "OutRefusedError",
     "UnknownNameError",
     "StorageError",
     "CredentialsError",
@@ -90,6 +91,13 @@ class ConfigError(ReactureError, ValueError):
     """A job file or option is invalid."""
 
     kind = "config"
+
+
+class OutRefusedError(ConfigError):
+    """OUT is not a place a run may write: a file, or a folder holding other files than a
+    dataset's (``output.claim``). Found before anything is written; a usage error."""
+
+    kind = "usage"
 
 
 class StorageError(ReactureError, OSError):

@@ -36,7 +36,7 @@ from reacture_convert.cli.common import (
     with_options,
     zarr_options,
 )
-from reacture_convert.cli.watch import allow_other_files_option, check_out_folder, watch_and_report
+from reacture_convert.cli.watch import allow_other_files_option, watch_and_report
 from reacture_convert.errors import ConfigError
 from reacture_convert.findings import Finding, Severity, once_per_code
 from reacture_convert.formats.wds.compression import COMPRESSIONS, DEFAULT_LEVEL
@@ -356,7 +356,6 @@ def run_and_report(
     """``run_convert``, then its summary (text or JSON), then the exit code."""
     from reacture_convert.run.batch import run_convert
 
-    check_out_folder(out, options)
     try:
         with exit_on_error(), progress_reporter(enabled=not (quiet or as_json)) as progress:
             summary = run_convert(

@@ -21,6 +21,7 @@ import click
 
 from reacture_convert.errors import (
     InputError,
+    OutRefusedError,
     ReactureError,
     UnknownNameError,
     storage_error,
@@ -48,8 +49,9 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (UnknownNameError, EXIT_USAGE),
     # 1: what the user gave is not there or not a readable bundle (a missing path included)
     (InputError, EXIT_INVALID),
-    # 2: a bad option, value or argument
+    # 2: a bad option, value or argument; an OUT that is a file or holds other files
     (click.UsageError, EXIT_USAGE),
+    (OutRefusedError, EXIT_USAGE),
     # 3: the run could not start or finish: OUT locked or unwritable, a bad job file, the
     # object store (no credentials, no answer, no bucket), permission denied, disk full
     (ReactureError, EXIT_FAILED),
@@ -60,7 +62,8 @@ Exit codes (every command):
   0  success (warnings allowed); a watcher stopped by a signal
   1  a bundle invalid, rejected or failed; verify found a mismatch; no bundle found;
      a path that does not exist
-  2  usage error: a bad option, value or argument (an unknown session name)
+  2  usage error: a bad option, value or argument (an unknown session name); an OUT
+     that is a file or holds other files
   3  the run could not start or finish: OUT locked or unwritable, a bad job file, the object
      store (no credentials, wrong endpoint, no such bucket), permission denied, disk full;
      a watcher aborted by a second signal

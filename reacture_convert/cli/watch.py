@@ -100,18 +100,6 @@ allow_other_files_option = click.option(
 )
 
 
-def check_out_folder(out: Output, options: ConvertOptions) -> None:
-    """OUT must be absent, empty or a dataset (``output.claim``): else a usage error (exit 2)
-    before anything is written."""
-    from reacture_convert.output.claim import check_out
-
-    with exit_on_error():
-        try:
-            check_out(out, allow_other_files=options.allow_other_files)
-        except ConfigError as e:
-            raise click.BadParameter(str(e), param_hint="--out") from None
-
-
 def watch_and_report(
     paths: list[str],
     out: Output,
@@ -128,7 +116,6 @@ def watch_and_report(
     from reacture_convert.run.watch import run_watch
 
     require_local_inputs(paths)
-    check_out_folder(out, options)
     printer = WatchPrinter(as_json, quiet)
     with exit_on_error(before=printer.clear):
         summary = run_watch(

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final
 
-from reacture_convert.errors import ConfigError
+from reacture_convert.errors import OutRefusedError
 from reacture_convert.output.layout import (
     CARD,
     CARD_ASIDE,
@@ -112,20 +112,22 @@ def out_state(out: Output) -> OutState:
 
 
 def check_out(out: Output, *, allow_other_files: bool = False) -> OutState:
-    """OUT's state, or ConfigError when a run may not write there: a file, or a folder with
-    other files (unless ``allow_other_files``)."""
+    """OUT's state, or OutRefusedError when a run may not write there: a file, or a folder
+    with other files (unless ``allow_other_files``)."""
     state = out_state(out)
     if state.kind == "file":
-        raise ConfigError(
-            f"{out.url} is a file, not a folder; give a new or empty folder for the dataset"
+        raise OutRefusedError(
+            f"{out.url} is a file, not a folder; give a new or empty folder for the dataset",
+            path=out.url,
         )
     if state.kind == "other" and not allow_other_files:
         shown = ", ".join(state.foreign[:_SHOWN])
         more = len(state.foreign) - _SHOWN
-        raise ConfigError(
+        raise OutRefusedError(
             f"{out.url} holds files that are not a reacture-convert dataset ({shown}"
             f"{f' and {more} more' if more > 0 else ''}); give a new or empty folder, or pass "
             "--allow-other-files (allow_other_files = true in a job file) to write the dataset "
-            "beside them (none is overwritten)"
+            "beside them (none is overwritten)",
+            path=out.url,
         )
     return state

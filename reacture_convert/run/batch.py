@@ -37,6 +37,7 @@ from reacture_convert.formats.wds.index import WdsIndex
 from reacture_convert.ingest.bundle import BundleRef
 from reacture_convert.ingest.discover import Discovery, discover
 from reacture_convert.output.catalog import Catalog, CatalogEntry
+from reacture_convert.output.claim import check_out
 from reacture_convert.output.layout import WDS_INDEX
 from reacture_convert.output.lease import is_s3
 from reacture_convert.output.naming import session_name
@@ -272,6 +273,8 @@ def run_convert(
     run_id = new_run_id()
     progress = guarded(progress) if progress is not None else None
     check_inputs(paths, out)
+    allow = options.allow_other_files
+    check_out(out, allow_other_files=allow)  # before the inputs are listed: OUT refused at once
     forget_listings(out, paths, options.input_options)
     found = discover(list(paths), options.input_options)
     if not found.bundles and not archive_entries(found.findings, run_id):
@@ -280,10 +283,14 @@ def run_convert(
         return RunSummary(
             out=out.url, run_id=run_id, entries=(), findings=found.findings, seconds=seconds
         )
-    allow = options.allow_other_files
     with (
         hold_reporting(
-            out, run_id, wait=wait_for_lock, progress=progress, allow_other_files=allow
+            out,
+            run_id,
+            wait=wait_for_lock,
+            progress=progress,
+            allow_other_files=allow,
+            checked=True,
         ) as run,
         _stopped_by_faults(run.out),
     ):

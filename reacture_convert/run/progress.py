@@ -188,13 +188,16 @@ def hold_reporting(
     wait: bool,
     progress: ProgressFn | None,
     allow_other_files: bool = False,
+    checked: bool = False,
 ) -> Iterator[OutputRun]:
     """``hold_output``, and when it must wait for another run's lock, a ``WaitingForLock``
     first (saying whose); then ``Started`` is the caller's."""
     stack = contextlib.ExitStack()
     try:
         run = stack.enter_context(
-            hold_output(out, run_id, wait=False, allow_other_files=allow_other_files)
+            hold_output(
+                out, run_id, wait=False, allow_other_files=allow_other_files, checked=checked
+            )
         )
     except LockedError:
         if not wait:
@@ -205,7 +208,9 @@ def hold_reporting(
                 holder = lock_holder(out)
             guarded(progress)(WaitingForLock(out.url, holder))
         run = stack.enter_context(
-            hold_output(out, run_id, wait=True, allow_other_files=allow_other_files)
+            hold_output(
+                out, run_id, wait=True, allow_other_files=allow_other_files, checked=checked
+            )
         )
     with stack:
         yield run

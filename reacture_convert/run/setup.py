@@ -84,12 +84,18 @@ class OutputRun:
 
 @contextlib.contextmanager
 def hold_output(
-    out: Output, run_id: str | None = None, *, wait: bool, allow_other_files: bool = False
+    out: Output,
+    run_id: str | None = None,
+    *,
+    wait: bool,
+    allow_other_files: bool = False,
+    checked: bool = False,
 ) -> Iterator[OutputRun]:
-    """Hold OUT's lock as run ``run_id`` (a new one by default). Raises ``ConfigError`` when
-    OUT is a file, or a folder holding other files than a dataset's (unless
-    ``allow_other_files``: ``output.claim``), before anything is written; ``LockedError`` when
-    another run holds it (unless ``wait``)."""
-    check_out(out, allow_other_files=allow_other_files)
+    """Hold OUT's lock as run ``run_id`` (a new one by default). Raises ``OutRefusedError``
+    when OUT is a file, or a folder holding other files than a dataset's (unless
+    ``allow_other_files``: ``output.claim``), before anything is written (``checked``: the
+    caller has just checked); ``LockedError`` when another run holds it (unless ``wait``)."""
+    if not checked:
+        check_out(out, allow_other_files=allow_other_files)
     with lock_output(out, wait=wait) as held:
         yield OutputRun(out, run_id or new_run_id(), held)

@@ -100,6 +100,10 @@ CASES = [
     Case("watch-bad-value", "watch {sample} --out {tmp}/w --poll 0s", 2, "usage",
          leaves_nothing="{tmp}/w"),
     Case("verify-bad-option", "verify {ds} --frames", 2, "usage"),
+    # --- an OUT a run may not write into (the library's check: the command makes no other) ---
+    Case("convert-out-is-a-file", "convert {sample} --out {job}", 2, "usage"),
+    Case("watch-out-is-a-file", "watch {sample} --once --out {job}", 2, "usage"),
+    Case("run-out-holds-other-files", "run {job} --out {ds}/..", 2, "usage"),
     Case("stats-missing-argument", "stats", 2, "usage"),
     Case("show-missing-option", "show {ds}", 2, "usage"),
 ]  # fmt: skip
