@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m compileall -q reacture_convert  # as a wheel install would: no command compiles it again
 	touch $(STAMP)
 
 ## Convert the sample shipped in sample/ with pipelines/default.toml (data/incoming -> data/converted).
