@@ -75,6 +75,10 @@ class ByteCache:
         digest = hashlib.sha256(key.encode()).hexdigest()
         return self.root / digest[:2] / digest
 
+    def holds(self, key: str) -> bool:
+        """Whether entry ``key`` is there now (it may be evicted before it is read)."""
+        return self.path(key).exists()
+
     def get(self, key: str) -> bytes | None:
         """The entry's bytes, or None when there is none."""
         path = self.path(key)

@@ -366,19 +366,20 @@ def read_chunks(
 ) -> list[npt.NDArray[np.uint8]]:
     """The chunks ``wanted`` (``(reader, chunk)`` pairs), fetched and decoded together on this
     process's fetch threads (zstd and the object store's I/O release the GIL); a chunk that
-    ``ahead`` requested already is taken from it, the others requested as ``plan_requests``
-    groups them."""
-    taken: dict[int, Future[bytes | None] | bytes] = {}  # requested ahead, or in the cache
+    ``ahead`` requested already is taken from it, one the local cache holds is read from it
+    there too, the others requested as ``plan_requests`` groups them."""
+    taken: dict[int, Future[bytes | None] | str] = {}  # requested ahead, or its cache key
     rest: list[int] = []
     for i, (reader, c) in enumerate(wanted):
         if reader.direct:
             key = reader.cache_key(c)
             job = ahead.take(key) if ahead is not None else None
-            kept = cache.get(key) if job is None and cache is not None else None
-            if job is None and kept is None:
-                rest.append(i)
+            if job is not None:
+                taken[i] = job
+            elif cache is not None and cache.holds(key):
+                taken[i] = key
             else:
-                taken[i] = job if job is not None else cast(bytes, kept)
+                rest.append(i)
     groups = [[i] for i in taken]
     groups += [[rest[j] for j in g] for g in plan_requests([wanted[i] for i in rest])]
 
@@ -386,7 +387,11 @@ def read_chunks(
         reader = wanted[group[0]][0]
         if group[0] in taken:
             got = taken[group[0]]
-            raws = [got if isinstance(got, bytes) else got.result()]
+            if isinstance(got, str):  # in the cache (evicted since: fetched again)
+                kept = cast(ByteCache, cache).get(got)
+                raws = [kept] if kept is not None else _raw(reader, [wanted[group[0]][1]], cache)
+            else:
+                raws = [got.result()]
         else:
             raws = _raw(reader, [wanted[i][1] for i in group], cache)
         return [reader.decode(wanted[i][1], raw) for i, raw in zip(group, raws, strict=True)]

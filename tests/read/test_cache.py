@@ -162,3 +162,29 @@ def test_a_cache_folder_that_cannot_be_made_is_refused_up_front(
     for source in ("zarr", "wds"):
         with pytest.raises(ConfigError, match="cannot create it"):
             to_pytorch_dataloader(local, 8, source=source, cache_dir=str(tmp_path / "a-file" / "c"))
+
+
+class _Forgetful(ByteCache):
+    """A cache that says it holds every entry, as one would whose entries another process
+    evicts between that answer and the read."""
+
+    def holds(self, key: str) -> bool:
+        return True
+
+
+def test_a_chunk_evicted_after_the_cache_said_it_held_it_is_fetched(
+    local: Path, tmp_path: Path
+) -> None:
+    from reacture_convert.output.storage import Output
+    from reacture_convert.read.chunks import ChunkReader, read_chunks
+
+    session = sorted(p.name for p in (local / "zarr").iterdir())[0].removesuffix(".zarr")
+    reader = ChunkReader(Output(str(local)), session)
+    assert reader.direct
+    cache = _Forgetful(CacheOptions(str(tmp_path / "cache"), 1 << 30))
+    got = read_chunks([(reader, 0), (reader, 1)], cache)
+    assert [g.tobytes() for g in got] == [
+        reader.read_zarr(0).tobytes(),
+        reader.read_zarr(1).tobytes(),
+    ]
+    assert cache.size() > 0  # fetched, then kept
