@@ -165,6 +165,16 @@ def test_runs_placed_wrongly_are_named_with_what_to_do(
     assert shard["url"] in str(caught.value) and "reacture-convert verify" in str(caught.value)
 
 
+def test_a_range_past_a_shards_end_reads_only_what_the_shard_holds(local: Path) -> None:
+    """A range from a damaged index.json (its end far past the shard's) allocates no more than
+    the shard's bytes: the local read is bounded by the file's size."""
+    source = ShardSource(local, ReadOptions(skip_blank=False))
+    path = local / "wds" / index_of(local)["shards"][0]["url"]
+    size = path.stat().st_size
+    assert source._read_range(0, size - 100, 1 << 62) == path.read_bytes()[-100:]
+    assert source._read_range(0, size + 5, 1 << 62) == b""
+
+
 # --- from an object store -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def bucket(moto_s3: S3, local: Path) -> Iterator[tuple[str, LatencyProxy]]:

@@ -47,6 +47,7 @@ from __future__ import annotations
 import bisect
 import io
 import json
+import os
 import random
 import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -62,7 +63,6 @@ from reacture_convert.formats.wds.compression import SHARD_RUN, GzipMembers, inf
 from reacture_convert.formats.wds.encodings import decode_image
 from reacture_convert.formats.wds.index import WdsShard
 from reacture_convert.formats.wds.tar import sample_spans, tar_size
-from reacture_convert.ingest.members import read_bounded
 from reacture_convert.ingest.npy import npy_bytes
 from reacture_convert.output.catalog import CATALOG
 from reacture_convert.output.fetch import pool
@@ -204,6 +204,7 @@ class ShardSource:
         self._runs_fit: set[int] = set()  # shards whose listed runs passed ``_runs_problem``
         self._kept: I64 | None = None
         self._mask: npt.NDArray[np.bool_] | None = None
+        self._folders: dict[str, Output] = {}  # the shards' folders, made once
 
     def __len__(self) -> int:
         """The samples of an epoch over all consumers (known with alignment tables, or when
@@ -561,9 +562,10 @@ class ShardSource:
             folder, path = self._place(shard)
             data: bytes = folder.fs.cat_file(path, start=start, end=end)
             return data
-        with self._open(shard) as f:
+        with self._open(shard) as f:  # a local file: its size bounds the read (index.json's)
+            end = min(end, os.fstat(f.fileno()).st_size)
             f.seek(start)
-            return read_bounded(f, end - start)
+            return f.read(max(0, end - start))  # (one read: no pieces joined)
 
     # --- random access ----------------------------------------------------------------------------
     def kept_positions(self) -> I64:
@@ -697,8 +699,11 @@ class ShardSource:
 
     def _place(self, shard: int) -> tuple[Output, str]:
         """The folder of shard ``shard`` and its path there."""
-        folder = Output(self.urls[shard].rsplit("/", 1)[0], self.storage_options)
-        return folder, folder.path(self.urls[shard].rsplit("/", 1)[1])
+        at, name = self.urls[shard].rsplit("/", 1)
+        folder = self._folders.get(at)
+        if folder is None:
+            folder = self._folders[at] = Output(at, self.storage_options)
+        return folder, folder.path(name)
 
 
 _COPY_PIECE: Final = 16 << 20
