@@ -66,3 +66,23 @@ def test_frame_source_is_a_random_access_source_of_numpy_samples(tmp_path: Path)
         assert isinstance(sample["keys"], np.ndarray) and sample["keys"].shape == (6,)
     with pytest.raises(IndexError, match="out of range"):
         source[len(frames)]
+
+
+def test_a_local_store_is_decoded_on_the_readers_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From local disk a batch's chunks are read and decoded one after another on the reading
+    thread: the fetch threads (for an object store's round trips) only cost a local reader its
+    hand-offs (a shuffled epoch ~15 % slower, docs/benchmarks.md rows 6)."""
+    from reacture_convert.read import chunks
+
+    out = Output(str(tmp_path / "out"))
+    run_convert([str(VARIANT)], out, ConvertOptions(), scheduler="sync")
+
+    def no_pool() -> None:
+        raise AssertionError("the fetch threads were used for a local store")
+
+    monkeypatch.setattr(chunks, "pool", no_pool)
+    source = ZarrSource(out, ReadOptions())
+    batch = source.fetch(np.arange(len(source))[::-1])  # every chunk, several groups
+    assert np.array_equal(batch["frame"], read_source(VARIANT).frames[::-1])
