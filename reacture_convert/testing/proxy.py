@@ -8,9 +8,7 @@ write its policy denies (403 ``AccessDenied``), without reaching the store.
     with LatencyProxy("http://127.0.0.1:5000", delay=0.03) as proxy:
         fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": proxy.url})
 
-Plain HTTP/1.1 (what s3fs speaks to a local S3-compatible server); one thread per connection,
-each with its own kept-alive connection to the store (a new connection per request cost the
-proxy and the store's server CPU that a reader on the same cores then lacked).
+Plain HTTP/1.1 (what s3fs speaks to a local S3-compatible server); one thread per connection.
 """
 
 from __future__ import annotations
@@ -137,46 +135,8 @@ class LatencyProxy:
             # for the client's delayed ACK, 40 ms more than ``delay`` on every response
             disable_nagle_algorithm = True
 
-            _up: http.client.HTTPConnection | None = None  # to the store, kept alive
-
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 pass
-
-            def finish(self) -> None:
-                super().finish()
-                if self._up is not None:
-                    self._up.close()
-
-            def _exchange(
-                self, headers: dict[str, str], body: bytes | None
-            ) -> tuple[http.client.HTTPResponse, bytes]:
-                """The store's reply to this request, over the kept connection; a kept one
-                that the store had closed meanwhile is replaced once (nothing was answered)."""
-                while True:
-                    kept = self._up is not None
-                    if self._up is None:
-                        self._up = http.client.HTTPConnection(
-                            proxy.upstream.hostname or "127.0.0.1", proxy.upstream.port, timeout=60
-                        )
-                    up = self._up
-                    try:
-                        up.request(self.command, self.path, body=body, headers=headers)
-                        reply = up.getresponse()
-                        data = reply.read()
-                    except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                        up.close()
-                        self._up = None
-                        if kept:
-                            continue
-                        raise
-                    except BaseException:
-                        up.close()
-                        self._up = None
-                        raise
-                    if reply.will_close:
-                        up.close()
-                        self._up = None
-                    return reply, data
 
             def _forward(self) -> None:
                 proxy.traffic.enter()
@@ -193,8 +153,16 @@ class LatencyProxy:
                 if refuse is not None and refuse(self.command, self.path.split("?", 1)[0]):
                     self._deny()
                     return
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
-                reply, data = self._exchange(headers, body)
+                up = http.client.HTTPConnection(
+                    proxy.upstream.hostname or "127.0.0.1", proxy.upstream.port, timeout=60
+                )
+                try:
+                    headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
+                    up.request(self.command, self.path, body=body, headers=headers)
+                    reply = up.getresponse()
+                    data = reply.read()
+                finally:
+                    up.close()
                 proxy.traffic.count(self.command, self.path, len(data), length, reply.status)
                 self.send_response(reply.status, reply.reason)
                 head = self.command == "HEAD"  # its Content-Length is the object's
