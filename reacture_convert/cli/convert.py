@@ -462,11 +462,14 @@ def progress_reporter(enabled: bool, console: Console | None = None) -> Iterator
     if not enabled:
         yield None
         return
-    from rich.console import Console
-
     if console is None:  # (not rich's own test: FORCE_COLOR would make any stderr a terminal)
-        console = Console(stderr=True) if sys.stderr.isatty() else None
-    if console is None or not console.is_terminal:
+        if not sys.stderr.isatty():
+            yield None  # rich is not even imported (~35 ms of a run's start)
+            return
+        from rich.console import Console
+
+        console = Console(stderr=True)
+    if not console.is_terminal:
         yield None
         return
     with _ProgressView(console) as view:

@@ -62,6 +62,15 @@ def test_converting_here_imports_neither_dask_nor_zarr(
     assert not modules & NEVER_HERE, modules & NEVER_HERE
 
 
+def test_progress_off_a_terminal_imports_no_rich(
+    make_bundle: Callable[..., Path], tmp_path: Path
+) -> None:
+    # no --quiet: stderr is a pipe here, so the progress display is off and rich stays unloaded
+    src = make_bundle(n_frames=5)
+    modules = loaded("convert", str(src), "--out", str(tmp_path / "out"), "--scheduler", "sync")
+    assert "rich" not in modules
+
+
 def test_converting_to_shards_here_imports_no_picture_library(
     make_bundle: Callable[..., Path], tmp_path: Path
 ) -> None:
