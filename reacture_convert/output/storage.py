@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
+import functools
 import glob
 import hashlib
 import io
@@ -121,8 +122,10 @@ class Output:
         fs, root = fsspec.core.url_to_fs(self.url, **options)
         return fs, root.rstrip("/")
 
-    @property
+    @functools.cached_property
     def is_local(self) -> bool:
+        """OUT is on local disk (decided once: a reader asks it for every batch, and resolving
+        the URL costs fsspec a lookup of its instances each time)."""
         return isinstance(self.fs, LocalFileSystem)
 
     def path(self, *parts: str) -> str:

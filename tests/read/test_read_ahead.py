@@ -19,6 +19,7 @@ from reacture_convert.output.storage import Output
 from reacture_convert.read.chunks import ChunkAhead, ChunkReader
 from reacture_convert.read.torch import (
     AHEAD_BATCHES,
+    AHEAD_EVERY,
     BatchIds,
     ChunkBatchSampler,
     FrameDataset,
@@ -65,14 +66,20 @@ def test_each_batch_names_its_workers_next_batches(
     moto_s3: S3, bucket: tuple[str, LatencyProxy], workers: int
 ) -> None:
     """A DataLoader deals batches to its workers in turn, so batch i's read-ahead is batches
-    i, i + w, i + 2w, ... (``AHEAD_BATCHES`` beyond i) of the plan."""
+    i, i + w, i + 2w, ... (``AHEAD_BATCHES`` beyond i) of the plan; a worker is told so with
+    every ``AHEAD_EVERY``-th of its own batches, its first among them (the others are lists)."""
     ds = FrameDataset(bucket[0], storage_options=moto_s3.options)
     sampler = ChunkBatchSampler(ds, 8, shuffle=True, seed=5, num_workers=workers)
     plan = [ids.tolist() for ids in sampler._plan()]
     step = max(1, workers)
     got = list(sampler)
     assert [list(batch) for batch in got] == plan
+    assert len(got) > step * AHEAD_EVERY  # (so that some batches are plain lists)
     for i, batch in enumerate(got):
+        own = i // step  # the worker's how-manieth batch this is
+        if own % AHEAD_EVERY:
+            assert type(batch) is list
+            continue
         assert isinstance(batch, BatchIds)
         coming = plan[i : i + step * (AHEAD_BATCHES + 1) : step]
         assert batch.ahead.tolist() == [x for ids in coming for x in ids]

@@ -169,7 +169,8 @@ class ZarrSource:
             self.out.url, options, self.skipped_blank, self.dropped_windows, self.total_frames
         )
         self._local: _Local | None = None
-        self._ahead_keys: I64 | None = None  # read_ahead's: each sample's first, last chunk
+        self._ahead_keys: I64 | None = None  # read_ahead's: each sample's chunks
+        self._ahead_starts: I64 = np.zeros(0, dtype=np.int64)  # each session's first chunk
 
     # --- what there is ----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -258,18 +259,21 @@ class ZarrSource:
         if not self.remote:
             return
         picked = self._check(np.asarray(ids, dtype=np.int64).reshape(-1))
-        if self._ahead_keys is None:  # each sample's first and last chunk, over all sessions
+        if self._ahead_keys is None:  # each sample's chunks (first and last, when they differ)
             rows = self._rows
             s = self._label_session[rows]
             size = np.array([p.chunk for p in self._parts], dtype=np.int64)[s]
-            frame = self.labels["frame_index"][rows]
+            frame: I64 = self.labels["frame_index"][rows]
             first = np.array([p.first_chunk for p in self._parts], dtype=np.int64)[s]
             low = first + np.maximum(frame - self.options.history, 0) // size
-            self._ahead_keys = np.stack([low, first + frame // size], axis=1)
+            high: I64 = first + frame // size
+            both: I64 = high[:, None] if (low == high).all() else np.stack([low, high], 1)
+            self._ahead_keys = both
+            self._ahead_starts = np.array([p.first_chunk for p in self._parts], dtype=np.int64)
         chunks = self._ahead_keys[picked].reshape(-1)
         _, at = np.unique(chunks, return_index=True)
         chunks = chunks[np.sort(at)]  # first needed first
-        starts = np.array([p.first_chunk for p in self._parts], dtype=np.int64)
+        starts = self._ahead_starts
         part = np.searchsorted(starts, chunks, side="right") - 1
         keys = list(zip(part.tolist(), (chunks - starts[part]).tolist(), strict=True))
         self._state().read_ahead(self, keys)
