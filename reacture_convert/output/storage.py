@@ -109,8 +109,10 @@ class Output:
     def fs(self) -> fsspec.AbstractFileSystem:
         return self._resolve()[0]
 
-    @property
+    @functools.cached_property
     def root(self) -> str:
+        """The path of OUT within ``fs`` (decided once, as ``is_local``; ``fs`` itself is
+        resolved on each use: a forked process must not share its parent's client)."""
         return self._resolve()[1]
 
     def _resolve(self) -> tuple[fsspec.AbstractFileSystem, str]:
