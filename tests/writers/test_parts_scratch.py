@@ -5,6 +5,9 @@ to its name, as "convert locally, then upload" would send it (#30)."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -74,14 +77,38 @@ def test_shards_cross_to_the_bucket_once_and_equal_a_local_convert(
 def test_the_parts_folder_is_local_emptied_and_removed(tmp_path: Path) -> None:
     out = Output("s3://datasets/parts-folder")
     assert folder_of(out) != folder_of(Output("s3://datasets/other"))
-    leftover = Path(folder_of(out)) / ".staging" / "killed-run" / "old.tar"
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    killed = Path(folder_of(out, int(gone.stdout)))  # a run whose process is gone
+    leftover = killed / ".staging" / "killed-run" / "old.tar"
     leftover.parent.mkdir(parents=True)
     leftover.write_bytes(b"a killed run's part")
     with parts_dir(out, True, 1 << 20) as folder:
         assert folder == folder_of(out)
-        assert os.listdir(folder) == []  # the killed run's parts are gone
+        assert os.listdir(folder) == []
+        assert not killed.exists()  # the killed run's parts are gone
         Path(folder, "part.tar").write_bytes(b"x")
     assert not os.path.exists(folder_of(out))
+
+
+def test_a_run_into_the_same_url_in_another_store_keeps_its_parts_folder() -> None:
+    # the same s3:// URL on two endpoints: each run holds its own store's lock, both run here
+    out = Output("s3://datasets/parts-two-stores")
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as other:
+        try:
+            theirs = Path(folder_of(out, other.pid))
+            theirs.mkdir(parents=True)
+            (theirs / "part.tar").write_bytes(b"the other run's part")
+            with parts_dir(out, True, 1 << 20) as folder:
+                assert folder is not None and Path(folder) != theirs
+            assert (theirs / "part.tar").read_bytes() == b"the other run's part"
+        finally:
+            other.kill()
+            shutil.rmtree(theirs, ignore_errors=True)
 
 
 def test_the_parts_stay_in_out_when_their_folder_cannot_be_made(

@@ -9,15 +9,18 @@ on this machine (every scheduler but a remote Dask cluster, whose workers share 
 the driver) they are written to a local folder instead, and the merge uploads each shard once,
 straight to its name: what "convert locally, then upload" does, in one command.
 
-The folder is ``<tempdir>/reacture-convert-parts-<uid>/<OUT's digest>/`` (``TMPDIR`` moves it): one
-per OUT, so the run that holds OUT's lock owns it; it is emptied when a run starts (a killed
-run's leftovers) and removed when it ends. When the temporary folder's filesystem has less free
-space than the bundles take (plus a margin), the parts stay in OUT's staging.
+The folder is ``<tempdir>/reacture-convert-parts-<uid>/<OUT's digest>-<pid>/`` (``TMPDIR`` moves
+it): one per run, since the same URL can name two stores (an ``s3://`` bucket on two endpoints)
+whose runs each hold their own lock. A run removes it when it ends, and when it starts, the
+folders of earlier runs into the same URL whose processes are gone (a killed run's leftovers).
+When the temporary folder's filesystem has less free space than the bundles take (plus a
+margin), the parts stay in OUT's staging.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import os
 import shutil
@@ -33,11 +36,33 @@ __all__ = ["MARGIN", "folder_of", "parts_dir", "parts_output"]
 MARGIN: Final = 1 << 30  # free space kept besides the parts (bytes)
 
 
-def folder_of(out: Output) -> str:
-    """The local folder of the parts of a run into ``out`` (one per user: another user's
-    would not be ours to write)."""
+def folder_of(out: Output, pid: int | None = None) -> str:
+    """The local folder of the parts of process ``pid``'s run into ``out`` (default: this
+    process's), under a folder per user (another user's would not be ours to write)."""
     digest = hashlib.sha256(out.url.encode()).hexdigest()[:16]
-    return os.path.join(tempfile.gettempdir(), f"reacture-convert-parts-{os.getuid()}", digest)
+    user = os.path.join(tempfile.gettempdir(), f"reacture-convert-parts-{os.getuid()}")
+    return os.path.join(user, f"{digest}-{os.getpid() if pid is None else pid}")
+
+
+def _leftovers(out: Output) -> list[str]:
+    """The parts folders of earlier runs into ``out`` whose processes are gone."""
+    base = folder_of(out, 0)[: -len("-0")]
+    found = []
+    for path in glob.glob(f"{glob.escape(base)}-*"):
+        pid = path.rsplit("-", 1)[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            found.append(path)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # (another user's process with that number)
+        return True
+    return True
 
 
 def _room(folder: str, need: int) -> bool:
@@ -53,7 +78,8 @@ def parts_dir(out: Output, local_tasks: bool, nbytes: int) -> Iterator[str | Non
         yield None
         return
     folder = folder_of(out)
-    shutil.rmtree(folder, ignore_errors=True)  # a killed run's
+    for leftover in [folder, *_leftovers(out)]:  # killed runs'
+        shutil.rmtree(leftover, ignore_errors=True)
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError:  # (a file in the way, no permission: the store's staging will do)
