@@ -39,16 +39,18 @@ MARGIN: Final = 1 << 30  # free space kept besides the parts (bytes)
 def folder_of(out: Output, pid: int | None = None) -> str:
     """The local folder of the parts of process ``pid``'s run into ``out`` (default: this
     process's), under a folder per user (another user's would not be ours to write)."""
+    return f"{_base(out)}-{os.getpid() if pid is None else pid}"
+
+
+def _base(out: Output) -> str:
     digest = hashlib.sha256(out.url.encode()).hexdigest()[:16]
-    user = os.path.join(tempfile.gettempdir(), f"reacture-convert-parts-{os.getuid()}")
-    return os.path.join(user, f"{digest}-{os.getpid() if pid is None else pid}")
+    return os.path.join(tempfile.gettempdir(), f"reacture-convert-parts-{os.getuid()}", digest)
 
 
 def _leftovers(out: Output) -> list[str]:
     """The parts folders of earlier runs into ``out`` whose processes are gone."""
-    base = folder_of(out, 0)[: -len("-0")]
     found = []
-    for path in glob.glob(f"{glob.escape(base)}-*"):
+    for path in glob.glob(f"{glob.escape(_base(out))}-*"):
         pid = path.rsplit("-", 1)[1]
         if pid.isdigit() and not _alive(int(pid)):
             found.append(path)
