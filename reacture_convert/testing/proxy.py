@@ -36,7 +36,8 @@ _DENIED = (
 @dataclass
 class Traffic:
     """What went through the proxy: requests per (method, path), response body ``bytes``,
-    request body bytes (``sent``), requests being served now and the most at once (``peak``);
+    request body bytes (``sent``), requests being served now (until their responses go out) and
+    the most at once (``peak``);
     ``log``: every request in the order answered, as (seconds since the proxy started or was
     last reset, method, path with its query, status)."""
 
@@ -134,15 +135,25 @@ class LatencyProxy:
             # headers and body go out as two writes: with Nagle's algorithm the body waited
             # for the client's delayed ACK, 40 ms more than ``delay`` on every response
             disable_nagle_algorithm = True
+            _in_flight = False  # counted in ``traffic.active`` (``_answered`` ends it)
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 pass
 
             def _forward(self) -> None:
                 proxy.traffic.enter()
+                self._in_flight = True
                 try:
                     self._relay()
                 finally:
+                    self._answered()
+
+            def _answered(self) -> None:
+                """The request no longer counts as in flight: called before its response is
+                sent (a client that has it all may send its next request before this thread
+                runs again, which would count one too many), else when the handler ends."""
+                if self._in_flight:
+                    self._in_flight = False
                     proxy.traffic.leave()
 
             def _relay(self) -> None:
@@ -171,6 +182,7 @@ class LatencyProxy:
                         self.send_header(key, value)
                 if not head:
                     self.send_header("Content-Length", str(len(data)))
+                self._answered()
                 self.end_headers()
                 if not head:
                     self.wfile.write(data)
@@ -180,6 +192,7 @@ class LatencyProxy:
                 self.send_response(403, "Forbidden")
                 self.send_header("Content-Type", "application/xml")
                 self.send_header("Content-Length", str(len(_DENIED)))
+                self._answered()
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(_DENIED)
